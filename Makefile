@@ -1,0 +1,44 @@
+# Self-documenting: `make help` lists every target with a `## ` comment.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Steps start `mlflow` and `uvicorn` as programs: the venv's bin/ must be on PATH.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+# The venv is rebuilt when the project's dependencies or the lock change.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+.PHONY: setup
+setup: $(STAMP) ## Create .venv and install the project with dev extras (done automatically by other targets)
+
+.PHONY: test
+test: $(STAMP) ## Run the test suite (unit + real MLflow / model-server tests); the one command CI runs
+	$(PY) -m pytest -m "not docker and not on_cluster"
+
+.PHONY: lint
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format the code with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: clean
+clean: ## Remove the venv, caches and local run state
+	rm -rf $(VENV) .pytest_cache .ruff_cache out .demo

@@ -1,0 +1,26 @@
+"""`python -m steps <stage> ...`: dispatch to one stage's CLI."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES = ("fetch", "validate", "train", "register", "promote", "deploy")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI of the stage named by the first argument."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(f"usage: python -m steps {{{','.join(STAGES)}}} [--help] ...")
+        return 0 if args else 2
+    stage, rest = args[0], args[1:]
+    if stage not in STAGES:
+        print(f"error: unknown stage {stage!r}; choose one of {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"steps.{stage}")
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
