@@ -1,0 +1,157 @@
+"""Settings for the Argo resources (what to render) and the Argo server (where to send them)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from steps import __version__
+
+DEFAULT_NAMESPACE = "mlops"
+DEFAULT_SERVICE_ACCOUNT = "dewpoint-pipeline"
+DEFAULT_IMAGE_REPOSITORY = "dewpoint-pipeline/step"
+DEFAULT_SCHEDULE = "0 0 * * 0"  # the prototype's schedule: Sundays at midnight
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_MLFLOW_TRACKING_URI = "http://mlflow.mlops.svc:5000"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting and the value."""
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """Parse a boolean switch from a flag or environment variable, naming it on bad input."""
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SettingsError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def default_image() -> str:
+    """The step image tagged with this package's version (the one place the tag is derived)."""
+    return f"{DEFAULT_IMAGE_REPOSITORY}:{__version__}"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the WorkflowTemplate and CronWorkflow look like: namespace, image, schedule, defaults.
+
+    Read from `PIPELINE_*` environment variables by `from_env`; every field has a default that
+    matches docs/steps.md ("Names shared by ...").
+    """
+
+    namespace: str = DEFAULT_NAMESPACE
+    image: str = field(default_factory=default_image)
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    code_version: str = __version__
+    schedule: str = DEFAULT_SCHEDULE
+    timezone: str = DEFAULT_TIMEZONE
+    suspend: bool = False
+    stop_after_failures: int = 4  # a month of weekly failures: stop and let a human look
+    mlflow_tracking_uri: str = DEFAULT_MLFLOW_TRACKING_URI
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
+        """Build settings from `PIPELINE_NAMESPACE`, `PIPELINE_IMAGE`, `PIPELINE_SCHEDULE`,
+        `PIPELINE_TIMEZONE`, `PIPELINE_SUSPEND` and `PIPELINE_MLFLOW_TRACKING_URI`; unset or
+        empty variables keep the defaults.
+        """
+        env = os.environ if environ is None else environ
+        base = cls()
+
+        def pick(name: str, default: str) -> str:
+            return env.get(name) or default
+
+        return cls(
+            namespace=pick("PIPELINE_NAMESPACE", base.namespace),
+            image=pick("PIPELINE_IMAGE", base.image),
+            schedule=pick("PIPELINE_SCHEDULE", base.schedule),
+            timezone=pick("PIPELINE_TIMEZONE", base.timezone),
+            suspend=parse_bool("PIPELINE_SUSPEND", env.get("PIPELINE_SUSPEND", "false")),
+            mlflow_tracking_uri=pick("PIPELINE_MLFLOW_TRACKING_URI", base.mlflow_tracking_uri),
+        )
+
+
+@dataclass(frozen=True)
+class ArgoSettings:
+    """Where the Argo server is and how to authenticate: flags first, then env, then defaults."""
+
+    server_url: str
+    token: str | None = None
+    verify_tls: bool = True
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def base_url(self) -> str:
+        """The server URL ending in `/`, so relative API paths keep a base path such as `/argo/`.
+
+        Hera's WorkflowsService joins paths with urljoin, which drops the last path segment of a
+        host without a trailing slash.
+        """
+        return self.server_url if self.server_url.endswith("/") else self.server_url + "/"
+
+    @property
+    def authorization(self) -> str | None:
+        """The Authorization header value: `Bearer <token>` whether or not the prefix was given."""
+        if not self.token:
+            return None
+        token = self.token.strip()
+        if token.lower().startswith("bearer "):
+            token = token[len("bearer ") :].strip()
+        return f"Bearer {token}"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """Add --argo-server, --token, --insecure-skip-verify and --namespace (env fallbacks)."""
+        parser.add_argument(
+            "--argo-server",
+            help="Argo server URL including any base path, e.g. http://localhost/argo/ "
+            "(env ARGO_SERVER_URL)",
+        )
+        parser.add_argument(
+            "--token",
+            help="Argo bearer token, with or without the 'Bearer ' prefix; omit for server "
+            "auth mode (env ARGO_TOKEN)",
+        )
+        parser.add_argument(
+            "--insecure-skip-verify",
+            action="store_true",
+            default=None,
+            help="do not verify the server's TLS certificate (env ARGO_INSECURE_SKIP_VERIFY)",
+        )
+        parser.add_argument(
+            "--namespace",
+            help=f"namespace of the resources (env ARGO_NAMESPACE, default {DEFAULT_NAMESPACE})",
+        )
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> ArgoSettings:
+        """Build settings from parsed flags, then `ARGO_*` env; a missing server URL is an error."""
+        env = os.environ if environ is None else environ
+        url = args.argo_server or env.get("ARGO_SERVER_URL")
+        if not url:
+            raise SettingsError("no Argo server: pass --argo-server or set ARGO_SERVER_URL")
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"Argo server URL {url!r} must start with http:// or https://")
+        if args.insecure_skip_verify is not None:
+            skip = bool(args.insecure_skip_verify)
+        else:
+            skip = parse_bool(
+                "ARGO_INSECURE_SKIP_VERIFY", env.get("ARGO_INSECURE_SKIP_VERIFY", "false")
+            )
+        return cls(
+            server_url=url,
+            token=args.token or env.get("ARGO_TOKEN") or None,
+            verify_tls=not skip,
+            namespace=args.namespace or env.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE,
+        )
