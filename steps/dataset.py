@@ -1,0 +1,163 @@
+"""The dataset shared by fetch, validate and train: schema, canonical hash, atomic Parquet I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from steps.cli import StepError
+
+SCHEMA = pa.schema(
+    [
+        pa.field("station", pa.string(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("temp", pa.float64()),
+        pa.field("dewp", pa.float64()),
+        pa.field("frshtt", pa.string()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+SOURCE_METADATA_KEY = b"dewpoint.source"
+SORT_KEYS = [(name, "ascending") for name in COLUMNS]
+
+
+def empty_table() -> pa.Table:
+    """A dataset with the right schema and no rows."""
+    return SCHEMA.empty_table()
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Cast `table` to SCHEMA (column order, types) and drop any schema metadata.
+
+    Raises StepError naming the missing columns or the column that cannot be cast.
+    """
+    missing = [name for name in COLUMNS if name not in table.column_names]
+    if missing:
+        raise StepError(f"dataset is missing column(s) {', '.join(missing)}")
+    columns = []
+    for field in SCHEMA:
+        column = table.column(field.name)
+        if not column.type.equals(field.type):
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise StepError(
+                    f"dataset column {field.name} is {column.type}, not {field.type}: "
+                    f"{_first_line(exc)}"
+                ) from exc
+        if not field.nullable and column.null_count:
+            raise StepError(f"dataset column {field.name} has {column.null_count} null value(s)")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def canonical(table: pa.Table) -> pa.Table:
+    """The dataset in canonical form: SCHEMA types, rows sorted by every column in order.
+
+    Fetch writes this form, so the same observations give the same file and the same hash
+    whatever order the source delivered them in.
+    """
+    table = conform(table)
+    if not _is_sorted(table):
+        table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+    return table.combine_chunks()
+
+
+def _is_sorted(table: pa.Table) -> bool:
+    """Whether rows are already in canonical order; a vectorised check that avoids a sort."""
+    if table.num_rows < 2:
+        return True
+    head = table.slice(0, table.num_rows - 1)
+    tail = table.slice(1)
+    # Row i <= row i+1 lexicographically; ties on (station, date) are rare, sort them properly.
+    station_a, station_b = head.column("station"), tail.column("station")
+    if pc.any(pc.greater(station_a, station_b)).as_py():
+        return False
+    same_station = pc.equal(station_a, station_b)
+    date_a, date_b = head.column("date"), tail.column("date")
+    if pc.any(pc.and_(same_station, pc.greater(date_a, date_b))).as_py():
+        return False
+    return not pc.any(pc.and_(same_station, pc.equal(date_a, date_b))).as_py()
+
+
+def data_hash(table: pa.Table) -> str:
+    """SHA-256 (hex) of the dataset's columns in canonical form.
+
+    The hash covers column names and types, each column's validity (nulls) and values in
+    canonical row order; it ignores Parquet encoding, chunking and key-value metadata.
+    """
+    table = canonical(table)
+    digest = hashlib.sha256()
+    digest.update(f"rows={table.num_rows};".encode())
+    for field in SCHEMA:
+        column = table.column(field.name).combine_chunks()
+        digest.update(f"{field.name}:{field.type};".encode())
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        digest.update(np.packbits(valid).tobytes())
+        if pa.types.is_string(field.type):
+            values = column.fill_null("") if column.null_count else column
+            offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+            offsets = offsets[values.offset : values.offset + len(values) + 1]
+            digest.update(np.diff(offsets).astype("<i4").tobytes())
+            digest.update(memoryview(values.buffers()[2])[offsets[0] : offsets[-1]])
+        elif pa.types.is_date32(field.type):
+            days = column.cast(pa.int32()).fill_null(0).to_numpy(zero_copy_only=False)
+            digest.update(days.astype("<i4").tobytes())
+        else:
+            numbers = column.fill_null(0.0).to_numpy(zero_copy_only=False)
+            # -0.0 and 0.0 are the same observation.
+            digest.update((numbers + 0.0).astype("<f8").tobytes())
+    return digest.hexdigest()
+
+
+def write_dataset(table: pa.Table, path: Path, source: dict[str, Any] | None = None) -> None:
+    """Write `table` as Parquet at `path` atomically (temporary name in the same folder, rename).
+
+    `source` is stored as JSON under the `dewpoint.source` key-value metadata.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {SOURCE_METADATA_KEY: json.dumps(source or {}, sort_keys=True).encode()}
+    table = table.replace_schema_metadata(metadata)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp_name, compression="zstd")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """Read a dataset written by `write_dataset`: (table in SCHEMA, source metadata dict).
+
+    Raises StepError when the file is missing, is not Parquet, or lacks dataset columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StepError(f"dataset {path} does not exist")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StepError(f"cannot read dataset {path} as Parquet: {_first_line(exc)}") from exc
+    raw = (table.schema.metadata or {}).get(SOURCE_METADATA_KEY, b"{}")
+    try:
+        source = json.loads(raw)
+    except ValueError:
+        source = {}
+    return conform(table), source
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

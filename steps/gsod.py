@@ -1,0 +1,308 @@
+"""Parser for NOAA GSOD daily files (NCEI 'access' CSV and legacy fixed-width '.op') to the dataset.
+
+Vectorised with pyarrow: many small station files are concatenated into large batches and parsed
+by pyarrow.csv in one call, so a full year (~12,300 files) costs about one plain CSV read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from steps.cli import StepError
+from steps.dataset import SCHEMA, empty_table
+
+# The 28 columns of every NCEI access CSV file, in order; the header line quotes each name.
+GSOD_COLUMNS = (
+    "STATION", "DATE", "LATITUDE", "LONGITUDE", "ELEVATION", "NAME",
+    "TEMP", "TEMP_ATTRIBUTES", "DEWP", "DEWP_ATTRIBUTES", "SLP", "SLP_ATTRIBUTES",
+    "STP", "STP_ATTRIBUTES", "VISIB", "VISIB_ATTRIBUTES", "WDSP", "WDSP_ATTRIBUTES",
+    "MXSPD", "GUST", "MAX", "MAX_ATTRIBUTES", "MIN", "MIN_ATTRIBUTES",
+    "PRCP", "PRCP_ATTRIBUTES", "SNDP", "FRSHTT",
+)  # fmt: skip
+GSOD_HEADER = ",".join(f'"{name}"' for name in GSOD_COLUMNS).encode()
+
+# "Missing" sentinels from NCEI's GSOD readme; only TEMP and DEWP reach the dataset.
+MISSING = {
+    **dict.fromkeys(("TEMP", "DEWP", "SLP", "STP", "MAX", "MIN"), 9999.9),
+    **dict.fromkeys(("VISIB", "WDSP", "MXSPD", "GUST", "SNDP"), 999.9),
+    "PRCP": 99.99,
+}
+FRSHTT_PATTERN = "^[01]{6}$"
+
+_CSV_TYPES = {
+    "STATION": pa.string(),
+    "DATE": pa.date32(),
+    "TEMP": pa.float64(),
+    "DEWP": pa.float64(),
+    "FRSHTT": pa.string(),
+}
+_CONVERT = pacsv.ConvertOptions(
+    include_columns=list(_CSV_TYPES),
+    column_types=_CSV_TYPES,
+    # GSOD never leaves TEMP/DEWP empty (it writes 9999.9): an empty value is a broken row.
+    null_values=[],
+    strings_can_be_null=False,
+    quoted_strings_can_be_null=False,
+)
+# Row counting per file relies on one row per line, so blank lines must not be skipped.
+_PARSE = pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False)
+DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
+GSOD_SUFFIXES = (".csv", ".op", ".op.gz")
+
+
+class GsodFormatError(StepError):
+    """A GSOD file that is not in the format NCEI publishes (truncated, wrong header, bad value)."""
+
+
+@dataclass
+class ParseSummary:
+    """What a parse consumed: files, rows per format, and the names of files without rows."""
+
+    files: int = 0
+    rows: int = 0
+    empty_files: list[str] = field(default_factory=list)
+
+
+def is_gsod_name(name: str) -> bool:
+    """Whether a file or archive member name looks like a GSOD daily file we can parse."""
+    return name.lower().endswith(GSOD_SUFFIXES)
+
+
+def iter_directory(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Yield (relative name, bytes) for every GSOD file under `path`, in sorted order."""
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file() and is_gsod_name(p.name)):
+        yield str(file.relative_to(path)), file.read_bytes()
+
+
+def iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Yield (member name, bytes) for each GSOD member of a .tar.gz, streaming member by member.
+
+    The archive is never held in memory: only the current member is read.
+    """
+    try:
+        with tarfile.open(path, mode="r|gz") as archive:
+            for member in archive:
+                if member.isfile() and is_gsod_name(member.name):
+                    handle = archive.extractfile(member)
+                    if handle is not None:
+                        yield member.name, handle.read()
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise GsodFormatError(f"{path}: not a readable .tar.gz archive ({exc})") from exc
+
+
+def parse_files(
+    files: Iterable[tuple[str, bytes]],
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    summary: ParseSummary | None = None,
+) -> pa.Table:
+    """Parse GSOD files given as (name, bytes) into one table in the dataset SCHEMA.
+
+    CSV files are grouped into batches of about `batch_bytes` and parsed in one pyarrow call per
+    batch; legacy `.op`/`.op.gz` files are parsed one by one. Any malformed file fails the whole
+    parse (GsodFormatError naming the file): a truncated or foreign file means the download or
+    the archive is broken, and training on silently partial data is worse than not retraining.
+    """
+    summary = summary if summary is not None else ParseSummary()
+    tables: list[pa.Table] = []
+    batch: list[tuple[str, bytes, int]] = []
+    size = 0
+    for name, data in files:
+        summary.files += 1
+        if name.lower().endswith((".op", ".op.gz")):
+            table = parse_op(data, name)
+            _note(summary, name, table.num_rows)
+            tables.append(table)
+            continue
+        body, rows = _csv_body(data, name)
+        _note(summary, name, rows)
+        if rows:
+            batch.append((name, body, rows))
+            size += len(body)
+        if size >= batch_bytes:
+            tables.append(_parse_csv_batch(batch))
+            batch, size = [], 0
+    if batch:
+        tables.append(_parse_csv_batch(batch))
+    if not tables:
+        return empty_table()
+    return pa.concat_tables(tables)
+
+
+def parse_csv(data: bytes, name: str = "<bytes>") -> pa.Table:
+    """Parse one NCEI access CSV file (header included) into the dataset SCHEMA."""
+    body, rows = _csv_body(data, name)
+    return _parse_csv_batch([(name, body, rows)]) if rows else empty_table()
+
+
+def _note(summary: ParseSummary, name: str, rows: int) -> None:
+    summary.rows += rows
+    if not rows:
+        summary.empty_files.append(name)
+
+
+def _csv_body(data: bytes, name: str) -> tuple[bytes, int]:
+    """Check the header and return the data lines (ending in one newline) and their count."""
+    if not data.strip():
+        raise GsodFormatError(f"bad GSOD file: {name}: empty, expected a GSOD CSV header")
+    end = data.find(b"\n")
+    header = (data if end < 0 else data[:end]).rstrip(b"\r")
+    if header != GSOD_HEADER:
+        got = [column.strip('" ') for column in header.decode("utf-8", "replace").split(",")]
+        problem = next(
+            (
+                f"column {i + 1} is {g[:30]!r}, expected {e!r}"
+                for i, (g, e) in enumerate(zip(got, GSOD_COLUMNS, strict=False))
+                if g != e
+            ),
+            f"{len(got)} columns, expected {len(GSOD_COLUMNS)}",
+        )
+        raise GsodFormatError(f"bad GSOD file: {name}: wrong header, {problem}")
+    if end < 0:
+        return b"", 0
+    body = data[end + 1 :].rstrip(b"\r\n")
+    if not body:
+        return b"", 0
+    return body + b"\n", body.count(b"\n") + 1
+
+
+def _read_csv(data: bytes) -> pa.Table:
+    return pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(block_size=4 * 1024 * 1024),
+        parse_options=_PARSE,
+        convert_options=_CONVERT,
+    )
+
+
+def _parse_csv_batch(batch: list[tuple[str, bytes, int]]) -> pa.Table:
+    """Parse several header-stripped CSV bodies in one pyarrow call; locate the file on failure."""
+    data = b"".join([GSOD_HEADER, b"\n", *(body for _, body, _ in batch)])
+    try:
+        raw = _read_csv(data)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        # Slow path, only on failure: parse file by file to name the broken one(s).
+        del data
+        bad = []
+        for name, body, _ in batch:
+            try:
+                _read_csv(GSOD_HEADER + b"\n" + body)
+            except (pa.ArrowInvalid, UnicodeDecodeError) as file_exc:
+                bad.append(f"{name}: {_short(file_exc)}")
+        raise GsodFormatError(_bad_files_message(bad) if bad else _short(exc)) from exc
+    expected = sum(rows for _, _, rows in batch)
+    if raw.num_rows != expected:  # cannot happen without quoted newlines; keep the invariant loud
+        raise GsodFormatError(f"parsed {raw.num_rows} rows, expected {expected} lines")
+    frshtt = raw.column("FRSHTT")
+    bad_flags = pc.invert(pc.match_substring_regex(frshtt, FRSHTT_PATTERN))
+    if pc.any(bad_flags).as_py():
+        first = pc.index(bad_flags, True).as_py()
+        value = frshtt[first].as_py()
+        raise GsodFormatError(
+            f"{_file_of_row(batch, first)}: FRSHTT {value!r} is not 6 digits 0/1 (truncated file?)"
+        )
+    return _normalise(raw)
+
+
+def _normalise(raw: pa.Table) -> pa.Table:
+    """Rename to dataset columns and turn GSOD's 9999.9 sentinels into nulls."""
+    return pa.Table.from_arrays(
+        [
+            raw.column("STATION"),
+            raw.column("DATE"),
+            _sentinel_to_null(raw.column("TEMP"), MISSING["TEMP"]),
+            _sentinel_to_null(raw.column("DEWP"), MISSING["DEWP"]),
+            raw.column("FRSHTT"),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def _sentinel_to_null(column: pa.ChunkedArray, sentinel: float) -> pa.ChunkedArray:
+    return pc.if_else(pc.equal(column, sentinel), pa.scalar(None, pa.float64()), column)
+
+
+def _file_of_row(batch: list[tuple[str, bytes, int]], row: int) -> str:
+    for name, _, rows in batch:
+        if row < rows:
+            return f"{name} line {row + 2}"
+        row -= rows
+    return "<unknown file>"
+
+
+def _bad_files_message(bad: list[str]) -> str:
+    more = f" (+{len(bad) - 3} more bad files)" if len(bad) > 3 else ""
+    return "bad GSOD file: " + "; ".join(bad[:3]) + more
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Legacy fixed-width '.op' format (NCEI readme, 1-based columns): STN 1-6, WBAN 8-12,
+# YEARMODA 15-22, TEMP 25-30, DEWP 36-41, FRSHTT 133-138.
+_OP_HEADER_PREFIX = b"STN--- WBAN   YEARMODA"
+_OP_FIELDS = {
+    "stn": (0, 6),
+    "wban": (7, 12),
+    "date": (14, 22),
+    "temp": (24, 30),
+    "dewp": (35, 41),
+    "frshtt": (132, 138),
+}
+
+
+def parse_op(data: bytes, name: str = "<bytes>") -> pa.Table:
+    """Parse one legacy fixed-width GSOD '.op' file (optionally gzipped) into the dataset SCHEMA."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise GsodFormatError(f"{name}: broken gzip data ({exc})") from exc
+    lines = data.rstrip(b"\r\n").split(b"\n")
+    if not lines or not lines[0].startswith(_OP_HEADER_PREFIX):
+        raise GsodFormatError(f"{name}: wrong header, expected a GSOD .op header 'STN--- WBAN'")
+    body = [line.rstrip(b"\r") for line in lines[1:]]
+    if not body:
+        return empty_table()
+    try:
+        text = pa.array(body, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid as exc:
+        raise GsodFormatError(f"{name}: not UTF-8 text ({_short(exc)})") from exc
+    short = pc.less(pc.utf8_length(text), 138)
+    if pc.any(short).as_py():
+        line = pc.index(short, True).as_py() + 2
+        raise GsodFormatError(f"{name} line {line}: shorter than 138 characters (truncated file?)")
+
+    def cut(key: str) -> pa.Array:
+        start, stop = _OP_FIELDS[key]
+        return pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(text, start, stop))
+
+    try:
+        station = pc.binary_join_element_wise(cut("stn"), cut("wban"), "")
+        date = pc.strptime(cut("date"), format="%Y%m%d", unit="s").cast(pa.date32())
+        temp, dewp = (cut(key).cast(pa.float64()) for key in ("temp", "dewp"))
+    except pa.ArrowInvalid as exc:
+        raise GsodFormatError(f"{name}: {_short(exc)}") from exc
+    frshtt = cut("frshtt")
+    if not pc.all(pc.match_substring_regex(frshtt, FRSHTT_PATTERN)).as_py():
+        raise GsodFormatError(f"{name}: FRSHTT is not 6 digits 0/1 on every line")
+    return pa.Table.from_arrays(
+        [
+            station,
+            date,
+            _sentinel_to_null(pa.chunked_array([temp]), MISSING["TEMP"]),
+            _sentinel_to_null(pa.chunked_array([dewp]), MISSING["DEWP"]),
+            frshtt,
+        ],
+        schema=SCHEMA,
+    )
