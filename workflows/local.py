@@ -245,7 +245,11 @@ def _plan(template: dict) -> list[_Task]:
     if entry is None:
         raise LocalRunError(f"entrypoint {spec.get('entrypoint')!r} is not a template")
     if "dag" not in entry:
-        raise LocalRunError(f"entrypoint template {entry['name']!r} must be a dag")
+        kinds = sorted(set(entry) & {"steps", "container", "script", "resource", "suspend"})
+        raise LocalRunError(
+            f"unsupported feature: entrypoint template {entry['name']!r} is {'/'.join(kinds)};"
+            " it must be a dag"
+        )
     _check_fields(entry, IGNORED_TEMPLATE_FIELDS | {"name", "dag"}, f"template {entry['name']}")
     _check_fields(entry["dag"], {"tasks", "failFast"}, f"dag of {entry['name']}")
 
@@ -345,7 +349,7 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
     known = _container_scope_names(tpl)
     _check_vars(container, known, where)
     for p in outputs.get("parameters", []):
-        _check_vars(p["valueFrom"], known, where)
+        _check_vars(p["valueFrom"], set(), where)  # a literal path: no variables
 
 
 def _container_scope_names(tpl: Mapping[str, Any]) -> set[str] | None:
@@ -566,6 +570,12 @@ def _run_task(
     task_dir = run_dir / task.name
     work = task_dir / "work"
     work.mkdir(parents=True)
+
+    # Process backend: /work in the template's own text (not in parameter values) becomes the
+    # task's work dir; the docker backend mounts that dir at /work instead.
+    def to_local(text: str) -> str:
+        return _WORK_PATH.sub(str(work), text) if backend == "process" else text
+
     arguments = task.spec.get("arguments", {})
     given = {
         p["name"]: _substitute(_as_str(p.get("value", "")), dag_scope, where)
@@ -593,7 +603,7 @@ def _run_task(
             )
         sources[a["name"]] = Path(path)
     for a in tpl.get("inputs", {}).get("artifacts", []):
-        scope[f"inputs.artifacts.{a['name']}.path"] = a["path"]
+        scope[f"inputs.artifacts.{a['name']}.path"] = to_local(a["path"])
         if a["name"] in sources:
             _copy(sources[a["name"]], _host_path(work, a["path"]))
         elif not a.get("optional"):
@@ -601,11 +611,13 @@ def _run_task(
     for kind in ("parameters", "artifacts"):
         for o in tpl.get("outputs", {}).get(kind, []):
             path = o["valueFrom"]["path"] if kind == "parameters" else o["path"]
-            scope[f"outputs.{kind}.{o['name']}.path"] = path
+            scope[f"outputs.{kind}.{o['name']}.path"] = to_local(path)
 
     container = tpl["container"]
-    command = [_substitute(_as_str(c), scope, where) for c in container.get("command", [])]
-    args = [_substitute(_as_str(c), scope, where) for c in container.get("args", [])]
+    command = [
+        _substitute(to_local(_as_str(c)), scope, where) for c in container.get("command", [])
+    ]
+    args = [_substitute(to_local(_as_str(c)), scope, where) for c in container.get("args", [])]
     step_env = dict(extra_env)
     for item in container.get("env", []):
         if "valueFrom" in item:
@@ -622,7 +634,8 @@ def _run_task(
                 )
             step_env[item["name"]] = value
         else:
-            step_env[item["name"]] = _substitute(_as_str(item.get("value", "")), scope, where)
+            value = to_local(_as_str(item.get("value", "")))
+            step_env[item["name"]] = _substitute(value, scope, where)
     working_dir = container.get("workingDir")
 
     if backend == "docker":
@@ -643,15 +656,15 @@ def _run_task(
         )
         cwd, proc_env = None, None
     else:
-        argv = [_remap(x, work) for x in _local_command(command)] + [_remap(x, work) for x in args]
+        argv = _local_command(command) + args
         if not argv:
             raise LocalRunError(f"{where}: the process backend needs container.command or args")
-        proc_env = {**os.environ, **{k: _remap(v, work) for k, v in step_env.items()}}
+        proc_env = {**os.environ, **step_env}
         # Steps start `mlflow` and `uvicorn` as programs: put this venv's bin/ first on PATH.
         proc_env["PATH"] = os.pathsep.join(
             [str(Path(sys.executable).parent), proc_env.get("PATH", "")]
         )
-        cwd = _remap(working_dir, work) if working_dir else None
+        cwd = to_local(working_dir) if working_dir else None
 
     retry = tpl.get("retryStrategy", {})
     limit = int(retry.get("limit", 0))
@@ -685,7 +698,7 @@ def _run_task(
         result.message = f"exit code {result.exit_code} after {result.attempts} attempt(s)"
         return
     for p in tpl.get("outputs", {}).get("parameters", []):
-        path = _host_path(work, _substitute(p["valueFrom"]["path"], scope, where))
+        path = _host_path(work, p["valueFrom"]["path"])
         if path.is_file():
             result.parameters[p["name"]] = path.read_text().rstrip("\n")
         elif "default" in p["valueFrom"]:
@@ -783,10 +796,6 @@ def _host_path(work: Path, container_path: str) -> Path:
     if not _under_work(container_path):
         raise LocalRunError(f"path {container_path} is outside {CONTAINER_ROOT}")
     return work / container_path[len(CONTAINER_ROOT) :].lstrip("/")
-
-
-def _remap(text: str, work: Path) -> str:
-    return _WORK_PATH.sub(str(work), text)
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -1,0 +1,490 @@
+"""The local runner on small hand-written WorkflowTemplates with Python one-liners as containers."""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import io
+import json
+import re
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from workflows.local import LocalRunError, docker_command, run_rendered
+
+
+def container(name: str, code: str, args: list[str] | None = None, **extra: object) -> dict:
+    """A container template running `python -c code args...`, the way Hera renders one."""
+    return {
+        "name": name,
+        "container": {
+            "image": "dewpoint-pipeline/step:test",
+            "command": ["python", "-c", code],
+            "args": args or [],
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            "securityContext": {"readOnlyRootFilesystem": True},
+        },
+        "volumes": [{"name": "work", "emptyDir": {}}],
+        "activeDeadlineSeconds": 60,
+        **extra,
+    }
+
+
+def workflow(tasks: list[dict], templates: list[dict], params: dict[str, str] | None = None):
+    """A WorkflowTemplate dict with one DAG entrypoint."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "dewpoint-pipeline", "labels": {"app": "x"}},
+        "spec": {
+            "entrypoint": "main",
+            "serviceAccountName": "dewpoint-pipeline",
+            "podGC": {"strategy": "OnPodSuccess"},
+            "arguments": {
+                "parameters": [{"name": k, "value": v} for k, v in (params or {}).items()]
+            },
+            "templates": [{"name": "main", "dag": {"tasks": tasks}}, *templates],
+        },
+    }
+
+
+def run(template: dict, tmp_path: Path, params: dict[str, str] | None = None, **kw):
+    """Run `template` in a fresh run dir; return (exit code, progress text, run.json)."""
+    out = io.StringIO()
+    run_dir = tmp_path / f"run-{uuid.uuid4().hex[:6]}"
+    kw.setdefault("lock_file", tmp_path / "runner.lock")
+    code = run_rendered(template, params or {}, run_dir=run_dir, out=out, **kw)
+    summary = json.loads((run_dir / "run.json").read_text())
+    return code, out.getvalue(), summary
+
+
+APPEND = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+
+
+def append_task(name: str, **extra: object) -> dict:
+    """A DAG task appending its name to the file given by workflow parameter `log`."""
+    return {
+        "name": name,
+        "template": "append",
+        "arguments": {"parameters": [{"name": "who", "value": name}]},
+        **extra,
+    }
+
+
+APPEND_TEMPLATE = container(
+    "append",
+    APPEND,
+    ["{{workflow.parameters.log}}", "{{inputs.parameters.who}}"],
+    inputs={"parameters": [{"name": "who"}]},
+)
+
+
+def test_tasks_run_in_dependency_order_not_listing_order(tmp_path: Path) -> None:
+    log = tmp_path / "order.txt"
+    tasks = [
+        append_task("d", dependencies=["c"]),
+        append_task("c", depends="a && b.Succeeded"),
+        append_task("b", depends="a"),
+        append_task("a"),
+    ]
+    code, text, summary = run(
+        workflow(tasks, [APPEND_TEMPLATE], {"log": ""}), tmp_path, {"log": str(log)}
+    )
+    assert code == 0, text
+    assert log.read_text().split() == ["a", "b", "c", "d"]
+    assert summary["phase"] == "Succeeded"
+    assert {t["phase"] for t in summary["tasks"].values()} == {"Succeeded"}
+    assert re.fullmatch(r"dewpoint-pipeline-[a-z0-9]{5}", summary["name"])
+    assert str(uuid.UUID(summary["uid"])) == summary["uid"]
+    # progress names each task as it starts and ends, with phase and duration
+    assert re.search(r"^  a\s+Running$", text, re.M)
+    assert re.search(r"^  d\s+Succeeded\s+\d+\.\ds", text, re.M)
+
+
+def test_false_when_skips_task_and_strict_dependents_but_not_bare_ones(tmp_path: Path) -> None:
+    log = tmp_path / "order.txt"
+    decide = container(
+        "decide",
+        "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); "
+        "p.write_text(sys.argv[2])",
+        ["/work/outputs/promoted", "{{workflow.parameters.promote}}"],
+        outputs={
+            "parameters": [{"name": "promoted", "valueFrom": {"path": "/work/outputs/promoted"}}]
+        },
+    )
+    when = "{{tasks.decide.outputs.parameters.promoted}} == true"
+    tasks = [
+        {"name": "decide", "template": "decide"},
+        append_task("deploy", depends="decide", when=when),
+        append_task("after-strict", depends="deploy.Succeeded"),
+        # Argo expands a bare name to Succeeded || Skipped: this one still runs.
+        append_task("after-bare", depends="deploy"),
+        append_task("not-equal", depends="decide", when=when.replace("==", "!=")),
+    ]
+    template = workflow(tasks, [APPEND_TEMPLATE, decide], {"log": "", "promote": "true"})
+    code, text, summary = run(template, tmp_path, {"log": str(log), "promote": "false"})
+    assert code == 0, text
+    phases = {name: t["phase"] for name, t in summary["tasks"].items()}
+    assert phases == {
+        "decide": "Succeeded",
+        "deploy": "Skipped",
+        "after-strict": "Omitted",
+        "after-bare": "Succeeded",
+        "not-equal": "Succeeded",
+    }
+    assert log.read_text().split() == ["after-bare", "not-equal"]
+    assert "when 'false == true' is false" in text
+
+    log.unlink()
+    code, text, summary = run(template, tmp_path, {"log": str(log)})  # default promote=true
+    assert code == 0, text
+    assert log.read_text().split() == ["deploy", "after-strict", "after-bare"]
+    assert summary["tasks"]["not-equal"]["phase"] == "Skipped"
+
+
+def test_parameters_and_artifacts_flow_between_tasks(tmp_path: Path) -> None:
+    produce = container(
+        "produce",
+        "import pathlib, sys\n"
+        "out, outputs, msg = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]\n"
+        "out.parent.mkdir(parents=True); out.write_text(msg)\n"
+        "(out.parent / 'dir').mkdir(); (out.parent / 'dir' / 'f.txt').write_text('in a dir')\n"
+        "outputs.mkdir(parents=True); (outputs / 'size').write_text(str(len(msg)) + '\\n')",
+        ["/work/out/data.txt", "/work/outputs", "{{workflow.parameters.message}}"],
+        outputs={
+            "parameters": [{"name": "size", "valueFrom": {"path": "/work/outputs/size"}}],
+            "artifacts": [
+                {"name": "data", "path": "/work/out/data.txt", "archive": {"none": {}}},
+                {"name": "folder", "path": "/work/out/dir"},
+            ],
+        },
+    )
+    consume = container(
+        "consume",
+        "import os, pathlib, sys\n"
+        "data = pathlib.Path(sys.argv[1]).read_text()\n"
+        "extra = (pathlib.Path(sys.argv[2]) / 'f.txt').read_text()\n"
+        "pathlib.Path('/work/outputs'.replace('/work', os.environ['WORK'])).mkdir(parents=True)\n"
+        'line = f\'{data}|{extra}|{sys.argv[3]}|{os.environ["SIZE"]}|{os.environ["WF"]}\'\n'
+        "pathlib.Path(os.environ['WORK'], 'outputs', 'line').write_text(line)",
+        ["{{inputs.artifacts.data.path}}", "/work/in/dir", "{{inputs.parameters.size}}"],
+        inputs={
+            "parameters": [{"name": "size"}, {"name": "unused", "default": "d"}],
+            "artifacts": [
+                {"name": "data", "path": "/work/in/data.txt"},
+                {"name": "folder", "path": "/work/in/dir"},
+            ],
+        },
+        outputs={"parameters": [{"name": "line", "valueFrom": {"path": "/work/outputs/line"}}]},
+    )
+    consume["container"]["env"] = [
+        {"name": "WORK", "value": "/work"},
+        {"name": "SIZE", "value": "{{inputs.parameters.size}}"},
+        {"name": "WF", "value": "{{workflow.name}}"},
+    ]
+    tasks = [
+        {"name": "produce", "template": "produce"},
+        {
+            "name": "consume",
+            "template": "consume",
+            "depends": "produce",
+            "arguments": {
+                "parameters": [
+                    {"name": "size", "value": "{{tasks.produce.outputs.parameters.size}}"}
+                ],
+                "artifacts": [
+                    {"name": "data", "from": "{{tasks.produce.outputs.artifacts.data}}"},
+                    {"name": "folder", "from": "{{tasks.produce.outputs.artifacts.folder}}"},
+                ],
+            },
+        },
+    ]
+    template = workflow(tasks, [produce, consume], {"message": "hello dew point"})
+    code, text, summary = run(template, tmp_path)
+    assert code == 0, text
+    consumed = summary["tasks"]["consume"]["outputs"]["parameters"]["line"]
+    assert consumed == f"hello dew point|in a dir|15|15|{summary['name']}"
+    assert summary["tasks"]["produce"]["outputs"]["parameters"] == {"size": "15"}
+    data = Path(summary["tasks"]["produce"]["outputs"]["artifacts"]["data"])
+    assert data.read_text() == "hello dew point"
+    assert data.is_relative_to(tmp_path)
+    assert summary["parameters"] == {"message": "hello dew point"}
+
+
+COUNTER = (
+    "import pathlib, sys; p = pathlib.Path(sys.argv[1]); n = int(p.read_text()) if p.exists() "
+    "else 0; p.write_text(str(n + 1)); sys.exit(0 if n + 1 >= int(sys.argv[2]) else 3)"
+)
+
+
+@pytest.mark.parametrize(
+    ("limit", "succeed_on", "phase", "attempts"), [(1, 2, "Succeeded", 2), (2, 4, "Failed", 3)]
+)
+def test_retry_strategy_limit(
+    tmp_path: Path, limit: int, succeed_on: int, phase: str, attempts: int
+) -> None:
+    counter = tmp_path / "count"
+    flaky = container(
+        "flaky",
+        COUNTER,
+        [str(counter), str(succeed_on)],
+        retryStrategy={
+            "limit": str(limit),
+            "retryPolicy": "Always",
+            "backoff": {"duration": "30s", "factor": 2},
+        },
+    )
+    code, text, summary = run(workflow([{"name": "flaky", "template": "flaky"}], [flaky]), tmp_path)
+    assert (code == 0) == (phase == "Succeeded"), text
+    assert summary["tasks"]["flaky"]["phase"] == phase
+    assert summary["tasks"]["flaky"]["attempts"] == attempts
+    assert int(counter.read_text()) == attempts
+    assert "retry 1/" in text
+
+
+def test_failing_task_is_named_with_its_stderr_and_stops_the_run(tmp_path: Path) -> None:
+    bad = container(
+        "bad", "import sys; print('error: no rows for station 123', file=sys.stderr); sys.exit(1)"
+    )
+    log = tmp_path / "order.txt"
+    tasks = [
+        {"name": "train", "template": "bad"},
+        append_task("register", depends="train"),
+    ]
+    code, text, summary = run(workflow(tasks, [bad, APPEND_TEMPLATE], {"log": str(log)}), tmp_path)
+    assert code == 1
+    assert "error: task 'train' failed: exit code 1 after 1 attempt(s)" in text
+    assert "| error: no rows for station 123" in text
+    assert summary["phase"] == "Failed"
+    assert summary["tasks"]["train"]["exit_code"] == 1
+    assert summary["tasks"]["register"]["phase"] == "Pending"
+    assert not log.exists()
+
+
+def test_missing_output_parameter_fails_the_task(tmp_path: Path) -> None:
+    quiet = container(
+        "quiet",
+        "pass",
+        outputs={
+            "parameters": [{"name": "version", "valueFrom": {"path": "/work/outputs/version"}}]
+        },
+    )
+    code, text, _ = run(workflow([{"name": "register", "template": "quiet"}], [quiet]), tmp_path)
+    assert code == 1
+    assert "output parameter version: /work/outputs/version was not written" in text
+
+
+def _minimal() -> dict:
+    return workflow([{"name": "a", "template": "one"}], [container("one", "pass")])
+
+
+def _with(change) -> dict:
+    template = copy.deepcopy(_minimal())
+    change(template)
+    return template
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            lambda t: t["spec"]["templates"][1].update(script={"source": "print(1)"}),
+            "script template",
+        ),
+        (lambda t: t["spec"]["templates"][1].update(podSpecPatch="{}"), "podSpecPatch"),
+        (lambda t: t["spec"]["templates"][1]["container"].update(envFrom=[]), "envFrom"),
+        (lambda t: t["spec"]["templates"][1].update(sidecars=[{"name": "s"}]), "sidecars"),
+        (lambda t: t["spec"]["templates"][1].update(suspend={}), "suspend template"),
+        (
+            lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(withItems=[1, 2]),
+            "withItems",
+        ),
+        (
+            lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(template="missing"),
+            "'missing' not found",
+        ),
+        (lambda t: t["spec"].update(onExit="cleanup"), "onExit"),
+        (
+            lambda t: (
+                t["spec"]["templates"][0].update(steps=[]) or t["spec"]["templates"][0].pop("dag")
+            ),
+            "'main' is steps; it must be a dag",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1]["container"].update(
+                args=["{{steps.x.outputs.result}}"]
+            ),
+            "{{steps.x.outputs.result}}",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1]["container"].update(args=["{{=sprig.upper('x')}}"]),
+            "expression tag",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1]["container"]["volumeMounts"].append(
+                {"name": "d", "mountPath": "/data"}
+            ),
+            "volume mount at /data",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1].update(
+                retryStrategy={"limit": 1, "retryPolicy": "OnError"}
+            ),
+            "retryPolicy OnError",
+        ),
+        (
+            lambda t: t["spec"]["templates"][0]["dag"]["tasks"].append(
+                {"name": "b", "template": "one", "depends": "a || a"}
+            ),
+            "depends expression 'a || a'",
+        ),
+        (
+            lambda t: t["spec"]["templates"][0]["dag"]["tasks"].append(
+                {"name": "b", "template": "one", "depends": "a.Errored"}
+            ),
+            "depends term 'a.Errored'",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1].update(
+                outputs={"parameters": [{"name": "p", "valueFrom": {"jsonPath": "{.x}"}}]}
+            ),
+            "jsonPath",
+        ),
+        (lambda t: t.update(kind="CronWorkflow"), "cannot run a CronWorkflow"),
+    ],
+)
+def test_unsupported_features_are_errors_naming_them(tmp_path: Path, change, named: str) -> None:
+    with pytest.raises(LocalRunError, match=re.escape(named)):
+        run_rendered(_with(change), {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
+    assert not (tmp_path / "run").exists(), "nothing may run before the whole template is checked"
+
+
+def test_unsupported_when_expression_fails_before_the_task_runs(tmp_path: Path) -> None:
+    template = _with(
+        lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(when="true && false")
+    )
+    with pytest.raises(
+        LocalRunError, match=r"unsupported when expression in task a: 'true && false'"
+    ):
+        run_rendered(template, {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
+
+
+def test_bad_workflow_parameters_are_one_line_errors(tmp_path: Path) -> None:
+    template = workflow(
+        [{"name": "a", "template": "one"}], [container("one", "pass")], {"source": "gsod"}
+    )
+    template["spec"]["arguments"]["parameters"][0]["enum"] = ["gsod", "synthetic"]
+    with pytest.raises(LocalRunError, match=r"unknown workflow parameter\(s\) sauce"):
+        run_rendered(template, {"sauce": "x"}, run_dir=tmp_path / "r1")
+    with pytest.raises(LocalRunError, match=r"source='nope' not in \['gsod', 'synthetic'\]"):
+        run_rendered(template, {"source": "nope"}, run_dir=tmp_path / "r2")
+
+
+def test_run_dir_must_be_fresh(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "old.txt").write_text("x")
+    with pytest.raises(LocalRunError, match="is not empty"):
+        run_rendered(_minimal(), {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
+
+
+def test_second_run_waits_bounded_then_refuses_while_another_holds_the_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "state" / "local-runner.lock"
+    lock.parent.mkdir()
+    with lock.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242")
+        held.flush()
+        out = io.StringIO()
+        with pytest.raises(
+            LocalRunError, match=r"another local run \(pid 4242\) holds .*waited 0s"
+        ):
+            run_rendered(_minimal(), {}, run_dir=tmp_path / "run", lock_timeout=0.3, out=out,
+                         env={"DEPLOY_STATE_DIR": str(lock.parent)})  # fmt: skip
+        assert "waiting up to 0s for local run pid 4242" in out.getvalue()
+    # released: the same call now runs, and the lock lives under DEPLOY_STATE_DIR
+    state_env = {"DEPLOY_STATE_DIR": str(lock.parent)}
+    code = run_rendered(_minimal(), {}, run_dir=tmp_path / "run2", env=state_env, out=io.StringIO())
+    assert code == 0
+
+
+def test_caller_env_reaches_steps_and_template_env_wins(tmp_path: Path) -> None:
+    show = container(
+        "show",
+        "import os, pathlib; pathlib.Path(os.environ['OUT']).mkdir(parents=True); "
+        "pathlib.Path(os.environ['OUT'], 'v').write_text("
+        "os.environ['SERVE_PORT'] + ',' + os.environ['HOME'] + ',' + os.environ['POD_NAMESPACE'])",
+        outputs={"parameters": [{"name": "v", "valueFrom": {"path": "/work/outputs/v"}}]},
+    )
+    show["container"]["env"] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "OUT", "value": "/work/outputs"},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    template = workflow([{"name": "show", "template": "show"}], [show])
+    template["metadata"]["namespace"] = "mlops"
+    env = {"SERVE_PORT": "5123", "HOME": "/root-should-lose"}
+    code, text, summary = run(template, tmp_path, env=env)
+    assert code == 0, text
+    assert summary["tasks"]["show"]["outputs"]["parameters"]["v"] == "5123,/tmp,mlops"
+
+
+def test_secret_env_must_come_from_the_caller(tmp_path: Path) -> None:
+    one = container("one", "pass")
+    one["container"]["env"] = [
+        {"name": "AWS_SECRET", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}}
+    ]
+    template = workflow([{"name": "a", "template": "one"}], [one])
+    with pytest.raises(
+        LocalRunError, match=r"env AWS_SECRET comes from .*secretKeyRef.*set AWS_SECRET"
+    ):
+        run(template, tmp_path)
+
+
+def test_docker_backend_command_line(tmp_path: Path) -> None:
+    argv = docker_command(
+        "dewpoint-pipeline/step:0.1.0",
+        ["python", "-m", "steps", "train"],
+        ["--input", "/work/in/validated.parquet"],
+        {"HOME": "/tmp", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5050"},
+        tmp_path / "train" / "work",
+    )
+    assert argv == [
+        "docker", "run", "--rm", "--network", "host", "--user", "10001:10001", "--read-only",
+        "--tmpfs", "/tmp", "-v", f"{tmp_path}/train/work:/work",
+        "-e", "HOME=/tmp", "-e", "MLFLOW_TRACKING_URI=http://127.0.0.1:5050",
+        "--entrypoint", "python", "dewpoint-pipeline/step:0.1.0",
+        "-m", "steps", "train", "--input", "/work/in/validated.parquet",
+    ]  # fmt: skip
+    # no command: args replace the image's CMD and the ENTRYPOINT stays
+    assert docker_command("img", [], ["a"], {}, tmp_path, working_dir="/work")[-4:] == [
+        "--workdir", "/work", "img", "a"
+    ]  # fmt: skip
+
+
+def test_rendered_pipeline_is_accepted_and_runs_as_a_chain(tmp_path: Path) -> None:
+    """The real template passes the runner's checks; a bad parameter stops it before any step."""
+    from workflows.local import _plan
+    from workflows.pipeline import render
+    from workflows.settings import PipelineSettings
+
+    template = render(PipelineSettings())["workflow-template"]
+    order = [task.name for task in _plan(template)]
+    assert order == ["fetch", "validate", "train", "register", "promote", "deploy"]
+    with pytest.raises(LocalRunError, match="deploy-target='laptop' not in"):
+        run_rendered(template, {"deploy-target": "laptop"}, run_dir=tmp_path / "run")
+
+
+def test_python_command_is_this_interpreter(tmp_path: Path) -> None:
+    who = container(
+        "who",
+        "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); "
+        "p.write_text(sys.executable)",
+        ["/work/outputs/exe"],
+        outputs={"parameters": [{"name": "exe", "valueFrom": {"path": "/work/outputs/exe"}}]},
+    )
+    code, text, summary = run(workflow([{"name": "who", "template": "who"}], [who]), tmp_path)
+    assert code == 0, text
+    assert summary["tasks"]["who"]["outputs"]["parameters"]["exe"] == sys.executable
