@@ -42,3 +42,30 @@ fmt: $(STAMP) ## Format the code with ruff
 .PHONY: clean
 clean: ## Remove the venv, caches and local run state
 	rm -rf $(VENV) .pytest_cache .ruff_cache out .demo
+
+# ---- Local cluster (kind/) ---------------------------------------------------------------------
+# Everything lives in kind/*.sh (strict bash); pinned versions in kind/versions.env.
+
+.PHONY: tools
+tools: ## Install the pinned kind, kubectl and helm into ./bin (sha256-checked; skipped if on PATH)
+	kind/tools.sh
+
+.PHONY: kind-up
+kind-up: ## Create or reuse the kind cluster, load the images, install Traefik, Argo, MLflow, SeaweedFS
+	kind/up.sh
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster (and with it every model, run and artifact in it)
+	PATH="$$PATH:$(CURDIR)/bin" kind delete cluster --name "$${KIND_CLUSTER_NAME:-dewpoint}"
+
+.PHONY: argo-token
+argo-token: ## Print a bearer token for the Argo UI and ARGO_TOKEN (pipeline-operator account)
+	@kind/argo-token.sh
+
+.PHONY: smoke
+smoke: ## Predict through the ingress: POST a dataframe_split to http://localhost/model/invocations
+	kind/smoke.sh
+
+.PHONY: e2e
+e2e: $(STAMP) kind-up ## On-cluster end-to-end test: run the pipeline twice, predict through the ingress
+	$(PY) -m pytest -m on_cluster tests/test_on_cluster.py -v
