@@ -1,0 +1,47 @@
+"""The served dew point model as an MLflow "models from code" file: plain numpy, no scikit-learn.
+
+MLflow copies this file into the logged model and executes it when the model is loaded, so it must
+import nothing from `steps` and nothing the serving image lacks (only mlflow, numpy, pandas).
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow.models
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+FEATURE = "temp"
+COEFFICIENTS_ARTIFACT = "coefficients"
+
+
+class LinearDewpointModel(mlflow.pyfunc.PythonModel):
+    """Dew point = temp * coef + intercept, with both numbers read from a small JSON artifact."""
+
+    def __init__(self) -> None:
+        self.coef = float("nan")
+        self.intercept = float("nan")
+
+    def load_context(self, context) -> None:
+        """Read the coefficients once, when the model is loaded (not per request)."""
+        with open(context.artifacts[COEFFICIENTS_ARTIFACT], encoding="utf-8") as handle:
+            coefficients = json.load(handle)
+        self.coef = float(coefficients["coef"])
+        self.intercept = float(coefficients["intercept"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
+        """Predict dew point (deg F) for the `temp` column (deg F) of a DataFrame.
+
+        MLflow has already enforced the signature (a float64 `temp` column), so this reads the
+        column as a numpy view and does one multiply-add; the 1-D array becomes `predictions`.
+        """
+        temp = np.asarray(model_input[FEATURE], dtype=np.float64)
+        return temp * self.coef + self.intercept
+
+
+# Imported as `steps.served_model` (tests, type checks) this only defines the class; executed by
+# MLflow as a models-from-code file (under a generated module name) it registers the instance.
+if __name__ != "steps.served_model":
+    mlflow.models.set_model(LinearDewpointModel())
