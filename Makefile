@@ -43,6 +43,15 @@ fmt: $(STAMP) ## Format the code with ruff
 clean: ## Remove the venv, caches and local run state
 	rm -rf $(VENV) .pytest_cache .ruff_cache out .demo
 
+# ---- Argo resources (workflows/) ---------------------------------------------------------------
+.PHONY: render
+render: $(STAMP) ## Render the WorkflowTemplate and CronWorkflow YAML into out/ (strictly validated offline)
+	$(PY) workflows/submit.py --render out
+
+.PHONY: update-golden
+update-golden: $(STAMP) ## Regenerate tests/golden/*.yaml from the builders (review the diff; refused when CI is set)
+	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_pipeline_render.py
+
 # ---- Local cluster (kind/) ---------------------------------------------------------------------
 # Everything lives in kind/*.sh (strict bash); pinned versions in kind/versions.env.
 

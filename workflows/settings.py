@@ -134,7 +134,10 @@ class ArgoSettings:
 
     @classmethod
     def from_args(
-        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+        cls,
+        args: argparse.Namespace,
+        environ: Mapping[str, str] | None = None,
+        default_namespace: str = DEFAULT_NAMESPACE,
     ) -> ArgoSettings:
         """Build settings from parsed flags, then `ARGO_*` env; a missing server URL is an error."""
         env = os.environ if environ is None else environ
@@ -153,5 +156,15 @@ class ArgoSettings:
             server_url=url,
             token=args.token or env.get("ARGO_TOKEN") or None,
             verify_tls=not skip,
-            namespace=args.namespace or env.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE,
+            namespace=resolve_namespace(args, env, default_namespace),
         )
+
+
+def resolve_namespace(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    default: str = DEFAULT_NAMESPACE,
+) -> str:
+    """The namespace: `--namespace`, then `ARGO_NAMESPACE`, then `default`."""
+    env = os.environ if environ is None else environ
+    return args.namespace or env.get("ARGO_NAMESPACE") or default

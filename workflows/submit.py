@@ -1,0 +1,448 @@
+"""Render, apply, run and follow the pipeline's Argo resources, or run the same template locally.
+
+`python workflows/submit.py [--render DIR | --local | --run-now [--wait]] [-p name=value ...]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+if __package__ in (None, ""):
+    # Run as `python workflows/submit.py`: put the repository root, not workflows/, first on the
+    # path so `workflows` and `steps` import as packages even without `pip install -e .`.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import requests
+import yaml
+from hera.exceptions import HeraException
+from hera.workflows import models as m
+from hera.workflows.service import WorkflowsService
+
+from steps.cli import StepError, run
+from workflows.pipeline import (
+    CRON_NAME,
+    TEMPLATE_NAME,
+    build_run_workflow,
+    render,
+    workflow_parameters,
+)
+from workflows.settings import (
+    ArgoSettings,
+    PipelineSettings,
+    SettingsError,
+    resolve_namespace,
+)
+from workflows.validate import check_resources
+
+RENDER_FILES = {
+    "workflow-template": "workflow-template.yaml",
+    "cron-workflow": "cron-workflow.yaml",
+}
+FINISHED_PHASES = {"Succeeded", "Failed", "Error"}
+# Nodes that only group others; their failure is always explained by a child.
+_GROUP_NODE_TYPES = {"DAG", "Steps", "StepGroup", "TaskGroup", "Retry"}
+_RETRY_SUFFIX = re.compile(r"\(\d+\)$")
+T = TypeVar("T")
+
+
+# --- render ------------------------------------------------------------------------------------
+
+
+def render_yaml(settings: PipelineSettings) -> dict[str, str]:
+    """Render and validate both resources; return file name -> YAML text.
+
+    Raises:
+        StepError: the rendered resources fail the strict validator.
+    """
+    resources = render(settings)
+    _validate(resources)
+    return {
+        RENDER_FILES[key]: yaml.safe_dump(resource, sort_keys=False, default_flow_style=False)
+        for key, resource in resources.items()
+    }
+
+
+def write_rendered(settings: PipelineSettings, directory: Path) -> list[Path]:
+    """Write `workflow-template.yaml` and `cron-workflow.yaml` into `directory` (made if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render_yaml(settings).items():
+        path = directory / name
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def _validate(resources: Mapping[str, dict]) -> None:
+    try:
+        check_resources(resources.values())
+    except ValueError as exc:
+        raise StepError(f"rendered resources are invalid: {exc}") from exc
+
+
+# --- talking to the Argo server ----------------------------------------------------------------
+
+
+class _TimeoutSession(requests.Session):
+    """Hera's service passes no timeout; without one a silent server hangs the CLI forever."""
+
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Send the request with this session's default timeout."""
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+class ArgoClient:
+    """Create-or-update, submit and watch through Hera's WorkflowsService, with one-line errors."""
+
+    def __init__(self, settings: ArgoSettings, timeout: float = 30.0):
+        self.settings = settings
+        self.service = WorkflowsService(
+            host=settings.base_url,
+            token=settings.authorization,
+            verify_ssl=settings.verify_tls,
+            namespace=settings.namespace,
+            session=_TimeoutSession(timeout),
+        )
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one API call; turn transport and HTTP failures into a StepError naming `what`."""
+        url = self.settings.base_url
+        ns = self.settings.namespace
+        try:
+            return fn()
+        except requests.ConnectionError as exc:
+            raise StepError(f"cannot reach the Argo server at {url} ({_reason(exc)})") from exc
+        except requests.Timeout as exc:
+            raise StepError(f"the Argo server at {url} did not answer in time ({what})") from exc
+        except HeraException as exc:
+            status = getattr(exc, "status_code", None)
+            detail = _server_message(exc)
+            if status == 401:
+                raise StepError(
+                    f"the Argo server at {url} rejected the credentials (401) while trying to "
+                    f"{what}: set ARGO_TOKEN or --token to a valid token"
+                ) from exc
+            if status == 403:
+                raise StepError(
+                    f"not allowed (403) to {what} in namespace {ns!r}: {detail}; check the "
+                    "token's service account RBAC"
+                ) from exc
+            if status == 404:
+                raise StepError(
+                    f"not found (404) while trying to {what} in namespace {ns!r}: {detail}; "
+                    "does the namespace exist and does the Argo server manage it?"
+                ) from exc
+            if status == 409:
+                raise StepError(
+                    f"conflict (409) while trying to {what}: {detail}; someone else changed it, "
+                    "run again"
+                ) from exc
+            raise StepError(
+                f"Argo server error ({status}) while trying to {what}: {detail}"
+            ) from exc
+
+    def apply_workflow_template(self, resource: dict) -> str:
+        """Create or update the WorkflowTemplate; return `created`, `updated` or `unchanged`."""
+        desired = m.WorkflowTemplate.model_validate(resource)
+        name = desired.metadata.name
+        return self._apply(
+            desired,
+            kind="workflowtemplate",
+            get=lambda: self.service.get_workflow_template(name),
+            create=lambda: self.service.create_workflow_template(
+                m.WorkflowTemplateCreateRequest(template=desired)
+            ),
+            update=lambda: self.service.update_workflow_template(
+                name, m.WorkflowTemplateUpdateRequest(template=desired)
+            ),
+        )
+
+    def apply_cron_workflow(self, resource: dict) -> str:
+        """Create or update the CronWorkflow; return `created`, `updated` or `unchanged`."""
+        desired = m.CronWorkflow.model_validate(resource)
+        name = desired.metadata.name
+        return self._apply(
+            desired,
+            kind="cronworkflow",
+            get=lambda: self.service.get_cron_workflow(name),
+            create=lambda: self.service.create_cron_workflow(
+                m.CreateCronWorkflowRequest(cron_workflow=desired)
+            ),
+            update=lambda: self.service.update_cron_workflow(
+                name, m.UpdateCronWorkflowRequest(cron_workflow=desired)
+            ),
+        )
+
+    def _apply(
+        self,
+        desired: Any,
+        *,
+        kind: str,
+        get: Callable[[], Any],
+        create: Callable[[], Any],
+        update: Callable[[], Any],
+    ) -> str:
+        name = desired.metadata.name
+        desired.metadata.namespace = self.settings.namespace
+        current = self._get_or_none(f"read {kind} {name}", get)
+        if current is None:
+            try:
+                self.call(f"create {kind} {name}", create)
+                return "created"
+            except StepError as exc:
+                # Created by someone else between our GET and POST: fall through to an update.
+                if not isinstance(exc.__cause__, HeraException) or exc.__cause__.status_code != 409:
+                    raise
+                current = self.call(f"read {kind} {name}", get)
+        if _same(current, desired):
+            return "unchanged"
+        # Argo rejects a PUT without the resourceVersion it holds (optimistic concurrency).
+        desired.metadata.resource_version = current.metadata.resource_version
+        self.call(f"update {kind} {name}", update)
+        return "updated"
+
+    def _get_or_none(self, what: str, get: Callable[[], T]) -> T | None:
+        try:
+            return self.call(what, get)
+        except StepError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, HeraException) and cause.status_code == 404:
+                return None  # not there yet; a missing namespace shows up on create
+            raise
+
+    def submit(self, workflow: m.Workflow) -> str:
+        """Create a Workflow (from the template via workflowTemplateRef); return its name."""
+        created = self.call(
+            f"submit a workflow from workflowtemplate {TEMPLATE_NAME}",
+            lambda: self.service.create_workflow(m.WorkflowCreateRequest(workflow=workflow)),
+        )
+        return created.metadata.name
+
+    def get_workflow(self, name: str) -> m.Workflow:
+        """Fetch a Workflow with its status."""
+        return self.call(f"read workflow {name}", lambda: self.service.get_workflow(name))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    match = re.search(r"\] ([^')]+)", text) or re.search(
+        r"(Connection refused|Name or service not known)", text
+    )
+    return match.group(1).strip() if match else exc.__class__.__name__
+
+
+def _server_message(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    match = re.search(r"message: `(.*)`$", text)
+    return match.group(1) if match else text
+
+
+def _comparable(model: Any) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _same(current: Any, desired: Any) -> bool:
+    """Same spec and our labels present: the server adds its own labels (creator) we ignore."""
+    current_labels = current.metadata.labels or {}
+    wanted_labels = desired.metadata.labels or {}
+    if any(current_labels.get(k) != v for k, v in wanted_labels.items()):
+        return False
+    return _comparable(current.spec) == _comparable(desired.spec)
+
+
+# --- following a run ---------------------------------------------------------------------------
+
+
+def wait_for(
+    client: ArgoClient,
+    name: str,
+    *,
+    poll_seconds: float = 5.0,
+    timeout_seconds: float = 6 * 3600,
+    out: Any = None,
+) -> int:
+    """Follow workflow `name`, printing each node's phase as it changes.
+
+    Returns:
+        0 when the workflow Succeeded.
+
+    Raises:
+        StepError: the workflow Failed or Errored (naming the failed node and its message), or
+            did not finish within `timeout_seconds`.
+    """
+    out = out or sys.stdout
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        workflow = client.get_workflow(name)
+        status = workflow.status
+        for node in sorted((status.nodes or {}).values() if status else [], key=_node_order):
+            label = node.display_name or node.name or node.id
+            if node.type in ("DAG", "Steps") and label == name:
+                continue  # the root node is the workflow itself; its phase is printed below
+            if seen.get(node.id) != node.phase and node.phase:
+                seen[node.id] = node.phase
+                message = f" ({node.message})" if node.message and node.phase != "Succeeded" else ""
+                print(f"  {label}: {node.phase}{message}", file=out, flush=True)
+        phase = status.phase if status else None
+        if phase in FINISHED_PHASES:
+            break
+        if time.monotonic() > deadline:
+            raise StepError(
+                f"workflow {name} still {phase or 'Pending'} after {timeout_seconds:.0f}s"
+            )
+        time.sleep(poll_seconds)
+    print(f"workflow {name}: {phase}", file=out, flush=True)
+    if phase == "Succeeded":
+        return 0
+    node, message = _failed_node(workflow)
+    where = f" at node {node}" if node else ""
+    raise StepError(f"workflow {name} {phase}{where}: {message}")
+
+
+def _node_order(node: Any) -> tuple[str, str]:
+    started = node.started_at.root.isoformat() if node.started_at else "~"
+    return (started, node.id or "")
+
+
+def _failed_node(workflow: m.Workflow) -> tuple[str | None, str]:
+    """The most specific failed node (a pod, not a group) and its message."""
+    status = workflow.status
+    nodes = list((status.nodes or {}).values()) if status else []
+    failed = [
+        n for n in nodes if n.phase in ("Failed", "Error") and n.type not in _GROUP_NODE_TYPES
+    ]
+    if not failed:
+        failed = [n for n in nodes if n.phase in ("Failed", "Error") and n.type != "DAG"]
+    if failed:
+        last = sorted(failed, key=_node_order)[-1]
+        label = _RETRY_SUFFIX.sub("", last.display_name or last.name or last.id)
+        return label, last.message or (status.message if status else None) or "no message"
+    return None, (status.message if status else None) or "no message"
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def parse_parameters(pairs: list[str], known: set[str]) -> dict[str, str]:
+    """Parse `-p name=value` pairs, rejecting bad syntax and names the template does not define."""
+    parameters: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise StepError(f"-p {pair!r}: expected name=value")
+        if name not in known:
+            raise StepError(
+                f"-p {name}: unknown workflow parameter; known: {', '.join(sorted(known))}"
+            )
+        parameters[name] = value
+    return parameters
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The submit CLI: actions, connection flags and parameter overrides."""
+    parser = argparse.ArgumentParser(
+        prog="python workflows/submit.py",
+        description="Create or update the dewpoint-pipeline WorkflowTemplate and CronWorkflow "
+        "(default), render them, run the template now on Argo, or run it locally.",
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--render", type=Path, metavar="DIR", help="write the YAML to DIR and exit")
+    action.add_argument("--local", action="store_true", help="run the template on this machine")
+    parser.add_argument(
+        "--run-now", action="store_true", help="after applying, submit a Workflow from the template"
+    )
+    parser.add_argument("--wait", action="store_true", help="follow the run until it finishes")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="workflow parameter override (repeatable); --run-now and --local",
+    )
+    parser.add_argument("--poll-seconds", type=float, default=5.0, help="--wait poll interval")
+    parser.add_argument("--timeout", type=float, default=6 * 3600, help="--wait limit, seconds")
+    parser.add_argument(
+        "--run-dir", type=Path, help="--local: run directory (default .demo/runs/<time>)"
+    )
+    parser.add_argument(
+        "--backend", choices=("process", "docker"), default="process", help="--local backend"
+    )
+    ArgoSettings.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse flags, then render, run locally, or apply (and optionally run)."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        try:
+            pipeline = PipelineSettings.from_env()
+        except SettingsError as exc:
+            raise StepError(str(exc)) from exc
+        pipeline = replace(pipeline, namespace=resolve_namespace(args, default=pipeline.namespace))
+        known = {p.name for p in workflow_parameters(pipeline)}
+        parameters = parse_parameters(args.parameter, known)
+        if args.wait and not args.run_now:
+            raise StepError("--wait follows a run: add --run-now")
+
+        if args.render is not None:
+            for path in write_rendered(pipeline, args.render):
+                print(f"wrote {path}")
+            return 0
+
+        resources = render(pipeline)
+        _validate(resources)
+        if args.local:
+            return _run_local(resources["workflow-template"], parameters, args)
+
+        try:
+            argo = ArgoSettings.from_args(args, default_namespace=pipeline.namespace)
+        except SettingsError as exc:
+            raise StepError(str(exc)) from exc
+        client = ArgoClient(argo)
+        result = client.apply_workflow_template(resources["workflow-template"])
+        print(f"workflowtemplate/{TEMPLATE_NAME} {result}")
+        result = client.apply_cron_workflow(resources["cron-workflow"])
+        print(f"cronworkflow/{CRON_NAME} {result}")
+        if not args.run_now:
+            return 0
+        workflow = m.Workflow.model_validate(build_run_workflow(pipeline, parameters).to_dict())
+        name = client.submit(workflow)
+        print(f"workflow/{name} submitted")
+        if args.wait:
+            return wait_for(
+                client, name, poll_seconds=args.poll_seconds, timeout_seconds=args.timeout
+            )
+        return 0
+
+    return run(body)
+
+
+def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namespace) -> int:
+    # Imported here: only --local needs the runner (and its process/docker machinery).
+    from workflows.local import run_rendered
+
+    run_dir = args.run_dir or Path(".demo/runs") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return run_rendered(template, parameters, run_dir=run_dir, backend=args.backend)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
