@@ -1,0 +1,287 @@
+"""Deploy stage, `local` target, against a real MLflow registry and real `mlflow models serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+from sklearn.linear_model import LinearRegression
+
+from steps.deploy_targets.common import SMOKE_BODY
+from steps.deploy_targets.local import STATE_FILE, read_state, running_server, stop_local
+from tests.conftest import MlflowServer, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPS = [row[0] for row in SMOKE_BODY["dataframe_split"]["data"]]
+
+# Known relations dewp = slope * temp + intercept: v1 and v2 must predict them exactly.
+V1 = (0.8, -5.0)
+V2 = (0.5, 10.0)
+
+BROKEN_MODEL = """
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class BrokenModel(PythonModel):
+    def load_context(self, context):
+        raise RuntimeError("deliberately broken model for the deploy tests")
+
+    def predict(self, context, model_input):
+        return model_input["temp"]
+
+
+mlflow.models.set_model(BrokenModel())
+"""
+
+NAN_MODEL = '''
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class NanModel(PythonModel):
+    """Loads fine, answers 200, but its predictions are not numbers."""
+
+    def predict(self, context, model_input):
+        return [float("nan")] * len(model_input)
+
+
+mlflow.models.set_model(NanModel())
+'''
+
+# Loads everywhere except on one port: proves the candidate, then fails as the final server.
+PORT_SHY_MODEL = """
+import sys
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class PortShyModel(PythonModel):
+    def load_context(self, context):
+        if "{port}" in sys.argv:
+            raise RuntimeError("deliberately refuses to load on port {port}")
+
+    def predict(self, context, model_input):
+        return [1.0] * len(model_input)
+
+
+mlflow.models.set_model(PortShyModel())
+"""
+
+
+@dataclass
+class Registry:
+    """A registered model with versions created for these tests."""
+
+    url: str
+    name: str
+    root: Path
+
+    def linear(self, slope: float, intercept: float) -> str:
+        """Register a LinearRegression fitted exactly to dewp = slope * temp + intercept."""
+        x = pd.DataFrame({"temp": np.linspace(-20.0, 100.0, 50)})
+        y = slope * x["temp"] + intercept
+        model = LinearRegression().fit(x, y)
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=infer_signature(x, model.predict(x)),
+                registered_model_name=self.name,
+            )
+        return str(info.registered_model_version)
+
+    def from_code(self, code: str) -> str:
+        """Register a pyfunc model written as code (MLflow models-from-code)."""
+        path = self.root / f"model_{uuid.uuid4().hex[:8]}.py"
+        path.write_text(code)
+        x = pd.DataFrame({"temp": [1.0]})
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(path),
+                signature=infer_signature(x, np.array([1.0])),
+                registered_model_name=self.name,
+            )
+        return str(info.registered_model_version)
+
+
+@pytest.fixture(scope="module")
+def registry(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A fresh registered model name on the session's MLflow server."""
+    mlflow.set_tracking_uri(mlflow_server.url)
+    mlflow.set_experiment("deploy-local-tests")
+    name = f"deploy-local-{uuid.uuid4().hex[:8]}"
+    return Registry(mlflow_server.url, name, tmp_path_factory.mktemp("deploy-models"))
+
+
+@dataclass
+class LocalDeploy:
+    """Runs `python -m steps deploy --target local` as a user would, on one port and state dir."""
+
+    registry: Registry
+    state_dir: Path
+    port: int
+
+    def run(self, version: str, *extra: str) -> subprocess.CompletedProcess:
+        """Run the deploy step in its own process; the server it starts must outlive it."""
+        command = [sys.executable, "-m", "steps", "deploy", "--target", "local"]
+        command += ["--version", version, "--model-name", self.registry.name]
+        command += ["--tracking-uri", self.registry.url, "--port", str(self.port)]
+        command += ["--state-dir", str(self.state_dir), "--timeout", "240", *extra]
+        return subprocess.run(
+            command, capture_output=True, text=True, cwd=REPO, timeout=900, check=False
+        )
+
+    def predict(self) -> list[float]:
+        """Predictions of whatever serves on the port now."""
+        url = f"http://127.0.0.1:{self.port}/invocations"
+        response = httpx.post(url, json=SMOKE_BODY, timeout=30)
+        response.raise_for_status()
+        return response.json()["predictions"]
+
+    def state_text(self) -> str:
+        """The raw state file."""
+        return (self.state_dir / STATE_FILE).read_text()
+
+
+def outputs(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """The step's outputs: the JSON line it prints last on stdout."""
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """Assert the step failed with exactly one `error:` line on stderr, and return it."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def expected(relation: tuple[float, float]) -> list[float]:
+    """What a model with dewp = slope * temp + intercept predicts for the smoke-test temps."""
+    slope, intercept = relation
+    return [slope * t + intercept for t in TEMPS]
+
+
+def _kill_servers_of(model_name: str) -> None:
+    """Teardown safety net: stop any `models serve` of this test's model that is still running."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and any(model_name.encode() in arg for arg in argv):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(entry.name), signal.SIGKILL)
+
+
+@pytest.fixture
+def local_deploy(registry: Registry, tmp_path: Path) -> Iterator[LocalDeploy]:
+    """A deploy on a free port; teardown stops every server it started, by PID."""
+    deploy = LocalDeploy(registry, tmp_path / "serve", free_port())
+    yield deploy
+    stop_local(deploy.state_dir)
+    _kill_servers_of(registry.name)
+
+
+@pytest.mark.slow
+def test_local_deploy_swaps_versions_and_keeps_serving_through_bad_ones(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    broken = registry.from_code(BROKEN_MODEL)
+    nan = registry.from_code(NAN_MODEL)
+
+    assert outputs(local_deploy.run(v1)) == {"served-version": v1, "changed": "true"}
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+    first = read_state(local_deploy.state_dir)
+    assert first is not None and first.version == v1
+
+    assert outputs(local_deploy.run(v2)) == {"served-version": v2, "changed": "true"}
+    assert local_deploy.predict() == pytest.approx(expected(V2))
+    second = running_server(local_deploy.state_dir)
+    assert second is not None and second.version == v2 and second.pid != first.pid
+
+    # Same version again: nothing restarted.
+    state_before = local_deploy.state_text()
+    assert outputs(local_deploy.run(v2)) == {"served-version": v2, "changed": "false"}
+    assert local_deploy.state_text() == state_before
+
+    # A model that cannot load, one that predicts NaN, one that is not registered: v2 stays.
+    causes = {
+        broken: f"server exited with code 1; see {local_deploy.state_dir}/candidate-v{broken}.log",
+        nan: "non-numeric or non-finite predictions",
+        "99": "is not registered",
+    }
+    for bad, cause in causes.items():
+        assert cause in one_line_error(local_deploy.run(bad))
+        assert local_deploy.state_text() == state_before
+        assert running_server(local_deploy.state_dir) == second
+        assert local_deploy.predict() == pytest.approx(expected(V2))
+
+
+@pytest.mark.slow
+def test_local_deploy_restarts_old_version_when_final_server_fails(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    good = registry.linear(*V1)
+    shy = registry.from_code(PORT_SHY_MODEL.replace("{port}", str(local_deploy.port)))
+    outputs(local_deploy.run(good))
+    before = running_server(local_deploy.state_dir)
+
+    error = one_line_error(local_deploy.run(shy))
+
+    assert f"restarted models:/{registry.name}/{good}" in error
+    after = running_server(local_deploy.state_dir)
+    assert after is not None and after.version == good and after.pid != before.pid
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+
+
+@pytest.mark.slow
+def test_stop_local_stops_the_server_by_pid(registry: Registry, local_deploy: LocalDeploy) -> None:
+    version = registry.linear(*V1)
+    outputs(local_deploy.run(version))
+    served = running_server(local_deploy.state_dir)
+    assert served is not None
+
+    result = local_deploy.run("", "--stop")
+
+    assert outputs(result) == {"served-version": "none", "changed": "true"}
+    assert not (local_deploy.state_dir / STATE_FILE).exists()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{served.url}/ping", timeout=5)
+    assert outputs(local_deploy.run("", "--stop"))["changed"] == "false"
+
+
+def test_stale_state_file_is_not_trusted(tmp_path: Path) -> None:
+    # PID 1 is alive but is not our server: it must never be signalled.
+    state = {"pid": 1, "host": "127.0.0.1", "port": 5001, "model_uri": "models:/m/1"}
+    state |= {"version": "1", "log": "x.log"}
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+
+    assert read_state(tmp_path) is not None
+    assert running_server(tmp_path) is None
+    assert stop_local(tmp_path) is False
