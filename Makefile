@@ -29,6 +29,26 @@ setup: $(STAMP) ## Create .venv and install the project with dev extras (done au
 test: $(STAMP) ## Run the test suite (unit + real MLflow / model-server tests); the one command CI runs
 	$(PY) -m pytest -m "not docker and not on_cluster"
 
+# ---- Local demo (workflows/demo.py): everything on 127.0.0.1, state under .demo/ ----------------
+MLFLOW_PORT ?= 5050
+SERVE_PORT ?= 5001
+SOURCE ?= synthetic
+# Extra workflow parameters, e.g. PARAMS="years=2024 stations=72530094846" with SOURCE=gsod.
+PARAMS ?=
+
+.PHONY: demo
+demo: $(STAMP) ## Run the whole pipeline locally (MLflow, local runner, served model); SOURCE=gsod for NOAA data
+	$(PY) -m workflows.demo up --source '$(SOURCE)' --mlflow-port $(MLFLOW_PORT) \
+		--serve-port $(SERVE_PORT) $(foreach p,$(PARAMS),-p '$(p)')
+
+.PHONY: demo-down
+demo-down: $(STAMP) ## Stop the demo's model server and MLflow server (by the PIDs recorded in .demo/)
+	$(PY) -m workflows.demo down
+
+.PHONY: mlflow-up
+mlflow-up: $(STAMP) ## Start (or reuse) the demo's MLflow server on 127.0.0.1:5050 (MLFLOW_PORT=...)
+	$(PY) -m workflows.demo mlflow-up --mlflow-port $(MLFLOW_PORT)
+
 .PHONY: lint
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,324 @@
+"""`make demo` / `make demo-down`: a local MLflow server, the whole pipeline through the local
+runner, and the champion served by `mlflow models serve`, all on 127.0.0.1 under `.demo/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from steps.cli import StepError, env_default, run
+from steps.deploy_targets.local import mlflow_program, running_server, stop_local
+from workflows.local import run_rendered
+from workflows.pipeline import render
+from workflows.settings import PipelineSettings
+
+DEFAULT_ROOT = Path(".demo")
+DEFAULT_MLFLOW_PORT = 5050
+DEFAULT_SERVE_PORT = 5001
+HOST = "127.0.0.1"
+MLFLOW_START_TIMEOUT_S = 120.0
+# The example request of the README; MLflow 3 wants `dataframe_split` (docs/steps.md, PLATFORM).
+EXAMPLE_BODY = '{"dataframe_split":{"columns":["temp"],"data":[[12.8]]}}'
+
+
+@dataclass(frozen=True)
+class MlflowProcess:
+    """The `mlflow server` this demo started; the content of `.demo/mlflow/server.json`."""
+
+    pid: int
+    port: int
+    url: str
+    log: str
+
+
+def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
+    """Start the demo's MLflow server on `port`, or reuse it if it is already ours and healthy.
+
+    Args:
+        root: the demo directory; the store, artifacts, log and PID file go under `root/mlflow`.
+        port: loopback port for the server.
+
+    Returns:
+        The server, and True if it was started now (False if reused).
+
+    Raises:
+        StepError: the port is taken by something else, or the server does not become healthy.
+    """
+    home = (root / "mlflow").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    # Two `make demo` at once must not both start a server on the same port.
+    with (home / "up.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ours = _our_mlflow(home)
+        if ours and ours.port != port:
+            raise StepError(
+                f"the demo's MLflow server already runs on port {ours.port}, not {port};"
+                " run `make demo-down` first or set MLFLOW_PORT"
+            )
+        if ours:
+            _wait_healthy(ours, None, timeout=MLFLOW_START_TIMEOUT_S)
+            return ours, False
+        if not _port_free(port):
+            raise StepError(
+                f"port {HOST}:{port} is in use by a process this demo did not start;"
+                " set MLFLOW_PORT to a free port"
+            )
+        log = home / "server.log"
+        command = [
+            str(mlflow_program()), "server", "--host", HOST, "--port", str(port),
+            # One worker: start-up time dominates the demo, and one user needs no more.
+            "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination", str(home / "artifacts"),
+        ]  # fmt: skip
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives `make demo`; stopped by `make demo-down`
+            )
+        server = MlflowProcess(proc.pid, port, f"http://{HOST}:{port}", str(log))
+        (home / "server.json").write_text(json.dumps(asdict(server), indent=2) + "\n")
+        try:
+            _wait_healthy(server, proc, timeout=MLFLOW_START_TIMEOUT_S)
+        except StepError:
+            _stop_group(proc.pid)
+            (home / "server.json").unlink(missing_ok=True)
+            raise
+        proc.returncode = 0  # handed over to `make demo-down`; do not warn when we exit
+        return server, True
+
+
+def mlflow_down(root: Path) -> bool:
+    """Stop the demo's MLflow server if it is running and ours; True if one was stopped."""
+    home = (root / "mlflow").resolve()
+    ours = _our_mlflow(home)
+    if ours:
+        _stop_group(ours.pid)
+    (home / "server.json").unlink(missing_ok=True)
+    return ours is not None
+
+
+def run_demo(
+    root: Path, mlflow_port: int, serve_port: int, parameters: dict[str, str]
+) -> dict[str, str]:
+    """MLflow up, the pipeline through the local runner, then check what is served.
+
+    Args:
+        root: the demo directory (`.demo`).
+        mlflow_port: port of the local MLflow server.
+        serve_port: port of the local model server.
+        parameters: workflow parameters on top of the demo's (source, deploy target, MLflow URI).
+
+    Returns:
+        The facts the demo prints: URLs, gate decision, served version, prediction, timings.
+
+    Raises:
+        StepError: MLflow did not start, a pipeline task failed, or nothing is served afterwards.
+    """
+    root = root.resolve()
+    started = time.monotonic()
+    print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
+    mlflow, fresh = mlflow_up(root, mlflow_port)
+    mlflow_s = time.monotonic() - started
+    print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {mlflow_s:.1f}s", flush=True)
+
+    template = render(PipelineSettings())["workflow-template"]
+    params = {"deploy-target": "local", "mlflow-tracking-uri": mlflow.url, **parameters}
+    state_dir = root / "serve"
+    run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    print("==> pipeline (local runner, process backend)", flush=True)
+    env = {"DEPLOY_STATE_DIR": str(state_dir), "SERVE_PORT": str(serve_port)}
+    code = run_rendered(template, params, run_dir=run_dir, env=env)
+    pipeline_s = time.monotonic() - started - mlflow_s
+    if code != 0:
+        raise StepError(f"the pipeline failed; see the task logs under {run_dir}")
+    tasks = json.loads((run_dir / "run.json").read_text())["tasks"]
+    gate = tasks["promote"]["outputs"]["parameters"]
+
+    served = running_server(state_dir)
+    if served is None:
+        raise StepError(f"no model server is running (state in {state_dir}); see {run_dir}")
+    if served.version != gate["champion-version"]:
+        raise StepError(
+            f"served version {served.version} is not the champion {gate['champion-version']};"
+            " run `make demo` again to redeploy it"
+        )
+    invocations = f"{served.url}/invocations"
+    response = httpx.post(
+        invocations, content=EXAMPLE_BODY, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    if response.status_code != 200:
+        raise StepError(f"{invocations} answered {response.status_code}: {response.text[:200]}")
+    return {
+        "mlflow_url": mlflow.url,
+        "promoted": gate["promoted"],
+        "reason": gate["reason"],
+        "new_rmse": gate["new-rmse"],
+        "champion_rmse": gate["champion-rmse"],
+        "registered_version": tasks["register"]["outputs"]["parameters"]["version"],
+        "served_version": served.version,
+        "served_pid": str(served.pid),
+        "deploy": tasks["deploy"]["phase"],
+        "invocations": invocations,
+        "prediction": response.text.strip(),
+        "curl": (
+            f"curl -s -X POST -H 'Content-Type: application/json' -d '{EXAMPLE_BODY}' {invocations}"
+        ),
+        "run_dir": str(run_dir),
+        "mlflow_s": f"{mlflow_s:.1f}",
+        "pipeline_s": f"{pipeline_s:.1f}",
+        "total_s": f"{time.monotonic() - started:.1f}",
+    }
+
+
+def _print_report(facts: dict[str, str]) -> None:
+    decision = "promoted" if facts["promoted"] == "true" else "not promoted"
+    print(
+        f"""
+==> done in {facts["total_s"]}s (MLflow {facts["mlflow_s"]}s, pipeline {facts["pipeline_s"]}s)
+    MLflow UI:       {facts["mlflow_url"]}
+    registered:      version {facts["registered_version"]}, {decision}: {facts["reason"]}
+    served version:  {facts["served_version"]} (champion; pid {facts["served_pid"]}, \
+deploy {facts["deploy"]})
+    prediction:      {facts["prediction"]}  (temp 12.8 deg F)
+    try it:
+{facts["curl"]}
+    stop everything: make demo-down""",
+        flush=True,
+    )
+
+
+def _our_mlflow(home: Path) -> MlflowProcess | None:
+    """The recorded MLflow server if its PID is alive and is the `mlflow server` we started."""
+    try:
+        recorded = MlflowProcess(**json.loads((home / "server.json").read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    try:
+        argv = Path(f"/proc/{recorded.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    expected = [b"server", b"--port", str(recorded.port).encode(), b"--workers"]
+    return recorded if all(arg in argv for arg in expected) else None
+
+
+def _wait_healthy(server: MlflowProcess, proc: subprocess.Popen | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StepError(f"mlflow server exited with code {proc.returncode}; see {server.log}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise StepError(f"{server.url}/health did not answer within {timeout:.0f}s; see {server.log}")
+
+
+def _stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group led by `pid` (server and workers), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
+            except ChildProcessError:
+                pass
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not name=value")
+    return name, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m workflows.demo` command line."""
+    parser = argparse.ArgumentParser(prog="python -m workflows.demo", description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "mlflow-up"))
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="demo state directory")
+    parser.add_argument(
+        "--mlflow-port",
+        type=int,
+        default=int(env_default("MLFLOW_PORT", str(DEFAULT_MLFLOW_PORT))),
+        help=f"env MLFLOW_PORT, default {DEFAULT_MLFLOW_PORT}",
+    )
+    parser.add_argument(
+        "--serve-port",
+        type=int,
+        default=int(env_default("SERVE_PORT", str(DEFAULT_SERVE_PORT))),
+        help=f"env SERVE_PORT, default {DEFAULT_SERVE_PORT}",
+    )
+    parser.add_argument(
+        "--source", default="synthetic", help="fetch source (default synthetic: offline)"
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        type=_parameter,
+        action="append",
+        default=[],
+        help="extra workflow parameter name=value (repeatable)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `make demo`, `make demo-down` and `make mlflow-up`."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        if args.command == "mlflow-up":
+            server, fresh = mlflow_up(args.root, args.mlflow_port)
+            print(f"MLflow {'started' if fresh else 'already running'}: {server.url}")
+        elif args.command == "down":
+            model = stop_local((args.root / "serve").resolve())
+            print(f"model server: {'stopped' if model else 'not running'}")
+            print(f"MLflow server: {'stopped' if mlflow_down(args.root) else 'not running'}")
+        else:
+            params = {"source": args.source, **dict(args.parameter)}
+            _print_report(run_demo(args.root, args.mlflow_port, args.serve_port, params))
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
