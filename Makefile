@@ -29,6 +29,12 @@ setup: $(STAMP) ## Create .venv and install the project with dev extras (done au
 test: $(STAMP) ## Run the test suite (unit + real MLflow / model-server tests); the one command CI runs
 	$(PY) -m pytest -m "not docker and not on_cluster"
 
+# Loopback only; about 4 minutes. BENCH_ARGS=--attribution adds the half-way set-ups.
+BENCH_ARGS ?=
+.PHONY: bench-serving
+bench-serving: $(STAMP) ## Serving benchmark (needs wrk: apt-get install -y wrk): ours vs stock `mlflow models serve` vs bare ASGI floor
+	$(PY) benchmarks/bench_serving.py $(BENCH_ARGS)
+
 # ---- Local demo (workflows/demo.py): everything on 127.0.0.1, state under .demo/ ----------------
 MLFLOW_PORT ?= 5050
 SERVE_PORT ?= 5001
