@@ -78,6 +78,56 @@ render: $(STAMP) ## Render the WorkflowTemplate and CronWorkflow YAML into out/ 
 update-golden: $(STAMP) ## Regenerate tests/golden/*.yaml from the builders (review the diff; refused when CI is set)
 	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_pipeline_render.py
 
+# ---- Images (docker/) --------------------------------------------------------------------------
+# Tags come from the package version in pyproject.toml, read here and nowhere else.
+DOCKER ?= docker
+KIND ?= kind
+KIND_CLUSTER ?= dewpoint
+IMAGE_PREFIX ?= dewpoint-pipeline
+IMAGES := step mlflow serve
+IMAGE_VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+GIT_REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# Official slim image by tag; `make base-image` builds local/python-base:trixie where no registry is reachable.
+BASE_IMAGE ?= python:3.13-slim-trixie
+LOCAL_BASE_IMAGE ?= local/python-base:trixie
+# CA bundle of a TLS-intercepting proxy, handed to pip as the BuildKit secret `pipca` (optional).
+PIP_CA_BUNDLE ?=
+UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.13 --generate-hashes \
+	--custom-compile-command "make lock-images" -c requirements.lock
+
+.PHONY: lock-images
+lock-images: $(STAMP) ## Regenerate the hashed Python 3.13 locks of the images (docker/requirements-*.lock)
+	$(UV_COMPILE) pyproject.toml -o docker/requirements-step.lock
+	$(UV_COMPILE) docker/requirements-mlflow.in -o docker/requirements-mlflow.lock
+	$(UV_COMPILE) docker/requirements-serve.in -o docker/requirements-serve.lock
+
+.PHONY: lock
+lock: lock-images
+
+.PHONY: base-image
+base-image: ## Build the Python 3.13 base image $(LOCAL_BASE_IMAGE) with debootstrap (cached: skipped if present)
+	DOCKER=$(DOCKER) docker/base-image.sh $(LOCAL_BASE_IMAGE)
+
+.PHONY: images
+images: ## Build the step, mlflow and serve images (BASE_IMAGE=..., PIP_CA_BUNDLE=/path/to/ca.pem)
+	ca='$(PIP_CA_BUNDLE)'; for target in $(IMAGES); do \
+		DOCKER_BUILDKIT=1 $(DOCKER) build --network host --target $$target \
+			--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(IMAGE_VERSION) \
+			--build-arg GIT_REVISION=$(GIT_REVISION) $${ca:+--secret id=pipca,src=$$ca} \
+			--tag $(IMAGE_PREFIX)/$$target:$(IMAGE_VERSION) --file docker/Dockerfile . ; \
+	done
+	$(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' '$(IMAGE_PREFIX)/*:$(IMAGE_VERSION)'
+
+.PHONY: kind-load
+kind-load: ## Load the images into the kind cluster $(KIND_CLUSTER)
+	for target in $(IMAGES); do \
+		$(KIND) load docker-image $(IMAGE_PREFIX)/$$target:$(IMAGE_VERSION) --name $(KIND_CLUSTER); \
+	done
+
+.PHONY: test-containers
+test-containers: $(STAMP) ## CI container stage: Docker + base image + images, then pytest -m docker
+	DOCKER=$(DOCKER) scripts/container-stage.sh
+
 # ---- Local cluster (kind/) ---------------------------------------------------------------------
 # Everything lives in kind/*.sh (strict bash); pinned versions in kind/versions.env.
 
