@@ -240,7 +240,7 @@ class ArgoClient:
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
-    match = re.search(r"\] ([^')]+)", text) or re.search(
+    match = re.search(r"\] ([^'\")]+)", text) or re.search(
         r"(Connection refused|Name or service not known)", text
     )
     return match.group(1).strip() if match else exc.__class__.__name__

@@ -1,0 +1,375 @@
+"""submit.py against a fake Argo server on 127.0.0.1: apply, idempotency, run, wait, errors."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.fake_argo import CREATOR_LABEL, FakeArgo
+from workflows import submit
+from workflows.settings import ArgoSettings, SettingsError
+
+TEMPLATES = "workflow-templates"
+CRONS = "cron-workflows"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests set ARGO_* / PIPELINE_* themselves; the developer's shell must not leak in."""
+    for name in (
+        "ARGO_SERVER_URL",
+        "ARGO_TOKEN",
+        "ARGO_NAMESPACE",
+        "ARGO_INSECURE_SKIP_VERIFY",
+        "PIPELINE_NAMESPACE",
+        "PIPELINE_IMAGE",
+        "PIPELINE_SCHEDULE",
+        "PIPELINE_TIMEZONE",
+        "PIPELINE_SUSPEND",
+        "PIPELINE_MLFLOW_TRACKING_URI",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def argo() -> Iterator[FakeArgo]:
+    fake = FakeArgo(token="s3cret").start()
+    yield fake
+    fake.stop()
+
+
+def run_submit(argo: FakeArgo, *args: str, token: str | None = "s3cret") -> int:
+    argv = ["--argo-server", argo.url, *args]
+    if token is not None:
+        argv += ["--token", token]
+    return submit.main(argv)
+
+
+def _node(name: str, phase: str, second: int, message: str | None = None, kind: str = "Pod"):
+    node = {
+        "id": f"wf-{name}",
+        "name": f"wf.{name}",
+        "displayName": name,
+        "type": kind,
+        "phase": phase,
+        "startedAt": f"2026-11-26T07:00:{second:02d}Z",
+    }
+    if message:
+        node["message"] = message
+    return node
+
+
+def _status(phase: str, *nodes: dict, message: str | None = None) -> dict:
+    root = _node("dewpoint-pipeline-00003", phase, 0, kind="DAG")
+    root["id"] = "wf-root"
+    status = {"phase": phase, "nodes": {n["id"]: n for n in (root, *nodes)}}
+    if message:
+        status["message"] = message
+    return status
+
+
+def test_apply_creates_template_then_cron_under_the_base_path(argo, capsys):
+    assert run_submit(argo) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "workflowtemplate/dewpoint-pipeline created",
+        "cronworkflow/dewpoint-pipeline-weekly created",
+    ]
+    template = argo.get(TEMPLATES, "mlops", "dewpoint-pipeline")
+    cron = argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")
+    assert template["spec"]["entrypoint"] == "pipeline"
+    assert cron["spec"]["workflowSpec"]["workflowTemplateRef"] == {"name": "dewpoint-pipeline"}
+    writes = [(r.method, r.path) for r in argo.writes()]
+    assert writes == [
+        ("POST", "/argo/api/v1/workflow-templates/mlops"),
+        ("POST", "/argo/api/v1/cron-workflows/mlops"),
+    ]
+    assert all(r.path.startswith("/argo/api/v1/") for r in argo.requests)
+    assert {r.authorization for r in argo.requests} == {"Bearer s3cret"}
+
+
+def test_second_apply_changes_nothing(argo, capsys):
+    assert run_submit(argo) == 0
+    before = len(argo.writes())
+    capsys.readouterr()
+    assert run_submit(argo) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "workflowtemplate/dewpoint-pipeline unchanged",
+        "cronworkflow/dewpoint-pipeline-weekly unchanged",
+    ]
+    assert len(argo.writes()) == before
+    # the server's own label did not count as a difference
+    assert CREATOR_LABEL in argo.get(TEMPLATES, "mlops", "dewpoint-pipeline")["metadata"]["labels"]
+
+
+def test_apply_after_a_change_updates_with_the_current_resource_version(argo, capsys, monkeypatch):
+    assert run_submit(argo) == 0
+    old_version = argo.get(TEMPLATES, "mlops", "dewpoint-pipeline")["metadata"]["resourceVersion"]
+    capsys.readouterr()
+    monkeypatch.setenv("PIPELINE_IMAGE", "dewpoint-pipeline/step:next")
+    assert run_submit(argo) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "workflowtemplate/dewpoint-pipeline updated",
+        "cronworkflow/dewpoint-pipeline-weekly unchanged",
+    ]
+    (put,) = [r for r in argo.writes() if r.method == "PUT"]
+    assert put.path == "/argo/api/v1/workflow-templates/mlops/dewpoint-pipeline"
+    assert put.body["template"]["metadata"]["resourceVersion"] == old_version
+    stored = argo.get(TEMPLATES, "mlops", "dewpoint-pipeline")
+    images = {t["container"]["image"] for t in stored["spec"]["templates"] if "container" in t}
+    assert images == {"dewpoint-pipeline/step:next"}
+
+
+def test_suspending_the_cron_updates_only_the_cron(argo, capsys, monkeypatch):
+    assert run_submit(argo) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("PIPELINE_SUSPEND", "true")
+    assert run_submit(argo) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[1] == "cronworkflow/dewpoint-pipeline-weekly updated"
+    )
+    assert argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")["spec"]["suspend"] is True
+
+
+def test_create_that_loses_a_race_falls_back_to_update(argo, capsys):
+    assert run_submit(argo) == 0
+    capsys.readouterr()
+    argo.hide_on_first_get = {"dewpoint-pipeline"}
+    argo._gets.clear()
+    assert run_submit(argo) == 0
+    out = capsys.readouterr().out
+    assert "workflowtemplate/dewpoint-pipeline unchanged" in out
+    conflicts = [r for r in argo.writes() if r.path.endswith("/workflow-templates/mlops")]
+    assert len(conflicts) == 2  # the first create, then the one answered with 409
+
+
+def test_stale_update_is_a_one_line_conflict_error(argo, capsys, monkeypatch):
+    assert run_submit(argo) == 0
+    capsys.readouterr()
+    argo.stale_puts = True
+    monkeypatch.setenv("PIPELINE_IMAGE", "dewpoint-pipeline/step:next")
+    assert run_submit(argo) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: conflict (409) while trying to update workflowtemplate")
+    assert "the object has been modified" in err
+    assert err.count("\n") == 1
+
+
+def test_run_now_submits_from_the_template_with_overrides(argo, capsys):
+    assert run_submit(argo, "--run-now", "-p", "source=synthetic", "-p", "rain-only=true") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("workflow/dewpoint-pipeline-") and out[-1].endswith(" submitted")
+    (create,) = [r for r in argo.writes() if r.path == "/argo/api/v1/workflows/mlops"]
+    spec = create.body["workflow"]["spec"]
+    assert spec["workflowTemplateRef"] == {"name": "dewpoint-pipeline"}
+    assert spec["arguments"]["parameters"] == [
+        {"name": "rain-only", "value": "true"},
+        {"name": "source", "value": "synthetic"},
+    ]
+    assert create.body["workflow"]["metadata"]["generateName"] == "dewpoint-pipeline-"
+
+
+def test_wait_prints_node_phases_and_succeeds(argo, capsys):
+    argo.phases = [
+        _status("Running", _node("fetch", "Running", 1)),
+        _status("Running", _node("fetch", "Running", 1)),
+        _status("Running", _node("fetch", "Succeeded", 1), _node("validate", "Running", 2)),
+        _status(
+            "Succeeded",
+            _node("fetch", "Succeeded", 1),
+            _node("validate", "Succeeded", 2),
+            _node("deploy", "Skipped", 3, "when 'false == true' evaluated false", "Skipped"),
+        ),
+    ]
+    assert run_submit(argo, "--run-now", "--wait", "--poll-seconds", "0.01") == 0
+    lines = capsys.readouterr().out.splitlines()
+    name = lines[2].split("/")[1].split()[0]
+    assert lines[3:] == [
+        "  fetch: Running",
+        "  fetch: Succeeded",
+        "  validate: Running",
+        "  validate: Succeeded",
+        "  deploy: Skipped (when 'false == true' evaluated false)",
+        f"workflow {name}: Succeeded",
+    ]
+    assert all(r.path.startswith("/argo/api/v1/") for r in argo.requests)
+
+
+def test_wait_on_failure_names_the_failed_node(argo, capsys):
+    argo.phases = [
+        _status("Running", _node("fetch", "Succeeded", 1), _node("train", "Running", 2)),
+        _status(
+            "Failed",
+            _node("fetch", "Succeeded", 1),
+            _node("train", "Failed", 2, "Error (exit code 1): no rows left after validation"),
+            message="child 'wf-train' failed",
+        ),
+    ]
+    assert run_submit(argo, "--run-now", "--wait", "--poll-seconds", "0.01") == 1
+    captured = capsys.readouterr()
+    assert "  train: Failed (Error (exit code 1): no rows left after validation)" in captured.out
+    assert captured.err.startswith("error: workflow dewpoint-pipeline-")
+    assert (
+        "Failed at node train: Error (exit code 1): no rows left after validation" in captured.err
+    )
+    assert captured.err.count("\n") == 1
+
+
+def test_wait_names_the_pod_not_the_retry_group(argo, capsys):
+    argo.phases = [
+        _status(
+            "Failed",
+            _node("fetch", "Failed", 1, "No more retries left", "Retry"),
+            _node("fetch(0)", "Failed", 2, "Error (exit code 1)"),
+            _node("fetch(1)", "Failed", 3, "Error (exit code 1): 503 from NOAA"),
+        )
+    ]
+    assert run_submit(argo, "--run-now", "--wait", "--poll-seconds", "0.01") == 1
+    assert "Failed at node fetch: Error (exit code 1): 503 from NOAA" in capsys.readouterr().err
+
+
+def test_unreachable_server_is_a_one_line_error(capsys):
+    port = free_port()  # nothing listens there
+    assert submit.main(["--argo-server", f"http://127.0.0.1:{port}/argo/"]) == 1
+    err = capsys.readouterr().err
+    url = f"http://127.0.0.1:{port}/argo/"
+    assert err == f"error: cannot reach the Argo server at {url} (Connection refused)\n"
+
+
+def test_silent_server_times_out():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts connections, never answers
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/argo/"
+        client = submit.ArgoClient(ArgoSettings(server_url=url), timeout=0.5)
+        with pytest.raises(submit.StepError, match="did not answer in time"):
+            client.get_workflow("x")
+
+
+def test_wrong_token_is_401(argo, capsys):
+    assert run_submit(argo, token="wrong") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the Argo server at {argo.url} rejected the credentials (401)")
+    assert "ARGO_TOKEN" in err
+    assert argo.writes() == []
+
+
+def test_missing_token_is_401(argo, capsys):
+    assert run_submit(argo, token=None) == 1
+    assert "rejected the credentials (401)" in capsys.readouterr().err
+    assert {r.authorization for r in argo.requests} == {None}
+
+
+def test_forbidden_is_403(argo, capsys):
+    argo.token = None
+    argo.forbidden_tokens = {"viewer"}
+    assert run_submit(argo, token="viewer") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: not allowed (403) to read workflowtemplate dewpoint-pipeline")
+    assert "RBAC" in err
+
+
+def test_unknown_namespace_is_404(argo, capsys):
+    assert run_submit(argo, "--namespace", "nope") == 1
+    err = capsys.readouterr().err
+    assert "not found (404) while trying to create workflowtemplate dewpoint-pipeline" in err
+    assert "namespace 'nope'" in err and 'namespaces \\"nope\\" not found' not in err
+    assert 'namespaces "nope" not found' in err
+
+
+def test_namespace_flag_reaches_urls_and_resources(argo, capsys):
+    argo.namespaces.add("ml-staging")
+    assert run_submit(argo, "--namespace", "ml-staging") == 0
+    stored = argo.get(TEMPLATES, "ml-staging", "dewpoint-pipeline")
+    assert stored["metadata"]["namespace"] == "ml-staging"
+    assert argo.get(TEMPLATES, "mlops", "dewpoint-pipeline") is None
+
+
+def test_env_configures_the_connection(argo, capsys, monkeypatch):
+    monkeypatch.setenv("ARGO_SERVER_URL", argo.url.rstrip("/"))  # base path without the slash
+    monkeypatch.setenv("ARGO_TOKEN", "Bearer s3cret")  # prefix given: not doubled
+    assert submit.main([]) == 0
+    assert all(r.path.startswith("/argo/api/v1/") for r in argo.requests)
+    assert {r.authorization for r in argo.requests} == {"Bearer s3cret"}
+
+
+def test_server_auth_mode_sends_no_authorization_header(capsys):
+    fake = FakeArgo(token=None).start()
+    try:
+        assert submit.main(["--argo-server", fake.url]) == 0
+        assert {r.authorization for r in fake.requests} == {None}
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--wait"], "--wait follows a run: add --run-now"),
+        (["-p", "source"], "-p 'source': expected name=value"),
+        (["-p", "sorce=gsod"], "-p sorce: unknown workflow parameter"),
+        (["--argo-server", "localhost:2746"], "must start with http:// or https://"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+    assert submit.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def _args(**kwargs) -> argparse.Namespace:
+    defaults = dict(argo_server=None, token=None, insecure_skip_verify=None, namespace=None)
+    return argparse.Namespace(**{**defaults, **kwargs})
+
+
+def test_argo_settings_flags_win_over_env():
+    env = {
+        "ARGO_SERVER_URL": "https://argo.example/",
+        "ARGO_TOKEN": "from-env",
+        "ARGO_INSECURE_SKIP_VERIFY": "true",
+        "ARGO_NAMESPACE": "env-ns",
+    }
+    from_env = ArgoSettings.from_args(_args(), env)
+    assert from_env == ArgoSettings("https://argo.example/", "from-env", False, "env-ns")
+    flags = ArgoSettings.from_args(
+        _args(argo_server="http://localhost/argo", token="t", namespace="flag-ns"), env
+    )
+    assert (flags.base_url, flags.authorization, flags.namespace) == (
+        "http://localhost/argo/",
+        "Bearer t",
+        "flag-ns",
+    )
+    assert ArgoSettings.from_args(_args(argo_server="http://x"), {}).verify_tls is True
+
+
+def test_argo_settings_reject_a_bad_tls_switch():
+    with pytest.raises(SettingsError, match="ARGO_INSECURE_SKIP_VERIFY='sometimes'"):
+        ArgoSettings.from_args(
+            _args(argo_server="http://x"), {"ARGO_INSECURE_SKIP_VERIFY": "sometimes"}
+        )
+
+
+def test_local_delegates_to_the_local_runner(tmp_path: Path, monkeypatch, capsys):
+    """--local hands the rendered template to the local runner, which fails on a bad source."""
+    calls: list[tuple] = []
+    import workflows.local as local
+
+    real = local.run_rendered
+
+    def recording(template, parameters, **kwargs):
+        calls.append((template["metadata"]["name"], parameters, kwargs))
+        return real(template, parameters, **kwargs)
+
+    monkeypatch.setattr(local, "run_rendered", recording)
+    code = submit.main(
+        ["--local", "--run-dir", str(tmp_path / "run"), "-p", "source=carrier-pigeon"]
+    )
+    assert code != 0
+    ((name, parameters, kwargs),) = calls
+    assert name == "dewpoint-pipeline"
+    assert parameters == {"source": "carrier-pigeon"}
+    assert kwargs == {"run_dir": tmp_path / "run", "backend": "process"}
