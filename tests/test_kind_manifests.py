@@ -1,0 +1,795 @@
+"""Offline checks of the kind platform (kind/): render our kustomizations with `kubectl kustomize`,
+validate every object against the Kubernetes 1.37 schemas (strict), and check the policies the
+cluster and the pipeline rely on: Pod Security `restricted`, probes, resources, pinned images,
+least-privilege RBAC, routes, NetworkPolicies and the names shared with workflows/pipeline.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+REPO = Path(__file__).resolve().parents[1]
+KIND = REPO / "kind"
+K8S_SCHEMA_VERSION = "1.37.0"
+NAMESPACE = "mlops"
+DIGEST_PINNED = re.compile(r"^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+# What our component (kind/base/argo) patches in Argo Workflows v4.1.2's install.yaml, in the
+# shape upstream ships it (manifests/base of the v4.1.2 tag): names, container names, the fields
+# we override. The release manifest itself is remote, so `make kind-up` fetches it, not the tests.
+ARGO_V4_1_2_PATCH_TARGETS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: argo-server}
+spec:
+  selector: {matchLabels: {app: argo-server}}
+  template:
+    metadata: {labels: {app: argo-server}}
+    spec:
+      serviceAccountName: argo-server
+      securityContext: {runAsNonRoot: true}
+      nodeSelector: {kubernetes.io/os: linux}
+      containers:
+        - name: argo-server
+          image: quay.io/argoproj/argocli:v4.1.2
+          args: [server]
+          ports: [{name: web, containerPort: 2746}]
+          readinessProbe:
+            httpGet: {port: 2746, scheme: HTTPS, path: /}
+            initialDelaySeconds: 10
+            periodSeconds: 20
+          securityContext:
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+          volumeMounts: [{mountPath: /tmp, name: tmp}]
+      volumes: [{name: tmp, emptyDir: {}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: workflow-controller}
+spec:
+  selector: {matchLabels: {app: workflow-controller}}
+  template:
+    metadata: {labels: {app: workflow-controller}}
+    spec:
+      serviceAccountName: argo
+      securityContext: {runAsNonRoot: true}
+      containers:
+        - name: workflow-controller
+          image: quay.io/argoproj/workflow-controller:v4.1.2
+          command: [workflow-controller]
+          args: []
+          ports: [{name: metrics, containerPort: 9090}, {containerPort: 6060}]
+          livenessProbe:
+            httpGet: {port: 6060, path: /healthz}
+            failureThreshold: 3
+            initialDelaySeconds: 90
+            periodSeconds: 60
+            timeoutSeconds: 30
+          securityContext:
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: workflow-controller-configmap}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: argo-server}
+spec:
+  selector: {app: argo-server}
+  ports: [{name: web, port: 2746, targetPort: 2746}]
+"""
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+
+def kubectl() -> str:
+    """kubectl from `make tools` (./bin) or PATH; the tests need it to run kustomize offline."""
+    local = REPO / "bin" / "kubectl"
+    found = str(local) if local.exists() else shutil.which("kubectl")
+    if not found:
+        pytest.fail(
+            "kubectl not found: it renders the kustomizations (`kubectl kustomize`, offline). "
+            "Run `make tools` or install your distribution's kubectl."
+        )
+    return found
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize DIR` renders (local resources only, no network)."""
+    proc = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"kubectl kustomize {directory} failed:\n{proc.stderr}"
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def versions() -> dict[str, str]:
+    """kind/versions.env as a dict."""
+    pairs = {}
+    for line in (KIND / "versions.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def package_version() -> str:
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+@pytest.fixture(scope="module")
+def overlay() -> list[dict[str, Any]]:
+    """Everything of ours in mlops: the kind overlay."""
+    return render(KIND / "overlays" / "kind")
+
+
+@pytest.fixture(scope="module")
+def argo(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Our Argo component applied to the upstream objects it patches, namespace argo."""
+    root = tmp_path_factory.mktemp("argo-render")
+    (root / "upstream.yaml").write_text(ARGO_V4_1_2_PATCH_TARGETS)
+    # kustomize accepts only relative paths to a component.
+    component = os.path.relpath(KIND / "base" / "argo", root)
+    kustomization = {"namespace": "argo", "resources": ["upstream.yaml"], "components": [component]}
+    (root / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return render(root)
+
+
+@pytest.fixture(scope="module")
+def everything(overlay: list[dict], argo: list[dict]) -> list[dict[str, Any]]:
+    """Every object we apply that the tests can render (Traefik's chart is remote)."""
+    return [*overlay, *argo, *load_yaml_docs(KIND / "traefik-namespace.yaml")]
+
+
+def find(objects: list[dict], kind: str, name: str, namespace: str | None = None) -> dict:
+    matches = [
+        o
+        for o in objects
+        if o["kind"] == kind
+        and o["metadata"]["name"] == name
+        and (namespace is None or o["metadata"].get("namespace") == namespace)
+    ]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_templates(objects: list[dict]) -> Iterator[tuple[str, dict]]:
+    """(`Kind/name`, pod spec) of every workload."""
+    for o in objects:
+        if o["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
+            yield f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]
+
+
+def all_containers(pod: dict) -> list[dict]:
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+
+
+# ---- schema validation -------------------------------------------------------------------------
+
+CRD_KINDS = {("traefik.io/v1alpha1", "Middleware")}
+
+
+def test_every_object_is_valid_kubernetes_1_37_strict(everything: list[dict]) -> None:
+    problems = []
+    for obj in everything:
+        if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
+            continue  # no OpenAPI schema in kubernetes-validate; checked structurally below
+        try:
+            kubernetes_validate.validate(obj, K8S_SCHEMA_VERSION, strict=True)
+        except (ValidationError, SchemaNotFoundError) as exc:
+            problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+    assert not problems, "\n".join(problems)
+    assert len(everything) > 30
+
+
+def test_strict_validation_rejects_a_misspelt_field(overlay: list[dict]) -> None:
+    broken = yaml.safe_load(yaml.safe_dump(find(overlay, "Deployment", "mlflow")))
+    broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(ValidationError):
+        kubernetes_validate.validate(broken, K8S_SCHEMA_VERSION, strict=True)
+
+
+def test_middlewares_are_traefik_crds_with_one_known_action(everything: list[dict]) -> None:
+    middlewares = [o for o in everything if o["kind"] == "Middleware"]
+    assert len(middlewares) == 5
+    for mw in middlewares:
+        assert mw["apiVersion"] == "traefik.io/v1alpha1"
+        assert set(mw) == {"apiVersion", "kind", "metadata", "spec"}
+        (action,) = mw["spec"]
+        if action == "stripPrefix":
+            assert set(mw["spec"]["stripPrefix"]) == {"prefixes"}
+            assert all(
+                p.startswith("/") and not p.endswith("/") for p in mw["spec"][action]["prefixes"]
+            )
+        else:
+            assert action == "redirectRegex"
+            assert set(mw["spec"][action]) == {"regex", "replacement", "permanent"}
+            re.compile(mw["spec"][action]["regex"])
+
+
+# ---- namespaces and Pod Security ---------------------------------------------------------------
+
+
+def test_overlay_puts_every_namespaced_object_in_mlops(overlay: list[dict]) -> None:
+    namespaced = [o for o in overlay if o["kind"] != "Namespace"]
+    assert {o["metadata"].get("namespace") for o in namespaced} == {NAMESPACE}
+    assert [o["metadata"]["name"] for o in overlay if o["kind"] == "Namespace"] == [NAMESPACE]
+    # Set once: in the overlay, never in a base.
+    for path in (KIND / "base").rglob("*.yaml"):
+        for doc in load_yaml_docs(path):
+            assert "namespace" not in doc.get("metadata", {}), f"{path} sets a namespace"
+
+
+@pytest.mark.parametrize(
+    ("source", "name"), [("overlay", NAMESPACE), ("argo", "argo"), ("traefik", "traefik")]
+)
+def test_namespaces_enforce_restricted_pod_security(
+    overlay: list[dict], argo: list[dict], source: str, name: str
+) -> None:
+    objects = {
+        "overlay": overlay,
+        "argo": argo,
+        "traefik": load_yaml_docs(KIND / "traefik-namespace.yaml"),
+    }[source]
+    labels = find(objects, "Namespace", name)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+ALLOWED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+
+
+def restricted_violations(pod: dict, extra_containers: list[dict] | None = None) -> list[str]:
+    """What Pod Security `restricted` (Kubernetes 1.37) would reject in a pod spec."""
+    found = []
+    pod_sc = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            found.append(f"{key} is set")
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUME_TYPES:
+            found.append(f"volume {volume['name']} is of type {sorted(kinds)}")
+    if pod_sc.get("runAsUser") == 0:
+        found.append("pod runs as UID 0")
+    for c in [*all_containers(pod), *(extra_containers or [])]:
+        sc = c.get("securityContext", {})
+        name = c["name"]
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            found.append(f"{name}: runAsNonRoot is not true")
+        if sc.get("runAsUser") == 0:
+            found.append(f"{name}: runs as UID 0")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        if sc.get("privileged"):
+            found.append(f"{name}: privileged")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            found.append(f"{name}: capabilities not dropped (drop: [ALL])")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities {caps['add']}")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile is {seccomp}")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            found.append(f"{name}: uses a hostPort")
+    return found
+
+
+def test_restricted_checker_reports_what_admission_would_reject() -> None:
+    pod = {
+        "hostNetwork": True,
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        "containers": [
+            {"name": "a", "ports": [{"containerPort": 80, "hostPort": 80}]},
+            {
+                "name": "b",
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+                    "seccompProfile": {"type": "Unconfined"},
+                },
+            },
+        ],
+    }
+    found = restricted_violations(pod)
+    assert "hostNetwork is set" in found
+    assert "volume host is of type ['hostPath']" in found
+    assert "a: runAsNonRoot is not true" in found
+    assert "a: allowPrivilegeEscalation is not false" in found
+    assert "a: capabilities not dropped (drop: [ALL])" in found
+    assert "a: uses a hostPort" in found
+    assert "b: adds capabilities ['SYS_ADMIN']" in found
+    assert "b: seccompProfile is Unconfined" in found
+    assert not any(v.startswith("b: runAsNonRoot") for v in found)
+
+
+def test_every_pod_we_own_passes_restricted(overlay: list[dict], argo: list[dict]) -> None:
+    checked = 0
+    for where, pod in pod_templates([*overlay, *argo]):
+        assert restricted_violations(pod) == [], where
+        checked += 1
+    assert checked == 7
+
+
+def test_our_containers_have_read_only_root_and_a_non_root_uid(overlay: list[dict]) -> None:
+    for where, pod in pod_templates(overlay):
+        uid = pod["securityContext"]["runAsUser"]
+        assert uid > 0, where
+        for c in all_containers(pod):
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, f"{where} {c['name']}"
+        assert pod.get("automountServiceAccountToken") is False, f"{where} needs no API token"
+
+
+# ---- workloads: probes, resources, images ------------------------------------------------------
+
+
+def test_services_have_probes_and_every_container_requests_and_limits(
+    overlay: list[dict], argo: list[dict]
+) -> None:
+    for where, pod in pod_templates([*overlay, *argo]):
+        for c in all_containers(pod):
+            res = c.get("resources", {})
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(res.get(bound, {})), f"{where} {c['name']} {bound}"
+            if not where.startswith("Job/"):
+                assert "readinessProbe" in c, f"{where} {c['name']} has no readiness probe"
+                assert "livenessProbe" in c, f"{where} {c['name']} has no liveness probe"
+    for where, pod in pod_templates(overlay):
+        if not where.startswith("Job/"):
+            for c in pod["containers"]:
+                assert "startupProbe" in c, f"{where} {c['name']}: slow first start needs one"
+
+
+def test_images_are_pinned_and_ours_carry_the_package_version(
+    overlay: list[dict], argo: list[dict]
+) -> None:
+    ours = {"dewpoint-pipeline/mlflow", "dewpoint-pipeline/serve"}
+    seen = set()
+    for where, pod in pod_templates([*overlay, *argo]):
+        for c in all_containers(pod):
+            repo, sep, tag = c["image"].rpartition(":")
+            assert sep and "/" not in tag, f"{where}: image {c['image']} has no tag"
+            assert tag != "latest" and re.search(r"\d", tag), f"{where}: {c['image']} is not pinned"
+            if repo in ours:
+                assert tag == package_version(), f"{where}: {c['image']}"
+                assert c["imagePullPolicy"] == "IfNotPresent", "kind-loaded images are never pulled"
+            seen.add(repo)
+    assert ours <= seen
+
+
+def test_argo_kustomization_pins_the_release_manifest_and_images() -> None:
+    doc = yaml.safe_load((KIND / "argo" / "kustomization.yaml").read_text())
+    version = versions()["ARGO_WORKFLOWS_VERSION"]
+    assert doc["resources"] == [
+        f"https://github.com/argoproj/argo-workflows/releases/download/{version}/install.yaml"
+    ]
+    assert doc["namespace"] == "argo"
+    assert doc["components"] == ["../base/argo"]
+    assert {i["newTag"] for i in doc["images"]} == {version}
+
+
+# ---- Argo server and controller ----------------------------------------------------------------
+
+
+def test_argo_server_serves_plain_http_under_argo_with_client_auth(argo: list[dict]) -> None:
+    (container,) = find(argo, "Deployment", "argo-server")["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == [
+        "server",
+        "--basehref=/argo/",
+        "--secure=false",
+        "--auth-mode=client",
+    ]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTP", "--secure=false serves no TLS"
+    # Upstream fields we do not override survive the patch.
+    assert container["volumeMounts"] == [{"mountPath": "/tmp", "name": "tmp"}]
+
+
+def test_executor_containers_are_restricted_compliant(argo: list[dict]) -> None:
+    config = find(argo, "ConfigMap", "workflow-controller-configmap")["data"]
+    executor = yaml.safe_load(config["executor"])
+    assert set(executor) == {"resources", "securityContext"}
+    # Argo adds init and wait containers with exactly this securityContext to every workflow pod.
+    pod = {"containers": [{"name": "wait", **executor}]}
+    assert restricted_violations(pod) == []
+
+
+# ---- the names shared with workflows/pipeline.py -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workflow_template() -> dict[str, Any]:
+    from workflows.pipeline import render as render_pipeline
+    from workflows.settings import PipelineSettings
+
+    return render_pipeline(PipelineSettings())["workflow-template"]
+
+
+def test_workflow_template_runs_in_mlops_as_the_bound_service_account(
+    overlay: list[dict], workflow_template: dict
+) -> None:
+    assert workflow_template["metadata"]["namespace"] == NAMESPACE
+    account = workflow_template["spec"]["serviceAccountName"]
+    find(overlay, "ServiceAccount", account)
+    bound_roles = {
+        b["roleRef"]["name"]
+        for b in overlay
+        if b["kind"] == "RoleBinding"
+        and {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in b["subjects"]
+    }
+    assert bound_roles == {"dewpoint-pipeline-executor", "dewpoint-pipeline-deploy"}
+
+
+def test_workflow_pods_pass_restricted_with_our_executor(
+    argo: list[dict], workflow_template: dict
+) -> None:
+    executor = yaml.safe_load(
+        find(argo, "ConfigMap", "workflow-controller-configmap")["data"]["executor"]
+    )
+    pod_sc = workflow_template["spec"]["securityContext"]
+    templates = [t for t in workflow_template["spec"]["templates"] if "container" in t]
+    assert len(templates) == 6
+    for t in templates:
+        pod = {
+            "securityContext": pod_sc,
+            "containers": [{"name": t["name"], **t["container"]}],
+            "volumes": t.get("volumes", []),
+        }
+        injected = [{"name": "init", **executor}, {"name": "wait", **executor}]
+        assert restricted_violations(pod, injected) == [], t["name"]
+
+
+def test_artifact_repository_is_the_one_the_workflow_template_names(
+    overlay: list[dict], workflow_template: dict
+) -> None:
+    ref = workflow_template["spec"]["artifactRepositoryRef"]
+    cm = find(overlay, "ConfigMap", ref["configMap"])
+    annotation = "workflows.argoproj.io/default-artifact-repository"
+    assert cm["metadata"]["annotations"][annotation] == ref["key"]
+    s3 = yaml.safe_load(cm["data"][ref["key"]])["s3"]
+    host, _, port = s3["endpoint"].partition(":")
+    assert host == f"seaweedfs.{NAMESPACE}.svc"
+    service = find(overlay, "Service", "seaweedfs")
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert s3["insecure"] is True
+    assert s3["accessKeySecret"]["name"] == s3["secretKeySecret"]["name"] == "seaweedfs-s3"
+
+
+def test_in_cluster_tracking_uri_reaches_mlflow_and_passes_its_host_check(
+    overlay: list[dict], workflow_template: dict
+) -> None:
+    params = {
+        p["name"]: p.get("value") for p in workflow_template["spec"]["arguments"]["parameters"]
+    }
+    uri = params["mlflow-tracking-uri"]
+    match = re.fullmatch(r"http://([a-z0-9.-]+):(\d+)", uri)
+    assert match, f"{uri}: MLflow runs without --static-prefix, so the URI has no path"
+    host, port = match.groups()
+    assert host.split(".")[0] == "mlflow" and host.split(".")[1] == NAMESPACE
+    service = find(overlay, "Service", "mlflow")
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    args = find(overlay, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+    allowed = flags["allowed-hosts"].split(",")
+    assert f"{host}:{port}" in allowed and "localhost" in allowed and "localhost:80" in allowed
+    model_server = find(overlay, "Deployment", "model-server")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in model_server["containers"][0]["env"]}
+    assert f"{urlhost(env['MLFLOW_TRACKING_URI'])}" in allowed
+
+
+def urlhost(url: str) -> str:
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
+def test_mlflow_server_proxies_artifacts_to_its_volume_and_uses_postgres(
+    overlay: list[dict],
+) -> None:
+    pod = find(overlay, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert "--serve-artifacts" in c["args"]
+    assert "--cors-allowed-origins=http://localhost" in c["args"]
+    assert not any(a.startswith("--static-prefix") for a in c["args"])
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert (
+        volumes[mounts["/mlartifacts"]]["persistentVolumeClaim"]["claimName"] == "mlflow-artifacts"
+    )
+    env = {e["name"]: e for e in c["env"]}
+    uri = env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert uri.startswith("postgresql+psycopg://")
+    assert "@postgres.mlops.svc:5432/mlflow" in uri
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in c["args"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/health"
+
+
+def test_model_server_matches_the_deploy_step(overlay: list[dict]) -> None:
+    from steps.deploy_targets import kubernetes as k8s_target
+
+    dep = find(overlay, "Deployment", "model-server")
+    assert dep["spec"]["replicas"] == 0, "nothing to serve until the first deploy"
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["name"] == "model-server"
+    assert c["args"][:4] == ["models", "serve", "-m", "$(MODEL_URI)"]
+    assert "MODEL_URI" in {e["name"] for e in c["env"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/ping"
+    source = Path(k8s_target.__file__).read_text()
+    assert '"model-server"' in source, "the deploy step's default Deployment/container name"
+    service = find(overlay, "Service", "model-server")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
+
+
+# ---- RBAC --------------------------------------------------------------------------------------
+
+
+def test_rbac_has_no_wildcards_and_no_cluster_scope(everything: list[dict]) -> None:
+    for obj in everything:
+        assert obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"), obj["metadata"]["name"]
+        for rule in obj.get("rules", []):
+            for field in ("verbs", "resources", "apiGroups", "resourceNames"):
+                assert "*" not in rule.get(field, []), f"{obj['metadata']['name']}: {rule}"
+
+
+def test_roles_grant_exactly_what_each_account_needs(overlay: list[dict]) -> None:
+    def rules(name: str) -> list[dict]:
+        return find(overlay, "Role", name)["rules"]
+
+    assert rules("dewpoint-pipeline-executor") == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowtaskresults"],
+            "verbs": ["create", "patch"],
+        }
+    ]
+    assert rules("dewpoint-pipeline-deploy") == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": ["model-server"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    operator = {
+        (group, resource): set(rule["verbs"])
+        for rule in rules("pipeline-operator")
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert operator == {
+        ("argoproj.io", "workflows"): {"get", "list", "watch", "create"},
+        ("argoproj.io", "workflowtemplates"): {"get", "list", "watch", "create", "update"},
+        ("argoproj.io", "cronworkflows"): {"get", "list", "watch", "create", "update"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "pods/log"): {"get"},
+    }
+    token = find(overlay, "Secret", "pipeline-operator-token")
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert (
+        token["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+        == "pipeline-operator"
+    )
+
+
+def test_every_secret_a_pod_reads_is_created_by_up_sh_or_shipped(overlay: list[dict]) -> None:
+    up = (KIND / "up.sh").read_text()
+    created = set(re.findall(r"create secret generic ([a-z0-9-]+)", up))
+    shipped = {o["metadata"]["name"] for o in overlay if o["kind"] == "Secret"}
+    referenced = set()
+    for _, pod in pod_templates(overlay):
+        for v in pod.get("volumes", []):
+            if "secret" in v:
+                referenced.add(v["secret"]["secretName"])
+        for c in all_containers(pod):
+            for e in c.get("env", []):
+                if "secretKeyRef" in e.get("valueFrom", {}):
+                    referenced.add(e["valueFrom"]["secretKeyRef"]["name"])
+    referenced.add("seaweedfs-s3")  # by the artifact repository ConfigMap
+    assert referenced == {"mlflow-postgres", "seaweedfs-s3"}
+    assert referenced <= created | shipped
+
+
+# ---- ingress and network -----------------------------------------------------------------------
+
+
+def test_ingress_routes_reach_existing_services_through_existing_middlewares(
+    everything: list[dict],
+) -> None:
+    routes = {}
+    for ing in (o for o in everything if o["kind"] == "Ingress"):
+        ns = ing["metadata"]["namespace"]
+        assert ing["spec"]["ingressClassName"] == "traefik"
+        (rule,) = ing["spec"]["rules"]
+        assert "host" not in rule, "served on any host name, e.g. http://localhost"
+        (path,) = rule["http"]["paths"]
+        backend = path["backend"]["service"]
+        service = find(everything, "Service", backend["name"], ns)
+        ports = backend["port"]
+        assert any(
+            p.get("name") == ports.get("name") or p["port"] == ports.get("number")
+            for p in service["spec"]["ports"]
+        )
+        chain = ing["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+        strips = []
+        for ref in chain.split(","):
+            assert ref.endswith("@kubernetescrd") and ref.startswith(f"{ns}-"), ref
+            mw = find(
+                everything, "Middleware", ref.removesuffix("@kubernetescrd")[len(ns) + 1 :], ns
+            )
+            strips += mw["spec"].get("stripPrefix", {}).get("prefixes", [])
+        assert strips == [path["path"]], "the prefix is stripped before the backend sees it"
+        routes[path["path"]] = (ns, backend["name"])
+    assert routes == {
+        "/argo": ("argo", "argo-server"),
+        "/mlflow": (NAMESPACE, "mlflow"),
+        "/model": (NAMESPACE, "model-server"),
+    }
+
+
+def test_network_policies_deny_by_default_and_allow_only_ports_that_exist(
+    overlay: list[dict],
+) -> None:
+    policies = [o for o in overlay if o["kind"] == "NetworkPolicy"]
+    deny = find(overlay, "NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    pods = {
+        pod_labels["app.kubernetes.io/name"]: pod
+        for o in overlay
+        if o["kind"] in ("Deployment", "StatefulSet", "Job")
+        for pod_labels, pod in [
+            (o["spec"]["template"]["metadata"]["labels"], o["spec"]["template"]["spec"])
+        ]
+    }
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                name = (
+                    peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                )
+                if name is None:
+                    continue
+                assert name in pods, f"{policy['metadata']['name']}: no pod {name}"
+                open_ports = {
+                    p["containerPort"] for c in pods[name]["containers"] for p in c.get("ports", [])
+                }
+                for port in rule.get("ports", []):
+                    assert port["port"] in open_ports, (
+                        f"{policy['metadata']['name']} -> {name}:{port['port']}"
+                    )
+    # Every pod of ours is named by at least one explicit policy besides the defaults.
+    selected = {
+        p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        for p in policies
+    }
+    assert set(pods) <= selected
+
+
+# ---- kind, Traefik, versions, scripts ----------------------------------------------------------
+
+
+def test_kind_cluster_pins_its_node_image_and_binds_loopback_only() -> None:
+    config = yaml.safe_load((KIND / "cluster.yaml").read_text())
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["name"] == versions()["CLUSTER_NAME"]
+    (node,) = config["nodes"]
+    assert DIGEST_PINNED.match(node["image"]), node["image"]
+    assert node["image"].startswith("kindest/node:v1.37.")
+    assert node["labels"] == {"ingress-ready": "true"}
+    mappings = {m["hostPort"]: m for m in node["extraPortMappings"]}
+    assert set(mappings) == {80, 443}
+    assert all(m["listenAddress"] == "127.0.0.1" for m in mappings.values())
+    values = yaml.safe_load((KIND / "traefik-values.yaml").read_text())
+    assert mappings[80]["containerPort"] == values["ports"]["web"]["nodePort"]
+    assert mappings[443]["containerPort"] == values["ports"]["websecure"]["nodePort"]
+    assert values["nodeSelector"] == node["labels"]
+
+
+def test_traefik_values_serve_ingresses_of_class_traefik_without_host_ports() -> None:
+    values = yaml.safe_load((KIND / "traefik-values.yaml").read_text())
+    assert values["ingressClass"]["name"] == "traefik"
+    assert values["providers"]["kubernetesIngress"]["enabled"] is True
+    assert values["providers"]["kubernetesCRD"]["enabled"] is True
+    assert values["service"]["spec"]["type"] == "NodePort"
+    assert not any("hostPort" in port for port in values["ports"].values())
+    pod = {
+        "securityContext": values["podSecurityContext"],
+        "containers": [{"name": "traefik", "securityContext": values["securityContext"]}],
+    }
+    assert restricted_violations(pod) == []
+    assert {"cpu", "memory"} <= set(values["resources"]["limits"])
+
+
+def test_versions_and_tool_checksums_are_pinned() -> None:
+    v = versions()
+    assert re.fullmatch(r"v0\.33\.0", v["KIND_VERSION"])
+    assert re.fullmatch(r"v4\.1\.\d+", v["ARGO_WORKFLOWS_VERSION"])
+    assert re.fullmatch(r"41\.\d+\.\d+", v["TRAEFIK_CHART_VERSION"])
+    for key in ("KUBECTL_VERSION", "HELM_VERSION"):
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", v[key]), key
+    rows = [
+        line.split()
+        for line in (KIND / "tools.sha256").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    pinned = {(tool, version, platform) for tool, version, platform, sha, *_ in rows}
+    assert all(HEX64.match(row[3]) for row in rows)
+    for tool, key in (
+        ("kind", "KIND_VERSION"),
+        ("kubectl", "KUBECTL_VERSION"),
+        ("helm", "HELM_VERSION"),
+    ):
+        for platform in ("linux/amd64", "linux/arm64"):
+            assert (tool, v[key], platform) in pinned
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in KIND.glob("*.sh")))
+def test_scripts_are_strict_bash_that_parses(script: str) -> None:
+    path = KIND / script
+    text = path.read_text()
+    if script != "lib.sh":  # sourced, inherits the caller's options
+        assert "set -euo pipefail" in text
+        assert os.access(path, os.X_OK), f"{script} is not executable"
+    assert " sed " not in text, "no text substitution of manifests"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def test_optional_bigquery_credentials_secret_is_documented() -> None:
+    from workflows.pipeline import GOOGLE_CREDENTIALS_SECRET
+
+    docs = (REPO / "docs" / "cluster.md").read_text()
+    assert f"create secret generic {GOOGLE_CREDENTIALS_SECRET}" in docs
+    assert "key.json=" in docs
+
+
+def test_readme_version_table_matches_what_is_pinned(overlay: list[dict]) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("\n## Cluster") :]
+    rows = dict(re.findall(r"^\| ([A-Za-z][\w ]+?) \| (.+?) \|$", section, flags=re.M))
+    v = versions()
+    node_image = yaml.safe_load((KIND / "cluster.yaml").read_text())["nodes"][0]["image"]
+    images = {c["image"] for _, pod in pod_templates(overlay) for c in all_containers(pod)}
+    with (REPO / "pyproject.toml").open("rb") as f:
+        deps = dict(d.split("==") for d in tomllib.load(f)["project"]["dependencies"])
+    assert rows["kind"] == v["KIND_VERSION"]
+    assert rows["node image"] == f"`{node_image}`"
+    assert rows["Helm"] == v["HELM_VERSION"]
+    assert rows["Argo Workflows"] == v["ARGO_WORKFLOWS_VERSION"]
+    assert rows["Traefik Helm chart"].startswith(v["TRAEFIK_CHART_VERSION"] + " ")
+    assert rows["PostgreSQL"].strip("`") in images
+    assert rows["SeaweedFS"].strip("`") in images
+    assert rows["MLflow"].startswith(deps["mlflow"] + " ")
+    assert rows["Hera"] == deps["hera"]
