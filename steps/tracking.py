@@ -40,7 +40,6 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
 
     saved_env = {k: os.environ.get(k) for k in (*HTTP_RETRY_DEFAULTS, "MLFLOW_TRACKING_URI")}
     os.environ.update({k: v for k, v in HTTP_RETRY_DEFAULTS.items() if not saved_env[k]})
-    previous_uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     try:
         # The registry URI is left unset, so it follows the tracking URI (one server for both).
         mlflow.set_tracking_uri(settings.tracking_uri)
@@ -48,7 +47,9 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     except (MlflowException, requests.RequestException) as exc:
         raise StepError(f"MLflow at {settings.tracking_uri}: {one_line(exc)}") from exc
     finally:
-        mlflow.set_tracking_uri(previous_uri)
+        # set_tracking_uri also exports MLFLOW_TRACKING_URI, so clearing the global and restoring
+        # the variable gives back exactly what the caller resolved before.
+        mlflow.set_tracking_uri(None)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

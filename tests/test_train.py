@@ -1,0 +1,287 @@
+"""train: split, fit, metrics and plot as functions; the MLflow run and the CLI against sqlite."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import ElasticNet, LinearRegression
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from steps.cli import StepError
+from steps.model import serving_pip_requirements
+from steps.settings import MlflowSettings
+from steps.train import (
+    TrainConfig,
+    fit_model,
+    holdout_metrics,
+    plot_fit,
+    read_training_frame,
+    split_holdout,
+    train_and_log,
+    usable_rows,
+)
+from tests.model_helpers import (
+    dewpoint_frame,
+    error_line,
+    make_experiment,
+    run_step,
+    write_dataset,
+)
+
+DATA_HASH = "ab" * 32  # a SHA-256-shaped hash: 64 hex characters
+
+
+def test_split_is_seeded_disjoint_and_sized() -> None:
+    frame = dewpoint_frame(rows=101, seed=3)
+    train, holdout = split_holdout(frame, 0.2, seed=7)
+    again_train, again_holdout = split_holdout(frame, 0.2, seed=7)
+    _, other_holdout = split_holdout(frame, 0.2, seed=8)
+
+    assert (len(train), len(holdout)) == (80, 21)
+    pd.testing.assert_frame_equal(holdout, again_holdout)
+    pd.testing.assert_frame_equal(train, again_train)
+    assert not holdout["temp"].equals(other_holdout["temp"])
+    together = pd.concat([train, holdout])["temp"]
+    assert sorted(together) == sorted(frame["temp"])
+
+
+@pytest.mark.parametrize(("rows", "test_size"), [(3, 0.2), (9, 0.1), (4, 0.9)])
+def test_split_refuses_too_few_rows(rows: int, test_size: float) -> None:
+    with pytest.raises(StepError, match="too few rows to split"):
+        split_holdout(dewpoint_frame(rows=rows), test_size, seed=0)
+
+
+def _write_bad(kind: str, path: Path) -> Path:
+    if kind == "missing":
+        return path
+    if kind == "not parquet":
+        path.write_text("STATION,DATE,TEMP\n1,2,3\n")
+    elif kind == "no rows":
+        write_dataset(dewpoint_frame(rows=0), path)
+    elif kind == "no dewp column":
+        write_dataset(dewpoint_frame(rows=50).drop(columns=["dewp"]), path)
+    elif kind == "all dewp null":
+        write_dataset(dewpoint_frame(rows=50).assign(dewp=np.nan), path)
+    elif kind == "text temp":
+        write_dataset(dewpoint_frame(rows=50).assign(temp="warm"), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "does not exist"),
+        ("not parquet", "as Parquet"),
+        ("no rows", "no rows with both temp and dewp"),
+        ("no dewp column", "lacks column(s) dewp"),
+        ("all dewp null", "no rows with both temp and dewp"),
+        ("text temp", "not numeric"),
+    ],
+)
+def test_read_training_frame_rejects_bad_input(kind: str, message: str, tmp_path: Path) -> None:
+    path = _write_bad(kind, tmp_path / "validated.parquet")
+    with pytest.raises(StepError) as info:
+        read_training_frame(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_rows_missing_temp_or_dewp_are_dropped() -> None:
+    frame = dewpoint_frame(rows=10)
+    frame.loc[2, "temp"] = np.nan
+    frame.loc[5, "dewp"] = np.nan
+    kept = usable_rows(frame)
+    assert len(kept) == 8
+    assert kept["temp"].notna().all() and kept["dewp"].notna().all()
+
+
+def test_linear_fit_recovers_the_known_relation() -> None:
+    train = dewpoint_frame(rows=4000, seed=1, slope=0.8, intercept=-10.0, noise=2.0)
+    estimator = fit_model(train, TrainConfig())
+    assert isinstance(estimator, LinearRegression)
+    assert estimator.coef_[0] == pytest.approx(0.8, abs=0.01)
+    assert estimator.intercept_ == pytest.approx(-10.0, abs=0.3)
+
+
+def test_elasticnet_uses_the_prototype_hyperparameters_and_alpha_shrinks() -> None:
+    train = dewpoint_frame(rows=2000, seed=2)
+    default = fit_model(train, TrainConfig(model_type="elasticnet"))
+    assert isinstance(default, ElasticNet)
+    assert (default.alpha, default.l1_ratio) == (0.5, 0.5)
+    # temp spans ~100 deg F, so alpha 0.5 barely shrinks the slope; a huge alpha flattens it.
+    assert default.coef_[0] == pytest.approx(0.8, abs=0.02)
+    flat = fit_model(train, TrainConfig(model_type="elasticnet", alpha=1e6))
+    assert flat.coef_[0] == 0.0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainConfig(model_type="forest"),
+        TrainConfig(test_size=0.0),
+        TrainConfig(test_size=1.0),
+        TrainConfig(model_type="elasticnet", l1_ratio=1.5),
+    ],
+)
+def test_bad_config_is_a_step_error(config: TrainConfig) -> None:
+    with pytest.raises(StepError):
+        config.check()
+
+
+def test_holdout_metrics_agree_with_sklearn() -> None:
+    rng = np.random.default_rng(5)
+    actual = rng.normal(30, 10, 500)
+    predicted = actual + rng.normal(0, 3, 500)
+    metrics = holdout_metrics(actual, predicted)
+    assert metrics.rmse == pytest.approx(math.sqrt(mean_squared_error(actual, predicted)))
+    assert metrics.mae == pytest.approx(mean_absolute_error(actual, predicted))
+    assert metrics.r2 == pytest.approx(r2_score(actual, predicted))
+    with pytest.raises(StepError):
+        holdout_metrics(actual, np.full(500, np.nan))
+
+
+def test_plot_is_a_png_and_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
+    from steps.model import LinearCoefficients
+
+    backend = matplotlib.get_backend()
+    train, holdout = split_holdout(dewpoint_frame(rows=300), 0.2, seed=0)
+    path = plot_fit(train, holdout, LinearCoefficients(0.8, -10.0), tmp_path / "sub" / "fit.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 10_000
+    assert matplotlib.get_backend() == backend
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.fixture
+def tracking(
+    sqlite_tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> MlflowSettings:
+    """A private sqlite store whose experiment keeps artifacts under tmp_path.
+
+    MLFLOW_TRACKING_URI points there too, so the test's own mlflow calls read the same store.
+    """
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_tracking_uri)
+    settings = MlflowSettings(sqlite_tracking_uri, experiment="dewpoint-test")
+    make_experiment(settings.tracking_uri, settings.experiment, tmp_path / "artifacts")
+    return settings
+
+
+def test_train_and_log_records_the_run(tracking: MlflowSettings, tmp_path: Path) -> None:
+    frame = dewpoint_frame(rows=500, seed=4)
+    result = train_and_log(
+        frame,
+        tracking,
+        TrainConfig(seed=11),
+        data_hash=DATA_HASH,
+        data_source="https://www.ncei.noaa.gov/data/global-summary-of-the-day/access/2024/",
+        holdout_out=tmp_path / "out" / "holdout.parquet",
+        plot_out=tmp_path / "out" / "fit.png",
+    )
+
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.params["model_type"] == "linear"
+    assert run.data.params["seed"] == "11"
+    assert run.data.params["estimator.fit_intercept"] == "True"
+    assert run.data.params["holdout_rows"] == "100"
+    assert run.data.metrics["rmse"] == pytest.approx(result.metrics.rmse)
+    assert run.data.metrics["mae"] == pytest.approx(result.metrics.mae)
+    assert run.data.metrics["r2"] == pytest.approx(result.metrics.r2)
+    assert run.data.tags["data.hash"] == DATA_HASH
+    assert run.data.tags["data.source"].startswith("https://www.ncei.noaa.gov/")
+
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == DATA_HASH[:36]
+    assert json.loads(dataset_input.dataset.source)["url"].startswith("https://www.ncei")
+    assert [t.value for t in dataset_input.tags] == ["training"]
+    assert [a.path for a in client.list_artifacts(result.run_id, "plots")] == ["plots/fit.png"]
+
+    # The holdout file is exactly the split the metrics were computed on.
+    holdout = pd.read_parquet(tmp_path / "out" / "holdout.parquet")
+    pd.testing.assert_frame_equal(holdout, result.holdout)
+    residual = holdout["dewp"] - (
+        holdout["temp"] * result.coefficients.coef + result.coefficients.intercept
+    )
+    assert result.metrics.rmse == pytest.approx(float(np.sqrt(np.mean(residual**2))))
+    assert (tmp_path / "out" / "fit.png").read_bytes()[:4] == b"\x89PNG"
+
+    local = mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "m"))
+    info = mlflow.models.Model.load(local)
+    assert info.signature.inputs.to_dict() == [{"type": "double", "name": "temp", "required": True}]
+    assert info.signature.outputs.input_types()[0].name == "double"
+    assert set(info.flavors) == {"python_function"}  # no sklearn flavour: nothing pickled
+
+
+def test_logged_model_requirements_are_minimal_and_pinned(
+    tracking: MlflowSettings, tmp_path: Path
+) -> None:
+    result = train_and_log(dewpoint_frame(rows=60), tracking)
+    local = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path)))
+    requirements = (local / "requirements.txt").read_text().split()
+    assert requirements == serving_pip_requirements()
+    assert [r.split("==")[0] for r in requirements] == ["mlflow-skinny", "numpy", "pandas"]
+    assert all("==" in r for r in requirements)
+
+
+def test_train_cli_writes_outputs_and_files(tracking: MlflowSettings, tmp_path: Path) -> None:
+    dataset = write_dataset(
+        dewpoint_frame(rows=300, seed=9), tmp_path / "in" / "validated.parquet", {"name": "t"}
+    )
+    outputs = tmp_path / "outputs"
+    result = run_step(
+        "train",
+        "--input", str(dataset),
+        "--holdout-out", str(tmp_path / "out" / "holdout.parquet"),
+        "--plot-out", str(tmp_path / "out" / "fit.png"),
+        "--model-type", "elasticnet",
+        "--tracking-uri", tracking.tracking_uri,
+        "--experiment", tracking.experiment,
+        "--outputs-dir", str(outputs),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(p.name for p in outputs.iterdir()) == ["mae", "model-uri", "r2", "rmse", "run-id"]
+    assert {p.name: p.read_text() for p in outputs.iterdir()} == printed
+    assert float(printed["rmse"]) == pytest.approx(2.0, rel=0.25)  # the noise we put in
+    assert printed["model-uri"].startswith("models:/")
+
+    run = mlflow.MlflowClient(tracking.tracking_uri).get_run(printed["run-id"])
+    assert run.data.params["estimator.alpha"] == "0.5"
+    assert json.loads(run.data.tags["data.source"]) == {"name": "t"}  # from Parquet metadata
+    assert len(pd.read_parquet(tmp_path / "out" / "holdout.parquet")) == 60
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "does not exist"),
+        ("no dewp column", "lacks column(s) dewp"),
+        ("too few rows", "too few rows to split"),
+        ("no tracking uri", "no MLflow tracking URI"),
+    ],
+)
+def test_train_cli_bad_input_is_one_line_error(
+    kind: str, message: str, sqlite_tracking_uri: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "validated.parquet"
+    if kind == "too few rows":
+        write_dataset(dewpoint_frame(rows=4), path)
+    elif kind == "no tracking uri":
+        write_dataset(dewpoint_frame(rows=50), path)
+    else:
+        _write_bad(kind, path)
+    uri = [] if kind == "no tracking uri" else ["--tracking-uri", sqlite_tracking_uri]
+    result = run_step(
+        "train", "--input", str(path), "--holdout-out", str(tmp_path / "h.parquet"),
+        "--plot-out", str(tmp_path / "fit.png"), "--outputs-dir", str(tmp_path / "o"), *uri,
+    )  # fmt: skip
+    assert message in error_line(result)
+    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "h.parquet").exists()
