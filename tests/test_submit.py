@@ -173,6 +173,14 @@ def test_run_now_submits_from_the_template_with_overrides(argo, capsys):
     assert create.body["workflow"]["metadata"]["generateName"] == "dewpoint-pipeline-"
 
 
+def test_run_now_refuses_a_value_outside_the_enum_before_submitting(argo, capsys):
+    assert run_submit(argo, "--run-now", "-p", "deploy-target=laptop") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: rendered resources are invalid")
+    assert "'laptop' is not one of ['local', 'kubernetes']" in err
+    assert not [r for r in argo.writes() if "/workflows/" in r.path]
+
+
 def test_wait_prints_node_phases_and_succeeds(argo, capsys):
     argo.phases = [
         _status("Running", _node("fetch", "Running", 1)),

@@ -161,7 +161,13 @@ def test_cron_argument_the_template_lacks_is_rejected(rendered):
     cron = _cron(rendered)
     cron["spec"]["workflowSpec"]["arguments"] = {"parameters": [{"name": "sorce", "value": "x"}]}
     problem = _only_problem([rendered["workflow-template"], cron])
-    assert "'sorce' is not a parameter of WorkflowTemplate 'dewpoint-pipeline'" in problem
+    assert "parameters[0]: 'sorce' is not a parameter of WorkflowTemplate" in problem
+
+
+def test_run_argument_outside_the_template_enum_is_rejected(rendered):
+    run = build_run_workflow(PipelineSettings(), {"source": "carrier-pigeon"}).to_dict()
+    problem = _only_problem([rendered["workflow-template"], run])
+    assert "$.spec.arguments.parameters[0].value: 'carrier-pigeon' is not one of" in problem
 
 
 def test_default_outside_enum_is_rejected(rendered):

@@ -424,7 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cronworkflow/{CRON_NAME} {result}")
         if not args.run_now:
             return 0
-        workflow = m.Workflow.model_validate(build_run_workflow(pipeline, parameters).to_dict())
+        run_dict = build_run_workflow(pipeline, parameters).to_dict()
+        # Checked against the template offline: a bad enum value fails here, not on the server.
+        _validate({"workflow-template": resources["workflow-template"], "run": run_dict})
+        workflow = m.Workflow.model_validate(run_dict)
         name = client.submit(workflow)
         print(f"workflow/{name} submitted")
         if args.wait:

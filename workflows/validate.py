@@ -383,12 +383,22 @@ def _check_workflow_spec(
         referenced = known_templates.get(ref.get("name"))
         if referenced is None:
             return  # the template lives on the cluster; nothing more to resolve offline
-        template_params = set(_parameter_names(referenced.get("spec", {}).get("arguments")))
-        for name in sorted(global_params - template_params):
-            problems.add(
-                f"{path}.arguments.parameters",
-                f"{name!r} is not a parameter of WorkflowTemplate {ref.get('name')!r}",
-            )
+        declared = {
+            p["name"]: p
+            for p in (referenced.get("spec", {}).get("arguments") or {}).get("parameters") or []
+        }
+        for i, param in enumerate((spec.get("arguments") or {}).get("parameters") or []):
+            ppath = f"{path}.arguments.parameters[{i}]"
+            target = declared.get(param["name"])
+            if target is None:
+                problems.add(
+                    ppath,
+                    f"{param['name']!r} is not a parameter of WorkflowTemplate {ref.get('name')!r}",
+                )
+            elif target.get("enum") and param.get("value") not in target["enum"]:
+                problems.add(
+                    f"{ppath}.value", f"{param.get('value')!r} is not one of {target['enum']}"
+                )
         return
 
     templates = {t.get("name"): t for t in spec.get("templates") or []}
