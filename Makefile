@@ -141,7 +141,7 @@ kind-up: ## Create or reuse the kind cluster, load the images, install Traefik, 
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster (and with it every model, run and artifact in it)
-	PATH="$$PATH:$(CURDIR)/bin" kind delete cluster --name "$${KIND_CLUSTER_NAME:-dewpoint}"
+	kind/down.sh
 
 .PHONY: argo-token
 argo-token: ## Print a bearer token for the Argo UI and ARGO_TOKEN (pipeline-operator account)
