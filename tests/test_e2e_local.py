@@ -7,15 +7,19 @@ from __future__ import annotations
 import copy
 import io
 import json
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+from steps.cli import StepError
 from steps.deploy_targets.local import running_server, stop_local
 from steps.sources.synthetic import expected_dewpoint
 from tests.conftest import MlflowServer, free_port
+from workflows.demo import mlflow_down, mlflow_up
 from workflows.local import run_rendered
 from workflows.pipeline import render
 from workflows.settings import PipelineSettings
@@ -98,3 +102,28 @@ def test_pipeline_serves_champion_and_a_worse_run_changes_nothing(
         assert _predict(still.url) == prediction
     finally:
         stop_local(state_dir)
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_demo_never_adopts_an_mlflow_port_it_did_not_start(tmp_path: Path) -> None:
+    """A healthy server on the demo's port that the demo did not start is refused, not reused."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Healthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(StepError, match="in use by a process this demo did not start"):
+            mlflow_up(tmp_path, server.server_address[1])
+        assert not (tmp_path / "mlflow" / "server.json").exists()
+        assert mlflow_down(tmp_path) is False
+    finally:
+        server.shutdown()
+        server.server_close()
