@@ -1,0 +1,206 @@
+"""Deploy stage, `kubernetes` target, against the FAKE API server in tests/fake_k8s.py."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from mlflow import MlflowClient
+
+from steps import deploy
+from steps.cli import StepError
+from steps.deploy_targets.common import DeployRequest
+from steps.deploy_targets.kubernetes import ANNOTATION_KEYS, deploy_kubernetes
+from tests.conftest import MlflowServer
+from tests.fake_k8s import FakeKubernetes
+
+NAME = "dewpoint-lr"
+
+
+def request(version: str) -> DeployRequest:
+    """A request for version `version` with recognisable provenance."""
+    return DeployRequest(
+        NAME, version, "http://unused", run_id=f"run{version}", workflow_uid="wf-1"
+    )
+
+
+def uri(version: str) -> str:
+    """MODEL_URI of a version."""
+    return f"models:/{NAME}/{version}"
+
+
+def deploy_to(fake: FakeKubernetes, version: str):
+    """Call the kubernetes target against the fake, with a short timeout."""
+    return deploy_kubernetes(
+        request(version),
+        namespace=fake.namespace,
+        deployment=fake.name,
+        service_url=fake.service_url,
+        timeout=30,
+        kube_api=fake.api_url,
+    )
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeKubernetes]:
+    """A fake cluster serving version 1."""
+    with FakeKubernetes(uri("1")) as fake:
+        yield fake
+
+
+def test_rollout_success_patches_env_and_annotations(cluster: FakeKubernetes) -> None:
+    result = deploy_to(cluster, "2")
+
+    assert (result.served_version, result.changed) == ("2", True)
+    assert cluster.patched_model_uris() == [uri("2")]
+    assert cluster.serving_uri == uri("2")
+    template = cluster.deployment["spec"]["template"]
+    assert template["metadata"]["annotations"] == {
+        ANNOTATION_KEYS["version"]: "2",
+        ANNOTATION_KEYS["run_id"]: "run2",
+        ANNOTATION_KEYS["workflow_uid"]: "wf-1",
+    }
+    # Merged by name: the other env var and the image are untouched.
+    container = template["spec"]["containers"][0]
+    assert [e["name"] for e in container["env"]] == ["MLFLOW_TRACKING_URI", "MODEL_URI"]
+    assert container["image"] == "dewpoint-pipeline/serve:0.1.0"
+
+
+def test_already_served_version_is_a_no_op(cluster: FakeKubernetes) -> None:
+    result = deploy_to(cluster, "1")
+
+    assert (result.served_version, result.changed) == ("1", False)
+    assert cluster.patches == []
+
+
+def test_progress_deadline_exceeded_rolls_back(cluster: FakeKubernetes) -> None:
+    cluster.never_ready.add(uri("2"))
+
+    with pytest.raises(StepError, match="exceeded its progress deadline") as failure:
+        deploy_to(cluster, "2")
+
+    assert f"rolled back to {uri('1')}" in str(failure.value)
+    assert cluster.patched_model_uris() == [uri("2"), uri("1")]
+    assert cluster.serving_uri == uri("1")
+    # Annotations we added are removed again, not left pointing at the failed version.
+    assert cluster.deployment["spec"]["template"]["metadata"]["annotations"] == {}
+
+
+def test_smoke_test_failure_rolls_back(cluster: FakeKubernetes) -> None:
+    cluster.bad_predictions.add(uri("2"))
+
+    with pytest.raises(StepError, match=r"smoke test: .* answered 500") as failure:
+        deploy_to(cluster, "2")
+
+    assert f"rolled back to {uri('1')}" in str(failure.value)
+    assert cluster.patched_model_uris() == [uri("2"), uri("1")]
+    assert cluster.serving_uri == uri("1")
+
+
+def test_scaled_to_zero_is_scaled_to_one() -> None:
+    with FakeKubernetes(uri("1"), replicas=0) as fake:
+        result = deploy_to(fake, "1")  # same URI, but nothing serves it: not a no-op
+
+        assert result.changed is True
+        assert fake.deployment["spec"]["replicas"] == 1
+        assert fake.serving_uri == uri("1")
+
+
+def test_failed_rollout_from_zero_replicas_restores_zero() -> None:
+    with FakeKubernetes(None, replicas=0) as fake:
+        fake.bad_predictions.add(uri("2"))
+
+        with pytest.raises(StepError, match="rolled back to None"):
+            deploy_to(fake, "2")
+
+        assert fake.deployment["spec"]["replicas"] == 0
+        assert fake.model_uri() is None
+
+
+@pytest.mark.parametrize("verb", ["get", "patch"])
+def test_forbidden_names_the_missing_permission(cluster: FakeKubernetes, verb: str) -> None:
+    cluster.forbidden.add(verb)
+
+    with pytest.raises(StepError, match=f"missing RBAC permission '{verb}'"):
+        deploy_to(cluster, "2")
+
+    assert cluster.model_uri() == uri("1")
+
+
+def test_unreachable_api_is_a_one_line_error(cluster: FakeKubernetes) -> None:
+    with pytest.raises(StepError, match="Kubernetes API unreachable"):
+        deploy_kubernetes(
+            request("2"),
+            namespace="mlops",
+            deployment="model-server",
+            service_url=cluster.service_url,
+            timeout=5,
+            kube_api="http://127.0.0.1:9",  # discard port: nothing listens
+        )
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server: MlflowServer) -> tuple[str, str]:
+    """A registered model with versions 1 and 2 (the fake cluster does not load them)."""
+    client = MlflowClient(mlflow_server.url)
+    name = f"deploy-k8s-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    run = client.create_run(experiment_id="0")
+    for _ in range(2):
+        client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+    return mlflow_server.url, name
+
+
+def run_cli(fake: FakeKubernetes, registered: tuple[str, str], *args: str) -> list:
+    """`python -m steps deploy --target kubernetes ...` in-process, against the fake."""
+    tracking_uri, name = registered
+    return deploy.main(
+        [
+            *("--tracking-uri", tracking_uri, "--model-name", name, "--kube-api", fake.api_url),
+            *("--service-url", fake.service_url, "--namespace", fake.namespace, *args),
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_cli_deploys_and_writes_outputs(
+    registered: tuple[str, str], tmp_path, capsys: pytest.CaptureFixture
+) -> None:
+    _, name = registered
+    with FakeKubernetes(f"models:/{name}/1") as fake:
+        code = run_cli(
+            fake, registered, "--target", "kubernetes", "--version", "2",
+            "--outputs-dir", str(tmp_path),
+        )  # fmt: skip
+
+        assert code == 0
+        assert json.loads(capsys.readouterr().out) == {"changed": "true", "served-version": "2"}
+        assert (tmp_path / "served-version").read_text() == "2"
+        assert (tmp_path / "changed").read_text() == "true"
+        assert fake.model_uri() == f"models:/{name}/2"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "kubernetes", "--version", "7"], "is not registered"),
+        (["--target", "kubernetes", "--version", "two"], "--version must be a positive integer"),
+        (["--target", "moon"], "unknown target 'moon'; choose one of local, kubernetes"),
+        (["--target", "kubernetes", "--version", "2"], "missing RBAC permission 'patch'"),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_is_one_line_and_changes_nothing(
+    registered: tuple[str, str], capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    _, name = registered
+    with FakeKubernetes(f"models:/{name}/1") as fake:
+        fake.forbidden.add("patch")
+
+        assert run_cli(fake, registered, *args) == 1
+
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+        assert fake.patches == [] and fake.model_uri() == f"models:/{name}/1"
