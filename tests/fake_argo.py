@@ -163,7 +163,7 @@ class FakeArgo:
         meta.update(
             namespace=namespace, uid=f"uid-{name}", creationTimestamp="2026-11-26T07:00:00Z"
         )
-        meta.setdefault("labels", {})[CREATOR_LABEL] = "system-serviceaccount-argo-argo-server"
+        _server_metadata(meta)
         meta["resourceVersion"] = str(next(self._versions))
         self.objects[(kind, namespace, name)] = obj
         return 200, obj
@@ -192,7 +192,22 @@ class FakeArgo:
             }
         meta = obj["metadata"]
         meta.update({k: current["metadata"][k] for k in ("uid", "creationTimestamp", "namespace")})
-        meta.setdefault("labels", {})[CREATOR_LABEL] = "system-serviceaccount-argo-argo-server"
+        _server_metadata(meta)
         meta["resourceVersion"] = str(next(self._versions))
         self.objects[(kind, namespace, name)] = obj
         return 200, obj
+
+
+def _server_metadata(meta: dict) -> None:
+    """What the real server and API server add: the creator label and managedFields."""
+    meta.setdefault("labels", {})[CREATOR_LABEL] = "system-serviceaccount-argo-argo-server"
+    meta["managedFields"] = [
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {".": {}, f"f:{CREATOR_LABEL}": {}}}},
+            "manager": "argo",
+            "operation": "Update",
+            "time": "2026-11-26T07:00:00Z",
+        }
+    ]

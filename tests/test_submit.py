@@ -248,6 +248,15 @@ def test_unreachable_server_is_a_one_line_error(capsys):
     assert err == f"error: cannot reach the Argo server at {url} (Connection refused)\n"
 
 
+def test_a_non_argo_answer_is_a_one_line_error(argo, capsys):
+    argo.phases = [{"phase": "Running", "nodes": {"n": {"phase": "Running"}}}]  # no id/name/type
+    assert run_submit(argo, "--run-now", "--wait", "--poll-seconds", "0.01") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: unexpected answer from the Argo server at {argo.url}")
+    assert "while trying to read workflow dewpoint-pipeline-" in err
+    assert err.count("\n") == 1
+
+
 def test_silent_server_times_out():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

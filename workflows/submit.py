@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     # path so `workflows` and `steps` import as packages even without `pip install -e .`.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import pydantic
 import requests
 import yaml
 from hera.exceptions import HeraException
@@ -125,10 +126,22 @@ class ArgoClient:
         ns = self.settings.namespace
         try:
             return fn()
+        except requests.exceptions.SSLError as exc:
+            raise StepError(
+                f"TLS verification of the Argo server at {url} failed; for a self-signed "
+                "development server set ARGO_INSECURE_SKIP_VERIFY=true or --insecure-skip-verify"
+            ) from exc
         except requests.ConnectionError as exc:
             raise StepError(f"cannot reach the Argo server at {url} ({_reason(exc)})") from exc
         except requests.Timeout as exc:
             raise StepError(f"the Argo server at {url} did not answer in time ({what})") from exc
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise StepError(
+                f"unexpected answer from the Argo server at {url} while trying to {what}: "
+                f"{where}: {first['msg']} (is it Argo Workflows v4?)"
+            ) from exc
         except HeraException as exc:
             status = getattr(exc, "status_code", None)
             detail = _server_message(exc)
