@@ -1,0 +1,153 @@
+"""The served model format: the logged pyfunc loads without `steps` or scikit-learn and predicts
+exactly what the fitted estimator predicts, in a fresh process and under `mlflow models serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps.served_model import LinearDewpointModel
+from steps.settings import MlflowSettings
+from steps.train import TrainConfig, fit_model, split_holdout, train_and_log
+from tests.conftest import free_port, mlflow_executable, wait_http_ok
+from tests.model_helpers import dewpoint_frame, make_experiment
+
+TOLERANCE = 1e-9
+# Temperatures well outside the training range too: the formula must hold everywhere.
+PROBE_TEMPS = np.concatenate([np.linspace(-80.0, 140.0, 441), [0.0, -0.0, 12.8, 1e-7]])
+
+# Run by a bare interpreter in an empty directory, as the serving image would: `steps` and
+# scikit-learn are made unimportable, so a model that needs either fails here.
+FRESH_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["steps"] = None
+    sys.modules["sklearn"] = None
+    import mlflow.pyfunc
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(sys.argv[1])
+    temps = json.loads(sys.stdin.read())
+    predicted = model.predict(pd.DataFrame({"temp": temps}))
+    print(json.dumps({"type": type(predicted).__name__, "values": predicted.tolist(),
+                      "sklearn_loaded": any(m.startswith("sklearn") and sys.modules[m] is not None
+                                            for m in sys.modules)}))
+    """
+)
+
+
+@pytest.fixture
+def tracking(sqlite_tracking_uri: str, tmp_path: Path) -> MlflowSettings:
+    """A private sqlite store whose experiment keeps artifacts under tmp_path."""
+    settings = MlflowSettings(sqlite_tracking_uri, experiment="served-model")
+    make_experiment(settings.tracking_uri, settings.experiment, tmp_path / "artifacts")
+    return settings
+
+
+def _sklearn_predictions(frame: pd.DataFrame, config: TrainConfig) -> np.ndarray:
+    """What the scikit-learn estimator train fitted predicts for PROBE_TEMPS (same seeded split)."""
+    train, _ = split_holdout(frame, config.test_size, config.seed)
+    return fit_model(train, config).predict(pd.DataFrame({"temp": PROBE_TEMPS}))
+
+
+def _clean_env(tracking_uri: str) -> dict[str, str]:
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+    }
+
+
+@pytest.mark.parametrize("model_type", ["linear", "elasticnet"])
+def test_pyfunc_in_a_fresh_process_equals_sklearn(
+    model_type: str, tracking: MlflowSettings, tmp_path: Path
+) -> None:
+    frame = dewpoint_frame(rows=800, seed=21)
+    config = TrainConfig(model_type=model_type)
+    result = train_and_log(frame, tracking, config)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, result.model_uri],
+        input=json.dumps(PROBE_TEMPS.tolist()),
+        cwd=empty,
+        env=_clean_env(tracking.tracking_uri),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["type"] == "ndarray"
+    assert answer["sklearn_loaded"] is False
+    np.testing.assert_allclose(
+        answer["values"], _sklearn_predictions(frame, config), rtol=0, atol=TOLERANCE
+    )
+
+
+def test_served_model_class_reads_coefficients_from_json(tmp_path: Path) -> None:
+    path = tmp_path / "coefficients.json"
+    path.write_text(json.dumps({"feature": "temp", "coef": 0.75, "intercept": -9.5}))
+
+    class Context:
+        artifacts = {"coefficients": str(path)}  # noqa: RUF012 - stands in for MLflow's context
+
+    model = LinearDewpointModel()
+    model.load_context(Context())
+    predicted = model.predict(None, pd.DataFrame({"temp": [10.0, -4.0]}))
+    np.testing.assert_array_equal(predicted, [10.0 * 0.75 - 9.5, -4.0 * 0.75 - 9.5])
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_like_sklearn(tracking: MlflowSettings, tmp_path: Path) -> None:
+    frame = dewpoint_frame(rows=600, seed=22)
+    result = train_and_log(frame, tracking)
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            mlflow_executable(), "models", "serve", "-m", result.model_uri,
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1",
+        ],
+        cwd=tmp_path,
+        env=_clean_env(tracking.tracking_uri),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/ping", timeout=180, proc=proc)
+        body = {"dataframe_split": {"columns": ["temp"], "data": [[t] for t in PROBE_TEMPS]}}
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        served = response.json()["predictions"]
+        np.testing.assert_allclose(
+            served, _sklearn_predictions(frame, TrainConfig()), rtol=0, atol=TOLERANCE
+        )
+        bad = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": {"columns": ["temp"], "data": [["warm"]]}},
+            timeout=30,
+        )
+        assert bad.status_code == 400  # the signature is enforced before our predict runs
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        log.close()
