@@ -69,7 +69,7 @@ def canonical(table: pa.Table) -> pa.Table:
     table = conform(table)
     if not _is_sorted(table):
         table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
-    return table.combine_chunks()
+    return table
 
 
 def _is_sorted(table: pa.Table) -> bool:
@@ -95,28 +95,38 @@ def data_hash(table: pa.Table) -> str:
     The hash covers column names and types, each column's validity (nulls) and values in
     canonical row order; it ignores Parquet encoding, chunking and key-value metadata.
     """
-    table = canonical(table)
-    digest = hashlib.sha256()
-    digest.update(f"rows={table.num_rows};".encode())
+    return hash_canonical(canonical(table))
+
+
+def hash_canonical(table: pa.Table) -> str:
+    """`data_hash` of a table already returned by `canonical` (skips re-checking the order).
+
+    Each column feeds three SHA-256 streams (validity bytes, value lengths, value bytes) chunk by
+    chunk, so chunking never changes the result and nothing is copied into one big array; the
+    final hash is SHA-256 over the row count, column names and types, and those digests.
+    """
+    final = hashlib.sha256(f"rows={table.num_rows};".encode())
     for field in SCHEMA:
-        column = table.column(field.name).combine_chunks()
-        digest.update(f"{field.name}:{field.type};".encode())
-        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
-        digest.update(np.packbits(valid).tobytes())
-        if pa.types.is_string(field.type):
-            values = column.fill_null("") if column.null_count else column
-            offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
-            offsets = offsets[values.offset : values.offset + len(values) + 1]
-            digest.update(np.diff(offsets).astype("<i4").tobytes())
-            digest.update(memoryview(values.buffers()[2])[offsets[0] : offsets[-1]])
-        elif pa.types.is_date32(field.type):
-            days = column.cast(pa.int32()).fill_null(0).to_numpy(zero_copy_only=False)
-            digest.update(days.astype("<i4").tobytes())
-        else:
-            numbers = column.fill_null(0.0).to_numpy(zero_copy_only=False)
-            # -0.0 and 0.0 are the same observation.
-            digest.update((numbers + 0.0).astype("<f8").tobytes())
-    return digest.hexdigest()
+        valid, lengths, values = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
+        for chunk in table.column(field.name).chunks:
+            valid.update(pc.is_valid(chunk).to_numpy(zero_copy_only=False).view(np.uint8))
+            if pa.types.is_string(field.type):
+                chunk = chunk.fill_null("") if chunk.null_count else chunk
+                offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+                offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+                lengths.update(np.diff(offsets).astype("<i4"))
+                values.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
+            elif pa.types.is_date32(field.type):
+                days = chunk.cast(pa.int32()).fill_null(0).to_numpy(zero_copy_only=False)
+                values.update(days.astype("<i4"))
+            else:
+                numbers = chunk.fill_null(0.0).to_numpy(zero_copy_only=False)
+                # -0.0 and 0.0 are the same observation.
+                values.update((numbers + 0.0).astype("<f8"))
+        final.update(f"{field.name}:{field.type};".encode())
+        for part in (valid, lengths, values):
+            final.update(part.digest())
+    return final.hexdigest()
 
 
 def write_dataset(table: pa.Table, path: Path, source: dict[str, Any] | None = None) -> None:
