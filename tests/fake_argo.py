@@ -47,6 +47,7 @@ class FakeArgo:
         phases: statuses successive GETs of a submitted workflow return (the last one repeats).
         hide_on_first_get: names whose first GET answers 404 although they exist (a create race).
         stale_puts: answer every PUT with 409, as if someone else updated the object first.
+        html_only: answer everything with the UI's HTML page and 200 (a URL that misses the API).
     """
 
     base_path: str = "/argo/"
@@ -56,6 +57,7 @@ class FakeArgo:
     phases: list[dict] = field(default_factory=list)
     hide_on_first_get: set[str] = field(default_factory=set)
     stale_puts: bool = False
+    html_only: bool = False
     objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -115,9 +117,16 @@ class FakeArgo:
             # A copy: the stored object is mutated later (resourceVersion bumps).
             self.requests.append(Request(method, http.path, auth, copy.deepcopy(body)))
             status, payload = self._route(method, http.path.split("?")[0], auth, body)
-        data = json.dumps(payload).encode()
+        content_type = "application/json"
+        if self.html_only:
+            status, payload, content_type = 200, None, "text/html"
+        data = (
+            b"<!doctype html><title>Argo</title>"
+            if payload is None
+            else json.dumps(payload).encode()
+        )
         http.send_response(status)
-        http.send_header("Content-Type", "application/json")
+        http.send_header("Content-Type", content_type)
         http.send_header("Content-Length", str(len(data)))
         http.end_headers()
         http.wfile.write(data)

@@ -298,6 +298,23 @@ def test_unknown_namespace_is_404(argo, capsys):
     assert 'namespaces "nope" not found' in err
 
 
+def test_url_without_the_base_path_is_explained(argo, capsys):
+    url = argo.url.removesuffix("argo/")  # the ingress answers 404 outside /argo/
+    assert submit.main(["--argo-server", url, "--token", "s3cret"]) == 1
+    err = capsys.readouterr().err
+    assert "not found (404)" in err and f"that {url} includes the server's base path" in err
+
+
+def test_an_html_answer_is_a_one_line_error(argo, capsys):
+    argo.html_only = True
+    assert run_submit(argo) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: the answer from {argo.url} while trying to read workflowtemplate"
+    )
+    assert "is not JSON; is that the Argo server, with its base path" in err
+
+
 def test_namespace_flag_reaches_urls_and_resources(argo, capsys):
     argo.namespaces.add("ml-staging")
     assert run_submit(argo, "--namespace", "ml-staging") == 0

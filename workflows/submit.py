@@ -142,6 +142,11 @@ class ArgoClient:
                 f"unexpected answer from the Argo server at {url} while trying to {what}: "
                 f"{where}: {first['msg']} (is it Argo Workflows v4?)"
             ) from exc
+        except requests.JSONDecodeError as exc:
+            raise StepError(
+                f"the answer from {url} while trying to {what} is not JSON; is that the Argo "
+                "server, with its base path (e.g. http://localhost/argo/)?"
+            ) from exc
         except HeraException as exc:
             status = getattr(exc, "status_code", None)
             detail = _server_message(exc)
@@ -158,7 +163,8 @@ class ArgoClient:
             if status == 404:
                 raise StepError(
                     f"not found (404) while trying to {what} in namespace {ns!r}: {detail}; "
-                    "does the namespace exist and does the Argo server manage it?"
+                    f"check that the namespace exists and that {url} includes the server's base "
+                    "path"
                 ) from exc
             if status == 409:
                 raise StepError(
@@ -262,7 +268,9 @@ def _reason(exc: Exception) -> str:
 def _server_message(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     match = re.search(r"message: `(.*)`$", text)
-    return match.group(1) if match else text
+    detail = match.group(1) if match else text
+    # An ingress or proxy may answer with a whole HTML page; one line must stay readable.
+    return detail if len(detail) <= 300 else detail[:300] + "..."
 
 
 def _comparable(model: Any) -> dict[str, Any]:
