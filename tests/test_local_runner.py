@@ -274,7 +274,7 @@ def test_missing_output_parameter_fails_the_task(tmp_path: Path) -> None:
     )
     code, text, _ = run(workflow([{"name": "register", "template": "quiet"}], [quiet]), tmp_path)
     assert code == 1
-    assert "output parameter version: /work/outputs/version was not written" in text
+    assert "output parameter version: /work/outputs/version not written" in text
 
 
 def _minimal() -> dict:
@@ -360,6 +360,46 @@ def test_unsupported_features_are_errors_naming_them(tmp_path: Path, change, nam
     with pytest.raises(LocalRunError, match=re.escape(named)):
         run_rendered(_with(change), {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
     assert not (tmp_path / "run").exists(), "nothing may run before the whole template is checked"
+
+
+def test_outputs_of_tasks_that_do_not_run_first_are_rejected_up_front(tmp_path: Path) -> None:
+    out = container(
+        "out", "pass", outputs={"parameters": [{"name": "v", "valueFrom": {"path": "/work/v"}}]}
+    )
+    tasks = [
+        append_task("a", when="{{tasks.b.outputs.parameters.v}} == 1"),
+        {"name": "b", "template": "out"},  # no dependency between a and b
+    ]
+    template = workflow(tasks, [APPEND_TEMPLATE, out], {"log": "x"})
+    with pytest.raises(
+        LocalRunError, match=r"unknown variable \{\{tasks.b.outputs.parameters.v\}\}"
+    ):
+        run_rendered(template, {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
+
+
+def test_artifact_of_a_skipped_task_fails_the_consumer_by_name(tmp_path: Path) -> None:
+    make = container(
+        "make",
+        "import pathlib; pathlib.Path('/work/out').mkdir(); pathlib.Path('/work/out/f').touch()",
+        outputs={"artifacts": [{"name": "f", "path": "/work/out/f"}]},
+    )
+    use = container("use", "pass", inputs={"artifacts": [{"name": "f", "path": "/work/in/f"}]})
+    tasks = [
+        {"name": "make", "template": "make", "when": "{{workflow.parameters.go}} == yes"},
+        {
+            "name": "use",
+            "template": "use",
+            "depends": "make",  # bare: runs although make is Skipped, as in Argo
+            "arguments": {
+                "artifacts": [{"name": "f", "from": "{{tasks.make.outputs.artifacts.f}}"}]
+            },
+        },
+    ]
+    code, text, summary = run(workflow(tasks, [make, use], {"go": "no"}), tmp_path)
+    assert code == 1
+    assert summary["tasks"]["make"]["phase"] == "Skipped"
+    assert summary["tasks"]["use"]["phase"] == "Failed"
+    assert "error: task 'use' failed: task use: artifact f was not produced by make" in text
 
 
 def test_unsupported_when_expression_fails_before_the_task_runs(tmp_path: Path) -> None:
