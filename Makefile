@@ -87,6 +87,8 @@ IMAGE_PREFIX ?= dewpoint-pipeline
 IMAGES := step mlflow serve
 IMAGE_VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 GIT_REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# org.opencontainers.image.source: the public clone URL, when origin is one.
+SOURCE_URL ?= $(shell git remote get-url origin 2>/dev/null | grep '^https://' || true)
 # Official slim image by tag; `make base-image` builds local/python-base:trixie where no registry is reachable.
 BASE_IMAGE ?= python:3.13-slim-trixie
 LOCAL_BASE_IMAGE ?= local/python-base:trixie
@@ -113,7 +115,8 @@ images: ## Build the step, mlflow and serve images (BASE_IMAGE=..., PIP_CA_BUNDL
 	ca='$(PIP_CA_BUNDLE)'; for target in $(IMAGES); do \
 		DOCKER_BUILDKIT=1 $(DOCKER) build --network host --target $$target \
 			--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(IMAGE_VERSION) \
-			--build-arg GIT_REVISION=$(GIT_REVISION) $${ca:+--secret id=pipca,src=$$ca} \
+			--build-arg GIT_REVISION=$(GIT_REVISION) --build-arg SOURCE_URL=$(SOURCE_URL) \
+			$${ca:+--secret id=pipca,src=$$ca} \
 			--tag $(IMAGE_PREFIX)/$$target:$(IMAGE_VERSION) --file docker/Dockerfile . ; \
 	done
 	$(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' '$(IMAGE_PREFIX)/*:$(IMAGE_VERSION)'
