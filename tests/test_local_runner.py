@@ -528,3 +528,53 @@ def test_python_command_is_this_interpreter(tmp_path: Path) -> None:
     code, text, summary = run(workflow([{"name": "who", "template": "who"}], [who]), tmp_path)
     assert code == 0, text
     assert summary["tasks"]["who"]["outputs"]["parameters"]["exe"] == sys.executable
+
+
+@pytest.mark.docker
+def test_docker_backend_runs_steps_in_the_step_image_as_the_pod_would(tmp_path: Path) -> None:
+    """Real `docker run` of the step image: UID 10001, read-only root, artifacts handed over."""
+    from workflows.settings import default_image
+
+    probe = (
+        "import os, pathlib\n"
+        "out = pathlib.Path('/work/out'); out.mkdir(parents=True); (out / 'x').write_text('42')\n"
+        "try:\n    pathlib.Path('/etc/probe').write_text('x'); root = 'writable'\n"
+        "except OSError:\n    root = 'read-only'\n"
+        "o = pathlib.Path('/work/outputs'); o.mkdir()\n"
+        "(o / 'who').write_text(f'{os.getuid()}:{os.getgid()} {root} {os.environ[\"MARK\"]}')"
+    )
+    produce = container(
+        "produce",
+        probe,
+        outputs={
+            "parameters": [{"name": "who", "valueFrom": {"path": "/work/outputs/who"}}],
+            "artifacts": [{"name": "x", "path": "/work/out/x"}],
+        },
+    )
+    produce["container"]["image"] = default_image()
+    produce["container"]["env"] = [{"name": "MARK", "value": "{{workflow.parameters.mark}}"}]
+    consume = container(
+        "consume",
+        "import pathlib, sys; o = pathlib.Path('/work/outputs'); o.mkdir(); "
+        "(o / 'got').write_text(pathlib.Path(sys.argv[1]).read_text())",
+        ["{{inputs.artifacts.x.path}}"],
+        inputs={"artifacts": [{"name": "x", "path": "/work/in/x"}]},
+        outputs={"parameters": [{"name": "got", "valueFrom": {"path": "/work/outputs/got"}}]},
+    )
+    consume["container"]["image"] = default_image()
+    tasks = [
+        {"name": "produce", "template": "produce"},
+        {
+            "name": "consume",
+            "template": "consume",
+            "depends": "produce",
+            "arguments": {
+                "artifacts": [{"name": "x", "from": "{{tasks.produce.outputs.artifacts.x}}"}]
+            },
+        },
+    ]
+    template = workflow(tasks, [produce, consume], {"mark": "m"})
+    code, text, summary = run(template, tmp_path, {"mark": "docker"}, backend="docker")
+    assert code == 0, text
+    outputs = {name: t["outputs"]["parameters"] for name, t in summary["tasks"].items()}
+    assert outputs == {"produce": {"who": "10001:10001 read-only docker"}, "consume": {"got": "42"}}
