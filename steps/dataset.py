@@ -140,6 +140,7 @@ def write_dataset(table: pa.Table, path: Path, source: dict[str, Any] | None = N
     table = table.replace_schema_metadata(metadata)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp_name, 0o644)  # mkstemp makes it private; the dataset is an artifact others read
     try:
         pq.write_table(table, tmp_name, compression="zstd")
         os.replace(tmp_name, path)

@@ -255,16 +255,17 @@ def _parse_csv_batch(batch: list[tuple[str, bytes | memoryview]]) -> pa.Table:
 
 def _normalise(raw: pa.Table) -> pa.Table:
     """Rename to dataset columns and turn GSOD's 9999.9 sentinels into nulls."""
-    return pa.Table.from_arrays(
-        [
-            raw.column("STATION"),
-            raw.column("DATE"),
-            _sentinel_to_null(raw.column("TEMP"), MISSING["TEMP"]),
-            _sentinel_to_null(raw.column("DEWP"), MISSING["DEWP"]),
-            raw.column("FRSHTT"),
-        ],
-        schema=SCHEMA,
-    )
+    columns = ("STATION", "DATE", "TEMP", "DEWP", "FRSHTT")
+    return null_sentinels(pa.Table.from_arrays([raw.column(c) for c in columns], schema=SCHEMA))
+
+
+def null_sentinels(table: pa.Table) -> pa.Table:
+    """Replace GSOD's 9999.9 "missing" value in `temp` and `dewp` of a SCHEMA table with null."""
+    for column in ("temp", "dewp"):
+        index = table.schema.get_field_index(column)
+        fixed = _sentinel_to_null(table.column(index), MISSING[column.upper()])
+        table = table.set_column(index, table.schema.field(index), fixed)
+    return table
 
 
 def _sentinel_to_null(column: pa.ChunkedArray, sentinel: float) -> pa.ChunkedArray:

@@ -1,0 +1,163 @@
+"""Fetch stage: read weather observations from a source and write the normalised Parquet dataset."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
+from steps.dataset import canonical, hash_canonical, write_dataset
+from steps.sources import DEFAULT_BASE_URL, SOURCES, SourceRequest, fetch_from
+
+
+def fetch_dataset(source: str, request: SourceRequest, output: Path) -> dict[str, object]:
+    """Fetch from `source`, write the canonical dataset to `output` atomically.
+
+    Returns the output parameters (`row-count`, `data-hash`). An empty result is an error and
+    leaves any existing `output` untouched.
+    """
+    fetched = fetch_from(source, request)
+    table = canonical(fetched.table)
+    if table.num_rows == 0:
+        raise StepError(f"source {source} returned no rows ({_describe(fetched.metadata)})")
+    digest = hash_canonical(table)
+    write_dataset(table, output, {**fetched.metadata, "rows": table.num_rows, "data_hash": digest})
+    return {"row-count": table.num_rows, "data-hash": digest}
+
+
+def _describe(metadata: dict[str, object]) -> str:
+    keys = ("path", "base_url", "years", "stations", "files", "uri")
+    return ", ".join(f"{k}={metadata[k]}" for k in keys if metadata.get(k) not in (None, [], ""))
+
+
+def parse_years(text: str | None) -> tuple[int, ...]:
+    """`2023,2024` -> (2023, 2024); empty -> (); anything else is a StepError."""
+    items = _split(text)
+    try:
+        years = tuple(int(item) for item in items)
+    except ValueError:
+        raise StepError(
+            f"--years must be a comma list of years like 2023,2024, got {text!r}"
+        ) from None
+    if any(not 1901 <= year <= 2100 for year in years):
+        raise StepError(f"--years out of GSOD's range 1901-2100: {text!r}")
+    return years
+
+
+def parse_column_map(text: str | None) -> dict[str, str]:
+    """`temp=TEMP,dewp=DEWP` (ours=theirs) -> {"temp": "TEMP", "dewp": "DEWP"}."""
+    mapping = {}
+    for item in _split(text):
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise StepError(f"--column-map entries must look like temp=TEMP, got {item!r}")
+        mapping[ours.strip()] = theirs.strip()
+    return mapping
+
+
+def _split(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _int(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise StepError(f"{flag} must be an integer, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The fetch CLI (flags and env fallbacks as in docs/steps.md)."""
+    parser = argparse.ArgumentParser(prog="python -m steps fetch", description=__doc__)
+    parser.add_argument(
+        "--source",
+        default=env_default("FETCH_SOURCE", "gsod"),
+        help=f"one of {', '.join(SOURCES)} (env FETCH_SOURCE, default gsod)",
+    )
+    parser.add_argument("--output", type=Path, required=True, help="Parquet file to write")
+    parser.add_argument(
+        "--years",
+        default=env_default("GSOD_YEARS"),
+        help="comma list; empty = previous and current year (env GSOD_YEARS)",
+    )
+    parser.add_argument(
+        "--stations",
+        default=env_default("GSOD_STATIONS"),
+        help="comma list of station ids; empty = whole-year archives (env GSOD_STATIONS)",
+    )
+    parser.add_argument(
+        "--path",
+        type=Path,
+        default=env_default("GSOD_PATH"),
+        help="local directory or .tar.gz of GSOD files instead of HTTP (env GSOD_PATH)",
+    )
+    parser.add_argument(
+        "--base-url",
+        default=env_default("GSOD_BASE_URL", DEFAULT_BASE_URL),
+        help=f"GSOD base URL (env GSOD_BASE_URL, default {DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--table-uri",
+        default=env_default("TABLE_URI"),
+        help="table source: CSV or Parquet path or http(s) URL (env TABLE_URI)",
+    )
+    parser.add_argument(
+        "--column-map",
+        default=env_default("TABLE_COLUMN_MAP"),
+        help="table source: temp=TEMP,dewp=DEWP,... ours=theirs (env TABLE_COLUMN_MAP)",
+    )
+    parser.add_argument(
+        "--rows",
+        default=env_default("SYNTHETIC_ROWS", "5000"),
+        help="synthetic source: number of rows (env SYNTHETIC_ROWS, default 5000)",
+    )
+    parser.add_argument(
+        "--seed",
+        default=env_default("SYNTHETIC_SEED", "42"),
+        help="synthetic source: random seed (env SYNTHETIC_SEED, default 42)",
+    )
+    parser.add_argument(
+        "--http-retries",
+        default=env_default("FETCH_HTTP_RETRIES", "4"),
+        help="retries on timeouts, dropped connections, 5xx (env FETCH_HTTP_RETRIES)",
+    )
+    parser.add_argument(
+        "--http-timeout",
+        default=env_default("FETCH_HTTP_TIMEOUT", "60"),
+        help="seconds without progress before a request fails (env FETCH_HTTP_TIMEOUT)",
+    )
+    add_outputs_dir(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: `python -m steps fetch --source ... --output ...`."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        try:
+            timeout = float(args.http_timeout)
+        except ValueError:
+            raise StepError(f"--http-timeout must be seconds, got {args.http_timeout!r}") from None
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        # Scratch next to the output: in a pod only /work is writable.
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=output.parent) as scratch:
+            request = SourceRequest(
+                years=parse_years(args.years),
+                stations=tuple(_split(args.stations)),
+                path=args.path,
+                base_url=args.base_url,
+                table_uri=args.table_uri,
+                column_map=parse_column_map(args.column_map),
+                rows=_int(args.rows, "--rows"),
+                seed=_int(args.seed, "--seed"),
+                work_dir=Path(scratch),
+                http_retries=_int(args.http_retries, "--http-retries"),
+                http_timeout=timeout,
+            )
+            outputs = fetch_dataset(args.source, request, output)
+        write_outputs(args.outputs_dir, outputs)
+
+    return run(body)

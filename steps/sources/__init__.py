@@ -1,0 +1,50 @@
+"""Data sources for the fetch step: one small module per source, each exposing `fetch(request)`."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from steps.cli import StepError
+
+SOURCES = ("gsod", "bigquery", "table", "synthetic")
+DEFAULT_BASE_URL = "https://www.ncei.noaa.gov/data/global-summary-of-the-day"
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """Everything a source may need; each source reads only its own fields."""
+
+    years: tuple[int, ...] = ()
+    stations: tuple[str, ...] = ()
+    path: Path | None = None
+    base_url: str = DEFAULT_BASE_URL
+    table_uri: str | None = None
+    column_map: dict[str, str] = field(default_factory=dict)
+    rows: int = 5000
+    seed: int = 42
+    # Scratch space for downloads; the fetch step puts it next to its output (under /work in a pod).
+    work_dir: Path = Path(".")
+    http_retries: int = 4
+    http_timeout: float = 60.0
+
+
+@dataclass
+class Fetched:
+    """A source's result: rows in the dataset schema and JSON-able metadata describing them."""
+
+    table: pa.Table
+    metadata: dict[str, Any]
+
+
+def fetch_from(name: str, request: SourceRequest) -> Fetched:
+    """Run source `name`; an unknown name is a StepError listing the valid ones."""
+    if name not in SOURCES:
+        raise StepError(f"unknown source {name!r}; choose one of {', '.join(SOURCES)}")
+    # Imported on demand so that, e.g., the bigquery extra is only needed when it is used.
+    module = importlib.import_module(f"steps.sources.{name}")
+    return module.fetch(request)

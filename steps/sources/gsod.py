@@ -1,0 +1,104 @@
+"""NOAA GSOD source: station files or whole-year archives from NCEI over HTTPS, or local files."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from steps import gsod
+from steps.cli import StepError
+from steps.sources import Fetched, SourceRequest
+from steps.sources.http import RetryPolicy, download
+
+
+def default_years(today: dt.date | None = None) -> tuple[int, ...]:
+    """The previous and the current calendar year: a weekly run always has a full year behind it."""
+    year = (today or dt.date.today()).year
+    return (year - 1, year)
+
+
+def station_url(base_url: str, year: int, station: str) -> str:
+    """URL of one station-year CSV: `{base}/access/{year}/{station}.csv`."""
+    return f"{base_url.rstrip('/')}/access/{year}/{station}.csv"
+
+
+def archive_url(base_url: str, year: int) -> str:
+    """URL of a whole-year archive of every station: `{base}/archive/{year}.tar.gz`."""
+    return f"{base_url.rstrip('/')}/archive/{year}.tar.gz"
+
+
+def fetch(request: SourceRequest) -> Fetched:
+    """Read GSOD from `request.path` if set, else download from `request.base_url`.
+
+    Local files are filtered by `years`/`stations` only when those are given; downloads use
+    them to choose what to fetch (no stations = whole-year archives).
+    """
+    summary = gsod.ParseSummary()
+    if request.path is not None:
+        table = gsod.parse_files(_local_files(Path(request.path)), summary=summary)
+        table = _filter(table, request.years, request.stations)
+        where = {"path": str(request.path), "years": list(request.years)}
+    else:
+        years = request.years or default_years()
+        policy = RetryPolicy(retries=request.http_retries, timeout=request.http_timeout)
+        files = _downloaded_files(request, years, policy)
+        table = gsod.parse_files(files, summary=summary)
+        where = {"base_url": request.base_url, "years": list(years)}
+    metadata = {
+        "name": "gsod",
+        **where,
+        "stations": list(request.stations),
+        "files": summary.files,
+        "files_without_rows": len(summary.empty_files),
+    }
+    return Fetched(table, metadata)
+
+
+def _local_files(path: Path) -> Iterator[tuple[str, bytes]]:
+    if path.is_dir():
+        return gsod.iter_directory(path)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        return gsod.iter_tar(path)
+    if path.is_file() and gsod.is_gsod_name(path.name):
+        return iter([(path.name, path.read_bytes())])
+    if not path.exists():
+        raise StepError(f"--path {path} does not exist")
+    raise StepError(f"--path {path}: expected a directory, a .tar.gz or a GSOD .csv/.op file")
+
+
+def _downloaded_files(
+    request: SourceRequest, years: tuple[int, ...], policy: RetryPolicy
+) -> Iterator[tuple[str, bytes]]:
+    """Download then yield files one archive (or one station file) at a time; delete each after."""
+    request.work_dir.mkdir(parents=True, exist_ok=True)
+    with httpx.Client(timeout=policy.timeout, follow_redirects=True) as client:
+        for year in years:
+            if request.stations:
+                for station in request.stations:
+                    dest = request.work_dir / f"{year}-{station}.csv"
+                    download(station_url(request.base_url, year, station), dest, policy, client)
+                    try:
+                        yield f"{year}/{station}.csv", dest.read_bytes()
+                    finally:
+                        dest.unlink(missing_ok=True)
+            else:
+                dest = request.work_dir / f"{year}.tar.gz"
+                download(archive_url(request.base_url, year), dest, policy, client)
+                try:
+                    for name, data in gsod.iter_tar(dest):
+                        yield f"{year}/{name}", data
+                finally:
+                    dest.unlink(missing_ok=True)
+
+
+def _filter(table: pa.Table, years: tuple[int, ...], stations: tuple[str, ...]) -> pa.Table:
+    if years:
+        table = table.filter(pc.is_in(pc.year(table.column("date")), pa.array(years, pa.int64())))
+    if stations:
+        table = table.filter(pc.is_in(table.column("station"), pa.array(stations, pa.string())))
+    return table

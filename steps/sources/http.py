@@ -1,0 +1,78 @@
+"""HTTP downloads for the sources: streamed to disk, retried with backoff on transient failures."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from steps.cli import StepError
+
+# Server-side hiccups worth another try; 4xx (404 above all) are final.
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts = retries + 1; wait backoff * 2**attempt (capped) between them."""
+
+    retries: int = 4
+    timeout: float = 60.0
+    backoff: float = 0.5
+    max_wait: float = 8.0
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to sleep after failed attempt number `attempt` (0-based)."""
+        return min(self.backoff * 2**attempt, self.max_wait)
+
+
+def download(url: str, dest: Path, policy: RetryPolicy, client: httpx.Client | None = None) -> Path:
+    """Stream `url` into the file `dest`, retrying timeouts, dropped connections and 5xx.
+
+    A partial file from a failed attempt is removed; a final failure raises a one-line StepError
+    (404 and other 4xx at once, without retrying).
+    """
+    own = client is None
+    client = client or httpx.Client(timeout=policy.timeout, follow_redirects=True)
+    try:
+        last = ""
+        for attempt in range(policy.retries + 1):
+            if attempt:
+                time.sleep(policy.wait(attempt - 1))
+            try:
+                with client.stream("GET", url) as response:
+                    if response.status_code == 404:
+                        raise StepError(f"not found (HTTP 404): {url}")
+                    if response.status_code in RETRY_STATUS:
+                        last = f"HTTP {response.status_code}"
+                        continue
+                    if response.status_code >= 400:
+                        raise StepError(f"HTTP {response.status_code} from {url}")
+                    with dest.open("wb") as out:
+                        for chunk in response.iter_bytes(CHUNK_BYTES):
+                            out.write(chunk)
+                return dest
+            except httpx.TimeoutException as exc:
+                last = f"timed out after {policy.timeout:g}s ({type(exc).__name__})"
+            except httpx.ConnectError as exc:
+                last = f"cannot connect ({_reason(exc)})"
+            except httpx.TransportError as exc:
+                # Connection reset or closed mid-body (RemoteProtocolError, ReadError).
+                last = f"connection broken mid-download ({_reason(exc)})"
+            dest.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
+        raise StepError(f"download failed after {policy.retries + 1} attempt(s): {url}: {last}")
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    finally:
+        if own:
+            client.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:120] if text else type(exc).__name__

@@ -1,0 +1,125 @@
+"""Offline, seeded GSOD-format data with a known dew point relation (Magnus formula).
+
+Rows are written as real GSOD access CSV text (padded, quoted, 9999.9 for missing values) and go
+through the same parser as downloaded files, so the offline demo exercises the real cleaning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+from steps import gsod
+from steps.cli import StepError
+from steps.sources import Fetched, SourceRequest
+
+# Magnus formula constants (Alduchov & Eskridge 1996), temperatures in deg C, RH in percent.
+MAGNUS_A = 17.625
+MAGNUS_B = 243.04
+# Relative humidity per day: normal(RH_MEAN, RH_SD) percent, clipped to [RH_MIN, 100].
+RH_MEAN, RH_SD, RH_MIN = 70.0, 12.0, 15.0
+# Fraction of rows whose DEWP (resp. TEMP) is written as GSOD's 9999.9 "missing" sentinel.
+MISSING_DEWP_FRACTION = 0.03
+MISSING_TEMP_FRACTION = 0.005
+DEFAULT_STATIONS = 8
+START_DATE = dt.date(2023, 1, 1)
+
+
+def dewpoint_f(temp_f: np.ndarray | float, rh_percent: np.ndarray | float) -> np.ndarray:
+    """Dew point (deg F) from temperature (deg F) and relative humidity (%) by the Magnus formula.
+
+    Td = b * g / (a - g) with g = ln(RH / 100) + a * T / (b + T), T and Td in deg C.
+    """
+    temp_c = (np.asarray(temp_f, dtype=float) - 32.0) / 1.8
+    gamma = np.log(np.asarray(rh_percent, dtype=float) / 100.0) + MAGNUS_A * temp_c / (
+        MAGNUS_B + temp_c
+    )
+    return MAGNUS_B * gamma / (MAGNUS_A - gamma) * 1.8 + 32.0
+
+
+def expected_dewpoint(temp_f: float) -> float:
+    """The generating relation: mean dew point (deg F) of synthetic rows at temperature `temp_f`.
+
+    It averages the Magnus dew point over the humidity distribution, so it is E[DEWP | TEMP].
+    Over 0-100 deg F it is close to a straight line (slope about 0.93, a linear fit is within
+    about 1.5 deg F of it between 10 and 90 deg F): a model trained on synthetic data should
+    predict within a couple of deg F of this value.
+    """
+    quantiles = (np.arange(2000) + 0.5) / 2000
+    normal = NormalDist(RH_MEAN, RH_SD)
+    rh = np.clip([normal.inv_cdf(q) for q in quantiles], RH_MIN, 100.0)
+    return float(np.mean(dewpoint_f(temp_f, rh)))
+
+
+def station_id(index: int) -> str:
+    """An 11-character GSOD-style id for synthetic station `index` (USAF 990xxx, WBAN 99999)."""
+    return f"990{index:03d}99999"
+
+
+def station_csv(station: str, start: dt.date, days: int, rng: np.random.Generator) -> bytes:
+    """One station's GSOD access CSV file (header + `days` daily rows) with the generating relation.
+
+    Each station gets its own climate (mean and seasonal swing); daily temperature adds noise;
+    humidity is drawn per day and dew point follows by Magnus. Rain days (FRSHTT 2nd digit) are
+    likelier when humid. Some TEMP/DEWP values are the 9999.9 sentinel, like real data.
+    """
+    mean = rng.uniform(20.0, 75.0)
+    swing = rng.uniform(5.0, 30.0)
+    day_of_year = np.array([(start + dt.timedelta(i)).timetuple().tm_yday for i in range(days)])
+    temp = mean + swing * np.cos(2 * math.pi * (day_of_year - 200) / 365.25)
+    temp = temp + rng.normal(0.0, 6.0, days)
+    rh = np.clip(rng.normal(RH_MEAN, RH_SD, days), RH_MIN, 100.0)
+    dewp = dewpoint_f(temp, rh)
+    rain = rng.random(days) < np.where(rh > 80.0, 0.6, 0.1)
+    fog = rh > 95.0
+    snow = rain & (temp < 32.0)
+    temp_missing = rng.random(days) < MISSING_TEMP_FRACTION
+    dewp_missing = rng.random(days) < MISSING_DEWP_FRACTION
+    lat, lon = rng.uniform(-60.0, 70.0), rng.uniform(-180.0, 180.0)
+    name = f"SYNTHETIC STATION {station[3:6]}, ZZ"
+    lines = [gsod.GSOD_HEADER.decode()]
+    for i in range(days):
+        t = "9999.9" if temp_missing[i] else f"{temp[i]:6.1f}"
+        d = "9999.9" if dewp_missing[i] else f"{dewp[i]:6.1f}"
+        flags = f"{int(fog[i])}{int(rain[i])}{int(snow[i])}000"
+        hi, lo = f"{temp[i] + 9.0:6.1f}", f"{temp[i] - 9.0:6.1f}"
+        lines.append(
+            f'"{station}","{start + dt.timedelta(i)}","{lat:.4f}","{lon:.4f}","10.0","{name}",'
+            f'"{t}","24","{d}","24","1013.2","24","999.9"," 0","  6.2","24","  5.1","24",'
+            f'" 11.1","999.9","{hi}"," ","{lo}"," "," 0.00","G","999.9","{flags}"'
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def generate_files(
+    rows: int, seed: int, stations: int = DEFAULT_STATIONS
+) -> list[tuple[str, bytes]]:
+    """`rows` daily rows spread over `stations` stations, as (file name, GSOD CSV bytes)."""
+    if rows < 1:
+        raise StepError(f"synthetic source needs --rows >= 1, got {rows}")
+    stations = max(1, min(stations, rows))
+    rng = np.random.default_rng(seed)
+    per_station = [rows // stations + (1 if i < rows % stations else 0) for i in range(stations)]
+    files = []
+    for index, days in enumerate(per_station):
+        station = station_id(index)
+        files.append((f"{station}.csv", station_csv(station, START_DATE, days, rng)))
+    return files
+
+
+def fetch(request: SourceRequest) -> Fetched:
+    """Generate `request.rows` synthetic rows with `request.seed` and parse them as GSOD files."""
+    files = generate_files(request.rows, request.seed)
+    table = gsod.parse_files(files)
+    metadata = {
+        "name": "synthetic",
+        "rows": request.rows,
+        "seed": request.seed,
+        "stations": [name.removesuffix(".csv") for name, _ in files],
+        "files": len(files),
+        "relation": "Magnus dew point, RH ~ clip(normal(70, 12), 15, 100) %",
+    }
+    return Fetched(table, metadata)

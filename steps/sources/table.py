@@ -1,0 +1,125 @@
+"""Table source: a user's own CSV or Parquet (path or http(s) URL) with a column mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from steps.cli import StepError
+from steps.dataset import COLUMNS
+from steps.sources import Fetched, SourceRequest
+from steps.sources.http import RetryPolicy, download
+
+REQUIRED = ("date", "temp", "dewp")
+DEFAULT_STATION = "unknown"
+
+
+def resolve_columns(available: list[str], column_map: dict[str, str]) -> dict[str, str]:
+    """Dataset column -> table column. Unmapped dataset columns match a table column by name,
+    ignoring case (so GSOD-like TEMP/DEWP/DATE work without a map).
+
+    StepError for unknown dataset names, mapped columns the table lacks, or missing required ones.
+    """
+    unknown = sorted(set(column_map) - set(COLUMNS))
+    if unknown:
+        raise StepError(
+            f"--column-map names unknown column(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(COLUMNS)}"
+        )
+    by_lower = {name.lower(): name for name in available}
+    resolved = {}
+    for ours in COLUMNS:
+        theirs = column_map.get(ours) or by_lower.get(ours)
+        if theirs is None:
+            continue
+        if theirs not in available:
+            raise StepError(
+                f"column {theirs!r} (for {ours}) is not in the table; it has: "
+                f"{', '.join(available[:20])}"
+            )
+        resolved[ours] = theirs
+    missing = [ours for ours in REQUIRED if ours not in resolved]
+    if missing:
+        raise StepError(
+            f"table has no column for {', '.join(missing)}: map it with --column-map "
+            f"{missing[0]}=<column>; the table has: {', '.join(available[:20])}"
+        )
+    return resolved
+
+
+def read_table(path: Path, name: str) -> pa.Table:
+    """Read CSV (every column as text, converted later) or Parquet from a local file."""
+    lower = name.lower().split("?")[0]
+    try:
+        if lower.endswith((".parquet", ".pq")):
+            return pq.read_table(path)
+        if lower.endswith((".csv", ".csv.gz")):
+            # Text first, so a bad value is reported by column rather than mis-inferred.
+            with pacsv.open_csv(path) as reader:
+                names = reader.schema.names
+            as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+            return pacsv.read_csv(path, convert_options=as_text)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StepError(f"cannot read table {name}: {' '.join(str(exc).split())[:200]}") from exc
+    raise StepError(f"table {name}: unknown format, expected .csv, .csv.gz, .parquet or .pq")
+
+
+def to_dataset(table: pa.Table, columns: dict[str, str], name: str) -> pa.Table:
+    """Convert mapped columns to the dataset schema; non-numeric or bad dates are StepErrors."""
+    rows = table.num_rows
+    out = {}
+    for ours, theirs in columns.items():
+        column = table.column(theirs)
+        try:
+            out[ours] = _convert(ours, column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise StepError(
+                f"table {name}: column {theirs} is not a valid {ours} "
+                f"({' '.join(str(exc).split())[:120]})"
+            ) from exc
+    station = out.get("station", pa.array([DEFAULT_STATION] * rows, pa.string()))
+    frshtt = out.get("frshtt", pa.nulls(rows, pa.string()))
+    return pa.table(
+        {"station": station, "date": out["date"], "temp": out["temp"], "dewp": out["dewp"],
+         "frshtt": frshtt}
+    )  # fmt: skip
+
+
+def _convert(ours: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    if ours in ("temp", "dewp"):
+        if text:
+            column = pc.utf8_trim_whitespace(column)
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+        return column.cast(pa.float64())
+    if ours == "date":
+        if text:
+            column = pc.strptime(pc.utf8_trim_whitespace(column), format="%Y-%m-%d", unit="s")
+        return column.cast(pa.date32())
+    return column.cast(pa.string())
+
+
+def fetch(request: SourceRequest) -> Fetched:
+    """Read `request.table_uri` (downloading http(s) URLs first) and map its columns."""
+    uri = request.table_uri
+    if not uri:
+        raise StepError("table source needs --table-uri (a CSV or Parquet path or http(s) URL)")
+    if uri.startswith(("http://", "https://")):
+        suffix = "".join(Path(uri.split("?")[0]).suffixes[-2:]) or ".csv"
+        request.work_dir.mkdir(parents=True, exist_ok=True)
+        path = request.work_dir / f"table{suffix}"
+        policy = RetryPolicy(retries=request.http_retries, timeout=request.http_timeout)
+        download(uri, path, policy)
+    else:
+        path = Path(uri)
+        if not path.is_file():
+            raise StepError(f"--table-uri {uri} is not a file")
+    raw = read_table(path, uri)
+    columns = resolve_columns(raw.column_names, request.column_map)
+    table = to_dataset(raw, columns, uri)
+    metadata = {"name": "table", "uri": uri, "columns": columns, "rows_read": raw.num_rows}
+    return Fetched(table, metadata)
