@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
@@ -793,3 +794,156 @@ def test_readme_version_table_matches_what_is_pinned(overlay: list[dict]) -> Non
     assert rows["SeaweedFS"].strip("`") in images
     assert rows["MLflow"].startswith(deps["mlflow"] + " ")
     assert rows["Hera"] == deps["hera"]
+
+
+# ---- MLflow itself, as the manifests run it -----------------------------------------------------
+
+
+def container_args(overlay: list[dict], deployment: str) -> list[str]:
+    (c,) = find(overlay, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["mlflow"]
+    return c["args"]
+
+
+def test_mlflow_cli_accepts_the_manifest_arguments(overlay: list[dict]) -> None:
+    import mlflow.cli
+    from mlflow.models.cli import commands as model_commands
+
+    args = container_args(overlay, "mlflow")
+    assert args[0] == "server"
+    params = mlflow.cli.server.make_context("server", args[1:]).params
+    assert params["serve_artifacts"] is True
+    assert params["artifacts_destination"] == "/mlartifacts"
+    assert params["static_prefix"] is None
+    serve = container_args(overlay, "model-server")
+    assert serve[:2] == ["models", "serve"]
+    params = model_commands.commands["serve"].make_context("serve", serve[2:]).params
+    assert (params["model_uri"], params["host"], params["port"]) == (
+        "$(MODEL_URI)",
+        "0.0.0.0",
+        8080,
+    )
+    assert params["env_manager"] == "local"
+
+
+class StripPrefixProxy:
+    """What Traefik does for /mlflow: redirect `/mlflow` to `/mlflow/`, strip `/mlflow`, pass the
+    request on with the client's Host header (`localhost`, as for http://localhost)."""
+
+    def __init__(self, prefix: str, upstream: str):
+        import http.server
+        import threading
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                if self.path == prefix:
+                    self.send_response(301)
+                    self.send_header("Location", prefix + "/")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if not self.path.startswith(prefix + "/"):
+                    self.send_error(404)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
+                headers["Host"] = "localhost"
+                headers["Accept-Encoding"] = "identity"
+                upstream_response = httpx.request(
+                    self.command,
+                    upstream + self.path[len(prefix) :],
+                    headers=headers,
+                    content=body,
+                    timeout=60,
+                )
+                proxy.seen_paths.append(self.path[len(prefix) :])
+                self.send_response(upstream_response.status_code)
+                for k, v in upstream_response.headers.items():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(upstream_response.content)))
+                self.end_headers()
+                self.wfile.write(upstream_response.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.seen_paths: list[str] = []
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
+    overlay: list[dict], tmp_path: Path
+) -> None:
+    """A real MLflow server with the manifest's flags (store and paths made local), behind a
+    /mlflow-stripping proxy: the UI's assets resolve, a client logs and reads back an artifact
+    through the proxy, and the allowed-hosts check admits in-cluster names and rejects others."""
+    import mlflow
+
+    from tests.conftest import free_port, mlflow_executable, wait_http_ok
+
+    local = ("--host=", "--port=", "--backend-store-uri=", "--artifacts-destination=")
+    kept = [a for a in container_args(overlay, "mlflow")[1:] if not a.startswith(local)]
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            mlflow_executable(),
+            "server",
+            *kept,
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"--artifacts-destination={tmp_path / 'artifacts'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    proxy = StripPrefixProxy("/mlflow", f"http://127.0.0.1:{port}")
+    try:
+        upstream = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{upstream}/health", timeout=180, proc=proc)
+        search = "/api/2.0/mlflow/experiments/search?max_results=1"
+        for host in ("mlflow.mlops.svc:5000", "mlflow:5000", "localhost"):
+            assert httpx.get(upstream + search, headers={"Host": host}).status_code == 200, host
+        assert httpx.get(upstream + search, headers={"Host": "evil.example"}).status_code == 403
+        # The kubelet probes with the pod IP as Host: /health is exempt from the check.
+        assert (
+            httpx.get(f"{upstream}/health", headers={"Host": "10.244.0.7:5000"}).status_code == 200
+        )
+
+        assert httpx.get(f"{proxy.url}/mlflow").headers["location"] == "/mlflow/"
+        page = httpx.get(f"{proxy.url}/mlflow/")
+        assert page.status_code == 200
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+        assert assets and not any(a.startswith("/") for a in assets), "relative asset URLs"
+        for asset in assets:
+            assert httpx.get(f"{proxy.url}/mlflow/{asset.removeprefix('./')}").status_code == 200
+
+        client = mlflow.MlflowClient(tracking_uri=f"{proxy.url}/mlflow")
+        experiment = client.create_experiment("behind-the-ingress")
+        run = client.create_run(experiment)
+        (tmp_path / "note.txt").write_text("through the proxy")
+        client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+        fetched = client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path / "dl"))
+        assert Path(fetched).read_text() == "through the proxy"
+        assert any(p.startswith("/api/2.0/mlflow-artifacts/") for p in proxy.seen_paths)
+    finally:
+        proxy.close()
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
