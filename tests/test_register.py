@@ -1,0 +1,141 @@
+"""register: provenance tags, one version per run (retry-safe), one-line errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import steps
+from steps.cli import StepError
+from steps.register import provenance_tags, register_version
+from steps.settings import MlflowSettings
+from steps.train import TrainResult, train_and_log
+from tests.conftest import MlflowServer, free_port
+from tests.model_helpers import dewpoint_frame, error_line, make_experiment, run_step, step_env
+
+DATA_HASH = "cd" * 32
+
+
+@pytest.fixture
+def tracking(
+    sqlite_tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> MlflowSettings:
+    """A private sqlite store (also MLFLOW_TRACKING_URI) with artifacts under tmp_path."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_tracking_uri)
+    settings = MlflowSettings(sqlite_tracking_uri, experiment="register-test")
+    make_experiment(settings.tracking_uri, settings.experiment, tmp_path / "artifacts")
+    return settings
+
+
+def _train(settings: MlflowSettings, seed: int = 0) -> TrainResult:
+    return train_and_log(
+        dewpoint_frame(rows=120, seed=seed),
+        settings,
+        data_hash=DATA_HASH,
+        data_source="synthetic",
+    )
+
+
+def test_register_tags_the_version_and_reuses_it_for_the_same_run(
+    tracking: MlflowSettings,
+) -> None:
+    first_run = _train(tracking, seed=1)
+    tags = provenance_tags(workflow_name="dewpoint-pipeline-abc", workflow_uid="uid-1")
+    first = register_version(tracking, first_run.run_id, first_run.model_uri, tags)
+    assert (first.version, first.created) == ("1", True)
+
+    # An Argo retry of the same step: same run, same version, refreshed tags, no second version.
+    retried = register_version(
+        tracking, first_run.run_id, first_run.model_uri, {**tags, "workflow.uid": "uid-2"}
+    )
+    assert (retried.version, retried.created) == ("1", False)
+
+    second_run = _train(tracking, seed=2)
+    second = register_version(tracking, second_run.run_id, second_run.model_uri)
+    assert (second.version, second.created) == ("2", True)
+
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    assert len(client.search_model_versions(f"name = '{tracking.model_name}'")) == 2
+    version = client.get_model_version(tracking.model_name, "1")
+    assert version.run_id == first_run.run_id
+    assert version.tags == {
+        "data.hash": DATA_HASH,  # copied from the training run
+        "data.source": "synthetic",
+        "code.version": steps.__version__,
+        "workflow.name": "dewpoint-pipeline-abc",
+        "workflow.uid": "uid-2",
+    }
+    # The registered version serves the same coefficients the run logged.
+    model = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/1")
+    assert model.metadata.run_id == first_run.run_id
+
+
+def test_register_derives_the_model_uri_from_the_run(tracking: MlflowSettings) -> None:
+    result = _train(tracking)
+    registered = register_version(tracking, result.run_id)
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    assert client.get_model_version(tracking.model_name, registered.version).run_id == result.run_id
+
+
+@pytest.mark.parametrize("run_id", ["0123456789abcdef0123456789abcdef", ""])
+def test_register_unknown_or_missing_run_is_a_step_error(
+    run_id: str, tracking: MlflowSettings
+) -> None:
+    with pytest.raises(StepError, match="run" if run_id else "no run id") as info:
+        register_version(tracking, run_id)
+    assert "\n" not in str(info.value)
+    names = mlflow.MlflowClient(tracking.tracking_uri).search_registered_models()
+    assert names == []
+
+
+def test_register_cli_writes_the_version(tracking: MlflowSettings, tmp_path: Path) -> None:
+    result = _train(tracking)
+    outputs = tmp_path / "outputs"
+    args = [
+        "--run-id", result.run_id, "--model-uri", result.model_uri,
+        "--tracking-uri", tracking.tracking_uri, "--model-name", "dewpoint-cli",
+        "--code-version", "9.9.9", "--workflow-uid", "w-1", "--outputs-dir", str(outputs),
+    ]  # fmt: skip
+    done = run_step("register", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"version": "1"}
+    assert (outputs / "version").read_text() == "1"
+    again = run_step("register", *args)
+    assert (outputs / "version").read_text() == "1", again.stderr[-3000:]
+
+    version = mlflow.MlflowClient(tracking.tracking_uri).get_model_version("dewpoint-cli", "1")
+    assert version.tags["code.version"] == "9.9.9"
+    assert version.tags["workflow.uid"] == "w-1"
+
+
+def test_register_cli_errors_are_one_line(tracking: MlflowSettings) -> None:
+    no_uri = run_step("register", "--run-id", "abc", env=step_env())
+    assert "no MLflow tracking URI" in error_line(no_uri)
+    unknown = run_step("register", "--run-id", "f" * 32, "--tracking-uri", tracking.tracking_uri)
+    assert "not found" in error_line(unknown)
+
+
+@pytest.mark.slow
+def test_register_against_a_real_server_is_retry_safe(mlflow_server: MlflowServer) -> None:
+    settings = MlflowSettings(mlflow_server.url, model_name=f"reg-{uuid.uuid4().hex[:8]}")
+    result = _train(settings, seed=3)
+    first = register_version(settings, result.run_id, result.model_uri, provenance_tags())
+    again = register_version(settings, result.run_id, result.model_uri, provenance_tags())
+    assert first.created and not again.created
+    assert again.version == first.version == "1"
+
+    other = register_version(settings, _train(settings, seed=4).run_id)
+    assert other.version == "2"
+
+
+@pytest.mark.slow
+def test_register_against_a_closed_port_fails_in_one_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = run_step("register", "--run-id", "a" * 32, "--tracking-uri", url)
+    message = error_line(done)
+    assert url in message
+    assert "Connection refused" in message or "Max retries" in message
