@@ -320,17 +320,19 @@ def build_variants(
     workers: int,
     coefficients_file: Path,
     attribution: bool,
+    compare_workers: list[int],
 ) -> list[Variant]:
-    """The server set-ups to compare; `attribution` adds the two half-way set-ups."""
+    """The set-ups to compare: `attribution` adds the two half-way set-ups, `compare_workers`
+    ours with other worker counts."""
     mlflow = str(Path(sys.executable).parent / "mlflow")
     clean_env = {k: v for k, v in base_env.items() if not k.startswith("UVICORN_")}
 
-    def ours_flags(uri: str, name: str) -> Callable[[int, Path], Server]:
+    def ours_flags(uri: str, name: str, count: int = workers) -> Callable[[int, Path], Server]:
         def start(port: int, workdir: Path) -> Server:
             argv, env = recommended_serve_command(
-                uri, host=HOST, port=port, workers=workers, base_env=clean_env
+                uri, host=HOST, port=port, workers=count, base_env=clean_env
             )
-            return start_process(name, argv, env, workdir, workers, port)
+            return start_process(name, argv, env, workdir, count, port)
 
         return start
 
@@ -393,6 +395,10 @@ def build_variants(
             "floor", "bare ASGI app (benchmarks/floor_app.py), same uvicorn flags as ours", floor
         ),
     ]
+    variants += [
+        Variant(f"ours-w{n}", f"ours with {n} worker(s)", ours_flags(ours_uri, f"ours-w{n}", n))
+        for n in compare_workers
+    ]
     if attribution:
         variants += [
             Variant(
@@ -438,6 +444,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--attribution",
         action="store_true",
         help="also run sklearn+our flags and lean pyfunc+stock flags",
+    )
+    parser.add_argument(
+        "--compare-workers",
+        default="",
+        help="also run ours with these worker counts, comma list (e.g. 1,3)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep models and logs here")
     parser.add_argument("--json", type=Path, default=None, help="write every sample as JSON")
@@ -487,7 +498,13 @@ def run(args: argparse.Namespace, wrk: str, workdir: Path, workloads: list[Workl
 
     base_env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     variants = build_variants(
-        ours_uri, stock_uri, base_env, workers, coefficients_file, args.attribution
+        ours_uri,
+        stock_uri,
+        base_env,
+        workers,
+        coefficients_file,
+        args.attribution,
+        [int(n) for n in args.compare_workers.split(",") if n],
     )
     servers: list[Server] = []
     with stop_on_exit(servers):
