@@ -6,6 +6,7 @@ least-privilege RBAC, routes, NetworkPolicies and the names shared with workflow
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -537,15 +538,27 @@ def test_mlflow_server_proxies_artifacts_to_its_volume_and_uses_postgres(
         assert c[probe]["httpGet"]["path"] == "/health"
 
 
+def cpu(quantity: str) -> float:
+    """A Kubernetes CPU quantity (`500m`, `1`) in cores."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
 def test_model_server_matches_the_deploy_step(overlay: list[dict]) -> None:
     from steps.deploy_targets import kubernetes as k8s_target
+    from steps.serving import recommended_serve_command
 
     dep = find(overlay, "Deployment", "model-server")
     assert dep["spec"]["replicas"] == 0, "nothing to serve until the first deploy"
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["name"] == "model-server"
-    assert c["args"][:4] == ["models", "serve", "-m", "$(MODEL_URI)"]
+    argv, _ = recommended_serve_command(
+        "$(MODEL_URI)",
+        host="0.0.0.0",
+        port=8080,
+        workers=math.ceil(cpu(c["resources"]["limits"]["cpu"])),
+    )
+    assert [c["command"][0], *c["args"]] == [Path(argv[0]).name, *argv[1:]]
     assert "MODEL_URI" in {e["name"] for e in c["env"]}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/ping"
