@@ -123,8 +123,15 @@ def run_pipeline(client: Any, parameters: dict[str, str]) -> dict[str, str]:
     name = client.submit(workflow)
     assert wait_for(client, name, poll_seconds=5, timeout_seconds=45 * 60) == 0
     nodes = client.get_workflow(name).status.nodes.values()
-    (promote,) = [n for n in nodes if n.display_name == "promote"]
-    return {p.name: str(p.value) for p in promote.outputs.parameters}
+    # With a retry strategy the task is a Retry node ("promote") over attempts ("promote(0)");
+    # Argo copies the successful attempt's outputs to it. Take any node of the task with outputs.
+    promote = [
+        n
+        for n in nodes
+        if (n.display_name or "").split("(")[0] == "promote" and n.outputs and n.outputs.parameters
+    ]
+    assert promote, f"workflow {name} has no promote outputs"
+    return {p.name: str(p.value) for p in promote[0].outputs.parameters}
 
 
 def served_version() -> str | None:
