@@ -100,7 +100,11 @@ def _convert(ours: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
         if text:
             column = pc.strptime(pc.utf8_trim_whitespace(column), format="%Y-%m-%d", unit="s")
         return column.cast(pa.date32())
-    return column.cast(pa.string())
+    column = column.cast(pa.string())
+    column = pc.utf8_trim_whitespace(column)
+    if ours == "frshtt":  # an empty flags field means "not reported"
+        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    return column
 
 
 def fetch(request: SourceRequest) -> Fetched:

@@ -1,0 +1,168 @@
+"""The non-GSOD sources: a user's table (CSV/Parquet, local or HTTP), BigQuery errors, synthetic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from steps.dataset import read_dataset
+from steps.sources import SourceRequest, fetch_from, synthetic
+from steps.sources import bigquery as bq
+from tests.test_fetch import GsodServer, RunFetch, assert_one_line_error, run_fetch, server
+
+__all__ = ["run_fetch", "server"]  # fixtures shared with test_fetch
+
+CSV = b"""Station,Day,T,D,Flags
+X1, 2023-01-01, 45.3 ,40.1,010000
+X1,2023-01-02,50,,000000
+X2,2023-01-01,-3.5,-10,
+"""
+
+
+def test_table_csv_with_column_map(tmp_path: Path, run_fetch: RunFetch) -> None:
+    source = tmp_path / "mine.csv"
+    source.write_bytes(CSV)
+    code, outputs, err = run_fetch(
+        "--source", "table", "--table-uri", str(source),
+        "--column-map", "station=Station,date=Day,temp=T,dewp=D,frshtt=Flags",
+    )  # fmt: skip
+    assert code == 0, err
+    table, meta = read_dataset(tmp_path / "out" / "dataset.parquet")
+    rows = [(r["station"], r["date"], r["temp"], r["dewp"], r["frshtt"]) for r in table.to_pylist()]
+    assert rows == [
+        ("X1", dt.date(2023, 1, 1), 45.3, 40.1, "010000"),
+        ("X1", dt.date(2023, 1, 2), 50.0, None, "000000"),
+        ("X2", dt.date(2023, 1, 1), -3.5, -10.0, None),
+    ]
+    assert (
+        outputs["row-count"] == "3" and meta["name"] == "table" and meta["columns"]["temp"] == "T"
+    )
+
+
+def test_table_parquet_over_http_matches_names_without_a_map(
+    tmp_path: Path, server: GsodServer, run_fetch: RunFetch
+) -> None:
+    local = tmp_path / "obs.parquet"
+    pq.write_table(
+        pa.table({"DATE": ["2023-05-01", "2023-05-02"], "TEMP": [60.0, 62.5], "DEWP": [50, 51]}),
+        local,
+    )
+    server.routes["/data/obs.parquet"] = [("status:502", b""), ("ok", local.read_bytes())]
+    code, _, err = run_fetch("--source", "table", "--table-uri", f"{server.url}/data/obs.parquet")
+    assert code == 0, err
+    table, _ = read_dataset(tmp_path / "out" / "dataset.parquet")
+    assert table.column("dewp").to_pylist() == [50.0, 51.0]
+    assert table.column("station").to_pylist() == ["unknown", "unknown"]
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "needles"),
+    [
+        (CSV, ["--column-map", "date=Day,temp=T,dewp=DEW"], ["'DEW'", "not in the table"]),
+        (CSV, [], ["no column for date, temp, dewp"]),
+        (CSV.replace(b"-3.5", b"cold"), ["--column-map", "date=Day,temp=T,dewp=D"],
+         ["column T is not a valid temp", "cold"]),
+        (CSV, ["--column-map", "humidity=H"], ["unknown column(s) humidity"]),
+        (CSV, ["--column-map", "temp"], ["temp=TEMP"]),
+        (b"station,date,temp,dewp\n", [], ["returned no rows"]),
+    ],
+)  # fmt: skip
+def test_table_bad_input_is_a_one_line_error(
+    tmp_path: Path, run_fetch: RunFetch, content: bytes, args: list[str], needles: list[str]
+) -> None:
+    source = tmp_path / "mine.csv"
+    source.write_bytes(content)
+    code, _, err = run_fetch("--source", "table", "--table-uri", str(source), *args)
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "out" / "dataset.parquet").exists()
+
+
+def test_table_unknown_format(tmp_path: Path, run_fetch: RunFetch) -> None:
+    source = tmp_path / "mine.xlsx"
+    source.write_bytes(b"PK")
+    code, _, err = run_fetch("--source", "table", "--table-uri", str(source))
+    assert_one_line_error(code, err, "unknown format")
+
+
+def test_bigquery_query_is_parameterised() -> None:
+    sql, params = bq.build_query((2023, 2024), ("72530094846",))
+    assert "`bigquery-public-data.noaa_gsod.gsod*`" in sql
+    assert "_TABLE_SUFFIX IN UNNEST(@years)" in sql
+    assert "CONCAT(stn, wban) IN UNNEST(@stations)" in sql
+    assert "2023" not in sql and "72530094846" not in sql
+    assert params == {"years": ["2023", "2024"], "stations": ["72530094846"]}
+    every_station, params = bq.build_query((2023,), ())
+    assert "@stations" not in every_station and "stations" not in params
+    for column in ("temp", "dewp", "rain_drizzle", "CAST(year AS INT64)"):
+        assert column in sql
+
+
+def test_bigquery_without_credentials(
+    run_fetch: RunFetch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    code, _, err = run_fetch("--source", "bigquery", "--years", "2023")
+    assert_one_line_error(code, err, "GOOGLE_APPLICATION_CREDENTIALS")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    code, _, err = run_fetch("--source", "bigquery", "--years", "2023")
+    assert_one_line_error(code, err, "missing.json", "not a file")
+
+
+def bigquery_installed() -> bool:
+    try:
+        return importlib.util.find_spec("google.cloud.bigquery") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(
+    bigquery_installed(),
+    reason="the bigquery extra is installed here",
+)
+def test_bigquery_without_the_extra(
+    run_fetch: RunFetch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key = tmp_path / "key.json"
+    key.write_text("{}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    code, _, err = run_fetch("--source", "bigquery", "--years", "2023")
+    assert_one_line_error(code, err, "bigquery extra", "dewpoint-pipeline[bigquery]")
+
+
+def test_synthetic_is_deterministic_and_exercises_sentinels(tmp_path: Path) -> None:
+    def run(seed: int) -> pa.Table:
+        request = SourceRequest(rows=3000, seed=seed, work_dir=tmp_path)
+        return fetch_from("synthetic", request).table
+
+    first, again, other = run(7), run(7), run(8)
+    assert first.equals(again) and not first.equals(other)
+    assert first.num_rows == 3000
+    assert len(set(first.column("station").to_pylist())) == synthetic.DEFAULT_STATIONS
+    # The 9999.9 sentinels written into the CSV text came back as nulls via the GSOD parser.
+    assert 0 < first.column("dewp").null_count < 0.1 * first.num_rows
+    flags = first.column("frshtt").to_pylist()
+    assert all(len(f) == 6 for f in flags) and any(f[1] == "1" for f in flags)
+
+
+def test_synthetic_relation_is_what_a_linear_fit_recovers(tmp_path: Path) -> None:
+    table = fetch_from("synthetic", SourceRequest(rows=20000, seed=3, work_dir=tmp_path)).table
+    both = table.drop_null()
+    temp, dewp = both.column("temp").to_numpy(), both.column("dewp").to_numpy()
+    slope, intercept = np.polyfit(temp, dewp, 1)
+    for t in (20.0, 50.0, 80.0):
+        assert abs(slope * t + intercept - synthetic.expected_dewpoint(t)) < 1.5
+    # Physically: dew point never exceeds temperature (RH <= 100 %), and is close to it when humid.
+    assert np.all(dewp <= temp + 0.05)
+    assert synthetic.dewpoint_f(68.0, 100.0) == pytest.approx(68.0)
+    assert synthetic.expected_dewpoint(50.0) < 50.0
+
+
+def test_synthetic_needs_rows(run_fetch: RunFetch) -> None:
+    code, _, err = run_fetch("--source", "synthetic", "--rows", "0")
+    assert_one_line_error(code, err, "--rows")
