@@ -47,7 +47,14 @@ if ! kc -n mlops get secret seaweedfs-s3 >/dev/null 2>&1; then
 fi
 
 step "Pipeline platform in mlops (kind/overlays/kind)"
-kc apply --server-side --force-conflicts -k kind/overlays/kind
+kc apply --server-side --force-conflicts -k kind/overlays/kind -l 'dewpoint-pipeline/apply!=create-only'
+# The model server belongs to the pipeline once its deploy step has run (model, replicas,
+# provenance): re-applying it would roll the served model back. Create it only when missing.
+if ! kc -n mlops get deployment model-server >/dev/null 2>&1; then
+  kc create -k kind/overlays/kind -l 'dewpoint-pipeline/apply=create-only'
+else
+  echo "deployment/model-server exists: left as the pipeline deployed it"
+fi
 
 step "Waiting for everything to be ready"
 kc -n argo rollout status deployment/workflow-controller --timeout=5m

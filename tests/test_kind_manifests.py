@@ -549,6 +549,16 @@ def test_model_server_matches_the_deploy_step(overlay: list[dict]) -> None:
 
     dep = find(overlay, "Deployment", "model-server")
     assert dep["spec"]["replicas"] == 0, "nothing to serve until the first deploy"
+    # The deploy step owns the live Deployment: `make kind-up` must never re-apply it.
+    create_only = [
+        o["metadata"]["name"]
+        for o in overlay
+        if o["metadata"].get("labels", {}).get("dewpoint-pipeline/apply") == "create-only"
+    ]
+    assert create_only == ["model-server"]
+    up = (KIND / "up.sh").read_text()
+    assert "-k kind/overlays/kind -l 'dewpoint-pipeline/apply!=create-only'" in up
+    assert "create -k kind/overlays/kind -l 'dewpoint-pipeline/apply=create-only'" in up
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["name"] == "model-server"
