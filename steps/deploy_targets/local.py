@@ -49,9 +49,10 @@ def deploy_local(
     Order of events, so that a bad version never takes the old one down:
     1. start the new version on a free scratch port, wait for /ping, smoke-test it, stop it;
     2. stop the old server, start the new version on `port`, wait for /ping, smoke-test it;
-    3. if step 2 fails, start the old version again on `port`.
-    Trade-off: the port is dark while step 2 starts one server (seconds); a second server on the
-    same port would need a proxy in front, which is more moving parts than a demo needs.
+    3. if step 2 fails, start the old version again on its port.
+    With no old server, only step 2 runs. Trade-off: the port is dark while step 2 starts one
+    server (seconds, measured in benchmarks/); serving both on one port would need a proxy in
+    front, which is more moving parts than a laptop demo needs.
 
     Args:
         request: model version to serve and the tracking URI to load it from.
@@ -68,26 +69,26 @@ def deploy_local(
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     old = running_server(state_dir)
-    same = old and (old.model_uri, old.host, old.port) == (request.model_uri, host, port)
-    if same and _ping(old.url):
+    if old is None:
+        _remove_state(state_dir)  # stale, if any: it names no process of ours
+        if not _port_is_free(host, port):
+            raise StepError(f"port {host}:{port} is in use by a process this step did not start")
+        served = _start_and_prove(request, host, port, state_dir, "server", timeout)
+        _write_state(state_dir, served)
+        return DeployResult(served_version=request.version, changed=True)
+    if (old.model_uri, old.host, old.port) == (request.model_uri, host, port) and _ping(old.url):
         return DeployResult(served_version=request.version, changed=False)
 
-    # 1. Prove the candidate where nobody is looking.
+    # 1. Prove the candidate where nobody is looking; the old server keeps serving meanwhile.
     candidate = _start_and_prove(request, host, _free_port(host), state_dir, "candidate", timeout)
     stop_process_group(candidate.pid)
 
     # 2. Swap.
-    if old:
-        stop_process_group(old.pid)
-    elif not _port_is_free(host, port):
-        raise StepError(f"port {host}:{port} is in use by a process this step did not start")
+    stop_process_group(old.pid)
     try:
         served = _start_and_prove(request, host, port, state_dir, "server", timeout)
     except StepError as exc:
         # 3. Put the old version back.
-        if old is None:
-            _remove_state(state_dir)
-            raise
         old_request = DeployRequest(_model_name(old.model_uri), old.version, request.tracking_uri)
         try:
             restored = _start_and_prove(
