@@ -156,7 +156,9 @@ def test_synthetic_relation_is_what_a_linear_fit_recovers(tmp_path: Path) -> Non
     temp, dewp = both.column("temp").to_numpy(), both.column("dewp").to_numpy()
     slope, intercept = np.polyfit(temp, dewp, 1)
     for t in (20.0, 50.0, 80.0):
-        assert abs(slope * t + intercept - synthetic.expected_dewpoint(t)) < 1.5
+        assert abs(slope * t + intercept - synthetic.expected_dewpoint(t)) < 0.5
+    assert slope == pytest.approx(synthetic.LINEAR_FIT[0], abs=0.02)
+    assert intercept == pytest.approx(synthetic.LINEAR_FIT[1], abs=1.0)
     # Physically: dew point never exceeds temperature (RH <= 100 %), and is close to it when humid.
     assert np.all(dewp <= temp + 0.05)
     assert synthetic.dewpoint_f(68.0, 100.0) == pytest.approx(68.0)

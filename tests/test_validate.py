@@ -1,0 +1,235 @@
+"""The validate step: real-shaped data passes, bad data fails listing every broken rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from steps import fetch, validate
+from steps.dataset import SCHEMA, data_hash, read_dataset, write_dataset
+from tests.test_gsod import FIXTURES, fixture_bytes
+
+RunValidate = Callable[..., tuple[int, dict[str, str], str, dict]]
+
+
+@pytest.fixture
+def run_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> RunValidate:
+    """Call `steps.validate.main` like the CLI; returns (exit code, outputs, stderr, report)."""
+
+    def call(dataset: Path, *args: str) -> tuple[int, dict[str, str], str, dict]:
+        report = tmp_path / "validation.json"
+        report.unlink(missing_ok=True)
+        code = validate.main(
+            ["--input", str(dataset), "--output", str(tmp_path / "validated.parquet"),
+             "--report", str(report), *args]
+        )  # fmt: skip
+        captured = capsys.readouterr()
+        lines = captured.out.strip().splitlines()
+        outputs = json.loads(lines[-1]) if code == 0 else {}
+        return (
+            code,
+            outputs,
+            captured.err,
+            (json.loads(report.read_text()) if report.exists() else {}),
+        )
+
+    return call
+
+
+def fetched(tmp_path: Path, *args: str) -> Path:
+    """Run the real fetch step and return the dataset it wrote."""
+    output = tmp_path / "dataset.parquet"
+    assert fetch.main([*args, "--output", str(output)]) == 0
+    return output
+
+
+def dataset_file(tmp_path: Path, temp: list, dewp: list, frshtt: list | None = None, **kw) -> Path:
+    """A dataset file with the given values (one station, consecutive days unless given)."""
+    n = len(temp)
+    table = pa.table(
+        {
+            "station": kw.get("station", ["72530094846"] * n),
+            "date": kw.get("date", [dt.date(2023, 1, 1) + dt.timedelta(i) for i in range(n)]),
+            "temp": pa.array(temp, pa.float64()),
+            "dewp": pa.array(dewp, pa.float64()),
+            "frshtt": frshtt or ["000000"] * n,
+        },
+        schema=SCHEMA,
+    )
+    path = tmp_path / "input.parquet"
+    write_dataset(table, path, {"name": "test"})
+    return path
+
+
+def realistic(n: int, seed: int = 0) -> tuple[list[float], list[float]]:
+    rng = np.random.default_rng(seed)
+    temp = rng.uniform(-20, 95, n).round(1)
+    dewp = (temp - rng.uniform(0, 25, n)).round(1)
+    return temp.tolist(), dewp.tolist()
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_gsod_fixtures_pass_dropping_missing_values(
+    tmp_path: Path, run_validate: RunValidate
+) -> None:
+    dataset = fetched(tmp_path, "--path", str(FIXTURES))
+    code, outputs, err, report = run_validate(dataset, "--min-rows", "5")
+    assert code == 0, err
+    # 11 rows: two DEWP and one TEMP are 9999.9 in the files.
+    assert outputs == {"row-count": "8", "dropped-rows": "3"}
+    assert report["passed"] and report["rows_in"] == 11 and report["rows_out"] == 8
+    assert report["dropped_missing_temp_or_dewp"] == 3
+    assert {rule["name"] for rule in report["rules"]} >= {"temp_range", "dewp_range", "min_rows"}
+    kept, source = read_dataset(tmp_path / "validated.parquet")
+    assert kept.schema.equals(SCHEMA) and source["name"] == "gsod"
+    assert kept.column("dewp").null_count == kept.column("temp").null_count == 0
+    assert report["data_hash"] == data_hash(kept)
+
+
+def test_rain_only_keeps_rain_and_drizzle_days(tmp_path: Path, run_validate: RunValidate) -> None:
+    dataset = fetched(tmp_path, "--path", str(FIXTURES))
+    code, outputs, _, report = run_validate(dataset, "--min-rows", "1", "--rain-only", "true")
+    assert code == 0
+    assert outputs["row-count"] == "3" and report["filtered_not_rain"] == 5
+    kept, _ = read_dataset(tmp_path / "validated.parquet")
+    assert all(flags[1] == "1" for flags in kept.column("frshtt").to_pylist())
+
+
+def test_synthetic_data_passes(tmp_path: Path, run_validate: RunValidate) -> None:
+    dataset = fetched(tmp_path, "--source", "synthetic", "--rows", "2000")
+    code, outputs, _, report = run_validate(dataset)
+    assert code == 0
+    assert int(outputs["row-count"]) + int(outputs["dropped-rows"]) == 2000
+    assert report["removed_dewp_above_temp"] == 0
+
+
+def test_every_broken_rule_is_listed_with_counts(tmp_path: Path, run_validate: RunValidate) -> None:
+    temp, dewp = realistic(500)
+    temp[0] = 150.0  # beyond the world record
+    temp[1] = 9999.9  # a sentinel that escaped cleaning
+    dewp[2] = -180.0
+    frshtt = ["000000"] * 500
+    frshtt[3] = "0100"
+    output = tmp_path / "validated.parquet"
+    output.write_bytes(b"previous validated dataset")
+    code, _, err, report = run_validate(dataset_file(tmp_path, temp, dewp, frshtt))
+    assert_one_line_error(
+        code,
+        err,
+        "temp_range",
+        "2 rows",
+        "dewp_range",
+        "no_sentinels",
+        "frshtt_format",
+        "500 rows in",
+    )
+    assert "min_rows" not in err and "dewp_not_above_temp" not in err
+    failed = {r["name"]: r["violations"] for r in report["rules"] if not r["passed"]}
+    assert failed == {"no_sentinels": 1, "temp_range": 2, "dewp_range": 1, "frshtt_format": 1}
+    assert output.read_bytes() == b"previous validated dataset"
+
+
+def test_dew_point_slightly_above_temperature_is_tolerated(
+    tmp_path: Path, run_validate: RunValidate
+) -> None:
+    # Daily means: dewp can beat temp by a few tenths; that must pass untouched.
+    temp, dewp = realistic(2000)
+    for i in range(0, 2000, 20):
+        dewp[i] = temp[i] + 0.5
+    code, outputs, _, report = run_validate(dataset_file(tmp_path, temp, dewp))
+    assert code == 0 and outputs["row-count"] == "2000"
+    assert report["removed_dewp_above_temp"] == 0
+
+
+def test_rare_inconsistent_rows_are_removed_many_fail(
+    tmp_path: Path, run_validate: RunValidate
+) -> None:
+    temp, dewp = realistic(2000)
+    dewp[5] = temp[5] + 10.0
+    dewp[6] = temp[6] + 10.0
+    code, outputs, _, report = run_validate(dataset_file(tmp_path, temp, dewp))
+    assert code == 0
+    assert outputs == {"row-count": "1998", "dropped-rows": "2"}
+    assert report["removed_dewp_above_temp"] == 2
+
+    for i in range(0, 2000, 100):
+        dewp[i] = temp[i] + 10.0
+    code, _, err, report = run_validate(dataset_file(tmp_path, temp, dewp))
+    assert_one_line_error(code, err, "dewp_not_above_temp", "22 rows, 2 allowed")
+
+
+def test_all_dewp_sentinel_fails_on_min_rows(tmp_path: Path, run_validate: RunValidate) -> None:
+    data = fixture_bytes("01234599999.csv")
+    for value in (b'"  10.3"', b'" -41.2"', b'"  -2.8"'):
+        data = data.replace(value, b'"9999.9"')
+    folder = tmp_path / "gsod"
+    folder.mkdir()
+    (folder / "01234599999.csv").write_bytes(data)
+    code, _, err, report = run_validate(fetched(tmp_path, "--path", str(folder)), "--min-rows", "1")
+    assert_one_line_error(code, err, "min_rows", "4 rows in, 0 left")
+    assert report["dropped_missing_temp_or_dewp"] == 4 and not report["passed"]
+    assert not (tmp_path / "validated.parquet").exists()
+
+
+def test_empty_dataset_fails(tmp_path: Path, run_validate: RunValidate) -> None:
+    code, _, err, _ = run_validate(dataset_file(tmp_path, [], []))
+    assert_one_line_error(code, err, "min_rows", "0 rows in")
+
+
+def test_nan_and_duplicate_days_fail(tmp_path: Path, run_validate: RunValidate) -> None:
+    temp, dewp = realistic(200)
+    dewp[7] = float("nan")
+    dates = [dt.date(2023, 1, 1) + dt.timedelta(i) for i in range(200)]
+    dates[9] = dates[8]
+    code, _, err, _ = run_validate(dataset_file(tmp_path, temp, dewp, date=dates))
+    assert_one_line_error(code, err, "finite_values", "unique_station_day")
+
+
+def test_missing_column_and_non_numeric_values(tmp_path: Path, run_validate: RunValidate) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"station": ["X"], "date": [dt.date(2023, 1, 1)], "temp": [1.0]}), path)
+    code, _, err, _ = run_validate(path)
+    assert_one_line_error(code, err, "missing column(s) dewp, frshtt")
+    pq.write_table(
+        pa.table({"station": ["X"], "date": [dt.date(2023, 1, 1)], "temp": ["warm"],
+                  "dewp": [1.0], "frshtt": ["000000"]}),
+        path,
+    )  # fmt: skip
+    code, _, err, _ = run_validate(path)
+    assert_one_line_error(code, err, "column temp")
+
+
+def test_input_that_is_not_parquet(tmp_path: Path, run_validate: RunValidate) -> None:
+    path = tmp_path / "dataset.parquet"
+    path.write_text("station,date\n")
+    code, _, err, _ = run_validate(path)
+    assert_one_line_error(code, err, "cannot read dataset")
+    code, _, err, _ = run_validate(tmp_path / "absent.parquet")
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_bad_flag_values_via_python_m(tmp_path: Path) -> None:
+    path = dataset_file(tmp_path, *realistic(200))
+    result = subprocess.run(
+        [sys.executable, "-m", "steps", "validate", "--input", str(path), "--output",
+         str(tmp_path / "v.parquet"), "--report", str(tmp_path / "r.json"), "--rain-only", "maybe"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert_one_line_error(result.returncode, result.stderr, "--rain-only must be true or false")
