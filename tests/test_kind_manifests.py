@@ -543,7 +543,10 @@ def cpu(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
-def test_model_server_matches_the_deploy_step(overlay: list[dict]) -> None:
+def test_model_server_matches_the_deploy_step(
+    overlay: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steps.deploy import build_parser as build_deploy_parser
     from steps.deploy_targets import kubernetes as k8s_target
     from steps.serving import recommended_serve_command
 
@@ -572,8 +575,14 @@ def test_model_server_matches_the_deploy_step(overlay: list[dict]) -> None:
     assert "MODEL_URI" in {e["name"] for e in c["env"]}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/ping"
-    source = Path(k8s_target.__file__).read_text()
-    assert '"model-server"' in source, "the deploy step's default Deployment/container name"
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)  # the parser's env fallback
+    args = build_deploy_parser().parse_args(["--target", "kubernetes", "--version", "1"])
+    assert (args.namespace, args.deployment) == (NAMESPACE, "model-server")
+    assert set(k8s_target.ANNOTATION_KEYS.values()) == {
+        "dewpoint-pipeline/model-version",
+        "dewpoint-pipeline/run-id",
+        "dewpoint-pipeline/workflow-uid",
+    }
     service = find(overlay, "Service", "model-server")
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
 
