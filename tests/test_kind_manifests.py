@@ -127,6 +127,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
+    """The non-empty YAML documents of a file."""
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
@@ -141,6 +142,7 @@ def versions() -> dict[str, str]:
 
 
 def package_version() -> str:
+    """The version in pyproject.toml: the tag of our images."""
     with (REPO / "pyproject.toml").open("rb") as f:
         return tomllib.load(f)["project"]["version"]
 
@@ -170,6 +172,7 @@ def everything(overlay: list[dict], argo: list[dict]) -> list[dict[str, Any]]:
 
 
 def find(objects: list[dict], kind: str, name: str, namespace: str | None = None) -> dict:
+    """The one object of `kind` named `name` (in `namespace` if given); fails otherwise."""
     matches = [
         o
         for o in objects
@@ -189,6 +192,7 @@ def pod_templates(objects: list[dict]) -> Iterator[tuple[str, dict]]:
 
 
 def all_containers(pod: dict) -> list[dict]:
+    """Init containers and containers of a pod spec."""
     return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 
@@ -432,6 +436,7 @@ def test_executor_containers_are_restricted_compliant(argo: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def workflow_template() -> dict[str, Any]:
+    """The WorkflowTemplate as workflows/pipeline.py renders it with default settings."""
     from workflows.pipeline import render as render_pipeline
     from workflows.settings import PipelineSettings
 
@@ -513,6 +518,7 @@ def test_in_cluster_tracking_uri_reaches_mlflow_and_passes_its_host_check(
 
 
 def urlhost(url: str) -> str:
+    """`host:port` of an http(s) URL."""
     return url.split("://", 1)[1].split("/", 1)[0]
 
 
@@ -832,6 +838,7 @@ def test_readme_version_table_matches_what_is_pinned(overlay: list[dict]) -> Non
 
 
 def container_args(overlay: list[dict], deployment: str) -> list[str]:
+    """The args of the single container of a Deployment (whose command is `mlflow`)."""
     (c,) = find(overlay, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
     assert c["command"] == ["mlflow"]
     return c["args"]
@@ -913,6 +920,7 @@ class StripPrefixProxy:
         self.thread.start()
 
     def close(self) -> None:
+        """Stop serving and release the port."""
         self.server.shutdown()
         self.server.server_close()
 
