@@ -120,8 +120,9 @@ def _quoted(value: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m steps register --model-uri URI --run-id ID`."""
     parser = argparse.ArgumentParser(prog="python -m steps register", description=__doc__)
-    parser.add_argument("--model-uri", default=env_default("MODEL_URI"), help="train's model-uri")
-    parser.add_argument("--run-id", default=env_default("RUN_ID"), help="train's run-id")
+    # No env fallback for these two: MODEL_URI already names the model server's model.
+    parser.add_argument("--model-uri", help="train's model-uri (default: runs:/<run-id>/model)")
+    parser.add_argument("--run-id", required=True, help="train's run-id")
     parser.add_argument("--data-hash", default=env_default("DATA_HASH"), help="env DATA_HASH")
     parser.add_argument("--data-source", default=env_default("DATA_SOURCE"), help="env DATA_SOURCE")
     parser.add_argument(
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = MlflowSettings.from_args(args)
         registered = register_version(
             settings,
-            args.run_id or "",
+            args.run_id,
             args.model_uri,
             provenance_tags(
                 data_hash=args.data_hash,
