@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,19 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _describe(uri: str, exc: BaseException) -> str:
+    """One line for an MLflow failure; an unreachable server gets a short, actionable message."""
+    text = one_line(exc, limit=2000)
+    if "Max retries exceeded" in text or "Failed to establish a new connection" in text:
+        cause = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        return (
+            f"cannot reach MLflow at {uri} ({cause.group(1) if cause else 'no answer'}) after "
+            f"{retries} retries; is the server up? check --tracking-uri / MLFLOW_TRACKING_URI"
+        )
+    return f"MLflow at {uri}: {one_line(exc)}"
+
+
 @contextmanager
 def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     """Point MLflow at `settings.tracking_uri` and yield an `MlflowClient` for it.
@@ -45,7 +59,7 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
         mlflow.set_tracking_uri(settings.tracking_uri)
         yield mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     except (MlflowException, requests.RequestException) as exc:
-        raise StepError(f"MLflow at {settings.tracking_uri}: {one_line(exc)}") from exc
+        raise StepError(_describe(settings.tracking_uri, exc)) from exc
     finally:
         # set_tracking_uri also exports MLFLOW_TRACKING_URI, so clearing the global and restoring
         # the variable gives back exactly what the caller resolved before.
