@@ -139,7 +139,7 @@ tools: ## Install the pinned kind, kubectl and helm into ./bin (sha256-checked; 
 	kind/tools.sh
 
 .PHONY: kind-up
-kind-up: ## Create or reuse the kind cluster, load the images, install Traefik, Argo, MLflow, SeaweedFS
+kind-up: tools ## Create or reuse the kind cluster, load the images, install Traefik, Argo, MLflow, SeaweedFS
 	kind/up.sh
 
 .PHONY: kind-down
