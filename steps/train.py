@@ -339,6 +339,9 @@ def _write_atomically(path: Path, write: Any) -> None:
     os.close(handle)
     try:
         write(tmp)
+        # mkstemp makes it private (0600); holdout and plot are artifacts the next step reads, as
+        # another user when the local runner's docker backend hands them over (as in dataset.py).
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
