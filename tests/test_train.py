@@ -201,6 +201,8 @@ def test_train_and_log_records_the_run(tracking: MlflowSettings, tmp_path: Path)
     assert dataset_input.dataset.digest == DATA_HASH[:36]
     assert json.loads(dataset_input.dataset.source)["url"].startswith("https://www.ncei")
     assert [t.value for t in dataset_input.tags] == ["training"]
+    schema = json.loads(dataset_input.dataset.schema)["mlflow_colspec"]
+    assert [(c["name"], c["type"]) for c in schema] == [("temp", "double"), ("dewp", "double")]
     assert [a.path for a in client.list_artifacts(result.run_id, "plots")] == ["plots/fit.png"]
 
     # The holdout file is exactly the split the metrics were computed on.
