@@ -987,3 +987,60 @@ def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
         proxy.close()
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_smoke_script_predicts_through_a_stripped_model_prefix(tmp_path: Path) -> None:
+    """kind/smoke.sh against the real scoring server (the manifest's command, our served model)
+    behind a /model-stripping proxy, as Traefik serves it at http://localhost/model/."""
+    import mlflow
+    import pandas as pd
+
+    from steps.model import LinearCoefficients, log_served_model
+    from steps.serving import recommended_serve_command
+    from steps.settings import MlflowSettings
+    from steps.tracking import mlflow_session
+    from tests.conftest import free_port, wait_http_ok
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # mlflow_session restores MLflow's global tracking URI and environment afterwards.
+    with mlflow_session(MlflowSettings(tracking_uri)), mlflow.start_run() as run:
+        log_served_model(LinearCoefficients(0.9, -9.0), pd.DataFrame({"temp": [50.0]}))
+    port = free_port()
+    argv, env = recommended_serve_command(
+        f"runs:/{run.info.run_id}/model",
+        port=port,
+        workers=1,
+        base_env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+    )
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proxy = StripPrefixProxy("/model", f"http://127.0.0.1:{port}")
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/ping", timeout=180, proc=proc)
+        out = subprocess.run(
+            [str(KIND / "smoke.sh")],
+            env={**os.environ, "SMOKE_URL": proxy.url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        # 0.9 * 12.8 - 9 and 0.9 * 68 - 9
+        assert "ok: dew point 2.5 F at 12.8 F, 52.2 F at 68.0 F" in out.stdout
+        assert proxy.seen_paths == ["/invocations"]
+        # And a failure is reported as one: nothing listens behind this URL.
+        dead = subprocess.run(
+            [str(KIND / "smoke.sh")],
+            env={**os.environ, "SMOKE_URL": f"http://127.0.0.1:{free_port()}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert dead.returncode != 0 and "error: no prediction" in dead.stderr
+    finally:
+        proxy.close()
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
