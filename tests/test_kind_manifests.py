@@ -817,6 +817,7 @@ def test_optional_bigquery_credentials_secret_is_documented() -> None:
 def test_readme_version_table_matches_what_is_pinned(overlay: list[dict]) -> None:
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("\n## Cluster") :]
+    section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else None]
     rows = dict(re.findall(r"^\| ([A-Za-z][\w ]+?) \| (.+?) \|$", section, flags=re.M))
     v = versions()
     node_image = yaml.safe_load((KIND / "cluster.yaml").read_text())["nodes"][0]["image"]
