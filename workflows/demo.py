@@ -139,6 +139,7 @@ def run_demo(
     print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {mlflow_s:.1f}s", flush=True)
 
     template = render(PipelineSettings())["workflow-template"]
+    before = running_server(root / "serve")
     params = {"deploy-target": "local", "mlflow-tracking-uri": mlflow.url, **parameters}
     state_dir = root / "serve"
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -152,12 +153,14 @@ def run_demo(
     gate = tasks["promote"]["outputs"]["parameters"]
 
     served = running_server(state_dir)
-    if served is None:
-        raise StepError(f"no model server is running (state in {state_dir}); see {run_dir}")
-    if served.version != gate["champion-version"]:
+    champion = gate["champion-version"]
+    if served is None or served.version != champion:
+        # Only a promotion deploys: a server that died since the last run stays down.
+        what = f"version {served.version} is served" if served else "no model server is running"
         raise StepError(
-            f"served version {served.version} is not the champion {gate['champion-version']};"
-            " run `make demo` again to redeploy it"
+            f"{what}, but the champion is version {champion}; serve it with"
+            f" `{sys.executable} -m steps deploy --target local --version {champion}"
+            f" --tracking-uri {mlflow.url} --port {serve_port} --state-dir {state_dir}`"
         )
     invocations = f"{served.url}/invocations"
     response = httpx.post(
@@ -174,6 +177,7 @@ def run_demo(
         "registered_version": tasks["register"]["outputs"]["parameters"]["version"],
         "served_version": served.version,
         "served_pid": str(served.pid),
+        "served_before": before.version if before else "nothing",
         "deploy": tasks["deploy"]["phase"],
         "invocations": invocations,
         "prediction": response.text.strip(),
@@ -194,8 +198,8 @@ def _print_report(facts: dict[str, str]) -> None:
 ==> done in {facts["total_s"]}s (MLflow {facts["mlflow_s"]}s, pipeline {facts["pipeline_s"]}s)
     MLflow UI:       {facts["mlflow_url"]}
     registered:      version {facts["registered_version"]}, {decision}: {facts["reason"]}
-    served version:  {facts["served_version"]} (champion; pid {facts["served_pid"]}, \
-deploy {facts["deploy"]})
+    served version:  {facts["served_version"]} (the champion; before this run: \
+{facts["served_before"]}; deploy {facts["deploy"]}; pid {facts["served_pid"]})
     prediction:      {facts["prediction"]}  (temp 12.8 deg F)
     try it:
 {facts["curl"]}
