@@ -152,6 +152,11 @@ def predict() -> list[float]:
 
 def test_pipeline_deploys_then_the_gate_decides_what_is_served(client: Any) -> None:
     first = run_pipeline(client, RUN_PARAMETERS)
+    # submit installed the weekly schedule next to the template.
+    cron = json.loads(
+        kubectl("-n", NAMESPACE, "get", "cronworkflow", "dewpoint-pipeline-weekly", "-o", "json")
+    )
+    assert cron["spec"]["workflowSpec"]["workflowTemplateRef"]["name"] == "dewpoint-pipeline"
     if served_version() is None:
         assert first["promoted"] == "true", "no champion yet: the first model must be promoted"
     assert served_version() == first["champion-version"]
