@@ -74,19 +74,33 @@ def canonical(table: pa.Table) -> pa.Table:
 
 def _is_sorted(table: pa.Table) -> bool:
     """Whether rows are already in canonical order; a vectorised check that avoids a sort."""
+    ordered, same_key = _key_order(table)
+    # Ties on (station, date) are rare; sorting then orders them by the remaining columns.
+    return ordered and not pc.any(same_key).as_py()
+
+
+def _key_order(table: pa.Table) -> tuple[bool, pa.ChunkedArray]:
+    """(rows are in non-decreasing (station, date) order, row i has the key of row i + 1)."""
     if table.num_rows < 2:
-        return True
+        return True, pa.chunked_array([], pa.bool_())
     head = table.slice(0, table.num_rows - 1)
     tail = table.slice(1)
-    # Row i <= row i+1 lexicographically; ties on (station, date) are rare, sort them properly.
     station_a, station_b = head.column("station"), tail.column("station")
-    if pc.any(pc.greater(station_a, station_b)).as_py():
-        return False
-    same_station = pc.equal(station_a, station_b)
     date_a, date_b = head.column("date"), tail.column("date")
-    if pc.any(pc.and_(same_station, pc.greater(date_a, date_b))).as_py():
-        return False
-    return not pc.any(pc.and_(same_station, pc.equal(date_a, date_b))).as_py()
+    same_station = pc.equal(station_a, station_b)
+    same_key = pc.and_(same_station, pc.equal(date_a, date_b))
+    if pc.any(pc.greater(station_a, station_b)).as_py():
+        return False, same_key
+    return not pc.any(pc.and_(same_station, pc.greater(date_a, date_b))).as_py(), same_key
+
+
+def duplicate_keys(table: pa.Table) -> int:
+    """How many rows repeat an earlier row's (station, date); cheap when rows are in key order."""
+    ordered, same_key = _key_order(table)
+    if ordered:
+        return int(pc.sum(same_key.cast(pa.int64())).as_py() or 0)
+    groups = table.group_by(["station", "date"]).aggregate([([], "count_all")])
+    return table.num_rows - groups.num_rows
 
 
 def data_hash(table: pa.Table) -> str:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
-from steps.dataset import conform, data_hash, read_dataset, write_dataset
+from steps.dataset import conform, data_hash, duplicate_keys, read_dataset, write_dataset
 from steps.gsod import FRSHTT_PATTERN, MISSING
 
 TEMP_RANGE_F = (-130.0, 140.0)  # beyond the world records (-128.6 F, 134.1 F)
@@ -68,48 +68,53 @@ def validate_table(table: pa.Table, policy: ValidationPolicy) -> tuple[pa.Table,
     table = conform(table)
     rows_in = table.num_rows
     temp, dewp = table.column("temp"), table.column("dewp")
+    frshtt, station = table.column("frshtt"), table.column("station")
+    # Masks over all rows, one filter at the end: no intermediate copies of a 4M-row table.
+    missing = pc.or_(pc.is_null(temp), pc.is_null(dewp))
+    selected = pc.invert(missing)
+    dropped_missing = _count(missing)
+    filtered_not_rain = 0
+    if policy.rain_only:
+        # The prototype's filter: FRSHTT's 2nd character is the rain/drizzle flag.
+        rain = pc.fill_null(pc.equal(pc.utf8_slice_codeunits(frshtt, 1, 2), "1"), False)
+        filtered_not_rain = _count(selected) - _count(pc.and_(selected, rain))
+        selected = pc.and_(selected, rain)
+    rows_selected = _count(selected)
+
+    def among_selected(mask: pa.ChunkedArray) -> int:
+        return _count(pc.and_(selected, mask))
+
+    lo_t, hi_t = TEMP_RANGE_F
+    lo_d, hi_d = DEWP_RANGE_F
+    inconsistent = pc.fill_null(pc.greater(dewp, pc.add(temp, policy.dewp_tolerance)), False)
+    bad_flags = pc.invert(pc.fill_null(pc.match_substring_regex(frshtt, FRSHTT_PATTERN), True))
+    tolerated = Rule(
+        "dewp_not_above_temp",
+        f"dewp <= temp + {policy.dewp_tolerance:g} F (at most "
+        f"{MAX_INCONSISTENT_FRACTION:.1%} of rows, which are removed)",
+        among_selected(inconsistent),
+        math.floor(MAX_INCONSISTENT_FRACTION * rows_selected),
+    )
     rules = [
         Rule("no_sentinels", f"no GSOD missing-value sentinel ({', '.join(map(str, SENTINELS))}) "
              "left in temp/dewp", _count(pc.or_(_is_sentinel(temp), _is_sentinel(dewp)))),
         Rule("finite_values", "temp and dewp are not NaN or infinite",
              _count(pc.or_(_not_finite(temp), _not_finite(dewp)))),
-    ]  # fmt: skip
-
-    missing = pc.or_(pc.is_null(temp), pc.is_null(dewp))
-    dropped_missing = _count(missing)
-    table = table.filter(pc.invert(missing))
-
-    filtered_not_rain = 0
-    if policy.rain_only:
-        # The prototype's filter: FRSHTT's 2nd character is the rain/drizzle flag.
-        rain = pc.equal(pc.utf8_slice_codeunits(table.column("frshtt"), 1, 2), "1")
-        rain = pc.fill_null(rain, False)
-        filtered_not_rain = table.num_rows - _count(rain)
-        table = table.filter(rain)
-
-    temp, dewp = table.column("temp"), table.column("dewp")
-    frshtt, station = table.column("frshtt"), table.column("station")
-    lo_t, hi_t = TEMP_RANGE_F
-    lo_d, hi_d = DEWP_RANGE_F
-    inconsistent = pc.greater(dewp, pc.add(temp, policy.dewp_tolerance))
-    allowed_inconsistent = math.floor(MAX_INCONSISTENT_FRACTION * table.num_rows)
-    rules += [
-        Rule("temp_range", f"temp within [{lo_t:g}, {hi_t:g}] F", _outside(temp, lo_t, hi_t)),
-        Rule("dewp_range", f"dewp within [{lo_d:g}, {hi_d:g}] F", _outside(dewp, lo_d, hi_d)),
-        Rule("dewp_not_above_temp",
-             f"dewp <= temp + {policy.dewp_tolerance:g} F (at most "
-             f"{MAX_INCONSISTENT_FRACTION:.1%} of rows, which are removed)",
-             _count(inconsistent), allowed_inconsistent),
-        Rule("frshtt_format", "frshtt is null or 6 characters 0/1",
-             _count(pc.invert(pc.fill_null(pc.match_substring_regex(frshtt, FRSHTT_PATTERN),
-                                           True)))),
-        Rule("station_present", "station id is not empty", _count(pc.equal(station, ""))),
-        Rule("unique_station_day", "one row per station and date", _duplicates(table)),
+        Rule("temp_range", f"temp within [{lo_t:g}, {hi_t:g}] F",
+             among_selected(_outside(temp, lo_t, hi_t))),
+        Rule("dewp_range", f"dewp within [{lo_d:g}, {hi_d:g}] F",
+             among_selected(_outside(dewp, lo_d, hi_d))),
+        tolerated,
+        Rule("frshtt_format", "frshtt is null or 6 characters 0/1", among_selected(bad_flags)),
+        Rule("station_present", "station id is not empty",
+             among_selected(pc.equal(station, ""))),
+        Rule("unique_station_day", "one row per station and date", duplicate_keys(table)),
     ]  # fmt: skip
     removed_inconsistent = 0
-    if rules[-4].passed and rules[-4].violations:
-        removed_inconsistent = rules[-4].violations
-        table = table.filter(pc.invert(pc.fill_null(inconsistent, False)))
+    if tolerated.passed and tolerated.violations:
+        removed_inconsistent = tolerated.violations
+        selected = pc.and_(selected, pc.invert(inconsistent))
+    table = table.filter(selected)
     rules.append(
         Rule("min_rows", f"at least {policy.min_rows} rows left after dropping and filtering",
              max(0, policy.min_rows - table.num_rows))
@@ -156,15 +161,8 @@ def _not_finite(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.invert(pc.is_finite(column))
 
 
-def _outside(column: pa.ChunkedArray, low: float, high: float) -> int:
-    return _count(pc.or_(pc.less(column, low), pc.greater(column, high)))
-
-
-def _duplicates(table: pa.Table) -> int:
-    if table.num_rows < 2:
-        return 0
-    groups = table.group_by(["station", "date"]).aggregate([([], "count_all")])
-    return table.num_rows - groups.num_rows
+def _outside(column: pa.ChunkedArray, low: float, high: float) -> pa.ChunkedArray:
+    return pc.or_(pc.less(column, low), pc.greater(column, high))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

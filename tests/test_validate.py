@@ -233,3 +233,14 @@ def test_bad_flag_values_via_python_m(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert_one_line_error(result.returncode, result.stderr, "--rain-only must be true or false")
+
+
+def test_duplicate_count_does_not_depend_on_row_order(tmp_path: Path) -> None:
+    from steps.dataset import duplicate_keys
+
+    temp, dewp = realistic(300)
+    dates = [dt.date(2023, 1, 1) + dt.timedelta(i % 250) for i in range(300)]
+    path = dataset_file(tmp_path, temp, dewp, date=dates)
+    table, _ = read_dataset(path)
+    shuffled = table.take(np.random.default_rng(1).permutation(300))
+    assert duplicate_keys(table) == duplicate_keys(shuffled) == 50
