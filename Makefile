@@ -35,6 +35,12 @@ BENCH_ARGS ?=
 bench-serving: $(STAMP) ## Serving benchmark (needs wrk: apt-get install -y wrk): ours vs stock `mlflow models serve` vs bare ASGI floor
 	$(PY) benchmarks/bench_serving.py $(BENCH_ARGS)
 
+# Generates ~1 GB of GSOD-format files per scale step in a temp dir (removed after); a few minutes.
+BENCH_FETCH_ARGS ?= --scale 1
+.PHONY: bench-fetch
+bench-fetch: $(STAMP) ## Data benchmark: fetch (full-year GSOD files) + validate + fit vs a plain pyarrow.csv read; BENCH_FETCH_ARGS="--scale 4"
+	$(PY) benchmarks/bench_pipeline.py $(BENCH_FETCH_ARGS)
+
 # ---- Local demo (workflows/demo.py): everything on 127.0.0.1, state under .demo/ ----------------
 MLFLOW_PORT ?= 5050
 SERVE_PORT ?= 5001
