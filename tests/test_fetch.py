@@ -309,3 +309,11 @@ def test_existing_dataset_survives_a_failed_fetch(tmp_path: Path, run_fetch: Run
     before = output.read_bytes()
     code, _, _ = run_fetch("--path", str(tmp_path / "nowhere"), output=output)
     assert code == 1 and output.read_bytes() == before
+
+
+def test_truncated_archive_is_a_clear_error(tmp_path: Path, run_fetch: RunFetch) -> None:
+    archive = tmp_path / "2023.tar.gz"
+    whole = year_archive({f"{i:011d}.csv": fixture_bytes("01234599999.csv") for i in range(5)})
+    archive.write_bytes(whole[: len(whole) // 2])
+    code, _, err = run_fetch("--path", str(archive))
+    assert_one_line_error(code, err, "2023.tar.gz", "not a readable .tar.gz")
