@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
 from steps.model import MODEL_ARTIFACT_NAME
@@ -110,6 +111,33 @@ def register_version(
                 f"cannot register {model_uri} as {name}: {' '.join(str(exc).split())[:300]}"
             ) from exc
         return RegisteredVersion(name, str(created.version), run_id, created=True)
+
+
+def train_and_register(
+    frame: Any,
+    settings: MlflowSettings,
+    config: Any = None,
+    **provenance: str,
+) -> tuple[Any, RegisteredVersion]:
+    """Train on `frame`, log the run and register its model: a registered version in one call.
+
+    For tests and demos (deploy, end-to-end). `config` is a `steps.train.TrainConfig`;
+    `provenance` goes to `provenance_tags` (data_hash=..., workflow_uid=..., ...).
+
+    Returns:
+        The `TrainResult` (run id, model URI, metrics, holdout) and the registered version.
+    """
+    from steps.train import train_and_log
+
+    result = train_and_log(
+        frame,
+        settings,
+        config,
+        data_hash=provenance.get("data_hash"),
+        data_source=provenance.get("data_source"),
+    )
+    tags = provenance_tags(**provenance)
+    return result, register_version(settings, result.run_id, result.model_uri, tags)
 
 
 def _quoted(value: str) -> str:

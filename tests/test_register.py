@@ -7,11 +7,12 @@ import uuid
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 import steps
 from steps.cli import StepError
-from steps.register import provenance_tags, register_version
+from steps.register import provenance_tags, register_version, train_and_register
 from steps.settings import MlflowSettings
 from steps.train import TrainResult, train_and_log
 from tests.conftest import MlflowServer, free_port
@@ -79,6 +80,24 @@ def test_register_derives_the_model_uri_from_the_run(tracking: MlflowSettings) -
     registered = register_version(tracking, result.run_id)
     client = mlflow.MlflowClient(tracking.tracking_uri)
     assert client.get_model_version(tracking.model_name, registered.version).run_id == result.run_id
+
+
+def test_train_and_register_gives_a_loadable_version_in_one_call(
+    tracking: MlflowSettings,
+) -> None:
+    frame = dewpoint_frame(rows=100, seed=6)
+    result, registered = train_and_register(frame, tracking, workflow_uid="w-9")
+    assert registered.created and registered.version == "1"
+    model = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{registered.version}")
+    predicted = model.predict(pd.DataFrame({"temp": [50.0]}))
+    c = result.coefficients
+    assert predicted[0] == pytest.approx(50.0 * c.coef + c.intercept, abs=1e-9)
+    assert _tags(tracking, "1")["workflow.uid"] == "w-9"
+
+
+def _tags(settings: MlflowSettings, version: str) -> dict[str, str]:
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    return client.get_model_version(settings.model_name, version).tags
 
 
 @pytest.mark.parametrize("run_id", ["0123456789abcdef0123456789abcdef", ""])
