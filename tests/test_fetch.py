@@ -317,3 +317,8 @@ def test_truncated_archive_is_a_clear_error(tmp_path: Path, run_fetch: RunFetch)
     archive.write_bytes(whole[: len(whole) // 2])
     code, _, err = run_fetch("--path", str(archive))
     assert_one_line_error(code, err, "2023.tar.gz", "not a readable .tar.gz")
+
+
+def test_base_url_without_a_scheme(run_fetch: RunFetch) -> None:
+    code, _, err = run_fetch("--base-url", "ncei.example/gsod", "--years", "2023")
+    assert_one_line_error(code, err, "bad URL", "ncei.example/gsod/archive/2023.tar.gz")

@@ -55,6 +55,8 @@ def download(url: str, dest: Path, policy: RetryPolicy, client: httpx.Client | N
                         for chunk in response.iter_bytes(CHUNK_BYTES):
                             out.write(chunk)
                 return dest
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                raise StepError(f"bad URL {url!r}: {_reason(exc)}") from exc
             except httpx.TimeoutException as exc:
                 last = f"timed out after {policy.timeout:g}s ({type(exc).__name__})"
             except httpx.ConnectError as exc:
