@@ -1,7 +1,8 @@
 """Parser for NOAA GSOD daily files (NCEI 'access' CSV and legacy fixed-width '.op') to the dataset.
 
-Vectorised with pyarrow: many small station files are concatenated into large batches and parsed
-by pyarrow.csv in one call, so a full year (~12,300 files) costs about one plain CSV read.
+Vectorised with pyarrow: small station files are concatenated (headers stripped) into ~4 MB
+batches, each parsed by one pyarrow.csv call on a worker thread; a full year (~12,300 files,
+~4M rows) costs about 1.1-1.3x a plain pyarrow.csv read of the same files (benchmarks/).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ MISSING = {
 }
 FRSHTT_PATTERN = "^[01]{6}$"
 
+# pyarrow's numeric conversion skips the padding spaces ("  45.3", " -35.0"); DATE is ISO.
 _CSV_TYPES = {
     "STATION": pa.string(),
     "DATE": pa.date32(),
@@ -68,7 +70,7 @@ class GsodFormatError(StepError):
 
 @dataclass
 class ParseSummary:
-    """What a parse consumed: files, rows per format, and the names of files without rows."""
+    """What a parse consumed: files, rows, and the names of files without data rows."""
 
     files: int = 0
     rows: int = 0
