@@ -190,7 +190,15 @@ def validate_file(
     _write_json(report_path, report)
     if not report["passed"]:
         raise StepError(failure_message(report))
-    write_dataset(kept, output, source)
+    # Keep the source description; rows and hash must describe this file, not fetch's.
+    metadata = {
+        **source,
+        "fetched_rows": source.get("rows"),
+        "fetched_data_hash": source.get("data_hash"),
+        "rows": kept.num_rows,
+        "data_hash": report["data_hash"],
+    }
+    write_dataset(kept, output, metadata)
     dropped = report["dropped_missing_temp_or_dewp"] + report["removed_dewp_above_temp"]
     return {"row-count": kept.num_rows, "dropped-rows": dropped}
 

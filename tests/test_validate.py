@@ -97,6 +97,8 @@ def test_gsod_fixtures_pass_dropping_missing_values(
     assert {rule["name"] for rule in report["rules"]} >= {"temp_range", "dewp_range", "min_rows"}
     kept, source = read_dataset(tmp_path / "validated.parquet")
     assert kept.schema.equals(SCHEMA) and source["name"] == "gsod"
+    assert (source["rows"], source["fetched_rows"]) == (8, 11)
+    assert source["data_hash"] == data_hash(kept) != source["fetched_data_hash"]
     assert kept.column("dewp").null_count == kept.column("temp").null_count == 0
     assert report["data_hash"] == data_hash(kept)
 
