@@ -38,6 +38,7 @@ def test_command_serves_locally_with_the_given_workers_and_cut_overheads() -> No
     }
     assert env["UVICORN_ACCESS_LOG"] == "false"
     assert (env["UVICORN_LOOP"], env["UVICORN_HTTP"]) == ("uvloop", "httptools")
+    assert env["PANDAS_FUTURE_INFER_STRING"] == "0"
     # MLflow starts `uvicorn` by name: the interpreter's bin/ must come first on PATH.
     assert env["PATH"].split(os.pathsep)[1:] == ["/usr/bin"]
     assert (Path(env["PATH"].split(os.pathsep)[0]) / "uvicorn").exists()
