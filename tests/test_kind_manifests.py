@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ K8S_SCHEMA_VERSION = "1.37.0"
 NAMESPACE = "mlops"
 DIGEST_PINNED = re.compile(r"^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Generous: the machine is shared and MLflow answers slowly under load.
+HTTP_TIMEOUT = 60.0
 
 # What our component (kind/base/argo) patches in Argo Workflows v4.1.2's install.yaml, in the
 # shape upstream ships it (manifests/base of the v4.1.2 tag): names, container names, the fields
@@ -866,6 +869,18 @@ def test_mlflow_cli_accepts_the_manifest_arguments(overlay: list[dict]) -> None:
     assert params["env_manager"] == "local"
 
 
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Stop a server started by a test in its own session: SIGTERM, then SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class StripPrefixProxy:
     """What Traefik does for /mlflow: redirect `/mlflow` to `/mlflow/`, strip `/mlflow`, pass the
     request on with the client's Host header (`localhost`, as for http://localhost)."""
@@ -901,7 +916,7 @@ class StripPrefixProxy:
                     upstream + self.path[len(prefix) :],
                     headers=headers,
                     content=body,
-                    timeout=60,
+                    timeout=HTTP_TIMEOUT,
                 )
                 proxy.seen_paths.append(self.path[len(prefix) :])
                 self.send_response(upstream_response.status_code)
@@ -961,20 +976,40 @@ def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
         wait_http_ok(f"{upstream}/health", timeout=180, proc=proc)
         search = "/api/2.0/mlflow/experiments/search?max_results=1"
         for host in ("mlflow.mlops.svc:5000", "mlflow:5000", "localhost"):
-            assert httpx.get(upstream + search, headers={"Host": host}).status_code == 200, host
-        assert httpx.get(upstream + search, headers={"Host": "evil.example"}).status_code == 403
+            assert (
+                httpx.get(
+                    upstream + search, headers={"Host": host}, timeout=HTTP_TIMEOUT
+                ).status_code
+                == 200
+            ), host
+        assert (
+            httpx.get(
+                upstream + search, headers={"Host": "evil.example"}, timeout=HTTP_TIMEOUT
+            ).status_code
+            == 403
+        )
         # The kubelet probes with the pod IP as Host: /health is exempt from the check.
         assert (
-            httpx.get(f"{upstream}/health", headers={"Host": "10.244.0.7:5000"}).status_code == 200
+            httpx.get(
+                f"{upstream}/health", headers={"Host": "10.244.0.7:5000"}, timeout=HTTP_TIMEOUT
+            ).status_code
+            == 200
         )
 
-        assert httpx.get(f"{proxy.url}/mlflow").headers["location"] == "/mlflow/"
-        page = httpx.get(f"{proxy.url}/mlflow/")
+        assert (
+            httpx.get(f"{proxy.url}/mlflow", timeout=HTTP_TIMEOUT).headers["location"] == "/mlflow/"
+        )
+        page = httpx.get(f"{proxy.url}/mlflow/", timeout=HTTP_TIMEOUT)
         assert page.status_code == 200
         assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
         assert assets and not any(a.startswith("/") for a in assets), "relative asset URLs"
         for asset in assets:
-            assert httpx.get(f"{proxy.url}/mlflow/{asset.removeprefix('./')}").status_code == 200
+            assert (
+                httpx.get(
+                    f"{proxy.url}/mlflow/{asset.removeprefix('./')}", timeout=HTTP_TIMEOUT
+                ).status_code
+                == 200
+            )
 
         client = mlflow.MlflowClient(tracking_uri=f"{proxy.url}/mlflow")
         experiment = client.create_experiment("behind-the-ingress")
@@ -986,8 +1021,7 @@ def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
         assert any(p.startswith("/api/2.0/mlflow-artifacts/") for p in proxy.seen_paths)
     finally:
         proxy.close()
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        stop_process_group(proc)
 
 
 @pytest.mark.slow
@@ -1043,5 +1077,4 @@ def test_smoke_script_predicts_through_a_stripped_model_prefix(tmp_path: Path) -
         assert dead.returncode != 0 and "error: no prediction" in dead.stderr
     finally:
         proxy.close()
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        stop_process_group(proc)
