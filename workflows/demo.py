@@ -84,9 +84,13 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
             "--artifacts-destination", str(home / "artifacts"),
         ]  # fmt: skip
+        # MLflow's job runner (GenAI jobs, which the pipeline never uses) is one more Python
+        # process importing MLflow at start-up: measured 46 s -> 26 s to /health on 2 busy cores.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 command,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

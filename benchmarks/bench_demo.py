@@ -1,0 +1,68 @@
+"""Wall time of `make demo` against its one-minute goal: a cold run (MLflow start-up included) and
+a warm rerun, per step, in a private directory on free ports. `python benchmarks/bench_demo.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from steps.deploy_targets.local import stop_local
+from workflows.demo import mlflow_down, run_demo
+
+GOAL_S = 60.0
+STEPS = ("fetch", "validate", "train", "register", "promote", "deploy")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure(root: Path, runs: int) -> list[dict[str, float]]:
+    """Run the demo `runs` times in `root`; per run: total, MLflow start-up and each step (s)."""
+    mlflow_port, serve_port = free_port(), free_port()
+    rows = []
+    try:
+        for _ in range(runs):
+            started = time.monotonic()
+            facts = run_demo(root, mlflow_port, serve_port, {"source": "synthetic"})
+            total = time.monotonic() - started
+            tasks = json.loads((Path(facts["run_dir"]) / "run.json").read_text())["tasks"]
+            row = {"total": total, "mlflow": float(facts["mlflow_s"])}
+            row |= {step: tasks[step]["duration_s"] for step in STEPS}
+            row["runner+demo overhead"] = total - row["mlflow"] - sum(row[s] for s in STEPS)
+            rows.append(row)
+    finally:
+        stop_local(root / "serve")
+        mlflow_down(root)
+    return rows
+
+
+def main() -> None:
+    """Print the per-phase table and the ratio of each run to the goal."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=2, help="demo runs (first is cold)")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
+        rows = measure(Path(tmp), args.runs)
+    load_after = os.getloadavg()[0]
+    names = ["cold", *(f"warm {i}" for i in range(1, len(rows)))]
+    print(f"\ncpus {os.cpu_count()}, 1-min load average {load_before:.1f} -> {load_after:.1f}")
+    print(f"{'phase':<22}" + "".join(f"{n:>10}" for n in names))
+    for phase in rows[0]:
+        print(f"{phase:<22}" + "".join(f"{row[phase]:>9.1f}s" for row in rows))
+    ratios = "".join(f"{row['total'] / GOAL_S:>10.2f}" for row in rows)
+    print(f"{'total / 60 s goal':<22}{ratios}")
+
+
+if __name__ == "__main__":
+    main()
