@@ -61,6 +61,10 @@ demo-down: $(STAMP) ## Stop the demo's model server and MLflow server (by the PI
 mlflow-up: $(STAMP) ## Start (or reuse) the demo's MLflow server on 127.0.0.1:5050 (MLFLOW_PORT=...)
 	$(PY) -m workflows.demo mlflow-up --mlflow-port $(MLFLOW_PORT)
 
+.PHONY: bench-demo
+bench-demo: $(STAMP) ## Time a cold and a warm demo run per step (private dir, free ports) against the 60 s goal
+	$(PY) benchmarks/bench_demo.py
+
 .PHONY: lint
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
