@@ -506,15 +506,19 @@ def test_docker_backend_command_line(tmp_path: Path) -> None:
 
 def test_rendered_pipeline_is_accepted_and_runs_as_a_chain(tmp_path: Path) -> None:
     """The real template passes the runner's checks; a bad parameter stops it before any step."""
-    from workflows.local import _plan
+    from workflows.local import _plan, check_rendered
     from workflows.pipeline import render
     from workflows.settings import PipelineSettings
 
     template = render(PipelineSettings())["workflow-template"]
     order = [task.name for task in _plan(template)]
     assert order == ["fetch", "validate", "train", "register", "promote", "deploy"]
+    check_rendered(template, {"source": "synthetic", "deploy-target": "local"})
+    with pytest.raises(LocalRunError, match="deploy-target='laptop' not in"):
+        check_rendered(template, {"deploy-target": "laptop"})
     with pytest.raises(LocalRunError, match="deploy-target='laptop' not in"):
         run_rendered(template, {"deploy-target": "laptop"}, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_python_command_is_this_interpreter(tmp_path: Path) -> None:

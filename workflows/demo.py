@@ -21,7 +21,7 @@ import httpx
 
 from steps.cli import StepError, env_default, run
 from steps.deploy_targets.local import mlflow_program, running_server, stop_local
-from workflows.local import run_rendered
+from workflows.local import check_rendered, run_rendered
 from workflows.pipeline import render
 from workflows.settings import PipelineSettings
 
@@ -137,14 +137,16 @@ def run_demo(
     """
     root = root.resolve()
     started = time.monotonic()
+    template = render(PipelineSettings())["workflow-template"]
+    params = {"deploy-target": "local", "mlflow-tracking-uri": f"http://{HOST}:{mlflow_port}"}
+    params |= parameters
+    check_rendered(template, params)  # a typo in SOURCE or PARAMS fails before MLflow starts
     print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
     mlflow, fresh = mlflow_up(root, mlflow_port)
     mlflow_s = time.monotonic() - started
     print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {mlflow_s:.1f}s", flush=True)
 
-    template = render(PipelineSettings())["workflow-template"]
     before = running_server(root / "serve")
-    params = {"deploy-target": "local", "mlflow-tracking-uri": mlflow.url, **parameters}
     state_dir = root / "serve"
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     print("==> pipeline (local runner, process backend)", flush=True)

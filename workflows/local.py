@@ -205,6 +205,16 @@ def run_rendered(
         return _execute(run, tasks)
 
 
+def check_rendered(template: dict, parameters: dict[str, str]) -> None:
+    """The checks `run_rendered` makes before running anything, without running anything.
+
+    Raises:
+        LocalRunError: an unsupported template feature or a bad workflow parameter.
+    """
+    _workflow_parameters(template, parameters)
+    _plan(template)
+
+
 def docker_command(
     image: str,
     command: list[str],
