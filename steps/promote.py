@@ -20,7 +20,7 @@ import pandas as pd
 from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
 from steps.model import FEATURE, TARGET
 from steps.settings import MlflowSettings
-from steps.tracking import mlflow_session
+from steps.tracking import mlflow_session, one_line
 from steps.train import read_training_frame
 
 CHAMPION = "champion"
@@ -60,8 +60,11 @@ def holdout_rmse(model_uri: str, holdout: pd.DataFrame) -> float:
     """Load `model_uri` as a pyfunc and return its RMSE (deg F) on the holdout rows."""
     import mlflow.pyfunc
 
-    model = mlflow.pyfunc.load_model(model_uri)
-    predicted = np.asarray(model.predict(holdout[[FEATURE]]), dtype=np.float64).reshape(-1)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        predicted = np.asarray(model.predict(holdout[[FEATURE]]), dtype=np.float64).reshape(-1)
+    except Exception as exc:  # missing artifacts, a flavour we cannot import, a broken predict
+        raise StepError(f"cannot score {model_uri} on the holdout: {one_line(exc)}") from exc
     actual = holdout[TARGET].to_numpy(dtype=np.float64)
     if predicted.shape != actual.shape or not np.all(np.isfinite(predicted)):
         raise StepError(f"{model_uri} gave {predicted.shape} predictions or non-finite ones")

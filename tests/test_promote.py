@@ -20,7 +20,13 @@ from steps.settings import MlflowSettings
 from steps.tracking import HTTP_RETRY_DEFAULTS, mlflow_session
 from steps.train import TrainConfig, TrainResult, train_and_log
 from tests.conftest import MlflowServer, free_port
-from tests.model_helpers import dewpoint_frame, error_line, run_step, write_dataset
+from tests.model_helpers import (
+    dewpoint_frame,
+    error_line,
+    make_experiment,
+    run_step,
+    write_dataset,
+)
 
 
 @pytest.mark.parametrize(
@@ -266,3 +272,25 @@ def test_promote_cli_bad_input_is_one_line_and_champion_unchanged(
     assert not (tmp_path / "o").exists()
     assert _aliases(settings) == {CHAMPION: good}
     assert "gate.decision" not in _tags(settings, candidate)
+
+
+def test_champion_that_cannot_be_scored_stops_the_gate_before_any_write(
+    sqlite_tracking_uri: str, tmp_path: Path
+) -> None:
+    settings = MlflowSettings(sqlite_tracking_uri, experiment="gate-broken")
+    make_experiment(settings.tracking_uri, settings.experiment, tmp_path / "artifacts")
+    new = train_and_log(dewpoint_frame(rows=200, seed=8), settings)
+    version = register_version(settings, new.run_id, new.model_uri).version
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    # A champion whose artifacts are gone: scoring it fails after the new model was scored.
+    gone = client.create_model_version(
+        settings.model_name, source=(tmp_path / "deleted-model").as_uri()
+    )
+    client.set_registered_model_alias(settings.model_name, CHAMPION, gone.version)
+
+    with pytest.raises(StepError) as info:
+        promote_if_better(settings, version, dewpoint_frame(rows=100, seed=9), tolerance=100.0)
+    assert f"cannot score models:/{settings.model_name}/{gone.version}" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert _aliases(settings) == {CHAMPION: gone.version}
+    assert "gate.decision" not in _tags(settings, version)
