@@ -242,7 +242,7 @@ def test_retry_strategy_limit(
     assert summary["tasks"]["flaky"]["phase"] == phase
     assert summary["tasks"]["flaky"]["attempts"] == attempts
     assert int(counter.read_text()) == attempts
-    assert "retry 1/" in text
+    assert f"retry 1/{limit} in 1s (template backoff 30s) after exit 3" in text
 
 
 def test_failing_task_is_named_with_its_stderr_and_stops_the_run(tmp_path: Path) -> None:

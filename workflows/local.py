@@ -651,8 +651,13 @@ def _attempt(
         if proc.returncode == 0 or attempt > limit:
             break
         last = " ".join(_tail(task_dir / "stderr.log", 1))
-        run.say(f"    retry {attempt}/{limit} after exit {proc.returncode}: {last}")
-        time.sleep(min(delay * factor ** (attempt - 1), MAX_LOCAL_BACKOFF_S))
+        backoff_s = delay * factor ** (attempt - 1)
+        wait_s = min(backoff_s, MAX_LOCAL_BACKOFF_S)  # a laptop run should not sit out 30 s
+        run.say(
+            f"    retry {attempt}/{limit} in {wait_s:g}s (template backoff {backoff_s:g}s)"
+            f" after exit {proc.returncode}: {last}"
+        )
+        time.sleep(wait_s)
     result.duration_s = time.monotonic() - started
     if result.exit_code != 0:
         result.phase = "Failed"
