@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -97,7 +98,7 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def phase_pyarrow(folder: Path) -> None:
-    """The floor: a plain pyarrow.csv read of STATION, TEMP, DEWP from every file, concatenated."""
+    """The floor: a plain pyarrow.csv read of STATION, TEMP, DEWP from every .csv, concatenated."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -130,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--repeat", type=int, default=3, help="runs of pyarrow and fetch (median)")
+    parser.add_argument(
+        "--archive", action="store_true", help="also time fetch from one .tar.gz of the files"
+    )
     parser.add_argument("--phase", choices=["pyarrow", "train"], help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -153,31 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         py = sys.executable
         dataset, validated = work / "dataset.parquet", work / "validated.parquet"
         pyarrow_read = [py, __file__, "--phase", "pyarrow", "--input", str(data)]
-        fetch = [
-            py,
-            "-m",
-            "steps",
-            "fetch",
-            "--source",
-            "gsod",
-            "--path",
-            str(data),
-            "--output",
-            str(dataset),
-        ]
-        validate = [
-            py,
-            "-m",
-            "steps",
-            "validate",
-            "--input",
-            str(dataset),
-            "--output",
-            str(validated),
-            "--report",
-            str(work / "validation.json"),
-        ]
-        train = [py, __file__, "--phase", "train", "--input", str(validated)]  # fmt: skip
+
+        def cli(*args: str | Path) -> list[str]:
+            return [py, "-m", "steps", *map(str, args)]
+
+        fetch = cli("fetch", "--source", "gsod", "--path", data, "--output", dataset)
+        report = work / "validation.json"
+        validate = cli("validate", "--input", dataset, "--output", validated, "--report", report)
+        train = [py, __file__, "--phase", "train", "--input", str(validated)]
         measure(pyarrow_read)  # warm the page cache so neither reader pays for the disk
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
               f"pyarrow and fetch alternate {args.repeat} times", flush=True)  # fmt: skip
@@ -191,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             "validate": summarise("validate", [measure(validate)]),
             "train (lstsq)": summarise("train (lstsq)", [measure(train)]),
         }
+        if args.archive:
+            archive = work / "gsod.tar.gz"
+            with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
+                tar.add(data, arcname=".")
+            from_archive = cli("fetch", "--path", archive, "--output", work / "from-tar.parquet")
+            results["fetch (.tar.gz)"] = summarise("fetch (.tar.gz)", [measure(from_archive)])
         floor, ours = results["pyarrow.csv read"], results["fetch"]
         print(
             f"ratio fetch / pyarrow.csv read: {ours['seconds'] / floor['seconds']:.2f}x wall, "
