@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from steps.served_model import COEFFICIENTS_ARTIFACT
-
 FEATURE = "temp"
 TARGET = "dewp"
 MODEL_ARTIFACT_NAME = "model"
+# Same name as in served_model.py (not imported from there: that would import mlflow here).
+COEFFICIENTS_ARTIFACT = "coefficients"
 # The models-from-code file MLflow copies into every logged model.
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
 # Packages the served model imports, pinned to the versions this process runs with. mlflow-skinny

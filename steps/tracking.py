@@ -22,7 +22,7 @@ HTTP_RETRY_DEFAULTS = {
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:
-    """The first line of an exception's message with whitespace collapsed, cut at `limit` chars."""
+    """An exception's message on one line (whitespace collapsed), cut at `limit` characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

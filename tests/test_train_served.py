@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.served_model import LinearDewpointModel
+from steps import model, served_model
 from steps.settings import MlflowSettings
 from steps.train import TrainConfig, fit_model, split_holdout, train_and_log
 from tests.conftest import free_port, mlflow_executable, wait_http_ok
@@ -100,12 +100,15 @@ def test_served_model_class_reads_coefficients_from_json(tmp_path: Path) -> None
     path = tmp_path / "coefficients.json"
     path.write_text(json.dumps({"feature": "temp", "coef": 0.75, "intercept": -9.5}))
 
+    assert served_model.COEFFICIENTS_ARTIFACT == model.COEFFICIENTS_ARTIFACT
+    assert served_model.FEATURE == model.FEATURE
+
     class Context:
         artifacts = {"coefficients": str(path)}  # noqa: RUF012 - stands in for MLflow's context
 
-    model = LinearDewpointModel()
-    model.load_context(Context())
-    predicted = model.predict(None, pd.DataFrame({"temp": [10.0, -4.0]}))
+    served = served_model.LinearDewpointModel()
+    served.load_context(Context())
+    predicted = served.predict(None, pd.DataFrame({"temp": [10.0, -4.0]}))
     np.testing.assert_array_equal(predicted, [10.0 * 0.75 - 9.5, -4.0 * 0.75 - 9.5])
 
 
