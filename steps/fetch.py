@@ -45,6 +45,18 @@ def parse_years(text: str | None) -> tuple[int, ...]:
     return years
 
 
+def parse_stations(text: str | None) -> tuple[str, ...]:
+    """`72530094846,A0000253928` -> ids; each must be 11 letters/digits (USAF + WBAN)."""
+    stations = tuple(_split(text))
+    bad = [s for s in stations if not (len(s) == 11 and s.isascii() and s.isalnum())]
+    if bad:
+        raise StepError(
+            f"--stations: {', '.join(bad[:3])} is not an 11-character GSOD station id "
+            "(USAF + WBAN, e.g. 72530094846)"
+        )
+    return stations
+
+
 def parse_column_map(text: str | None) -> dict[str, str]:
     """`temp=TEMP,dewp=DEWP` (ours=theirs) -> {"temp": "TEMP", "dewp": "DEWP"}."""
     mapping = {}
@@ -88,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--path",
-        type=Path,
         default=env_default("GSOD_PATH"),
         help="local directory or .tar.gz of GSOD files instead of HTTP (env GSOD_PATH)",
     )
@@ -140,21 +151,25 @@ def main(argv: list[str] | None = None) -> int:
             timeout = float(args.http_timeout)
         except ValueError:
             raise StepError(f"--http-timeout must be seconds, got {args.http_timeout!r}") from None
+        retries = _int(args.http_retries, "--http-retries")
+        if timeout <= 0 or retries < 0:
+            raise StepError("--http-timeout must be > 0 and --http-retries >= 0")
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         # Scratch next to the output: in a pod only /work is writable.
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=output.parent) as scratch:
             request = SourceRequest(
                 years=parse_years(args.years),
-                stations=tuple(_split(args.stations)),
-                path=args.path,
+                stations=parse_stations(args.stations),
+                # An empty --path (Argo passes every parameter) means "download", not ".".
+                path=Path(args.path) if args.path else None,
                 base_url=args.base_url or DEFAULT_BASE_URL,
                 table_uri=args.table_uri,
                 column_map=parse_column_map(args.column_map),
-                rows=_int(args.rows, "--rows"),
-                seed=_int(args.seed, "--seed"),
+                rows=_int(args.rows or "5000", "--rows"),
+                seed=_int(args.seed or "42", "--seed"),
                 work_dir=Path(scratch),
-                http_retries=_int(args.http_retries, "--http-retries"),
+                http_retries=retries,
                 http_timeout=timeout,
             )
             outputs = fetch_dataset(args.source, request, output)

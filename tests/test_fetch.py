@@ -322,3 +322,23 @@ def test_truncated_archive_is_a_clear_error(tmp_path: Path, run_fetch: RunFetch)
 def test_base_url_without_a_scheme(run_fetch: RunFetch) -> None:
     code, _, err = run_fetch("--base-url", "ncei.example/gsod", "--years", "2023")
     assert_one_line_error(code, err, "bad URL", "ncei.example/gsod/archive/2023.tar.gz")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--stations", "725300,../../etc"], "not an 11-character GSOD station id"),
+        (["--http-retries", "-1"], "--http-retries >= 0"),
+        (["--http-timeout", "soon"], "--http-timeout must be seconds"),
+    ],
+)
+def test_bad_fetch_flags(run_fetch: RunFetch, args: list[str], needle: str) -> None:
+    code, _, err = run_fetch("--years", "2023", *args)
+    assert_one_line_error(code, err, needle)
+
+
+def test_empty_path_means_download(server: GsodServer, run_fetch: RunFetch) -> None:
+    server.routes["/archive/2023.tar.gz"] = [("ok", year_archive(fixture_csvs()))]
+    code, outputs, err = run_fetch("--path", "", "--base-url", server.url, "--years", "2023")
+    assert code == 0, err
+    assert outputs["row-count"] == "9"
