@@ -75,7 +75,10 @@ def register_version(
     """
     from mlflow.exceptions import MlflowException
 
-    if not run_id or not run_id.strip():
+    # Values read back from Argo output files may carry a trailing newline.
+    run_id = (run_id or "").strip()
+    model_uri = (model_uri or "").strip() or None
+    if not run_id:
         raise StepError("no run id: pass --run-id (train's run-id output)")
     model_uri = model_uri or f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}"
     name = settings.model_name
