@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("FETCH_SOURCE", "gsod"),
         help=f"one of {', '.join(SOURCES)} (env FETCH_SOURCE, default gsod)",
     )
-    parser.add_argument("--output", type=Path, required=True, help="Parquet file to write")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("dataset.parquet"),
+        help="Parquet file to write (default ./dataset.parquet; the workflow passes /work/out/...)",
+    )
     parser.add_argument(
         "--years",
         default=env_default("GSOD_YEARS"),
