@@ -594,7 +594,7 @@ def _run_task(run: _Run, task: _Task, dag_scope: Mapping[str, str]) -> None:
                               working_dir=working_dir, docker=run.docker)  # fmt: skip
         cwd, proc_env = None, None
     else:
-        argv = (_local_command(command) + args) or []
+        argv = _local_command(command) + args
         if not argv:
             raise LocalRunError(f"{where}: the process backend needs container.command or args")
         # Steps start `mlflow` and `uvicorn` as programs: this interpreter's bin/ goes first.
