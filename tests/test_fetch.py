@@ -190,7 +190,11 @@ def test_http_connection_reset_mid_download_is_retried(
 
 @pytest.mark.parametrize(
     ("behaviour", "needle"),
-    [("reset", "connection broken mid-download"), ("stall", "timed out")],
+    [
+        ("reset", "connection broken mid-download"),
+        ("stall", "timed out"),
+        ("status:503", "HTTP 503"),
+    ],
 )
 def test_http_failing_mid_download_gives_up_and_leaves_nothing(
     tmp_path: Path, server: GsodServer, run_fetch: RunFetch, behaviour: str, needle: str
