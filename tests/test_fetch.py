@@ -196,7 +196,7 @@ def test_http_connection_reset_mid_download_is_retried(
         ("status:503", "HTTP 503"),
     ],
 )
-def test_http_failing_mid_download_gives_up_and_leaves_nothing(
+def test_http_gives_up_after_retries_and_leaves_nothing(
     tmp_path: Path, server: GsodServer, run_fetch: RunFetch, behaviour: str, needle: str
 ) -> None:
     server.stall_seconds = 2.0
