@@ -112,6 +112,8 @@ lock-images: $(STAMP) ## Regenerate the hashed Python 3.13 locks of the images (
 	$(UV_COMPILE) pyproject.toml -o docker/requirements-step.lock
 	$(UV_COMPILE) docker/requirements-mlflow.in -o docker/requirements-mlflow.lock
 	$(UV_COMPILE) docker/requirements-serve.in -o docker/requirements-serve.lock
+	$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(UV_COMPILE) - -o docker/requirements-build.lock
 
 .PHONY: lock
 lock: lock-images
