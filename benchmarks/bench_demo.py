@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import tempfile
 import time
@@ -26,6 +27,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(root: Path, runs: int) -> list[dict[str, float]]:
     """Run the demo `runs` times in `root`; per run: total, MLflow start-up and each step (s)."""
     mlflow_port, serve_port = free_port(), free_port()
@@ -33,12 +39,15 @@ def measure(root: Path, runs: int) -> list[dict[str, float]]:
     try:
         for _ in range(runs):
             started = time.monotonic()
+            cpu_before = _children_cpu_s()
             facts = run_demo(root, mlflow_port, serve_port, {"source": "synthetic"})
             total = time.monotonic() - started
             tasks = json.loads((Path(facts["run_dir"]) / "run.json").read_text())["tasks"]
             row = {"total": total, "mlflow": float(facts["mlflow_s"])}
             row |= {step: tasks[step]["duration_s"] for step in STEPS}
             row["runner+demo overhead"] = total - row["mlflow"] - sum(row[s] for s in STEPS)
+            # CPU the finished step processes used: what the wall time shrinks to on idle cores.
+            row["step CPU (user+sys)"] = _children_cpu_s() - cpu_before
             rows.append(row)
     finally:
         stop_local(root / "serve")
