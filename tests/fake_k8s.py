@@ -113,6 +113,7 @@ class FakeKubernetes:
         self.never_ready: set[str] = set()
         self.bad_predictions: set[str] = set()
         self.forbidden: set[str] = set()
+        self.drop_connections = 0  # the Service hangs up on this many requests first
         self.patches: list[dict] = []
         self._pending: list[dict] = []  # status snapshots the "controller" reports next
         self._lock = threading.Lock()
@@ -216,6 +217,12 @@ class FakeKubernetes:
         class Handler(_JsonHandler):
             def do_POST(self) -> None:
                 rows = self.read_json()["dataframe_split"]["data"]
+                with fake._lock:
+                    drop = fake.drop_connections > 0
+                    fake.drop_connections -= drop
+                if drop:  # hang up without an answer, like a route to a pod that just went away
+                    self.close_connection = True
+                    return None
                 uri = fake.serving_uri
                 if self.path != "/invocations" or uri is None:
                     return self.reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no endpoints"})

@@ -99,6 +99,22 @@ def test_smoke_test_failure_rolls_back(cluster: FakeKubernetes) -> None:
     assert cluster.serving_uri == uri("1")
 
 
+def test_smoke_test_retries_dropped_connections_only(cluster: FakeKubernetes) -> None:
+    cluster.drop_connections = 2  # kube-proxy still routing to a pod that just went away
+
+    assert deploy_to(cluster, "2").changed is True
+    assert cluster.patched_model_uris() == [uri("2")]
+
+
+def test_unreachable_service_rolls_back(cluster: FakeKubernetes) -> None:
+    cluster.drop_connections = 100
+
+    with pytest.raises(StepError, match=r"smoke test: .* failed: RemoteProtocolError"):
+        deploy_to(cluster, "2")
+
+    assert cluster.patched_model_uris() == [uri("2"), uri("1")]
+
+
 def test_scaled_to_zero_is_scaled_to_one() -> None:
     with FakeKubernetes(uri("1"), replicas=0) as fake:
         result = deploy_to(fake, "1")  # same URI, but nothing serves it: not a no-op

@@ -13,6 +13,10 @@ from steps.cli import StepError
 SMOKE_BODY = {"dataframe_split": {"columns": ["temp"], "data": [[12.8], [50.0], [80.0]]}}
 
 
+class ServerUnreachable(StepError):
+    """The smoke test could not connect at all (as opposed to getting a wrong answer)."""
+
+
 @dataclass(frozen=True)
 class DeployRequest:
     """Which registered model version to serve, and the provenance to record next to it."""
@@ -48,13 +52,14 @@ def smoke_test(base_url: str, timeout: float = 30.0) -> list[float]:
         The three predictions.
 
     Raises:
+        ServerUnreachable: no connection (refused, timed out).
         StepError: not a 200, not JSON, or not a `predictions` list of three finite numbers.
     """
     url = base_url.rstrip("/") + "/invocations"
     try:
         response = httpx.post(url, json=SMOKE_BODY, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise StepError(f"smoke test: POST {url} failed: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise ServerUnreachable(f"smoke test: POST {url} failed: {exc!r}") from exc
     if response.status_code != 200:
         raise StepError(f"smoke test: POST {url} answered {response.status_code}: {response.text}")
     try:

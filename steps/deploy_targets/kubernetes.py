@@ -17,7 +17,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from steps.cli import StepError
-from steps.deploy_targets.common import DeployRequest, DeployResult, smoke_test
+from steps.deploy_targets.common import (
+    DeployRequest,
+    DeployResult,
+    ServerUnreachable,
+    smoke_test,
+)
 
 CONTAINER = "model-server"
 ANNOTATION_KEYS = {
@@ -127,7 +132,7 @@ def deploy_kubernetes(
     ref.patch(wanted)
     try:
         wait_for_rollout(ref, timeout)
-        smoke_test(service_url)
+        smoke_test_service(service_url)
     except StepError as exc:
         cause = f"deploying {request.model_uri} to {namespace}/{deployment} failed: {exc}"
         try:
@@ -191,6 +196,22 @@ def wait_for_rollout(ref: DeploymentRef, timeout: float, poll: float = 1.0) -> N
         if time.monotonic() >= deadline:
             raise StepError(f"rollout not finished after {timeout:g}s: {progress}")
         time.sleep(poll)
+
+
+def smoke_test_service(service_url: str, attempts: int = 5, pause: float = 2.0) -> None:
+    """Smoke-test through the Service, retrying only failed connections.
+
+    Right after a rollout kube-proxy may still route a connection to a pod that has just gone;
+    a wrong answer is never retried.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            smoke_test(service_url)
+            return
+        except ServerUnreachable:
+            if attempt == attempts:
+                raise
+            time.sleep(pause)
 
 
 def _available(dep: client.V1Deployment) -> bool:
