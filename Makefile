@@ -119,7 +119,7 @@ lock-images: $(STAMP) ## Regenerate the hashed Python 3.13 locks of the images (
 lock: lock-images
 
 .PHONY: base-image
-base-image: ## Build the Python 3.13 base image $(LOCAL_BASE_IMAGE) with debootstrap (cached: skipped if present)
+base-image: ## Build local/python-base:trixie (Python 3.13) with debootstrap, for hosts without a registry; skipped if present
 	DOCKER=$(DOCKER) docker/base-image.sh $(LOCAL_BASE_IMAGE)
 
 .PHONY: images
@@ -134,7 +134,7 @@ images: ## Build the step, mlflow and serve images (BASE_IMAGE=..., PIP_CA_BUNDL
 	$(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' '$(IMAGE_PREFIX)/*:$(IMAGE_VERSION)'
 
 .PHONY: kind-load
-kind-load: ## Load the images into the kind cluster $(KIND_CLUSTER)
+kind-load: ## Load the three images into the kind cluster (KIND_CLUSTER, default dewpoint)
 	for target in $(IMAGES); do \
 		$(KIND) load docker-image $(IMAGE_PREFIX)/$$target:$(IMAGE_VERSION) --name $(KIND_CLUSTER); \
 	done
