@@ -336,6 +336,17 @@ def test_mlflow_image_stores_runs_in_postgres(
     assert stored.strip() == str(experiment_id)
 
 
+def test_mlflow_image_maps_both_postgres_uri_forms_to_psycopg3(images: dict[str, str]) -> None:
+    probe = (
+        "import importlib.util, json, sqlalchemy as sa; "
+        "uris = ['postgresql://u:p@127.0.0.1:1/db', 'postgresql+psycopg://u:p@127.0.0.1:1/db']; "
+        "print(json.dumps({'drivers': [sa.create_engine(u).dialect.driver for u in uris], "
+        "'psycopg2': importlib.util.find_spec('psycopg2') is not None}))"
+    )
+    out = docker("run", "--rm", *RESTRICTED, images["mlflow"], "python", "-c", probe).stdout
+    assert json.loads(out) == {"drivers": ["psycopg", "psycopg"], "psycopg2": False}
+
+
 def test_mlflow_image_health_check_turns_healthy(mlflow_container: MlflowContainer) -> None:
     deadline = time.monotonic() + 60
     status = ""
