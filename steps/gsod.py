@@ -83,17 +83,22 @@ def is_gsod_name(name: str) -> bool:
 
 
 def iter_directory(path: Path, read_ahead: int = 64) -> Iterator[tuple[str, bytes]]:
-    """Yield (relative name, bytes) for every GSOD file under `path`, in sorted order.
+    """Yield (relative name, bytes) for every GSOD file under `path`, sorted by file name.
 
     Up to `read_ahead` files are read by background threads while the caller parses: with
     ~12,300 small files per year, waiting on each read in turn costs more than the parse.
     """
     root = str(path)
+    # Station file first, then folder: `{year}/{station}.csv` trees come out in (station, date)
+    # order, which is the dataset's canonical order, so fetch needs no sort.
     names = sorted(
-        os.path.relpath(os.path.join(folder, name), root)
-        for folder, _, files in os.walk(root)
-        for name in files
-        if is_gsod_name(name)
+        (
+            os.path.relpath(os.path.join(folder, name), root)
+            for folder, _, files in os.walk(root)
+            for name in files
+            if is_gsod_name(name)
+        ),
+        key=lambda name: (os.path.basename(name), name),
     )
     pending: deque[tuple[str, Future[bytes]]] = deque()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsod-read") as pool:
