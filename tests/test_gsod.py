@@ -154,3 +154,25 @@ def test_sentinel_only_for_exact_value() -> None:
     data = fixture_bytes("A0000212345.csv").replace(b'"  68.2"', b'" 999.9"')
     table = gsod.parse_csv(data)
     assert pc.max(table.column("temp")).as_py() == 999.9
+
+
+def test_year_folders_are_read_station_first_in_canonical_order(tmp_path: Path) -> None:
+    from steps.dataset import _is_sorted
+
+    later = {b'"2023-': b'"2024-', b'"2024-02-2': b'"2028-02-2'}  # the same stations, later
+    for year in ("2024", "2023"):
+        folder = tmp_path / year
+        folder.mkdir()
+        for name in ("A0000212345.csv", "01234599999.csv"):
+            data = fixture_bytes(name)
+            for old, new in later.items() if year == "2024" else ():
+                data = data.replace(old, new)
+            (folder / name).write_bytes(data)
+    names = [name for name, _ in gsod.iter_directory(tmp_path)]
+    assert names == [
+        "2023/01234599999.csv",
+        "2024/01234599999.csv",
+        "2023/A0000212345.csv",
+        "2024/A0000212345.csv",
+    ]
+    assert _is_sorted(gsod.parse_files(gsod.iter_directory(tmp_path)))
