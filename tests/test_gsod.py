@@ -176,3 +176,11 @@ def test_year_folders_are_read_station_first_in_canonical_order(tmp_path: Path) 
         "2024/A0000212345.csv",
     ]
     assert _is_sorted(gsod.parse_files(gsod.iter_directory(tmp_path)))
+
+
+def test_non_utf8_station_name_is_ignored_because_name_is_not_read() -> None:
+    # Latin-1 in NAME (a column the dataset does not use) must not fail a whole year's fetch.
+    data = fixture_bytes("A0000212345.csv").replace(b"FICTIONAL", b"FICTI\xd3NAL")
+    assert rows_of(gsod.parse_csv(data)) == rows_of(
+        gsod.parse_csv(fixture_bytes("A0000212345.csv"))
+    )
