@@ -20,6 +20,7 @@ import httpx
 
 from steps.cli import StepError
 from steps.deploy_targets.common import DeployRequest, DeployResult, smoke_test
+from steps.serving import recommended_serve_command
 
 STATE_FILE = "server.json"
 
@@ -134,8 +135,12 @@ def running_server(state_dir: Path) -> ServedModel | None:
     if served is None or not _alive(served.pid):
         return None
     argv = _cmdline(served.pid)
-    expected = ["models", "serve", "-m", served.model_uri, "-p", str(served.port)]
-    return served if all(arg in argv for arg in expected) else None
+    is_ours = (
+        "serve" in argv
+        and _flag(argv, "-m", "--model-uri") == served.model_uri
+        and _flag(argv, "-p", "--port") == str(served.port)
+    )
+    return served if is_ours else None
 
 
 def stop_process_group(pid: int, timeout: float = 30.0) -> None:
@@ -187,13 +192,25 @@ def _model_name(model_uri: str) -> str:
     return model_uri.removeprefix("models:/").rsplit("/", 1)[0]
 
 
+def _flag(argv: list[str], short: str, long: str) -> str | None:
+    """The value after `short` or `long` in `argv`, if any."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg in (short, long):
+            return argv[i + 1]
+    return None
+
+
 def _start_server(request: DeployRequest, host: str, port: int, log: Path) -> subprocess.Popen:
     mlflow = mlflow_program()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=request.tracking_uri)
+    # One worker: with --workers > 1, uvicorn 0.54's supervisor respawns a worker whose model fails
+    # to load instead of exiting (seen here: /ping just never answers until the timeout), so a
+    # broken model would cost the whole --timeout. https://github.com/Kludex/uvicorn/issues/1115
+    command, env = recommended_serve_command(
+        request.model_uri, host=host, port=port, workers=1, mlflow_executable=str(mlflow)
+    )
+    env["MLFLOW_TRACKING_URI"] = request.tracking_uri
     # `models serve` execs `uvicorn` by name; it must find the one beside our mlflow.
     env["PATH"] = os.pathsep.join([str(mlflow.parent), env.get("PATH", "")])
-    command = [str(mlflow), "models", "serve", "-m", request.model_uri]
-    command += ["--env-manager", "local", "-h", host, "-p", str(port)]
     with log.open("wb") as out:
         return subprocess.Popen(
             command,
