@@ -41,6 +41,10 @@ BENCH_FETCH_ARGS ?= --scale 1
 bench-fetch: $(STAMP) ## Data benchmark: fetch (full-year GSOD files) + validate + fit vs a plain pyarrow.csv read; BENCH_FETCH_ARGS="--scale 4"
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_FETCH_ARGS)
 
+.PHONY: bench-deploy
+bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op times, and how long /ping is dark during a swap
+	$(PY) benchmarks/bench_deploy_local.py
+
 # ---- Local demo (workflows/demo.py): everything on 127.0.0.1, state under .demo/ ----------------
 MLFLOW_PORT ?= 5050
 SERVE_PORT ?= 5001

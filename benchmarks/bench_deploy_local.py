@@ -1,0 +1,119 @@
+"""Local deploy benchmark: first deploy, swap and no-op wall times, and how long the port is dark.
+
+Run `python benchmarks/bench_deploy_local.py` (sqlite MLflow store under a temp dir, loopback only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pandas as pd
+
+from steps.deploy_targets.common import DeployRequest
+from steps.deploy_targets.local import deploy_local, stop_local
+from steps.model import LinearCoefficients, log_served_model
+
+HOST = "127.0.0.1"
+
+
+class PingWatcher:
+    """Polls /ping in a thread and records the longest stretch without a 200 (the dark window)."""
+
+    def __init__(self, url: str, interval: float = 0.05) -> None:
+        self.url, self.interval = url, interval
+        self.longest_dark = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PingWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        dark_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                ok = httpx.get(self.url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            now = time.monotonic()
+            if ok and dark_since is not None:
+                self.longest_dark = max(self.longest_dark, now - dark_since)
+                dark_since = None
+            elif not ok and dark_since is None:
+                dark_since = now
+            time.sleep(self.interval)
+        if dark_since is not None:
+            self.longest_dark = max(self.longest_dark, time.monotonic() - dark_since)
+
+
+def register_versions(tracking_uri: str, name: str, root: Path) -> list[str]:
+    """Register two versions of the served model (different coefficients)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("bench-deploy", artifact_location=str(root / "artifacts"))
+    example = pd.DataFrame({"temp": [12.8, 50.0]})
+    versions = []
+    for coef, intercept in [(0.8, -5.0), (0.5, 10.0)]:
+        with mlflow.start_run(experiment_id=experiment):
+            info = log_served_model(LinearCoefficients(coef, intercept), example)
+        version = mlflow.register_model(info.model_uri, name)
+        versions.append(str(version.version))
+    return versions
+
+
+def timed(label: str, action) -> float:
+    """Run `action`, print and return its wall time."""
+    start = time.monotonic()
+    result = action()
+    seconds = time.monotonic() - start
+    print(f"{label:<34} {seconds:7.2f} s   changed={result.changed}")
+    return seconds
+
+
+def main() -> None:
+    """Deploy v1, swap to v2 while watching /ping, deploy v2 again; print figures and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--timeout", type=float, default=300.0, help="per-server /ping timeout")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
+        root = Path(tmp)
+        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        v1, v2 = register_versions(tracking_uri, "bench-deploy", root)
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        state_dir = root / "serve"
+
+        def deploy(version: str):
+            request = DeployRequest("bench-deploy", version, tracking_uri)
+            return deploy_local(
+                request, host=HOST, port=port, state_dir=state_dir, timeout=args.timeout
+            )
+
+        try:
+            first = timed("first deploy (v1, one start)", lambda: deploy(v1))
+            with PingWatcher(f"http://{HOST}:{port}/ping") as watcher:
+                swap = timed("swap v1 -> v2 (prove, then swap)", lambda: deploy(v2))
+            noop = timed("same version again (no-op)", lambda: deploy(v2))
+        finally:
+            stop_local(state_dir)
+        dark = watcher.longest_dark
+        print(f"{'longest /ping dark window in swap':<34} {dark:7.2f} s")
+        print(f"dark window / swap time            {dark / swap:7.2f}")
+        print(f"dark window / first deploy         {dark / first:7.2f}")
+        print(f"no-op / swap                       {noop / swap:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
