@@ -146,7 +146,6 @@ def run_demo(
     mlflow_s = time.monotonic() - started
     print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {mlflow_s:.1f}s", flush=True)
 
-    before = running_server(root / "serve")
     state_dir = root / "serve"
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     print("==> pipeline (local runner, process backend)", flush=True)
@@ -183,8 +182,7 @@ def run_demo(
         "registered_version": tasks["register"]["outputs"]["parameters"]["version"],
         "served_version": served.version,
         "served_pid": str(served.pid),
-        "served_before": before.version if before else "nothing",
-        "deploy": tasks["deploy"]["phase"],
+        "serving_change": _serving_change(tasks["deploy"]),
         "invocations": invocations,
         "prediction": response.text.strip(),
         "curl": (
@@ -197,6 +195,15 @@ def run_demo(
     }
 
 
+def _serving_change(deploy: dict) -> str:
+    """What this run did to the model server, from the deploy task's phase and outputs."""
+    if deploy["phase"] != "Succeeded":
+        return "not redeployed: the gate kept the champion"
+    if deploy["outputs"]["parameters"].get("changed") == "true":
+        return "deployed by this run"
+    return "already served, left running"
+
+
 def _print_report(facts: dict[str, str]) -> None:
     decision = "promoted" if facts["promoted"] == "true" else "not promoted"
     print(
@@ -204,8 +211,8 @@ def _print_report(facts: dict[str, str]) -> None:
 ==> done in {facts["total_s"]}s (MLflow {facts["mlflow_s"]}s, pipeline {facts["pipeline_s"]}s)
     MLflow UI:       {facts["mlflow_url"]}
     registered:      version {facts["registered_version"]}, {decision}: {facts["reason"]}
-    served version:  {facts["served_version"]} (the champion; before this run: \
-{facts["served_before"]}; deploy {facts["deploy"]}; pid {facts["served_pid"]})
+    served version:  {facts["served_version"]} (the champion, pid {facts["served_pid"]}; \
+{facts["serving_change"]})
     prediction:      {facts["prediction"]}  (temp 12.8 deg F)
     try it:
 {facts["curl"]}
