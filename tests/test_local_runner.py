@@ -348,6 +348,12 @@ def _with(change) -> dict:
             "depends term 'a.Errored'",
         ),
         (
+            lambda t: t["spec"]["templates"][0]["dag"]["tasks"].append(
+                {"name": "b", "template": "one", "depends": "a.Failed"}
+            ),
+            "depends term 'a.Failed'",
+        ),
+        (
             lambda t: t["spec"]["templates"][1].update(
                 outputs={"parameters": [{"name": "p", "valueFrom": {"jsonPath": "{.x}"}}]}
             ),

@@ -8,7 +8,7 @@ templates use and rejects everything else by name (`LocalRunError`), never skipp
   one at a time in dependency order (ties keep template order). Argo would run independent tasks
   in parallel; our pipeline is a chain, so the result is the same.
 - `depends`: task names joined by `&&`, each bare (`a`: Succeeded or Skipped, as in Argo) or with
-  `.Succeeded`, `.Skipped` or `.Failed`; or the legacy `dependencies` list (same as bare names).
+  `.Succeeded` or `.Skipped`; or the legacy `dependencies` list (same as bare names).
   A task whose dependencies are not met is `Omitted` (Argo's word) and does not run.
 - `when`: after substitution, `true`/`false` or one comparison `X op Y` with op in
   `== != < <= > >=` (numbers compare as numbers, otherwise `==`/`!=` compare strings; quotes
@@ -101,7 +101,8 @@ WORKFLOW_VARIABLES = frozenset({"workflow.name", "workflow.uid", "workflow.names
 _VAR = re.compile(r"\{\{(.*?)\}\}")
 _WORK_PATH = re.compile(r"(?<![\w./-])/work(?![\w.-])")
 _TASK_ARTIFACT = re.compile(r"^\{\{\s*tasks\.([\w-]+)\.outputs\.artifacts\.([\w-]+)\s*\}\}$")
-_DEPENDS_TERM = re.compile(r"^([\w-]+?)(?:\.(Succeeded|Skipped|Failed))?$")
+# No `.Failed`: a failed task ends the run here (Argo's failFast), so it could never be met.
+_DEPENDS_TERM = re.compile(r"^([\w-]+?)(?:\.(Succeeded|Skipped))?$")
 _COMPARISON = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+?)\s*$")
 
 
