@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,8 @@ from steps.cli import StepError
 from steps.deploy_targets.local import running_server, stop_local
 from steps.sources.synthetic import expected_dewpoint
 from tests.conftest import MlflowServer, free_port
-from workflows.demo import mlflow_down, mlflow_up
+from workflows.demo import main as demo_main
+from workflows.demo import mlflow_down, mlflow_up, run_demo
 from workflows.local import run_rendered
 from workflows.pipeline import render
 from workflows.settings import PipelineSettings
@@ -127,3 +129,38 @@ def test_demo_never_adopts_an_mlflow_port_it_did_not_start(tmp_path: Path) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_demo_twice_then_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make demo` twice (MLflow started, then reused; the gate decides) and `make demo-down`."""
+    mlflow_port, serve_port = free_port(), free_port()
+    first = run_demo(tmp_path, mlflow_port, serve_port, {"source": "synthetic"})
+    assert (first["registered_version"], first["served_version"]) == ("1", "1")
+    assert first["invocations"] == f"http://127.0.0.1:{serve_port}/invocations"
+    prediction = json.loads(first["prediction"])["predictions"][0]
+    assert prediction == pytest.approx(expected_dewpoint(12.8), abs=PREDICTION_TOLERANCE_F)
+    mlflow_pid = json.loads((tmp_path / "mlflow" / "server.json").read_text())["pid"]
+    try:
+        second = run_demo(tmp_path, mlflow_port, serve_port, {"source": "synthetic"})
+        assert json.loads((tmp_path / "mlflow" / "server.json").read_text())["pid"] == mlflow_pid
+        assert second["registered_version"] == "2"
+        # Same seeded data, same RMSE: the gate's `<=` promotes, and v2 is what is served.
+        assert second["promoted"] == "true"
+        assert second["served_version"] == "2"
+        assert second["prediction"] == first["prediction"]
+        served_pid = int(second["served_pid"])
+    finally:
+        capsys.readouterr()
+        assert demo_main(["down", "--root", str(tmp_path)]) == 0
+    assert "model server: stopped" in capsys.readouterr().out
+    assert not _alive(mlflow_pid) and not _alive(served_pid)
+    assert running_server(tmp_path / "serve") is None
