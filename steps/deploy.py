@@ -87,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--port",
         type=int,
-        default=int(env_default("SERVE_PORT", "5001")),
+        default=env_default("SERVE_PORT", "5001"),  # a string: argparse converts and checks it
         help="port to serve on (env SERVE_PORT, default 5001)",
     )
     local.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(env_default("DEPLOY_STATE_DIR", ".demo/serve")),
+        default=env_default("DEPLOY_STATE_DIR", ".demo/serve"),
         help="PID/port/version state and server logs (env DEPLOY_STATE_DIR, default .demo/serve)",
     )
     local.add_argument(
@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("POD_NAMESPACE", "mlops"),
         help="namespace of the Deployment (env POD_NAMESPACE, default mlops)",
     )
-    kube.add_argument("--deployment", default="model-server", help="default model-server")
+    kube.add_argument(
+        "--deployment", default="model-server", help="Deployment to patch (default model-server)"
+    )
     kube.add_argument(
         "--service-url",
         help="model server URL for the smoke test (default http://<deployment>.<namespace>.svc:8080)",

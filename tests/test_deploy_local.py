@@ -90,6 +90,7 @@ class Registry:
 
     url: str
     name: str
+    experiment_id: str
     root: Path
 
     def linear(self, slope: float, intercept: float) -> str:
@@ -97,7 +98,7 @@ class Registry:
         x = pd.DataFrame({"temp": np.linspace(-20.0, 100.0, 50)})
         y = slope * x["temp"] + intercept
         model = LinearRegression().fit(x, y)
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=self.experiment_id):
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
@@ -111,7 +112,7 @@ class Registry:
         path = self.root / f"model_{uuid.uuid4().hex[:8]}.py"
         path.write_text(code)
         x = pd.DataFrame({"temp": [1.0]})
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=self.experiment_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(path),
@@ -122,12 +123,18 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def registry(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def registry(
+    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
     """A fresh registered model name on the session's MLflow server."""
+    # set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: put both back afterwards.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(mlflow_server.url)
-    mlflow.set_experiment("deploy-local-tests")
-    name = f"deploy-local-{uuid.uuid4().hex[:8]}"
-    return Registry(mlflow_server.url, name, tmp_path_factory.mktemp("deploy-models"))
+    suffix = uuid.uuid4().hex[:8]
+    experiment = mlflow.MlflowClient(mlflow_server.url).create_experiment(f"deploy-{suffix}")
+    root = tmp_path_factory.mktemp("deploy-models")
+    yield Registry(mlflow_server.url, f"deploy-local-{suffix}", experiment, root)
+    mlflow.set_tracking_uri(previous)
 
 
 @dataclass
