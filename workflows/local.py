@@ -499,6 +499,8 @@ def _execute(run: _Run, tasks: list[_Task]) -> int:
                 _run_task(run, task, scope)
         except LocalRunError as exc:  # e.g. an input that a skipped task should have produced
             result.phase, result.message = "Failed", str(exc)
+        except KeyboardInterrupt:  # subprocess.run has killed the step; still write run.json
+            result.phase, result.message = "Failed", "interrupted"
         outputs = " ".join(f"{k}={_short(v)}" for k, v in result.parameters.items())
         detail = result.message or outputs
         run.say(f"  {task.name:<{width}}  {result.phase:<9} {result.duration_s:6.1f}s  {detail}")
