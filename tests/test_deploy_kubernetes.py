@@ -157,6 +157,22 @@ def test_unreachable_api_is_a_one_line_error(cluster: FakeKubernetes) -> None:
         )
 
 
+def test_no_kubeconfig_is_a_one_line_error(
+    cluster: FakeKubernetes, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+
+    with pytest.raises(StepError, match="no Kubernetes configuration"):
+        deploy_kubernetes(
+            request("2"),
+            namespace="mlops",
+            deployment="model-server",
+            service_url=cluster.service_url,
+            timeout=5,
+        )
+
+
 @pytest.fixture(scope="module")
 def registered(mlflow_server: MlflowServer) -> tuple[str, str]:
     """A registered model with versions 1 and 2 (the fake cluster does not load them)."""
