@@ -42,5 +42,7 @@ class MlflowSettings:
     def from_args(cls, args: argparse.Namespace) -> MlflowSettings:
         """Build settings from parsed flags; a missing tracking URI is a user error."""
         if not args.tracking_uri:
-            raise StepError("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+            raise StepError(
+                "no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI"
+            )
         return cls(args.tracking_uri, args.model_name, args.experiment)
