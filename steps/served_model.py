@@ -12,6 +12,7 @@ import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 FEATURE = "temp"
 COEFFICIENTS_ARTIFACT = "coefficients"
@@ -36,8 +37,17 @@ class LinearDewpointModel(mlflow.pyfunc.PythonModel):
 
         MLflow has already enforced the signature (a float64 `temp` column), so this reads the
         column as a numpy view and does one multiply-add; the 1-D array becomes `predictions`.
+        A missing, NaN or infinite temperature (JSON null, NaN, Infinity pass the signature) is
+        the caller's error: INVALID_PARAMETER_VALUE, which the scoring server answers with a 400,
+        rather than a 200 with NaN predictions.
         """
         temp = np.asarray(model_input[FEATURE], dtype=np.float64)
+        if not np.isfinite(temp).all():
+            bad = np.flatnonzero(~np.isfinite(temp))
+            raise MlflowException.invalid_parameter_value(
+                f"{FEATURE} must be a finite number (deg F); {bad.size} row(s) are missing, NaN or "
+                f"infinite, first at row {int(bad[0])}"
+            )
         return temp * self.coef + self.intercept
 
 
