@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,28 +120,55 @@ def hash_canonical(table: pa.Table) -> str:
     chunk, so chunking never changes the result and nothing is copied into one big array; the
     final hash is SHA-256 over the row count, column names and types, and those digests.
     """
-    final = hashlib.sha256(f"rows={table.num_rows};".encode())
-    for field in SCHEMA:
-        valid, lengths, values = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
-        for chunk in table.column(field.name).chunks:
-            valid.update(pc.is_valid(chunk).to_numpy(zero_copy_only=False).view(np.uint8))
-            if pa.types.is_string(field.type):
-                chunk = chunk.fill_null("") if chunk.null_count else chunk
-                offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
-                offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
-                lengths.update(np.diff(offsets).astype("<i4"))
-                values.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
-            elif pa.types.is_date32(field.type):
-                days = chunk.cast(pa.int32()).fill_null(0).to_numpy(zero_copy_only=False)
-                values.update(days.astype("<i4"))
-            else:
-                numbers = chunk.fill_null(0.0).to_numpy(zero_copy_only=False)
-                # -0.0 and 0.0 are the same observation.
-                values.update((numbers + 0.0).astype("<f8"))
-        final.update(f"{field.name}:{field.type};".encode())
-        for part in (valid, lengths, values):
-            final.update(part.digest())
-    return final.hexdigest()
+    hasher = CanonicalHasher()
+    hasher.update(table)
+    return hasher.hexdigest()
+
+
+class CanonicalHasher:
+    """`hash_canonical` fed piece by piece: `update` with consecutive row ranges of a canonical
+    table (in order), then `hexdigest`; the result equals hash_canonical of the whole table."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._streams = {
+            f.name: (hashlib.sha256(), hashlib.sha256(), hashlib.sha256()) for f in SCHEMA
+        }
+
+    def update(self, table: pa.Table) -> None:
+        """Hash the next rows (a SCHEMA table)."""
+        self.rows += table.num_rows
+        for field in SCHEMA:
+            valid, lengths, values = self._streams[field.name]
+            for chunk in table.column(field.name).chunks:
+                valid.update(pc.is_valid(chunk).to_numpy(zero_copy_only=False).view(np.uint8))
+                if pa.types.is_string(field.type):
+                    chunk = chunk.fill_null("") if chunk.null_count else chunk
+                    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+                    offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+                    lengths.update(np.diff(offsets).astype("<i4"))
+                    values.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
+                elif pa.types.is_date32(field.type):
+                    days = chunk.cast(pa.int32()).fill_null(0).to_numpy(zero_copy_only=False)
+                    values.update(days.astype("<i4"))
+                else:
+                    numbers = chunk.fill_null(0.0).to_numpy(zero_copy_only=False)
+                    # -0.0 and 0.0 are the same observation.
+                    values.update((numbers + 0.0).astype("<f8"))
+
+    def hexdigest(self) -> str:
+        """The data hash of every row passed to `update` so far."""
+        final = hashlib.sha256(f"rows={self.rows};".encode())
+        for field in SCHEMA:
+            final.update(f"{field.name}:{field.type};".encode())
+            for part in self._streams[field.name]:
+                final.update(part.digest())
+        return final.hexdigest()
+
+
+def is_canonical(table: pa.Table) -> bool:
+    """Whether `table` (SCHEMA) is already in canonical order, so `canonical` returns it as is."""
+    return _is_sorted(table)
 
 
 def write_dataset(table: pa.Table, path: Path, source: dict[str, Any] | None = None) -> None:
@@ -148,15 +176,36 @@ def write_dataset(table: pa.Table, path: Path, source: dict[str, Any] | None = N
 
     `source` is stored as JSON under the `dewpoint.source` key-value metadata.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {SOURCE_METADATA_KEY: json.dumps(source or {}, sort_keys=True).encode()}
     table = table.replace_schema_metadata(metadata)
+    _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def write_dataset_pieces(
+    pieces: Iterable[pa.Table], path: Path, source: dict[str, Any] | None = None
+) -> None:
+    """`write_dataset` of the concatenation of `pieces` (SCHEMA tables), written as they come:
+    the whole table is never in memory at once."""
+    metadata = {SOURCE_METADATA_KEY: json.dumps(source or {}, sort_keys=True).encode()}
+    schema = SCHEMA.with_metadata(metadata)
+
+    def write(tmp: str) -> None:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for piece in pieces:
+                writer.write_table(pa.Table.from_arrays(piece.columns, schema=schema))
+
+    _write_atomically(path, write)
+
+
+def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp)` on a temporary name in `path`'s folder, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp_name, 0o644)  # mkstemp makes it private; the dataset is an artifact others read
     try:
-        pq.write_table(table, tmp_name, compression="zstd")
+        write(tmp_name)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

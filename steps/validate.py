@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
-from steps.dataset import conform, data_hash, duplicate_keys, read_dataset, write_dataset
+from steps.dataset import (
+    CanonicalHasher,
+    conform,
+    data_hash,
+    duplicate_keys,
+    is_canonical,
+    read_dataset,
+    write_dataset_pieces,
+)
 from steps.gsod import FRSHTT_PATTERN, MISSING
 
 TEMP_RANGE_F = (-130.0, 140.0)  # beyond the world records (-128.6 F, 134.1 F)
@@ -30,6 +39,7 @@ DEWP_RANGE_F = (-150.0, 100.0)  # Antarctic winter dew points reach about -125 F
 DEFAULT_DEWP_TOLERANCE_F = 2.0
 MAX_INCONSISTENT_FRACTION = 0.001
 DEFAULT_MIN_ROWS = 100
+FILTER_SLICE_ROWS = 1 << 20  # rows filtered and written at a time (one Parquet row group)
 # GSOD "missing" values that must not survive fetch (9999.9 for temp/dewp; 999.9 would mean a
 # column mix-up). 99.99 (PRCP) is left out: it is a possible temperature in a user's table.
 SENTINELS = sorted({MISSING["TEMP"], MISSING["WDSP"]})
@@ -65,6 +75,14 @@ def validate_table(table: pa.Table, policy: ValidationPolicy) -> tuple[pa.Table,
     The report lists every rule with its violation count and `passed`. The caller decides what a
     failed report means (the CLI fails the step); the returned table is only meaningful then.
     """
+    table, keep, report = check_table(table, policy)
+    return table.filter(keep), report
+
+
+def check_table(
+    table: pa.Table, policy: ValidationPolicy
+) -> tuple[pa.Table, pa.ChunkedArray, dict[str, Any]]:
+    """`validate_table` without the filter: (table in SCHEMA, mask of the rows kept, report)."""
     table = conform(table)
     rows_in = table.num_rows
     temp, dewp = table.column("temp"), table.column("dewp")
@@ -114,16 +132,16 @@ def validate_table(table: pa.Table, policy: ValidationPolicy) -> tuple[pa.Table,
     if tolerated.passed and tolerated.violations:
         removed_inconsistent = tolerated.violations
         selected = pc.and_(selected, pc.invert(inconsistent))
-    table = table.filter(selected)
+    rows_out = _count(selected)
     rules.append(
         Rule("min_rows", f"at least {policy.min_rows} rows left after dropping and filtering",
-             max(0, policy.min_rows - table.num_rows))
+             max(0, policy.min_rows - rows_out))
     )  # fmt: skip
 
     report = {
         "passed": all(rule.passed for rule in rules),
         "rows_in": rows_in,
-        "rows_out": table.num_rows,
+        "rows_out": rows_out,
         "dropped_missing_temp_or_dewp": dropped_missing,
         "removed_dewp_above_temp": removed_inconsistent,
         "filtered_not_rain": filtered_not_rain,
@@ -131,7 +149,7 @@ def validate_table(table: pa.Table, policy: ValidationPolicy) -> tuple[pa.Table,
                    "temp_range_f": list(TEMP_RANGE_F), "dewp_range_f": list(DEWP_RANGE_F)},
         "rules": [{**asdict(rule), "passed": rule.passed} for rule in rules],
     }  # fmt: skip
-    return table, report
+    return table, selected, report
 
 
 def failure_message(report: dict[str, Any]) -> str:
@@ -183,10 +201,24 @@ def validate_file(
     Returns the output parameters; raises StepError listing every failed rule.
     """
     table, source = read_dataset(input_path)
-    kept, report = validate_table(table, policy)
+    table, keep, report = check_table(table, policy)
     report["input"] = str(input_path)
+
+    # The kept rows are filtered, hashed and written a slice at a time: the input table is the
+    # only full copy of the data in memory (a filtered copy would double the peak at 16 years).
+    def kept_slices() -> Iterator[pa.Table]:
+        for start in range(0, table.num_rows, FILTER_SLICE_ROWS):
+            stop = min(start + FILTER_SLICE_ROWS, table.num_rows)
+            yield table.slice(start, stop - start).filter(keep.slice(start, stop - start))
+
     if report["passed"]:
-        report["data_hash"] = data_hash(kept)
+        if is_canonical(table):  # fetch's output is: the kept rows are then canonical too
+            hasher = CanonicalHasher()
+            for piece in kept_slices():
+                hasher.update(piece)
+            report["data_hash"] = hasher.hexdigest()
+        else:
+            report["data_hash"] = data_hash(table.filter(keep))
     _write_json(report_path, report)
     if not report["passed"]:
         raise StepError(failure_message(report))
@@ -195,12 +227,12 @@ def validate_file(
         **source,
         "fetched_rows": source.get("rows"),
         "fetched_data_hash": source.get("data_hash"),
-        "rows": kept.num_rows,
+        "rows": report["rows_out"],
         "data_hash": report["data_hash"],
     }
-    write_dataset(kept, output, metadata)
+    write_dataset_pieces(kept_slices(), output, metadata)
     dropped = report["dropped_missing_temp_or_dewp"] + report["removed_dewp_above_temp"]
-    return {"row-count": kept.num_rows, "dropped-rows": dropped}
+    return {"row-count": report["rows_out"], "dropped-rows": dropped}
 
 
 def _bool(text: str) -> bool:
