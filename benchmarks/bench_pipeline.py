@@ -17,6 +17,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,24 @@ def _generate_chunk(args: tuple[Path, int, int, int]) -> int:
     return rows
 
 
-def generate(root: Path, scale: int) -> int:
+def generate(root: Path, scale: int, first_year: int = 2000) -> int:
     """GSOD-format files for `scale` years (one folder per year) under `root`; returns rows."""
+    return generate_years(root, range(first_year, first_year + scale))
+
+
+def generate_years(root: Path, years: Iterable[int]) -> int:
+    """Full-year GSOD-format files for each of `years` in `root/{year}/`; returns rows.
+
+    Deterministic (seeded by year and station block), so a cached year equals a fresh one.
+    """
     step = 500
     jobs = [
-        (root / str(2000 + year), 2000 + year, start, min(start + step, STATIONS_PER_YEAR))
-        for year in range(scale)
+        (root / str(year), year, start, min(start + step, STATIONS_PER_YEAR))
+        for year in years
         for start in range(0, STATIONS_PER_YEAR, step)
     ]
+    if not jobs:
+        return 0
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return sum(pool.map(_generate_chunk, jobs))
 
@@ -97,7 +108,7 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def phase_pyarrow(folder: Path) -> None:
+def read_floor(folder: Path) -> Any:
     """The floor: a plain pyarrow.csv read of STATION, TEMP, DEWP from every .csv, concatenated."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -105,8 +116,12 @@ def phase_pyarrow(folder: Path) -> None:
     types = {"STATION": pa.string(), "TEMP": pa.float64(), "DEWP": pa.float64()}
     options = pacsv.ConvertOptions(include_columns=list(types), column_types=types)
     files = sorted(p for p in folder.rglob("*.csv"))
-    table = pa.concat_tables([pacsv.read_csv(f, convert_options=options) for f in files])
-    print(json.dumps({"rows": table.num_rows}))
+    return pa.concat_tables([pacsv.read_csv(f, convert_options=options) for f in files])
+
+
+def phase_pyarrow(folder: Path) -> None:
+    """The floor phase: read_floor, print the row count."""
+    print(json.dumps({"rows": read_floor(folder).num_rows}))
 
 
 def phase_train(validated: Path) -> None:
