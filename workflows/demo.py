@@ -9,7 +9,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,12 @@ from pathlib import Path
 import httpx
 
 from steps.cli import StepError, env_default, run
-from steps.deploy_targets.local import mlflow_program, running_server, stop_local
+from steps.deploy_targets.local import (
+    mlflow_program,
+    running_server,
+    stop_local,
+    stop_process_group,
+)
 from workflows.local import check_rendered, run_rendered
 from workflows.pipeline import render
 from workflows.settings import PipelineSettings
@@ -101,7 +105,7 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
         try:
             _wait_healthy(server, proc, timeout=MLFLOW_START_TIMEOUT_S)
         except StepError:
-            _stop_group(proc.pid)
+            stop_process_group(proc.pid)
             (home / "server.json").unlink(missing_ok=True)
             raise
         proc.returncode = 0  # handed over to `make demo-down`; do not warn when we exit
@@ -113,7 +117,7 @@ def mlflow_down(root: Path) -> bool:
     home = (root / "mlflow").resolve()
     ours = _our_mlflow(home)
     if ours:
-        _stop_group(ours.pid)
+        stop_process_group(ours.pid)
     (home / "server.json").unlink(missing_ok=True)
     return ours is not None
 
@@ -247,27 +251,6 @@ def _wait_healthy(server: MlflowProcess, proc: subprocess.Popen | None, timeout:
             pass
         time.sleep(0.3)
     raise StepError(f"{server.url}/health did not answer within {timeout:.0f}s; see {server.log}")
-
-
-def _stop_group(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the process group led by `pid` (server and workers), SIGKILL if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:
-                pass
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 def _port_free(port: int) -> bool:
