@@ -1,9 +1,12 @@
 """promote: the gate. Move the `champion` alias to a new version only if it is not worse on holdout.
 
 Write order (so an alias is never half-moved): score everything first; then set
-`previous-champion` to the old champion; then `champion` to the new version; then the `gate.*` tags.
-A failure before the first write moves nothing; a failure between the writes leaves `champion` on
-the old version (still valid) and a retry redoes the same writes.
+`previous-champion` to the old champion; then `champion` to the new version; then the `gate.*` tags
+(`gate.decision` last, so its presence means all of them were written). A failure before the first
+write moves nothing. If an alias write fails, both aliases are put back to what they were before the
+step; if the tracking server is gone for good between the two writes (the put-back fails too),
+`champion` is still the old version and `previous-champion` names it as well, the error line says
+so, and a retry of the step redoes the same writes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pandas as pd
 from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
 from steps.model import FEATURE, TARGET
 from steps.settings import MlflowSettings
-from steps.tracking import mlflow_session, one_line
+from steps.tracking import describe_mlflow_error, mlflow_session, one_line
 from steps.train import read_training_frame
 
 CHAMPION = "champion"
@@ -145,9 +148,8 @@ def promote_if_better(
             return GateDecision(True, reason, version, new_rmse, champion_rmse, version, None)
 
         if promoted:
-            if champion_version is not None:
-                client.set_registered_model_alias(name, PREVIOUS_CHAMPION, champion_version)
-            client.set_registered_model_alias(name, CHAMPION, version)
+            before = dict(registered.aliases or {})
+            _move_champion(client, settings.tracking_uri, name, version, champion_version, before)
         champion_scored = (champion_version, champion_rmse)
         _tag_decision(client, name, version, promoted, reason, new_rmse, champion_scored, tolerance)
         return GateDecision(
@@ -159,6 +161,51 @@ def promote_if_better(
             version if promoted else champion_version,
             champion_version if promoted else None,
         )
+
+
+def _move_champion(
+    client: Any,
+    tracking_uri: str,
+    name: str,
+    version: str,
+    champion_version: str | None,
+    aliases_before: dict[str, str],
+) -> None:
+    """`previous-champion` -> old champion, `champion` -> `version`; on failure put both back."""
+    try:
+        if champion_version is not None:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, champion_version)
+        client.set_registered_model_alias(name, CHAMPION, version)
+    except Exception as exc:
+        # A write may have landed even though its answer was lost: restore both aliases, champion
+        # first, so a put-back that dies half-way still leaves `champion` on the old version.
+        failed = f"moving alias {CHAMPION!r} of {name!r} to version {version} failed"
+        cause = describe_mlflow_error(tracking_uri, exc)
+        try:
+            for alias in (CHAMPION, PREVIOUS_CHAMPION):
+                _restore_alias(client, name, alias, aliases_before.get(alias))
+        except Exception as undo_exc:
+            was = {a: aliases_before.get(a, "none") for a in (CHAMPION, PREVIOUS_CHAMPION)}
+            raise StepError(
+                f"{failed} ({cause}); putting the aliases back failed too ({one_line(undo_exc)}): "
+                f"they were {was}, {CHAMPION!r} is unchanged unless the lost write landed; "
+                "rerun promote to finish the move"
+            ) from exc
+        raise StepError(f"{failed}, aliases put back as they were: {cause}") from exc
+
+
+def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> None:
+    """Point `alias` at `version` again, or remove it if it did not exist before."""
+    from mlflow.exceptions import MlflowException
+
+    if version is not None:
+        client.set_registered_model_alias(name, alias, version)
+        return
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
 
 
 def _tag_decision(
@@ -173,12 +220,12 @@ def _tag_decision(
 ) -> None:
     champion_version, champion_rmse = champion or (None, None)
     tags = {
-        TAG_DECISION: "promoted" if promoted else "rejected",
         TAG_REASON: reason,
         TAG_NEW_RMSE: repr(new_rmse),
         TAG_CHAMPION_RMSE: "none" if champion_rmse is None else repr(champion_rmse),
         TAG_CHAMPION_VERSION: champion_version or "none",
         TAG_TOLERANCE: repr(tolerance),
+        TAG_DECISION: "promoted" if promoted else "rejected",  # last: marks the set complete
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

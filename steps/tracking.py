@@ -27,7 +27,7 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _describe(uri: str, exc: BaseException) -> str:
+def describe_mlflow_error(uri: str, exc: BaseException) -> str:
     """One line for an MLflow failure; an unreachable server gets a short, actionable message."""
     text = one_line(exc, limit=2000)
     if "Max retries exceeded" in text or "Failed to establish a new connection" in text:
@@ -59,7 +59,7 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
         mlflow.set_tracking_uri(settings.tracking_uri)
         yield mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     except (MlflowException, requests.RequestException) as exc:
-        raise StepError(_describe(settings.tracking_uri, exc)) from exc
+        raise StepError(describe_mlflow_error(settings.tracking_uri, exc)) from exc
     finally:
         # set_tracking_uri also exports MLFLOW_TRACKING_URI, so clearing the global and restoring
         # the variable gives back exactly what the caller resolved before.
