@@ -39,12 +39,17 @@ def _generate_chunk(args: tuple[Path, int, int, int]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([year, start])
     rows = 0
+    in_year = (dt.date(year + 1, 1, 1) - dt.date(year, 1, 1)).days
     for index in range(start, stop):
         days = int(rng.integers(MIN_DAYS, MAX_DAYS + 1))
         station = f"{700000 + index:06d}99999"
-        (folder / f"{station}.csv").write_bytes(
-            station_csv(station, dt.date(year, 1, 1), days, rng)
-        )
+        data = station_csv(station, dt.date(year, 1, 1), days, rng)
+        if days > in_year:
+            # Day 366 of a common year is January 1st of the next: a duplicate of that year's
+            # first row. Cut after generating, so the random stream (the data) stays the same.
+            data = b"".join(data.splitlines(keepends=True)[: in_year - days])
+            days = in_year
+        (folder / f"{station}.csv").write_bytes(data)
         rows += days
     return rows
 
