@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +41,14 @@ from steps.register import train_and_register
 from steps.settings import MlflowSettings
 from steps.train import train_and_log
 from tests.conftest import MlflowServer, free_port, start_mlflow_server
-from tests.model_helpers import REPO, dewpoint_frame, error_line, run_step, write_dataset
+from tests.model_helpers import (
+    REPO,
+    dewpoint_frame,
+    error_line,
+    run_step,
+    step_env,
+    write_dataset,
+)
 
 MODEL = "faults-dewpoint"
 GOOD_REQUEST = {"dataframe_split": {"columns": ["temp"], "data": [[12.8]]}}
@@ -87,6 +95,7 @@ class Drop:
 
     match: Match
     after_forwarding: bool = False  # forward it first: it takes effect, the answer is lost
+    hang: bool = False  # instead: hold the connection without a word until healed (max 300 s)
     count: int = 0
 
 
@@ -125,6 +134,11 @@ class FaultProxy:
                         drop.count += 1
                 if fire and not trigger.after_forwarding:
                     trigger.action()
+                if drop and drop.hang:
+                    deadline = time.monotonic() + 300
+                    while proxy.drop is drop and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    return self._reset()
                 if drop and not drop.after_forwarding:
                     return self._reset()
                 try:
@@ -259,15 +273,15 @@ class World:
         assert running_server(self.state_dir) == self.served
         assert self.predict() == self.served_prediction
 
-    def step(self, stage: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def step(self, stage: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run a step through the proxy."""
         common = ["--tracking-uri", self.proxy.url, "--model-name", MODEL]
-        return run_step(stage, *args, *common, timeout=600)
+        return run_step(stage, *args, *common, env=step_env(**env), timeout=600)
 
-    def promote(self, version: str, outputs: Path) -> subprocess.CompletedProcess[str]:
+    def promote(self, version: str, outputs: Path, **env: str) -> subprocess.CompletedProcess[str]:
         return self.step(
             "promote", "--version", version, "--holdout", str(self.holdout_path),
-            "--outputs-dir", str(outputs),
+            "--outputs-dir", str(outputs), **env,
         )  # fmt: skip
 
 
@@ -382,6 +396,25 @@ def test_promote_mlflow_killed_while_scoring_moves_nothing(fresh: World, tmp_pat
     assert writes == []
     assert not (tmp_path / "o").exists()
     world.restart_server()
+    assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
+    assert TAG_DECISION not in world.client().get_model_version(MODEL, world.v3).tags
+    world.assert_served_unchanged()
+
+
+@pytest.mark.slow
+def test_promote_mlflow_hanging_while_scoring_fails_within_its_timeouts_and_moves_nothing(
+    fresh: World, tmp_path: Path
+) -> None:
+    """MLflow accepts connections but never answers: the step's HTTP timeout and bounded retries
+    end it (MLFLOW_HTTP_REQUEST_TIMEOUT lowered to 5 s here, as a user may; default 30 s)."""
+    world = fresh
+    world.proxy.drop = Drop(artifact_download, hang=True)
+
+    failed = world.promote(world.v3, tmp_path / "o", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+
+    assert f"cannot score models:/{MODEL}/" in error_line(failed)
+    assert world.proxy.drop.count >= 1
+    world.proxy.heal()
     assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
     assert TAG_DECISION not in world.client().get_model_version(MODEL, world.v3).tags
     world.assert_served_unchanged()
