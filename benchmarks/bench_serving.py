@@ -25,8 +25,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from steps.model import LinearCoefficients, log_served_model, model_signature
-from steps.served_model import COEFFICIENTS_ARTIFACT
+from steps.model import LinearCoefficients, log_served_model
 from steps.serving import recommended_serve_command
 
 HOST = "127.0.0.1"
@@ -54,28 +53,6 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     e.connect + e.read + e.write + e.timeout, e.status))
 end
-"""
-
-
-# `--proposed`: steps/served_model.py plus one change we measure before asking for it. The serving
-# worker holds ~170k long-lived objects (MLflow, pandas, pyarrow); every full GC walks them all,
-# which took ~20% of a worker's time and set the p99. gc.freeze() after loading moves them to the
-# permanent generation (https://docs.python.org/3/library/gc.html#gc.freeze).
-PROPOSED_MODEL_CODE = """
-import gc
-
-import mlflow.models
-
-from steps.served_model import LinearDewpointModel
-
-
-class FrozenGcDewpointModel(LinearDewpointModel):
-    def load_context(self, context):
-        super().load_context(context)
-        gc.freeze()
-
-
-mlflow.models.set_model(FrozenGcDewpointModel())
 """
 
 
@@ -208,10 +185,10 @@ def fit_model(rows: int = 5000, seed: int = 7) -> tuple[object, pd.DataFrame]:
 
 
 def log_models(workdir: Path, estimator: object, frame: pd.DataFrame) -> dict[str, str]:
-    """Log our lean pyfunc, the default sklearn flavour and the proposed variant of ours.
+    """Log our lean pyfunc and the same estimator the default (sklearn flavour) way.
 
     A private sqlite store under `workdir`, artifacts next to it: no MLflow server needed.
-    Returns the model URIs by name (`ours`, `stock`, `proposed`) and `tracking_uri`.
+    Returns the model URIs by name (`ours`, `stock`) and `tracking_uri`.
     """
     import mlflow
     import mlflow.pyfunc
@@ -226,7 +203,6 @@ def log_models(workdir: Path, estimator: object, frame: pd.DataFrame) -> dict[st
     example = frame.head(5)
     coefficients = LinearCoefficients.from_estimator(estimator)
     (workdir / "coefficients.json").write_text(coefficients.to_json())
-    (workdir / "proposed_model.py").write_text(PROPOSED_MODEL_CODE)
     with mlflow.start_run(experiment_id=experiment):
         ours = log_served_model(coefficients, example)
         stock = mlflow.sklearn.log_model(
@@ -235,17 +211,9 @@ def log_models(workdir: Path, estimator: object, frame: pd.DataFrame) -> dict[st
             signature=infer_signature(frame, estimator.predict(frame)),
             input_example=example,
         )
-        proposed = mlflow.pyfunc.log_model(
-            name="proposed-model",
-            python_model=str(workdir / "proposed_model.py"),
-            artifacts={COEFFICIENTS_ARTIFACT: str(workdir / "coefficients.json")},
-            signature=model_signature(),
-            input_example=example,
-        )
     return {
         "ours": ours.model_uri,
         "stock": stock.model_uri,
-        "proposed": proposed.model_uri,
         "tracking_uri": tracking_uri,
     }
 
@@ -370,7 +338,7 @@ def print_report(
             )
     if "ours" not in by_name or "stock" not in by_name:
         return True
-    # Every variant of our set-up (ours, ours-wN, ours+gc.freeze) against stock and the floor.
+    # Every variant of our set-up (ours, ours-wN) against stock and the floor.
     candidates = [v for v in variants if v.name.startswith("ours")]
     print(
         f"\n{'workload':<22}{'server':<18}{'req/s x stock':>15}{'req/s x floor':>15}"
@@ -408,7 +376,6 @@ def build_variants(
     coefficients_file: Path,
     attribution: bool,
     compare_workers: list[int],
-    proposed_uri: str | None = None,
 ) -> list[Variant]:
     """The set-ups to compare: `attribution` adds the two half-way set-ups, `compare_workers`
     ours with other worker counts."""
@@ -487,14 +454,6 @@ def build_variants(
         Variant(f"ours-w{n}", f"ours with {n} worker(s)", ours_flags(ours_uri, f"ours-w{n}", n))
         for n in compare_workers
     ]
-    if proposed_uri:
-        variants.append(
-            Variant(
-                "ours+gc.freeze",
-                "ours + gc.freeze() after load (proposed change to steps/served_model.py)",
-                ours_flags(proposed_uri, "ours-gcfreeze"),
-            )
-        )
     if attribution:
         variants += [
             Variant(
@@ -540,11 +499,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--attribution",
         action="store_true",
         help="also run sklearn+our flags and lean pyfunc+stock flags",
-    )
-    parser.add_argument(
-        "--proposed",
-        action="store_true",
-        help="also run ours with gc.freeze() after model load (a proposed model change)",
     )
     parser.add_argument(
         "--compare-workers",
@@ -606,7 +560,6 @@ def run(args: argparse.Namespace, wrk: str, workdir: Path, workloads: list[Workl
         coefficients_file,
         args.attribution,
         [int(n) for n in args.compare_workers.split(",") if n],
-        uris["proposed"] if args.proposed else None,
     )
     servers: list[Server] = []
     with stop_on_exit(servers):

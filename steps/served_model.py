@@ -6,6 +6,7 @@ import nothing from `steps` and nothing the serving image lacks (only mlflow, nu
 
 from __future__ import annotations
 
+import gc
 import json
 
 import mlflow.models
@@ -31,6 +32,10 @@ class LinearDewpointModel(mlflow.pyfunc.PythonModel):
             coefficients = json.load(handle)
         self.coef = float(coefficients["coef"])
         self.intercept = float(coefficients["intercept"])
+        # Everything alive now (MLflow, pandas, the app) stays alive for the server's lifetime.
+        # Freezing it takes it out of the collector's view, so full collections under load stop
+        # rescanning it: they cost 90-220 ms each and set the p99 (benchmarks/bench_serving.py).
+        gc.freeze()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         """Predict dew point (deg F) for the `temp` column (deg F) of a DataFrame.
