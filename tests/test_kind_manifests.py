@@ -1039,8 +1039,12 @@ def test_smoke_script_predicts_through_a_stripped_model_prefix(tmp_path: Path) -
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # mlflow_session restores MLflow's global tracking URI and environment afterwards.
-    with mlflow_session(MlflowSettings(tracking_uri)), mlflow.start_run() as run:
-        log_served_model(LinearCoefficients(0.9, -9.0), pd.DataFrame({"temp": [50.0]}))
+    # Its own experiment: an active experiment id left by an earlier test (MLflow keeps it in a
+    # global) names nothing in this fresh store, and the default would write to ./mlruns.
+    with mlflow_session(MlflowSettings(tracking_uri)):
+        experiment = mlflow.create_experiment("smoke", artifact_location=tmp_path.as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
+            log_served_model(LinearCoefficients(0.9, -9.0), pd.DataFrame({"temp": [50.0]}))
     port = free_port()
     argv, env = recommended_serve_command(
         f"runs:/{run.info.run_id}/model",
