@@ -72,7 +72,9 @@ bench: $(STAMP) ## Every benchmark in turn (scale, serving, deploy, demo; image 
 	if $(DOCKER) info >/dev/null 2>&1; then \
 		$(PY) benchmarks/bench_image_sizes.py 2>&1 | tee -a $$log || failed+=(bench-image-sizes); \
 	else echo "skipped: Docker is not running" | tee -a $$log; fi; \
-	echo; echo "==== ratios"; grep -E '^==== |ratio| / |goal|x of what' $$log || true; rm -f $$log; \
+	echo; echo "==== ratios"; awk '/^==== /{b=0; print; next} /x stock|^target/{b=1} \
+		b{print; if ($$0 == "") b=0; next} (/ \/ |ours time|x of what/ && !/copies =/)' $$log; \
+	rm -f $$log; \
 	if (( $${#failed[@]} )); then echo "failed: $${failed[*]}"; exit 1; fi
 
 # ---- Local demo (workflows/demo.py): everything on 127.0.0.1, state under .demo/ ----------------
