@@ -46,7 +46,7 @@ bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op t
 	$(PY) benchmarks/bench_deploy_local.py
 
 # Pipeline scale: GSOD-format files for 16 years (~14 GiB) are generated once into BENCH_CACHE and
-# reused; 1,4,16 takes about 40 minutes on 2 cores, SCALES=1 about 2.
+# reused; 1,4,16 takes about 15 minutes on 2 cores (+6 to generate the first time), SCALES=1 about 2.
 SCALES ?= 1,4,16
 BENCH_ROUNDS ?= 3
 BENCH_CACHE ?= /tmp/dewpoint-bench-gsod

@@ -8,7 +8,7 @@ Every phase runs in its own process (its own peak RSS). Ours and the baseline al
 rounds, medians. `python benchmarks/bench_scale.py --scales 1,4,16`.
 
 Files come from benchmarks/bench_pipeline.py's generator (one folder per year, ~12,300 station
-files, ~4M rows, ~1.4 GB each) and are cached under --cache-dir: year folders are generated once
+files, ~4M rows, ~0.9 GiB each) and are cached under --cache-dir: year folders are generated once
 and each scale's input folder is hard links to the first N years.
 """
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "dewpoint-bench-gsod",
-        help="generated files are kept here for reruns (~1.4 GB per year; 16x needs ~22 GB)",
+        help="generated files are kept here for reruns (~0.9 GiB per year; 16x needs ~14 GiB)",
     )
     parser.add_argument("--work", type=Path, help="where datasets are written (default: temp)")
     parser.add_argument("--json", type=Path, help="also write the results here")
