@@ -78,14 +78,20 @@ class TrainResult:
 
 
 def read_training_frame(path: Path, what: str = "input dataset") -> pd.DataFrame:
-    """Read a Parquet file of the dataset's columns, keeping rows with both `temp` and `dewp`.
+    """Read the `temp` and `dewp` columns of a Parquet file, keeping rows that have both.
+
+    Only those two columns are read: the model, the holdout and the logged dataset use nothing
+    else, and station/date/flags as pandas objects would take more memory than the data itself.
 
     Raises StepError when the file is missing or unreadable, lacks the columns, or has no rows.
     """
+    import pyarrow.parquet as pq
+
     if not path.is_file():
         raise StepError(f"{what} {path} does not exist")
     try:
-        frame = pd.read_parquet(path)
+        present = set(pq.read_schema(path).names)
+        frame = pd.read_parquet(path, columns=[c for c in (FEATURE, TARGET) if c in present])
     except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
         raise StepError(
             f"cannot read {what} {path} as Parquet: {' '.join(str(exc).split())}"
