@@ -9,7 +9,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 from steps.cli import StepError, env_default, run
 from steps.deploy_targets.local import (
     mlflow_program,
+    port_is_free,
     running_server,
     stop_local,
     stop_process_group,
@@ -75,7 +75,7 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
         if ours:
             _wait_healthy(ours, None, timeout=MLFLOW_START_TIMEOUT_S)
             return ours, False
-        if not _port_free(port):
+        if not port_is_free(HOST, port):
             raise StepError(
                 f"port {HOST}:{port} is in use by a process this demo did not start;"
                 " set MLFLOW_PORT to a free port"
@@ -251,16 +251,6 @@ def _wait_healthy(server: MlflowProcess, proc: subprocess.Popen | None, timeout:
             pass
         time.sleep(0.3)
     raise StepError(f"{server.url}/health did not answer within {timeout:.0f}s; see {server.log}")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
 
 
 def _parameter(text: str) -> tuple[str, str]:

@@ -72,7 +72,7 @@ def deploy_local(
     old = running_server(state_dir)
     if old is None:
         _remove_state(state_dir)  # stale, if any: it names no process of ours
-        if not _port_is_free(host, port):
+        if not port_is_free(host, port):
             raise StepError(f"port {host}:{port} is in use by a process this step did not start")
         served = _start_and_prove(request, host, port, state_dir, "server", timeout)
         _write_state(state_dir, served)
@@ -273,7 +273,8 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (a port in TIME_WAIT counts as free)."""
     with socket.socket() as sock:
         # Same option uvicorn binds with, so a port in TIME_WAIT counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
