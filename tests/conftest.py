@@ -23,6 +23,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Assert a step exited 1 with exactly one `error: ...` line on stderr containing `needles`."""
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 def wait_http_ok(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     """Poll `url` until it answers 200; fail early if `proc` died."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ import pytest
 
 from steps import fetch, gsod
 from steps.dataset import SCHEMA, data_hash, read_dataset
-from tests.conftest import free_port
+from tests.conftest import assert_one_line_error, free_port
 from tests.test_gsod import FIXTURES, broken, fixture_bytes
 
 # A route answers with one of these behaviours per request, in order; the last one repeats.
@@ -116,14 +116,6 @@ def run_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> RunFetch:
         return code, (json.loads(lines[-1]) if code == 0 else {}), captured.err
 
     return call
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_local_directory_writes_dataset_outputs_and_metadata(

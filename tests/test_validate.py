@@ -15,6 +15,7 @@ import pytest
 
 from steps import fetch, validate
 from steps.dataset import SCHEMA, data_hash, read_dataset, write_dataset
+from tests.conftest import assert_one_line_error
 from tests.test_gsod import FIXTURES, fixture_bytes
 
 RunValidate = Callable[..., tuple[int, dict[str, str], str, dict]]
@@ -74,14 +75,6 @@ def realistic(n: int, seed: int = 0) -> tuple[list[float], list[float]]:
     temp = rng.uniform(-20, 95, n).round(1)
     dewp = (temp - rng.uniform(0, 25, n)).round(1)
     return temp.tolist(), dewp.tolist()
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_gsod_fixtures_pass_dropping_missing_values(
