@@ -15,15 +15,11 @@ pinned_sha256() { # tool version -> checksum from the table, or nothing
   awk -v t="$1" -v v="$2" -v p="$os/$arch" '$1 == t && $2 == v && $3 == p { print $4 }' "$KIND_DIR/tools.sha256"
 }
 
-sha256_of() { # macOS ships shasum, Linux sha256sum
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi
-}
-
 fetch_verified() { # url tool version dest
   local sum
   sum="$(pinned_sha256 "$2" "$3")"
   [[ -n "$sum" ]] || die "no pinned checksum for $2 $3 on $os/$arch in kind/tools.sha256: install $2 $3 yourself and put it on PATH"
-  curl -fsSL --retry 3 -o "$4" "$1"
+  download "$1" "$4" "$2 $3"
   [[ "$(sha256_of "$4")" == "$sum" ]] || die "checksum mismatch for $1 (expected $sum): not installed"
 }
 
@@ -55,3 +51,4 @@ install_tool() { # tool version
 install_tool kind "$KIND_VERSION"
 install_tool kubectl "$KUBECTL_VERSION"
 install_tool helm "$HELM_VERSION"
+warn_if_old_kubectl

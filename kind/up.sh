@@ -5,6 +5,10 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need docker kind kubectl helm
+docker info >/dev/null 2>&1 || die "Docker is not running (docker info failed): start the Docker engine, then make kind-up"
+[[ -f "$KIND_DIR/argo/upstream/install.yaml" ]] ||
+  die "no Argo release manifest in kind/argo/upstream: run 'make argo-manifest' (make kind-up does)"
+warn_if_old_kubectl
 cd "$REPO_DIR"
 
 step "Cluster $KIND_CLUSTER_NAME"
@@ -46,8 +50,42 @@ if ! kc -n mlops get secret seaweedfs-s3 >/dev/null 2>&1; then
     --from-literal=secretKey="$secret_key" --from-literal=s3.json="$s3_json"
 fi
 
+# MLflow's basic-auth users: the admin (and the app's CSRF key), the pipeline (steps), the model
+# server and the UI viewer (read-only; `make mlflow-login` prints it). Created once, kept.
+mlflow_user() { # secret username [extra --from-literal ...]
+  local secret="$1" username="$2"
+  shift 2
+  if ! kc -n mlops get secret "$secret" >/dev/null 2>&1; then
+    kc -n mlops create secret generic "$secret" --from-literal=username="$username" \
+      --from-literal=password="$(random_hex 24)" "$@"
+  fi
+}
+mlflow_user mlflow-admin admin --from-literal=flask-secret-key="$(random_hex 32)"
+mlflow_user mlflow-pipeline pipeline
+mlflow_user mlflow-model-server model-server
+mlflow_user mlflow-viewer viewer
+
 step "Pipeline platform in mlops (kind/overlays/kind)"
+# A finished Job is never run again and its pod template cannot change: one that failed once
+# (SeaweedFS not up in time) would make every later run wait for it until its TTL. It is
+# idempotent (an existing bucket is success), so start it afresh on every run.
+kc -n mlops delete job seaweedfs-create-bucket mlflow-users --ignore-not-found --wait=true
 kc apply --server-side --force-conflicts -k kind/overlays/kind -l 'dewpoint-pipeline/apply!=create-only'
+# Workflow pods may reach the Kubernetes API and nothing else on its ports: put this cluster's
+# addresses (the `kubernetes` Service, the API server's endpoints) into the policy in place of the
+# overlay's placeholder, which matches nothing.
+api_ip="$(kc -n default get service kubernetes -o jsonpath='{.spec.clusterIP}')"
+endpoints="$(kc -n default get endpointslices -l kubernetes.io/service-name=kubernetes \
+  -o jsonpath='{range .items[*]}{range .endpoints[*]}{.addresses[0]}{" "}{end}{end}')"
+endpoint_port="$(kc -n default get endpointslices -l kubernetes.io/service-name=kubernetes \
+  -o jsonpath='{.items[0].ports[0].port}')"
+[[ -n "$api_ip" && -n "${endpoints// /}" && -n "$endpoint_port" ]] ||
+  die "cannot read the Kubernetes API's addresses on context $KUBE_CONTEXT"
+peers=""
+for ip in $endpoints; do peers+="${peers:+,}{\"ipBlock\":{\"cidr\":\"$ip/32\"}}"; done
+kc -n mlops patch networkpolicy workflow-pods-kubernetes-api --type=json -p "$(printf \
+  '[{"op":"replace","path":"/spec/egress","value":[{"to":[{"ipBlock":{"cidr":"%s/32"}}],"ports":[{"protocol":"TCP","port":443}]},{"to":[%s],"ports":[{"protocol":"TCP","port":%s}]}]}]' \
+  "$api_ip" "$peers" "$endpoint_port")"
 # The model server belongs to the pipeline once its deploy step has run (model, replicas,
 # provenance): re-applying it would roll the served model back. Create it only when missing.
 if ! kc -n mlops get deployment model-server >/dev/null 2>&1; then
@@ -63,16 +101,21 @@ kc -n mlops rollout status statefulset/postgres --timeout=5m
 kc -n mlops rollout status deployment/seaweedfs --timeout=5m
 kc -n mlops rollout status deployment/mlflow --timeout=10m
 kc -n mlops wait --for=condition=complete job/seaweedfs-create-bucket --timeout=5m
+kc -n mlops wait --for=condition=complete job/mlflow-users --timeout=5m
+
+step "Pipeline: WorkflowTemplate and CronWorkflow (make publish)"
+"$KIND_DIR/publish.sh"
 
 step "Ready"
 cat <<MSG
   Argo UI        http://localhost/argo/      (log in with: make argo-token)
-  MLflow UI      http://localhost/mlflow/
+  MLflow UI      http://localhost/mlflow/    (read-only login: make mlflow-login)
   Model server   http://localhost/model/     (0 replicas until the pipeline's first deploy)
 
 Next:
-  export ARGO_SERVER_URL=http://localhost/argo/ ARGO_TOKEN="\$(make -s argo-token)"
-  .venv/bin/python workflows/submit.py --run-now --wait
+  ARGO_TOKEN="\$(make -s argo-token)" && export ARGO_TOKEN ARGO_SERVER_URL=http://localhost/argo/
+  .venv/bin/python workflows/submit.py --run-now --wait   # runs the installed template
+  make publish   # after changing the pipeline: install the new template (needs your kubeconfig)
   make smoke     # predict through the ingress
   make e2e       # the on-cluster end-to-end test
   make kind-down # delete the cluster

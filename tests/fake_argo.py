@@ -40,7 +40,7 @@ class FakeArgo:
     """State and behaviour of the fake; start it with `running()`.
 
     Attributes:
-        base_path: prefix the server lives under (like `--basehref` behind an ingress).
+        base_path: prefix the server lives under (like `--base-href` behind an ingress).
         namespaces: namespaces that exist; anything else answers 404 like the real server.
         token: the bearer token required (None: server auth mode, no header needed).
         forbidden_tokens: tokens that authenticate but lack RBAC (403).
@@ -48,6 +48,11 @@ class FakeArgo:
         hide_on_first_get: names whose first GET answers 404 although they exist (a create race).
         stale_puts: answer every PUT with 409, as if someone else updated the object first.
         html_only: answer everything with the UI's HTML page and 200 (a URL that misses the API).
+        template_cache_lag: how many creates of a cron or workflow that references a template
+            answer "not found" after the template exists, as argo-server's template informer
+            does until it has seen it (400 for crons, 404 for workflows; argo v4.1.2
+            server/cronworkflow/cron_workflow_server.go, server/workflow/workflow_server.go).
+        forbid_deletes: answer DELETE with 403, as for a token whose Role lacks `delete`.
     """
 
     base_path: str = "/argo/"
@@ -58,6 +63,8 @@ class FakeArgo:
     hide_on_first_get: set[str] = field(default_factory=set)
     stale_puts: bool = False
     html_only: bool = False
+    template_cache_lag: int = 0
+    forbid_deletes: bool = False
     objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -84,6 +91,9 @@ class FakeArgo:
 
             def do_PUT(self) -> None:
                 fake._handle(self, "PUT")
+
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
@@ -153,12 +163,41 @@ class FakeArgo:
         if namespace not in self.namespaces:
             return 404, {"code": 5, "message": f'namespaces "{namespace}" not found'}
         if name is None and method == "POST":
-            return self._create(kind, namespace, resource, (body or {}).get(key) or {})
+            obj = (body or {}).get(key) or {}
+            refused = self._template_not_cached(kind, namespace, obj)
+            if refused:
+                return refused
+            return self._create(kind, namespace, resource, obj)
+        if name is not None and method == "DELETE":
+            if self.forbid_deletes:
+                return 403, {
+                    "code": 7,
+                    "message": f'{resource} "{name}" is forbidden: cannot delete',
+                }
+            if self.objects.pop((kind, namespace, name), None) is None:
+                return 404, {"code": 5, "message": f'{resource} "{name}" not found'}
+            return 200, {}
         if name is not None and method == "GET":
             return self._get(kind, namespace, name, resource)
         if name is not None and method == "PUT":
             return self._update(kind, namespace, name, resource, (body or {}).get(key) or {})
         return 405, {"code": 12, "message": "method not allowed"}
+
+    def _template_not_cached(self, kind: str, namespace: str, obj: dict):
+        """argo-server's validation of `workflowTemplateRef` against its template informer."""
+        spec = obj.get("spec", {})
+        ref = (spec.get("workflowSpec", spec) or {}).get("workflowTemplateRef")
+        if kind not in ("cron-workflows", "workflows") or not ref:
+            return None
+        exists = ("workflow-templates", namespace, ref["name"]) in self.objects
+        if exists and self.template_cache_lag <= 0:
+            return None
+        if exists:
+            self.template_cache_lag -= 1
+        message = f'workflowtemplate.argoproj.io "{ref["name"]}" not found'
+        if kind == "cron-workflows":
+            return 400, {"code": 3, "message": f"cannot validate Workflow: {message}"}
+        return 404, {"code": 5, "message": message}
 
     def _create(self, kind: str, namespace: str, resource: str, obj: dict):
         meta = obj.setdefault("metadata", {})

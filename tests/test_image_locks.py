@@ -87,3 +87,17 @@ def test_locks_agree_with_requirements_lock_where_they_overlap() -> None:
         locked = parse_lock(REPO / "docker" / f"requirements-{image}.lock")
         differ = {n: (v, venv[n]) for n, v in locked.items() if n in venv and venv[n] != v}
         assert differ == {}, f"requirements-{image}.lock vs requirements.lock: {differ}"
+
+
+def test_step_lock_ships_the_bigquery_extra_at_its_pinned_version() -> None:
+    """The fetch pod runs `--source bigquery` from this image: without the client it could only
+    fail with "needs the bigquery extra", Secret or not."""
+    locked = parse_lock(REPO / "docker" / "requirements-step.lock")
+    wanted = exact_pins(pyproject()["project"]["optional-dependencies"]["bigquery"])
+    assert {n: locked.get(n) for n in wanted} == wanted
+
+
+def test_mlflow_lock_has_the_basic_auth_app_dependencies() -> None:
+    """`mlflow server --app-name basic-auth` imports Flask-WTF (MLflow's `auth` extra)."""
+    locked = parse_lock(REPO / "docker" / "requirements-mlflow.lock")
+    assert "flask-wtf" in locked and "wtforms" in locked

@@ -148,7 +148,21 @@ def test_image_labels_carry_version_and_revision(images: dict[str, str], kind: s
     labels = inspect(images[kind])["Config"]["Labels"]
     assert labels["org.opencontainers.image.version"] == package_version()
     assert re.fullmatch(r"[0-9a-f]{40}", labels["org.opencontainers.image.revision"])
+    assert labels["dewpoint-pipeline.git-dirty"] in ("true", "false")
     assert "org.opencontainers.image.source" in labels
+
+
+def test_step_image_code_reports_the_revision_in_its_labels(images: dict[str, str]) -> None:
+    """What train and register tag runs and versions with, inside the image (no .git there)."""
+    labels = inspect(images["step"])["Config"]["Labels"]
+    script = "from steps.revision import source_revision; print(source_revision().tags())"
+    out = docker("run", "--rm", *RESTRICTED, images["step"], "python", "-c", script).stdout
+    assert out.strip() == str(
+        {
+            "code.git_commit": labels["org.opencontainers.image.revision"],
+            "code.git_dirty": labels["dewpoint-pipeline.git-dirty"],
+        }
+    )
 
 
 @pytest.mark.parametrize("kind", IMAGE_KINDS)
@@ -209,6 +223,59 @@ def test_step_container_writes_only_work_and_tmp(images: dict[str, str], tmp_pat
         assert docker("diff", name).stdout.strip() == ""
     finally:
         docker("rm", "--force", name, check=False)
+
+
+def test_step_image_ships_the_bigquery_client_and_fails_on_credentials(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    """`--source bigquery` in the cluster: the template points GOOGLE_APPLICATION_CREDENTIALS at
+    the optional Secret's mount; without the Secret the step says so, and with an unusable key
+    it is google-auth (the client is in the image) that refuses it, in one line, offline."""
+    from workflows.pipeline import GOOGLE_CREDENTIALS_DIR
+
+    key_path = f"{GOOGLE_CREDENTIALS_DIR}/key.json"
+    fetch = ["python", "-m", "steps", "fetch", "--source", "bigquery", "--years", "2023",
+             "--output", "/tmp/dataset.parquet"]  # fmt: skip
+    missing = docker(
+        "run", "--rm", *RESTRICTED, "-e", f"GOOGLE_APPLICATION_CREDENTIALS={key_path}",
+        images["step"], *fetch, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        f"error: GOOGLE_APPLICATION_CREDENTIALS points to {key_path}, which is not a file"
+    ]
+    keys = writable_by_container(tmp_path / "google")
+    (keys / "key.json").write_text("{}")
+    (keys / "key.json").chmod(0o644)
+    unusable = docker(
+        "run", "--rm", *RESTRICTED, "-v", f"{keys}:{GOOGLE_CREDENTIALS_DIR}:ro",
+        "-e", f"GOOGLE_APPLICATION_CREDENTIALS={key_path}", images["step"], *fetch, check=False,
+    )  # fmt: skip
+    assert unusable.returncode == 1
+    (line,) = unusable.stderr.strip().splitlines()
+    assert line.startswith(f"error: bigquery source: the credentials in {key_path}"), line
+    assert "not usable" in line and "bigquery extra" not in line
+
+
+def test_kind_load_saves_an_archive_kind_can_import(images: dict[str, str], tmp_path: Path) -> None:
+    """kind/load-images.sh with this machine's real Docker engine (a fake `kind` checks the
+    archive it is handed): what `make kind-load` gives `kind load image-archive`."""
+    from tests.kind_sandbox import EXTERNAL, Sandbox
+
+    sandbox = Sandbox(tmp_path / "sandbox", hidden=EXTERNAL - {"docker"})
+    copy = tmp_path / "manifest.json"
+    sandbox.fake(
+        "kind",
+        f'if [ "$1 $2" = "get clusters" ]; then echo dewpoint; exit 0; fi\n'
+        f'tar -xOf "$3" manifest.json > {copy}',
+    )
+    proc = sandbox.run(
+        "load-images.sh", images["serve"], env={"DOCKER": docker_program(), "TMPDIR": str(tmp_path)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    (load,) = [c for c in sandbox.calls("kind") if c[1] == "load"]
+    assert load[1:3] == ["load", "image-archive"]
+    assert images["serve"] in copy.read_text()
 
 
 # --------------------------------------------------------------------- PostgreSQL + MLflow image
@@ -396,7 +463,7 @@ def host_prediction(tracking_uri: str, model_uri: str) -> float:
 def test_pipeline_in_step_image_then_serve_image(
     images: dict[str, str], mlflow_container: MlflowContainer, tmp_path: Path
 ) -> None:
-    from workflows.local import run_rendered
+    from workflows.local_runner import run_rendered
 
     started = time.monotonic()
     rc = run_rendered(

@@ -16,12 +16,23 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+from steps.stages import CHECK_PARAMETERS, PIPELINE
+from tests.argo_ui import (
+    ALLOWED_PROTOCOLS,
+    LINK_FIELDS,
+    LINK_SCOPES,
+    process_url,
+    workflow_page_object,
+)
+from tests.upstream import argo_install_path, load_yaml_stream, pinned_versions
 
 REPO = Path(__file__).resolve().parents[1]
 KIND = REPO / "kind"
@@ -32,77 +43,14 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Generous: the machine is shared and MLflow answers slowly under load.
 HTTP_TIMEOUT = 60.0
 
-# What our component (kind/base/argo) patches in Argo Workflows v4.1.2's install.yaml, in the
-# shape upstream ships it (manifests/base of the v4.1.2 tag): names, container names, the fields
-# we override. The release manifest itself is remote, so `make kind-up` fetches it, not the tests.
-ARGO_V4_1_2_PATCH_TARGETS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: argo-server}
-spec:
-  selector: {matchLabels: {app: argo-server}}
-  template:
-    metadata: {labels: {app: argo-server}}
-    spec:
-      serviceAccountName: argo-server
-      securityContext: {runAsNonRoot: true}
-      nodeSelector: {kubernetes.io/os: linux}
-      containers:
-        - name: argo-server
-          image: quay.io/argoproj/argocli:v4.1.2
-          args: [server]
-          ports: [{name: web, containerPort: 2746}]
-          readinessProbe:
-            httpGet: {port: 2746, scheme: HTTPS, path: /}
-            initialDelaySeconds: 10
-            periodSeconds: 20
-          securityContext:
-            readOnlyRootFilesystem: true
-            runAsNonRoot: true
-            allowPrivilegeEscalation: false
-            capabilities: {drop: [ALL]}
-          volumeMounts: [{mountPath: /tmp, name: tmp}]
-      volumes: [{name: tmp, emptyDir: {}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: workflow-controller}
-spec:
-  selector: {matchLabels: {app: workflow-controller}}
-  template:
-    metadata: {labels: {app: workflow-controller}}
-    spec:
-      serviceAccountName: argo
-      securityContext: {runAsNonRoot: true}
-      containers:
-        - name: workflow-controller
-          image: quay.io/argoproj/workflow-controller:v4.1.2
-          command: [workflow-controller]
-          args: []
-          ports: [{name: metrics, containerPort: 9090}, {containerPort: 6060}]
-          livenessProbe:
-            httpGet: {port: 6060, path: /healthz}
-            failureThreshold: 3
-            initialDelaySeconds: 90
-            periodSeconds: 60
-            timeoutSeconds: 30
-          securityContext:
-            readOnlyRootFilesystem: true
-            runAsNonRoot: true
-            allowPrivilegeEscalation: false
-            capabilities: {drop: [ALL]}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: workflow-controller-configmap}
----
-apiVersion: v1
-kind: Service
-metadata: {name: argo-server}
-spec:
-  selector: {app: argo-server}
-  ports: [{name: web, port: 2746, targetPort: 2746}]
-"""
+# The upstream objects kind/base/argo patches or routes to; with our component's own objects
+# (namespace, ingress, middlewares) they are what we own of the rendered kind/argo.
+ARGO_OBJECTS_WE_CHANGE = {
+    ("Deployment", "argo-server"),
+    ("Deployment", "workflow-controller"),
+    ("ConfigMap", "workflow-controller-configmap"),
+    ("Service", "argo-server"),
+}
 
 
 # ---- rendering ---------------------------------------------------------------------------------
@@ -123,10 +71,10 @@ def kubectl() -> str:
 def render(directory: Path) -> list[dict[str, Any]]:
     """The objects `kubectl kustomize DIR` renders (local resources only, no network)."""
     proc = subprocess.run(
-        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, f"kubectl kustomize {directory} failed:\n{proc.stderr}"
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    return load_yaml_stream(proc.stdout)
 
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
@@ -136,12 +84,7 @@ def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 
 def versions() -> dict[str, str]:
     """kind/versions.env as a dict."""
-    pairs = {}
-    for line in (KIND / "versions.env").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            pairs[key.strip()] = value.strip()
-    return pairs
+    return pinned_versions()
 
 
 def package_version() -> str:
@@ -157,20 +100,35 @@ def overlay() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def argo(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Our Argo component applied to the upstream objects it patches, namespace argo."""
-    root = tmp_path_factory.mktemp("argo-render")
-    (root / "upstream.yaml").write_text(ARGO_V4_1_2_PATCH_TARGETS)
-    # kustomize accepts only relative paths to a component.
-    component = os.path.relpath(KIND / "base" / "argo", root)
-    kustomization = {"namespace": "argo", "resources": ["upstream.yaml"], "components": [component]}
-    (root / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    return render(root)
+def argo_release(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """`kubectl kustomize kind/argo` exactly as `make kind-up` renders it: the real release
+    manifest (tests/upstream.py) where `make argo-manifest` puts it, in a copy of kind/."""
+    manifest = argo_install_path()
+    copy = tmp_path_factory.mktemp("kind-copy") / "kind"
+    shutil.copytree(KIND, copy, ignore=shutil.ignore_patterns("upstream"))
+    (copy / "argo" / "upstream").mkdir()
+    shutil.copyfile(manifest, copy / "argo" / "upstream" / "install.yaml")
+    return render(copy / "argo")
+
+
+@pytest.fixture(scope="module")
+def argo(argo_release: list[dict]) -> list[dict[str, Any]]:
+    """What we own of the rendered kind/argo: our component's objects and the upstream ones it
+    patches or routes to (the rest is upstream's, e.g. its ClusterRoles, and checked apart)."""
+    component = KIND / "base" / "argo"
+    resources = yaml.safe_load((component / "kustomization.yaml").read_text())["resources"]
+    ours = {
+        (o["kind"], o["metadata"]["name"])
+        for name in resources
+        for o in load_yaml_docs(component / name)
+    }
+    ours |= ARGO_OBJECTS_WE_CHANGE
+    return [o for o in argo_release if (o["kind"], o["metadata"]["name"]) in ours]
 
 
 @pytest.fixture(scope="module")
 def everything(overlay: list[dict], argo: list[dict]) -> list[dict[str, Any]]:
-    """Every object we apply that the tests can render (Traefik's chart is remote)."""
+    """Every object of ours we apply that the tests can render (Traefik's chart is remote)."""
     return [*overlay, *argo, *load_yaml_docs(KIND / "traefik-namespace.yaml")]
 
 
@@ -249,10 +207,13 @@ def test_overlay_puts_every_namespaced_object_in_mlops(overlay: list[dict]) -> N
     namespaced = [o for o in overlay if o["kind"] != "Namespace"]
     assert {o["metadata"].get("namespace") for o in namespaced} == {NAMESPACE}
     assert [o["metadata"]["name"] for o in overlay if o["kind"] == "Namespace"] == [NAMESPACE]
-    # Set once: in the overlay, never in a base.
+    # Set once: in the overlay, never in a base. The patches of upstream Argo objects name the
+    # namespace upstream put them in (`argo`), or kustomize finds nothing to patch.
+    patches = KIND / "base" / "argo" / "patches"
     for path in (KIND / "base").rglob("*.yaml"):
         for doc in load_yaml_docs(path):
-            assert "namespace" not in doc.get("metadata", {}), f"{path} sets a namespace"
+            namespace = doc.get("metadata", {}).get("namespace")
+            assert namespace == ("argo" if path.parent == patches else None), path
 
 
 @pytest.mark.parametrize(
@@ -348,7 +309,7 @@ def test_every_pod_we_own_passes_restricted(overlay: list[dict], argo: list[dict
     for where, pod in pod_templates([*overlay, *argo]):
         assert restricted_violations(pod) == [], where
         checked += 1
-    assert checked == 7
+    assert checked == 8
 
 
 def test_our_containers_have_read_only_root_and_a_non_root_uid(overlay: list[dict]) -> None:
@@ -397,15 +358,55 @@ def test_images_are_pinned_and_ours_carry_the_package_version(
     assert ours <= seen
 
 
-def test_argo_kustomization_pins_the_release_manifest_and_images() -> None:
+def test_argo_kustomization_renders_the_pinned_release_manifest_and_images() -> None:
     doc = yaml.safe_load((KIND / "argo" / "kustomization.yaml").read_text())
-    version = versions()["ARGO_WORKFLOWS_VERSION"]
-    assert doc["resources"] == [
-        f"https://github.com/argoproj/argo-workflows/releases/download/{version}/install.yaml"
-    ]
+    v = versions()
+    # A local copy that `make argo-manifest` downloads and checks against the pinned sha256: a
+    # remote resource would be fetched by kustomize with no checksum at all.
+    assert doc["resources"] == ["upstream/install.yaml"]
+    assert HEX64.match(v["ARGO_WORKFLOWS_INSTALL_SHA256"])
+    script = (KIND / "argo-manifest.sh").read_text()
+    assert (
+        "https://github.com/argoproj/argo-workflows/releases/download/"
+        "$ARGO_WORKFLOWS_VERSION/install.yaml"
+    ) in script
     assert doc["namespace"] == "argo"
     assert doc["components"] == ["../base/argo"]
-    assert {i["newTag"] for i in doc["images"]} == {version}
+    assert {i["newTag"] for i in doc["images"]} == {v["ARGO_WORKFLOWS_VERSION"]}
+
+
+def test_kind_argo_renders_the_real_release_with_our_patches(argo_release: list[dict]) -> None:
+    """Every namespaced object upstream ships is in `argo` (a patch without that namespace matches
+    nothing), our patches reached their targets, and nothing else of upstream was dropped."""
+    upstream = load_yaml_stream(argo_install_path().read_text())
+    assert {o["metadata"].get("namespace") for o in upstream if "namespace" in o["metadata"]} == {
+        "argo"
+    }
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in argo_release}
+    assert {(o["kind"], o["metadata"]["name"]) for o in upstream} <= rendered
+    server = find(argo_release, "Deployment", "argo-server", "argo")
+    assert "--base-href=/argo/" in server["spec"]["template"]["spec"]["containers"][0]["args"]
+    controller = find(argo_release, "Deployment", "workflow-controller", "argo")
+    assert controller["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    config = find(argo_release, "ConfigMap", "workflow-controller-configmap", "argo")
+    assert "executor" in config["data"]
+
+
+def test_the_whole_rendered_argo_release_is_valid_kubernetes_1_37_strict(
+    argo_release: list[dict],
+) -> None:
+    """Upstream's objects too (CRDs, cluster roles), as our patches leave them."""
+    problems = []
+    for obj in argo_release:
+        if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_SCHEMA_VERSION, strict=True)
+        except (ValidationError, SchemaNotFoundError) as exc:
+            problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+    assert not problems, "\n".join(problems)
 
 
 # ---- Argo server and controller ----------------------------------------------------------------
@@ -415,7 +416,7 @@ def test_argo_server_serves_plain_http_under_argo_with_client_auth(argo: list[di
     (container,) = find(argo, "Deployment", "argo-server")["spec"]["template"]["spec"]["containers"]
     assert container["args"] == [
         "server",
-        "--basehref=/argo/",
+        "--base-href=/argo/",
         "--secure=false",
         "--auth-mode=client",
     ]
@@ -432,6 +433,71 @@ def test_executor_containers_are_restricted_compliant(argo: list[dict]) -> None:
     # Argo adds init and wait containers with exactly this securityContext to every workflow pod.
     pod = {"containers": [{"name": "wait", **executor}]}
     assert restricted_violations(pod) == []
+
+
+# ---- Argo UI links to MLflow -------------------------------------------------------------------
+
+MLFLOW_UI = "http://localhost/mlflow/"  # the ingress route of kind/base/mlflow
+
+
+def _links(config_data: dict[str, str]) -> list[dict[str, str]]:
+    return yaml.safe_load(config_data["links"])
+
+
+def test_ui_links_are_the_ones_the_pipeline_derives_from_its_global_outputs() -> None:
+    """The patch's links point at the global output indexes the rendered template produces."""
+    from workflows.pipeline import argo_ui_links
+    from workflows.settings import PipelineSettings
+
+    (patch,) = load_yaml_docs(
+        KIND / "base" / "argo" / "patches" / "workflow-controller-configmap.yaml"
+    )
+    assert _links(patch["data"]) == argo_ui_links(PipelineSettings(), MLFLOW_UI)
+
+
+def test_ui_links_reach_the_rendered_config_in_argo_v4_1_2_format(argo: list[dict]) -> None:
+    data = find(argo, "ConfigMap", "workflow-controller-configmap")["data"]
+    links = _links(data)
+    assert [link["name"] for link in links] == ["MLflow run", "MLflow model version"]
+    for link in links:
+        assert set(link) <= LINK_FIELDS, "UnmarshalStrict rejects any other field"
+        assert link["scope"] in LINK_SCOPES and link["scope"] == "workflow"
+        assert urlsplit(link["url"]).scheme in ALLOWED_PROTOCOLS
+        assert link["url"].startswith(MLFLOW_UI + "#/")
+
+
+def test_ui_links_open_the_run_and_version_of_the_workflow_they_are_on(argo: list[dict]) -> None:
+    """A Workflow as Argo records it after train and register: the links resolve to its run and
+    version; before train has finished they open MLflow without an id rather than a wrong one."""
+    links = {link["name"]: link["url"] for link in _links(
+        find(argo, "ConfigMap", "workflow-controller-configmap")["data"]
+    )}  # fmt: skip
+    done = {
+        "metadata": {"name": "dewpoint-pipeline-x7k2p", "namespace": NAMESPACE},
+        "status": {"outputs": {"parameters": [
+            {"name": "mlflow-run-id", "value": "0f3c"},
+            {"name": "registered-model", "value": "dewpoint-lr"},
+            {"name": "model-version", "value": "7"},
+            {"name": "gate-promoted", "value": "true"},
+        ]}},
+    }  # fmt: skip
+    page = workflow_page_object(done)
+    assert process_url(links["MLflow run"], page) == MLFLOW_UI + "#/runs/0f3c"
+    assert process_url(links["MLflow model version"], page) == (
+        MLFLOW_UI + "#/models/dewpoint-lr/versions/7"
+    )
+    running = workflow_page_object({"metadata": done["metadata"], "status": {}})
+    assert process_url(links["MLflow run"], running) == MLFLOW_UI + "#/runs/"
+
+
+def test_mlflow_ui_has_the_routes_the_links_open() -> None:
+    """The routes in the MLflow 3.17.2 UI bundle installed with the project (its React router)."""
+    import mlflow
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    text = "".join(p.read_text(errors="replace") for p in bundle.glob("*.js"))
+    assert '"/runs/:runUuid"' in text
+    assert "models/:modelName/versions/:version" in text
 
 
 # ---- the names shared with workflows/pipeline.py -----------------------------------------------
@@ -469,7 +535,8 @@ def test_workflow_pods_pass_restricted_with_our_executor(
     )
     pod_sc = workflow_template["spec"]["securityContext"]
     templates = [t for t in workflow_template["spec"]["templates"] if "container" in t]
-    assert len(templates) == 6
+    # Every pod of the workflow, checked: the parameter check and each pipeline stage.
+    assert [t["name"] for t in templates] == [s.name for s in (CHECK_PARAMETERS, *PIPELINE)]
     for t in templates:
         pod = {
             "securityContext": pod_sc,
@@ -555,9 +622,9 @@ def cpu(quantity: str) -> float:
 def test_model_server_matches_the_deploy_step(
     overlay: list[dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from steps.deploy import build_parser as build_deploy_parser
     from steps.deploy_targets import kubernetes as k8s_target
     from steps.serving import recommended_serve_command
+    from steps.stages import DEPLOY
 
     dep = find(overlay, "Deployment", "model-server")
     assert dep["spec"]["replicas"] == 0, "nothing to serve until the first deploy"
@@ -585,7 +652,7 @@ def test_model_server_matches_the_deploy_step(
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/ping"
     monkeypatch.delenv("POD_NAMESPACE", raising=False)  # the parser's env fallback
-    args = build_deploy_parser().parse_args(["--target", "kubernetes", "--version", "1"])
+    args = DEPLOY.parse(["--target", "kubernetes", "--version", "1"])
     assert (args.namespace, args.deployment) == (NAMESPACE, "model-server")
     assert set(k8s_target.ANNOTATION_KEYS.values()) == {
         "dewpoint-pipeline/model-version",
@@ -626,19 +693,36 @@ def test_roles_grant_exactly_what_each_account_needs(overlay: list[dict]) -> Non
             "verbs": ["get", "patch"],
         }
     ]
-    operator = {
-        (group, resource): set(rule["verbs"])
-        for rule in rules("pipeline-operator")
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
+
+    def grants(role: str) -> dict[tuple[str, str, str], set[str]]:
+        return {
+            (group, resource, ",".join(rule.get("resourceNames", []))): set(rule["verbs"])
+            for rule in rules(role)
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        }
+
+    # The operator (make argo-token) runs the installed template and reads; it writes no
+    # template or cron, so with workflowRestrictions it cannot run pods of its own.
+    assert grants("pipeline-operator") == {
+        ("argoproj.io", "workflows", ""): {"get", "list", "watch", "create"},
+        ("argoproj.io", "workflowtemplates", ""): {"get", "list", "watch"},
+        ("argoproj.io", "cronworkflows", ""): {"get", "list", "watch"},
+        ("", "pods", ""): {"get", "list", "watch"},
+        ("", "pods/log", ""): {"get"},
     }
-    assert operator == {
-        ("argoproj.io", "workflows"): {"get", "list", "watch", "create"},
-        ("argoproj.io", "workflowtemplates"): {"get", "list", "watch", "create", "update"},
-        ("argoproj.io", "cronworkflows"): {"get", "list", "watch", "create", "update"},
-        ("", "pods"): {"get", "list", "watch"},
-        ("", "pods/log"): {"get"},
+    # The publisher (make publish, 10-minute tokens only) installs the template and the cron.
+    assert grants("pipeline-publisher") == {
+        ("argoproj.io", "workflowtemplates", ""): {"get", "list", "watch", "create", "update"},
+        ("argoproj.io", "cronworkflows", ""): {"get", "list", "watch", "create", "update"},
+        ("argoproj.io", "cronworkflows", "dewpoint-pipeline-weekly"): {"delete"},
     }
+    long_lived = {
+        o["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+        for o in overlay
+        if o["kind"] == "Secret" and o.get("type") == "kubernetes.io/service-account-token"
+    }
+    assert long_lived == {"pipeline-operator"}
     token = find(overlay, "Secret", "pipeline-operator-token")
     assert token["type"] == "kubernetes.io/service-account-token"
     assert (
@@ -650,6 +734,7 @@ def test_roles_grant_exactly_what_each_account_needs(overlay: list[dict]) -> Non
 def test_every_secret_a_pod_reads_is_created_by_up_sh_or_shipped(overlay: list[dict]) -> None:
     up = (KIND / "up.sh").read_text()
     created = set(re.findall(r"create secret generic ([a-z0-9-]+)", up))
+    created |= set(re.findall(r"^mlflow_user ([a-z0-9-]+) ", up, flags=re.M))
     shipped = {o["metadata"]["name"] for o in overlay if o["kind"] == "Secret"}
     referenced = set()
     for _, pod in pod_templates(overlay):
@@ -661,8 +746,19 @@ def test_every_secret_a_pod_reads_is_created_by_up_sh_or_shipped(overlay: list[d
                 if "secretKeyRef" in e.get("valueFrom", {}):
                     referenced.add(e["valueFrom"]["secretKeyRef"]["name"])
     referenced.add("seaweedfs-s3")  # by the artifact repository ConfigMap
-    assert referenced == {"mlflow-postgres", "seaweedfs-s3"}
+    assert referenced == {
+        "mlflow-postgres",
+        "seaweedfs-s3",
+        "mlflow-admin",
+        "mlflow-pipeline",
+        "mlflow-model-server",
+        "mlflow-viewer",
+    }
     assert referenced <= created | shipped
+    # The workflow steps' MLflow user, read by the WorkflowTemplate (workflows/pipeline.py).
+    from workflows.pipeline import MLFLOW_CREDENTIALS_SECRET
+
+    assert MLFLOW_CREDENTIALS_SECRET in created
 
 
 # ---- ingress and network -----------------------------------------------------------------------
@@ -943,18 +1039,23 @@ class StripPrefixProxy:
 
 @pytest.mark.slow
 def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
-    overlay: list[dict], tmp_path: Path
+    overlay: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real MLflow server with the manifest's flags (store and paths made local), behind a
     /mlflow-stripping proxy: the UI's assets resolve, a client logs and reads back an artifact
-    through the proxy, and the allowed-hosts check admits in-cluster names and rejects others."""
+    through the proxy, and the allowed-hosts check admits in-cluster names and rejects others.
+    The server runs the Deployment's basic-auth app with its environment; the test is the admin."""
     import mlflow
 
     from tests.conftest import free_port, mlflow_executable, wait_http_ok
+    from tests.mlflow_auth_env import ADMIN, client_env, generated_secrets, server_env
 
     local = ("--host=", "--port=", "--backend-store-uri=", "--artifacts-destination=")
     kept = [a for a in container_args(overlay, "mlflow")[1:] if not a.startswith(local)]
     port = free_port()
+    generated = generated_secrets()
+    admin = client_env(generated, ADMIN)
+    auth = (admin["MLFLOW_TRACKING_USERNAME"], admin["MLFLOW_TRACKING_PASSWORD"])
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -966,6 +1067,7 @@ def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
             f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}",
             f"--artifacts-destination={tmp_path / 'artifacts'}",
         ],
+        env=server_env(tmp_path, generated),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -978,39 +1080,47 @@ def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
         for host in ("mlflow.mlops.svc:5000", "mlflow:5000", "localhost"):
             assert (
                 httpx.get(
-                    upstream + search, headers={"Host": host}, timeout=HTTP_TIMEOUT
+                    upstream + search, headers={"Host": host}, auth=auth, timeout=HTTP_TIMEOUT
                 ).status_code
                 == 200
             ), host
         assert (
             httpx.get(
-                upstream + search, headers={"Host": "evil.example"}, timeout=HTTP_TIMEOUT
+                upstream + search, headers={"Host": "evil.example"}, auth=auth, timeout=HTTP_TIMEOUT
             ).status_code
             == 403
         )
         # The kubelet probes with the pod IP as Host: /health is exempt from the check.
         assert (
             httpx.get(
-                f"{upstream}/health", headers={"Host": "10.244.0.7:5000"}, timeout=HTTP_TIMEOUT
+                f"{upstream}/health",
+                headers={"Host": "10.244.0.7:5000"},
+                auth=auth,
+                timeout=HTTP_TIMEOUT,
             ).status_code
             == 200
         )
 
         assert (
-            httpx.get(f"{proxy.url}/mlflow", timeout=HTTP_TIMEOUT).headers["location"] == "/mlflow/"
+            httpx.get(f"{proxy.url}/mlflow", auth=auth, timeout=HTTP_TIMEOUT).headers["location"]
+            == "/mlflow/"
         )
-        page = httpx.get(f"{proxy.url}/mlflow/", timeout=HTTP_TIMEOUT)
+        page = httpx.get(f"{proxy.url}/mlflow/", auth=auth, timeout=HTTP_TIMEOUT)
         assert page.status_code == 200
         assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
         assert assets and not any(a.startswith("/") for a in assets), "relative asset URLs"
         for asset in assets:
             assert (
                 httpx.get(
-                    f"{proxy.url}/mlflow/{asset.removeprefix('./')}", timeout=HTTP_TIMEOUT
+                    f"{proxy.url}/mlflow/{asset.removeprefix('./')}",
+                    auth=auth,
+                    timeout=HTTP_TIMEOUT,
                 ).status_code
                 == 200
             )
 
+        for key, value in admin.items():
+            monkeypatch.setenv(key, value)
         client = mlflow.MlflowClient(tracking_uri=f"{proxy.url}/mlflow")
         experiment = client.create_experiment("behind-the-ingress")
         run = client.create_run(experiment)
@@ -1082,3 +1192,74 @@ def test_smoke_script_predicts_through_a_stripped_model_prefix(tmp_path: Path) -
     finally:
         proxy.close()
         stop_process_group(proc)
+
+
+# ---- per-step egress ---------------------------------------------------------------------------
+
+
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy podSelector (matchLabels, matchExpressions) selects `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        present = expr["key"] in labels
+        if expr["operator"] == "Exists" and not present:
+            return False
+        if expr["operator"] == "DoesNotExist" and present:
+            return False
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def egress_of(overlay: list[dict], labels: dict[str, str]) -> list[dict]:
+    """Every egress rule that applies to a pod with `labels` (NetworkPolicies add up)."""
+    return [
+        rule
+        for p in overlay
+        if p["kind"] == "NetworkPolicy" and selects(p["spec"]["podSelector"], labels)
+        for rule in p["spec"].get("egress", [])
+    ]
+
+
+def test_only_fetch_reaches_out_and_only_deploy_reaches_the_model_server(
+    overlay: list[dict], workflow_template: dict
+) -> None:
+    """Per step, from the labels the template gives its pods: fetch may open TCP 443 anywhere
+    (HTTPS data sources), deploy may call the model server, every step reaches MLflow, SeaweedFS
+    and only the Kubernetes API's own addresses (a placeholder here, set by kind/up.sh)."""
+    from workflows.pipeline import STEP_LABEL
+
+    steps = [t for t in workflow_template["spec"]["templates"] if "container" in t]
+    for template in steps:
+        step = template["metadata"]["labels"][STEP_LABEL]
+        assert step == template["name"]
+        rules = egress_of(overlay, {"workflows.argoproj.io/workflow": "wf-1", STEP_LABEL: step})
+        anywhere = {p["port"] for r in rules if "to" not in r for p in r["ports"]}
+        blocks = {
+            peer["ipBlock"]["cidr"] for r in rules for peer in r.get("to", []) if "ipBlock" in peer
+        }
+        apps = {
+            (
+                peer.get("namespaceSelector", {}).get("matchLabels", {}).get(NAMESPACE_LABEL),
+                *sorted(peer["podSelector"]["matchLabels"].values()),
+            )
+            for r in rules
+            for peer in r.get("to", [])
+            if "podSelector" in peer
+        }
+        assert anywhere == ({443} if step == "fetch" else set()), step
+        assert blocks == {"192.0.2.1/32"}, step
+        wanted = {(None, "mlflow"), (None, "seaweedfs"), ("kube-system", "kube-dns")}
+        if step == "deploy":
+            wanted.add((None, "model-server"))
+        assert apps == wanted, step
+    server = find(overlay, "NetworkPolicy", "model-server")["spec"]["ingress"]
+    (rule,) = server
+    workflow_peers = [p for p in rule["from"] if "podSelector" in p]
+    assert workflow_peers and all(
+        p["podSelector"]["matchLabels"] == {STEP_LABEL: "deploy"} for p in workflow_peers
+    )

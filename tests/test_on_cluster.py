@@ -94,7 +94,7 @@ def client(token: str) -> Any:
 
 def test_ingress_serves_argo_with_client_auth_and_mlflow(cluster: None, token: str) -> None:
     ui = httpx.get(f"{BASE_URL}/argo/", timeout=30)
-    assert ui.status_code == 200 and 'href="/argo/"' in ui.text, "--basehref=/argo/"
+    assert ui.status_code == 200 and 'href="/argo/"' in ui.text, "--base-href=/argo/"
     api = f"{BASE_URL}/argo/api/v1/workflows/{NAMESPACE}"
     assert httpx.get(api, timeout=30).status_code == 401, "anonymous access must be refused"
     assert httpx.get(api, headers={"Authorization": token}, timeout=30).status_code == 200
