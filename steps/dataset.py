@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from steps.cli import StepError
+from steps.cli import StepError, one_line
+from steps.files import write_atomically
+from steps.redaction import redact_values
 
 SCHEMA = pa.schema(
     [
@@ -28,6 +28,7 @@ SCHEMA = pa.schema(
 )
 COLUMNS = tuple(SCHEMA.names)
 SOURCE_METADATA_KEY = b"dewpoint.source"
+VALIDATION_METADATA_KEY = b"dewpoint.validation"
 SORT_KEYS = [(name, "ascending") for name in COLUMNS]
 
 
@@ -53,7 +54,7 @@ def conform(table: pa.Table) -> pa.Table:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise StepError(
                     f"dataset column {field.name} is {column.type}, not {field.type}: "
-                    f"{_first_line(exc)}"
+                    f"{one_line(exc)}"
                 ) from exc
         if not field.nullable and column.null_count:
             raise StepError(f"dataset column {field.name} has {column.null_count} null value(s)")
@@ -174,19 +175,26 @@ def is_canonical(table: pa.Table) -> bool:
 def write_dataset(table: pa.Table, path: Path, source: dict[str, Any] | None = None) -> None:
     """Write `table` as Parquet at `path` atomically (temporary name in the same folder, rename).
 
-    `source` is stored as JSON under the `dewpoint.source` key-value metadata.
+    `source` is stored as JSON under the `dewpoint.source` key-value metadata, credentials in
+    its URLs redacted (`steps.redaction`).
     """
-    metadata = {SOURCE_METADATA_KEY: json.dumps(source or {}, sort_keys=True).encode()}
-    table = table.replace_schema_metadata(metadata)
-    _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    table = table.replace_schema_metadata(_source_metadata(source))
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def write_dataset_pieces(
-    pieces: Iterable[pa.Table], path: Path, source: dict[str, Any] | None = None
+    pieces: Iterable[pa.Table],
+    path: Path,
+    source: dict[str, Any] | None = None,
+    validation: dict[str, Any] | None = None,
 ) -> None:
     """`write_dataset` of the concatenation of `pieces` (SCHEMA tables), written as they come:
-    the whole table is never in memory at once."""
-    metadata = {SOURCE_METADATA_KEY: json.dumps(source or {}, sort_keys=True).encode()}
+    the whole table is never in memory at once. `validation` (validate's report) is stored as JSON
+    under `dewpoint.validation`, so the report travels with the rows it describes."""
+    metadata = _source_metadata(source)
+    if validation is not None:
+        validation = redact_values(validation)
+        metadata[VALIDATION_METADATA_KEY] = json.dumps(validation, sort_keys=True).encode()
     schema = SCHEMA.with_metadata(metadata)
 
     def write(tmp: str) -> None:
@@ -194,22 +202,12 @@ def write_dataset_pieces(
             for piece in pieces:
                 writer.write_table(pa.Table.from_arrays(piece.columns, schema=schema))
 
-    _write_atomically(path, write)
+    write_atomically(path, write)
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp)` on a temporary name in `path`'s folder, then rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp_name, 0o644)  # mkstemp makes it private; the dataset is an artifact others read
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+def _source_metadata(source: dict[str, Any] | None) -> dict[bytes, bytes]:
+    """The Parquet key-value metadata for `source`: JSON, with no credential left in clear."""
+    return {SOURCE_METADATA_KEY: json.dumps(redact_values(source or {}), sort_keys=True).encode()}
 
 
 def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
@@ -223,7 +221,7 @@ def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise StepError(f"cannot read dataset {path} as Parquet: {_first_line(exc)}") from exc
+        raise StepError(f"cannot read dataset {path} as Parquet: {one_line(exc)}") from exc
     raw = (table.schema.metadata or {}).get(SOURCE_METADATA_KEY, b"{}")
     try:
         source = json.loads(raw)
@@ -232,6 +230,11 @@ def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     return conform(table), source
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def read_validation_report(path: Path) -> dict[str, Any] | None:
+    """The validation report stored in a validated dataset's metadata; None if there is none (a
+    file validate did not write) or the file cannot be read (its reader reports that)."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(VALIDATION_METADATA_KEY)
+        return json.loads(raw) if raw else None
+    except (OSError, pa.ArrowInvalid, ValueError):
+        return None

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
+from steps.cli import BadInput, StepError, run
 from steps.deploy_targets.common import DeployRequest, DeployResult
+from steps.model_trust import check_servable
 from steps.settings import MlflowSettings
+from steps.stages import DEPLOY
+from steps.tracking import canonical_version, error_for
 
 
 def _deploy_local(request: DeployRequest, args: argparse.Namespace) -> DeployResult:
@@ -39,116 +41,59 @@ def _deploy_kubernetes(request: DeployRequest, args: argparse.Namespace) -> Depl
     )
 
 
-# Target name -> function that serves the request there. Add a target by adding a line.
-TARGETS: dict[str, Callable[[DeployRequest, argparse.Namespace], DeployResult]] = {
+# Target name (steps.deploy_targets.TARGETS) -> function that serves the request there.
+_DEPLOY: dict[str, Callable[[DeployRequest, argparse.Namespace], DeployResult]] = {
     "local": _deploy_local,
     "kubernetes": _deploy_kubernetes,
 }
 
 
 def check_version_exists(request: DeployRequest) -> None:
-    """Fail before touching any server if the registry does not know this model version."""
-    if not request.version.isdigit() or int(request.version) < 1:
-        raise StepError(f"--version must be a positive integer, got {request.version!r}")
+    """Fail before touching any server if the registry does not know this model version, or if
+    it is not this project's served model (its code would run in the model server;
+    steps/model_trust.py)."""
+    client = MlflowClient(tracking_uri=request.tracking_uri)
     try:
-        MlflowClient(tracking_uri=request.tracking_uri).get_model_version(
-            request.model_name, request.version
-        )
+        client.get_model_version(request.model_name, request.version)
+        check_servable(client, request.model_name, request.version)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise StepError(
                 f"model version {request.model_name}/{request.version} is not registered "
                 f"at {request.tracking_uri}"
             ) from exc
-        raise StepError(
+        raise error_for(exc)(
             f"cannot look up {request.model_uri} at {request.tracking_uri}: {exc}"
         ) from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The deploy CLI: common flags, then one group per target."""
-    parser = argparse.ArgumentParser(prog="python -m steps deploy", description=__doc__)
-    # Target is checked in main(), not by argparse `choices`, to fail with our one-line error.
-    parser.add_argument("--target", help=f"where to serve: {', '.join(TARGETS)}")
-    parser.add_argument("--version", help="registered model version to serve")
-    parser.add_argument("--run-id", default="", help="provenance: MLflow run of the model")
-    parser.add_argument("--workflow-uid", default="", help="provenance: Argo workflow UID")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=300.0,
-        help="seconds to wait for a server's /ping or a rollout (default 300)",
-    )
-    MlflowSettings.add_arguments(parser)
-    add_outputs_dir(parser)
-
-    local = parser.add_argument_group("target local")
-    local.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    local.add_argument(
-        "--port",
-        type=int,
-        default=env_default("SERVE_PORT", "5001"),  # a string: argparse converts and checks it
-        help="port to serve on (env SERVE_PORT, default 5001)",
-    )
-    local.add_argument(
-        "--state-dir",
-        type=Path,
-        default=env_default("DEPLOY_STATE_DIR", ".demo/serve"),
-        help="PID/port/version state and server logs (env DEPLOY_STATE_DIR, default .demo/serve)",
-    )
-    local.add_argument(
-        "--stop", action="store_true", help="stop the locally served model (by its PID) and exit"
-    )
-
-    kube = parser.add_argument_group("target kubernetes")
-    kube.add_argument(
-        "--namespace",
-        default=env_default("POD_NAMESPACE", "mlops"),
-        help="namespace of the Deployment (env POD_NAMESPACE, default mlops)",
-    )
-    kube.add_argument(
-        "--deployment", default="model-server", help="Deployment to patch (default model-server)"
-    )
-    kube.add_argument(
-        "--service-url",
-        help="model server URL for the smoke test (default http://<deployment>.<namespace>.svc:8080)",
-    )
-    kube.add_argument(
-        "--kube-api", help="Kubernetes API URL (tests); default in-cluster config, else kubeconfig"
-    )
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: parse flags, check the version exists, deploy, write outputs."""
-    args = build_parser().parse_args(argv)
 
     def body() -> None:
-        if args.target not in TARGETS:
-            given = f"unknown target {args.target!r}" if args.target else "no --target given"
-            raise StepError(f"{given}; choose one of {', '.join(TARGETS)}")
+        args = DEPLOY.parse(argv)
         if args.stop:
             if args.target != "local":
-                raise StepError("--stop only applies to --target local")
+                raise BadInput("--stop only applies to --target local")
             from steps.deploy_targets.local import stop_local
 
-            write_outputs(
+            DEPLOY.write_outputs(
                 args.outputs_dir, {"served-version": "none", "changed": stop_local(args.state_dir)}
             )
             return
-        if not args.version:
-            raise StepError("no model version: pass --version")
+        if args.version is None:
+            raise BadInput("no model version: pass --version")
         settings = MlflowSettings.from_args(args)
         request = DeployRequest(
             model_name=settings.model_name,
-            version=args.version,
+            version=canonical_version(args.version),
             tracking_uri=settings.tracking_uri,
-            run_id=args.run_id,
-            workflow_uid=args.workflow_uid,
+            run_id=args.run_id or "",
+            workflow_uid=args.workflow_uid or "",
         )
         check_version_exists(request)
-        result = TARGETS[args.target](request, args)
-        write_outputs(
+        result = _DEPLOY[args.target](request, args)
+        DEPLOY.write_outputs(
             args.outputs_dir, {"served-version": result.served_version, "changed": result.changed}
         )
 

@@ -11,13 +11,24 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is only needed to call log_served_model; keep this module light
+    import pandas as pd
 
+from steps.climate import TEMP_RANGE_F
+
+# The regression models train can fit (steps/train.py `fit_model`); the stage declaration and the
+# workflow parameter's enum are made from this tuple.
+MODEL_TYPES = ("linear", "elasticnet")
 FEATURE = "temp"
 TARGET = "dewp"
 MODEL_ARTIFACT_NAME = "model"
+# Every training run logs (a seeded sample of) its holdout split here; once its model is champion,
+# promote scores every candidate and the champion on it, so the gate is never decided by the
+# candidate's own data alone (steps/promote.py).
+REFERENCE_HOLDOUT_ARTIFACT = "reference/holdout.parquet"
+REFERENCE_MAX_ROWS = 100_000  # an RMSE from 100,000 rows is exact to well under 0.01 deg F
 # Same name as in served_model.py (not imported from there: that would import mlflow here).
 COEFFICIENTS_ARTIFACT = "coefficients"
 # The models-from-code file MLflow copies into every logged model.
@@ -47,8 +58,15 @@ class LinearCoefficients:
         return coefficients
 
     def to_json(self) -> str:
-        """JSON that round-trips the floats exactly (Python writes the shortest exact repr)."""
-        return json.dumps({"feature": FEATURE, "coef": self.coef, "intercept": self.intercept})
+        """JSON that round-trips the floats exactly (Python writes the shortest exact repr).
+
+        `temp_range_f` carries validate's physical range of temperatures (steps.climate) to the
+        served model, which refuses inputs outside it: one definition, read where it is served.
+        """
+        return json.dumps(
+            {"feature": FEATURE, "coef": self.coef, "intercept": self.intercept,
+             "temp_range_f": list(TEMP_RANGE_F)}
+        )  # fmt: skip
 
 
 def serving_pip_requirements() -> list[str]:
@@ -57,12 +75,20 @@ def serving_pip_requirements() -> list[str]:
 
 
 def model_signature() -> Any:
-    """Signature: one float64 input column `temp`, one float64 output (dew point, deg F)."""
+    """Signature: one required input column `temp`, one float64 output (dew point, deg F).
+
+    The input's type is `Any`, not `double`, on purpose: with a typed column MLflow's scoring
+    server casts the request's values to the type before the model sees them
+    (mlflow/utils/proto_json_utils.py `cast_df_types_according_to_schema`), so `"12.8"` (a JSON
+    string) was silently predicted. The served model checks the JSON types itself: `temp` must be
+    a number within the physical range (steps/served_model.py); MLflow still enforces the column.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import AnyType
 
     return ModelSignature(
-        inputs=Schema([ColSpec(DataType.double, FEATURE)]),
+        inputs=Schema([ColSpec(AnyType(), FEATURE)]),
         outputs=Schema([ColSpec(DataType.double, TARGET)]),
     )
 

@@ -1,18 +1,42 @@
 """promote: the gate. Move the `champion` alias to a new version only if it is not worse on holdout.
 
-Write order (so an alias is never half-moved): score everything first; then set
-`previous-champion` to the old champion; then `champion` to the new version; then the `gate.*` tags
-(`gate.decision` last, so its presence means all of them were written). A failure before the first
-write moves nothing. If an alias write fails, both aliases are put back to what they were before the
+The gate is never decided by the candidate's data alone. A candidate is promoted only if:
+1. its line stays within the physical band of dew point over the temperatures of the holdouts it
+   is judged on (P1-P99): at most the temperature + validate's dew point tolerance (dew point
+   cannot exceed temperature), at least the Magnus dew point at MIN_RH_PERCENT relative humidity
+   (steps/climate.py); this holds even with no champion;
+2. its RMSE on this run's holdout is at most the champion's + tolerance;
+3. its RMSE on the champion's reference holdout (logged by the champion's training run,
+   steps/model.py REFERENCE_HOLDOUT_ARTIFACT) is at most the champion's there x (1 +
+   REFERENCE_SLACK) + tolerance. A candidate fitted to data that is easy to fit, or in other units,
+   cannot win on its own holdout and lose the reference by far.
+A champion trained before reference holdouts were logged has none: rule 3 is skipped and the
+reason says so.
+
+A compare-and-set: MLflow has no conditional alias update, so the champion is read again right
+before the first write; if it moved while this step scored (another run promoted meanwhile), the
+gate is judged again against the new champion (at most MAX_REDO times), so no version drops out of
+the `champion` / `previous-champion` history. Local runs are also serialised per tracking server
+and model (workflows/local_runner), Argo runs by the template's mutex.
+
+Write order (so an alias is never half-moved and the evidence is never lost): score everything
+first; then the `gate.*` evidence tags on the new version (all but `gate.decision`); then
+`previous-champion` to the old champion and `champion` to the new version; then `gate.decision`
+(its presence means the decision is complete); last, the model history plot (steps/history.py) on
+the judged version's training run, whose failure only warns. A failure before the alias writes
+moves nothing. If an alias write fails, both aliases are put back to what they were before the
 step; if the tracking server is gone for good between the two writes (the put-back fails too),
 `champion` is still the old version and `previous-champion` names it as well, the error line says
-so, and a retry of the step redoes the same writes.
+so, and a retry of the step redoes the same writes. If only `gate.decision` fails after the aliases
+moved, the error says what moved, and a rerun writes only the missing tags (the evidence written
+before the move is kept, never replaced by "already the champion").
 """
 
 from __future__ import annotations
 
-import argparse
 import math
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +44,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
-from steps.model import FEATURE, TARGET
+from steps.cli import BadInput, StepError, one_line, run
+from steps.climate import dewpoint_f
+from steps.model import FEATURE, REFERENCE_HOLDOUT_ARTIFACT, TARGET
+from steps.model_trust import verified_model_dir
 from steps.settings import MlflowSettings
-from steps.tracking import describe_mlflow_error, mlflow_session, one_line
+from steps.stages import PROMOTE
+from steps.tracking import canonical_version, describe_mlflow_error, error_for, mlflow_session
 from steps.train import read_training_frame
+from steps.validate import DEFAULT_DEWP_TOLERANCE_F, MIN_SPREAD_F
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
@@ -34,6 +62,26 @@ TAG_NEW_RMSE = "gate.new_rmse"
 TAG_CHAMPION_RMSE = "gate.champion_rmse"
 TAG_CHAMPION_VERSION = "gate.champion_version"
 TAG_TOLERANCE = "gate.tolerance"
+TAG_REFERENCE_VERSION = "gate.reference_version"
+TAG_NEW_REFERENCE_RMSE = "gate.new_reference_rmse"
+TAG_CHAMPION_REFERENCE_RMSE = "gate.champion_reference_rmse"
+# Every gate tag, in write order; gate.decision last marks the set complete.
+GATE_TAGS = (TAG_REASON, TAG_NEW_RMSE, TAG_CHAMPION_RMSE, TAG_CHAMPION_VERSION, TAG_TOLERANCE,
+             TAG_REFERENCE_VERSION, TAG_NEW_REFERENCE_RMSE, TAG_CHAMPION_REFERENCE_RMSE,
+             TAG_DECISION)  # fmt: skip
+# Rule 3: how much worse than the champion a candidate may be on the champion's own reference
+# holdout. The champion was fitted to that data's distribution; a candidate from a newer year of
+# the same stations scores within a few percent of it there, one fitted to other units or to a
+# degenerate extract scores several times worse.
+REFERENCE_SLACK = 0.10
+# Rule 1: the lowest relative humidity a daily mean may plausibly have, percent; the band only
+# rejects lines far outside physics, it does not judge climates.
+MIN_RH_PERCENT = 1.0
+# Rule 1: a daily mean dew point may exceed the daily mean temperature a little (validate's rule).
+BAND_PERCENTILES = (1.0, 99.0)
+BAND_POINTS = 51
+# Times the gate is judged again when the champion moved while this step scored.
+MAX_REDO = 2
 
 
 @dataclass(frozen=True)
@@ -61,17 +109,16 @@ class GateDecision:
 
 def holdout_rmse(model_uri: str, holdout: pd.DataFrame) -> float:
     """Load `model_uri` as a pyfunc and return its RMSE (deg F) on the holdout rows."""
-    import mlflow.pyfunc
+    return rmse_of(_load(model_uri), model_uri, holdout)
 
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-        predicted = np.asarray(model.predict(holdout[[FEATURE]]), dtype=np.float64).reshape(-1)
-    except Exception as exc:  # missing artifacts, a flavour we cannot import, a broken predict
-        raise StepError(f"cannot score {model_uri} on the holdout: {one_line(exc)}") from exc
-    actual = holdout[TARGET].to_numpy(dtype=np.float64)
-    if predicted.shape != actual.shape or not np.all(np.isfinite(predicted)):
-        raise StepError(f"{model_uri} gave {predicted.shape} predictions or non-finite ones")
-    return float(np.sqrt(np.mean((actual - predicted) ** 2)))
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    """RMSE (deg F) of the candidate and the champion on the champion's reference holdout."""
+
+    version: str  # the champion whose training run logged the reference
+    new_rmse: float
+    champion_rmse: float
 
 
 def decide(
@@ -80,19 +127,119 @@ def decide(
     champion_version: str | None,
     champion_rmse: float | None,
     tolerance: float,
+    *,
+    reference: ReferenceScores | None = None,
+    out_of_band: str | None = None,
 ) -> tuple[bool, str]:
-    """The rule: promote when there is no champion, or new RMSE <= champion RMSE + tolerance."""
+    """The rule (module docstring): (promoted, one-line reason naming the check that decided).
+
+    `out_of_band` is why the candidate's line leaves the physical band (see `physical_band`), or
+    None; `reference` the scores on the champion's reference holdout, None if it has none.
+    """
+    if champion_version == new_version:
+        return True, f"version {new_version} is already the champion (RMSE {new_rmse:.4f})"
+    if out_of_band is not None:
+        stays = "champion stays" if champion_version else "no champion"
+        return False, f"version {new_version} rejected: {out_of_band}; {stays}"
     if champion_version is None or champion_rmse is None:
         return (
             True,
-            f"no champion yet; version {new_version} (RMSE {new_rmse:.4f}) becomes champion",
+            f"no champion yet; version {new_version} (RMSE {new_rmse:.4f}, within the physical "
+            "band) becomes champion",
         )
-    if champion_version == new_version:
-        return True, f"version {new_version} is already the champion (RMSE {new_rmse:.4f})"
     limit = f"champion version {champion_version} RMSE {champion_rmse:.4f} + tolerance {tolerance}"
-    if new_rmse <= champion_rmse + tolerance:
-        return True, f"version {new_version} RMSE {new_rmse:.4f} <= {limit}"
-    return False, f"version {new_version} RMSE {new_rmse:.4f} > {limit}; champion stays"
+    if new_rmse > champion_rmse + tolerance:
+        return False, f"version {new_version} RMSE {new_rmse:.4f} > {limit}; champion stays"
+    own = f"version {new_version} RMSE {new_rmse:.4f} <= {limit}"
+    if reference is None:
+        return True, f"{own} (champion version {champion_version} has no reference holdout)"
+    bound = reference.champion_rmse * (1 + REFERENCE_SLACK) + tolerance
+    on_reference = (
+        f"on the reference holdout of version {reference.version}: RMSE "
+        f"{reference.new_rmse:.4f} {{}} champion's {reference.champion_rmse:.4f} x "
+        f"{1 + REFERENCE_SLACK:g} + tolerance {tolerance}"
+    )
+    if reference.new_rmse > bound:
+        return False, f"version {new_version} {on_reference.format('>')}; champion stays"
+    return True, f"{own}; {on_reference.format('<=')}"
+
+
+def physical_band(model: Any, temps: np.ndarray, dewp_tolerance: float) -> str | None:
+    """Why the model's line leaves the physical band of dew point, or None if it stays inside.
+
+    The temperatures must spread as validate demands (MIN_SPREAD_F); then, over BAND_POINTS
+    temperatures spanning the BAND_PERCENTILES of `temps` (deg F), the predicted
+    dew point must be at most temp + `dewp_tolerance` (dew point never exceeds the temperature)
+    and at least the Magnus dew point at MIN_RH_PERCENT relative humidity (steps/climate.py).
+    """
+    spread = float(np.std(temps))
+    if spread < MIN_SPREAD_F:
+        return (
+            f"the holdouts' temperatures have a standard deviation of {spread:.3g} F, under "
+            f"{MIN_SPREAD_F:g} F: no line can be judged on them (validate's temp_spread rule)"
+        )
+    low, high = np.percentile(temps, BAND_PERCENTILES)
+    grid = np.linspace(low, high, BAND_POINTS)
+    predicted = _predict(model, pd.DataFrame({FEATURE: grid}))
+    above = predicted - (grid + dewp_tolerance)
+    if (above > 0).any():
+        i = int(np.argmax(above))
+        return (
+            f"its line predicts dew point {predicted[i]:.1f} F at temp {grid[i]:.1f} F, above the "
+            f"temperature + {dewp_tolerance:g} F (dew point cannot exceed temperature)"
+        )
+    floor = dewpoint_f(grid, MIN_RH_PERCENT)
+    below = floor - predicted
+    if (below > 0).any():
+        i = int(np.argmax(below))
+        return (
+            f"its line predicts dew point {predicted[i]:.1f} F at temp {grid[i]:.1f} F, below "
+            f"{floor[i]:.1f} F, the dew point at {MIN_RH_PERCENT:g}% relative humidity (Magnus)"
+        )
+    return None
+
+
+def _predict(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    return np.asarray(model.predict(frame[[FEATURE]]), dtype=np.float64).reshape(-1)
+
+
+def _load(model_uri: str, local_path: Path | None = None) -> Any:
+    """Load `model_uri` as a pyfunc, from `local_path` when it was downloaded (and checked)."""
+    import mlflow.pyfunc
+
+    try:
+        return mlflow.pyfunc.load_model(str(local_path) if local_path else model_uri)
+    except Exception as exc:  # missing artifacts, a flavour we cannot import
+        raise error_for(exc)(f"cannot score {model_uri} on the holdout: {one_line(exc)}") from exc
+
+
+def rmse_of(model: Any, model_uri: str, holdout: pd.DataFrame) -> float:
+    """RMSE (deg F) of a loaded model on the holdout rows."""
+    try:
+        predicted = _predict(model, holdout)
+    except Exception as exc:  # a broken predict
+        raise error_for(exc)(f"cannot score {model_uri} on the holdout: {one_line(exc)}") from exc
+    actual = holdout[TARGET].to_numpy(dtype=np.float64)
+    if predicted.shape != actual.shape or not np.all(np.isfinite(predicted)):
+        raise StepError(f"{model_uri} gave {predicted.shape} predictions or non-finite ones")
+    return float(np.sqrt(np.mean((actual - predicted) ** 2)))
+
+
+def reference_holdout(client: Any, name: str, version: str) -> pd.DataFrame | None:
+    """The reference holdout logged by the training run of `version`, or None if it has none."""
+    import mlflow.artifacts
+
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id:
+        return None
+    folder, file_name = REFERENCE_HOLDOUT_ARTIFACT.rsplit("/", 1)
+    if file_name not in {Path(a.path).name for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory(prefix="dewpoint-reference-") as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=REFERENCE_HOLDOUT_ARTIFACT, dst_path=tmp
+        )
+        return read_training_frame(Path(path), what=f"reference holdout of version {version}")
 
 
 def promote_if_better(
@@ -101,66 +248,195 @@ def promote_if_better(
     """Score `version` and the current champion on `holdout`; move `champion` if the new one passes.
 
     Deterministic and idempotent: the same inputs give the same decision, and a version that is
-    already champion is a no-op (promoted, nothing moved). See the module docstring for the order
-    of writes.
+    already champion is a no-op (promoted, nothing moved; missing gate tags are completed). See
+    the module docstring for the compare-and-set and the order of writes.
+
+    Raises:
+        StepError: a version that is not a positive integer or not READY, MLflow failures (one
+            line saying what, if anything, moved), the champion moving on every try.
     """
     from mlflow.exceptions import MlflowException
 
-    version = str(version).strip()
-    if not version.isdigit() or int(version) < 1:
-        raise StepError(f"--version must be a positive integer, got {version!r}")
+    version = canonical_version(version)
     if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise StepError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+        raise BadInput(f"--tolerance must be a finite number >= 0, got {tolerance}")
     name = settings.model_name
+    uri = settings.tracking_uri
     with mlflow_session(settings) as client:
         try:
-            registered = client.get_registered_model(name)
+            aliases = _aliases(client, name)
             new = client.get_model_version(name, version)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise StepError(
-                    f"model {name!r} has no version {version} at {settings.tracking_uri}"
-                ) from exc
+                raise StepError(f"model {name!r} has no version {version} at {uri}") from exc
             raise
         if new.status != "READY":
             raise StepError(f"version {version} of {name!r} is {new.status}, not READY")
-        champion = (
-            client.get_model_version_by_alias(name, CHAMPION)
-            if CHAMPION in (registered.aliases or {})
-            else None
-        )
-        champion_version = str(champion.version) if champion is not None else None
 
-        new_rmse = holdout_rmse(f"models:/{name}/{version}", holdout)
-        champion_rmse = None
-        if champion_version == version:
-            champion_rmse = new_rmse
-        elif champion_version is not None:
-            champion_rmse = holdout_rmse(f"models:/{name}/{champion_version}", holdout)
-        promoted, reason = decide(version, new_rmse, champion_version, champion_rmse, tolerance)
+        models: dict[str, Any] = {}  # version -> loaded pyfunc, each loaded once
+        scores: dict[tuple[str, str], float] = {}  # (version, holdout) -> RMSE
+        references: dict[str, pd.DataFrame | None] = {}  # champion -> its reference holdout
 
-        if champion_version == version:
-            # No-op: keep the tags of the decision that made it champion, if they are there.
-            if new.tags.get(TAG_DECISION) is None:
-                _tag_decision(
-                    client, name, version, True, reason, new_rmse, (version, new_rmse), tolerance
+        def model(v: str) -> Any:
+            # Loading a model runs its code: a version is downloaded as data and checked to be
+            # our served model first (steps/model_trust.py), and exactly those files are loaded.
+            if v not in models:
+                role = "version" if v == version else "champion"
+                with tempfile.TemporaryDirectory(prefix="dewpoint-promote-") as tmp:
+                    local = verified_model_dir(client, name, v, Path(tmp), role=role)
+                    models[v] = _load(f"models:/{name}/{v}", local)
+            return models[v]
+
+        def scored(v: str, on: str = "own") -> float:
+            frame = holdout if on == "own" else references[on]
+            if (v, on) not in scores:
+                scores[(v, on)] = rmse_of(model(v), f"models:/{name}/{v}", frame)
+            return scores[(v, on)]
+
+        for attempt in range(MAX_REDO + 1):
+            champion_version = aliases.get(CHAMPION)
+            if champion_version == version:
+                decision = _already_champion(client, name, new, scored(version), tolerance)
+                break
+            new_rmse = scored(version)
+            champion_rmse = None if champion_version is None else scored(champion_version)
+            reference = None
+            if champion_version is not None:
+                if champion_version not in references:
+                    references[champion_version] = reference_holdout(client, name, champion_version)
+                if references[champion_version] is not None:
+                    reference = ReferenceScores(
+                        champion_version,
+                        scored(version, champion_version),
+                        scored(champion_version, champion_version),
+                    )
+            judged_on = [holdout] + ([references[champion_version]] if reference else [])
+            temps = np.concatenate([f[FEATURE].to_numpy(dtype=np.float64) for f in judged_on])
+            out_of_band = physical_band(model(version), temps, DEFAULT_DEWP_TOLERANCE_F)
+            promoted, reason = decide(
+                version, new_rmse, champion_version, champion_rmse, tolerance,
+                reference=reference, out_of_band=out_of_band,
+            )  # fmt: skip
+            # Compare-and-set: the champion read right before the first write must be the one
+            # judged against; otherwise judge again (another run promoted while this one scored).
+            now = _aliases(client, name)
+            if now.get(CHAMPION) != champion_version:
+                moved = f"{champion_version or 'none'} to {now.get(CHAMPION) or 'none'}"
+                if attempt == MAX_REDO:
+                    raise StepError(
+                        f"the champion of {name!r} moved again while this gate scored (from "
+                        f"{moved}), {MAX_REDO + 1} times; nothing was written; rerun promote"
+                    )
+                print(f"note: the champion moved from {moved} while this gate scored; "
+                      "judging again against the new champion", file=sys.stderr)  # fmt: skip
+                aliases = now
+                continue
+            evidence = _evidence(
+                reason, new_rmse, champion_version, champion_rmse, tolerance, reference
+            )
+            _write_tags(
+                client, uri, name, version, evidence, "before any alias moved; nothing moved"
+            )
+            if promoted:
+                _move_champion(client, uri, name, version, champion_version, now)
+                moved = f"champion moved from version {champion_version or 'none'} to {version}" + (
+                    f", previous-champion to {champion_version}" if champion_version else ""
                 )
-            return GateDecision(True, reason, version, new_rmse, champion_rmse, version, None)
+            else:
+                moved = "nothing moved (rejected)"
+            outcome = {TAG_DECISION: "promoted" if promoted else "rejected"}
+            state = f"after the decision: {moved}; rerun promote to complete the tags"
+            _write_tags(client, uri, name, version, outcome, state)
+            decision = GateDecision(
+                promoted,
+                reason,
+                version,
+                new_rmse,
+                champion_rmse,
+                version if promoted else champion_version,
+                champion_version if promoted else None,
+            )
+            break
+        _log_history(client, name, decision.champion_version, new.run_id)
+        return decision
 
-        if promoted:
-            before = dict(registered.aliases or {})
-            _move_champion(client, settings.tracking_uri, name, version, champion_version, before)
-        champion_scored = (champion_version, champion_rmse)
-        _tag_decision(client, name, version, promoted, reason, new_rmse, champion_scored, tolerance)
-        return GateDecision(
-            promoted,
-            reason,
-            version,
-            new_rmse,
-            champion_rmse,
-            version if promoted else champion_version,
-            champion_version if promoted else None,
-        )
+
+def _aliases(client: Any, name: str) -> dict[str, str]:
+    """The registered model's aliases, versions in canonical form."""
+    aliases = client.get_registered_model(name).aliases or {}
+    return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
+
+
+def _evidence(
+    reason: str,
+    new_rmse: float,
+    champion_version: str | None,
+    champion_rmse: float | None,
+    tolerance: float,
+    reference: ReferenceScores | None = None,
+) -> dict[str, str]:
+    """The gate.* tags that record how a decision was reached (all but gate.decision)."""
+    return {
+        TAG_REASON: reason,
+        TAG_NEW_RMSE: repr(new_rmse),
+        TAG_CHAMPION_RMSE: "none" if champion_rmse is None else repr(champion_rmse),
+        TAG_CHAMPION_VERSION: champion_version or "none",
+        TAG_TOLERANCE: repr(tolerance),
+        TAG_REFERENCE_VERSION: reference.version if reference else "none",
+        TAG_NEW_REFERENCE_RMSE: repr(reference.new_rmse) if reference else "none",
+        TAG_CHAMPION_REFERENCE_RMSE: repr(reference.champion_rmse) if reference else "none",
+    }
+
+
+def _already_champion(
+    client: Any, name: str, new: Any, new_rmse: float, tolerance: float
+) -> GateDecision:
+    """The version is the champion: nothing moves; write only the gate tags it lacks.
+
+    Evidence written by the promote that moved the alias (before it moved) is kept; a champion
+    made without this gate (by hand) gets a complete set saying so.
+    """
+    version = canonical_version(new.version)
+    tags = dict(new.tags or {})
+    reason = f"version {version} is already the champion (RMSE {new_rmse:.4f})"
+    fill = {TAG_DECISION: "promoted"}
+    if TAG_REASON not in tags:
+        fill = {**_evidence(reason, new_rmse, version, new_rmse, tolerance), **fill}
+    for tag in GATE_TAGS:
+        if tag in fill and tag not in tags:
+            client.set_model_version_tag(name, version, tag, fill[tag])
+    return GateDecision(True, reason, version, new_rmse, new_rmse, version, None)
+
+
+def _write_tags(
+    client: Any, uri: str, name: str, version: str, tags: dict[str, str], state: str
+) -> None:
+    """Set `tags` on the version in order; a failure says which tag and what `state` holds."""
+    for key, value in tags.items():
+        try:
+            client.set_model_version_tag(name, version, key, value)
+        except Exception as exc:
+            raise StepError(
+                f"writing tag {key} on version {version} of {name!r} failed "
+                f"({describe_mlflow_error(uri, exc)}) {state}"
+            ) from exc
+
+
+def _log_history(client: Any, name: str, champion: str | None, run_id: str | None) -> None:
+    """Log the model history plot to the judged version's training run; a failure only warns.
+
+    The decision is already written: failing the step now would make Argo retry a finished
+    promote and skip the deploy of a new champion, for the sake of a picture.
+    """
+    from steps.history import log_model_history
+
+    if not run_id:
+        return
+    try:
+        log_model_history(client, name, champion, run_id)
+    except Exception as exc:
+        print(f"warning: model history plot not logged to run {run_id}: {one_line(exc)}",
+              file=sys.stderr)  # fmt: skip
 
 
 def _move_champion(
@@ -186,12 +462,18 @@ def _move_champion(
                 _restore_alias(client, name, alias, aliases_before.get(alias))
         except Exception as undo_exc:
             was = {a: aliases_before.get(a, "none") for a in (CHAMPION, PREVIOUS_CHAMPION)}
-            raise StepError(
+            raise error_for(exc)(
                 f"{failed} ({cause}); putting the aliases back failed too ({one_line(undo_exc)}): "
                 f"they were {was}, {CHAMPION!r} is unchanged unless the lost write landed; "
                 "rerun promote to finish the move"
             ) from exc
-        raise StepError(f"{failed}, aliases put back as they were: {cause}") from exc
+        raise error_for(exc)(f"{failed}, aliases put back as they were: {cause}") from exc
+    now = _aliases(client, name).get(CHAMPION)
+    if now != version:
+        raise StepError(
+            f"{CHAMPION!r} of {name!r} was set to version {version} but names version {now} "
+            "right after: another promote wrote it at the same moment; rerun promote"
+        )
 
 
 def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> None:
@@ -208,52 +490,15 @@ def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> N
             raise
 
 
-def _tag_decision(
-    client: Any,
-    name: str,
-    version: str,
-    promoted: bool,
-    reason: str,
-    new_rmse: float,
-    champion: tuple[str | None, float | None] | None,
-    tolerance: float,
-) -> None:
-    champion_version, champion_rmse = champion or (None, None)
-    tags = {
-        TAG_REASON: reason,
-        TAG_NEW_RMSE: repr(new_rmse),
-        TAG_CHAMPION_RMSE: "none" if champion_rmse is None else repr(champion_rmse),
-        TAG_CHAMPION_VERSION: champion_version or "none",
-        TAG_TOLERANCE: repr(tolerance),
-        TAG_DECISION: "promoted" if promoted else "rejected",  # last: marks the set complete
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m steps promote --version V --holdout /work/in/holdout.parquet`."""
-    parser = argparse.ArgumentParser(prog="python -m steps promote", description=__doc__)
-    parser.add_argument(
-        "--version", default=env_default("MODEL_VERSION"), help="register's version"
-    )
-    parser.add_argument(
-        "--holdout", type=Path, required=True, help="train's holdout split (Parquet)"
-    )
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=env_default("PROMOTE_TOLERANCE", "0.0"),
-        help="deg F of RMSE the new model may be worse by (env PROMOTE_TOLERANCE, default 0.0)",
-    )
-    MlflowSettings.add_arguments(parser)
-    add_outputs_dir(parser)
-    args = parser.parse_args(argv)
 
     def body() -> None:
+        args = PROMOTE.parse(argv)
         settings = MlflowSettings.from_args(args)
+        version = "" if args.version is None else str(args.version)
         holdout = read_training_frame(args.holdout, what="holdout")
-        decision = promote_if_better(settings, args.version or "", holdout, args.tolerance)
-        write_outputs(args.outputs_dir, decision.outputs())
+        decision = promote_if_better(settings, version, holdout, args.tolerance)
+        PROMOTE.write_outputs(args.outputs_dir, decision.outputs())
 
     return run(body)

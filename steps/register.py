@@ -1,24 +1,46 @@
 """register: make a training run's model a version of the registered model, with provenance tags.
 
-Registering the same run again reuses the version already registered for it (tags are refreshed),
-so an Argo retry of this step never leaves two versions of one run behind.
+Exactly one version per training run, whatever answers are lost: registering the same run again
+reuses its version (tags refreshed), the create request is never re-sent blindly (a lost answer is
+followed by a look-up of the run's versions first), and duplicates left by an earlier client are
+removed, keeping the first. So neither an Argo retry of this step nor a dropped connection leaves
+two versions of one run behind.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Mapping
-from dataclasses import dataclass
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
+from steps.cli import StepError, one_line, run
 from steps.model import MODEL_ARTIFACT_NAME
+from steps.redaction import redact
+from steps.revision import TAG_GIT_COMMIT, TAG_GIT_DIRTY, source_revision
 from steps.settings import MlflowSettings
-from steps.tracking import mlflow_session
+from steps.stages import REGISTER
+from steps.tracking import (
+    canonical_version,
+    describe_mlflow_error,
+    error_for,
+    is_transient_mlflow_error,
+    mlflow_session,
+)
 
 # Tag names on the model version; promote and deploy read the same names.
-TAG_DATA_HASH = "data.hash"
+# Two hashes, named: fetch's `data-hash` of the dataset as fetched, and the hash of the rows
+# validate kept (the ones train fit on); see docs/steps.md, "Dataset".
+TAG_FETCHED_HASH = "data.fetched_hash"
+TAG_VALIDATED_HASH = "data.validated_hash"
 TAG_DATA_SOURCE = "data.source"
+# A model trained on several parts (the years, in the pipeline): their names, and per part
+# `data.part.<name>.validated_hash`, `.fetched_hash` and `.rows` (steps/train.py).
+TAG_DATA_PARTS = "data.parts"
+TAG_DATA_PART_PREFIX = "data.part."
 TAG_CODE_VERSION = "code.version"
 TAG_WORKFLOW_NAME = "workflow.name"
 TAG_WORKFLOW_UID = "workflow.uid"
@@ -26,12 +48,27 @@ TAG_WORKFLOW_UID = "workflow.uid"
 
 @dataclass(frozen=True)
 class RegisteredVersion:
-    """A model version and whether this call created it (False: reused the run's version)."""
+    """A model version and whether this call created it (False: reused the run's version).
+
+    `removed` lists duplicate versions of the same run this call deleted (kept: the first).
+    """
 
     name: str
     version: str
     run_id: str
     created: bool
+    removed: tuple[str, ...] = field(default=())
+
+    def note(self) -> str:
+        """One line saying what happened, for the step's log."""
+        what = "registered as" if self.created else "already registered as"
+        line = f"run {self.run_id} {what} version {self.version} of {self.name!r}"
+        if self.removed:
+            line += (
+                f"; removed duplicate version(s) {', '.join(self.removed)} of the same run "
+                "(created by re-sent requests whose answers were lost)"
+            )
+        return line
 
 
 def provenance_tags(
@@ -46,7 +83,7 @@ def provenance_tags(
     from steps import __version__
 
     tags = {
-        TAG_DATA_HASH: data_hash,
+        TAG_FETCHED_HASH: data_hash,
         TAG_DATA_SOURCE: data_source,
         TAG_CODE_VERSION: code_version or __version__,
         TAG_WORKFLOW_NAME: workflow_name,
@@ -68,10 +105,19 @@ def register_version(
         run_id: the training run; it must exist.
         model_uri: the logged model (train's `model-uri`); default `runs:/<run_id>/model`.
         tags: provenance tags to set on the version (see `provenance_tags`). Data hash and
-            source default to the run's own `data.hash` / `data.source` tags.
+            source default to the run's own `data.fetched_hash` / `data.source` tags (and
+            `data.validated_hash`, `data.parts` and `data.part.*`, the years trained on and
+            their hashes, are the run's); `code.git_commit`
+            and `code.git_dirty` are the run's (the code that trained the model), else this
+            process's (`steps.revision.source_revision`).
 
     Returns:
-        The version; `created` is False when the run already had one (its tags are updated).
+        The run's one version; `created` is False when the run already had one (its tags are
+        updated), `removed` names the duplicates deleted.
+
+    Raises:
+        StepError: unknown run, MLflow unreachable after the bounded retries, a rejected
+            registration, or a duplicate that an alias points at (it is not deleted).
     """
     from mlflow.exceptions import MlflowException
 
@@ -83,8 +129,6 @@ def register_version(
     model_uri = model_uri or f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}"
     name = settings.model_name
     with mlflow_session(settings) as client:
-        import mlflow
-
         try:
             training_run = client.get_run(run_id)
         except MlflowException as exc:
@@ -93,27 +137,163 @@ def register_version(
             raise
         all_tags = {
             key: training_run.data.tags[key]
-            for key in (TAG_DATA_HASH, TAG_DATA_SOURCE)
+            for key in (
+                TAG_FETCHED_HASH,
+                TAG_VALIDATED_HASH,
+                TAG_DATA_SOURCE,
+                TAG_GIT_COMMIT,
+                TAG_GIT_DIRTY,
+            )
             if training_run.data.tags.get(key)
         }
+        # Which years (parts) and their hashes the model was trained on.
+        all_tags |= {
+            key: value
+            for key, value in training_run.data.tags.items()
+            if key == TAG_DATA_PARTS or key.startswith(TAG_DATA_PART_PREFIX)
+        }
         all_tags.update(tags or {})
+        # Always set: promote and deploy refuse a version without it (steps/model_trust.py).
+        all_tags.setdefault(TAG_CODE_VERSION, provenance_tags()[TAG_CODE_VERSION])
+        # The code that trained the model is the run's; a run logged without it gets ours.
+        for key, value in source_revision().tags().items():
+            all_tags.setdefault(key, value)
+        all_tags = {key: redact(value) for key, value in all_tags.items()}  # e.g. data.source
 
-        existing = client.search_model_versions(f"name = '{_quoted(name)}' and run_id = '{run_id}'")
-        if existing:
-            # The first version registered for this run is the one a retry must return.
-            version = min(existing, key=lambda mv: int(mv.version))
-            for key, value in all_tags.items():
-                if version.tags.get(key) != value:
-                    client.set_model_version_tag(name, version.version, key, value)
-            return RegisteredVersion(name, str(version.version), run_id, created=False)
+        existing = versions_of_run(client, name, run_id)
+        created = not existing
+        if created:
+            _create_version(client, settings, model_uri, run_id, all_tags)
+            # The truth after whatever answers were lost: every version this run has now.
+            existing = versions_of_run(client, name, run_id)
+            if not existing:
+                raise StepError(
+                    f"MLflow at {settings.tracking_uri} acknowledged registering {model_uri} as "
+                    f"{name!r}, but no version of run {run_id} is there"
+                )
+        # The first version registered for this run is the one a retry must return.
+        keep, duplicates = existing[0], existing[1:]
+        removed = _remove_duplicates(client, name, run_id, keep, duplicates)
+        for key, value in all_tags.items():
+            if keep.tags.get(key) != value:
+                client.set_model_version_tag(name, keep.version, key, value)
+        return RegisteredVersion(name, canonical_version(keep.version), run_id, created, removed)
 
+
+def versions_of_run(client: Any, name: str, run_id: str) -> list[Any]:
+    """Every version of registered model `name` made from run `run_id`, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    run_literal = search_literal(run_id)
+    name_literal = search_literal(name)
+    if run_literal is None:
+        raise StepError(f"run id {run_id!r} cannot be searched for in MLflow (both quote kinds)")
+    found = None
+    if name_literal is not None:
         try:
-            created = mlflow.register_model(model_uri, name, tags=all_tags)
+            found = client.search_model_versions(
+                f"name = {name_literal} and run_id = {run_literal}"
+            )
         except MlflowException as exc:
-            raise StepError(
-                f"cannot register {model_uri} as {name}: {' '.join(str(exc).split())[:300]}"
-            ) from exc
-        return RegisteredVersion(name, str(created.version), run_id, created=True)
+            if exc.error_code != "INVALID_PARAMETER_VALUE":  # e.g. a newline sqlparse rejects
+                raise
+    if found is None:
+        # The name cannot be written in the grammar; the run's versions are few: compare here.
+        found = client.search_model_versions(f"run_id = {run_literal}")
+    return sorted((mv for mv in found if mv.name == name), key=lambda mv: int(mv.version))
+
+
+def search_literal(value: str) -> str | None:
+    """`value` as a string literal of MLflow's search-filter grammar; None if it cannot be one.
+
+    MLflow 3.17.2 tokenises a filter with sqlparse and takes a string value's text without its
+    first and last character (mlflow/utils/search_utils.py, `SearchUtils._strip_quotes`, called by
+    `SearchModelVersionUtils._get_value`); nothing is unescaped, so a backslash or a doubled quote
+    stays in the value. A value is therefore written in single quotes if it holds no `'`, else in
+    double quotes (a quoted identifier to sqlparse, accepted as a value) if it holds no `"`. It has
+    no literal if it holds both, or ends with a backslash: sqlparse's string pattern
+    (sqlparse/keywords.py, `'(''|\\'|[^'])*'`) reads a backslash before the closing quote as an
+    escape and runs on into the next clause.
+    """
+    if value.endswith("\\"):
+        return None
+    for quote in ("'", '"'):
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    return None
+
+
+@contextmanager
+def _requests_sent_once() -> Iterator[None]:
+    """MLflow's HTTP client re-sends a failed request, POST included (urllib3 Retry with
+    `allowed_methods=None`, mlflow/utils/request_utils.py `augmented_raise_for_status` /
+    `_get_request_session`): a create whose answer is lost is made twice. Inside this block each
+    request is sent once; the caller decides what to retry."""
+    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
+
+
+def _create_version(
+    client: Any, settings: MlflowSettings, model_uri: str, run_id: str, tags: dict[str, str]
+) -> None:
+    """Register `model_uri` once. After a failure that may have landed (no answer, 5xx), look
+    for the run's version before trying again, with the same bounded retries as every step."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = settings.model_name
+    retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") or 0)
+    backoff = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR") or 0)
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+            if versions_of_run(client, name, run_id):
+                return  # an earlier attempt landed; only its answer was lost
+        try:
+            with _requests_sent_once():
+                mlflow.register_model(model_uri, name, tags=tags)
+            return
+        except Exception as exc:  # MlflowException or a requests error, each sent once
+            if isinstance(exc, MlflowException) and not is_transient_mlflow_error(exc):
+                raise StepError(f"cannot register {model_uri} as {name}: {one_line(exc)}") from exc
+            failure = exc
+    raise error_for(failure)(  # no answer or 5xx each time: a retry of the step may pass
+        f"cannot register {model_uri} as {name}: "
+        f"{describe_mlflow_error(settings.tracking_uri, failure)} "
+        f"({retries + 1} attempts, each followed by a look-up of run {run_id}'s versions)"
+    ) from failure
+
+
+def _remove_duplicates(
+    client: Any, name: str, run_id: str, keep: Any, duplicates: list[Any]
+) -> tuple[str, ...]:
+    """Delete `duplicates` (later versions of the same run); never one an alias points at."""
+    from mlflow.exceptions import MlflowException
+
+    aliased = [mv for mv in duplicates if mv.aliases]
+    if aliased:
+        names = ", ".join(f"{mv.version} ({', '.join(mv.aliases)})" for mv in aliased)
+        raise StepError(
+            f"run {run_id} has more than one version of {name!r}: {keep.version} is kept, but "
+            f"alias(es) point at the duplicate(s) {names}; move the alias(es) to version "
+            f"{keep.version} (or delete the duplicates) and rerun register"
+        )
+    removed = []
+    for mv in duplicates:
+        try:
+            client.delete_model_version(name, mv.version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # a lost answer: already gone
+                raise
+        removed.append(str(mv.version))
+    return tuple(removed)
 
 
 def train_and_register(
@@ -143,31 +323,11 @@ def train_and_register(
     return result, register_version(settings, result.run_id, result.model_uri, tags)
 
 
-def _quoted(value: str) -> str:
-    """Escape a value for a single-quoted MLflow search filter."""
-    return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m steps register --model-uri URI --run-id ID`."""
-    parser = argparse.ArgumentParser(prog="python -m steps register", description=__doc__)
-    # No env fallback for these two: MODEL_URI already names the model server's model.
-    parser.add_argument("--model-uri", help="train's model-uri (default: runs:/<run-id>/model)")
-    parser.add_argument("--run-id", required=True, help="train's run-id")
-    parser.add_argument("--data-hash", default=env_default("DATA_HASH"), help="env DATA_HASH")
-    parser.add_argument("--data-source", default=env_default("DATA_SOURCE"), help="env DATA_SOURCE")
-    parser.add_argument(
-        "--code-version",
-        default=env_default("CODE_VERSION"),
-        help="env CODE_VERSION; default: this package's version",
-    )
-    parser.add_argument("--workflow-name", default=env_default("WORKFLOW_NAME"), help="Argo name")
-    parser.add_argument("--workflow-uid", default=env_default("WORKFLOW_UID"), help="Argo uid")
-    MlflowSettings.add_arguments(parser)
-    add_outputs_dir(parser)
-    args = parser.parse_args(argv)
 
     def body() -> None:
+        args = REGISTER.parse(argv)
         settings = MlflowSettings.from_args(args)
         registered = register_version(
             settings,
@@ -181,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                 workflow_uid=args.workflow_uid,
             ),
         )
-        write_outputs(args.outputs_dir, {"version": registered.version})
+        print(registered.note(), file=sys.stderr)
+        REGISTER.write_outputs(
+            args.outputs_dir, {"model-name": registered.name, "version": registered.version}
+        )
 
     return run(body)

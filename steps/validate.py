@@ -1,19 +1,32 @@
-"""Validate stage: schema and physical-range checks on the fetched dataset, drop unusable rows.
+"""Validate stage: schema and physical-range checks on the fetched dataset, drop unusable rows,
+then judge the rows kept as a whole (spread, plausibility of the units).
 
-Policy: rows with a missing temp or dewp are dropped and counted. Every other rule is a hard
+Policy: rows with a missing temp or dewp are dropped and counted. Every other row rule is a hard
 rule (any violating row fails the step), except `dewp_not_above_temp`: a daily mean dew point
 can exceed the daily mean temperature slightly (the two means come from different hourly
 observations), so rows with dewp > temp + tolerance are allowed up to
 MAX_INCONSISTENT_FRACTION of the rows and removed; more than that fails the step.
+
+Dataset rules (the kept rows together; physical sources in steps/climate.py):
+- `temp_spread`, `dewp_spread`: each column's standard deviation is at least MIN_SPREAD_F, ten
+  times GSOD's reporting resolution (0.1 F). A regression slope is undefined without spread in
+  temp (every row `temp=50` fits any line with RMSE 0) and meaningless without spread in dewp; no
+  station's daily means stay that still across a season.
+- `thunder_above_freezing`: units. Thunderstorms need a warm, moist, unstable surface layer;
+  thunder with snow at sub-freezing surface temperatures ("thundersnow") is rare (Market, Halcomb
+  and Ebert 2002, "A climatology of thundersnow events over the contiguous United States", Wea.
+  Forecasting 17, 1290-1295). In data that is really in deg C, summer thunder days read as daily
+  means of 15-35 "F". So when at least MIN_THUNDER_DAYS kept rows carry the thunder flag (FRSHTT's
+  5th character), at most MAX_COLD_THUNDER_FRACTION of them may be below 32 F. Checked on 11 real
+  NCEI station-years (2023-2024, tropics to Antarctica): no thunder day below 40 F; the same
+  files converted to deg C: every thunder day below 32. Without flags (a user's table) units are
+  judged by the gate instead (steps/promote.py: the champion's reference holdout).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +35,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
+from steps.cli import BadInput, StepError, run
+from steps.climate import DEWP_RANGE_F, FREEZING_F, REPORTING_RESOLUTION_F, TEMP_RANGE_F
 from steps.dataset import (
     CanonicalHasher,
     conform,
@@ -32,13 +46,17 @@ from steps.dataset import (
     read_dataset,
     write_dataset_pieces,
 )
-from steps.gsod import FRSHTT_PATTERN, MISSING
+from steps.files import write_text_atomically
+from steps.gsod_format import FRSHTT_PATTERN, MISSING
+from steps.stages import VALIDATE
 
-TEMP_RANGE_F = (-130.0, 140.0)  # beyond the world records (-128.6 F, 134.1 F)
-DEWP_RANGE_F = (-150.0, 100.0)  # Antarctic winter dew points reach about -125 F; record high 95 F
-DEFAULT_DEWP_TOLERANCE_F = 2.0
+DEFAULT_DEWP_TOLERANCE_F: float = VALIDATE.flag("dewp-tolerance").default
 MAX_INCONSISTENT_FRACTION = 0.001
-DEFAULT_MIN_ROWS = 100
+DEFAULT_MIN_ROWS: int = VALIDATE.flag("min-rows").default
+MIN_SPREAD_F = 10 * REPORTING_RESOLUTION_F  # standard deviation of temp and of dewp, deg F
+MIN_THUNDER_DAYS = 5
+MAX_COLD_THUNDER_FRACTION = 0.2
+THUNDER_FLAG = 4  # FRSHTT: Fog, Rain/drizzle, Snow/ice pellets, Hail, Thunder, Tornado/funnel
 FILTER_SLICE_ROWS = 1 << 20  # rows filtered and written at a time (one Parquet row group)
 # GSOD "missing" values that must not survive fetch (9999.9 for temp/dewp; 999.9 would mean a
 # column mix-up). 99.99 (PRCP) is left out: it is a possible temperature in a user's table.
@@ -53,6 +71,16 @@ class ValidationPolicy:
     rain_only: bool = False
     dewp_tolerance: float = DEFAULT_DEWP_TOLERANCE_F
 
+    def __post_init__(self) -> None:
+        # The CLI refuses these already; a caller in Python must not switch a rule off either
+        # (a NaN tolerance makes every dewp > temp comparison false).
+        if not (math.isfinite(self.dewp_tolerance) and self.dewp_tolerance >= 0):
+            raise BadInput(
+                f"dewp tolerance must be a finite number >= 0, got {self.dewp_tolerance}"
+            )
+        if self.min_rows < 1:
+            raise BadInput(f"min rows must be >= 1, got {self.min_rows}")
+
 
 @dataclass
 class Rule:
@@ -62,6 +90,7 @@ class Rule:
     description: str
     violations: int
     allowed: int = 0
+    measured: str = ""  # dataset rules: what was measured, for the report and the error line
 
     @property
     def passed(self) -> bool:
@@ -137,6 +166,7 @@ def check_table(
         Rule("min_rows", f"at least {policy.min_rows} rows left after dropping and filtering",
              max(0, policy.min_rows - rows_out))
     )  # fmt: skip
+    rules.extend(dataset_rules(temp, dewp, frshtt, selected))
 
     report = {
         "passed": all(rule.passed for rule in rules),
@@ -146,21 +176,55 @@ def check_table(
         "removed_dewp_above_temp": removed_inconsistent,
         "filtered_not_rain": filtered_not_rain,
         "policy": {**asdict(policy), "max_inconsistent_fraction": MAX_INCONSISTENT_FRACTION,
-                   "temp_range_f": list(TEMP_RANGE_F), "dewp_range_f": list(DEWP_RANGE_F)},
+                   "temp_range_f": list(TEMP_RANGE_F), "dewp_range_f": list(DEWP_RANGE_F),
+                   "min_spread_f": MIN_SPREAD_F, "min_thunder_days": MIN_THUNDER_DAYS,
+                   "max_cold_thunder_fraction": MAX_COLD_THUNDER_FRACTION},
         "rules": [{**asdict(rule), "passed": rule.passed} for rule in rules],
     }  # fmt: skip
     return table, selected, report
 
 
+def dataset_rules(
+    temp: pa.ChunkedArray, dewp: pa.ChunkedArray, frshtt: pa.ChunkedArray, kept: pa.ChunkedArray
+) -> list[Rule]:
+    """The rules that judge the kept rows together (module docstring): spread and units."""
+    rules = []
+    for name, column in (("temp", temp), ("dewp", dewp)):
+        spread = pc.stddev(pc.filter(column, kept)).as_py()
+        spread = 0.0 if spread is None or math.isnan(spread) else spread
+        rules.append(
+            Rule(f"{name}_spread", f"standard deviation of {name} >= {MIN_SPREAD_F:g} F over the "
+                 "kept rows", int(spread < MIN_SPREAD_F), measured=f"{spread:.3g} F")
+        )  # fmt: skip
+    flag = pc.utf8_slice_codeunits(frshtt, THUNDER_FLAG, THUNDER_FLAG + 1)
+    thunder = pc.and_(kept, pc.fill_null(pc.equal(flag, "1"), False))
+    days = _count(thunder)
+    cold = _count(pc.and_(thunder, pc.fill_null(pc.less(temp, FREEZING_F), False)))
+    judged = days >= MIN_THUNDER_DAYS
+    rules.append(
+        Rule("thunder_above_freezing",
+             f"at most {MAX_COLD_THUNDER_FRACTION:.0%} of thunder days (FRSHTT 5th flag, judged "
+             f"from {MIN_THUNDER_DAYS} days) below {FREEZING_F:g} F; more means the data is not in "
+             "deg F (deg C?)", cold,
+             math.floor(MAX_COLD_THUNDER_FRACTION * days) if judged else days,
+             measured=f"{cold} of {days} thunder days below {FREEZING_F:g} F")
+    )  # fmt: skip
+    return rules
+
+
 def failure_message(report: dict[str, Any]) -> str:
-    """One line naming every failed rule and how many rows broke it."""
+    """One line naming every failed rule and how many rows broke it (or what was measured)."""
+
+    def broken(r: dict[str, Any]) -> str:
+        if r.get("measured"):
+            return r["measured"]
+        if r["name"] == "min_rows":
+            return f"{r['violations']} rows short"
+        return f"{r['violations']} rows" + (f", {r['allowed']} allowed" if r["allowed"] else "")
+
     failed = [
-        f"{r['name']} ({r['description']}): "
-        + (f"{r['violations']} rows short" if r["name"] == "min_rows" else
-           f"{r['violations']} rows" + (f", {r['allowed']} allowed" if r["allowed"] else ""))
-        for r in report["rules"]
-        if not r["passed"]
-    ]  # fmt: skip
+        f"{r['name']} ({r['description']}): {broken(r)}" for r in report["rules"] if not r["passed"]
+    ]
     return (
         f"validation failed ({report['rows_in']} rows in, {report['rows_out']} left): "
         + "; ".join(failed)
@@ -183,16 +247,6 @@ def _outside(column: pa.ChunkedArray, low: float, high: float) -> pa.ChunkedArra
     return pc.or_(pc.less(column, low), pc.greater(column, high))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def validate_file(
     input_path: Path, output: Path, report_path: Path, policy: ValidationPolicy
 ) -> dict[str, object]:
@@ -203,6 +257,9 @@ def validate_file(
     table, source = read_dataset(input_path)
     table, keep, report = check_table(table, policy)
     report["input"] = str(input_path)
+    # Two hashes, named: fetch's `data-hash` of the dataset as fetched, and (when it passes) the
+    # hash of the rows kept, which train fits on and logs as its dataset digest.
+    report["fetched_data_hash"] = source.get("data_hash")
 
     # The kept rows are filtered, hashed and written a slice at a time: the input table is the
     # only full copy of the data in memory (a filtered copy would double the peak at 16 years).
@@ -216,10 +273,11 @@ def validate_file(
             hasher = CanonicalHasher()
             for piece in kept_slices():
                 hasher.update(piece)
-            report["data_hash"] = hasher.hexdigest()
+            report["validated_data_hash"] = hasher.hexdigest()
         else:
-            report["data_hash"] = data_hash(table.filter(keep))
-    _write_json(report_path, report)
+            report["validated_data_hash"] = data_hash(table.filter(keep))
+    report_text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)  # strict JSON
+    write_text_atomically(report_path, report_text + "\n")
     if not report["passed"]:
         raise StepError(failure_message(report))
     # Keep the source description; rows and hash must describe this file, not fetch's.
@@ -228,61 +286,20 @@ def validate_file(
         "fetched_rows": source.get("rows"),
         "fetched_data_hash": source.get("data_hash"),
         "rows": report["rows_out"],
-        "data_hash": report["data_hash"],
+        "data_hash": report["validated_data_hash"],
     }
-    write_dataset_pieces(kept_slices(), output, metadata)
+    write_dataset_pieces(kept_slices(), output, metadata, validation=report)
     dropped = report["dropped_missing_temp_or_dewp"] + report["removed_dewp_above_temp"]
     return {"row-count": report["rows_out"], "dropped-rows": dropped}
 
 
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise StepError(f"--rain-only must be true or false, got {text!r}")
-    return value in ("true", "1", "yes")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The validate CLI (flags and env fallbacks as in docs/steps.md)."""
-    parser = argparse.ArgumentParser(prog="python -m steps validate", description=__doc__)
-    parser.add_argument("--input", type=Path, required=True, help="dataset from fetch (Parquet)")
-    parser.add_argument("--output", type=Path, required=True, help="validated dataset to write")
-    parser.add_argument("--report", type=Path, required=True, help="JSON report to write")
-    parser.add_argument(
-        "--min-rows",
-        default=env_default("VALIDATE_MIN_ROWS", str(DEFAULT_MIN_ROWS)),
-        help=f"fail with fewer rows left (env VALIDATE_MIN_ROWS, default {DEFAULT_MIN_ROWS})",
-    )
-    parser.add_argument(
-        "--rain-only",
-        default=env_default("VALIDATE_RAIN_ONLY", "false"),
-        help="true: keep rain/drizzle days only, FRSHTT 2nd char 1 (env VALIDATE_RAIN_ONLY)",
-    )
-    parser.add_argument(
-        "--dewp-tolerance",
-        default=env_default("VALIDATE_DEWP_TOLERANCE", str(DEFAULT_DEWP_TOLERANCE_F)),
-        help="deg F dewp may exceed temp (env VALIDATE_DEWP_TOLERANCE, default 2.0)",
-    )
-    add_outputs_dir(parser)
-    return parser  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: `python -m steps validate --input ... --output ... --report ...`."""
-    args = build_parser().parse_args(argv)
 
     def body() -> None:
-        try:
-            min_rows, tolerance = int(args.min_rows), float(args.dewp_tolerance)
-        except ValueError:
-            raise StepError(
-                f"--min-rows must be an integer and --dewp-tolerance a number, got "
-                f"{args.min_rows!r} and {args.dewp_tolerance!r}"
-            ) from None
-        if tolerance < 0 or min_rows < 1:
-            raise StepError("--dewp-tolerance must be >= 0 and --min-rows >= 1")
-        policy = ValidationPolicy(min_rows, _bool(args.rain_only), tolerance)
+        args = VALIDATE.parse(argv)
+        policy = ValidationPolicy(args.min_rows, args.rain_only, args.dewp_tolerance)
         outputs = validate_file(args.input, args.output, args.report, policy)
-        write_outputs(args.outputs_dir, outputs)
+        VALIDATE.write_outputs(args.outputs_dir, outputs)
 
     return run(body)

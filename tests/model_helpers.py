@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from steps.cli import EXIT_FAILED
+from steps.model import LinearCoefficients, log_served_model
+from steps.model_trust import PROVENANCE_TAG
+from steps.serving import recommended_serve_command
+from tests.conftest import free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +60,38 @@ def dewpoint_frame(
     )
 
 
+def split_rows(
+    frame: pd.DataFrame, test_size: float = 0.2, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, holdout rows) of `frame` as train splits them (steps.holdout_split), with
+    rows missing temp or dewp dropped: the rows a single-table fit of the same split uses."""
+    from steps.holdout_split import in_holdout, row_keys
+
+    usable = frame.dropna(subset=["temp", "dewp"]).reset_index(drop=True)
+    keys = row_keys(
+        pa.array(usable["station"].astype(str), pa.string()),
+        pa.array(pd.to_datetime(usable["date"]).dt.date, pa.date32()),
+        seed,
+    )
+    held = in_holdout(keys, test_size)
+    return usable[~held].reset_index(drop=True), usable[held].reset_index(drop=True)
+
+
+def sklearn_fit(
+    train: pd.DataFrame, model_type: str = "linear", alpha: float = 0.5, l1_ratio: float = 0.5
+) -> LinearCoefficients:
+    """Today's single-table fit: scikit-learn's LinearRegression (or ElasticNet) on `train`."""
+    from sklearn.linear_model import ElasticNet, LinearRegression
+
+    estimator = (
+        ElasticNet(alpha=alpha, l1_ratio=l1_ratio)
+        if model_type == "elasticnet"
+        else LinearRegression()
+    )
+    estimator.fit(train[["temp"]], train["dewp"])
+    return LinearCoefficients(float(estimator.coef_[0]), float(estimator.intercept_))
+
+
 def write_dataset(frame: pd.DataFrame, path: Path, source: dict | None = None) -> Path:
     """Write `frame` as Parquet with the contract's types and `dewpoint.source` metadata."""
     try:
@@ -75,6 +117,50 @@ def make_experiment(tracking_uri: str, name: str, artifact_dir: Path) -> str:
     return client.create_experiment(name, artifact_location=artifact_dir.as_uri())
 
 
+class RawCoefficients:
+    """Coefficients artifact text written as given: a broken or non-finite artifact of our own
+    served model, which passes deploy's trust check (steps/model_trust.py) and fails later."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def to_json(self) -> str:
+        return self.text
+
+
+def register_served(
+    tracking_uri: str,
+    experiment_id: str,
+    name: str,
+    coefficients: LinearCoefficients | RawCoefficients,
+) -> str:
+    """Register this project's served model with `coefficients`, tagged as register tags it.
+
+    The version passes deploy's and promote's trust check (our models-from-code file, the
+    coefficients artifact alone, the provenance tag). Returns its version number.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            info = log_served_model(coefficients, pd.DataFrame({"temp": [50.0]}))  # type: ignore[arg-type]
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets MLFLOW_TRACKING_URI again
+    with contextlib.suppress(Exception):
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name,
+        info.model_uri,
+        run.info.run_id,
+        tags={PROVENANCE_TAG: "tests"},
+        model_id=info.model_id,
+    )
+    return str(version.version)
+
+
 def step_env(**extra: str) -> dict[str, str]:
     """The test process's environment without MLflow settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -97,9 +183,90 @@ def run_step(
     )
 
 
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The `error: ...` line a failed step printed; asserts there is exactly one."""
+def error_line(result: subprocess.CompletedProcess[str], exit_code: int = EXIT_FAILED) -> str:
+    """The `error: ...` line a failed step printed; asserts there is exactly one and the step
+    exited `exit_code` (1 failed, 2 bad input, 75 transient)."""
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert result.returncode == exit_code, (result.returncode, result.stderr[-2000:])
     assert len(lines) == 1, result.stderr[-2000:]
     return lines[0]
+
+
+@contextmanager
+def served_lean_model(
+    root: Path, coefficients: LinearCoefficients, workers: int = 1
+) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """Log our lean model with `coefficients` to a sqlite store under `root` and serve it with the
+    recommended `mlflow models serve` command (as the local deploy target does); yields the base
+    URL, the server process and its log. The server is stopped, and the global tracking URI put
+    back, on exit."""
+    import mlflow
+
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        experiment = mlflow.create_experiment("serving", artifact_location=(root / "a").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            info = log_served_model(coefficients, pd.DataFrame({"temp": [10.0, 50.0, 80.0]}))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    port = free_port()
+    argv, env = recommended_serve_command(info.model_uri, port=port, workers=workers)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    log = root / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/ping", timeout=180, proc=proc)
+        yield f"http://127.0.0.1:{port}", proc, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def station_year(
+    mean_f: float, swing_f: float, seed: int = 0, days: int = 365, station: str = "72530094846"
+) -> pd.DataFrame:
+    """One station-year of plausible daily means in deg F with FRSHTT flags: a seasonal cycle,
+    humidity by day, dew point by Magnus, rain on humid days, thunder on warm humid days (as in
+    real GSOD data, where no thunder day is below 40 F) and snow on cold rainy ones."""
+    from steps.climate import dewpoint_f
+
+    rng = np.random.default_rng(seed)
+    day = np.arange(days)
+    temp = mean_f + swing_f * np.cos(2 * np.pi * (day - 200) / 365.25) + rng.normal(0, 5, days)
+    temp = np.clip(temp, -60.0, 95.0)
+    rh = np.clip(rng.normal(70, 12, days), 20, 100)
+    dewp = dewpoint_f(temp, rh)
+    rain = rng.random(days) < np.where(rh > 80, 0.6, 0.1)
+    thunder = rain & (temp > 55) & (rng.random(days) < 0.5)
+    snow = rain & (temp < 32)
+    flags = [f"0{int(r)}{int(s)}0{int(t)}0" for r, s, t in zip(rain, snow, thunder, strict=True)]
+    start = dt.date(2023, 1, 1)
+    return pd.DataFrame(
+        {
+            "station": [station] * days,
+            "date": [start + dt.timedelta(days=int(i)) for i in day],
+            "temp": temp.round(1),
+            "dewp": dewp.round(1),
+            "frshtt": flags,
+        }
+    )
+
+
+def in_celsius(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same observations with temp and dewp converted to deg C: (x - 32) / 1.8."""
+    return frame.assign(temp=(frame["temp"] - 32) / 1.8, dewp=(frame["dewp"] - 32) / 1.8)
+
+
+def summer(frame: pd.DataFrame) -> pd.DataFrame:
+    """June to August rows."""
+    months = pd.to_datetime(frame["date"]).dt.month
+    return frame[months.isin([6, 7, 8])].reset_index(drop=True)

@@ -7,14 +7,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from mlflow import MlflowClient
 
 from steps import deploy
-from steps.cli import StepError
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, StepError, TransientError
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.kubernetes import ANNOTATION_KEYS, deploy_kubernetes
+from steps.model import LinearCoefficients
 from tests.conftest import MlflowServer
 from tests.fake_k8s import FakeKubernetes
+from tests.model_helpers import register_served
 
 NAME = "dewpoint-lr"
 
@@ -146,7 +147,7 @@ def test_forbidden_names_the_missing_permission(cluster: FakeKubernetes, verb: s
 
 
 def test_unreachable_api_is_a_one_line_error(cluster: FakeKubernetes) -> None:
-    with pytest.raises(StepError, match="Kubernetes API unreachable"):
+    with pytest.raises(TransientError, match="Kubernetes API unreachable"):  # exit 75: retried
         deploy_kubernetes(
             request("2"),
             namespace="mlops",
@@ -175,13 +176,11 @@ def test_no_kubeconfig_is_a_one_line_error(
 
 @pytest.fixture(scope="module")
 def registered(mlflow_server: MlflowServer) -> tuple[str, str]:
-    """A registered model with versions 1 and 2 (the fake cluster does not load them)."""
-    client = MlflowClient(mlflow_server.url)
+    """A registered model with versions 1 and 2 of our served model (deploy checks that they are
+    ours before it patches anything; the fake cluster does not load them)."""
     name = f"deploy-k8s-{uuid.uuid4().hex[:8]}"
-    client.create_registered_model(name)
-    run = client.create_run(experiment_id="0")
-    for _ in range(2):
-        client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+    for slope in (0.8, 0.9):
+        register_served(mlflow_server.url, "0", name, LinearCoefficients(slope, -9.0))
     return mlflow_server.url, name
 
 
@@ -216,22 +215,29 @@ def test_cli_deploys_and_writes_outputs(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "exit_code"),
     [
-        (["--target", "kubernetes", "--version", "7"], "is not registered"),
-        (["--target", "kubernetes", "--version", "two"], "--version must be a positive integer"),
-        (["--target", "moon"], "unknown target 'moon'; choose one of local, kubernetes"),
-        (["--target", "kubernetes", "--version", "2"], "missing RBAC permission 'patch'"),
+        (["--target", "kubernetes", "--version", "7"], "is not registered", EXIT_FAILED),
+        (["--target", "kubernetes", "--version", "two"], "--version 'two': must be an integer",
+         EXIT_BAD_INPUT),
+        (["--target", "moon"], "--target 'moon': must be one of local, kubernetes",
+         EXIT_BAD_INPUT),
+        (["--target", "kubernetes", "--version", "2"], "missing RBAC permission 'patch'",
+         EXIT_FAILED),
     ],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_changes_nothing(
-    registered: tuple[str, str], capsys: pytest.CaptureFixture, args: list[str], message: str
+    registered: tuple[str, str],
+    capsys: pytest.CaptureFixture,
+    args: list[str],
+    message: str,
+    exit_code: int,
 ) -> None:
     _, name = registered
     with FakeKubernetes(f"models:/{name}/1") as fake:
         fake.forbidden.add("patch")
 
-        assert run_cli(fake, registered, *args) == 1
+        assert run_cli(fake, registered, *args) == exit_code
 
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and message in err

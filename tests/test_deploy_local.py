@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models import infer_signature
-from sklearn.linear_model import LinearRegression
 
 from steps.deploy_targets.common import SMOKE_BODY
 from steps.deploy_targets.local import STATE_FILE, read_state, running_server, stop_local
+from steps.model import LinearCoefficients
 from tests.conftest import MlflowServer, free_port
+from tests.model_helpers import RawCoefficients, register_served
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPS = [row[0] for row in SMOKE_BODY["dataframe_split"]["data"]]
@@ -32,36 +33,10 @@ TEMPS = [row[0] for row in SMOKE_BODY["dataframe_split"]["data"]]
 V1 = (0.8, -5.0)
 V2 = (0.5, 10.0)
 
-BROKEN_MODEL = """
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class BrokenModel(PythonModel):
-    def load_context(self, context):
-        raise RuntimeError("deliberately broken model for the deploy tests")
-
-    def predict(self, context, model_input):
-        return model_input["temp"]
-
-
-mlflow.models.set_model(BrokenModel())
-"""
-
-NAN_MODEL = '''
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class NanModel(PythonModel):
-    """Loads fine, answers 200, but its predictions are not numbers."""
-
-    def predict(self, context, model_input):
-        return [float("nan")] * len(model_input)
-
-
-mlflow.models.set_model(NanModel())
-'''
+# Our served model with a coefficients artifact it cannot read, and one that predicts NaN: both
+# pass deploy's trust check (steps/model_trust.py), so deploy's own checks must catch them.
+BROKEN_COEFFICIENTS = RawCoefficients('{"feature": "temp"}')
+NAN_COEFFICIENTS = RawCoefficients('{"feature": "temp", "coef": NaN, "intercept": NaN}')
 
 # Loads everywhere except on one port: proves the candidate, then fails as the final server.
 PORT_SHY_MODEL = """
@@ -94,21 +69,16 @@ class Registry:
     root: Path
 
     def linear(self, slope: float, intercept: float) -> str:
-        """Register a LinearRegression fitted exactly to dewp = slope * temp + intercept."""
-        x = pd.DataFrame({"temp": np.linspace(-20.0, 100.0, 50)})
-        y = slope * x["temp"] + intercept
-        model = LinearRegression().fit(x, y)
-        with mlflow.start_run(experiment_id=self.experiment_id):
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=infer_signature(x, model.predict(x)),
-                registered_model_name=self.name,
-            )
-        return str(info.registered_model_version)
+        """Register our served model predicting exactly dewp = slope * temp + intercept."""
+        return self.served(LinearCoefficients(slope, intercept))
+
+    def served(self, coefficients: LinearCoefficients | RawCoefficients) -> str:
+        """Register our served model (passes the trust check) with `coefficients`."""
+        return register_served(self.url, self.experiment_id, self.name, coefficients)
 
     def from_code(self, code: str) -> str:
-        """Register a pyfunc model written as code (MLflow models-from-code)."""
+        """Register a pyfunc written as code (MLflow models-from-code): NOT our served model, so
+        deploy refuses it unless run through `LocalDeploy.run_trusting_any_code`."""
         path = self.root / f"model_{uuid.uuid4().hex[:8]}.py"
         path.write_text(code)
         x = pd.DataFrame({"temp": [1.0]})
@@ -147,8 +117,24 @@ class LocalDeploy:
 
     def run(self, version: str, *extra: str) -> subprocess.CompletedProcess:
         """Run the deploy step in its own process; the server it starts must outlive it."""
-        command = [sys.executable, "-m", "steps", "deploy", "--target", "local"]
-        command += ["--version", version, "--model-name", self.registry.name]
+        return self._run([sys.executable, "-m", "steps"], version, *extra)
+
+    def run_trusting_any_code(self, version: str, *extra: str) -> subprocess.CompletedProcess:
+        """`run` with deploy's trust check switched off (steps/model_trust.py), for swap mechanics
+        that only a model of other code can provoke (a failure on one port). The check itself is
+        tested in tests/test_model_trust.py; nothing outside this test file switches it off."""
+        patch = (
+            "import runpy, sys, steps.model_trust as trust; "
+            "trust.untrusted_reason = lambda *args, **kwargs: None; "
+            "sys.argv[0] = 'steps'; runpy.run_module('steps', run_name='__main__')"
+        )
+        return self._run([sys.executable, "-c", patch], version, *extra)
+
+    def _run(self, python: list[str], version: str, *extra: str) -> subprocess.CompletedProcess:
+        """`version` "" passes no --version (an empty number is bad input: docs/steps.md)."""
+        command = [*python, "deploy", "--target", "local"]
+        command += ["--version", version] if version else []
+        command += ["--model-name", self.registry.name]
         command += ["--tracking-uri", self.registry.url, "--port", str(self.port)]
         command += ["--state-dir", str(self.state_dir), "--timeout", "240", *extra]
         return subprocess.run(
@@ -219,8 +205,8 @@ def test_local_deploy_swaps_versions_and_keeps_serving_through_bad_ones(
 ) -> None:
     v1 = registry.linear(*V1)
     v2 = registry.linear(*V2)
-    broken = registry.from_code(BROKEN_MODEL)
-    nan = registry.from_code(NAN_MODEL)
+    broken = registry.served(BROKEN_COEFFICIENTS)
+    nan = registry.served(NAN_COEFFICIENTS)
 
     assert outputs(local_deploy.run(v1)) == {"served-version": v1, "changed": "true"}
     assert local_deploy.predict() == pytest.approx(expected(V1))
@@ -259,7 +245,7 @@ def test_local_deploy_restarts_old_version_when_final_server_fails(
     outputs(local_deploy.run(good))
     before = running_server(local_deploy.state_dir)
 
-    error = one_line_error(local_deploy.run(shy))
+    error = one_line_error(local_deploy.run_trusting_any_code(shy))
 
     assert f"restarted models:/{registry.name}/{good}" in error
     after = running_server(local_deploy.state_dir)

@@ -8,8 +8,8 @@ request and, when armed, kills the real server at an exact request or drops chos
 connection), so "the server died mid-promote" happens at the same point on every run.
 
 Faults covered elsewhere (listed in README "Failure behaviour"): bad GSOD files and network faults
-in tests/test_fetch.py and tests/test_gsod.py, a model that cannot load or answer on deploy in
-tests/test_deploy_local.py and tests/test_deploy_kubernetes.py, two runs at once in
+in tests/test_fetch.py and tests/test_gsod_format.py, a model that cannot load or answer on deploy
+in tests/test_deploy_local.py and tests/test_deploy_kubernetes.py, two runs at once in
 tests/test_local_runner.py.
 """
 
@@ -35,6 +35,7 @@ import httpx
 import mlflow
 import pytest
 
+from steps.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
 from steps.deploy_targets.local import ServedModel, running_server, stop_local
 from steps.promote import CHAMPION, PREVIOUS_CHAMPION, TAG_DECISION, promote_if_better
 from steps.register import train_and_register
@@ -96,7 +97,12 @@ class Drop:
     match: Match
     after_forwarding: bool = False  # forward it first: it takes effect, the answer is lost
     hang: bool = False  # instead: hold the connection without a word until healed (max 300 s)
+    limit: int | None = None  # only the first `limit` matching requests (None: every one)
+    status: int | None = None  # instead of a reset: answer this HTTP status, not forwarding it
     count: int = 0
+
+    def takes(self, seen: Seen) -> bool:
+        return self.match(seen) and (self.limit is None or self.count < self.limit)
 
 
 @dataclass
@@ -129,7 +135,7 @@ class FaultProxy:
                     fire = trigger is not None and not trigger.fired and trigger.match(seen)
                     if fire:
                         trigger.fired = True
-                    drop = proxy.drop if proxy.drop and proxy.drop.match(seen) else None
+                    drop = proxy.drop if proxy.drop and proxy.drop.takes(seen) else None
                     if drop:
                         drop.count += 1
                 if fire and not trigger.after_forwarding:
@@ -139,6 +145,8 @@ class FaultProxy:
                     while proxy.drop is drop and time.monotonic() < deadline:
                         time.sleep(0.2)
                     return self._reset()
+                if drop and drop.status:
+                    return self._answer(drop.status)
                 if drop and not drop.after_forwarding:
                     return self._reset()
                 try:
@@ -167,6 +175,15 @@ class FaultProxy:
                     return response.status, response.getheaders(), response.read()
                 finally:
                     conn.close()
+
+            def _answer(self, status: int) -> None:
+                body = json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE",
+                                   "message": f"injected {status}"}).encode()  # fmt: skip
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def _reset(self) -> None:
                 """Drop the connection with a TCP reset, as a dying server does."""
@@ -211,6 +228,19 @@ def alias_write(alias: str, version: str | None = None) -> Match:
 def artifact_download(seen: Seen) -> bool:
     """A model file fetched through the server's artifact proxy (pyfunc loading for scoring)."""
     return seen.method == "GET" and "/mlflow-artifacts/artifacts" in seen.path
+
+
+def tag_write(key: str) -> Match:
+    """Requests that set model version tag `key`."""
+
+    def match(seen: Seen) -> bool:
+        return (
+            seen.method == "POST"
+            and seen.path.endswith("/model-versions/set-tag")
+            and seen.json().get("key") == key
+        )
+
+    return match
 
 
 def version_create(seen: Seen) -> bool:
@@ -306,7 +336,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         settings = MlflowSettings(server.url, model_name=MODEL, experiment="faults")
         good = dewpoint_frame(rows=1500, seed=1)
-        _, v1 = train_and_register(dewpoint_frame(rows=1500, seed=2, intercept=-9.0), settings)
+        _, v1 = train_and_register(dewpoint_frame(rows=1500, seed=2, intercept=-9.5), settings)
         _, v2 = train_and_register(good, settings)
         _, v3 = train_and_register(good, settings)
         holdout = dewpoint_frame(rows=800, seed=99)
@@ -363,9 +393,9 @@ def test_register_mlflow_killed_after_the_version_is_written_then_a_rerun_reuses
     )  # fmt: skip
 
     assert world.proxy.trigger.fired
-    assert "cannot register" in error_line(failed)
-    # MLflow's bounded retries (steps/tracking.py: 3) hit the dead server, then the step gave up.
-    assert sum(version_create(s) for s in world.proxy.seen) == 4
+    assert "cannot reach MLflow" in error_line(failed, EXIT_TRANSIENT)  # Argo retries it
+    # The create was sent once; what followed were look-ups of the run's versions (bounded).
+    assert sum(version_create(s) for s in world.proxy.seen) == 1
     assert not outputs.exists()
 
     world.restart_server()
@@ -374,11 +404,91 @@ def test_register_mlflow_killed_after_the_version_is_written_then_a_rerun_reuses
     world.proxy.heal()
     again = world.step("register", "--run-id", run.run_id, "--model-uri", run.model_uri)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout.strip().splitlines()[-1]) == {"version": written[0].version}
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == {
+        "model-name": MODEL,
+        "version": written[0].version,
+    }
     versions = world.client().search_model_versions(f"name = '{MODEL}' and run_id = '{run.run_id}'")
     assert len(versions) == 1
     assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
     world.assert_served_unchanged()
+
+
+def versions_of(world: World, run_id: str) -> list[str]:
+    found = world.client().search_model_versions(f"run_id = '{run_id}'")
+    return sorted(mv.version for mv in found if mv.name == MODEL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lost", "limit"),
+    [("answer", 1), ("answer", 2), ("answer", None), ("request", 1), ("request", 2)],
+)
+def test_register_ends_with_exactly_one_version_per_run_whatever_is_lost(
+    fresh: World, tmp_path: Path, lost: str, limit: int | None
+) -> None:
+    """The server drops the first `limit` (None: every) `model-versions/create` calls, either
+    before they reach MLflow ("request") or after MLflow wrote the version ("answer")."""
+    world = fresh
+    run = train_and_log(dewpoint_frame(rows=600, seed=70 + (limit or 9)), world.settings)
+    world.proxy.drop = Drop(version_create, after_forwarding=lost == "answer", limit=limit)
+
+    done = world.step(
+        "register", "--run-id", run.run_id, "--model-uri", run.model_uri,
+        "--outputs-dir", str(tmp_path / "o"),
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert world.proxy.drop.count == (1 if lost == "answer" else limit)
+    versions = versions_of(world, run.run_id)
+    assert len(versions) == 1, versions
+    assert (tmp_path / "o" / "version").read_text() == versions[0]
+    assert f"run {run.run_id} registered as version {versions[0]}" in done.stderr
+    world.assert_served_unchanged()
+
+
+@pytest.mark.slow
+def test_register_every_create_request_lost_fails_then_a_rerun_makes_the_one_version(
+    fresh: World,
+) -> None:
+    world = fresh
+    run = train_and_log(dewpoint_frame(rows=600, seed=79), world.settings)
+    world.proxy.drop = Drop(version_create)
+
+    failed = world.step("register", "--run-id", run.run_id, "--model-uri", run.model_uri)
+
+    line = error_line(failed, EXIT_TRANSIENT)  # no answer each time: Argo retries the step
+    assert "cannot register" in line and "4 attempts" in line
+    assert world.proxy.drop.count == 4  # one try and 3 bounded retries, each after a look-up
+    assert versions_of(world, run.run_id) == []
+    world.proxy.heal()
+    again = world.step("register", "--run-id", run.run_id, "--model-uri", run.model_uri)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(versions_of(world, run.run_id)) == 1
+
+
+@pytest.mark.slow
+def test_register_removes_duplicates_an_earlier_client_left_and_says_which(fresh: World) -> None:
+    """Two versions of one run exist (as MLflow's re-sending client used to leave them): register
+    keeps the first, deletes the other and names it."""
+    world = fresh
+    run = train_and_log(dewpoint_frame(rows=600, seed=80), world.settings)
+    client = world.client()  # the world fixture registered MODEL already
+    model_id = run.model_uri.removeprefix("models:/")
+    first, second = (
+        client.create_model_version(MODEL, run.model_uri, run.run_id, model_id=model_id).version
+        for _ in range(2)
+    )
+
+    done = world.step("register", "--run-id", run.run_id, "--model-uri", run.model_uri)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "model-name": MODEL,
+        "version": first,
+    }
+    assert f"removed duplicate version(s) {second}" in done.stderr
+    assert versions_of(world, run.run_id) == [first]
 
 
 @pytest.mark.slow
@@ -389,7 +499,7 @@ def test_promote_mlflow_killed_while_scoring_moves_nothing(fresh: World, tmp_pat
     failed = world.promote(world.v3, tmp_path / "o")
 
     assert world.proxy.trigger.fired
-    assert f"cannot score models:/{MODEL}/" in error_line(failed)
+    assert f"cannot score models:/{MODEL}/" in error_line(failed, EXIT_TRANSIENT)
     writes = [
         s for s in world.proxy.seen for a in (CHAMPION, PREVIOUS_CHAMPION) if alias_write(a)(s)
     ]
@@ -412,7 +522,7 @@ def test_promote_mlflow_hanging_while_scoring_fails_within_its_timeouts_and_move
 
     failed = world.promote(world.v3, tmp_path / "o", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
 
-    assert f"cannot score models:/{MODEL}/" in error_line(failed)
+    assert f"cannot score models:/{MODEL}/" in error_line(failed, EXIT_TRANSIENT)
     assert world.proxy.drop.count >= 1
     world.proxy.heal()
     assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
@@ -433,7 +543,7 @@ def test_promote_champion_write_fails_then_both_aliases_are_put_back(
     failed = world.promote(world.v3, tmp_path / "o")
 
     assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
-    line = error_line(failed)
+    line = error_line(failed, EXIT_TRANSIENT)
     assert f"moving alias 'champion' of '{MODEL}' to version {world.v3} failed" in line
     assert "aliases put back as they were" in line
     assert world.proxy.drop.count == 4  # one try and MLflow's 3 bounded retries
@@ -454,7 +564,7 @@ def test_promote_mlflow_killed_between_the_alias_writes_keeps_the_champion_and_a
     failed = world.promote(world.v3, tmp_path / "o")
 
     assert world.proxy.trigger.fired
-    line = error_line(failed)
+    line = error_line(failed, EXIT_TRANSIENT)  # a retry of the step finishes the move
     assert "putting the aliases back failed too" in line and "rerun promote" in line
     world.restart_server()
     # Documented residue: previous-champion names the champion until the step is rerun.
@@ -467,6 +577,120 @@ def test_promote_mlflow_killed_between_the_alias_writes_keeps_the_champion_and_a
     assert (tmp_path / "o" / "promoted").read_text() == "true"
     assert world.aliases() == {CHAMPION: world.v3, PREVIOUS_CHAMPION: world.v2}
     assert world.client().get_model_version(MODEL, world.v3).tags[TAG_DECISION] == "promoted"
+
+
+@pytest.mark.slow
+def test_promote_two_runs_at_once_each_judged_against_the_champion_it_replaces(
+    fresh: World, tmp_path: Path
+) -> None:
+    """Runs A and B both read champion v2. A is held right before its re-read of the champion
+    while B promotes; A must then judge against B's version, so the alias history is
+    v2 -> B -> A and no version vanishes from it."""
+    world = fresh
+    good = dewpoint_frame(rows=1500, seed=1)  # v2's data: A and B score exactly as v2 does
+    a = train_and_register(good, world.settings)[1].version
+    b = train_and_register(good, world.settings)[1].version
+    held = FaultProxy(world.server.url)
+    release = threading.Event()
+    model_reads = []
+
+    def second_champion_read(seen: Seen) -> bool:
+        if seen.method == "GET" and "/registered-models/get" in seen.path:
+            model_reads.append(seen)
+        return len(model_reads) == 2
+
+    held.trigger = Trigger(second_champion_read, lambda: release.wait(300))
+    command = [sys.executable, "-m", "steps", "promote", "--version", a]
+    command += ["--holdout", str(world.holdout_path), "--tracking-uri", held.url]
+    command += ["--model-name", MODEL, "--outputs-dir", str(tmp_path / "a")]
+    # The held request must stay held until B has promoted, however long B takes on a busy
+    # machine: with MLflow's 30 s read timeout (steps/tracking.py) the hold ended early under
+    # load, A's retry went through and A moved the champion before the check below.
+    env = step_env(MLFLOW_HTTP_REQUEST_TIMEOUT="600")
+    run_a = subprocess.Popen(command, cwd=REPO, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not held.trigger.fired and run_a.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert held.trigger.fired, run_a.communicate(timeout=60)
+        run_b = world.promote(b, tmp_path / "b")
+        assert run_b.returncode == 0, run_b.stderr[-3000:]
+        assert world.aliases() == {CHAMPION: b, PREVIOUS_CHAMPION: world.v2}
+    finally:
+        release.set()
+        _, err = run_a.communicate(timeout=600)
+        held.close()
+
+    assert run_a.returncode == 0, err[-3000:]
+    assert f"the champion moved from {world.v2} to {b} while this gate scored" in err
+    assert world.aliases() == {CHAMPION: a, PREVIOUS_CHAMPION: b}
+    assert world.client().get_model_version(MODEL, a).tags["gate.champion_version"] == b
+    assert (tmp_path / "a" / "champion-version").read_text() == a
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answer", ["reset", 503])
+def test_promote_decision_tag_lost_after_the_move_says_what_moved_and_a_rerun_only_completes_it(
+    fresh: World, tmp_path: Path, answer: str | int
+) -> None:
+    world = fresh
+    new = train_and_register(dewpoint_frame(rows=1500, seed=1), world.settings)[1].version
+    status = answer if isinstance(answer, int) else None
+    world.proxy.drop = Drop(tag_write(TAG_DECISION), status=status)
+
+    failed = world.promote(new, tmp_path / "o")
+
+    line = error_line(failed)
+    assert f"champion moved from version {world.v2} to {new}" in line, line
+    assert f"previous-champion to {world.v2}" in line and "rerun promote" in line
+    if answer == 503:  # an answer is not "cannot reach"
+        assert "answered HTTP 503" in line and "cannot reach" not in line
+    assert world.aliases() == {CHAMPION: new, PREVIOUS_CHAMPION: world.v2}
+    evidence = world.client().get_model_version(MODEL, new).tags
+    assert (
+        TAG_DECISION not in evidence
+        and f"<= champion version {world.v2}" in evidence["gate.reason"]
+    )
+    world.proxy.heal()
+
+    again = world.promote(new, tmp_path / "o")
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    tags = world.client().get_model_version(MODEL, new).tags
+    assert tags[TAG_DECISION] == "promoted"
+    assert {k: v for k, v in tags.items() if k != TAG_DECISION} == evidence  # nothing replaced
+    assert world.aliases() == {CHAMPION: new, PREVIOUS_CHAMPION: world.v2}
+
+
+_ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [("0{v}", True), ("00{v}", True), (" {v}\n", True), ("+{v}", False), ("{v}.0", False),
+     ("{arabic}", False), ("{v}_0", False)],
+)  # fmt: skip
+def test_promote_of_the_champion_spelled_otherwise_moves_nothing(
+    fresh: World, tmp_path: Path, spelling: str, canonical: bool
+) -> None:
+    """`--version 02` for champion 2 is the champion (a no-op), never a new version that would
+    overwrite previous-champion with the champion itself; non-ASCII digits are refused."""
+    world = fresh
+    version = spelling.format(v=world.v2, arabic=world.v2.translate(_ARABIC_INDIC))
+
+    done = world.promote(version, tmp_path / "o")
+
+    if canonical:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / "o" / "champion-version").read_text() == world.v2
+        assert "already the champion" in (tmp_path / "o" / "reason").read_text()
+    else:
+        line = error_line(done, EXIT_BAD_INPUT)
+        assert f"--version {version!r}: must be an integer from 1 to" in line
+    assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
+    world.assert_served_unchanged()
 
 
 # --- 2. bad requests to the served model ---------------------------------------------------------
@@ -483,7 +707,7 @@ def _split(value: str) -> str:
 BAD_REQUESTS = {
     "wrong column name": (
         '{"dataframe_split": {"columns": ["tmp"], "data": [[12.8]]}}', JSON, "missing input"),
-    "string instead of number": (_split('"warm"'), JSON, "could not convert string to float"),
+    "string instead of number": (_split('"warm"'), JSON, "temp must be a JSON number"),
     "null temp": (_split("null"), JSON, "temp must be a finite number"),
     "NaN temp": (_split("NaN"), JSON, "temp must be a finite number"),
     "Infinity temp": (_split("-Infinity"), JSON, "temp must be a finite number"),
@@ -491,7 +715,7 @@ BAD_REQUESTS = {
     "invalid JSON": (_split("12.8")[:-3], JSON, "valid JSON"),
     "no input field": ("{}", JSON, "exactly one of the input fields"),
     "10 MB of junk": ("x" * TEN_MB, JSON, "valid JSON"),
-    "10 MB string as temp": (_split('"' + "9" * TEN_MB + 'x"'), JSON, "could not convert string"),
+    "10 MB string as temp": (_split('"' + "9" * TEN_MB + 'x"'), JSON, "temp must be a JSON number"),
     "wrong content type": (json.dumps(GOOD_REQUEST), "text/plain", "only supports the following"),
 }  # fmt: skip
 
@@ -512,6 +736,55 @@ def test_bad_request_is_a_4xx_with_a_message_and_the_server_keeps_answering(
     assert message in response.text[:5000]
     assert world.predict() == world.served_prediction
     assert running_server(world.state_dir) == world.served
+
+
+def _body(shape: str, value: str) -> str:
+    """A one-row request in each of MLflow's JSON input formats, temp given as raw JSON text."""
+    return {
+        "dataframe_split": _split(value),
+        "dataframe_records": '{"dataframe_records": [{"temp": ' + value + "}]}",
+        "inputs": '{"inputs": {"temp": [' + value + "]}}",
+    }[shape]
+
+
+NOT_A_NUMBER = ['"12.8"', '"warm"', '""', "true", "[12.8]", '{"f": 12.8}']
+OUTSIDE_THE_RANGE = ["1e6", "1e308", "-130.5", "140.1", "-1e308"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["dataframe_split", "dataframe_records", "inputs"])
+@pytest.mark.parametrize("value", NOT_A_NUMBER + OUTSIDE_THE_RANGE)
+def test_served_model_refuses_a_temp_that_is_not_a_number_within_the_physical_range(
+    world: World, shape: str, value: str
+) -> None:
+    """Any temp that is not a JSON number (a number sent as a string included) is a 400 naming
+    the field; a number outside the range validate enforces is a 400 naming the range."""
+    url = f"http://127.0.0.1:{world.serve_port}/invocations"
+
+    response = httpx.post(
+        url, content=_body(shape, value), headers={"Content-Type": JSON}, timeout=60
+    )
+
+    assert response.status_code == 400, (response.status_code, response.text[:500])
+    if value in NOT_A_NUMBER:
+        assert "temp must be a JSON number" in response.text
+    else:
+        assert "temp must be within [-130, 140] deg F" in response.text
+    assert world.predict() == world.served_prediction
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["dataframe_split", "dataframe_records", "inputs"])
+@pytest.mark.parametrize("value", ["-130", "140", "12", "12.8", "-0.0"])
+def test_served_model_predicts_any_number_within_the_range(
+    world: World, shape: str, value: str
+) -> None:
+    url = f"http://127.0.0.1:{world.serve_port}/invocations"
+    response = httpx.post(
+        url, content=_body(shape, value), headers={"Content-Type": JSON}, timeout=60
+    )
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.json()["predictions"]) == 1
 
 
 @pytest.mark.slow

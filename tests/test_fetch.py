@@ -17,10 +17,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from steps import fetch, gsod
+from steps import fetch, gsod_format
+from steps.cli import EXIT_TRANSIENT
 from steps.dataset import SCHEMA, data_hash, read_dataset
-from tests.conftest import assert_one_line_error, free_port
-from tests.test_gsod import FIXTURES, broken, fixture_bytes
+from tests.conftest import assert_bad_input, assert_one_line_error, free_port
+from tests.test_gsod_format import FIXTURES, broken, fixture_bytes
 
 # A route answers with one of these behaviours per request, in order; the last one repeats.
 Behaviour = tuple[str, bytes]  # ("ok" | "status:<code>" | "reset" | "stall", body)
@@ -125,7 +126,7 @@ def test_local_directory_writes_dataset_outputs_and_metadata(
     assert code == 0
     table, source = read_dataset(tmp_path / "out" / "dataset.parquet")
     assert table.schema.equals(SCHEMA)
-    expected = gsod.parse_files(gsod.iter_directory(FIXTURES))
+    expected = gsod_format.parse_files(gsod_format.iter_directory(FIXTURES))
     assert outputs == {"row-count": "11", "data-hash": data_hash(expected)}
     assert (tmp_path / "o" / "row-count").read_text() == "11"
     assert (tmp_path / "o" / "data-hash").read_text() == data_hash(table)
@@ -200,7 +201,9 @@ def test_http_gives_up_after_retries_and_leaves_nothing(
         "--base-url", server.url, "--years", "2023", "--http-retries", "1",
         "--http-timeout", "0.5", output=output,
     )  # fmt: skip
-    assert_one_line_error(code, err, needle, "after 2 attempt(s)", "/archive/2023.tar.gz")
+    assert_one_line_error(  # exit 75: Argo retries the step later
+        code, err, needle, "after 2 attempt(s)", "/archive/2023.tar.gz", exit_code=EXIT_TRANSIENT
+    )
     assert server.hits["/archive/2023.tar.gz"] == 2
     assert output.read_bytes() == b"the previous good dataset"
     assert [p.name for p in output.parent.iterdir()] == ["dataset.parquet"]
@@ -217,7 +220,7 @@ def test_http_404_is_a_clear_error_without_retries(server: GsodServer, run_fetch
 def test_unreachable_base_url(tmp_path: Path, run_fetch: RunFetch) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     code, _, err = run_fetch("--base-url", closed, "--years", "2023", "--http-retries", "1")
-    assert_one_line_error(code, err, "cannot connect", closed)
+    assert_one_line_error(code, err, "cannot connect", closed, exit_code=EXIT_TRANSIENT)
     assert not (tmp_path / "out" / "dataset.parquet").exists()
 
 
@@ -225,7 +228,7 @@ def test_unreachable_base_url(tmp_path: Path, run_fetch: RunFetch) -> None:
 def test_bad_file_in_a_directory_fails_the_fetch_naming_it(
     tmp_path: Path, run_fetch: RunFetch, kind: str
 ) -> None:
-    # Policy: one bad file fails the whole fetch (see steps.gsod.parse_files): a broken file
+    # Policy: one bad file fails the whole fetch (see steps.gsod_format.parse_files): a broken file
     # means a broken download or archive, and the champion model keeps serving meanwhile.
     folder = tmp_path / "gsod"
     folder.mkdir()
@@ -248,7 +251,7 @@ def test_year_with_no_rows_is_an_empty_dataset_error(tmp_path: Path, run_fetch: 
     folder = tmp_path / "2031"
     folder.mkdir()
     for station in ("01234599999", "A0000212345"):
-        (folder / f"{station}.csv").write_bytes(gsod.GSOD_HEADER + b"\n")
+        (folder / f"{station}.csv").write_bytes(gsod_format.GSOD_HEADER + b"\n")
     code, _, err = run_fetch("--path", str(folder))
     assert_one_line_error(code, err, "returned no rows", "files=2")
 
@@ -275,7 +278,7 @@ def test_missing_path(tmp_path: Path, run_fetch: RunFetch) -> None:
 
 def test_bad_years(run_fetch: RunFetch) -> None:
     code, _, err = run_fetch("--source", "synthetic", "--years", "last year")
-    assert_one_line_error(code, err, "--years")
+    assert_bad_input(code, err, "--years", "'last year'", "from 1901 to 2100")
 
 
 def test_unknown_source_via_python_m(tmp_path: Path) -> None:
@@ -294,8 +297,11 @@ def test_unknown_source_via_python_m(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert_one_line_error(
-        result.returncode, result.stderr, "unknown source 'ftp'", "gsod, bigquery, table, synthetic"
+    assert_bad_input(
+        result.returncode,
+        result.stderr,
+        "--source 'ftp'",
+        "one of gsod, bigquery, table, synthetic",
     )
 
 
@@ -317,20 +323,20 @@ def test_truncated_archive_is_a_clear_error(tmp_path: Path, run_fetch: RunFetch)
 
 def test_base_url_without_a_scheme(run_fetch: RunFetch) -> None:
     code, _, err = run_fetch("--base-url", "ncei.example/gsod", "--years", "2023")
-    assert_one_line_error(code, err, "bad URL", "ncei.example/gsod/archive/2023.tar.gz")
+    assert_bad_input(code, err, "--base-url 'ncei.example/gsod'", "http(s) URL")
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--stations", "725300,../../etc"], "not an 11-character GSOD station id"),
-        (["--http-retries", "-1"], "--http-retries >= 0"),
-        (["--http-timeout", "soon"], "--http-timeout must be seconds"),
+        (["--stations", "725300,../../etc"], "item '725300' must be an 11-character station id"),
+        (["--http-retries", "-1"], "--http-retries '-1': must be an integer from 0 to 100"),
+        (["--http-timeout", "soon"], "--http-timeout 'soon': must be a number > 0"),
     ],
 )
 def test_bad_fetch_flags(run_fetch: RunFetch, args: list[str], needle: str) -> None:
     code, _, err = run_fetch("--years", "2023", *args)
-    assert_one_line_error(code, err, needle)
+    assert_bad_input(code, err, needle)
 
 
 def test_empty_path_means_download(server: GsodServer, run_fetch: RunFetch) -> None:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from steps.dataset import read_dataset
+from steps import gsod_format
+from steps.dataset import data_hash, read_dataset
 from steps.sources import SourceRequest, fetch_from, synthetic
 from steps.sources import bigquery as bq
+from steps.validate import ValidationPolicy, check_table
+from tests.conftest import assert_bad_input
 from tests.test_fetch import GsodServer, RunFetch, assert_one_line_error, run_fetch, server
+from tests.test_gsod_format import FIXTURES
 
 __all__ = ["run_fetch", "server"]  # fixtures shared with test_fetch
 
@@ -61,6 +68,58 @@ def test_table_parquet_over_http_matches_names_without_a_map(
     assert table.column("station").to_pylist() == ["unknown", "unknown"]
 
 
+def _gsod_and_table(directory: Path, name: str) -> tuple[pa.Table, pa.Table]:
+    """The same NCEI file fetched by `--source gsod` (folder) and by `--source table` (file)."""
+    by_gsod = fetch_from("gsod", SourceRequest(path=directory, work_dir=directory)).table
+    request = SourceRequest(table_uri=str(directory / name), work_dir=directory)
+    return by_gsod, fetch_from("table", request).table
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.csv")))
+def test_an_ncei_file_is_the_same_dataset_through_table_and_gsod(tmp_path: Path, name: str) -> None:
+    """GSOD's 9999.9 "missing" value is null through every source (one definition, shared), so
+    the same file gives the same data hash and the same validation outcome either way."""
+    (tmp_path / name).write_bytes((FIXTURES / name).read_bytes())
+
+    by_gsod, by_table = _gsod_and_table(tmp_path, name)
+
+    assert data_hash(by_table) == data_hash(by_gsod)
+    policy = ValidationPolicy(min_rows=1)
+    assert check_table(by_table, policy)[2] == check_table(by_gsod, policy)[2]
+
+
+_READING = st.one_of(
+    st.just(gsod_format.MISSING["TEMP"]),
+    st.integers(-900, 1200).map(lambda tenths: tenths / 10),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(readings=st.lists(st.tuples(_READING, _READING), min_size=1, max_size=30))
+def test_any_gsod_rows_are_the_same_dataset_through_table_and_gsod(
+    tmp_path_factory: pytest.TempPathFactory, readings: list[tuple[float, float]]
+) -> None:
+    """Property: for any TEMP/DEWP values, sentinels anywhere, the two sources agree."""
+    directory = tmp_path_factory.mktemp("same-file")
+    lines = [gsod_format.GSOD_HEADER.decode()]
+    for day, (temp, dewp) in enumerate(readings):
+        date = dt.date(2023, 1, 1) + dt.timedelta(days=day)
+        lines.append(
+            f'"72530094846","{date}","41.98","-87.9","201.8","CHICAGO OHARE, IL US",'
+            f'"{temp:6.1f}","24","{dewp:6.1f}","24","1013.2","24","999.9"," 0","  6.2","24",'
+            f'"  5.1","24"," 11.1","999.9","  50.0"," ","  30.0"," "," 0.00","G","999.9","010000"'
+        )
+    (directory / "72530094846.csv").write_text("\n".join(lines) + "\n")
+
+    by_gsod, by_table = _gsod_and_table(directory, "72530094846.csv")
+
+    assert data_hash(by_table) == data_hash(by_gsod)
+    sentinel = gsod_format.MISSING["TEMP"]
+    assert by_table.column("temp").null_count == sum(t == sentinel for t, _ in readings)
+
+
 @pytest.mark.parametrize(
     ("content", "args", "needles"),
     [
@@ -69,7 +128,6 @@ def test_table_parquet_over_http_matches_names_without_a_map(
         (CSV.replace(b"-3.5", b"cold"), ["--column-map", "date=Day,temp=T,dewp=D"],
          ["column T is not a valid temp", "cold"]),
         (CSV, ["--column-map", "humidity=H"], ["unknown column(s) humidity"]),
-        (CSV, ["--column-map", "temp"], ["temp=TEMP"]),
         (b"station,date,temp,dewp\n", [], ["returned no rows"]),
     ],
 )  # fmt: skip
@@ -81,6 +139,15 @@ def test_table_bad_input_is_a_one_line_error(
     code, _, err = run_fetch("--source", "table", "--table-uri", str(source), *args)
     assert_one_line_error(code, err, *needles)
     assert not (tmp_path / "out" / "dataset.parquet").exists()
+
+
+def test_malformed_column_map_is_bad_input(tmp_path: Path, run_fetch: RunFetch) -> None:
+    source = tmp_path / "mine.csv"
+    source.write_bytes(CSV)
+    code, _, err = run_fetch(
+        "--source", "table", "--table-uri", str(source), "--column-map", "temp"
+    )
+    assert_bad_input(code, err, "--column-map 'temp'", "temp=TEMP")
 
 
 def test_table_unknown_format(tmp_path: Path, run_fetch: RunFetch) -> None:
@@ -114,25 +181,41 @@ def test_bigquery_without_credentials(
     assert_one_line_error(code, err, "missing.json", "not a file")
 
 
-def bigquery_installed() -> bool:
-    try:
-        return importlib.util.find_spec("google.cloud.bigquery") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(
-    bigquery_installed(),
-    reason="the bigquery extra is installed here",
-)
 def test_bigquery_without_the_extra(
     run_fetch: RunFetch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     key = tmp_path / "key.json"
     key.write_text("{}")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    # As where the extra is not installed: `from google.cloud import bigquery` raises ImportError.
+    monkeypatch.setitem(sys.modules, "google.cloud.bigquery", None)
     code, _, err = run_fetch("--source", "bigquery", "--years", "2023")
     assert_one_line_error(code, err, "bigquery extra", "dewpoint-pipeline[bigquery]")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("{}", "does not have a valid type"),
+        (
+            '{"type": "service_account", "project_id": "p", "private_key_id": "k", '
+            '"private_key": "-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n", '
+            '"client_email": "a@p.iam.gserviceaccount.com", '
+            '"token_uri": "https://oauth2.googleapis.com/token"}',
+            "Failed to load service account credentials",
+        ),
+    ],
+)
+def test_bigquery_with_an_unusable_key_fails_on_credentials_before_any_query(
+    run_fetch: RunFetch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str, reason: str
+) -> None:
+    """The real client (the bigquery extra, as in the step image): google-auth rejects the key
+    while the client is built, so nothing is sent anywhere and the error names the key file."""
+    key = tmp_path / "key.json"
+    key.write_text(content)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    code, _, err = run_fetch("--source", "bigquery", "--years", "2023")
+    assert_one_line_error(code, err, "credentials in", str(key), "not usable", reason)
 
 
 def test_synthetic_is_deterministic_and_exercises_sentinels(tmp_path: Path) -> None:
@@ -167,4 +250,23 @@ def test_synthetic_relation_is_what_a_linear_fit_recovers(tmp_path: Path) -> Non
 
 def test_synthetic_needs_rows(run_fetch: RunFetch) -> None:
     code, _, err = run_fetch("--source", "synthetic", "--rows", "0")
-    assert_one_line_error(code, err, "--rows")
+    assert_bad_input(code, err, "--rows '0'", "from 1 to")
+
+
+def test_synthetic_years_are_rows_in_each_year_and_a_year_is_the_same_alone(tmp_path: Path) -> None:
+    def run(*years: int, rows: int = 500) -> pa.Table:
+        request = SourceRequest(years=years, rows=rows, seed=5, work_dir=tmp_path)
+        return fetch_from("synthetic", request).table
+
+    both = run(2023, 2024)
+    assert both.num_rows == 1000
+    assert sorted(set(pc.year(both.column("date")).to_pylist())) == [2023, 2024]
+    alone = run(2024)
+    in_2024 = both.filter(pc.equal(pc.year(both.column("date")), 2024))
+    assert in_2024.sort_by([("station", "ascending"), ("date", "ascending")]).equals(
+        alone.sort_by([("station", "ascending"), ("date", "ascending")])
+    )
+    # More rows than DEFAULT_STATIONS station-years hold: more stations, still one year.
+    many = run(2024, rows=5000)
+    assert set(pc.year(many.column("date")).to_pylist()) == {2024}
+    assert len(set(many.column("station").to_pylist())) == 14  # ceil(5000 / 366)

@@ -8,23 +8,36 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.image
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from steps.cli import StepError
-from steps.promote import CHAMPION, PREVIOUS_CHAMPION, decide, promote_if_better
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT, StepError
+from steps.history import HISTORY_ARTIFACT_DIR, HISTORY_FILE, model_history, plot_model_history
+from steps.promote import (
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    decide,
+    physical_band,
+    promote_if_better,
+)
 from steps.register import register_version
 from steps.settings import MlflowSettings
-from steps.tracking import HTTP_RETRY_DEFAULTS, mlflow_session
+from steps.sources import SourceRequest, fetch_from
+from steps.tracking import HTTP_RETRY_DEFAULTS, canonical_version, mlflow_session
 from steps.train import TrainConfig, TrainResult, train_and_log
 from tests.conftest import MlflowServer, free_port
 from tests.model_helpers import (
     dewpoint_frame,
     error_line,
+    in_celsius,
     make_experiment,
     run_step,
+    summer,
     write_dataset,
 )
 
@@ -83,7 +96,7 @@ class Trained:
     holdout: pd.DataFrame
     holdout_path: Path
     good: TrainResult  # the true relation
-    off: TrainResult  # intercept shifted by 1 deg F: slightly worse
+    off: TrainResult  # intercept shifted by 0.5 deg F: slightly worse
     bad: TrainResult  # trained on shuffled dew points: slope ~0, far worse
 
 
@@ -106,7 +119,7 @@ def trained(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactor
         holdout,
         holdout_path,
         good=train_and_log(dewpoint_frame(rows=2000, seed=1), settings),
-        off=train_and_log(dewpoint_frame(rows=2000, seed=2, intercept=-9.0), settings),
+        off=train_and_log(dewpoint_frame(rows=2000, seed=2, intercept=-9.5), settings),
         bad=train_and_log(shuffled, settings, TrainConfig(model_type="elasticnet")),
     )
     # Preconditions of the scenarios below, from the fitted coefficients alone.
@@ -268,7 +281,8 @@ def test_promote_cli_bad_input_is_one_line_and_champion_unchanged(
     if case != "no tracking uri":
         args += ["--tracking-uri", uri]
 
-    assert message in error_line(run_step("promote", *args))
+    exit_code = {"no tracking uri": EXIT_BAD_INPUT, "closed port": EXIT_TRANSIENT}
+    assert message in error_line(run_step("promote", *args), exit_code.get(case, EXIT_FAILED))
     assert not (tmp_path / "o").exists()
     assert _aliases(settings) == {CHAMPION: good}
     assert "gate.decision" not in _tags(settings, candidate)
@@ -294,3 +308,164 @@ def test_champion_that_cannot_be_scored_stops_the_gate_before_any_write(
     assert "\n" not in str(info.value)
     assert _aliases(settings) == {CHAMPION: gone.version}
     assert "gate.decision" not in _tags(settings, version)
+
+
+# --- the model history plot ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_each_promote_logs_the_model_history_to_the_judged_run(
+    trained: Trained, tmp_path: Path
+) -> None:
+    extra = train_and_log(dewpoint_frame(rows=300, seed=7), trained.settings)
+    settings, (off, good, bad, never) = _fresh(
+        trained, trained.off, trained.good, trained.bad, extra
+    )
+    decisions = [promote_if_better(settings, v, trained.holdout) for v in (off, good, bad)]
+    client = mlflow.MlflowClient(settings.tracking_uri)
+
+    points = model_history(client, settings.model_name, champion=good)
+    assert [(p.version, p.decision, p.champion) for p in points] == [
+        (int(off), "promoted", False),
+        (int(good), "promoted", True),
+        (int(bad), "rejected", False),
+        (int(never), None, False),  # registered, never gated: its run's rmse metric
+    ]
+    assert [p.rmse for p in points[:3]] == [d.new_rmse for d in decisions]
+    assert points[3].rmse == pytest.approx(extra.metrics.rmse)
+    assert [p.registered for p in points] == sorted(p.registered for p in points)
+
+    # The last promote judged `bad`: the picture is on its training run, a real PNG.
+    local = client.download_artifacts(
+        trained.bad.run_id, f"{HISTORY_ARTIFACT_DIR}/{HISTORY_FILE}", str(tmp_path)
+    )
+    image = matplotlib.image.imread(local)
+    assert image.shape[0] > 200 and image.shape[1] > 400
+
+
+@pytest.mark.slow
+def test_a_failed_history_plot_warns_and_the_decision_stands(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings, (good,) = _fresh(trained, trained.good)
+
+    def unreachable(*args: object) -> str:
+        raise ConnectionError("artifact store unreachable")
+
+    monkeypatch.setattr("steps.history.log_model_history", unreachable)
+    decision = promote_if_better(settings, good, trained.holdout)
+    assert decision.promoted and _aliases(settings) == {CHAMPION: good}
+    assert _tags(settings, good)["gate.decision"] == "promoted"
+    err = capsys.readouterr().err
+    assert "warning: model history plot not logged" in err and "unreachable" in err
+
+
+def test_history_plot_of_nothing_scored_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no version of m has a holdout RMSE"):
+        plot_model_history([], "m", tmp_path / "h.png")
+    assert not (tmp_path / "h.png").exists()
+
+
+@given(st.one_of(st.text(), st.integers(0, 10**6).map(lambda n: "0" * (n % 3) + str(n))))
+def test_canonical_version_accepts_ascii_integers_only_and_writes_them_one_way(text: str) -> None:
+    """Property: a version is a positive integer in ASCII digits (padding and leading zeros
+    allowed) and always comes back as str(int); anything else (non-ASCII digits, signs, `_`, 0) is
+    a one-line StepError naming the flag."""
+    stripped = text.strip()
+    ascii_integer = stripped.isascii() and stripped.isdigit() and int(stripped) > 0
+    if ascii_integer:
+        assert canonical_version(text) == str(int(stripped))
+        assert canonical_version(canonical_version(text)) == canonical_version(text)
+    else:
+        with pytest.raises(StepError, match="--version must be a positive integer") as info:
+            canonical_version(text)
+        assert "\n" not in str(info.value)
+
+
+class _Line:
+    """A model answering dewp = a * temp + b, for the physical band alone."""
+
+    def __init__(self, a: float, b: float) -> None:
+        self.a, self.b = a, b
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.a * frame["temp"].to_numpy() + self.b
+
+
+TEMPS = np.linspace(-10.0, 95.0, 500)
+
+
+@given(a=st.floats(0.75, 1.0), b=st.floats(-15.0, -4.0))
+def test_lines_like_real_stations_stay_in_the_physical_band(a: float, b: float) -> None:
+    """Real GSOD station-years fit slopes of 0.87-1.18 with intercepts of -3 to -23 F over their
+    own temperatures; over -10..95 F those of slope <= 1 and intercept <= -4 stay in the band."""
+    assert physical_band(_Line(a, b), TEMPS, 2.0) is None
+
+
+@given(level=st.floats(-10.0 + 2.5, 95.0), spread_temps=st.just(TEMPS))
+def test_a_flat_line_above_the_coldest_temperatures_leaves_the_band(
+    level: float, spread_temps: np.ndarray
+) -> None:
+    """A flat line (what constant temps train) at any level above the coldest judged temperature
+    predicts dew point above temperature there."""
+    low = np.percentile(spread_temps, 1.0)
+    if level > low + 2.0 + 1e-6:
+        assert "above the temperature" in (physical_band(_Line(0.0, level), TEMPS, 2.0) or "")
+
+
+@given(temp=st.floats(-40.0, 120.0))
+def test_temperatures_without_spread_cannot_judge_a_line(temp: float) -> None:
+    verdict = physical_band(_Line(0.8, -10.0), np.full(200, temp), 2.0)
+    assert verdict is not None and "standard deviation" in verdict
+
+
+def _synthetic(rows: int, seed: int) -> pd.DataFrame:
+    table = fetch_from("synthetic", SourceRequest(rows=rows, seed=seed)).table
+    return table.to_pandas().dropna(subset=["temp", "dewp"]).reset_index(drop=True)
+
+
+CANDIDATES = {
+    # The demo's data (deg F) from another seed: a new week's model, which must still win.
+    "next week's data": lambda: _synthetic(6000, seed=8),
+    "summer extract in deg C": lambda: in_celsius(summer(_synthetic(6000, seed=8))),
+    "every row temp=50 dewp=40": lambda: dewpoint_frame(rows=600).assign(temp=50.0, dewp=40.0),
+    "constant temp, varying dew point": lambda: dewpoint_frame(rows=600).assign(temp=50.0),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_champion", [True, False])
+@pytest.mark.parametrize("candidate", list(CANDIDATES))
+def test_only_a_plausible_model_becomes_champion(
+    mlflow_server: MlflowServer, candidate: str, with_champion: bool
+) -> None:
+    """Candidates trained on data validate would refuse (trained here directly, as if validate
+    had been bypassed) are refused by the gate, which is never decided by their own holdout
+    alone: the champion's reference holdout and the physical band decide too."""
+    settings = MlflowSettings(
+        mlflow_server.url, model_name=f"gate-{uuid.uuid4().hex[:10]}", experiment="gate-kinds"
+    )
+    if with_champion:
+        champion = train_and_log(_synthetic(6000, seed=42), settings)
+        champion_version = register_version(settings, champion.run_id, champion.model_uri).version
+        assert promote_if_better(settings, champion_version, champion.holdout).promoted
+    result = train_and_log(CANDIDATES[candidate](), settings)
+    version = register_version(settings, result.run_id, result.model_uri).version
+
+    decision = promote_if_better(settings, version, result.holdout)
+
+    plausible = candidate == "next week's data"
+    # Data in deg C with no champion is validate's to refuse (thunder_above_freezing): the line
+    # of dew point on temperature passes near -40, where both scales meet, so no gate can see it.
+    if plausible or (candidate == "summer extract in deg C" and not with_champion):
+        assert decision.promoted, decision.reason
+        return
+    assert not decision.promoted, decision.reason
+    assert "\n" not in decision.reason
+    aliases = _aliases(settings)
+    assert aliases.get(CHAMPION) == (champion_version if with_champion else None)
+    assert _tags(settings, version)["gate.decision"] == "rejected"
+    if candidate == "summer extract in deg C":
+        assert f"on the reference holdout of version {champion_version}" in decision.reason
+    else:
+        assert "rejected:" in decision.reason

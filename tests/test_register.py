@@ -9,10 +9,21 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mlflow.exceptions import MlflowException
+from mlflow.utils.search_utils import SearchModelVersionUtils
 
 import steps
-from steps.cli import StepError
-from steps.register import provenance_tags, register_version, train_and_register
+from steps.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT, StepError
+from steps.register import (
+    provenance_tags,
+    register_version,
+    search_literal,
+    train_and_register,
+    versions_of_run,
+)
+from steps.revision import source_revision
 from steps.settings import MlflowSettings
 from steps.train import TrainResult, train_and_log
 from tests.conftest import MlflowServer, free_port
@@ -63,13 +74,19 @@ def test_register_tags_the_version_and_reuses_it_for_the_same_run(
     assert len(client.search_model_versions(f"name = '{tracking.model_name}'")) == 2
     version = client.get_model_version(tracking.model_name, "1")
     assert version.run_id == first_run.run_id
+    revision = source_revision()
+    assert revision.commit != "unknown"  # the tests run from a git checkout
     assert version.tags == {
-        "data.hash": DATA_HASH,  # copied from the training run
+        "data.fetched_hash": DATA_HASH,  # copied from the training run
         "data.source": "synthetic",
         "code.version": steps.__version__,
+        "code.git_commit": revision.commit,  # the commit of the code that trained it
+        "code.git_dirty": str(revision.dirty).lower(),
         "workflow.name": "dewpoint-pipeline-abc",
         "workflow.uid": "uid-2",
     }
+    run_tags = client.get_run(first_run.run_id).data.tags
+    assert run_tags["code.git_commit"] == run_tags["mlflow.source.git.commit"] == revision.commit
     # The registered version serves the same coefficients the run logged.
     model = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/1")
     assert model.metadata.run_id == first_run.run_id
@@ -121,8 +138,9 @@ def test_register_cli_writes_the_version(tracking: MlflowSettings, tmp_path: Pat
     ]  # fmt: skip
     done = run_step("register", *args)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"version": "1"}
-    assert (outputs / "version").read_text() == "1"
+    expected = {"model-name": "dewpoint-cli", "version": "1"}
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
+    assert {name: (outputs / name).read_text() for name in expected} == expected
     again = run_step("register", *args)
     assert (outputs / "version").read_text() == "1", again.stderr[-3000:]
 
@@ -132,8 +150,10 @@ def test_register_cli_writes_the_version(tracking: MlflowSettings, tmp_path: Pat
 
 
 def test_register_cli_errors_are_one_line(tracking: MlflowSettings) -> None:
-    no_uri = run_step("register", "--run-id", "abc", env=step_env())
-    assert "no MLflow tracking URI" in error_line(no_uri)
+    no_uri = run_step("register", "--run-id", "a" * 32, env=step_env())
+    assert "no MLflow tracking URI" in error_line(no_uri, EXIT_BAD_INPUT)
+    bad_id = run_step("register", "--run-id", "abc", "--tracking-uri", tracking.tracking_uri)
+    assert "--run-id 'abc': must be an MLflow run id" in error_line(bad_id, EXIT_BAD_INPUT)
     unknown = run_step("register", "--run-id", "f" * 32, "--tracking-uri", tracking.tracking_uri)
     assert "not found" in error_line(unknown)
 
@@ -155,6 +175,58 @@ def test_register_against_a_real_server_is_retry_safe(mlflow_server: MlflowServe
 def test_register_against_a_closed_port_fails_in_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     done = run_step("register", "--run-id", "a" * 32, "--tracking-uri", url)
-    message = error_line(done)
+    message = error_line(done, EXIT_TRANSIENT)  # Argo retries it
     assert url in message
     assert "Connection refused" in message or "Max retries" in message
+
+
+def test_register_takes_the_commit_from_the_training_run_not_its_own(
+    tracking: MlflowSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Train in one image, register in a newer one: the version names the code that trained."""
+    monkeypatch.setenv("DEWPOINT_GIT_COMMIT", "a" * 40)
+    monkeypatch.setenv("DEWPOINT_GIT_DIRTY", "false")
+    result = _train(tracking)
+    monkeypatch.setenv("DEWPOINT_GIT_COMMIT", "b" * 40)
+    registered = register_version(tracking, result.run_id, result.model_uri)
+    tags = _tags(tracking, registered.version)
+    assert (tags["code.git_commit"], tags["code.git_dirty"]) == ("a" * 40, "false")
+
+
+@given(st.text())
+def test_search_literal_is_read_back_exactly_by_mlflows_own_filter_parser(value: str) -> None:
+    """Property: any name either has a literal that MLflow 3.17.2's parser reads back as exactly
+    that name, next to the run-id clause register adds, or gets None (both quote kinds, or a
+    trailing backslash; register then compares names itself)."""
+    literal = search_literal(value)
+    if literal is None:
+        assert ("'" in value and '"' in value) or value.endswith("\\")
+        return
+    run_id = "0123456789abcdef0123456789abcdef"
+    try:
+        parsed = SearchModelVersionUtils.parse_search_filter(
+            f"name = {literal} and run_id = '{run_id}'"
+        )
+    except MlflowException:
+        # sqlparse cannot tokenise the text at all (e.g. a newline inside): MLflow rejects the
+        # filter, so register cannot silently match the wrong versions either.
+        return
+    assert parsed == [
+        {"type": "attribute", "key": "name", "comparator": "=", "value": value},
+        {"type": "attribute", "key": "run_id", "comparator": "=", "value": run_id},
+    ]
+
+
+@pytest.mark.parametrize("name", ["o'brien-dewpoint", 'the "best" model', 'it\'s "both"', "x\\"])
+def test_register_reuses_the_version_whatever_quotes_the_name_holds(
+    tracking: MlflowSettings, name: str
+) -> None:
+    settings = MlflowSettings(tracking.tracking_uri, name, tracking.experiment)
+    result = _train(settings, seed=8)
+
+    first = register_version(settings, result.run_id, result.model_uri)
+    again = register_version(settings, result.run_id, result.model_uri)
+
+    assert first.created and not again.created and again.version == first.version == "1"
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    assert [str(mv.version) for mv in versions_of_run(client, name, result.run_id)] == ["1"]

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
 from steps import serving
-from steps.model import LinearCoefficients, log_served_model
+from steps.model import LinearCoefficients
 from steps.serving import recommended_serve_command
-from tests.conftest import free_port, wait_http_ok
+from tests import model_helpers
 
 COEF, INTERCEPT = 0.9125, -8.75
 
@@ -89,31 +86,10 @@ def _descendants(pid: int) -> list[int]:
 @pytest.fixture
 def served_lean_model(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """Our lean model served by the recommended command with 2 workers; yields url, proc, log."""
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.create_experiment("serving", artifact_location=(tmp_path / "a").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = log_served_model(
-            LinearCoefficients(COEF, INTERCEPT), pd.DataFrame({"temp": [10.0, 50.0, 80.0]})
-        )
-    port = free_port()
-    argv, env = recommended_serve_command(info.model_uri, port=port, workers=2)
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/ping", timeout=180, proc=proc)
-        yield f"http://127.0.0.1:{port}", proc, log
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with model_helpers.served_lean_model(
+        tmp_path, LinearCoefficients(COEF, INTERCEPT), workers=2
+    ) as served:
+        yield served
 
 
 @pytest.mark.slow

@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from steps import fetch, validate
-from steps.dataset import SCHEMA, data_hash, read_dataset, write_dataset
-from tests.conftest import assert_one_line_error
-from tests.test_gsod import FIXTURES, fixture_bytes
+from steps.climate import TEMP_RANGE_F
+from steps.dataset import SCHEMA, data_hash, read_dataset, read_validation_report, write_dataset
+from tests.conftest import assert_bad_input, assert_one_line_error
+from tests.model_helpers import in_celsius, station_year, summer
+from tests.test_gsod_format import FIXTURES, fixture_bytes
 
 RunValidate = Callable[..., tuple[int, dict[str, str], str, dict]]
 
@@ -93,7 +97,10 @@ def test_gsod_fixtures_pass_dropping_missing_values(
     assert (source["rows"], source["fetched_rows"]) == (8, 11)
     assert source["data_hash"] == data_hash(kept) != source["fetched_data_hash"]
     assert kept.column("dewp").null_count == kept.column("temp").null_count == 0
-    assert report["data_hash"] == data_hash(kept)
+    # Both hashes named in the report, and the report stored with the rows it describes.
+    assert report["validated_data_hash"] == data_hash(kept)
+    assert report["fetched_data_hash"] == source["fetched_data_hash"]
+    assert read_validation_report(tmp_path / "validated.parquet") == report
 
 
 def test_rain_only_keeps_rain_and_drizzle_days(tmp_path: Path, run_validate: RunValidate) -> None:
@@ -227,7 +234,7 @@ def test_bad_flag_values_via_python_m(tmp_path: Path) -> None:
          str(tmp_path / "v.parquet"), "--report", str(tmp_path / "r.json"), "--rain-only", "maybe"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert_one_line_error(result.returncode, result.stderr, "--rain-only must be true or false")
+    assert_bad_input(result.returncode, result.stderr, "--rain-only 'maybe': must be true or false")
 
 
 def test_duplicate_count_does_not_depend_on_row_order(tmp_path: Path) -> None:
@@ -239,3 +246,84 @@ def test_duplicate_count_does_not_depend_on_row_order(tmp_path: Path) -> None:
     table, _ = read_dataset(path)
     shuffled = table.take(np.random.default_rng(1).permutation(300))
     assert duplicate_keys(table) == duplicate_keys(shuffled) == 50
+
+
+# --- the dataset as a whole: spread and units --------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    constant=st.sampled_from(["temp", "dewp", "both"]),
+    level=st.floats(-40.0, 100.0).map(lambda x: round(x, 1)),
+    rows=st.integers(validate.DEFAULT_MIN_ROWS, 400),
+    seed=st.integers(0, 1000),
+)
+def test_a_column_without_spread_fails_naming_it(
+    constant: str, level: float, rows: int, seed: int
+) -> None:
+    """Property: whatever the constant value and row count, a dataset whose temp (or dewp, or
+    both) does not vary fails on the spread rule(s), every other rule passing."""
+    varying = np.random.default_rng(seed).uniform(1.0, 20.0, rows).round(1)
+    temp = np.full(rows, level) if constant in ("temp", "both") else level + varying
+    dewp = np.full(rows, level - 5) if constant in ("dewp", "both") else level - 5 - varying
+    temp, dewp = temp.tolist(), dewp.tolist()  # dewp <= temp and both in range, always
+    table = pa.table(
+        {"station": ["72530094846"] * rows,
+         "date": [dt.date(2020, 1, 1) + dt.timedelta(i) for i in range(rows)],
+         "temp": temp, "dewp": dewp, "frshtt": ["000000"] * rows},
+        schema=SCHEMA,
+    )  # fmt: skip
+
+    _, _, report = validate.check_table(table, validate.ValidationPolicy())
+
+    failed = {r["name"] for r in report["rules"] if not r["passed"]}
+    expected = {"temp": {"temp_spread"}, "dewp": {"dewp_spread"}}.get(
+        constant, {"temp_spread", "dewp_spread"}
+    )
+    assert failed == expected, validate.failure_message(report)
+
+
+@pytest.mark.parametrize(
+    ("case", "temp", "dewp"),
+    [("every row temp=50 dewp=40", 50.0, 40.0), ("constant temp, varying dew point", 50.0, None)],
+)
+def test_degenerate_data_fails_the_step_in_one_line(
+    tmp_path: Path, case: str, temp: float, dewp: float | None
+) -> None:
+    """The two instances from the field, through the real CLI: no validated dataset is written,
+    so nothing is trained on them."""
+    rows = 500
+    dewps = [dewp] * rows if dewp is not None else (30.0 + np.arange(rows) % 15).tolist()
+    path = dataset_file(tmp_path, [temp] * rows, dewps)
+    result = subprocess.run(
+        [sys.executable, "-m", "steps", "validate", "--input", str(path), "--output",
+         str(tmp_path / "v.parquet"), "--report", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert_one_line_error(result.returncode, result.stderr, "temp_spread", "0 F")
+    assert not (tmp_path / "v.parquet").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(mean=st.floats(40.0, 62.0), swing=st.floats(5.0, 20.0), seed=st.integers(0, 10_000))
+def test_data_in_celsius_fails_on_units_the_same_data_in_fahrenheit_passes(
+    mean: float, swing: float, seed: int
+) -> None:
+    """Property: for a station-year of any climate whose summer peaks below about 85 F (30 C)
+    with thunder days, the data in deg F passes and its summer extract converted to deg C fails
+    on thunder_above_freezing. (In hotter summers most thunder days are above 32 C, which reads
+    as above freezing: the rule cannot see those; the gate's reference holdout judges them.)"""
+    year = station_year(mean, swing, seed)
+    policy = validate.ValidationPolicy(min_rows=50)
+
+    in_f = validate.check_table(pa.Table.from_pandas(year, schema=SCHEMA), policy)[2]
+    extract = in_celsius(summer(year))
+    in_c = validate.check_table(pa.Table.from_pandas(extract, schema=SCHEMA), policy)[2]
+
+    assert in_f["passed"], validate.failure_message(in_f)
+    thunder_days = int(extract["frshtt"].str[4].eq("1").sum())
+    if thunder_days >= validate.MIN_THUNDER_DAYS:
+        assert not in_c["passed"]
+        assert "thunder_above_freezing" in validate.failure_message(in_c)
+        assert "deg C?" in validate.failure_message(in_c)
+    assert max(extract["temp"]) < TEMP_RANGE_F[1]  # the row rules alone cannot see it

@@ -31,4 +31,4 @@ def test_sliced_filter_equals_one_filter(
     report = json.loads(report_path.read_text())
     assert kept.equals(expected) and 0 < kept.num_rows < 3000
     assert outputs["row-count"] == report["rows_out"] == metadata["rows"] == kept.num_rows
-    assert report["data_hash"] == metadata["data_hash"] == data_hash(expected)
+    assert report["validated_data_hash"] == metadata["data_hash"] == data_hash(expected)

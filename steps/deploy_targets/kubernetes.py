@@ -16,7 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from steps.cli import StepError
+from steps.cli import StepError, TransientError
 from steps.deploy_targets.common import (
     DeployRequest,
     DeployResult,
@@ -250,6 +250,8 @@ def _api_errors(ref: DeploymentRef, verb: str) -> Iterator[None]:
             ) from exc
         if exc.status == 404:
             raise StepError(f"not found: {what}") from exc
-        raise StepError(f"Kubernetes API {verb} {what}: {exc.status} {exc.reason}") from exc
+        # 429 and 5xx: the API server is overloaded or restarting; a retry of the step may pass.
+        error = TransientError if (exc.status or 0) in (429, *range(500, 600)) else StepError
+        raise error(f"Kubernetes API {verb} {what}: {exc.status} {exc.reason}") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise StepError(f"Kubernetes API unreachable ({verb} {what}): {exc}") from exc
+        raise TransientError(f"Kubernetes API unreachable ({verb} {what}): {exc}") from exc

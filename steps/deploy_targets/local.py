@@ -8,18 +8,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
-
 from steps.cli import StepError
 from steps.deploy_targets.common import DeployRequest, DeployResult, smoke_test
+from steps.files import write_text_atomically
+from steps.processes import (
+    free_port,
+    http_ok,
+    is_our_process,
+    port_is_free,
+    stop_process_group,
+    wait_until_healthy,
+)
 from steps.serving import recommended_serve_command
 
 STATE_FILE = "server.json"
@@ -81,7 +85,7 @@ def deploy_local(
         return DeployResult(served_version=request.version, changed=False)
 
     # 1. Prove the candidate where nobody is looking; the old server keeps serving meanwhile.
-    candidate = _start_and_prove(request, host, _free_port(host), state_dir, "candidate", timeout)
+    candidate = _start_and_prove(request, host, free_port(host), state_dir, "candidate", timeout)
     stop_process_group(candidate.pid)
 
     # 2. Swap.
@@ -132,29 +136,10 @@ def running_server(state_dir: Path) -> ServedModel | None:
     never signal a process we did not start.
     """
     served = read_state(state_dir)
-    if served is None or not _alive(served.pid):
+    if served is None:
         return None
-    argv = _cmdline(served.pid)
-    is_ours = (
-        "serve" in argv
-        and _flag(argv, "-m", "--model-uri") == served.model_uri
-        and _flag(argv, "-p", "--port") == str(served.port)
-    )
-    return served if is_ours else None
-
-
-def stop_process_group(pid: int, timeout: float = 30.0) -> None:
-    """SIGTERM the process group led by `pid` (the server and its uvicorn workers), then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.2)
+    flags = {"--model-uri": served.model_uri, "--port": str(served.port)}
+    return served if is_our_process(served.pid, words=("serve",), flags=flags) else None
 
 
 def mlflow_program() -> Path:
@@ -176,7 +161,7 @@ def _start_and_prove(
     proc = _start_server(request, host, port, log)
     served = ServedModel(proc.pid, host, port, request.model_uri, request.version, str(log))
     try:
-        _wait_for_ping(proc, served, timeout)
+        wait_until_healthy(f"{served.url}/ping", timeout=timeout, proc=proc, log=served.log)
         smoke_test(served.url)
     except StepError as exc:
         stop_process_group(proc.pid)
@@ -190,14 +175,6 @@ def _start_and_prove(
 def _model_name(model_uri: str) -> str:
     """`dewpoint-lr` from `models:/dewpoint-lr/3`."""
     return model_uri.removeprefix("models:/").rsplit("/", 1)[0]
-
-
-def _flag(argv: list[str], short: str, long: str) -> str | None:
-    """The value after `short` or `long` in `argv`, if any."""
-    for i, arg in enumerate(argv[:-1]):
-        if arg in (short, long):
-            return argv[i + 1]
-    return None
 
 
 def _start_server(request: DeployRequest, host: str, port: int, log: Path) -> subprocess.Popen:
@@ -222,73 +199,12 @@ def _start_server(request: DeployRequest, host: str, port: int, log: Path) -> su
         )
 
 
-def _wait_for_ping(proc: subprocess.Popen, served: ServedModel, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StepError(f"server exited with code {proc.returncode}; see {served.log}")
-        if _ping(served.url):
-            return
-        time.sleep(0.5)
-    raise StepError(f"/ping did not answer 200 within {timeout:g}s; see {served.log}")
-
-
 def _ping(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ping", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # Reap it first if it is our own exited child, otherwise a zombie looks alive.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _cmdline(pid: int) -> list[str]:
-    proc_file = Path(f"/proc/{pid}/cmdline")
-    if proc_file.exists():
-        return proc_file.read_bytes().decode(errors="replace").split("\0")
-    # No /proc (macOS): ask ps.
-    result = subprocess.run(
-        ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
-    )
-    return result.stdout.split()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True if nothing listens on host:port (a port in TIME_WAIT counts as free)."""
-    with socket.socket() as sock:
-        # Same option uvicorn binds with, so a port in TIME_WAIT counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
+    return http_ok(f"{url}/ping")
 
 
 def _write_state(state_dir: Path, served: ServedModel) -> None:
-    tmp = state_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(served), indent=2) + "\n")
-    os.replace(tmp, state_dir / STATE_FILE)
+    write_text_atomically(state_dir / STATE_FILE, json.dumps(asdict(served), indent=2) + "\n")
 
 
 def _remove_state(state_dir: Path) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from steps.cli import StepError
 
+if TYPE_CHECKING:  # this module is read to render the workflow: no pyarrow needed for that
+    import pyarrow as pa
+
+# Module names under steps/sources/; the fetch declaration and the workflow's enum come from here.
 SOURCES = ("gsod", "bigquery", "table", "synthetic")
 DEFAULT_BASE_URL = "https://www.ncei.noaa.gov/data/global-summary-of-the-day"
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from steps import gsod
-from steps.cli import StepError
+from steps import gsod_format
+from steps.cli import StepError, one_line
 from steps.dataset import conform
 from steps.sources import Fetched, SourceRequest
 from steps.sources.gsod import default_years
@@ -74,20 +74,40 @@ def _bigquery_module() -> Any:
     return bigquery
 
 
+def client(key_file: Path) -> Any:
+    """A BigQuery client from the key file; a key google-auth cannot use is a one-line StepError.
+
+    google-auth reads and parses the file here, before any network call, and raises
+    `google.auth.exceptions.DefaultCredentialsError` for a file that is not a usable credential
+    (no `type`, a malformed private key, ...).
+    """
+    bigquery = _bigquery_module()
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        return bigquery.Client()
+    except (GoogleAuthError, ValueError) as exc:
+        raise StepError(
+            f"bigquery source: the credentials in {key_file} (GOOGLE_APPLICATION_CREDENTIALS) "
+            f"are not usable: {one_line(exc)}"
+        ) from exc
+
+
 def fetch(request: SourceRequest) -> Fetched:
     """Query the public GSOD tables for `request.years` (and stations) and normalise the rows."""
-    check_credentials()
+    key_file = check_credentials()
     bigquery = _bigquery_module()
     years = request.years or default_years()
     sql, params = build_query(years, request.stations)
     config = bigquery.QueryJobConfig(
         query_parameters=[bigquery.ArrayQueryParameter(k, "STRING", v) for k, v in params.items()]
     )
+    bq = client(key_file)
     try:
-        result: pa.Table = bigquery.Client().query(sql, job_config=config).to_arrow()
+        result: pa.Table = bq.query(sql, job_config=config).to_arrow()
     except Exception as exc:  # the client raises many google.api_core types; report any in one line
         raise StepError(f"bigquery query failed: {type(exc).__name__}: {exc}") from exc
-    table = gsod.null_sentinels(conform(result))
+    table = gsod_format.null_sentinels(conform(result))
     metadata = {"name": "bigquery", "table": f"{TABLE_PREFIX}{{year}}", "years": list(years),
                 "stations": list(request.stations)}  # fmt: skip
     return Fetched(table, metadata)

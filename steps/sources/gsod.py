@@ -10,7 +10,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from steps import gsod
+from steps import gsod_format
 from steps.cli import StepError
 from steps.sources import Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
@@ -38,16 +38,16 @@ def fetch(request: SourceRequest) -> Fetched:
     Local files are filtered by `years`/`stations` only when those are given; downloads use
     them to choose what to fetch (no stations = whole-year archives).
     """
-    summary = gsod.ParseSummary()
+    summary = gsod_format.ParseSummary()
     if request.path is not None:
-        table = gsod.parse_files(_local_files(Path(request.path)), summary=summary)
+        table = gsod_format.parse_files(_local_files(Path(request.path)), summary=summary)
         table = _filter(table, request.years, request.stations)
         where = {"path": str(request.path), "years": list(request.years)}
     else:
         years = request.years or default_years()
         policy = RetryPolicy(retries=request.http_retries, timeout=request.http_timeout)
         files = _downloaded_files(request, years, policy)
-        table = gsod.parse_files(files, summary=summary)
+        table = gsod_format.parse_files(files, summary=summary)
         where = {"base_url": request.base_url, "years": list(years)}
     metadata = {
         "name": "gsod",
@@ -61,10 +61,11 @@ def fetch(request: SourceRequest) -> Fetched:
 
 def _local_files(path: Path) -> Iterator[tuple[str, bytes]]:
     if path.is_dir():
-        return gsod.iter_directory(path)
+        return gsod_format.iter_directory(path)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        return gsod.iter_tar(path)
-    if path.is_file() and gsod.is_gsod_name(path.name):
+        return gsod_format.iter_tar(path)
+    if path.is_file() and gsod_format.is_gsod_name(path.name):
+        gsod_format.check_size(str(path), path.stat().st_size)
         return iter([(path.name, path.read_bytes())])
     if not path.exists():
         raise StepError(f"--path {path} does not exist")
@@ -83,6 +84,7 @@ def _downloaded_files(
                     dest = request.work_dir / f"{year}-{station}.csv"
                     download(station_url(request.base_url, year, station), dest, policy, client)
                     try:
+                        gsod_format.check_size(f"{year}/{station}.csv", dest.stat().st_size)
                         yield f"{year}/{station}.csv", dest.read_bytes()
                     finally:
                         dest.unlink(missing_ok=True)
@@ -90,7 +92,7 @@ def _downloaded_files(
                 dest = request.work_dir / f"{year}.tar.gz"
                 download(archive_url(request.base_url, year), dest, policy, client)
                 try:
-                    for name, data in gsod.iter_tar(dest):
+                    for name, data in gsod_format.iter_tar(dest):
                         yield f"{year}/{name}", data
                 finally:
                     dest.unlink(missing_ok=True)

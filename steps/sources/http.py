@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from steps.cli import StepError
+from steps.cli import StepError, TransientError, one_line
 
 # Server-side hiccups worth another try; 4xx (404 above all) are final.
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -56,25 +56,23 @@ def download(url: str, dest: Path, policy: RetryPolicy, client: httpx.Client | N
                             out.write(chunk)
                 return dest
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise StepError(f"bad URL {url!r}: {_reason(exc)}") from exc
+                raise StepError(f"bad URL {url!r}: {one_line(exc)}") from exc
             except httpx.TimeoutException as exc:
                 last = f"timed out after {policy.timeout:g}s ({type(exc).__name__})"
             except httpx.ConnectError as exc:
-                last = f"cannot connect ({_reason(exc)})"
+                last = f"cannot connect ({one_line(exc)})"
             except httpx.TransportError as exc:
                 # Connection reset or closed mid-body (RemoteProtocolError, ReadError).
-                last = f"connection broken mid-download ({_reason(exc)})"
+                last = f"connection broken mid-download ({one_line(exc)})"
             dest.unlink(missing_ok=True)
         dest.unlink(missing_ok=True)
-        raise StepError(f"download failed after {policy.retries + 1} attempt(s): {url}: {last}")
+        # Timeouts, dropped connections and 5xx all the way: the server may be back later.
+        raise TransientError(
+            f"download failed after {policy.retries + 1} attempt(s): {url}: {last}"
+        )
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
     finally:
         if own:
             client.close()
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:120] if text else type(exc).__name__

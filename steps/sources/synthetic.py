@@ -12,13 +12,11 @@ from statistics import NormalDist
 
 import numpy as np
 
-from steps import gsod
+from steps import gsod_format
 from steps.cli import StepError
+from steps.climate import dewpoint_f
 from steps.sources import Fetched, SourceRequest
 
-# Magnus formula constants (Alduchov & Eskridge 1996), temperatures in deg C, RH in percent.
-MAGNUS_A = 17.625
-MAGNUS_B = 243.04
 # Relative humidity per day: normal(RH_MEAN, RH_SD) percent, clipped to [RH_MIN, 100].
 RH_MEAN, RH_SD, RH_MIN = 70.0, 12.0, 15.0
 # Fraction of rows whose DEWP (resp. TEMP) is written as GSOD's 9999.9 "missing" sentinel.
@@ -29,18 +27,6 @@ TEMP_MIN_F, TEMP_MAX_F = -30.0, 100.0
 # (slope, intercept) of the least-squares line of dewp on temp, 200,000 rows, seed 1.
 LINEAR_FIT = (0.958, -7.70)
 START_DATE = dt.date(2023, 1, 1)
-
-
-def dewpoint_f(temp_f: np.ndarray | float, rh_percent: np.ndarray | float) -> np.ndarray:
-    """Dew point (deg F) from temperature (deg F) and relative humidity (%) by the Magnus formula.
-
-    Td = b * g / (a - g) with g = ln(RH / 100) + a * T / (b + T), T and Td in deg C.
-    """
-    temp_c = (np.asarray(temp_f, dtype=float) - 32.0) / 1.8
-    gamma = np.log(np.asarray(rh_percent, dtype=float) / 100.0) + MAGNUS_A * temp_c / (
-        MAGNUS_B + temp_c
-    )
-    return MAGNUS_B * gamma / (MAGNUS_A - gamma) * 1.8 + 32.0
 
 
 def expected_dewpoint(temp_f: float) -> float:
@@ -85,7 +71,7 @@ def station_csv(station: str, start: dt.date, days: int, rng: np.random.Generato
     dewp_missing = rng.random(days) < MISSING_DEWP_FRACTION
     lat, lon = rng.uniform(-60.0, 70.0), rng.uniform(-180.0, 180.0)
     name = f"SYNTHETIC STATION {station[3:6]}, ZZ"
-    lines = [gsod.GSOD_HEADER.decode()]
+    lines = [gsod_format.GSOD_HEADER.decode()]
     for i in range(days):
         t = "9999.9" if temp_missing[i] else f"{temp[i]:6.1f}"
         d = "9999.9" if dewp_missing[i] else f"{dewp[i]:6.1f}"
@@ -100,30 +86,47 @@ def station_csv(station: str, start: dt.date, days: int, rng: np.random.Generato
 
 
 def generate_files(
-    rows: int, seed: int, stations: int = DEFAULT_STATIONS
+    rows: int, seed: int, stations: int = DEFAULT_STATIONS, year: int | None = None
 ) -> list[tuple[str, bytes]]:
-    """`rows` daily rows spread over `stations` stations, as (file name, GSOD CSV bytes)."""
+    """`rows` daily rows spread over `stations` stations, as (file name, GSOD CSV bytes).
+
+    With `year`, every row falls in that year (more stations when `rows` would not fit in
+    `stations` station-years) and the random stream is seeded by (seed, year), so each year has
+    its own data and the same year is the same data whatever else is asked for; without it rows
+    start on START_DATE.
+    """
     if rows < 1:
         raise StepError(f"synthetic source needs --rows >= 1, got {rows}")
+    start = START_DATE if year is None else dt.date(year, 1, 1)
+    if year is not None:
+        days_in_year = (dt.date(year + 1, 1, 1) - start).days
+        stations = max(stations, -(-rows // days_in_year))
     stations = max(1, min(stations, rows))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if year is None else [seed, year])
     per_station = [rows // stations + (1 if i < rows % stations else 0) for i in range(stations)]
     files = []
     for index, days in enumerate(per_station):
         station = station_id(index)
-        files.append((f"{station}.csv", station_csv(station, START_DATE, days, rng)))
+        files.append((f"{station}.csv", station_csv(station, start, days, rng)))
     return files
 
 
 def fetch(request: SourceRequest) -> Fetched:
-    """Generate `request.rows` synthetic rows with `request.seed` and parse them as GSOD files."""
-    files = generate_files(request.rows, request.seed)
-    table = gsod.parse_files(files)
+    """Generate `request.rows` synthetic rows with `request.seed` and parse them as GSOD files;
+    with `request.years`, `request.rows` rows in each of those years."""
+    if request.years:
+        files = [
+            f for y in request.years for f in generate_files(request.rows, request.seed, year=y)
+        ]
+    else:
+        files = generate_files(request.rows, request.seed)
+    table = gsod_format.parse_files(files)
     metadata = {
         "name": "synthetic",
         "rows": request.rows,
         "seed": request.seed,
-        "stations": [name.removesuffix(".csv") for name, _ in files],
+        "years": list(request.years),
+        "stations": sorted({name.removesuffix(".csv") for name, _ in files}),
         "files": len(files),
         "relation": "Magnus dew point, RH ~ clip(normal(70, 12), 15, 100) %",
     }

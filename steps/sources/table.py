@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from steps.cli import StepError
+from steps import gsod_format
+from steps.cli import StepError, one_line
 from steps.dataset import COLUMNS
 from steps.sources import Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
@@ -64,12 +65,17 @@ def read_table(path: Path, name: str) -> pa.Table:
             as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
             return pacsv.read_csv(path, convert_options=as_text)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise StepError(f"cannot read table {name}: {' '.join(str(exc).split())[:200]}") from exc
+        raise StepError(f"cannot read table {name}: {one_line(exc)}") from exc
     raise StepError(f"table {name}: unknown format, expected .csv, .csv.gz, .parquet or .pq")
 
 
 def to_dataset(table: pa.Table, columns: dict[str, str], name: str) -> pa.Table:
-    """Convert mapped columns to the dataset schema; non-numeric or bad dates are StepErrors."""
+    """Convert mapped columns to the dataset schema; non-numeric or bad dates are StepErrors.
+
+    GSOD's "missing" value in temp/dewp becomes null exactly as in the gsod and bigquery sources
+    (`steps.gsod_format.null_sentinels`, the one definition), so an NCEI file read as a table
+    gives the same dataset as through `--source gsod`.
+    """
     rows = table.num_rows
     out = {}
     for ours, theirs in columns.items():
@@ -78,14 +84,15 @@ def to_dataset(table: pa.Table, columns: dict[str, str], name: str) -> pa.Table:
             out[ours] = _convert(ours, column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise StepError(
-                f"table {name}: column {theirs} is not a valid {ours} "
-                f"({' '.join(str(exc).split())[:120]})"
+                f"table {name}: column {theirs} is not a valid {ours} ({one_line(exc)})"
             ) from exc
     station = out.get("station", pa.array([DEFAULT_STATION] * rows, pa.string()))
     frshtt = out.get("frshtt", pa.nulls(rows, pa.string()))
-    return pa.table(
-        {"station": station, "date": out["date"], "temp": out["temp"], "dewp": out["dewp"],
-         "frshtt": frshtt}
+    return gsod_format.null_sentinels(
+        pa.table(
+            {"station": station, "date": out["date"], "temp": out["temp"], "dewp": out["dewp"],
+             "frshtt": frshtt}
+        )
     )  # fmt: skip
 
 

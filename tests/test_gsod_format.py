@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from steps import gsod
+from steps import gsod_format
 from steps.dataset import SCHEMA, canonical, data_hash
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gsod"
@@ -27,7 +27,7 @@ def rows_of(table) -> list[tuple]:
 
 
 def test_parses_padded_quoted_values_and_keeps_station_ids_and_flags() -> None:
-    table = gsod.parse_csv(fixture_bytes("01234599999.csv"), "01234599999.csv")
+    table = gsod_format.parse_csv(fixture_bytes("01234599999.csv"), "01234599999.csv")
     assert table.schema.equals(SCHEMA)
     assert rows_of(table) == [
         ("01234599999", dt.date(2023, 1, 1), 18.1, 10.3, "001000"),
@@ -38,13 +38,13 @@ def test_parses_padded_quoted_values_and_keeps_station_ids_and_flags() -> None:
 
 
 def test_station_without_metadata_and_temp_sentinel() -> None:
-    table = gsod.parse_csv(fixture_bytes("99999912345.csv"))
+    table = gsod_format.parse_csv(fixture_bytes("99999912345.csv"))
     assert [r[2] for r in rows_of(table)] == [77.2, None, 79.9]
     assert [r[3] for r in rows_of(table)] == [61.0, 60.4, 64.6]
 
 
 def test_station_ids_with_letters_and_leap_day() -> None:
-    table = gsod.parse_csv(fixture_bytes("A0000212345.csv"))
+    table = gsod_format.parse_csv(fixture_bytes("A0000212345.csv"))
     assert rows_of(table)[1][:2] == ("A0000212345", dt.date(2024, 2, 29))
 
 
@@ -56,27 +56,32 @@ def test_legacy_op_file_plain_and_gzipped() -> None:
         ("12345099999", dt.date(1994, 1, 3), 78.7, 61.2, "000000"),
         ("12345099999", dt.date(1994, 1, 5), 80.8, None, "010000"),
     ]
-    assert rows_of(gsod.parse_op(data)) == expected
-    assert rows_of(gsod.parse_op(gzip.compress(data))) == expected
+    assert rows_of(gsod_format.parse_op(data)) == expected
+    assert rows_of(gsod_format.parse_op(gzip.compress(data))) == expected
 
 
 def test_directory_tarball_and_batch_size_give_the_same_data(tmp_path: Path) -> None:
-    summary = gsod.ParseSummary()
-    whole = gsod.parse_files(gsod.iter_directory(FIXTURES), summary=summary)
+    summary = gsod_format.ParseSummary()
+    whole = gsod_format.parse_files(gsod_format.iter_directory(FIXTURES), summary=summary)
     assert (summary.files, summary.rows, whole.num_rows) == (4, 11, 11)
-    one_file_per_batch = gsod.parse_files(gsod.iter_directory(FIXTURES), batch_bytes=1)
+    one_file_per_batch = gsod_format.parse_files(
+        gsod_format.iter_directory(FIXTURES), batch_bytes=1
+    )
     archive = tmp_path / "2023.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for file in sorted(FIXTURES.iterdir()):
             tar.add(file, arcname=f"2023/{file.name}")
-    from_tar = gsod.parse_files(gsod.iter_tar(archive))
+    from_tar = gsod_format.parse_files(gsod_format.iter_tar(archive))
     assert data_hash(whole) == data_hash(one_file_per_batch) == data_hash(from_tar)
 
 
 def test_header_only_file_is_a_station_year_without_rows() -> None:
-    summary = gsod.ParseSummary()
-    files = [("empty.csv", gsod.GSOD_HEADER + b"\n"), ("a.csv", fixture_bytes("A0000212345.csv"))]
-    table = gsod.parse_files(files, summary=summary)
+    summary = gsod_format.ParseSummary()
+    files = [
+        ("empty.csv", gsod_format.GSOD_HEADER + b"\n"),
+        ("a.csv", fixture_bytes("A0000212345.csv")),
+    ]
+    table = gsod_format.parse_files(files, summary=summary)
     assert table.num_rows == 2
     assert summary.empty_files == ["empty.csv"]
 
@@ -85,16 +90,16 @@ def test_station_with_every_value_missing_parses_to_nulls() -> None:
     line = fixture_bytes("99999912345.csv").splitlines()[1]
     fields = line.split(b",")
     fields[6] = fields[8] = b'"9999.9"'
-    data = gsod.GSOD_HEADER + b"\n" + b",".join(fields) + b"\n"
-    table = gsod.parse_csv(data)
+    data = gsod_format.GSOD_HEADER + b"\n" + b",".join(fields) + b"\n"
+    table = gsod_format.parse_csv(data)
     assert table.num_rows == 1
     assert table.column("temp").null_count == table.column("dewp").null_count == 1
 
 
 def test_crlf_line_endings_and_missing_final_newline() -> None:
     data = fixture_bytes("01234599999.csv").replace(b"\n", b"\r\n").rstrip()
-    assert rows_of(gsod.parse_csv(data)) == rows_of(
-        gsod.parse_csv(fixture_bytes("01234599999.csv"))
+    assert rows_of(gsod_format.parse_csv(data)) == rows_of(
+        gsod_format.parse_csv(fixture_bytes("01234599999.csv"))
     )
 
 
@@ -128,8 +133,8 @@ def broken(kind: str) -> bytes:
 )
 def test_broken_file_fails_the_parse_naming_the_file(kind: str, message: str) -> None:
     files = [("good.csv", fixture_bytes("A0000212345.csv")), ("bad.csv", broken(kind))]
-    with pytest.raises(gsod.GsodFormatError) as info:
-        gsod.parse_files(files)
+    with pytest.raises(gsod_format.GsodFormatError) as info:
+        gsod_format.parse_files(files)
     text = str(info.value)
     assert message in text and "bad.csv" in text
     assert "good.csv" not in text
@@ -139,20 +144,20 @@ def test_broken_file_fails_the_parse_naming_the_file(kind: str, message: str) ->
 def test_truncated_inside_the_last_field_is_caught_by_the_flag_check() -> None:
     good = fixture_bytes("01234599999.csv").rstrip(b"\n")
     cut = good[: len(good) - 3]  # "110010" -> "110" and no closing quote
-    with pytest.raises(gsod.GsodFormatError, match=r"bad\.csv line 5: FRSHTT"):
-        gsod.parse_files([("bad.csv", cut + b'"\n')])
+    with pytest.raises(gsod_format.GsodFormatError, match=r"bad\.csv line 5: FRSHTT"):
+        gsod_format.parse_files([("bad.csv", cut + b'"\n')])
 
 
 def test_broken_legacy_file_names_the_file() -> None:
     data = fixture_bytes("123450-99999-1994.op")
-    with pytest.raises(gsod.GsodFormatError, match=r"old\.op line 3"):
-        gsod.parse_op(data[:-30], "old.op")
+    with pytest.raises(gsod_format.GsodFormatError, match=r"old\.op line 3"):
+        gsod_format.parse_op(data[:-30], "old.op")
 
 
 def test_sentinel_only_for_exact_value() -> None:
     # Only 9999.9 means missing for TEMP; other odd values pass through for validate to judge.
     data = fixture_bytes("A0000212345.csv").replace(b'"  68.2"', b'" 999.9"')
-    table = gsod.parse_csv(data)
+    table = gsod_format.parse_csv(data)
     assert pc.max(table.column("temp")).as_py() == 999.9
 
 
@@ -168,19 +173,19 @@ def test_year_folders_are_read_station_first_in_canonical_order(tmp_path: Path) 
             for old, new in later.items() if year == "2024" else ():
                 data = data.replace(old, new)
             (folder / name).write_bytes(data)
-    names = [name for name, _ in gsod.iter_directory(tmp_path)]
+    names = [name for name, _ in gsod_format.iter_directory(tmp_path)]
     assert names == [
         "2023/01234599999.csv",
         "2024/01234599999.csv",
         "2023/A0000212345.csv",
         "2024/A0000212345.csv",
     ]
-    assert _is_sorted(gsod.parse_files(gsod.iter_directory(tmp_path)))
+    assert _is_sorted(gsod_format.parse_files(gsod_format.iter_directory(tmp_path)))
 
 
 def test_non_utf8_station_name_is_ignored_because_name_is_not_read() -> None:
     # Latin-1 in NAME (a column the dataset does not use) must not fail a whole year's fetch.
     data = fixture_bytes("A0000212345.csv").replace(b"FICTIONAL", b"FICTI\xd3NAL")
-    assert rows_of(gsod.parse_csv(data)) == rows_of(
-        gsod.parse_csv(fixture_bytes("A0000212345.csv"))
+    assert rows_of(gsod_format.parse_csv(data)) == rows_of(
+        gsod_format.parse_csv(fixture_bytes("A0000212345.csv"))
     )

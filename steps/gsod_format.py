@@ -1,4 +1,5 @@
-"""Parser for NOAA GSOD daily files (NCEI 'access' CSV and legacy fixed-width '.op') to the dataset.
+"""The NOAA GSOD file format: a parser for daily files (NCEI 'access' CSV and legacy fixed-width
+'.op') to the dataset. Where they come from is `steps/sources/gsod.py`'s job.
 
 Vectorised with pyarrow: small station files are concatenated (headers stripped) into ~4 MB
 batches, each parsed by one pyarrow.csv call on a worker thread; a full year (~12,300 files,
@@ -7,20 +8,21 @@ batches, each parsed by one pyarrow.csv call on a worker thread; a full year (~1
 
 from __future__ import annotations
 
-import gzip
 import os
 import tarfile
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from steps.cli import StepError
+from steps.cli import StepError, one_line
 from steps.dataset import SCHEMA, empty_table
 
 # The 28 columns of every NCEI access CSV file, in order; the header line quotes each name.
@@ -62,10 +64,32 @@ _PARSE = pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False)
 DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 PARSE_WORKERS = 2
 GSOD_SUFFIXES = (".csv", ".op", ".op.gz")
+# Size bounds, in uncompressed bytes. A GSOD station-year file is about 80 KB and a whole-year
+# archive of every station about 0.9 GiB, so these leave wide room while a decompression bomb (a
+# 4.7 MB .tar.gz holding one 1 GiB member) is refused from its tar header, before it is read.
+MAX_FILE_BYTES = 64 * 1024 * 1024  # one file: an archive member, a local file, a gunzipped .op.gz
+MAX_ARCHIVE_BYTES = 8 * 1024 * 1024 * 1024  # every member of one archive together
 
 
 class GsodFormatError(StepError):
     """A GSOD file that is not in the format NCEI publishes (truncated, wrong header, bad value)."""
+
+
+class TooLargeError(GsodFormatError):
+    """A file or archive larger than its bound (MAX_FILE_BYTES, MAX_ARCHIVE_BYTES)."""
+
+
+def check_size(name: str, size: int, limit: int = MAX_FILE_BYTES, what: str = "file") -> None:
+    """Refuse `name` of `size` bytes when it is over `limit` bytes, before it is read.
+
+    Raises:
+        TooLargeError: naming the file, its size and the bound, in bytes.
+    """
+    if size > limit:
+        raise TooLargeError(
+            f"{name}: {what} is {size:,} bytes, over the bound of {limit:,} bytes for one GSOD "
+            f"{what}; not read (a corrupt or hostile archive?)"
+        )
 
 
 @dataclass
@@ -82,11 +106,16 @@ def is_gsod_name(name: str) -> bool:
     return name.lower().endswith(GSOD_SUFFIXES)
 
 
-def iter_directory(path: Path, read_ahead: int = 64) -> Iterator[tuple[str, bytes]]:
+def iter_directory(
+    path: Path, read_ahead: int = 64, max_file_bytes: int = MAX_FILE_BYTES
+) -> Iterator[tuple[str, bytes]]:
     """Yield (relative name, bytes) for every GSOD file under `path`, sorted by file name.
 
     Up to `read_ahead` files are read by background threads while the caller parses: with
     ~12,300 small files per year, waiting on each read in turn costs more than the parse.
+
+    Raises:
+        TooLargeError: a file over `max_file_bytes`, before any of it is read.
     """
     root = str(path)
     # Station file first, then folder: `{year}/{station}.csv` trees come out in (station, date)
@@ -100,6 +129,8 @@ def iter_directory(path: Path, read_ahead: int = 64) -> Iterator[tuple[str, byte
         ),
         key=lambda name: (os.path.basename(name), name),
     )
+    for name in names:
+        check_size(name, os.stat(os.path.join(root, name)).st_size, max_file_bytes)
     pending: deque[tuple[str, Future[bytes]]] = deque()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsod-read") as pool:
         for name in names:
@@ -117,20 +148,52 @@ def _read_file(path: str) -> bytes:
         return handle.read()
 
 
-def iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
+def iter_tar(
+    source: Path | BinaryIO,
+    *,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    max_archive_bytes: int = MAX_ARCHIVE_BYTES,
+) -> Iterator[tuple[str, bytes]]:
     """Yield (member name, bytes) for each GSOD member of a .tar.gz, streaming member by member.
 
-    The archive is never held in memory: only the current member is read.
+    The archive is read once, forward, as a stream (`tarfile` mode `r|gz`): only the current
+    member is ever in memory. Each member's size comes from its header and is checked against
+    `max_file_bytes`, and the running total of every member against `max_archive_bytes`, before
+    any of its bytes are read; so a decompression bomb costs one header, not its expansion.
+
+    Args:
+        source: the archive's path, or a binary stream positioned at its start.
+
+    Raises:
+        TooLargeError: a member, or all members together, over their bound (bytes).
+        GsodFormatError: not a readable .tar.gz.
     """
+    name = str(source) if isinstance(source, Path | str) else getattr(source, "name", "archive")
+    total = 0
     try:
-        with tarfile.open(path, mode="r|gz") as archive:
+        with _open_tar_stream(source) as archive:
             for member in archive:
-                if member.isfile() and is_gsod_name(member.name):
+                if not member.isreg():
+                    continue
+                check_size(f"{name}: {member.name}", member.size, max_file_bytes, "member")
+                total += member.size
+                if total > max_archive_bytes:
+                    raise TooLargeError(
+                        f"{name}: members add up to over {max_archive_bytes:,} bytes (the bound "
+                        f"for one archive) at {member.name}; not read further"
+                    )
+                if is_gsod_name(member.name):
                     handle = archive.extractfile(member)
                     if handle is not None:
                         yield member.name, handle.read()
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-        raise GsodFormatError(f"{path}: not a readable .tar.gz archive ({exc})") from exc
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise GsodFormatError(f"{name}: not a readable .tar.gz archive ({one_line(exc)})") from exc
+
+
+def _open_tar_stream(source: Path | BinaryIO) -> tarfile.TarFile:
+    if isinstance(source, Path | str):
+        return tarfile.open(source, mode="r|gz")
+    return tarfile.open(fileobj=source, mode="r|gz")
 
 
 def parse_files(
@@ -245,8 +308,8 @@ def _parse_csv_batch(batch: list[tuple[str, bytes | memoryview]]) -> pa.Table:
             try:
                 _read_csv(GSOD_HEADER + b"\n" + body)
             except (pa.ArrowInvalid, UnicodeDecodeError) as file_exc:
-                bad.append(f"{name}: {_short(file_exc)}")
-        raise GsodFormatError(_bad_files_message(bad) if bad else _short(exc)) from exc
+                bad.append(f"{name}: {one_line(file_exc)}")
+        raise GsodFormatError(_bad_files_message(bad) if bad else one_line(exc)) from exc
     frshtt = raw.column("FRSHTT")
     # A row cut inside its last field still has 28 columns; its FRSHTT gives it away.
     good_flags = pc.match_substring_regex(frshtt, FRSHTT_PATTERN)
@@ -294,9 +357,25 @@ def _bad_files_message(bad: list[str]) -> str:
     return "bad GSOD file: " + "; ".join(bad[:3]) + more
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _gunzip(data: bytes, name: str, limit: int) -> bytes:
+    """Decompress gzip `data` (one or more members), never producing more than `limit` bytes."""
+    out = bytearray()
+    rest = data
+    while rest:
+        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += decompressor.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise GsodFormatError(f"{name}: broken gzip data ({one_line(exc)})") from exc
+        if len(out) > limit:
+            raise TooLargeError(
+                f"{name}: expands to over {limit:,} bytes once decompressed (the bound for one "
+                "GSOD file); not decompressed further"
+            )
+        if not decompressor.eof:
+            raise GsodFormatError(f"{name}: broken gzip data (truncated)")
+        rest = decompressor.unused_data
+    return bytes(out)
 
 
 # Legacy fixed-width '.op' format (NCEI readme, 1-based columns): STN 1-6, WBAN 8-12,
@@ -312,13 +391,15 @@ _OP_FIELDS = {
 }
 
 
-def parse_op(data: bytes, name: str = "<bytes>") -> pa.Table:
-    """Parse one legacy fixed-width GSOD '.op' file (optionally gzipped) into the dataset SCHEMA."""
+def parse_op(data: bytes, name: str = "<bytes>", max_file_bytes: int = MAX_FILE_BYTES) -> pa.Table:
+    """Parse one legacy fixed-width GSOD '.op' file (optionally gzipped) into the dataset SCHEMA.
+
+    Raises:
+        TooLargeError: gzipped data that expands past `max_file_bytes` (stops decompressing there).
+        GsodFormatError: broken gzip data, wrong header, short or non-UTF-8 lines.
+    """
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise GsodFormatError(f"{name}: broken gzip data ({exc})") from exc
+        data = _gunzip(data, name, max_file_bytes)
     lines = data.rstrip(b"\r\n").split(b"\n")
     if not lines or not lines[0].startswith(_OP_HEADER_PREFIX):
         raise GsodFormatError(f"{name}: wrong header, expected a GSOD .op header 'STN--- WBAN'")
@@ -328,7 +409,7 @@ def parse_op(data: bytes, name: str = "<bytes>") -> pa.Table:
     try:
         text = pa.array(body, pa.binary()).cast(pa.string())
     except pa.ArrowInvalid as exc:
-        raise GsodFormatError(f"{name}: not UTF-8 text ({_short(exc)})") from exc
+        raise GsodFormatError(f"{name}: not UTF-8 text ({one_line(exc)})") from exc
     short = pc.less(pc.utf8_length(text), 138)
     if pc.any(short).as_py():
         line = pc.index(short, True).as_py() + 2
@@ -343,7 +424,7 @@ def parse_op(data: bytes, name: str = "<bytes>") -> pa.Table:
         date = pc.strptime(cut("date"), format="%Y%m%d", unit="s").cast(pa.date32())
         temp, dewp = (cut(key).cast(pa.float64()) for key in ("temp", "dewp"))
     except pa.ArrowInvalid as exc:
-        raise GsodFormatError(f"{name}: {_short(exc)}") from exc
+        raise GsodFormatError(f"{name}: {one_line(exc)}") from exc
     frshtt = cut("frshtt")
     if not pc.all(pc.match_substring_regex(frshtt, FRSHTT_PATTERN)).as_py():
         raise GsodFormatError(f"{name}: FRSHTT is not 6 digits 0/1 on every line")
