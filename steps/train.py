@@ -1,13 +1,14 @@
-"""train: fit dew point on temperature, score a seeded holdout split, log everything to MLflow."""
+"""train: fit dew point on temperature over every validated year, streamed in bounded memory;
+score a holdout split decided row by row; log everything to MLflow."""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import hashlib
 import math
-import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,45 +16,73 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steps.cli import StepError, add_outputs_dir, env_default, run, write_outputs
-from steps.model import FEATURE, TARGET, LinearCoefficients, log_served_model
+from steps.cli import StepError, one_line, run
+from steps.files import write_atomically
+from steps.holdout_split import KEY_VERSION
+from steps.least_squares import elasticnet_fit, line_errors, linear_fit
+from steps.model import (
+    FEATURE,
+    REFERENCE_HOLDOUT_ARTIFACT,
+    REFERENCE_MAX_ROWS,
+    TARGET,
+    LinearCoefficients,
+    log_served_model,
+)
+from steps.redaction import redact, redact_values
+from steps.register import (
+    TAG_DATA_PART_PREFIX,
+    TAG_DATA_PARTS,
+    TAG_DATA_SOURCE,
+    TAG_FETCHED_HASH,
+    TAG_VALIDATED_HASH,
+)
+from steps.revision import MLFLOW_GIT_COMMIT_TAG, UNKNOWN, source_revision
 from steps.settings import MlflowSettings
+from steps.stages import TRAIN
 from steps.tracking import mlflow_session
+from steps.training_data import (
+    DatasetPart,
+    TrainingSummary,
+    check_split,
+    combined_hash,
+    find_parts,
+    frame_batches,
+    read_batches,
+    summarize,
+)
 
-MODEL_TYPES = ("linear", "elasticnet")
-MIN_ROWS_PER_SPLIT = 2  # R2 needs two holdout rows; a line needs two training rows
-PLOT_MAX_POINTS = 5000  # scatter a seeded sample: a plot of a million points says no more
-SOURCE_METADATA_KEY = b"dewpoint.source"  # Parquet key-value metadata written by fetch
+PLOT_MAX_POINTS = 5000  # scatter a uniform sample: a plot of a million points says no more
+VALIDATION_ARTIFACT = "validation/validation.json"  # validate's report, on the training run
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Model choice and split; the ElasticNet defaults are the prototype's."""
 
-    model_type: str = "linear"
-    alpha: float = 0.5
-    l1_ratio: float = 0.5
-    test_size: float = 0.2
-    seed: int = 42
+    model_type: str = TRAIN.flag("model-type").default
+    alpha: float = TRAIN.flag("alpha").default
+    l1_ratio: float = TRAIN.flag("l1-ratio").default
+    test_size: float = TRAIN.flag("test-size").default
+    seed: int = TRAIN.flag("seed").default
 
     def check(self) -> None:
-        """Raise StepError for a value no model or split can use."""
-        if self.model_type not in MODEL_TYPES:
-            raise StepError(f"unknown --model-type {self.model_type!r}; choose {MODEL_TYPES}")
-        if not 0.0 < self.test_size < 1.0:
-            raise StepError(
-                f"--test-size must be between 0 and 1 (exclusive), got {self.test_size}"
-            )
-        if self.model_type == "elasticnet" and not (self.alpha >= 0 and 0 <= self.l1_ratio <= 1):
-            raise StepError(
-                f"elasticnet needs --alpha >= 0 and 0 <= --l1-ratio <= 1, "
-                f"got alpha={self.alpha}, l1_ratio={self.l1_ratio}"
-            )
+        """Raise BadInput for a value the declared flags refuse (NaN, infinities, out of range).
+
+        The CLI has checked its flags already; this covers callers in Python with the same rules.
+        """
+        values = {"model-type": self.model_type, "alpha": self.alpha, "l1-ratio": self.l1_ratio,
+                  "test-size": self.test_size, "seed": self.seed}  # fmt: skip
+        for name, value in values.items():
+            TRAIN.flag(name).convert(repr(value) if isinstance(value, float) else str(value))
 
 
 @dataclass(frozen=True)
 class HoldoutMetrics:
-    """Errors of a model on the holdout split, deg F (r2 is unitless)."""
+    """Errors of a model on the holdout split, deg F (r2 is unitless).
+
+    `rmse` and `r2` cover every holdout row (from its co-moments, exactly); `mae` covers the
+    holdout sample, which is every holdout row up to HOLDOUT_MAX_ROWS.
+    """
 
     rmse: float
     mae: float
@@ -62,7 +91,7 @@ class HoldoutMetrics:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What one training run produced; `holdout` is the split promote scores on."""
+    """What one training run produced; `holdout` is the holdout sample promote scores on."""
 
     run_id: str
     model_uri: str
@@ -78,10 +107,8 @@ class TrainResult:
 
 
 def read_training_frame(path: Path, what: str = "input dataset") -> pd.DataFrame:
-    """Read the `temp` and `dewp` columns of a Parquet file, keeping rows that have both.
-
-    Only those two columns are read: the model, the holdout and the logged dataset use nothing
-    else, and station/date/flags as pandas objects would take more memory than the data itself.
+    """Read the `temp` and `dewp` columns of a Parquet file, keeping rows that have both: the
+    holdout files promote scores on (train's holdout sample, a champion's reference holdout).
 
     Raises StepError when the file is missing or unreadable, lacks the columns, or has no rows.
     """
@@ -93,9 +120,7 @@ def read_training_frame(path: Path, what: str = "input dataset") -> pd.DataFrame
         present = set(pq.read_schema(path).names)
         frame = pd.read_parquet(path, columns=[c for c in (FEATURE, TARGET) if c in present])
     except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
-        raise StepError(
-            f"cannot read {what} {path} as Parquet: {' '.join(str(exc).split())}"
-        ) from exc
+        raise StepError(f"cannot read {what} {path} as Parquet: {one_line(exc)}") from exc
     return usable_rows(frame, f"{what} {path}")
 
 
@@ -117,81 +142,53 @@ def usable_rows(frame: pd.DataFrame, where: str = "input") -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
-def source_from_metadata(path: Path) -> str | None:
-    """The `dewpoint.source` description fetch stored in the Parquet metadata, if any."""
-    import pyarrow.parquet as pq
+def fit_line(summary: TrainingSummary, config: TrainConfig) -> LinearCoefficients:
+    """The model on the training rows' co-moments: least squares, or ElasticNet(alpha, l1_ratio)
+    in its closed form for one feature (steps.least_squares); both exact, over every row.
 
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except Exception:  # an unreadable file is reported by read_training_frame
-        return None
-    raw = metadata.get(SOURCE_METADATA_KEY)
-    return raw.decode("utf-8") if raw else None
-
-
-def split_holdout(
-    frame: pd.DataFrame, test_size: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded shuffle split into (train, holdout); StepError if either side would be too small."""
-    from sklearn.model_selection import train_test_split
-
-    n_holdout = math.ceil(len(frame) * test_size)
-    n_train = len(frame) - n_holdout
-    if min(n_holdout, n_train) < MIN_ROWS_PER_SPLIT:
-        raise StepError(
-            f"too few rows to split: {len(frame)} usable rows with test size {test_size} gives "
-            f"{n_train} training and {n_holdout} holdout rows; need {MIN_ROWS_PER_SPLIT} each"
-        )
-    train, holdout = train_test_split(frame, test_size=n_holdout, random_state=seed, shuffle=True)
-    return train.reset_index(drop=True), holdout.reset_index(drop=True)
-
-
-def fit_model(train: pd.DataFrame, config: TrainConfig) -> Any:
-    """Fit LinearRegression or ElasticNet(alpha, l1_ratio) of dewp on temp."""
-    from sklearn.linear_model import ElasticNet, LinearRegression
-
+    Raises StepError when the fitted coefficients are not finite.
+    """
     if config.model_type == "elasticnet":
-        estimator = ElasticNet(
-            alpha=config.alpha, l1_ratio=config.l1_ratio, random_state=config.seed
-        )
+        line = elasticnet_fit(summary.train, config.alpha, config.l1_ratio)
     else:
-        estimator = LinearRegression()
-    return estimator.fit(train[[FEATURE]], train[TARGET])
+        line = linear_fit(summary.train)
+    if not (math.isfinite(line.coef) and math.isfinite(line.intercept)):
+        raise StepError(f"fitted coefficients are not finite: {line}")
+    return line
 
 
-def holdout_metrics(actual: np.ndarray, predicted: np.ndarray) -> HoldoutMetrics:
-    """RMSE, MAE and R2 of `predicted` against `actual`."""
-    from sklearn.metrics import mean_absolute_error, r2_score
-
-    actual = np.asarray(actual, dtype=np.float64)
-    predicted = np.asarray(predicted, dtype=np.float64)
-    if actual.shape != predicted.shape or not np.all(np.isfinite(predicted)):
-        raise StepError(f"model gave {predicted.shape} predictions (or non-finite ones)")
-    rmse = float(np.sqrt(np.mean((actual - predicted) ** 2)))
-    return HoldoutMetrics(
-        rmse, float(mean_absolute_error(actual, predicted)), float(r2_score(actual, predicted))
-    )
+def holdout_metrics(summary: TrainingSummary, line: LinearCoefficients) -> HoldoutMetrics:
+    """RMSE and R2 of `line` over every holdout row; MAE over the holdout sample."""
+    errors = line_errors(summary.holdout, line)
+    sample = summary.sample
+    residual = sample[TARGET].to_numpy() - (sample[FEATURE].to_numpy() * line.coef + line.intercept)
+    return HoldoutMetrics(errors.rmse, float(np.mean(np.abs(residual))), errors.r2)
 
 
 def plot_fit(
-    train: pd.DataFrame,
     holdout: pd.DataFrame,
     coefficients: LinearCoefficients,
     path: Path,
-    seed: int = 0,
+    temp_span: tuple[float, float] | None = None,
 ) -> Path:
-    """Write a PNG: holdout scatter with the fitted line, and residuals against temperature."""
+    """Write a PNG: holdout scatter with the fitted line, and residuals against temperature.
+
+    Args:
+        holdout: temp/dewp rows in split-key order (a uniform sample: the first
+            PLOT_MAX_POINTS are drawn).
+        coefficients: the fitted line.
+        path: where the PNG goes (written atomically).
+        temp_span: (lowest, highest) temperature of the training rows, deg F: the line's extent
+            (default: the holdout's).
+    """
     # A bare Figure on the Agg canvas: no pyplot, no global backend switch, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    shown = holdout.sample(min(len(holdout), PLOT_MAX_POINTS), random_state=seed)
+    shown = holdout.head(PLOT_MAX_POINTS)
     residuals = shown[TARGET] - (shown[FEATURE] * coefficients.coef + coefficients.intercept)
-    line_x = np.linspace(
-        min(train[FEATURE].min(), holdout[FEATURE].min()),
-        max(train[FEATURE].max(), holdout[FEATURE].max()),
-        2,
-    )
+    low, high = temp_span or (holdout[FEATURE].min(), holdout[FEATURE].max())
+    line_x = np.linspace(min(low, holdout[FEATURE].min()), max(high, holdout[FEATURE].max()), 2)
     figure = Figure(figsize=(10, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     fit_ax, resid_ax = figure.subplots(1, 2)
@@ -207,7 +204,7 @@ def plot_fit(
     resid_ax.scatter(shown[FEATURE], residuals, s=6, alpha=0.4)
     resid_ax.axhline(0.0, color="tab:red")
     resid_ax.set(xlabel="TEMP (deg F)", ylabel="residual (deg F)", title="Residuals")
-    _write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     return path
 
 
@@ -218,6 +215,7 @@ def train_and_log(
     *,
     data_hash: str | None = None,
     data_source: str | None = None,
+    validation_report: dict[str, Any] | None = None,
     holdout_out: Path | None = None,
     plot_out: Path | None = None,
 ) -> TrainResult:
@@ -225,51 +223,167 @@ def train_and_log(
     helper for tests and demos that need a logged model (register it with steps.register).
 
     Args:
-        frame: rows with float `temp` and `dewp` (other columns are kept in the holdout).
+        frame: rows with `station`, `date` (they decide the split) and float `temp` and `dewp`.
         settings: tracking URI and experiment.
         config: model type, hyperparameters, split.
-        data_hash: provenance of `frame` (fetch's `data-hash`); used as the dataset digest.
+        data_hash: fetch's `data-hash`, the dataset as fetched (tag `data.fetched_hash`).
         data_source: where `frame` came from (URL, path or description).
-        holdout_out: write the holdout split here as Parquet (promote scores on it).
+        validation_report: validate's report on these rows: logged as
+            `validation/validation.json`; its `validated_data_hash` (the rows fit here) becomes
+            the tag `data.validated_hash` and the MLflow dataset's digest.
+        holdout_out: write the holdout sample here as Parquet (promote scores on it).
         plot_out: write the fit/residual PNG here (it is logged to the run either way).
 
     Returns:
-        The run id, model URI, holdout metrics, coefficients and the holdout frame.
+        The run id, model URI, holdout metrics, coefficients and the holdout sample.
     """
     config = config or TrainConfig()
     config.check()
-    frame = usable_rows(frame)
-    train, holdout = split_holdout(frame, config.test_size, config.seed)
-    estimator = fit_model(train, config)
-    coefficients = LinearCoefficients.from_estimator(estimator)
-    metrics = holdout_metrics(holdout[TARGET].to_numpy(), estimator.predict(holdout[[FEATURE]]))
+    summary = summarize(frame_batches(frame), config.test_size, config.seed)
+    report = validation_report or {}
+    provenance = _Provenance(
+        fetched_hash=data_hash or report.get("fetched_data_hash"),
+        validated_hash=report.get("validated_data_hash"),
+        source=data_source,
+        reports={VALIDATION_ARTIFACT: validation_report} if validation_report else {},
+        parts=(),
+    )
+    return _fit_and_log(
+        summary, settings, config, provenance, lambda: _frame_digest(frame), holdout_out, plot_out
+    )
 
+
+def train_on_parts(
+    parts: Sequence[DatasetPart],
+    settings: MlflowSettings,
+    config: TrainConfig | None = None,
+    *,
+    data_hash: str | None = None,
+    data_source: str | None = None,
+    holdout_out: Path | None = None,
+    plot_out: Path | None = None,
+) -> TrainResult:
+    """Train on validated dataset files, read a batch at a time (steps.training_data): peak
+    memory is one batch plus the holdout sample, however many parts (years) there are.
+
+    Provenance: with one part, its hashes and validation report as for a single dataset; with
+    several, `data.validated_hash` and `data.fetched_hash` combine the parts' hashes
+    (steps.training_data.combined_hash), each part's report is logged as
+    `validation/<part>.json`, and the run is tagged `data.parts` (the part names, in the pipeline
+    the years) and `data.part.<name>.validated_hash` / `.fetched_hash` / `.rows`.
+    `data_hash` (fetch's `data-hash`), when given, is the fetched hash instead; `data_source`
+    the source instead of the parts' own metadata.
+
+    Raises StepError for unreadable parts, missing or non-numeric columns, too few rows.
+    """
+    config = config or TrainConfig()
+    config.check()
+    if not parts:
+        raise StepError("no dataset to train on")
+    where = f"input dataset {parts[0].path}" if len(parts) == 1 else "input datasets"
+    summary = summarize(read_batches(parts), config.test_size, config.seed)
+    check_split(summary, config.test_size, where)
+    if len(parts) == 1:
+        reports = {VALIDATION_ARTIFACT: parts[0].report} if parts[0].report else {}
+    else:
+        reports = {f"validation/{p.name}.json": p.report for p in parts if p.report}
+    provenance = _Provenance(
+        fetched_hash=data_hash or combined_hash([(p.name, p.fetched_hash) for p in parts]),
+        validated_hash=combined_hash([(p.name, p.validated_hash) for p in parts]),
+        source=data_source or _parts_source(parts),
+        reports=reports,
+        parts=tuple(parts) if len(parts) > 1 else (),
+    )
+    return _fit_and_log(
+        summary, settings, config, provenance, lambda: _files_digest(parts), holdout_out, plot_out
+    )
+
+
+def _parts_source(parts: Sequence[DatasetPart]) -> str:
+    """The parts' source description: the first part's, naming how many more there are."""
+    first = parts[0].source or str(parts[0].path)
+    return first if len(parts) == 1 else f"{first} and {len(parts) - 1} more part(s)"
+
+
+def _fit_and_log(
+    summary: TrainingSummary,
+    settings: MlflowSettings,
+    config: TrainConfig,
+    provenance: _Provenance,
+    fallback_digest: Callable[[], str],
+    holdout_out: Path | None,
+    plot_out: Path | None,
+) -> TrainResult:
+    """Fit, score, plot and log one run (the common end of train_and_log and train_on_parts)."""
+    check_split(summary, config.test_size)
+    line = fit_line(summary, config)
+    metrics = holdout_metrics(summary, line)
+    holdout = summary.sample
     with tempfile.TemporaryDirectory(prefix="dewpoint-train-") as tmp:
-        plot_path = plot_fit(train, holdout, coefficients, plot_out or Path(tmp) / "fit.png")
+        span = (summary.train.min_x, summary.train.max_x)
+        plot_path = plot_fit(holdout, line, plot_out or Path(tmp) / "fit.png", span)
+        # Written as tags, dataset input and artifact: no credential in clear.
+        provenance = provenance.redacted()
+        digest = (provenance.validated_hash or fallback_digest())[:36]
         with mlflow_session(settings):
             run_id, model_uri = _log_run(
                 settings.experiment,
-                _RunContent(frame, estimator, coefficients, metrics, len(train), len(holdout)),
+                _RunContent(summary, line, metrics, digest),
                 config,
                 plot_path,
-                data_hash=data_hash,
-                data_source=data_source,
+                provenance,
             )
     if holdout_out is not None:
-        _write_atomically(holdout_out, lambda tmp: holdout.to_parquet(tmp, index=False))
-    return TrainResult(run_id, model_uri, metrics, coefficients, holdout, len(train))
+        write_atomically(holdout_out, lambda tmp: holdout.to_parquet(tmp, index=False))
+    return TrainResult(run_id, model_uri, metrics, line, holdout, summary.train.count)
+
+
+@dataclass(frozen=True)
+class _Provenance:
+    """Where the rows came from: the hashes, the source, validate's report(s) and the parts."""
+
+    fetched_hash: str | None
+    validated_hash: str | None
+    source: str | None
+    reports: dict[str, dict[str, Any] | None]  # artifact path -> validate's report
+    parts: tuple[DatasetPart, ...]  # the parts, when there are several
+
+    def redacted(self) -> _Provenance:
+        """The same with every credential in URLs masked (steps.redaction)."""
+        return _Provenance(
+            self.fetched_hash,
+            self.validated_hash,
+            redact(self.source) if self.source else None,
+            {path: redact_values(report) for path, report in self.reports.items()},
+            self.parts,
+        )
+
+    def tags(self) -> dict[str, str]:
+        """`data.fetched_hash`, `data.validated_hash`, `data.source` (those known); with several
+        parts `data.parts` and `data.part.<name>.{validated_hash,fetched_hash,rows}`."""
+        tags = {
+            TAG_FETCHED_HASH: self.fetched_hash,
+            TAG_VALIDATED_HASH: self.validated_hash,
+            TAG_DATA_SOURCE: self.source,
+        }
+        if self.parts:
+            tags[TAG_DATA_PARTS] = ",".join(part.name for part in self.parts)
+            for part in self.parts:
+                prefix = f"{TAG_DATA_PART_PREFIX}{part.name}."
+                tags[prefix + "validated_hash"] = part.validated_hash
+                tags[prefix + "fetched_hash"] = part.fetched_hash
+                tags[prefix + "rows"] = str(part.rows)
+        return {k: str(v) for k, v in tags.items() if v}
 
 
 @dataclass(frozen=True)
 class _RunContent:
-    """What one training run logs besides its configuration."""
+    """What one training run logs besides its configuration and provenance."""
 
-    frame: pd.DataFrame
-    estimator: Any
+    summary: TrainingSummary
     coefficients: LinearCoefficients
     metrics: HoldoutMetrics
-    train_rows: int
-    holdout_rows: int
+    digest: str  # the MLflow dataset's digest: the validated hash (36 characters at most)
 
 
 def _log_run(
@@ -277,31 +391,33 @@ def _log_run(
     content: _RunContent,
     config: TrainConfig,
     plot_path: Path,
-    *,
-    data_hash: str | None,
-    data_source: str | None,
+    provenance: _Provenance,
 ) -> tuple[str, str]:
     """Log one run (inside an mlflow_session); return its run id and model URI."""
     import mlflow
 
     from steps import __version__
 
-    coefficients, metrics = content.coefficients, content.metrics
+    coefficients, metrics, summary = content.coefficients, content.metrics, content.summary
     mlflow.set_experiment(experiment)
-    tags = {"model.type": config.model_type, "code.version": __version__}
-    if data_hash:
-        tags["data.hash"] = data_hash
-    if data_source:
-        tags["data.source"] = data_source
+    revision = source_revision()
+    tags = {"model.type": config.model_type, "code.version": __version__, **revision.tags()}
+    if revision.commit != UNKNOWN:
+        tags[MLFLOW_GIT_COMMIT_TAG] = revision.commit  # shown on MLflow's run page
+    tags |= provenance.tags()
     with mlflow.start_run(run_name=f"train-{config.model_type}", tags=tags) as active:
         params: dict[str, Any] = {
             "model_type": config.model_type,
             "test_size": config.test_size,
             "seed": config.seed,
-            "train_rows": content.train_rows,
-            "holdout_rows": content.holdout_rows,
+            "split": f"hash(station, date, seed) v{KEY_VERSION}",
+            "train_rows": summary.train.count,
+            "holdout_rows": summary.holdout.count,
+            "holdout_sample_rows": len(summary.sample),
+            "dropped_rows": summary.rows_dropped,
         }
-        params.update({f"estimator.{k}": v for k, v in content.estimator.get_params().items()})
+        if config.model_type == "elasticnet":
+            params |= {"alpha": config.alpha, "l1_ratio": config.l1_ratio}
         mlflow.log_params(params)
         mlflow.log_metrics(
             {
@@ -312,120 +428,96 @@ def _log_run(
                 "intercept": coefficients.intercept,
             }
         )
-        mlflow.log_input(_dataset(content.frame, data_hash, data_source), context="training")
+        mlflow.log_input(_dataset(content.digest, provenance.source), context="training")
         mlflow.log_artifact(str(plot_path), artifact_path="plots")
-        info = log_served_model(coefficients, content.frame[[FEATURE]].head(5))
+        for artifact, report in provenance.reports.items():
+            if report is not None:
+                mlflow.log_dict(report, artifact)
+        _log_reference_holdout(summary.sample)
+        info = log_served_model(coefficients, summary.sample.head(5))
         return active.info.run_id, info.model_uri
 
 
-def _dataset(frame: pd.DataFrame, data_hash: str | None, data_source: str | None) -> Any:
-    """The model's columns as an MLflow dataset: digest from the data hash, source from the
-    description (the digest still identifies the whole validated table)."""
-    import mlflow.data
-    from mlflow.exceptions import MlflowException
+def _log_reference_holdout(holdout: pd.DataFrame) -> None:
+    """Log the holdout sample's first REFERENCE_MAX_ROWS rows (in split-key order: a uniform
+    sample) as REFERENCE_HOLDOUT_ARTIFACT: the reference promote scores candidates on once this
+    run's model is champion."""
+    import mlflow
 
-    # Only temp and dewp: MLflow infers the dataset schema by visiting every value in Python
-    # (https://github.com/mlflow/mlflow/issues/13085); on 2M rows that took 43 s for all five
-    # columns and 6.5 s for these two.
-    frame = frame[[FEATURE, TARGET]]
-    # MLflow stores a dataset digest in a 36-character column (VARCHAR(36) on Postgres/MySQL);
-    # the full data hash is also on the run as the `data.hash` tag.
-    digest = (data_hash or _frame_digest(frame))[:36]
-    with warnings.catch_warnings():
-        # MLflow registers its local-artifact source twice and warns that a plain path is
-        # "ambiguous" between the two identical classes.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        try:
-            return mlflow.data.from_pandas(
-                frame, source=data_source, targets=TARGET, name="validated", digest=digest
+    reference = holdout[[FEATURE, TARGET]].head(REFERENCE_MAX_ROWS)
+    folder, name = REFERENCE_HOLDOUT_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory(prefix="dewpoint-reference-") as tmp:
+        path = Path(tmp) / name
+        reference.reset_index(drop=True).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def _dataset(digest: str, data_source: str | None) -> Any:
+    """The training data as an MLflow dataset: its digest (the validated hash), its source and
+    the model's two columns, without the rows (a MetaDataset: logging rows would load them all)."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
+    from mlflow.types import ColSpec, DataType, Schema
+
+    source: Any = CodeDatasetSource(tags={})
+    if data_source:
+        with warnings.catch_warnings():
+            # MLflow registers its local-artifact source twice and warns that a plain path is
+            # "ambiguous" between the two identical classes.
+            warnings.filterwarnings(
+                "ignore", message="The specified dataset source can be interpreted"
             )
-        except MlflowException:
             # A description MLflow cannot resolve to a source (e.g. `gsod:2024`): the dataset
-            # falls back to a code source; the text is still the run's `data.source` tag.
-            return mlflow.data.from_pandas(frame, targets=TARGET, name="validated", digest=digest)
+            # keeps a code source; the text is still the run's `data.source` tag.
+            with contextlib.suppress(MlflowException):
+                source = resolve_dataset_source(data_source)
+    schema = Schema([ColSpec(DataType.double, FEATURE), ColSpec(DataType.double, TARGET)])
+    return MetaDataset(source, name="validated", digest=digest, schema=schema)
 
 
 def _frame_digest(frame: pd.DataFrame) -> str:
     """A content digest of the model's columns, for frames that come without a data hash."""
-    hashed = pd.util.hash_pandas_object(frame[[FEATURE, TARGET]], index=False).to_numpy()
+    usable = frame[[FEATURE, TARGET]].dropna()
+    hashed = pd.util.hash_pandas_object(usable, index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)` next to `path`, then rename over it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        # mkstemp makes it private (0600); holdout and plot are artifacts the next step reads, as
-        # another user when the local runner's docker backend hands them over (as in dataset.py).
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _files_digest(parts: Sequence[DatasetPart]) -> str:
+    """A content digest of files that come without validate's hash: SHA-256 of their bytes."""
+    digest = hashlib.sha256()
+    for part in parts:
+        with part.path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m steps train --input ... --holdout-out ... --plot-out ...`."""
-    parser = argparse.ArgumentParser(prog="python -m steps train", description=__doc__)
-    parser.add_argument("--input", type=Path, required=True, help="validated dataset (Parquet)")
-    parser.add_argument(
-        "--holdout-out", type=Path, required=True, help="write the holdout split here (Parquet)"
-    )
-    parser.add_argument(
-        "--plot-out", type=Path, required=True, help="write the fit plot here (PNG)"
-    )
-    parser.add_argument(
-        "--model-type",
-        choices=MODEL_TYPES,
-        default=env_default("MODEL_TYPE", "linear"),
-        help="linear (default) or elasticnet (env MODEL_TYPE)",
-    )
-    parser.add_argument("--alpha", type=float, default=0.5, help="ElasticNet alpha (default 0.5)")
-    parser.add_argument(
-        "--l1-ratio", type=float, default=0.5, help="ElasticNet l1_ratio (default 0.5)"
-    )
-    parser.add_argument(
-        "--test-size", type=float, default=0.2, help="holdout fraction (default 0.2)"
-    )
-    parser.add_argument("--seed", type=int, default=42, help="split and model seed (default 42)")
-    parser.add_argument(
-        "--data-hash", default=env_default("DATA_HASH"), help="fetch's data hash (env DATA_HASH)"
-    )
-    parser.add_argument(
-        "--data-source",
-        default=env_default("DATA_SOURCE"),
-        help="where the data came from (env DATA_SOURCE; default: the dataset's own metadata)",
-    )
-    MlflowSettings.add_arguments(parser)
-    add_outputs_dir(parser)
-    args = parser.parse_args(argv)
 
     def body() -> None:
+        args = TRAIN.parse(argv)
         settings = MlflowSettings.from_args(args)
         config = TrainConfig(args.model_type, args.alpha, args.l1_ratio, args.test_size, args.seed)
         config.check()
-        frame = read_training_frame(args.input)
-        result = train_and_log(
-            frame,
+        result = train_on_parts(
+            find_parts(args.input),
             settings,
             config,
             data_hash=args.data_hash,
-            data_source=args.data_source or source_from_metadata(args.input) or str(args.input),
+            data_source=args.data_source,
             holdout_out=args.holdout_out,
             plot_out=args.plot_out,
         )
-        write_outputs(
-            args.outputs_dir,
-            {
-                "run-id": result.run_id,
-                "model-uri": result.model_uri,
-                "rmse": repr(result.metrics.rmse),
-                "mae": repr(result.metrics.mae),
-                "r2": repr(result.metrics.r2),
-            },
-        )
+        outputs = {
+            "run-id": result.run_id,
+            "model-uri": result.model_uri,
+            "rmse": repr(result.metrics.rmse),
+            "mae": repr(result.metrics.mae),
+            "r2": repr(result.metrics.r2),
+        }
+        TRAIN.write_outputs(args.outputs_dir, outputs)
 
     return run(body)

@@ -11,51 +11,60 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import ElasticNet, LinearRegression
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from steps.cli import StepError
-from steps.model import serving_pip_requirements
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, StepError
+from steps.model import LinearCoefficients, serving_pip_requirements
 from steps.settings import MlflowSettings
 from steps.train import (
     TrainConfig,
-    fit_model,
+    _frame_digest,
+    fit_line,
     holdout_metrics,
     plot_fit,
-    read_training_frame,
-    split_holdout,
     train_and_log,
-    usable_rows,
+)
+from steps.training_data import (
+    check_split,
+    find_parts,
+    frame_batches,
+    read_batches,
+    summarize,
 )
 from tests.model_helpers import (
     dewpoint_frame,
     error_line,
     make_experiment,
     run_step,
+    split_rows,
     write_dataset,
 )
 
 DATA_HASH = "ab" * 32  # a SHA-256-shaped hash: 64 hex characters
 
 
-def test_split_is_seeded_disjoint_and_sized() -> None:
-    frame = dewpoint_frame(rows=101, seed=3)
-    train, holdout = split_holdout(frame, 0.2, seed=7)
-    again_train, again_holdout = split_holdout(frame, 0.2, seed=7)
-    _, other_holdout = split_holdout(frame, 0.2, seed=8)
+def test_split_is_decided_row_by_row_and_seeded() -> None:
+    frame = dewpoint_frame(rows=2000, seed=3)
+    train, holdout = split_rows(frame, 0.2, seed=7)
+    again_train, again_holdout = split_rows(frame, 0.2, seed=7)
+    _, other_holdout = split_rows(frame, 0.2, seed=8)
 
-    assert (len(train), len(holdout)) == (80, 21)
     pd.testing.assert_frame_equal(holdout, again_holdout)
     pd.testing.assert_frame_equal(train, again_train)
     assert not holdout["temp"].equals(other_holdout["temp"])
     together = pd.concat([train, holdout])["temp"]
     assert sorted(together) == sorted(frame["temp"])
+    # A row's side does not depend on the other rows: half the frame splits the same way.
+    _, half_holdout = split_rows(frame.iloc[::2], 0.2, seed=7)
+    assert set(half_holdout["temp"]) == set(holdout["temp"]) & set(frame["temp"].iloc[::2])
+    assert len(holdout) / len(frame) == pytest.approx(0.2, abs=0.05)
 
 
-@pytest.mark.parametrize(("rows", "test_size"), [(3, 0.2), (9, 0.1), (4, 0.9)])
+@pytest.mark.parametrize(("rows", "test_size"), [(3, 0.2), (9, 0.01), (4, 0.99)])
 def test_split_refuses_too_few_rows(rows: int, test_size: float) -> None:
+    summary = summarize(frame_batches(dewpoint_frame(rows=rows)), test_size, seed=0)
     with pytest.raises(StepError, match="too few rows to split"):
-        split_holdout(dewpoint_frame(rows=rows), test_size, seed=0)
+        check_split(summary, test_size)
 
 
 def _write_bad(kind: str, path: Path) -> Path:
@@ -71,6 +80,8 @@ def _write_bad(kind: str, path: Path) -> Path:
         write_dataset(dewpoint_frame(rows=50).assign(dewp=np.nan), path)
     elif kind == "text temp":
         write_dataset(dewpoint_frame(rows=50).assign(temp="warm"), path)
+    elif kind == "empty directory":
+        path.mkdir()
     return path
 
 
@@ -83,42 +94,47 @@ def _write_bad(kind: str, path: Path) -> Path:
         ("no dewp column", "lacks column(s) dewp"),
         ("all dewp null", "no rows with both temp and dewp"),
         ("text temp", "not numeric"),
+        ("empty directory", "no .parquet file"),
     ],
 )
-def test_read_training_frame_rejects_bad_input(kind: str, message: str, tmp_path: Path) -> None:
+def test_reading_the_training_data_rejects_bad_input(
+    kind: str, message: str, tmp_path: Path
+) -> None:
     path = _write_bad(kind, tmp_path / "validated.parquet")
     with pytest.raises(StepError) as info:
-        read_training_frame(path)
+        parts = find_parts(path)
+        summary = summarize(read_batches(parts), 0.2, seed=0)
+        check_split(summary, 0.2, f"input dataset {path}")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
 
-def test_rows_missing_temp_or_dewp_are_dropped() -> None:
+def test_rows_missing_temp_or_dewp_are_dropped_and_counted() -> None:
     frame = dewpoint_frame(rows=10)
     frame.loc[2, "temp"] = np.nan
     frame.loc[5, "dewp"] = np.nan
-    kept = usable_rows(frame)
-    assert len(kept) == 8
-    assert kept["temp"].notna().all() and kept["dewp"].notna().all()
+    frame.loc[7, "dewp"] = np.inf
+    summary = summarize(frame_batches(frame), 0.2, seed=0)
+    assert summary.rows == 7
+    assert summary.rows_dropped == 3
 
 
 def test_linear_fit_recovers_the_known_relation() -> None:
-    train = dewpoint_frame(rows=4000, seed=1, slope=0.8, intercept=-10.0, noise=2.0)
-    estimator = fit_model(train, TrainConfig())
-    assert isinstance(estimator, LinearRegression)
-    assert estimator.coef_[0] == pytest.approx(0.8, abs=0.01)
-    assert estimator.intercept_ == pytest.approx(-10.0, abs=0.3)
+    frame = dewpoint_frame(rows=4000, seed=1, slope=0.8, intercept=-10.0, noise=2.0)
+    line = fit_line(summarize(frame_batches(frame), 0.2, seed=0), TrainConfig())
+    assert line.coef == pytest.approx(0.8, abs=0.01)
+    assert line.intercept == pytest.approx(-10.0, abs=0.3)
 
 
 def test_elasticnet_uses_the_prototype_hyperparameters_and_alpha_shrinks() -> None:
-    train = dewpoint_frame(rows=2000, seed=2)
-    default = fit_model(train, TrainConfig(model_type="elasticnet"))
-    assert isinstance(default, ElasticNet)
+    summary = summarize(frame_batches(dewpoint_frame(rows=2000, seed=2)), 0.2, seed=0)
+    default = TrainConfig(model_type="elasticnet")
     assert (default.alpha, default.l1_ratio) == (0.5, 0.5)
     # temp spans ~100 deg F, so alpha 0.5 barely shrinks the slope; a huge alpha flattens it.
-    assert default.coef_[0] == pytest.approx(0.8, abs=0.02)
-    flat = fit_model(train, TrainConfig(model_type="elasticnet", alpha=1e6))
-    assert flat.coef_[0] == 0.0
+    assert fit_line(summary, default).coef == pytest.approx(0.8, abs=0.02)
+    flat = fit_line(summary, TrainConfig(model_type="elasticnet", alpha=1e6))
+    assert flat.coef == 0.0
+    assert flat.intercept == pytest.approx(summary.train.mean_y)
 
 
 @pytest.mark.parametrize(
@@ -136,23 +152,25 @@ def test_bad_config_is_a_step_error(config: TrainConfig) -> None:
 
 
 def test_holdout_metrics_agree_with_sklearn() -> None:
-    rng = np.random.default_rng(5)
-    actual = rng.normal(30, 10, 500)
-    predicted = actual + rng.normal(0, 3, 500)
-    metrics = holdout_metrics(actual, predicted)
-    assert metrics.rmse == pytest.approx(math.sqrt(mean_squared_error(actual, predicted)))
-    assert metrics.mae == pytest.approx(mean_absolute_error(actual, predicted))
-    assert metrics.r2 == pytest.approx(r2_score(actual, predicted))
-    with pytest.raises(StepError):
-        holdout_metrics(actual, np.full(500, np.nan))
+    frame = dewpoint_frame(rows=3000, seed=5)
+    summary = summarize(frame_batches(frame), 0.2, seed=1)
+    line = LinearCoefficients(0.75, -8.0)  # any line: the metrics are of it, not of the fit
+    metrics = holdout_metrics(summary, line)
+    _, holdout = split_rows(frame, 0.2, seed=1)
+    predicted = holdout["temp"] * line.coef + line.intercept
+    assert metrics.rmse == pytest.approx(
+        math.sqrt(mean_squared_error(holdout["dewp"], predicted)), rel=1e-9
+    )
+    assert metrics.mae == pytest.approx(mean_absolute_error(holdout["dewp"], predicted), rel=1e-9)
+    assert metrics.r2 == pytest.approx(r2_score(holdout["dewp"], predicted), rel=1e-9)
 
 
 def test_plot_is_a_png_and_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
-    from steps.model import LinearCoefficients
-
     backend = matplotlib.get_backend()
-    train, holdout = split_holdout(dewpoint_frame(rows=300), 0.2, seed=0)
-    path = plot_fit(train, holdout, LinearCoefficients(0.8, -10.0), tmp_path / "sub" / "fit.png")
+    summary = summarize(frame_batches(dewpoint_frame(rows=300)), 0.2, seed=0)
+    path = plot_fit(
+        summary.sample, LinearCoefficients(0.8, -10.0), tmp_path / "sub" / "fit.png", (-10, 95)
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
     assert matplotlib.get_backend() == backend
@@ -189,16 +207,20 @@ def test_train_and_log_records_the_run(tracking: MlflowSettings, tmp_path: Path)
     run = client.get_run(result.run_id)
     assert run.data.params["model_type"] == "linear"
     assert run.data.params["seed"] == "11"
-    assert run.data.params["estimator.fit_intercept"] == "True"
-    assert run.data.params["holdout_rows"] == "100"
+    _, holdout_rows = split_rows(frame, 0.2, seed=11)
+    assert run.data.params["split"] == "hash(station, date, seed) v1"
+    assert run.data.params["holdout_rows"] == str(len(holdout_rows))
+    assert run.data.params["holdout_sample_rows"] == str(len(holdout_rows))
     assert run.data.metrics["rmse"] == pytest.approx(result.metrics.rmse)
     assert run.data.metrics["mae"] == pytest.approx(result.metrics.mae)
     assert run.data.metrics["r2"] == pytest.approx(result.metrics.r2)
-    assert run.data.tags["data.hash"] == DATA_HASH
+    assert run.data.tags["data.fetched_hash"] == DATA_HASH
+    assert "data.validated_hash" not in run.data.tags  # no validation report given
     assert run.data.tags["data.source"].startswith("https://www.ncei.noaa.gov/")
 
     (dataset_input,) = run.inputs.dataset_inputs
-    assert dataset_input.dataset.digest == DATA_HASH[:36]
+    # The digest describes the rows logged, not fetch's file: without a report, their own hash.
+    assert dataset_input.dataset.digest == _frame_digest(frame)[:36]
     assert json.loads(dataset_input.dataset.source)["url"].startswith("https://www.ncei")
     assert [t.value for t in dataset_input.tags] == ["training"]
     schema = json.loads(dataset_input.dataset.schema)["mlflow_colspec"]
@@ -216,7 +238,8 @@ def test_train_and_log_records_the_run(tracking: MlflowSettings, tmp_path: Path)
 
     local = mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "m"))
     info = mlflow.models.Model.load(local)
-    assert info.signature.inputs.to_dict() == [{"type": "double", "name": "temp", "required": True}]
+    # `any`: MLflow must not cast "12.8" to a number before the model checks it (steps/model.py).
+    assert info.signature.inputs.to_dict() == [{"type": "any", "name": "temp", "required": True}]
     assert info.signature.outputs.input_types()[0].name == "double"
     assert set(info.flavors) == {"python_function"}  # no sklearn flavour: nothing pickled
 
@@ -255,9 +278,10 @@ def test_train_cli_writes_outputs_and_files(tracking: MlflowSettings, tmp_path: 
     assert printed["model-uri"].startswith("models:/")
 
     run = mlflow.MlflowClient(tracking.tracking_uri).get_run(printed["run-id"])
-    assert run.data.params["estimator.alpha"] == "0.5"
+    assert run.data.params["alpha"] == "0.5"
     assert json.loads(run.data.tags["data.source"]) == {"name": "t"}  # from Parquet metadata
-    assert len(pd.read_parquet(tmp_path / "out" / "holdout.parquet")) == 60
+    _, holdout_rows = split_rows(dewpoint_frame(rows=300, seed=9), 0.2, seed=42)
+    assert len(pd.read_parquet(tmp_path / "out" / "holdout.parquet")) == len(holdout_rows)
 
 
 @pytest.mark.parametrize(
@@ -274,7 +298,7 @@ def test_train_cli_bad_input_is_one_line_error(
 ) -> None:
     path = tmp_path / "validated.parquet"
     if kind == "too few rows":
-        write_dataset(dewpoint_frame(rows=4), path)
+        write_dataset(dewpoint_frame(rows=3), path)  # 2 + 2 rows are needed
     elif kind == "no tracking uri":
         write_dataset(dewpoint_frame(rows=50), path)
     else:
@@ -284,6 +308,54 @@ def test_train_cli_bad_input_is_one_line_error(
         "train", "--input", str(path), "--holdout-out", str(tmp_path / "h.parquet"),
         "--plot-out", str(tmp_path / "fit.png"), "--outputs-dir", str(tmp_path / "o"), *uri,
     )  # fmt: skip
-    assert message in error_line(result)
+    exit_code = EXIT_BAD_INPUT if kind == "no tracking uri" else EXIT_FAILED
+    assert message in error_line(result, exit_code)
     assert not (tmp_path / "o").exists()
     assert not (tmp_path / "h.parquet").exists()
+
+
+def test_the_validation_report_and_both_hashes_reach_the_run_and_the_version(
+    tracking: MlflowSettings, tmp_path: Path
+) -> None:
+    """fetch -> validate -> train -> register through the CLIs, as the workflow chains them."""
+    out = tmp_path / "o"
+    fetched = run_step(
+        "fetch", "--source", "synthetic", "--rows", "600",
+        "--output", str(tmp_path / "dataset.parquet"), "--outputs-dir", str(out / "fetch"),
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    fetched_hash = (out / "fetch" / "data-hash").read_text()
+    validated = run_step(
+        "validate", "--input", str(tmp_path / "dataset.parquet"),
+        "--output", str(tmp_path / "validated.parquet"),
+        "--report", str(tmp_path / "validation.json"), "--outputs-dir", str(out / "validate"),
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    report = json.loads((tmp_path / "validation.json").read_text())
+    assert report["fetched_data_hash"] == fetched_hash != report["validated_data_hash"]
+    trained = run_step(
+        "train", "--input", str(tmp_path / "validated.parquet"),
+        "--holdout-out", str(tmp_path / "holdout.parquet"), "--plot-out", str(tmp_path / "fit.png"),
+        "--data-hash", fetched_hash, "--tracking-uri", tracking.tracking_uri,
+        "--experiment", tracking.experiment, "--outputs-dir", str(out / "train"),
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run_id = (out / "train" / "run-id").read_text()
+
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.tags["data.fetched_hash"] == fetched_hash
+    assert run.data.tags["data.validated_hash"] == report["validated_data_hash"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == report["validated_data_hash"][:36]
+    logged = client.download_artifacts(run_id, "validation/validation.json", str(tmp_path / "d"))
+    assert json.loads(Path(logged).read_text()) == report
+
+    registered = run_step(
+        "register", "--run-id", run_id, "--tracking-uri", tracking.tracking_uri,
+        "--outputs-dir", str(out / "register"),
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stderr[-2000:]
+    version = client.get_model_version("dewpoint-lr", (out / "register" / "version").read_text())
+    assert version.tags["data.fetched_hash"] == fetched_hash
+    assert version.tags["data.validated_hash"] == report["validated_data_hash"]

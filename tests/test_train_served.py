@@ -4,6 +4,7 @@ exactly what the fitted estimator predicts, in a fresh process and under `mlflow
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,12 +15,17 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mlflow.exceptions import MlflowException
 
 from steps import model, served_model
+from steps.climate import TEMP_RANGE_F
+from steps.processes import stop_process_group
 from steps.settings import MlflowSettings
-from steps.train import TrainConfig, fit_model, split_holdout, train_and_log
+from steps.train import TrainConfig, train_and_log
 from tests.conftest import free_port, mlflow_executable, wait_http_ok
-from tests.model_helpers import dewpoint_frame, make_experiment
+from tests.model_helpers import dewpoint_frame, make_experiment, sklearn_fit, split_rows
 
 TOLERANCE = 1e-9
 # Temperatures well outside the training range too: the formula must hold everywhere.
@@ -54,9 +60,10 @@ def tracking(sqlite_tracking_uri: str, tmp_path: Path) -> MlflowSettings:
 
 
 def _sklearn_predictions(frame: pd.DataFrame, config: TrainConfig) -> np.ndarray:
-    """What the scikit-learn estimator train fitted predicts for PROBE_TEMPS (same seeded split)."""
-    train, _ = split_holdout(frame, config.test_size, config.seed)
-    return fit_model(train, config).predict(pd.DataFrame({"temp": PROBE_TEMPS}))
+    """What scikit-learn's estimator, fitted on train's training rows, predicts for PROBE_TEMPS."""
+    train, _ = split_rows(frame, config.test_size, config.seed)
+    line = sklearn_fit(train, config.model_type, config.alpha, config.l1_ratio)
+    return PROBE_TEMPS * line.coef + line.intercept
 
 
 def _clean_env(tracking_uri: str) -> dict[str, str]:
@@ -144,13 +151,42 @@ def test_mlflow_models_serve_answers_like_sklearn(tracking: MlflowSettings, tmp_
             json={"dataframe_split": {"columns": ["temp"], "data": [["warm"]]}},
             timeout=30,
         )
-        assert bad.status_code == 400  # the signature is enforced before our predict runs
+        assert bad.status_code == 400 and "temp must be a JSON number" in bad.text
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+            stop_process_group(proc.pid)
+            proc.wait()
         log.close()
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+@given(st.lists(_JSON_VALUES, min_size=1, max_size=5))
+def test_served_model_accepts_exactly_the_finite_numbers_within_the_physical_range(
+    column: list[object],
+) -> None:
+    """Property: for any JSON values in `temp` (as MLflow hands them over for a column typed
+    Any), the served model predicts iff every value is a finite number (not a boolean) within
+    steps.climate.TEMP_RANGE_F; otherwise INVALID_PARAMETER_VALUE naming the field."""
+    low, high = TEMP_RANGE_F
+
+    def acceptable(value: object) -> bool:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and math.isfinite(value) and low <= value <= high
+
+    frame = pd.DataFrame({"temp": pd.Series(column, dtype=object)})
+    if all(acceptable(v) for v in column):
+        np.testing.assert_array_equal(
+            served_model.temperatures(frame, TEMP_RANGE_F), np.array(column, dtype=np.float64)
+        )
+    else:
+        with pytest.raises(MlflowException, match=r"^temp must be") as info:
+            served_model.temperatures(frame, TEMP_RANGE_F)
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE"

@@ -1,0 +1,289 @@
+"""What train reads: validated dataset files (one per year in the pipeline), streamed batch by batch
+into the co-moments of the training rows and of the holdout rows, plus a bounded holdout sample.
+
+Peak memory is one batch plus the sample, whatever the number of files: no file, and no year, is
+ever held whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from steps.cli import StepError, one_line
+from steps.dataset import SOURCE_METADATA_KEY, VALIDATION_METADATA_KEY
+from steps.holdout_split import in_holdout, row_keys
+from steps.least_squares import CoMoments
+from steps.model import FEATURE, TARGET
+
+KEY_COLUMNS = ("station", "date")  # what a row's holdout side is decided by (steps.holdout_split)
+COLUMNS = (*KEY_COLUMNS, FEATURE, TARGET)
+# The holdout rows kept as rows (for promote's gate, the plot, MAE and the reference holdout):
+# those with the smallest split keys, a uniform sample. Every holdout row counts in RMSE and R2.
+HOLDOUT_MAX_ROWS = 1_000_000
+READ_BATCH_ROWS = 1 << 18  # rows per batch read from Parquet: about 8 MiB of these four columns
+MIN_ROWS_PER_SPLIT = 2  # R2 needs two holdout rows; a line needs two training rows
+
+
+@dataclass(frozen=True)
+class DatasetPart:
+    """One validated dataset file; in the pipeline each is one year, named by it.
+
+    `validated_hash`/`fetched_hash`/`report`/`source` come from the metadata validate and fetch
+    store in the file (None when absent); `rows` is the file's row count.
+    """
+
+    name: str
+    path: Path
+    rows: int
+    validated_hash: str | None
+    fetched_hash: str | None
+    source: str | None
+    report: dict[str, Any] | None
+
+
+def find_parts(path: Path, what: str = "input dataset") -> list[DatasetPart]:
+    """The parts at `path`: the file itself, or every `*.parquet` directly in a directory, by name.
+
+    Raises StepError when `path` does not exist, a directory holds no Parquet file, a file
+    cannot be read as Parquet, or two files have the same name before `.parquet`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
+        if not files:
+            raise StepError(f"{what} {path} is a directory with no .parquet file")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise StepError(f"{what} {path} does not exist")
+    return [read_part(file, what) for file in files]
+
+
+def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
+    """A DatasetPart from the file's Parquet footer alone (no rows are read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
+        raise StepError(f"cannot read {what} {path} as Parquet: {one_line(exc)}") from exc
+    metadata = parquet.schema_arrow.metadata or {}
+    report = _json(metadata.get(VALIDATION_METADATA_KEY))
+    raw_source = metadata.get(SOURCE_METADATA_KEY)
+    return DatasetPart(
+        name=path.name.removesuffix(".parquet"),
+        path=path,
+        rows=parquet.metadata.num_rows,
+        validated_hash=(report or {}).get("validated_data_hash"),
+        fetched_hash=(report or {}).get("fetched_data_hash"),
+        source=raw_source.decode("utf-8") if raw_source else None,
+        report=report,
+    )
+
+
+def _json(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def combined_hash(hashes: Sequence[tuple[str, str | None]]) -> str | None:
+    """One data hash for several parts: (part name, its hash) pairs.
+
+    One part: its own hash. Several: SHA-256 (hex) of the UTF-8 text made of one line
+    `<name> <hash>\\n` per part, in order of name. None when any part has no hash.
+    """
+    if not hashes or any(h is None for _, h in hashes):
+        return None
+    if len(hashes) == 1:
+        return hashes[0][1]
+    text = "".join(f"{name} {digest}\n" for name, digest in sorted(hashes))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_batches(parts: Sequence[DatasetPart], what: str = "input dataset") -> Iterator[pa.Table]:
+    """The rows of every part in order, READ_BATCH_ROWS at a time: station, date, temp, dewp.
+
+    Raises StepError when a part lacks one of those columns or has non-numeric temp/dewp.
+    """
+    import pyarrow.parquet as pq
+
+    for part in parts:
+        where = f"{what} {part.path}"
+        try:
+            # Stations as a dictionary: a few thousand ids, not millions of strings.
+            parquet = pq.ParquetFile(part.path, read_dictionary=["station"])
+        except Exception as exc:
+            raise StepError(f"cannot read {where} as Parquet: {one_line(exc)}") from exc
+        schema = parquet.schema_arrow
+        check_columns(schema, where)
+        try:
+            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=list(COLUMNS)):
+                yield pa.Table.from_batches([batch])
+        except (OSError, pa.ArrowException) as exc:
+            raise StepError(f"cannot read {where} as Parquet: {one_line(exc)}") from exc
+
+
+def check_columns(schema: pa.Schema, where: str) -> None:
+    """StepError unless `schema` has station, date and numeric temp and dewp columns."""
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        raise StepError(
+            f"{where} lacks column(s) {', '.join(missing)}; "
+            f"it has {', '.join(schema.names) or 'no columns'}"
+        )
+    for column in (FEATURE, TARGET):
+        kind = schema.field(column).type
+        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            raise StepError(f"{where}: column {column} is {kind}, not numeric")
+
+
+def frame_batches(frame: pd.DataFrame, where: str = "input") -> Iterator[pa.Table]:
+    """A pandas frame with station, date, temp and dewp as the batches `summarize` reads."""
+    check_columns(pa.Schema.from_pandas(frame, preserve_index=False), where)
+    table = pa.table(
+        {
+            "station": pa.array(frame["station"].astype(str), pa.string()),
+            "date": pa.array(pd.to_datetime(frame["date"]).dt.date, pa.date32()),
+            FEATURE: pa.array(frame[FEATURE], pa.float64(), from_pandas=True),
+            TARGET: pa.array(frame[TARGET], pa.float64(), from_pandas=True),
+        }
+    )
+    for start in range(0, max(table.num_rows, 1), READ_BATCH_ROWS):
+        yield table.slice(start, READ_BATCH_ROWS)
+
+
+class HoldoutSample:
+    """The `limit` holdout rows with the smallest split keys, kept while rows stream past.
+
+    Ties on the key (rows sharing station and date) are broken by temp, then dewp, so the sample
+    depends only on the rows, not on their order. Memory: at most twice `limit` rows.
+    """
+
+    def __init__(self, limit: int = HOLDOUT_MAX_ROWS) -> None:
+        if limit < 1:
+            raise ValueError(f"a holdout sample needs a limit >= 1, got {limit}")
+        self.limit = limit
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._size = 0
+        self._cutoff: np.uint64 | None = None  # keys above this can no longer get in
+
+    @property
+    def rows_held(self) -> int:
+        """How many rows are held now (at most twice the limit)."""
+        return self._size
+
+    def add(self, keys: np.ndarray, temp: np.ndarray, dewp: np.ndarray) -> None:
+        """Offer holdout rows (their keys, temp and dewp in deg F)."""
+        if self._cutoff is not None:
+            keep = keys <= self._cutoff
+            keys, temp, dewp = keys[keep], temp[keep], dewp[keep]
+        if keys.size == 0:
+            return
+        self._parts.append((keys, temp, dewp))
+        self._size += keys.size
+        if self._size > 2 * self.limit:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Keep the `limit` smallest rows (by key, then temp, then dewp), in no particular order."""
+        keys, temp, dewp = (np.concatenate(column) for column in zip(*self._parts, strict=True))
+        if keys.size > self.limit:
+            # A linear-time selection of the limit-th key; only the rows tied on it are sorted.
+            kth = np.partition(keys, self.limit - 1)[self.limit - 1]
+            below = np.flatnonzero(keys < kth)
+            tied = np.flatnonzero(keys == kth)
+            tied = tied[np.lexsort((dewp[tied], temp[tied]))][: self.limit - below.size]
+            chosen = np.concatenate([below, tied])
+            keys, temp, dewp = keys[chosen], temp[chosen], dewp[chosen]
+            self._cutoff = kth
+        self._parts = [(keys, temp, dewp)]
+        self._size = keys.size
+
+    def frame(self) -> pd.DataFrame:
+        """The sample as temp/dewp columns (float64, deg F), in order of split key."""
+        if not self._parts:
+            return pd.DataFrame({FEATURE: np.empty(0), TARGET: np.empty(0)})
+        self._prune()
+        keys, temp, dewp = self._parts[0]
+        order = np.lexsort((dewp, temp, keys))
+        return pd.DataFrame({FEATURE: temp[order], TARGET: dewp[order]})
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """Everything train needs from the data: co-moments of the training and holdout rows (deg F),
+    the holdout sample (temp/dewp rows in split-key order), and how many rows were unusable."""
+
+    train: CoMoments
+    holdout: CoMoments
+    sample: pd.DataFrame
+    rows_dropped: int
+
+    @property
+    def rows(self) -> int:
+        """Usable rows: training plus holdout."""
+        return self.train.count + self.holdout.count
+
+
+def summarize(
+    batches: Iterable[pa.Table],
+    test_size: float,
+    seed: int,
+    sample_rows: int = HOLDOUT_MAX_ROWS,
+) -> TrainingSummary:
+    """Split each batch's rows (steps.holdout_split) and fold them into the summary.
+
+    Rows missing temp or dewp, or with a non-finite value, are dropped and counted.
+    """
+    train, holdout = CoMoments(), CoMoments()
+    sample = HoldoutSample(sample_rows)
+    dropped = 0
+    for batch in batches:
+        temp = _floats(batch.column(FEATURE))
+        dewp = _floats(batch.column(TARGET))
+        usable = np.isfinite(temp) & np.isfinite(dewp)
+        dropped += int(usable.size - usable.sum())
+        if not usable.any():
+            continue
+        if not usable.all():
+            mask = pa.array(usable)
+            batch = batch.filter(mask)
+            temp, dewp = temp[usable], dewp[usable]
+        keys = row_keys(batch.column("station"), batch.column("date"), seed)
+        held = in_holdout(keys, test_size)
+        train = train.merge(CoMoments.of(temp[~held], dewp[~held]))
+        holdout = holdout.merge(CoMoments.of(temp[held], dewp[held]))
+        sample.add(keys[held], temp[held], dewp[held])
+    return TrainingSummary(train, holdout, sample.frame(), dropped)
+
+
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    return (
+        pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    )
+
+
+def check_split(summary: TrainingSummary, test_size: float, where: str = "input") -> None:
+    """StepError when there are no usable rows, or too few on either side of the split."""
+    if summary.rows == 0:
+        raise StepError(f"{where} has no rows with both {FEATURE} and {TARGET}")
+    if min(summary.train.count, summary.holdout.count) < MIN_ROWS_PER_SPLIT:
+        raise StepError(
+            f"too few rows to split: {summary.rows} usable rows with test size {test_size} give "
+            f"{summary.train.count} training and {summary.holdout.count} holdout rows; "
+            f"need {MIN_ROWS_PER_SPLIT} each"
+        )

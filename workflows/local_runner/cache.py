@@ -1,0 +1,170 @@
+"""What a cluster keeps between runs, kept in a local directory: the artifact repository that
+key-only artifacts live in, and the ConfigMaps that memoized templates cache their outputs in.
+
+Layout of `cache_dir`: `artifacts/<key>` is the object (a file, or a directory of files for a key
+used as a prefix) Argo would store at `<key>` in the artifact repository; `memoize/<name>.json`
+is the `data` of ConfigMap `<name>`: cache key -> entry. Entries have Argo's shape (`nodeID`,
+`outputs`, `creationTimestamp`, `lastHitTimestamp`); a hit is an entry with a node id no older
+than the template's `maxAge`, and updates its `lastHitTimestamp` (Argo v4.1.2
+workflow/controller/cache/configmap_cache.go and cache.go). Delete a file under `memoize/` (or
+one key in it) to invalidate, as `kubectl delete configmap <name>` does on a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import posixpath
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steps.files import write_text_atomically
+from workflows.argo_rules import memo_key_problem
+from workflows.local_runner.planning import LocalRunError
+
+# Kubernetes refuses a ConfigMap whose data exceeds this (docs/memoization.md, FAQ): Argo then
+# fails the node ("error creating cache entry ... Too long").
+CONFIGMAP_MAX_CHARS = 1_048_576
+
+
+@dataclass(frozen=True)
+class LocalCache:
+    """The artifact repository and memoization ConfigMaps of local runs, under `root`."""
+
+    root: Path
+
+    # --- key-only artifacts --------------------------------------------------------------------
+
+    def artifact_path(self, key: str) -> Path:
+        """Where the object at `key` lives here.
+
+        Raises:
+            LocalRunError: an empty or absolute key, or one with `..` segments.
+        """
+        normal = posixpath.normpath(key.strip("/")) if key.strip("/") else ""
+        if not normal or normal.startswith("..") or key.startswith("/") or normal == ".":
+            raise LocalRunError(f"artifact key {key!r} is not a relative key in the repository")
+        return self.root / "artifacts" / normal
+
+    def put(self, key: str, source: Path) -> Path:
+        """Store the file or directory `source` at `key`, replacing what was there (an upload);
+        return where it now lives."""
+        target = self.artifact_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.uploading")
+        _remove(staging)
+        if source.is_dir():
+            shutil.copytree(source, staging)
+        else:
+            shutil.copy2(source, staging)
+        _remove(target)
+        staging.rename(target)
+        return target
+
+    def get(self, key: str, target: Path) -> bool:
+        """Copy the object at `key` to `target`: a file, or every file under the key as a prefix
+        (a directory), as Argo's S3 driver loads a key (workflow/artifacts/s3/s3.go,
+        loadS3Artifact); False when nothing is there."""
+        source = self.artifact_path(key)
+        if not source.exists():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+        return True
+
+    # --- memoization ---------------------------------------------------------------------------
+
+    def load_entry(self, cache: str, key: str, max_age_s: float) -> dict[str, Any] | None:
+        """The outputs cached under `key` in ConfigMap `cache`, when they are a hit (an entry with
+        a node id, created at most `max_age_s` seconds ago); a hit's `lastHitTimestamp` is updated.
+
+        Raises:
+            LocalRunError: the key is not one Argo accepts, or the cache file is not JSON.
+        """
+        _check_key(key)
+        with self._entries(cache) as entries:
+            entry = entries.get(key)
+            if not isinstance(entry, Mapping) or not entry.get("nodeID"):
+                return None
+            created = _parse_time(entry.get("creationTimestamp"))
+            if created is None or (_now() - created).total_seconds() > max_age_s:
+                return None
+            entries[key] = {**entry, "lastHitTimestamp": _format_time(_now())}
+            return dict(entries[key].get("outputs") or {})
+
+    def save_entry(self, cache: str, key: str, node_id: str, outputs: Mapping[str, Any]) -> None:
+        """Cache `outputs` (Argo's Outputs: parameters, artifacts) under `key` in `cache`.
+
+        Raises:
+            LocalRunError: a bad key, or the ConfigMap would exceed Kubernetes' 1 MiB.
+        """
+        _check_key(key)
+        now = _format_time(_now())
+        with self._entries(cache) as entries:
+            entries[key] = {"nodeID": node_id, "outputs": dict(outputs),
+                            "creationTimestamp": now, "lastHitTimestamp": now}  # fmt: skip
+            size = sum(len(k) + len(json.dumps(v)) for k, v in entries.items())
+            if size > CONFIGMAP_MAX_CHARS:
+                del entries[key]
+                raise LocalRunError(
+                    f"error creating cache entry: ConfigMap {cache!r} would hold {size} "
+                    f"characters; Kubernetes allows {CONFIGMAP_MAX_CHARS}"
+                )
+
+    def entries(self, cache: str) -> dict[str, Any]:
+        """Every entry of ConfigMap `cache` (empty when it does not exist)."""
+        with self._entries(cache) as entries:
+            return dict(entries)
+
+    @contextmanager
+    def _entries(self, cache: str) -> Iterator[dict[str, Any]]:
+        """The entries of `cache`, read and written back under an exclusive lock."""
+        path = self.root / "memoize" / f"{cache}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with (path.parent / f".{cache}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                entries = json.loads(path.read_text()) if path.exists() else {}
+            except ValueError as exc:
+                raise LocalRunError(f"memoization cache {path} is not JSON: {exc}") from None
+            before = json.dumps(entries, sort_keys=True)
+            yield entries
+            if json.dumps(entries, sort_keys=True) != before:
+                write_text_atomically(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def _check_key(key: str) -> None:
+    problem = memo_key_problem(key)
+    if problem:
+        raise LocalRunError(problem)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _format_time(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC, as Kubernetes writes a metav1.Time."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
