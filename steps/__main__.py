@@ -1,11 +1,12 @@
-"""`python -m steps <stage> ...`: dispatch to one stage's CLI."""
+"""`python -m steps <stage> ...`: dispatch to one stage's CLI (stages: steps/stages.py)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-STAGES = ("fetch", "validate", "train", "register", "promote", "deploy")
+from steps.cli import EXIT_BAD_INPUT
+from steps.stages import STAGES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,12 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(f"usage: python -m steps {{{','.join(STAGES)}}} [--help] ...")
-        return 0 if args else 2
+        return 0 if args else EXIT_BAD_INPUT
     stage, rest = args[0], args[1:]
     if stage not in STAGES:
         print(f"error: unknown stage {stage!r}; choose one of {', '.join(STAGES)}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(f"steps.{stage}")
+        return EXIT_BAD_INPUT
+    module = importlib.import_module(f"steps.{stage.replace('-', '_')}")
     return module.main(rest)
 
 

@@ -1,8 +1,14 @@
-"""Shared CLI plumbing for the steps: env fallbacks, output parameters, one-line errors."""
+"""Shared CLI plumbing for the steps: exit codes, env fallbacks, output parameters, one-line errors.
+
+Exit codes (docs/steps.md, "Exit codes"; the Argo retry strategy in workflows/pipeline.py reads
+them): 0 done; 1 failed for a reason a retry will not change; 2 bad input (a flag, environment
+variable or workflow parameter the step cannot use; nothing was read or written); 75 transient (a
+service was unreachable, timed out or answered 5xx: a retry may succeed).
+"""
 
 from __future__ import annotations
 
-import argparse
+import errno
 import json
 import os
 import sys
@@ -10,28 +16,56 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from steps.redaction import redact
+
+# The detail an error line quotes from an exception or a server's answer, in characters.
+ERROR_DETAIL_CHARS = 300
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2  # argparse's own code for a usage error
+# EX_TEMPFAIL in BSD sysexits.h: a temporary failure; "the user is invited to retry".
+EXIT_TRANSIENT = 75
+
+# Write errors that mean "no room" rather than "no right": a full disk, a quota, RLIMIT_FSIZE.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
 
 class StepError(Exception):
     """A failure the user can act on. Its message is printed as one line; the step exits 1."""
+
+    exit_code = EXIT_FAILED
+
+
+class BadInput(StepError):
+    """A flag, environment variable or workflow parameter has a value the step cannot use."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class TransientError(StepError):
+    """A service was unreachable, timed out or answered 5xx: the same call may succeed later."""
+
+    exit_code = EXIT_TRANSIENT
+
+
+def one_line(error: BaseException | str, limit: int | None = ERROR_DETAIL_CHARS) -> str:
+    """The text of `error` (an exception or a string) for an error line: white space collapsed to
+    single spaces, credentials in URLs redacted (`steps.redaction`), cut at `limit` characters
+    with `...` (None: not cut). An exception without text gives its type name.
+    """
+    text = redact(" ".join(str(error).split()))
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..."
 
 
 def env_default(name: str, default: str | None = None) -> str | None:
     """Default for a flag: the environment variable `name` if set and non-empty, else `default`."""
     value = os.environ.get(name)
     return value if value else default
-
-
-def add_outputs_dir(parser: argparse.ArgumentParser) -> None:
-    """Add `--outputs-dir`, where each output parameter is written to a file named after it.
-
-    Argo reads them with `valueFrom.path`; the local runner does the same.
-    """
-    parser.add_argument(
-        "--outputs-dir",
-        type=Path,
-        default=env_default("STEP_OUTPUTS_DIR"),
-        help="directory to write one file per output parameter (env STEP_OUTPUTS_DIR)",
-    )
 
 
 def write_outputs(outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
@@ -41,9 +75,10 @@ def write_outputs(outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
     """
     rendered = {k: _render(v) for k, v in outputs.items()}
     if outputs_dir is not None:
-        outputs_dir.mkdir(parents=True, exist_ok=True)
+        from steps.files import write_text_atomically  # steps.files imports this module
+
         for name, value in rendered.items():
-            (outputs_dir / name).write_text(value)
+            write_text_atomically(outputs_dir / name, value)
     print(json.dumps(rendered, sort_keys=True))
 
 
@@ -54,10 +89,27 @@ def _render(value: Any) -> str:
 
 
 def run(main: Callable[[], int | None]) -> int:
-    """Run a step body; turn StepError into `error: <message>` on one stderr line and exit 1."""
+    """Run a step body; print a failure as `error: <message>` on one stderr line (credentials
+    redacted).
+
+    Returns the step's exit code: the error's `exit_code` for a StepError, EXIT_TRANSIENT for a
+    connection that failed or timed out, EXIT_FAILED for a file that could not be read or written
+    (a full disk included).
+    """
     try:
-        return main() or 0
+        return main() or EXIT_OK
     except StepError as exc:
-        message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), exc.exit_code)
+    except (ConnectionError, TimeoutError) as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_TRANSIENT)
+    except OSError as exc:
+        # Raised by a write to a full disk, a read-only or missing directory, a file too large
+        # for RLIMIT_FSIZE: name the file and the reason, never a traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        what = "no space left to write" if exc.errno in _NO_SPACE else "cannot read or write"
+        return _fail(f"{what}{where}: {exc.strerror or exc}", EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {one_line(message, limit=None)}", file=sys.stderr)
+    return code

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from steps.cli import StepError
+from steps.cli import BadInput, StepError, TransientError, one_line
 from steps.settings import MlflowSettings
 
 # MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout: a dead server
@@ -21,23 +21,66 @@ HTTP_RETRY_DEFAULTS = {
 }
 
 
-def one_line(exc: BaseException, limit: int = 400) -> str:
-    """An exception's message on one line (whitespace collapsed), cut at `limit` characters."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def canonical_version(text: object, what: str = "--version") -> str:
+    """A registered model version in the one form used everywhere (flags, aliases, outputs, tags):
+    the ASCII decimal integer MLflow numbers versions with, no sign, no leading zeros, >= 1.
+
+    `" 02\n"` becomes `"2"`. Non-ASCII digits (`int()` would take `"٣"` or `"1_0"`), signs, `0`
+    and anything else raise StepError naming `what`.
+    """
+    value = str(text).strip()
+    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+        raise BadInput(f"{what} must be a positive integer in ASCII digits, got {str(text)!r}")
+    return str(int(value))
+
+
+# MLflow error codes that say the request itself is wrong: sending it again gives the same answer.
+PERMANENT_ERROR_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+        "ALREADY_EXISTS", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST", "NOT_FOUND",
+        "INVALID_STATE", "ENDPOINT_NOT_FOUND", "FEATURE_DISABLED",
+    }
+)  # fmt: skip
+
+
+def is_transient_mlflow_error(exc: BaseException) -> bool:
+    """Whether an MLflow failure may go away on its own (no answer, a 5xx), so a retry makes
+    sense; False for answers that reject the request (unknown version, bad name, no permission)."""
+    return getattr(exc, "error_code", None) not in PERMANENT_ERROR_CODES
 
 
 def describe_mlflow_error(uri: str, exc: BaseException) -> str:
-    """One line for an MLflow failure; an unreachable server gets a short, actionable message."""
-    text = one_line(exc, limit=2000)
+    """One line for an MLflow failure: an unreachable server, a server answering 5xx to every
+    retry, or MLflow's own message; each names the tracking URI."""
+    text = one_line(exc, limit=None)
+    status = re.search(r"too many (\d{3}) error responses", text)
+    if status:
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        return (
+            f"MLflow at {uri} answered HTTP {status.group(1)} to the request and to each of "
+            f"{retries} retries; see the MLflow server's log"
+        )
     if "Max retries exceeded" in text or "Failed to establish a new connection" in text:
         cause = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
         retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
         return (
             f"cannot reach MLflow at {uri} ({cause.group(1) if cause else 'no answer'}) after "
-            f"{retries} retries; is the server up? check --tracking-uri / MLFLOW_TRACKING_URI"
+            f"{retries} retries; is the server up? The URI is --tracking-uri, else env "
+            "MLFLOW_TRACKING_URI, which the pipeline sets from its parameter mlflow-tracking-uri"
         )
     return f"MLflow at {uri}: {one_line(exc)}"
+
+
+def error_for(exc: BaseException) -> type[StepError]:
+    """The StepError class for a failure caused by `exc`: TransientError (exit 75, retried by
+    Argo) when talking to MLflow failed in a way a retry may fix (no answer, a timeout, a 5xx),
+    else StepError (exit 1). Other exceptions (a broken model, a bug) are never transient."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    talking = isinstance(exc, MlflowException | requests.RequestException | OSError)
+    return TransientError if talking and is_transient_mlflow_error(exc) else StepError
 
 
 @contextmanager
@@ -45,7 +88,8 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     """Point MLflow at `settings.tracking_uri` and yield an `MlflowClient` for it.
 
     While inside, the HTTP retry defaults above apply (unless set in the environment), and any
-    MLflow or connection error becomes a one-line `StepError` naming the tracking URI. Both are
+    MLflow or connection error becomes a one-line `StepError` naming the tracking URI (a
+    `TransientError`, exit 75, when a retry may pass: see `is_transient_mlflow_error`). Both are
     undone on exit, so tests and callers in one process do not leak settings into each other.
     """
     import mlflow
@@ -59,7 +103,7 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
         mlflow.set_tracking_uri(settings.tracking_uri)
         yield mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     except (MlflowException, requests.RequestException) as exc:
-        raise StepError(describe_mlflow_error(settings.tracking_uri, exc)) from exc
+        raise error_for(exc)(describe_mlflow_error(settings.tracking_uri, exc)) from exc
     finally:
         # set_tracking_uri also exports MLFLOW_TRACKING_URI, so clearing the global and restoring
         # the variable gives back exactly what the caller resolved before.

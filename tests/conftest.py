@@ -4,47 +4,38 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED
+from steps.processes import free_port, stop_process_group, wait_until_healthy
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port"]  # tests import it from here
 
 
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    """Assert a step exited 1 with exactly one `error: ...` line on stderr containing `needles`."""
-    assert code == 1
+def assert_one_line_error(code: int, err: str, *needles: str, exit_code: int = EXIT_FAILED) -> None:
+    """Assert a step exited `exit_code` (default 1, failed) with exactly one `error: ...` line on
+    stderr containing `needles`."""
+    assert code == exit_code, (code, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     for needle in needles:
         assert needle in lines[0], lines[0]
 
 
+def assert_bad_input(code: int, err: str, *needles: str) -> None:
+    """Assert a step refused a flag value: exit 2 and one `error: ...` line with `needles`."""
+    assert_one_line_error(code, err, *needles, exit_code=EXIT_BAD_INPUT)
+
+
 def wait_http_ok(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Poll `url` until it answers 200; fail early if `proc` died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
+    """Poll `url` until it answers 200; fail early if `proc` died (steps.processes' loop)."""
+    wait_until_healthy(url, timeout=timeout, proc=proc)
 
 
 def mlflow_executable() -> str:
@@ -64,12 +55,8 @@ class MlflowServer:
     def stop(self) -> None:
         """Stop the server (and its workers) started by this fixture."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+            stop_process_group(self.proc.pid, timeout=20)
+            self.proc.wait()
 
 
 def start_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:

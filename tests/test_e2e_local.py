@@ -7,7 +7,8 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
+import subprocess
+import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,13 +18,19 @@ import httpx
 import pytest
 
 from steps.cli import StepError
-from steps.deploy_targets.local import running_server, stop_local
+from steps.deploy_targets.common import DeployRequest
+from steps.deploy_targets.local import deploy_local, running_server, stop_local
+from steps.processes import pid_alive
+from steps.register import train_and_register
+from steps.settings import MlflowSettings
 from steps.sources.synthetic import expected_dewpoint
+from tests.argo_ui import process_url, workflow_page_object
 from tests.conftest import MlflowServer, free_port
+from tests.model_helpers import REPO, dewpoint_frame, make_experiment
 from workflows.demo import main as demo_main
-from workflows.demo import mlflow_down, mlflow_up, run_demo
-from workflows.local import run_rendered
-from workflows.pipeline import render
+from workflows.demo import mlflow_down, mlflow_up, run_demo, served_champion
+from workflows.local_runner import run_rendered
+from workflows.pipeline import argo_ui_links, render
 from workflows.settings import PipelineSettings
 
 PAYLOAD = {"dataframe_split": {"columns": ["temp"], "data": [[12.8]]}}
@@ -76,6 +83,24 @@ def test_pipeline_serves_champion_and_a_worse_run_changes_nothing(
         assert gate["champion-rmse"] == "none"
         assert first["tasks"]["deploy"]["outputs"]["parameters"]["served-version"] == version
 
+        # The workflow's outputs, as Argo records them, and the Argo UI links resolved on them.
+        run_id = first["tasks"]["train"]["outputs"]["parameters"]["run-id"]
+        assert first["outputs"]["parameters"][:3] == [
+            {"name": "mlflow-run-id", "value": run_id},
+            {"name": "registered-model", "value": params["model-name"]},
+            {"name": "model-version", "value": version},
+        ]
+        page = workflow_page_object(
+            {"metadata": {"name": first["name"]}, "status": {"outputs": first["outputs"]}}
+        )
+        links = argo_ui_links(PipelineSettings(), "http://mlflow.example/")
+        assert [process_url(link["url"], page) for link in links] == [
+            f"http://mlflow.example/#/runs/{run_id}",
+            f"http://mlflow.example/#/models/{params['model-name']}/versions/{version}",
+        ]
+        outputs = {p["name"]: p["value"] for p in first["outputs"]["parameters"]}
+        assert outputs["gate-promoted"] == "true" and outputs["served-version"] == version
+
         served = running_server(state_dir)
         assert served is not None and served.version == version
         prediction = _predict(served.url)
@@ -97,6 +122,9 @@ def test_pipeline_serves_champion_and_a_worse_run_changes_nothing(
         assert float(gate["new-rmse"]) > float(gate["champion-rmse"])
         assert gate["champion-version"] == version
         assert worse["tasks"]["deploy"]["phase"] == "Skipped"
+        outputs = {p["name"]: p["value"] for p in worse["outputs"]["parameters"]}
+        assert outputs["gate-promoted"] == "false" and "champion stays" in outputs["gate-reason"]
+        assert "served-version" not in outputs
 
         still = running_server(state_dir)
         assert still is not None
@@ -131,27 +159,23 @@ def test_demo_never_adopts_an_mlflow_port_it_did_not_start(tmp_path: Path) -> No
         server.server_close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.slow
-def test_demo_twice_then_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`make demo` twice (MLflow started, then reused; the gate decides) and `make demo-down`."""
+def test_demo_twice_then_make_clean_stops_both_servers(tmp_path: Path) -> None:
+    """`make demo` twice (MLflow started, then reused; the gate decides), then `make clean` while
+    both servers run: it stops them (as `make demo-down` does) before deleting `.demo/`."""
+    root = tmp_path / ".demo"
     mlflow_port, serve_port = free_port(), free_port()
-    first = run_demo(tmp_path, mlflow_port, serve_port, {"source": "synthetic"})
+    first = run_demo(root, mlflow_port, serve_port, {"source": "synthetic"})
     assert (first["registered_version"], first["served_version"]) == ("1", "1")
+    assert first["served_model"] == "models:/dewpoint-lr/1"
     assert first["invocations"] == f"http://127.0.0.1:{serve_port}/invocations"
     prediction = json.loads(first["prediction"])["predictions"][0]
     assert prediction == pytest.approx(expected_dewpoint(12.8), abs=PREDICTION_TOLERANCE_F)
-    mlflow_pid = json.loads((tmp_path / "mlflow" / "server.json").read_text())["pid"]
+    mlflow_pid = json.loads((root / "mlflow" / "server.json").read_text())["pid"]
+    served_pid = int(first["served_pid"])
     try:
-        second = run_demo(tmp_path, mlflow_port, serve_port, {"source": "synthetic"})
-        assert json.loads((tmp_path / "mlflow" / "server.json").read_text())["pid"] == mlflow_pid
+        second = run_demo(root, mlflow_port, serve_port, {"source": "synthetic"})
+        assert json.loads((root / "mlflow" / "server.json").read_text())["pid"] == mlflow_pid
         assert second["registered_version"] == "2"
         # Same seeded data, same RMSE: the gate's `<=` promotes, and v2 is what is served.
         assert second["promoted"] == "true"
@@ -159,8 +183,38 @@ def test_demo_twice_then_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert second["prediction"] == first["prediction"]
         served_pid = int(second["served_pid"])
     finally:
-        capsys.readouterr()
-        assert demo_main(["down", "--root", str(tmp_path)]) == 0
-    assert "model server: stopped" in capsys.readouterr().out
-    assert not _alive(mlflow_pid) and not _alive(served_pid)
-    assert running_server(tmp_path / "serve") is None
+        # The Makefile run from the demo's parent directory, with this interpreter as the venv's.
+        clean = subprocess.run(
+            ["make", "-s", "-C", str(tmp_path), "-f", str(REPO / "Makefile"), "clean",
+             f"PY={sys.executable}"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if clean.returncode != 0:
+            demo_main(["down", "--root", str(root)])
+    assert clean.returncode == 0, clean.stderr
+    assert "model server: stopped" in clean.stdout and "MLflow server: stopped" in clean.stdout
+    assert not pid_alive(mlflow_pid) and not pid_alive(served_pid)
+    assert not root.exists()
+
+
+@pytest.mark.slow
+def test_champion_check_compares_the_model_as_well_as_the_version(tmp_path: Path) -> None:
+    """Another registered model served under the champion's version number is not the champion."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    make_experiment(uri, "champion-check", tmp_path / "artifacts")
+    settings = MlflowSettings(uri, model_name="other-model", experiment="champion-check")
+    _, other = train_and_register(dewpoint_frame(rows=300), settings)
+    assert other.version == "1"
+    state_dir = tmp_path / "serve"
+    request = DeployRequest("other-model", other.version, uri)
+    deploy_local(request, host="127.0.0.1", port=free_port(), state_dir=state_dir, timeout=240)
+    try:
+        assert running_server(state_dir).version == "1"
+        # The demo's champion is dewpoint-lr version 1: same number, different model.
+        assert served_champion(state_dir, "dewpoint-lr", "1") is None
+        assert served_champion(state_dir, "other-model", "2") is None
+        served = served_champion(state_dir, "other-model", "1")
+        assert served is not None and served.model_uri == "models:/other-model/1"
+    finally:
+        stop_local(state_dir)
+    assert served_champion(state_dir, "other-model", "1") is None

@@ -7,13 +7,17 @@ import fcntl
 import io
 import json
 import re
+import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
-from workflows.local import LocalRunError, docker_command, run_rendered
+from workflows.local_runner import LocalRunError, docker_command, run_rendered
+from workflows.local_runner.__main__ import main as runner_main
+from workflows.local_runner.runner import release_lock_file
 
 
 def container(name: str, code: str, args: list[str] | None = None, **extra: object) -> dict:
@@ -299,12 +303,34 @@ def _with(change) -> dict:
         (lambda t: t["spec"]["templates"][1].update(sidecars=[{"name": "s"}]), "sidecars"),
         (lambda t: t["spec"]["templates"][1].update(suspend={}), "suspend template"),
         (
-            lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(withItems=[1, 2]),
-            "withItems",
+            lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(
+                withSequence={"count": "2"}
+            ),
+            "withSequence",
+        ),
+        (
+            lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(withItems=[[1, 2]]),
+            "holds a list or map",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1].update(
+                memoize={"key": "k", "maxAge": "1d", "cache": {"configMap": {"name": "c"}}}
+            ),
+            "invalid maxAge",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1].update(
+                outputs={
+                    "artifacts": [
+                        {"name": "o", "path": "/work/o", "s3": {"key": "k", "bucket": "b"}}
+                    ]
+                }
+            ),
+            "only key-only artifacts",
         ),
         (
             lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(template="missing"),
-            "'missing' not found",
+            "'missing' is not a template",
         ),
         (lambda t: t["spec"].update(onExit="cleanup"), "onExit"),
         (
@@ -324,8 +350,11 @@ def _with(change) -> dict:
             "expression tag",
         ),
         (
-            lambda t: t["spec"]["templates"][1]["container"]["volumeMounts"].append(
-                {"name": "d", "mountPath": "/data"}
+            lambda t: (
+                t["spec"]["templates"][1]["volumes"].append({"name": "d", "emptyDir": {}})
+                or t["spec"]["templates"][1]["container"]["volumeMounts"].append(
+                    {"name": "d", "mountPath": "/data"}
+                )
             ),
             "volume mount at /data",
         ),
@@ -378,7 +407,8 @@ def test_outputs_of_tasks_that_do_not_run_first_are_rejected_up_front(tmp_path: 
     ]
     template = workflow(tasks, [APPEND_TEMPLATE, out], {"log": "x"})
     with pytest.raises(
-        LocalRunError, match=r"unknown variable \{\{tasks.b.outputs.parameters.v\}\}"
+        LocalRunError,
+        match=r"\{\{tasks.b.outputs.parameters.v\}\}: task 'b' is not an upstream dependency",
     ):
         run_rendered(template, {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
 
@@ -429,6 +459,99 @@ def test_bad_workflow_parameters_are_one_line_errors(tmp_path: Path) -> None:
         run_rendered(template, {"source": "nope"}, run_dir=tmp_path / "r2")
 
 
+@pytest.mark.parametrize("value", ["", "abc", "-1"])
+def test_bad_gate_tolerance_is_refused_before_anything_runs(tmp_path: Path, value: str) -> None:
+    """The found instances: Argo passes an empty UI field as ''; each was accepted up front, then
+    fetch, train and register ran and a version was registered before promote refused it."""
+    from workflows.local_runner import check_rendered
+    from workflows.pipeline import render
+    from workflows.settings import PipelineSettings
+
+    template = render(PipelineSettings())["workflow-template"]
+    expected = r"workflow parameter gate-tolerance \(promote --tolerance\)"
+    with pytest.raises(LocalRunError, match=expected):
+        check_rendered(template, {"gate-tolerance": value})
+    with pytest.raises(LocalRunError, match=expected):
+        run_rendered(
+            template, {"gate-tolerance": value}, run_dir=tmp_path / "run", lock_file=tmp_path / "l"
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_workflow_refuses_a_bad_parameter_in_its_first_task_and_does_not_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on Argo, where no up-front check runs: the real rendered template's first task
+    (`check-parameters`) exits 2 and no stage starts, so no stage writes state."""
+    from workflows.local_runner import planning
+    from workflows.pipeline import render
+    from workflows.settings import PipelineSettings
+
+    template = render(PipelineSettings())["workflow-template"]
+    monkeypatch.setattr(planning, "check_workflow_parameters", lambda values, parameters: None)
+    code, text, summary = run(template, tmp_path, {"gate-tolerance": "abc", "source": "synthetic"})
+    assert code == 1
+    check = summary["tasks"]["check-parameters"]
+    assert (check["phase"], check["exit_code"], check["attempts"]) == ("Failed", 2, 1)
+    assert "error: workflow parameter gate-tolerance (promote --tolerance) 'abc'" in text
+    assert {name for name, t in summary["tasks"].items() if t["attempts"]} == {"check-parameters"}
+
+
+EXIT_WITH = (
+    "import pathlib, sys; p = pathlib.Path(sys.argv[1]); n = int(p.read_text()) if p.exists() "
+    "else 0; p.write_text(str(n + 1)); codes = sys.argv[2].split(','); "
+    "sys.exit(int(codes[min(n, len(codes) - 1)]))"
+)
+RETRY_ON_75 = 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"'
+
+
+@pytest.mark.parametrize(
+    ("codes", "phase", "attempts"),
+    [
+        ("75,75,0", "Succeeded", 3),  # transient twice, then done
+        ("2", "Failed", 1),  # bad input: never retried
+        ("1", "Failed", 1),  # failed for good: never retried
+        ("75,2", "Failed", 2),  # transient, then bad input: stops there
+        ("75", "Failed", 4),  # transient every time: the limit ends it
+    ],
+)
+def test_retry_expression_retries_transient_exit_codes_only(
+    tmp_path: Path, codes: str, phase: str, attempts: int
+) -> None:
+    counter = tmp_path / "count"
+    step = container(
+        "step",
+        EXIT_WITH,
+        [str(counter), codes],
+        retryStrategy={"limit": 3, "retryPolicy": "Always", "expression": RETRY_ON_75},
+    )
+    _, text, summary = run(workflow([{"name": "step", "template": "step"}], [step]), tmp_path)
+    assert summary["tasks"]["step"]["phase"] == phase, text
+    assert summary["tasks"]["step"]["attempts"] == attempts == int(counter.read_text())
+    if phase == "Failed" and attempts < 4:
+        assert "no retry: retryStrategy.expression is false" in text
+
+
+@pytest.mark.parametrize(
+    ("expression", "named"),
+    [
+        ("lastRetry.exitCode in ['75']", "'in' is not supported"),
+        ("sprig.trim(lastRetry.message) == ''", "'sprig.trim' is not supported"),
+        ("retries < 2", "'retries' is not supported"),
+        ("asInt(lastRetry.exitCode) ==", "expected more"),
+    ],
+)
+def test_an_expression_outside_the_supported_subset_is_refused_by_name(
+    tmp_path: Path, expression: str, named: str
+) -> None:
+    step = container("step", "pass", retryStrategy={"limit": 1, "expression": expression})
+    template = workflow([{"name": "step", "template": "step"}], [step])
+    with pytest.raises(LocalRunError, match=r"retryStrategy\.expression") as raised:
+        run_rendered(template, {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
+    assert named in str(raised.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_dir_must_be_fresh(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "old.txt").write_text("x")
@@ -454,6 +577,41 @@ def test_second_run_waits_bounded_then_refuses_while_another_holds_the_lock(tmp_
     state_env = {"DEPLOY_STATE_DIR": str(lock.parent)}
     code = run_rendered(_minimal(), {}, run_dir=tmp_path / "run2", env=state_env, out=io.StringIO())
     assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("other_uri", "other_model", "waits"),
+    [
+        ("http://127.0.0.1:5050", "dewpoint-lr", True),
+        ("http://LOCALHOST:5050/", "dewpoint-lr", True),  # the same server, spelled otherwise
+        ("http://127.0.0.1:5051", "dewpoint-lr", False),
+        ("http://127.0.0.1:5050", "other-model", False),
+    ],
+)
+def test_runs_of_one_release_wait_for_each_other_whatever_their_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_uri: str, other_model: str, waits: bool
+) -> None:
+    """The lock is per MLflow tracking server and model, not per DEPLOY_STATE_DIR: a run in
+    another checkout (own state dir) against the same MLflow and model must wait."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
+    release = {"mlflow-tracking-uri": "http://127.0.0.1:5050", "model-name": "dewpoint-lr"}
+    template = workflow([{"name": "a", "template": "one"}], [container("one", "pass")], release)
+    held_path = release_lock_file(release, tmp_path / "first-state")
+    held_path.parent.mkdir(parents=True, exist_ok=True)
+    with held_path.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242")
+        held.flush()
+        other = {"mlflow-tracking-uri": other_uri, "model-name": other_model}
+        call = lambda: run_rendered(  # noqa: E731
+            template, other, run_dir=tmp_path / "run", lock_timeout=0.3, out=io.StringIO(),
+            env={"DEPLOY_STATE_DIR": str(tmp_path / "second-state")},
+        )  # fmt: skip
+        if waits:
+            with pytest.raises(LocalRunError, match=r"another local run \(pid 4242\)"):
+                call()
+        else:
+            assert call() == 0
 
 
 def test_caller_env_reaches_steps_and_template_env_wins(tmp_path: Path) -> None:
@@ -512,13 +670,16 @@ def test_docker_backend_command_line(tmp_path: Path) -> None:
 
 def test_rendered_pipeline_is_accepted_and_runs_as_a_chain(tmp_path: Path) -> None:
     """The real template passes the runner's checks; a bad parameter stops it before any step."""
-    from workflows.local import _plan, check_rendered
+    from workflows.local_runner import check_rendered
+    from workflows.local_runner.planning import plan
     from workflows.pipeline import render
     from workflows.settings import PipelineSettings
 
     template = render(PipelineSettings())["workflow-template"]
-    order = [task.name for task in _plan(template)]
-    assert order == ["fetch", "validate", "train", "register", "promote", "deploy"]
+    order = [task.name for task in plan(template)]
+    assert order == [
+        "check-parameters", "fetch", "validate", "train", "register", "promote", "deploy"
+    ]  # fmt: skip
     check_rendered(template, {"source": "synthetic", "deploy-target": "local"})
     with pytest.raises(LocalRunError, match="deploy-target='laptop' not in"):
         check_rendered(template, {"deploy-target": "laptop"})
@@ -588,3 +749,50 @@ def test_docker_backend_runs_steps_in_the_step_image_as_the_pod_would(tmp_path: 
     assert code == 0, text
     outputs = {name: t["outputs"]["parameters"] for name, t in summary["tasks"].items()}
     assert outputs == {"produce": {"who": "10001:10001 read-only docker"}, "consume": {"got": "42"}}
+
+
+# --- the command line: python -m workflows.local_runner -------------------------------------------
+
+
+def test_command_line_help_says_what_it_runs_and_points_at_the_pipeline_door() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "workflows.local_runner", "--help"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m workflows.local_runner")
+    assert "rendered WorkflowTemplate" in done.stdout and "submit.py --local" in done.stdout
+
+
+def test_command_line_runs_a_rendered_yaml_file_with_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default lock lives under ./.demo/serve
+    log = tmp_path / "order.txt"
+    path = tmp_path / "workflow-template.yaml"
+    path.write_text(yaml.safe_dump(workflow([append_task("a")], [APPEND_TEMPLATE], {"log": ""})))
+    run_dir = tmp_path / "run"
+    assert runner_main([str(path), "-p", f"log={log}", "--run-dir", str(run_dir)]) == 0
+    assert log.read_text().split() == ["a"]
+    assert json.loads((run_dir / "run.json").read_text())["parameters"] == {"log": str(log)}
+    assert "Succeeded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        ("a: [", "is not YAML"),
+        ("a: 1\n---\nb: 2\n", "must hold exactly one resource"),
+        ("kind: Pod\n", "cannot run a Pod"),
+    ],
+)
+def test_command_line_bad_files_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    path = tmp_path / "template.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert runner_main([str(path), "--run-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err

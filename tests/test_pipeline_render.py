@@ -14,23 +14,39 @@ import pytest
 import yaml
 
 from steps import __version__
+from steps.contract import check_workflow_parameters
+from steps.revision import source_revision
+from steps.stages import CHECK_PARAMETERS, PIPELINE, WORKFLOW_PARAMETERS
+from steps.stages import STAGES as STAGE_DECLARATIONS
 from workflows import submit
-from workflows.pipeline import CRON_NAME, TEMPLATE_NAME, render
+from workflows.pipeline import (
+    CRON_NAME,
+    GIT_COMMIT_LABEL,
+    GIT_DIRTY_LABEL,
+    TEMPLATE_NAME,
+    render,
+    stage_task,
+    stage_template,
+)
 from workflows.settings import PipelineSettings, SettingsError, default_image
-from workflows.validate import validate_resources
+from workflows.validate_resources import validate_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
-STAGES = ("fetch", "validate", "train", "register", "promote", "deploy")
+STAGES = ("check-parameters", "fetch", "validate", "train", "register", "promote", "deploy")
 NETWORK_STAGES = {"fetch", "register", "promote", "deploy"}
 VERSION_PLACEHOLDER = "<version>"
+GIT_LABELS = {GIT_COMMIT_LABEL, GIT_DIRTY_LABEL}
 
 
 def normalise(value: Any) -> Any:
-    """Replace the package version (image tag, version label, --code-version) by a placeholder,
-    so the golden files survive a version bump."""
+    """Replace the package version (image tag, version label, --code-version) and the git commit
+    labels by placeholders, so the golden files survive a version bump and every commit."""
     if isinstance(value, dict):
-        return {k: normalise(v) for k, v in value.items()}
+        return {
+            k: f"<{k.rsplit('/', 1)[1]}>" if k in GIT_LABELS else normalise(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [normalise(v) for v in value]
     if isinstance(value, str):
@@ -104,6 +120,25 @@ def test_submit_runs_as_a_script(rendered_dir: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "workflow-template.yaml").read_text()
     assert text == (rendered_dir / "workflow-template.yaml").read_text()
+    assert "sys.path[" not in (ROOT / "workflows" / "submit.py").read_text()  # no path edit
+    module = subprocess.run(
+        [sys.executable, "-m", "workflows.submit", "--render", str(tmp_path / "m")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert module.returncode == 0, module.stderr
+    assert (tmp_path / "m" / "workflow-template.yaml").read_text() == text
+
+
+def test_no_module_in_workflows_shadows_a_top_level_module():
+    """Run as a script, submit.py has workflows/ first on sys.path: a module there named like a
+    top-level one (`yaml.py`, `requests.py`) would replace it for every import."""
+    import importlib.util
+
+    names = {p.stem for p in (ROOT / "workflows").glob("*.py")} | {
+        p.name for p in (ROOT / "workflows").iterdir() if (p / "__init__.py").exists()
+    }
+    shadowed = sorted(n for n in names - {"__init__", "__main__"} if importlib.util.find_spec(n))
+    assert shadowed == []
 
 
 def test_names_and_namespace_match_the_contract(resources):
@@ -138,11 +173,14 @@ def _contract_flags() -> dict[str, set[str]]:
 def test_every_step_flag_is_in_the_contract(resources):
     contract = _contract_flags()
     templates = _templates(resources)
-    for stage in STAGES:
+    check = templates["check-parameters"]["container"]["args"]
+    passed = {p.name for p in WORKFLOW_PARAMETERS if not p.by_env}
+    assert {a[2:] for a in check if a.startswith("--")} == passed | {"outputs-dir"}
+    for stage in STAGES[1:]:
         container = templates[stage]["container"]
         assert container["command"] == ["python", "-m", "steps", stage]
         used = {a for a in container["args"] if a.startswith("--")}
-        assert used - contract[stage] == {"--outputs-dir"}, stage
+        assert used <= contract[stage], stage
         args = container["args"]
         assert args[args.index("--outputs-dir") + 1] == "/work/outputs"
 
@@ -218,8 +256,58 @@ def test_network_steps_retry_with_backoff_and_int_limit(resources):
         if stage in NETWORK_STAGES:
             assert isinstance(retry["limit"], int) and retry["limit"] >= 1, stage
             assert retry["backoff"]["duration"], stage
+            # Only a transient failure (exit 75) or an Argo `Error` is retried, never bad input.
+            assert retry["expression"] == (
+                'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"'
+            )
         else:
             assert retry is None, stage
+
+
+def _seconds(duration: str) -> int:
+    """An Argo duration string such as `30s`, `10m`, `1h` in seconds."""
+    value, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()
+    return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def argo_attempt_deadlines(deadline: int, retry: dict, pod_start: int = 60) -> list[int]:
+    """The pod deadline each attempt gets when every attempt fails at its own deadline, by Argo's
+    rules (workflow/controller/operator.go, processNodeRetries, v4.1.2): maxDuration counts from
+    the first attempt's start; no retry starts whose backoff would end past it; a retry's pod
+    deadline is cut to it. `pod_start` is the time each pod needs before its deadline starts."""
+    limit, backoff = retry["limit"], retry["backoff"]
+    max_deadline = _seconds(backoff["maxDuration"])
+    now, attempts = 0, []
+    for attempt in range(1, limit + 2):
+        attempts.append(deadline if attempt == 1 else min(deadline, max_deadline - now))
+        finished = now + pod_start + attempts[-1]
+        wait = _seconds(backoff["duration"]) * backoff["factor"] ** (attempt - 1)
+        if attempt == limit + 1 or finished > max_deadline or finished + wait > max_deadline:
+            break
+        now = finished + wait
+    return attempts
+
+
+def test_every_retry_of_a_step_gets_its_whole_deadline(resources):
+    """A step that fails late is still retried, each retry with its full activeDeadlineSeconds,
+    and the run's own deadline leaves room for every step's worst case."""
+    worst_cases = 0
+    for stage in STAGES:
+        template = _templates(resources)[stage]
+        deadline, retry = template["activeDeadlineSeconds"], template.get("retryStrategy")
+        if retry is None:
+            worst_cases += deadline
+            continue
+        assert argo_attempt_deadlines(deadline, retry) == [deadline] * (retry["limit"] + 1), stage
+        worst_cases += _seconds(retry["backoff"]["maxDuration"])
+    assert resources["workflow-template"]["spec"]["activeDeadlineSeconds"] >= worst_cases
+
+
+def test_the_attempt_model_sees_a_budget_shorter_than_the_retries():
+    """The check above bites: 10m for a 30-minute step leaves no retry at all."""
+    retry = {"limit": 3, "backoff": {"duration": "30s", "factor": 2, "maxDuration": "10m"}}
+    assert argo_attempt_deadlines(1800, retry) == [1800]
+    assert argo_attempt_deadlines(300, retry) == [300, 210]
 
 
 def test_workflow_level_guards(resources):
@@ -240,8 +328,9 @@ def test_fetch_mounts_the_optional_google_secret(resources):
     fetch = _templates(resources)["fetch"]
     (secret,) = [v for v in fetch["volumes"] if "secret" in v]
     assert secret["secret"] == {"secretName": "google-credentials", "optional": True}
-    for stage in STAGES[1:]:
-        assert all("secret" not in v for v in _templates(resources)[stage]["volumes"])
+    for stage in STAGES:
+        if stage != "fetch":
+            assert all("secret" not in v for v in _templates(resources)[stage]["volumes"])
 
 
 def test_version_labels_and_image_come_from_the_package_version(resources):
@@ -261,7 +350,9 @@ def test_cron_schedule_and_policies(resources):
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["suspend"] is False
     assert spec["startingDeadlineSeconds"] > 0
-    assert spec["stopStrategy"] == {"expression": "cronworkflow.failed >= 4"}
+    # A lifetime failure count would stop a weekly job for good after N failures spread over
+    # years (build_cron_workflow); no stop strategy.
+    assert "stopStrategy" not in spec
 
 
 def test_settings_from_env_flow_into_the_resources():
@@ -301,3 +392,128 @@ def test_render_refuses_an_invalid_schedule(tmp_path: Path, monkeypatch, capsys)
     assert "day of week field: 9" in err
     assert err.count("\n") == 1
     assert not (tmp_path / "cron-workflow.yaml").exists()
+
+
+def test_resources_and_each_run_carry_the_rendering_commit(resources: dict[str, dict]) -> None:
+    revision = source_revision()
+    expected = {GIT_COMMIT_LABEL: revision.commit, GIT_DIRTY_LABEL: str(revision.dirty).lower()}
+    template, cron = resources["workflow-template"], resources["cron-workflow"]
+    for labels in (
+        template["metadata"]["labels"],
+        cron["metadata"]["labels"],
+        template["spec"]["workflowMetadata"]["labels"],  # copied onto every Workflow it runs
+    ):
+        assert {k: labels[k] for k in expected} == expected
+
+
+def test_fit_plot_and_validation_report_are_artifacts_the_argo_ui_previews(
+    resources: dict[str, dict],
+) -> None:
+    """Argo v4.1.2's artifact panel previews an output artifact only when it is not archived and
+    its key ends in png/json/... (the key is the file name when `archive: none`)."""
+    templates = _templates(resources)
+    shown = {
+        (stage, a["name"]): a
+        for stage in ("train", "validate")
+        for a in templates[stage]["outputs"]["artifacts"]
+    }
+    for key, suffix in ((("train", "plot"), ".png"), (("validate", "validation-report"), ".json")):
+        artifact = shown[key]
+        assert artifact["archive"] == {"none": {}}
+        assert artifact["path"].endswith(suffix)
+
+
+# ---- templates and tasks generated from the stage declarations (steps/stages.py) ---------------
+
+
+@pytest.mark.parametrize("stage", [CHECK_PARAMETERS, *PIPELINE], ids=lambda s: s.name)
+def test_each_template_is_its_stage_declaration(resources, stage):
+    template = _templates(resources)[stage.name]
+    container = template["container"]
+    assert container["command"] == ["python", "-m", "steps", stage.name]
+    args = container["args"]
+    passed = {a for a in args if a.startswith("--")}
+    assert passed <= {f.option for f in stage.all_flags}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    for flag in stage.flags:
+        if flag.parameter and flag.by_env:  # credentials: by variable, never on argv
+            assert env[flag.env] == "{{inputs.parameters." + flag.parameter + "}}"
+            assert flag.option not in passed
+        elif flag.parameter and stage.name != "check-parameters":
+            assert (
+                args[args.index(flag.option) + 1] == "{{inputs.parameters." + flag.parameter + "}}"
+            )
+    outputs = template.get("outputs", {})
+    assert [p["name"] for p in outputs.get("parameters", [])] == [o.name for o in stage.outputs]
+    declared_out = {a.name: a for a in stage.artifacts if a.output}
+    declared_in = {a.name: a for a in stage.artifacts if not a.output}
+    assert {a["name"] for a in outputs.get("artifacts", [])} == set(declared_out)
+    assert {a["name"] for a in template.get("inputs", {}).get("artifacts", [])} == set(declared_in)
+    for artifact in stage.artifacts:
+        where = "out" if artifact.output else "in"
+        assert args[args.index(f"--{artifact.flag}") + 1] == f"/work/{where}/{artifact.file}"
+
+
+def test_workflow_parameters_and_enums_come_from_the_declarations(resources):
+    from steps.deploy_targets import TARGETS
+    from steps.model import MODEL_TYPES
+    from steps.sources import SOURCES
+
+    declared = resources["workflow-template"]["spec"]["arguments"]["parameters"]
+    assert [p["name"] for p in declared] == [p.name for p in WORKFLOW_PARAMETERS]
+    enums = {p["name"]: p.get("enum") for p in declared}
+    assert enums["source"] == list(SOURCES)
+    assert enums["model-type"] == list(MODEL_TYPES)
+    assert enums["deploy-target"] == list(TARGETS)
+    assert enums["rain-only"] == ["true", "false"]
+    values = {p["name"]: p["value"] for p in declared}
+    check_workflow_parameters(values, WORKFLOW_PARAMETERS)  # every default passes the check
+
+
+def test_parameter_check_runs_first_and_everything_waits_for_it(resources):
+    dag = _templates(resources)["pipeline"]["dag"]["tasks"]
+    assert dag[0]["name"] == "check-parameters" and "depends" not in dag[0]
+    given = {p["name"]: p["value"] for p in dag[0]["arguments"]["parameters"]}
+    assert given == {p.name: "{{workflow.parameters." + p.name + "}}" for p in WORKFLOW_PARAMETERS}
+    assert "retryStrategy" not in _templates(resources)["check-parameters"]
+
+
+def test_a_misspelt_output_fails_at_render(resources):
+    """Tasks are wired with Hera's checked getters: a name no template declares raises."""
+    from hera.workflows import DAG, WorkflowTemplate
+
+    settings = PipelineSettings()
+    with WorkflowTemplate(name="t", entrypoint="d"), DAG(name="d"):
+        fetch = stage_task(stage_template(settings, STAGE_DECLARATIONS["fetch"]))
+        with pytest.raises(KeyError, match="data-hsh"):
+            fetch.get_parameter("data-hsh")
+        with pytest.raises(KeyError, match="datasett"):
+            fetch.get_artifact("datasett")
+        with pytest.raises(KeyError, match="no flag --yeras"):
+            stage_template(settings, STAGE_DECLARATIONS["fetch"], values={"yeras": "2023"})
+        validate = stage_template(settings, STAGE_DECLARATIONS["validate"])
+        with pytest.raises(ValueError, match="artifact dataset has no source"):
+            stage_task(validate)
+        with pytest.raises(ValueError, match="takes no"):
+            stage_task(validate, arguments={"dataset": fetch.get_artifact("dataset"), "x": "1"})
+        train = stage_template(settings, STAGE_DECLARATIONS["train"], inputs=["data-hash"])
+        with pytest.raises(ValueError, match="input data-hash has no value"):
+            stage_task(train, arguments={"validated": fetch.get_artifact("dataset")})
+
+
+def test_a_stage_template_takes_per_task_overrides(resources):
+    """What a fan-out (one fetch per year) needs: the same declaration, another template name,
+    and a task argument in place of a workflow parameter."""
+    from hera.workflows import DAG, WorkflowTemplate
+
+    settings = PipelineSettings()
+    with WorkflowTemplate(name="fan-out", entrypoint="d") as wt, DAG(name="d"):
+        template = stage_template(settings, STAGE_DECLARATIONS["fetch"], name="fetch-year")
+        for year in ("2023", "2024"):
+            stage_task(template, name=f"fetch-{year}", arguments={"years": year})
+    rendered = wt.to_dict()
+    tasks = rendered["spec"]["templates"][0]["dag"]["tasks"]
+    years = [next(p for p in t["arguments"]["parameters"] if p["name"] == "years") for t in tasks]
+    assert [y["value"] for y in years] == ["2023", "2024"]
+    source = next(p for p in tasks[0]["arguments"]["parameters"] if p["name"] == "source")
+    assert source["value"] == "{{workflow.parameters.source}}"

@@ -177,7 +177,7 @@ def test_run_now_refuses_a_value_outside_the_enum_before_submitting(argo, capsys
     assert run_submit(argo, "--run-now", "-p", "deploy-target=laptop") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: rendered resources are invalid")
-    assert "'laptop' is not one of ['local', 'kubernetes']" in err
+    assert "deploy-target='laptop' not in ['local', 'kubernetes']" in err
     assert not [r for r in argo.writes() if "/workflows/" in r.path]
 
 
@@ -344,9 +344,22 @@ def test_server_auth_mode_sends_no_authorization_header(capsys):
     ("argv", "message"),
     [
         (["--wait"], "--wait follows a run: add --run-now"),
-        (["-p", "source"], "-p 'source': expected name=value"),
-        (["-p", "sorce=gsod"], "-p sorce: unknown workflow parameter"),
+        (["--run-now", "-p", "source"], "-p 'source': expected name=value"),
+        (["--local", "-p", "sorce=gsod"], "-p: unknown workflow parameter(s) sorce; known: "),
         (["--argo-server", "localhost:2746"], "must start with http:// or https://"),
+        # Flags the chosen action would ignore are refused, never silently dropped.
+        (["--render", "out", "--run-now"], "--run-now does not apply here: --render only writes"),
+        (["--render", "out", "--wait"], "--wait does not apply here: --render only writes"),
+        (["--render", "out", "-p", "source=gsod"], "-p does not apply here: --render only"),
+        (["--render", "out", "--backend", "docker"], "--backend does not apply here"),
+        (["--render", "out", "--argo-server", "http://x/"], "--argo-server does not apply here"),
+        (["--local", "--run-now"], "--run-now does not apply here: --local runs the template"),
+        (["--local", "--token", "t"], "--token does not apply here: --local runs"),
+        (["--local", "--timeout", "5"], "--timeout does not apply here: --local"),
+        (["--run-dir", "x"], "--run-dir does not apply here: without --render or --local"),
+        (["--backend", "docker"], "--backend does not apply here: without --render or --local"),
+        (["-p", "source=gsod"], "-p sets parameters of a run: add --run-now (or use --local)"),
+        (["--run-now", "--poll-seconds", "0"], "--poll-seconds is for following a run"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, capsys):
@@ -387,10 +400,9 @@ def test_argo_settings_reject_a_bad_tls_switch():
         )
 
 
-def test_local_delegates_to_the_local_runner(tmp_path: Path, monkeypatch, capsys):
-    """--local hands the rendered template to the local runner, which fails on a bad source."""
+def _record_local_runs(monkeypatch) -> list[tuple]:
     calls: list[tuple] = []
-    import workflows.local as local
+    import workflows.local_runner as local
 
     real = local.run_rendered
 
@@ -399,11 +411,159 @@ def test_local_delegates_to_the_local_runner(tmp_path: Path, monkeypatch, capsys
         return real(template, parameters, **kwargs)
 
     monkeypatch.setattr(local, "run_rendered", recording)
-    code = submit.main(
-        ["--local", "--run-dir", str(tmp_path / "run"), "-p", "source=carrier-pigeon"]
+    return calls
+
+
+def test_local_refuses_a_bad_parameter_before_starting_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    calls = _record_local_runs(monkeypatch)
+    code = submit.main(["--local", "-p", "source=carrier-pigeon"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "carrier-pigeon" in err, err
+    assert calls == [] and not (tmp_path / ".demo").exists()  # no MLflow started, no run
+
+
+def test_local_with_an_unreachable_tracking_uri_names_the_parameter(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    calls = _record_local_runs(monkeypatch)
+    closed = f"http://127.0.0.1:{free_port()}"
+    code = submit.main(["--local", "-p", f"mlflow-tracking-uri={closed}"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert f"no MLflow server answers at {closed}/health" in err
+    assert (
+        "workflow parameter mlflow-tracking-uri" in err
+        and "leave -p mlflow-tracking-uri out" in err
     )
-    assert code != 0
-    ((name, parameters, kwargs),) = calls
-    assert name == "dewpoint-pipeline"
-    assert parameters == {"source": "carrier-pigeon"}
-    assert kwargs == {"run_dir": tmp_path / "run", "backend": "process"}
+    assert calls == [] and not (tmp_path / ".demo").exists()
+
+
+@pytest.mark.slow
+def test_local_by_default_does_what_make_demo_does(tmp_path, monkeypatch, capsys):
+    """No -p at all: offline data, the local deploy target, the demo's MLflow server (started,
+    nothing answers on MLFLOW_PORT), and the champion served on SERVE_PORT."""
+    from steps.deploy_targets.local import running_server, stop_local
+    from workflows.demo import mlflow_down
+
+    monkeypatch.chdir(tmp_path)
+    mlflow_port, serve_port = free_port(), free_port()
+    monkeypatch.setenv("MLFLOW_PORT", str(mlflow_port))
+    monkeypatch.setenv("SERVE_PORT", str(serve_port))
+    monkeypatch.delenv("DEPLOY_STATE_DIR", raising=False)
+    calls = _record_local_runs(monkeypatch)
+    try:
+        code = submit.main(["--local", "--run-dir", str(tmp_path / "run")])
+        out = capsys.readouterr().out
+        assert code == 0, out[-3000:]
+        ((name, parameters, kwargs),) = calls
+        assert name == "dewpoint-pipeline"
+        assert parameters == {
+            "source": "synthetic",
+            "deploy-target": "local",
+            "mlflow-tracking-uri": f"http://127.0.0.1:{mlflow_port}",
+        }
+        assert kwargs == {
+            "run_dir": tmp_path / "run",
+            "backend": "process",
+            "cache_dir": Path(".demo/cache"),  # kept between runs: memoized years are reused
+        }
+        assert f"==> MLflow tracking server on 127.0.0.1:{mlflow_port}" in out
+        assert "`make demo-down` stops them" in out
+        served = running_server(tmp_path / ".demo" / "serve")
+        assert served is not None and served.port == serve_port
+        assert served.model_uri == "models:/dewpoint-lr/1"
+    finally:
+        stop_local(tmp_path / ".demo" / "serve")
+        mlflow_down(tmp_path / ".demo")
+
+
+def test_render_onto_an_existing_file_is_a_one_line_error(tmp_path: Path, capsys):
+    target = tmp_path / "workflow-template.yaml"
+    target.write_text("mine\n")
+    assert submit.main(["--render", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --render takes a directory"), err
+    assert f"{target} is a file" in err
+    assert target.read_text() == "mine\n"
+
+
+def test_render_into_an_unwritable_place_is_a_one_line_error(tmp_path: Path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert submit.main(["--render", str(blocker / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot write {blocker}"), err
+
+
+# --- argo-server's template cache and Stopped crons ---------------------------------------------
+
+
+def test_first_install_waits_out_argo_servers_template_cache(argo, capsys, monkeypatch):
+    """Right after the template is created, argo-server's informer may not have it yet: the cron
+    create answers 400 and the run's create 404 "not found". A first install still succeeds."""
+    pauses: list[float] = []
+    monkeypatch.setattr(submit, "_pause", pauses.append)
+    argo.template_cache_lag = 3
+    assert run_submit(argo, "--run-now") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [
+        "workflowtemplate/dewpoint-pipeline created",
+        "cronworkflow/dewpoint-pipeline-weekly created",
+    ]
+    assert out[2].startswith("workflow/dewpoint-pipeline-") and out[2].endswith(" submitted")
+    posts = [r.path.rsplit("/", 2)[-2] for r in argo.writes() if r.method == "POST"]
+    assert posts == ["workflow-templates"] + ["cron-workflows"] * 4 + ["workflows"]
+    assert pauses == [0.5, 1.0, 2.0]
+    assert argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly") is not None
+
+
+def test_a_template_that_never_shows_up_is_reported_after_the_sync_window(argo):
+    argo.template_cache_lag = 10**6
+    client = submit.ArgoClient(
+        ArgoSettings(server_url=argo.url, token="s3cret"),
+        template_sync_seconds=3.0,
+        sleep=lambda _: None,
+    )
+    client.apply_workflow_template(submit.render(submit.PipelineSettings())["workflow-template"])
+    with pytest.raises(submit.StepError) as caught:
+        client.apply_cron_workflow(submit.render(submit.PipelineSettings())["cron-workflow"])
+    assert 'workflowtemplate.argoproj.io "dewpoint-pipeline" not found' in str(caught.value)
+
+
+def _stop(argo: FakeArgo) -> None:
+    """What the controller does when a stopStrategy fires (workflow/cron/operator.go)."""
+    cron = argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")
+    cron["status"] = {"phase": "Stopped", "failed": 4, "succeeded": 30}
+    cron["metadata"]["labels"]["cronworkflows.argoproj.io/completed"] = "true"
+
+
+def test_a_stopped_cron_is_re_created_by_the_next_submit(argo, capsys):
+    assert run_submit(argo) == 0
+    _stop(argo)
+    capsys.readouterr()
+    assert run_submit(argo) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "workflowtemplate/dewpoint-pipeline unchanged",
+        "cronworkflow/dewpoint-pipeline-weekly re-created "
+        "(was Stopped: its stop strategy fired after 4 failed runs)",
+    ]
+    cron = argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")
+    assert "status" not in cron
+    assert "cronworkflows.argoproj.io/completed" not in cron["metadata"]["labels"]
+    deletes = [r.path for r in argo.requests if r.method == "DELETE"]
+    assert deletes == ["/argo/api/v1/cron-workflows/mlops/dewpoint-pipeline-weekly"]
+
+
+def test_a_stopped_cron_the_token_may_not_delete_is_one_actionable_line(argo, capsys):
+    assert run_submit(argo) == 0
+    _stop(argo)
+    argo.forbid_deletes = True
+    capsys.readouterr()
+    assert run_submit(argo) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "error: cronworkflow/dewpoint-pipeline-weekly is "
+    ), err
+    assert "Stopped" in err[0]
+    assert "kubectl -n mlops delete cronworkflow dewpoint-pipeline-weekly" in err[0]
+    assert argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")["status"]["phase"] == "Stopped"

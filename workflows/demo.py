@@ -17,17 +17,19 @@ from pathlib import Path
 
 import httpx
 
-from steps.cli import StepError, env_default, run
+from steps.cli import StepError, env_default, one_line, run
+from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import (
+    ServedModel,
     mlflow_program,
-    port_is_free,
     running_server,
     stop_local,
-    stop_process_group,
 )
-from workflows.local import check_rendered, run_rendered
+from steps.files import write_text_atomically
+from steps.processes import is_our_process, port_is_free, stop_process_group, wait_until_healthy
+from workflows.local_runner import check_rendered, run_rendered
 from workflows.pipeline import render
-from workflows.settings import PipelineSettings
+from workflows.settings import PipelineSettings, add_parameter_overrides
 
 DEFAULT_ROOT = Path(".demo")
 DEFAULT_MLFLOW_PORT = 5050
@@ -73,7 +75,7 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
                 " run `make demo-down` first or set MLFLOW_PORT"
             )
         if ours:
-            _wait_healthy(ours, None, timeout=MLFLOW_START_TIMEOUT_S)
+            _wait_healthy(ours, None)
             return ours, False
         if not port_is_free(HOST, port):
             raise StepError(
@@ -101,9 +103,9 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
                 start_new_session=True,  # outlives `make demo`; stopped by `make demo-down`
             )
         server = MlflowProcess(proc.pid, port, f"http://{HOST}:{port}", str(log))
-        (home / "server.json").write_text(json.dumps(asdict(server), indent=2) + "\n")
+        write_text_atomically(home / "server.json", json.dumps(asdict(server), indent=2) + "\n")
         try:
-            _wait_healthy(server, proc, timeout=MLFLOW_START_TIMEOUT_S)
+            _wait_healthy(server, proc)
         except StepError:
             stop_process_group(proc.pid)
             (home / "server.json").unlink(missing_ok=True)
@@ -122,6 +124,56 @@ def mlflow_down(root: Path) -> bool:
     return ours is not None
 
 
+def local_parameters(mlflow_port: int) -> dict[str, str]:
+    """The workflow parameters every local door starts from (`make demo`, `submit.py --local`):
+    offline synthetic data, the `local` deploy target and the demo's MLflow server on loopback.
+    The template's own defaults are the cluster's (NOAA archives, Kubernetes, in-cluster MLflow)."""
+    return {
+        "source": "synthetic",
+        "deploy-target": "local",
+        "mlflow-tracking-uri": f"http://{HOST}:{mlflow_port}",
+    }
+
+
+def port_from_env(name: str, default: int) -> int:
+    """A port from environment variable `name` (e.g. MLFLOW_PORT), else `default`.
+
+    Raises:
+        StepError: the variable is set to something that is not a port number.
+    """
+    text = env_default(name, str(default)) or str(default)
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise StepError(f"{name}={text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def tracking_server_for(parameters: dict[str, str], root: Path, mlflow_port: int) -> str:
+    """Make sure an MLflow server answers at the run's `mlflow-tracking-uri`; return the URI.
+
+    A server that answers `/health` there is used, whoever started it. Nothing there and the URI
+    is the local default (`http://127.0.0.1:<mlflow_port>`): the demo's server is started (or
+    reused) under `root`, as `make mlflow-up` does. Anything else is a StepError naming the
+    parameter to change.
+    """
+    uri = parameters["mlflow-tracking-uri"]
+    try:
+        if httpx.get(f"{uri.rstrip('/')}/health", timeout=5).status_code == 200:
+            print(f"==> MLflow tracking server at {uri} answers; using it", flush=True)
+            return uri
+    except httpx.HTTPError:
+        pass
+    if uri != local_parameters(mlflow_port)["mlflow-tracking-uri"]:
+        raise StepError(
+            f"no MLflow server answers at {uri}/health (workflow parameter mlflow-tracking-uri);"
+            f" start one there, or leave -p mlflow-tracking-uri out to use the demo's server on"
+            f" {HOST}:{mlflow_port} (started if needed; MLFLOW_PORT picks the port)"
+        )
+    print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
+    server, fresh = mlflow_up(root, mlflow_port)
+    print(f"    {'started' if fresh else 'reused'} pid {server.pid}", flush=True)
+    return uri
+
+
 def run_demo(
     root: Path, mlflow_port: int, serve_port: int, parameters: dict[str, str]
 ) -> dict[str, str]:
@@ -131,7 +183,7 @@ def run_demo(
         root: the demo directory (`.demo`).
         mlflow_port: port of the local MLflow server.
         serve_port: port of the local model server.
-        parameters: workflow parameters on top of the demo's (source, deploy target, MLflow URI).
+        parameters: workflow parameters on top of `local_parameters`.
 
     Returns:
         The facts the demo prints: URLs, gate decision, served version, prediction, timings.
@@ -142,8 +194,7 @@ def run_demo(
     root = root.resolve()
     started = time.monotonic()
     template = render(PipelineSettings())["workflow-template"]
-    params = {"deploy-target": "local", "mlflow-tracking-uri": f"http://{HOST}:{mlflow_port}"}
-    params |= parameters
+    params = local_parameters(mlflow_port) | parameters
     check_rendered(template, params)  # a typo in SOURCE or PARAMS fails before MLflow starts
     print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
     mlflow, fresh = mlflow_up(root, mlflow_port)
@@ -154,29 +205,32 @@ def run_demo(
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     print("==> pipeline (local runner, process backend)", flush=True)
     env = {"DEPLOY_STATE_DIR": str(state_dir), "SERVE_PORT": str(serve_port)}
-    code = run_rendered(template, params, run_dir=run_dir, env=env)
+    code = run_rendered(template, params, run_dir=run_dir, env=env, cache_dir=root / "cache")
     pipeline_s = time.monotonic() - started - mlflow_s
     if code != 0:
         raise StepError(f"the pipeline failed; see the task logs under {run_dir}")
     tasks = json.loads((run_dir / "run.json").read_text())["tasks"]
     gate = tasks["promote"]["outputs"]["parameters"]
 
-    served = running_server(state_dir)
+    model_name = json.loads((run_dir / "run.json").read_text())["parameters"]["model-name"]
     champion = gate["champion-version"]
-    if served is None or served.version != champion:
+    served = served_champion(state_dir, model_name, champion)
+    if served is None:
         # Only a promotion deploys: a server that died since the last run stays down.
-        what = f"version {served.version} is served" if served else "no model server is running"
+        other = running_server(state_dir)
+        what = f"{other.model_uri} is served" if other else "no model server is running"
         raise StepError(
-            f"{what}, but the champion is version {champion}; serve it with"
-            f" `{sys.executable} -m steps deploy --target local --version {champion}"
-            f" --tracking-uri {mlflow.url} --port {serve_port} --state-dir {state_dir}`"
+            f"{what}, but the champion is {DeployRequest(model_name, champion, '').model_uri};"
+            f" serve it with `{sys.executable} -m steps deploy --target local --model-name"
+            f" {model_name} --version {champion} --tracking-uri {mlflow.url} --port {serve_port}"
+            f" --state-dir {state_dir}`"
         )
     invocations = f"{served.url}/invocations"
     response = httpx.post(
         invocations, content=EXAMPLE_BODY, headers={"Content-Type": "application/json"}, timeout=30
     )
     if response.status_code != 200:
-        raise StepError(f"{invocations} answered {response.status_code}: {response.text[:200]}")
+        raise StepError(f"{invocations} answered {response.status_code}: {one_line(response.text)}")
     return {
         "mlflow_url": mlflow.url,
         "promoted": gate["promoted"],
@@ -185,6 +239,7 @@ def run_demo(
         "champion_rmse": gate["champion-rmse"],
         "registered_version": tasks["register"]["outputs"]["parameters"]["version"],
         "served_version": served.version,
+        "served_model": served.model_uri,
         "served_pid": str(served.pid),
         "serving_change": _serving_change(tasks["deploy"]),
         "invocations": invocations,
@@ -197,6 +252,15 @@ def run_demo(
         "pipeline_s": f"{pipeline_s:.1f}",
         "total_s": f"{time.monotonic() - started:.1f}",
     }
+
+
+def served_champion(state_dir: Path, model_name: str, champion: str) -> ServedModel | None:
+    """The local model server recorded in `state_dir` if it runs and serves exactly the champion,
+    `models:/<model_name>/<champion>`; None otherwise. Model and version are both compared: two
+    registered models share version numbers, so a version alone does not name the champion."""
+    served = running_server(state_dir)
+    wanted = DeployRequest(model_name, champion, tracking_uri="").model_uri
+    return served if served is not None and served.model_uri == wanted else None
 
 
 def _serving_change(deploy: dict) -> str:
@@ -215,7 +279,7 @@ def _print_report(facts: dict[str, str]) -> None:
 ==> done in {facts["total_s"]}s (MLflow {facts["mlflow_s"]}s, pipeline {facts["pipeline_s"]}s)
     MLflow UI:       {facts["mlflow_url"]}
     registered:      version {facts["registered_version"]}, {decision}: {facts["reason"]}
-    served version:  {facts["served_version"]} (the champion, pid {facts["served_pid"]}; \
+    served:          {facts["served_model"]} (the champion, pid {facts["served_pid"]}; \
 {facts["serving_change"]})
     prediction:      {facts["prediction"]}  (temp 12.8 deg F)
     try it:
@@ -231,33 +295,14 @@ def _our_mlflow(home: Path) -> MlflowProcess | None:
         recorded = MlflowProcess(**json.loads((home / "server.json").read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return None
-    try:
-        argv = Path(f"/proc/{recorded.pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    expected = [b"server", b"--port", str(recorded.port).encode(), b"--workers"]
-    return recorded if all(arg in argv for arg in expected) else None
+    ours = is_our_process(recorded.pid, words=("server",), flags={"--port": str(recorded.port)})
+    return recorded if ours else None
 
 
-def _wait_healthy(server: MlflowProcess, proc: subprocess.Popen | None, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise StepError(f"mlflow server exited with code {proc.returncode}; see {server.log}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise StepError(f"{server.url}/health did not answer within {timeout:.0f}s; see {server.log}")
-
-
-def _parameter(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"{text!r} is not name=value")
-    return name, value
+def _wait_healthy(server: MlflowProcess, proc: subprocess.Popen | None) -> None:
+    wait_until_healthy(
+        f"{server.url}/health", timeout=MLFLOW_START_TIMEOUT_S, proc=proc, log=server.log
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,26 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mlflow-port",
         type=int,
-        default=int(env_default("MLFLOW_PORT", str(DEFAULT_MLFLOW_PORT))),
+        default=env_default("MLFLOW_PORT", str(DEFAULT_MLFLOW_PORT)),  # argparse converts it
         help=f"env MLFLOW_PORT, default {DEFAULT_MLFLOW_PORT}",
     )
     parser.add_argument(
         "--serve-port",
         type=int,
-        default=int(env_default("SERVE_PORT", str(DEFAULT_SERVE_PORT))),
+        default=env_default("SERVE_PORT", str(DEFAULT_SERVE_PORT)),
         help=f"env SERVE_PORT, default {DEFAULT_SERVE_PORT}",
     )
     parser.add_argument(
         "--source", default="synthetic", help="fetch source (default synthetic: offline)"
     )
-    parser.add_argument(
-        "-p",
-        "--parameter",
-        type=_parameter,
-        action="append",
-        default=[],
-        help="extra workflow parameter name=value (repeatable)",
-    )
+    add_parameter_overrides(parser)
     return parser
 
 

@@ -1,13 +1,15 @@
 """Hera builders for the pipeline's Argo resources: one `build_*` per resource, plus `render`.
 
-Every task runs `python -m steps <stage> ...` exactly as docs/steps.md specifies; all I/O lives
-under `/work` so the root filesystem can be read-only and the local runner can remap one directory.
+Every task runs `python -m steps <stage> ...` in the step image; its template is made from the
+stage's declaration (steps/stages.py) by `stage_template`, and its task by `stage_task`, so a flag,
+an output or an artifact is said once. All I/O lives under `/work` so the root filesystem can be
+read-only and the local runner can remap one directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from hera.workflows import (
     DAG,
@@ -21,6 +23,7 @@ from hera.workflows import (
     Parameter,
     Resources,
     RetryStrategy,
+    SecretEnv,
     SecretVolume,
     Task,
     Workflow,
@@ -28,6 +31,21 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
+from steps.cli import EXIT_TRANSIENT
+from steps.contract import Stage, WorkflowParameter
+from steps.revision import TAG_GIT_DIRTY
+from steps.stages import (
+    CHECK_PARAMETERS,
+    DEPLOY,
+    FETCH,
+    PROMOTE,
+    REGISTER,
+    TRACKING_URI,
+    TRAIN,
+    VALIDATE,
+    WORKFLOW_PARAMETERS,
+)
+from workflows.argo_rules import check_parameter_names, global_output_order
 from workflows.settings import PipelineSettings
 
 TEMPLATE_NAME = "dewpoint-pipeline"
@@ -37,8 +55,23 @@ ENTRYPOINT = "pipeline"
 MUTEX_NAME = "dewpoint-pipeline-release"
 ARTIFACT_REPOSITORY_CONFIGMAP = "artifact-repositories"
 GOOGLE_CREDENTIALS_SECRET = "google-credentials"
+# The pipeline's MLflow user (basic auth), created by kind/up.sh; read-only users get other ones.
+MLFLOW_CREDENTIALS_SECRET = "mlflow-pipeline"
 GOOGLE_CREDENTIALS_DIR = "/var/run/secrets/google"
 CONTAINER_USER = 10001
+STEP_LABEL = "dewpoint-pipeline/step"
+GIT_COMMIT_LABEL = "dewpoint-pipeline/git-commit"
+GIT_DIRTY_LABEL = "dewpoint-pipeline/git-dirty"
+
+# Task outputs exported as the workflow's own outputs (Argo's `globalName`), per stage: each run's
+# `status.outputs.parameters` then holds its MLflow run, model version and gate decision, and the
+# Argo UI links (`argo_ui_links`) open them. Argo appends them in the order the tasks finish.
+GLOBAL_OUTPUTS: dict[str, dict[str, str]] = {
+    "train": {"run-id": "mlflow-run-id"},
+    "register": {"model-name": "registered-model", "version": "model-version"},
+    "promote": {"promoted": "gate-promoted", "reason": "gate-reason"},
+    "deploy": {"served-version": "served-version"},
+}
 
 WORK = "/work"
 IN = f"{WORK}/in"
@@ -46,62 +79,70 @@ OUT = f"{WORK}/out"
 OUTPUTS_DIR = f"{WORK}/outputs"
 
 
-@dataclass(frozen=True)
-class WorkflowParameter:
-    """One user-facing workflow parameter (kebab-case, as Argo shows it)."""
-
-    name: str
-    default: str
-    description: str
-    enum: tuple[str, ...] | None = None
-
-
 def workflow_parameters(settings: PipelineSettings) -> list[WorkflowParameter]:
-    """The workflow parameters and their defaults; `-p name=value` overrides them per run."""
-    return [
-        WorkflowParameter(
-            "source",
-            "gsod",
-            "where fetch reads data",
-            ("gsod", "bigquery", "table", "synthetic"),
-        ),
-        WorkflowParameter("years", "", "GSOD years, comma list; empty = last and this year"),
-        WorkflowParameter("stations", "", "GSOD station ids, comma list; empty = all stations"),
-        WorkflowParameter(
-            "gsod-base-url",
-            "https://www.ncei.noaa.gov/data/global-summary-of-the-day",
-            "GSOD archive base URL",
-        ),
-        WorkflowParameter("table-uri", "", "table source: CSV or Parquet path or URL"),
-        WorkflowParameter("column-map", "", "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)"),
-        WorkflowParameter("synthetic-rows", "1000", "synthetic source: number of rows"),
-        WorkflowParameter(
-            "rain-only", "false", "keep only rain/drizzle days (the prototype's filter)"
-        ),
-        WorkflowParameter("model-type", "linear", "regression model", ("linear", "elasticnet")),
-        WorkflowParameter("model-name", "dewpoint-lr", "registered model name in MLflow"),
-        WorkflowParameter(
-            "gate-tolerance", "0.0", "deg F of RMSE a new model may be worse than the champion"
-        ),
-        WorkflowParameter(
-            "deploy-target", "kubernetes", "where the champion is served", ("local", "kubernetes")
-        ),
-        WorkflowParameter("serving-deployment", "model-server", "Deployment serving the model"),
-        WorkflowParameter("mlflow-tracking-uri", settings.mlflow_tracking_uri, "MLflow server"),
-    ]
+    """The workflow parameters: those the stage flags name (steps/stages.py), with their enums;
+    `mlflow-tracking-uri` defaults to `settings.mlflow_tracking_uri`. `-p name=value` overrides
+    them per run."""
+    defaults = {"mlflow-tracking-uri": settings.mlflow_tracking_uri}
+    return [replace(p, default=defaults.get(p.name, p.default)) for p in WORKFLOW_PARAMETERS]
 
 
 # Requests sized from the prototype's runs; limits leave room for pandas/sklearn peaks.
 _SMALL = Resources(cpu_request="100m", cpu_limit="1", memory_request="256Mi", memory_limit="1Gi")
 _LARGE = Resources(cpu_request="500m", cpu_limit="2", memory_request="512Mi", memory_limit="2Gi")
+# The parameter check imports no pandas, pyarrow or MLflow (steps/stages.py): about 30 MB.
+_TINY = Resources(cpu_request="50m", cpu_limit="500m", memory_request="64Mi", memory_limit="256Mi")
 
 
-def _network_retry() -> RetryStrategy:
+RETRY_LIMIT = 3
+BACKOFF_SECONDS = 30
+BACKOFF_FACTOR = 2
+# Per attempt, on top of its activeDeadlineSeconds: scheduling, image start and the executor's
+# init/wait containers, which the pod deadline does not count.
+POD_START_SLACK_SECONDS = 60
+
+
+def retry_budget_seconds(deadline_seconds: int, limit: int = RETRY_LIMIT) -> int:
+    """Seconds a retried step may take in all: every attempt its whole deadline, every backoff.
+
+    Argo measures `backoff.maxDuration` from the first attempt's start and cuts each retry's pod
+    deadline to that mark (workflow/controller/operator.go, processNodeRetries, at v4.1.2), so a
+    smaller budget would leave a late failure unretried and a retry with less than its deadline.
+    The waits are 30, 60, 120 s: duration * factor^(retry - 1).
+    """
+    waits = sum(BACKOFF_SECONDS * BACKOFF_FACTOR**i for i in range(limit))
+    return (limit + 1) * (deadline_seconds + POD_START_SLACK_SECONDS) + waits
+
+
+def _worst_case_seconds(stage: Container) -> int:
+    """How long one stage may take: its retry budget, or one attempt when it is not retried."""
+    deadline = int(stage.active_deadline_seconds)
+    if stage.retry_strategy is None:
+        return deadline + POD_START_SLACK_SECONDS
+    return retry_budget_seconds(deadline, int(stage.retry_strategy.limit))
+
+
+# Retry only what may pass on a second try: a step's exit code 75 (steps/cli.py EXIT_TRANSIENT:
+# MLflow, GSOD or the Kubernetes API unreachable, slow or answering 5xx), or a pod Argo reports as
+# `Error` (deleted, evicted, node lost). Bad input (2) and other failures (1) are not retried.
+# Argo v4.1.2 evaluates it (expr-lang) after each failed attempt, and with retryPolicy it must both
+# allow the retry; `lastRetry.exitCode` is a string ("-1" when there is none), `asInt` converts it.
+# Sources (tag v4.1.2): docs/retries.md "Conditional retries"; workflow/controller/operator.go,
+# `buildRetryStrategyLocalScope` and `processNodeRetries`; util/expr/env/env.go, `GetFuncMap`.
+RETRY_EXPRESSION = f'asInt(lastRetry.exitCode) == {EXIT_TRANSIENT} || lastRetry.status == "Error"'
+
+
+def _network_retry(deadline_seconds: int) -> RetryStrategy:
     """Retries for steps that talk to the network (NOAA, MLflow, the Kubernetes API)."""
     return RetryStrategy(
-        limit=3,  # an int: Argo accepts IntOrString (its JSON schema says string only)
+        limit=RETRY_LIMIT,  # an int: Argo accepts IntOrString (its JSON schema says string only)
         retry_policy="Always",
-        backoff=m.Backoff(duration="30s", factor=m.IntOrString(2), max_duration="10m"),
+        backoff=m.Backoff(
+            duration=f"{BACKOFF_SECONDS}s",
+            factor=m.IntOrString(BACKOFF_FACTOR),
+            max_duration=f"{retry_budget_seconds(deadline_seconds)}s",
+        ),
+        expression=RETRY_EXPRESSION,
     )
 
 
@@ -126,102 +167,182 @@ def _pod_security() -> m.PodSecurityContext:
     )
 
 
-def _inputs(*names: str) -> list[Parameter]:
-    return [Parameter(name=name) for name in names]
-
-
-def _outputs(*names: str) -> list[Parameter]:
-    return [
-        Parameter(name=name, value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/{name}")) for name in names
-    ]
-
-
-def _artifact_out(name: str, path: str) -> Artifact:
-    # Parquet, PNG and JSON gain nothing from tar+gzip and stay readable in the artifact store.
-    return Artifact(name=name, path=path, archive=NoneArchiveStrategy())
-
-
-def _arg(name: str) -> str:
+def _input(name: str) -> str:
     return "{{inputs.parameters." + name + "}}"
 
 
-def _tracking_env() -> list[Env]:
-    return [Env(name="MLFLOW_TRACKING_URI", value=_arg("mlflow-tracking-uri"))]
+def _mlflow_credentials_env() -> list[SecretEnv]:
+    """The pipeline user's MLflow credentials, from the Secret kind/up.sh makes.
+
+    They come from the environment MLflow's client reads (never a parameter or the URI, which
+    Argo shows). `optional`: against an MLflow without authentication there is no Secret and the
+    variables stay unset; the local runner takes them from its own environment.
+    """
+    return [
+        SecretEnv(
+            name=f"MLFLOW_TRACKING_{key.upper()}",
+            secret_name=MLFLOW_CREDENTIALS_SECRET,
+            secret_key=key,
+            optional=True,
+        )
+        for key in ("username", "password")
+    ]
 
 
-def _step(
+def stage_template(
     settings: PipelineSettings,
-    stage: str,
-    flags: list[str],
+    stage: Stage,
     *,
-    inputs: list[Parameter | Artifact] | None = None,
-    outputs: list[Parameter | Artifact] | None = None,
-    env: list[Env | FieldEnv] | None = None,
+    name: str | None = None,
+    inputs: Sequence[str] = (),
+    values: Mapping[str, str] | None = None,
+    env: Sequence[Env | FieldEnv | SecretEnv] = (),
     resources: Resources = _SMALL,
     deadline_seconds: int = 600,
     network: bool = False,
-    extra_volumes: list[SecretVolume] | None = None,
+    extra_volumes: Sequence[SecretVolume] = (),
 ) -> Container:
-    """A Container template running one stage of docs/steps.md with the shared pod settings."""
+    """A Container template running `python -m steps <stage>`, made from the stage's declaration.
+
+    Which flags it passes, and from where:
+    - a flag that takes a workflow parameter (`Flag.parameter`): a template input of that name,
+      on the command line, or in its environment variable if the flag is `by_env`;
+    - a flag named in `inputs`: a template input of the flag's name (the task supplies it, e.g.
+      from another task's output);
+    - a flag naming an artifact: `/work/in/<file>` or `/work/out/<file>`, with the artifact;
+    - a flag in `values`: that literal (or `{{workflow.*}}`) value; it wins over the above;
+    - every other flag: not passed, so the step's default applies.
+    Every declared output parameter is read from `/work/outputs/<name>`. A stage that talks to
+    MLflow (it declares `TRACKING_URI`) also gets the pipeline user's credentials.
+
+    Raises:
+        KeyError: `inputs` or `values` name a flag the stage does not declare.
+    """
+    values = dict(values or {})
+    for flag_name in [*inputs, *values]:
+        stage.flag(flag_name)  # a misspelt flag fails here, at render
+    artifacts = {a.flag: a for a in stage.artifacts}
+    args: list[str] = []
+    env_vars: list[Env | FieldEnv] = [Env(name="HOME", value="/tmp")]
+    by_env: list[Env] = []
+    argv_inputs, env_inputs = [], []
+    template_artifacts_in: list[Artifact] = []
+    template_artifacts_out: list[Artifact] = []
+    for flag in stage.flags:
+        if flag.name in values:
+            value = values[flag.name]
+        elif flag.name in artifacts:
+            artifact = artifacts[flag.name]
+            path = f"{OUT if artifact.output else IN}/{artifact.file}"
+            if artifact.output:
+                # Parquet, PNG and JSON gain nothing from tar+gzip and stay readable in the store.
+                template_artifacts_out.append(
+                    Artifact(name=artifact.name, path=path, archive=NoneArchiveStrategy())
+                )
+            else:
+                template_artifacts_in.append(Artifact(name=artifact.name, path=path))
+            value = path
+        elif flag.parameter or flag.name in inputs:
+            input_name = flag.parameter or flag.name
+            if flag.by_env:
+                env_inputs.append(input_name)
+                by_env.append(Env(name=flag.env, value=_input(input_name)))
+                continue
+            argv_inputs.append(input_name)
+            value = _input(input_name)
+        else:
+            continue
+        args += [flag.option, value]
+    credentials = _mlflow_credentials_env() if TRACKING_URI in stage.flags else []
+    exported = GLOBAL_OUTPUTS.get(stage.name, {})
+    outputs: list[Parameter | Artifact] = [
+        Parameter(
+            name=o.name,
+            value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/{o.name}"),
+            global_name=exported.get(o.name),
+        )
+        for o in stage.outputs
+    ]
     volumes = [
         EmptyDirVolume(name="work", mount_path=WORK),
         # emptyDir /tmp: matplotlib, MLflow and pip-less Python all want a writable temp dir.
         EmptyDirVolume(name="tmp", mount_path="/tmp"),
-        *(extra_volumes or []),
+        *extra_volumes,
+    ]
+    template_inputs = [
+        *(Parameter(name=n) for n in dict.fromkeys([*argv_inputs, *env_inputs])),
+        *template_artifacts_in,
     ]
     return Container(
-        name=stage,
+        name=name or stage.name,
         image=settings.image,
         image_pull_policy=settings.image_pull_policy,
-        command=["python", "-m", "steps", stage],
-        args=[*flags, "--outputs-dir", OUTPUTS_DIR],
-        inputs=inputs,
-        outputs=outputs,
-        env=[Env(name="HOME", value="/tmp"), *(env or [])],
+        command=["python", "-m", "steps", stage.name],
+        args=[*args, "--outputs-dir", OUTPUTS_DIR],
+        inputs=template_inputs or None,
+        outputs=[*outputs, *template_artifacts_out] or None,
+        env=[*env_vars, *by_env, *credentials, *env],
         resources=resources,
         security_context=_container_security(),
         volumes=volumes,
         active_deadline_seconds=deadline_seconds,
-        retry_strategy=_network_retry() if network else None,
+        retry_strategy=_network_retry(deadline_seconds) if network else None,
+        # The pod's step, for NetworkPolicies: only fetch and deploy get egress beyond the
+        # platform (kind/base/network-policies).
+        labels={STEP_LABEL: stage.name},
     )
 
 
+def stage_task(
+    template: Container,
+    *,
+    name: str | None = None,
+    arguments: Mapping[str, Parameter | Artifact | str] | None = None,
+    **task_options: object,
+) -> Task:
+    """A DAG task calling `template` (made by `stage_template`); call inside `with DAG(...)`.
+
+    An input named after a workflow parameter takes `{{workflow.parameters.<name>}}`; any other
+    input, and every input artifact, comes from `arguments`: a getter of another task
+    (`fetch.get_parameter("data-hash")`, `validate.get_artifact("validated")`, which fail at
+    render on a misspelt output) or a literal. `task_options` go to Hera's Task (`when`, ...).
+
+    Raises:
+        ValueError: an input without a value, or an argument the template does not take.
+    """
+    given = dict(arguments or {})
+    parameters = {p.name for p in WORKFLOW_PARAMETERS}
+    inputs = template.inputs or []
+    declared = {i.name for i in inputs}
+    unknown = sorted(set(given) - declared)
+    if unknown:
+        raise ValueError(f"task {name or template.name}: {template.name} takes no {unknown}")
+    built: list[Parameter | Artifact] = []
+    for item in inputs:
+        source = given.get(item.name)
+        if isinstance(item, Artifact):
+            if not isinstance(source, Artifact):
+                raise ValueError(
+                    f"task {name or template.name}: artifact {item.name} has no source"
+                )
+            built.append(Artifact(name=item.name, from_=source.from_))
+        elif isinstance(source, Parameter):
+            built.append(Parameter(name=item.name, value=source.value))
+        elif isinstance(source, str):
+            built.append(Parameter(name=item.name, value=source))
+        elif item.name in parameters:
+            built.append(Parameter(name=item.name, value=_wf(item.name)))
+        else:
+            raise ValueError(f"task {name or template.name}: input {item.name} has no value")
+    return Task(name=name or template.name, template=template, arguments=built, **task_options)
+
+
 def _templates(settings: PipelineSettings) -> dict[str, Container]:
-    """The six stage templates, keyed by stage name."""
-    fetch = _step(
+    """The stage templates, keyed by name: the parameter check, then the six stages."""
+    check = stage_template(settings, CHECK_PARAMETERS, resources=_TINY, deadline_seconds=300)
+    fetch = stage_template(
         settings,
-        "fetch",
-        [
-            "--source",
-            _arg("source"),
-            "--years",
-            _arg("years"),
-            "--stations",
-            _arg("stations"),
-            "--base-url",
-            _arg("gsod-base-url"),
-            "--table-uri",
-            _arg("table-uri"),
-            "--column-map",
-            _arg("column-map"),
-            "--rows",
-            _arg("synthetic-rows"),
-            "--output",
-            f"{OUT}/dataset.parquet",
-        ],
-        inputs=_inputs(
-            "source",
-            "years",
-            "stations",
-            "gsod-base-url",
-            "table-uri",
-            "column-map",
-            "synthetic-rows",
-        ),
-        outputs=[
-            *_outputs("row-count", "data-hash"),
-            _artifact_out("dataset", f"{OUT}/dataset.parquet"),
-        ],
+        FETCH,
         # Only the bigquery source reads the key; the Secret volume is `optional`, so pods of the
         # other sources start without it (create Secret `google-credentials`, key `key.json`).
         env=[
@@ -239,136 +360,32 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
             )
         ],
     )
-    validate = _step(
-        settings,
-        "validate",
-        [
-            "--input",
-            f"{IN}/dataset.parquet",
-            "--output",
-            f"{OUT}/validated.parquet",
-            "--report",
-            f"{OUT}/validation.json",
-            "--rain-only",
-            _arg("rain-only"),
-        ],
-        inputs=[*_inputs("rain-only"), Artifact(name="dataset", path=f"{IN}/dataset.parquet")],
-        outputs=[
-            *_outputs("row-count", "dropped-rows"),
-            _artifact_out("validated", f"{OUT}/validated.parquet"),
-            _artifact_out("validation-report", f"{OUT}/validation.json"),
-        ],
+    validate = stage_template(settings, VALIDATE)
+    train = stage_template(
+        settings, TRAIN, inputs=["data-hash"], resources=_LARGE, deadline_seconds=1800
     )
-    train = _step(
+    register = stage_template(
         settings,
-        "train",
-        [
-            "--input",
-            f"{IN}/validated.parquet",
-            "--holdout-out",
-            f"{OUT}/holdout.parquet",
-            "--plot-out",
-            f"{OUT}/fit.png",
-            "--model-type",
-            _arg("model-type"),
-            "--data-hash",
-            _arg("data-hash"),
-            "--data-source",
-            _arg("source"),
-        ],
-        inputs=[
-            *_inputs("model-type", "data-hash", "source", "mlflow-tracking-uri"),
-            Artifact(name="validated", path=f"{IN}/validated.parquet"),
-        ],
-        outputs=[
-            *_outputs("run-id", "model-uri", "rmse", "mae", "r2"),
-            _artifact_out("holdout", f"{OUT}/holdout.parquet"),
-            _artifact_out("plot", f"{OUT}/fit.png"),
-        ],
-        env=_tracking_env(),
-        resources=_LARGE,
-        deadline_seconds=1800,
-    )
-    register = _step(
-        settings,
-        "register",
-        [
-            "--model-uri",
-            _arg("model-uri"),
-            "--run-id",
-            _arg("run-id"),
-            "--model-name",
-            _arg("model-name"),
-            "--data-hash",
-            _arg("data-hash"),
-            "--data-source",
-            _arg("source"),
-            "--code-version",
-            settings.code_version,
-            "--workflow-name",
-            "{{workflow.name}}",
-            "--workflow-uid",
-            "{{workflow.uid}}",
-        ],
-        inputs=_inputs(
-            "model-uri", "run-id", "model-name", "data-hash", "source", "mlflow-tracking-uri"
-        ),
-        outputs=_outputs("version"),
-        env=_tracking_env(),
+        REGISTER,
+        inputs=["model-uri", "run-id", "data-hash"],
+        values={
+            "code-version": settings.code_version,
+            "workflow-name": "{{workflow.name}}",
+            "workflow-uid": "{{workflow.uid}}",
+        },
         network=True,
     )
-    promote = _step(
+    promote = stage_template(settings, PROMOTE, inputs=["version"], network=True)
+    deploy = stage_template(
         settings,
-        "promote",
-        [
-            "--version",
-            _arg("version"),
-            "--holdout",
-            f"{IN}/holdout.parquet",
-            "--model-name",
-            _arg("model-name"),
-            "--tolerance",
-            _arg("gate-tolerance"),
-        ],
-        inputs=[
-            *_inputs("version", "model-name", "gate-tolerance", "mlflow-tracking-uri"),
-            Artifact(name="holdout", path=f"{IN}/holdout.parquet"),
-        ],
-        outputs=_outputs("promoted", "reason", "new-rmse", "champion-rmse", "champion-version"),
-        env=_tracking_env(),
-        network=True,
-    )
-    deploy = _step(
-        settings,
-        "deploy",
-        [
-            "--target",
-            _arg("deploy-target"),
-            "--version",
-            _arg("version"),
-            "--model-name",
-            _arg("model-name"),
-            "--run-id",
-            _arg("run-id"),
-            "--workflow-uid",
-            "{{workflow.uid}}",
-            "--deployment",
-            _arg("serving-deployment"),
-        ],
-        inputs=_inputs(
-            "deploy-target",
-            "version",
-            "model-name",
-            "run-id",
-            "serving-deployment",
-            "mlflow-tracking-uri",
-        ),
-        outputs=_outputs("served-version", "changed"),
-        env=[*_tracking_env(), FieldEnv(name="POD_NAMESPACE", field_path="metadata.namespace")],
+        DEPLOY,
+        inputs=["version", "run-id"],
+        values={"workflow-uid": "{{workflow.uid}}"},
+        env=[FieldEnv(name="POD_NAMESPACE", field_path="metadata.namespace")],
         deadline_seconds=900,
         network=True,
     )
-    return {t.name: t for t in (fetch, validate, train, register, promote, deploy)}
+    return {t.name: t for t in (check, fetch, validate, train, register, promote, deploy)}
 
 
 def _labels(settings: PipelineSettings) -> dict[str, str]:
@@ -378,19 +395,14 @@ def _labels(settings: PipelineSettings) -> dict[str, str]:
         "app.kubernetes.io/managed-by": "hera",
         # Which code rendered (and so which step CLI) this resource: compare with the image tag.
         "app.kubernetes.io/version": settings.code_version,
+        # ...and from which commit; the step image and each model version record their own.
+        GIT_COMMIT_LABEL: settings.revision.commit,
+        GIT_DIRTY_LABEL: settings.revision.tags()[TAG_GIT_DIRTY],
     }
 
 
 def _wf(name: str) -> str:
     return "{{workflow.parameters." + name + "}}"
-
-
-def _task_out(task: str, name: str) -> str:
-    return "{{tasks." + task + ".outputs.parameters." + name + "}}"
-
-
-def _task_artifact(task: str, name: str) -> str:
-    return "{{tasks." + task + ".outputs.artifacts." + name + "}}"
 
 
 def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
@@ -411,13 +423,15 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
         service_account_name=settings.service_account,
         security_context=_pod_security(),
         arguments=[
-            Parameter(name=p.name, value=p.default, description=p.description, enum=list(p.enum))
-            if p.enum
-            else Parameter(name=p.name, value=p.default, description=p.description)
+            Parameter(
+                name=p.name,
+                value=p.default,
+                description=p.help,
+                enum=list(p.choices) if p.choices else None,
+            )
             for p in params
         ],
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=MUTEX_NAME)]),
-        active_deadline_seconds=4 * 3600,
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
         ttl_strategy=m.TTLStrategy(
             seconds_after_success=7 * 24 * 3600, seconds_after_failure=14 * 24 * 3600
@@ -428,90 +442,64 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
         ),
     ) as template:
         stages = _templates(settings)
+        # The steps run one after another: the run's deadline is the sum of their worst cases,
+        # so it never cuts a step short of a retry its own budget allows.
+        template.active_deadline_seconds = sum(_worst_case_seconds(s) for s in stages.values())
         with DAG(name=ENTRYPOINT):
-            fetch = Task(
-                name="fetch",
-                template=stages["fetch"],
+            # Every workflow parameter is checked before any stage writes state (docs/steps.md).
+            check = stage_task(stages["check-parameters"])
+            fetch = stage_task(stages["fetch"])
+            validate = stage_task(
+                stages["validate"], arguments={"dataset": fetch.get_artifact("dataset")}
+            )
+            train = stage_task(
+                stages["train"],
                 arguments={
-                    n: _wf(n)
-                    for n in (
-                        "source",
-                        "years",
-                        "stations",
-                        "gsod-base-url",
-                        "table-uri",
-                        "column-map",
-                        "synthetic-rows",
-                    )
+                    "data-hash": fetch.get_parameter("data-hash"),
+                    "validated": validate.get_artifact("validated"),
                 },
             )
-            validate = Task(
-                name="validate",
-                template=stages["validate"],
-                arguments=[
-                    Parameter(name="rain-only", value=_wf("rain-only")),
-                    Artifact(name="dataset", from_=_task_artifact("fetch", "dataset")),
-                ],
-            )
-            train = Task(
-                name="train",
-                template=stages["train"],
-                arguments=[
-                    Parameter(name="model-type", value=_wf("model-type")),
-                    Parameter(name="data-hash", value=_task_out("fetch", "data-hash")),
-                    Parameter(name="source", value=_wf("source")),
-                    Parameter(name="mlflow-tracking-uri", value=_wf("mlflow-tracking-uri")),
-                    Artifact(name="validated", from_=_task_artifact("validate", "validated")),
-                ],
-            )
-            register = Task(
-                name="register",
-                template=stages["register"],
+            register = stage_task(
+                stages["register"],
                 arguments={
-                    "model-uri": _task_out("train", "model-uri"),
-                    "run-id": _task_out("train", "run-id"),
-                    "model-name": _wf("model-name"),
-                    "data-hash": _task_out("fetch", "data-hash"),
-                    "source": _wf("source"),
-                    "mlflow-tracking-uri": _wf("mlflow-tracking-uri"),
+                    "model-uri": train.get_parameter("model-uri"),
+                    "run-id": train.get_parameter("run-id"),
+                    "data-hash": fetch.get_parameter("data-hash"),
                 },
             )
-            promote = Task(
-                name="promote",
-                template=stages["promote"],
-                arguments=[
-                    Parameter(name="version", value=_task_out("register", "version")),
-                    Parameter(name="model-name", value=_wf("model-name")),
-                    Parameter(name="gate-tolerance", value=_wf("gate-tolerance")),
-                    Parameter(name="mlflow-tracking-uri", value=_wf("mlflow-tracking-uri")),
-                    Artifact(name="holdout", from_=_task_artifact("train", "holdout")),
-                ],
-            )
-            deploy = Task(
-                name="deploy",
-                template=stages["deploy"],
-                when=_task_out("promote", "promoted") + " == true",
+            promote = stage_task(
+                stages["promote"],
                 arguments={
-                    "deploy-target": _wf("deploy-target"),
-                    "version": _task_out("register", "version"),
-                    "model-name": _wf("model-name"),
-                    "run-id": _task_out("train", "run-id"),
-                    "serving-deployment": _wf("serving-deployment"),
-                    "mlflow-tracking-uri": _wf("mlflow-tracking-uri"),
+                    "version": register.get_parameter("version"),
+                    "holdout": train.get_artifact("holdout"),
+                },
+            )
+            deploy = stage_task(
+                stages["deploy"],
+                when=f"{promote.get_parameter('promoted').value} == true",
+                arguments={
+                    "version": register.get_parameter("version"),
+                    "run-id": train.get_parameter("run-id"),
                 },
             )
             # fetch's data-hash and train's run-id reach later tasks through the chain below.
-            fetch >> validate >> train >> register >> promote >> deploy
+            check >> fetch >> validate >> train >> register >> promote >> deploy
     return template
 
 
 def build_cron_workflow(settings: PipelineSettings) -> CronWorkflow:
     """The `dewpoint-pipeline-weekly` CronWorkflow that runs the WorkflowTemplate on a schedule.
 
-    `concurrencyPolicy: Forbid` skips a tick while the last run is still going. The stop strategy
-    (Argo >= 3.6) stops scheduling once `settings.stop_after_failures` child workflows have failed;
-    the counter lives in the CronWorkflow's status, so after fixing the cause re-create it (or
-    `argo cron resume`) to start again. `suspend` pauses it without deleting anything.
+    `concurrencyPolicy: Forbid` skips a tick while the last run is still going. `suspend` pauses
+    it without deleting anything (`argo cron suspend|resume`).
+
+    No `stopStrategy`: its `cronworkflow.failed` counts failed runs over the cron's whole life,
+    never consecutive ones, and once its expression holds the controller marks the cron Stopped
+    (label `cronworkflows.argoproj.io/completed`) and ignores it for good; `argo cron
+    resume` only unsuspends (workflow/cron/operator.go and controller.go at v4.1.2). A weekly job
+    would die after N failures spread over years. A failed run changes nothing (the gate keeps
+    the champion), so the cron keeps its schedule and each failure shows in the UI;
+    `workflows/submit.py` re-creates a cron it finds Stopped.
     """
     return CronWorkflow(
         name=CRON_NAME,
@@ -524,9 +512,6 @@ def build_cron_workflow(settings: PipelineSettings) -> CronWorkflow:
         successful_jobs_history_limit=3,
         failed_jobs_history_limit=3,
         cron_suspend=settings.suspend,
-        stop_strategy=m.StopStrategy(
-            expression=f"cronworkflow.failed >= {settings.stop_after_failures}"
-        ),
         # Runs get their labels from the template's workflowMetadata; nothing to repeat here.
         workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
     )
@@ -538,15 +523,10 @@ def build_run_workflow(
     """A one-off Workflow from the template (`submit.py --run-now`), with parameter overrides.
 
     Raises:
-        ValueError: a parameter name the template does not define.
+        ArgoRuleError (a ValueError): a parameter name the template does not define.
     """
     parameters = dict(parameters or {})
-    known = {p.name for p in workflow_parameters(settings)}
-    unknown = sorted(set(parameters) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown workflow parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+    check_parameter_names([p.name for p in workflow_parameters(settings)], parameters)
     return Workflow(
         generate_name=f"{TEMPLATE_NAME}-",
         namespace=settings.namespace,
@@ -565,3 +545,40 @@ def render(settings: PipelineSettings) -> dict[str, dict]:
         "workflow-template": build_workflow_template(settings).to_dict(),
         "cron-workflow": build_cron_workflow(settings).to_dict(),
     }
+
+
+def argo_ui_links(settings: PipelineSettings, mlflow_ui_url: str) -> list[dict[str, str]]:
+    """The Argo UI `links` (workflow-controller ConfigMap, key `links`) from a workflow to its
+    MLflow training run and model version, for an MLflow UI served at `mlflow_ui_url`.
+
+    Argo's UI replaces `${workflow.<path>}` by a plain lookup in the Workflow object, where a list
+    index is a path segment (v4.1.2 ui/src/shared/components/links.tsx, processURL); the run id
+    and version live in `status.outputs.parameters` at the positions `global_output_order` gives.
+    MLflow's UI routes `#/runs/<run id>` and `#/models/<name>/versions/<version>` (3.17.2).
+    Before train (or register) has finished, the link opens MLflow without an id.
+
+    Returns:
+        One dict per link: `name`, `scope` (`workflow`), `url`, `target` (a new tab).
+    """
+    order = global_output_order(render(settings)["workflow-template"]["spec"])
+
+    def output(stage: str, name: str) -> str:
+        index = order.index(GLOBAL_OUTPUTS[stage][name])
+        return "${workflow.status.outputs.parameters." + str(index) + ".value}"
+
+    base = mlflow_ui_url.rstrip("/") + "/#"
+    return [
+        {
+            "name": "MLflow run",
+            "scope": "workflow",
+            "url": f"{base}/runs/{output('train', 'run-id')}",
+            "target": "_blank",
+        },
+        {
+            "name": "MLflow model version",
+            "scope": "workflow",
+            "url": f"{base}/models/{output('register', 'model-name')}/versions/"
+            f"{output('register', 'version')}",
+            "target": "_blank",
+        },
+    ]

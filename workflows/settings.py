@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from steps import __version__
+from steps.revision import SourceRevision, source_revision
 
 DEFAULT_NAMESPACE = "mlops"
 DEFAULT_SERVICE_ACCOUNT = "dewpoint-pipeline"
@@ -39,6 +40,27 @@ def default_image() -> str:
     return f"{DEFAULT_IMAGE_REPOSITORY}:{__version__}"
 
 
+def name_value_argument(text: str) -> tuple[str, str]:
+    """argparse `type` for a `-p name=value` workflow parameter override."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not name=value")
+    return name, value
+
+
+def add_parameter_overrides(parser: argparse.ArgumentParser) -> None:
+    """Add repeatable `-p/--parameter NAME=VALUE`; parsed into a list of (name, value)."""
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        type=name_value_argument,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="workflow parameter override (repeatable)",
+    )
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     """What the WorkflowTemplate and CronWorkflow look like: namespace, image, schedule, defaults.
@@ -52,10 +74,11 @@ class PipelineSettings:
     image_pull_policy: str = "IfNotPresent"
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     code_version: str = __version__
+    # The checkout that renders the resources (labels on them and on every run).
+    revision: SourceRevision = field(default_factory=source_revision)
     schedule: str = DEFAULT_SCHEDULE
     timezone: str = DEFAULT_TIMEZONE
     suspend: bool = False
-    stop_after_failures: int = 4  # a month of weekly failures: stop and let a human look
     mlflow_tracking_uri: str = DEFAULT_MLFLOW_TRACKING_URI
 
     @classmethod

@@ -1,6 +1,9 @@
 """Render, apply, run and follow the pipeline's Argo resources, or run the same template locally.
 
-`python workflows/submit.py [--render DIR | --local | --run-now [--wait]] [-p name=value ...]`
+`python workflows/submit.py [--render DIR | --local | --run-now [--wait]] [-p name=value ...]`,
+or `python -m workflows.submit ...`: the same, with the project installed (`make setup`). Run as a
+script, this file's folder comes first on `sys.path`; no module in workflows/ shares its name
+with a top-level module (tests/test_pipeline_render.py checks it), so nothing is shadowed.
 """
 
 from __future__ import annotations
@@ -15,11 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-if __package__ in (None, ""):
-    # Run as `python workflows/submit.py`: put the repository root, not workflows/, first on the
-    # path so `workflows` and `steps` import as packages even without `pip install -e .`.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import pydantic
 import requests
 import yaml
@@ -27,7 +25,9 @@ from hera.exceptions import HeraException
 from hera.workflows import models as m
 from hera.workflows.service import WorkflowsService
 
-from steps.cli import StepError, run
+from steps.cli import StepError, one_line, run
+from steps.files import write_text_atomically
+from workflows.argo_rules import unknown_parameters
 from workflows.pipeline import (
     CRON_NAME,
     TEMPLATE_NAME,
@@ -41,13 +41,15 @@ from workflows.settings import (
     SettingsError,
     resolve_namespace,
 )
-from workflows.validate import check_resources
+from workflows.validate_resources import check_resources
 
 RENDER_FILES = {
     "workflow-template": "workflow-template.yaml",
     "cron-workflow": "cron-workflow.yaml",
 }
 FINISHED_PHASES = {"Succeeded", "Failed", "Error"}
+POLL_SECONDS = 5.0
+WAIT_TIMEOUT_S = 6 * 3600.0
 # Nodes that only group others; their failure is always explained by a child.
 _GROUP_NODE_TYPES = {"DAG", "Steps", "StepGroup", "TaskGroup", "Retry"}
 _RETRY_SUFFIX = re.compile(r"\(\d+\)$")
@@ -72,16 +74,18 @@ def render_yaml(settings: PipelineSettings) -> dict[str, str]:
 
 
 def write_rendered(settings: PipelineSettings, directory: Path) -> list[Path]:
-    """Write `workflow-template.yaml` and `cron-workflow.yaml` into `directory` (made if needed)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in render_yaml(settings).items():
-        path = directory / name
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written.append(path)
-    return written
+    """Write `workflow-template.yaml` and `cron-workflow.yaml` into `directory` (made if needed).
+
+    Raises:
+        StepError: `directory` is a file or cannot be written; nothing is written then.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise StepError(
+            f"--render takes a directory, and {directory} is a file; name a directory to hold "
+            f"{' and '.join(RENDER_FILES.values())}"
+        )
+    texts = render_yaml(settings)
+    return [write_text_atomically(directory / name, text) for name, text in texts.items()]
 
 
 def _validate(resources: Mapping[str, dict]) -> None:
@@ -110,7 +114,13 @@ class _TimeoutSession(requests.Session):
 class ArgoClient:
     """Create-or-update, submit and watch through Hera's WorkflowsService, with one-line errors."""
 
-    def __init__(self, settings: ArgoSettings, timeout: float = 30.0):
+    def __init__(
+        self,
+        settings: ArgoSettings,
+        timeout: float = 30.0,
+        template_sync_seconds: float = 60.0,
+        sleep: Callable[[float], None] | None = None,
+    ):
         self.settings = settings
         self.service = WorkflowsService(
             host=settings.base_url,
@@ -119,6 +129,8 @@ class ArgoClient:
             namespace=settings.namespace,
             session=_TimeoutSession(timeout),
         )
+        self.template_sync_seconds = template_sync_seconds
+        self.sleep = sleep or _pause
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one API call; turn transport and HTTP failures into a StepError naming `what`."""
@@ -192,20 +204,76 @@ class ArgoClient:
         )
 
     def apply_cron_workflow(self, resource: dict) -> str:
-        """Create or update the CronWorkflow; return `created`, `updated` or `unchanged`."""
+        """Create or update the CronWorkflow; return `created`, `updated`, `unchanged` or
+        `re-created (was Stopped ...)`.
+
+        A cron the controller marked Stopped (a stopStrategy fired, e.g. one an earlier version
+        of this pipeline set) never schedules again, whatever its spec says: the controller's
+        informer drops it by its `completed` label, and `argo cron resume` only unsuspends
+        (workflow/cron/controller.go, operator.go at v4.1.2). Re-creating it is the one way back.
+        """
         desired = m.CronWorkflow.model_validate(resource)
         name = desired.metadata.name
+        get = lambda: self.service.get_cron_workflow(name)  # noqa: E731
+        create = lambda: self._create_after_template(  # noqa: E731
+            f"create cronworkflow {name}",
+            lambda: self.service.create_cron_workflow(
+                m.CreateCronWorkflowRequest(cron_workflow=desired)
+            ),
+        )
+        current = self._get_or_none(f"read cronworkflow {name}", get)
+        stopped = _stopped_reason(current) if current is not None else None
+        if stopped:
+            self._delete_stopped_cron(name, stopped)
+            desired.metadata.namespace = self.settings.namespace
+            create()
+            return f"re-created (was Stopped: {stopped})"
         return self._apply(
             desired,
             kind="cronworkflow",
-            get=lambda: self.service.get_cron_workflow(name),
-            create=lambda: self.service.create_cron_workflow(
-                m.CreateCronWorkflowRequest(cron_workflow=desired)
-            ),
+            get=get,
+            create=create,
             update=lambda: self.service.update_cron_workflow(
                 name, m.UpdateCronWorkflowRequest(cron_workflow=desired)
             ),
         )
+
+    def _delete_stopped_cron(self, name: str, stopped: str) -> None:
+        try:
+            self.call(
+                f"delete the Stopped cronworkflow {name}",
+                lambda: self.service.delete_cron_workflow(name),
+            )
+        except StepError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, HeraException) and cause.status_code == 403:
+                raise StepError(
+                    f"cronworkflow/{name} is Stopped ({stopped}) and schedules nothing until it "
+                    "is re-created, which this token may not do: delete it (kubectl -n "
+                    f"{self.settings.namespace} delete cronworkflow {name}) and run submit.py "
+                    "again"
+                ) from exc
+            raise
+
+    def _create_after_template(self, what: str, create: Callable[[], T]) -> T:
+        """Create something that references the WorkflowTemplate, waiting out argo-server's
+        template cache: argo-server validates `workflowTemplateRef` against an informer, so
+        right after the template is created it can answer 400 (cron) or 404 (workflow)
+        `workflowtemplate.argoproj.io "<name>" not found` (server/cronworkflow/
+        cron_workflow_server.go, server/workflowtemplate/informer.go, workflow/validate/
+        validate.go at v4.1.2; the controller side: argoproj/argo-workflows#14615). Retried
+        with backoff for `template_sync_seconds`, then reported as it came.
+        """
+        deadline = time.monotonic() + self.template_sync_seconds
+        pause = 0.5
+        while True:
+            try:
+                return self.call(what, create)
+            except StepError as exc:
+                if not _template_not_cached(exc) or time.monotonic() + pause > deadline:
+                    raise
+            self.sleep(pause)
+            pause = min(pause * 2, 8.0)
 
     def _apply(
         self,
@@ -246,7 +314,7 @@ class ArgoClient:
 
     def submit(self, workflow: m.Workflow) -> str:
         """Create a Workflow (from the template via workflowTemplateRef); return its name."""
-        created = self.call(
+        created = self._create_after_template(
             f"submit a workflow from workflowtemplate {TEMPLATE_NAME}",
             lambda: self.service.create_workflow(m.WorkflowCreateRequest(workflow=workflow)),
         )
@@ -255,6 +323,34 @@ class ArgoClient:
     def get_workflow(self, name: str) -> m.Workflow:
         """Fetch a Workflow with its status."""
         return self.call(f"read workflow {name}", lambda: self.service.get_workflow(name))
+
+
+def _pause(seconds: float) -> None:
+    """Wait between retries (a seam for tests)."""
+    time.sleep(seconds)
+
+
+def _template_not_cached(exc: StepError) -> bool:
+    """Whether argo-server refused because its cache does not hold the WorkflowTemplate yet."""
+    cause = exc.__cause__
+    if not isinstance(cause, HeraException) or cause.status_code not in (400, 404):
+        return False
+    return f'workflowtemplate.argoproj.io "{TEMPLATE_NAME}" not found' in str(cause)
+
+
+# The label the controller puts on a cron whose stopStrategy fired (LabelKeyCronWorkflowCompleted,
+# workflow/common/common.go and pkg/apis/workflow/register.go at v4.1.2).
+CRON_COMPLETED_LABEL = "cronworkflows.argoproj.io/completed"
+
+
+def _stopped_reason(cron: Any) -> str | None:
+    """Why a CronWorkflow is Stopped (phase Stopped or the completed label), or None."""
+    status = cron.status
+    labels = cron.metadata.labels or {}
+    if (status is None or status.phase != "Stopped") and labels.get(CRON_COMPLETED_LABEL) != "true":
+        return None
+    failed = status.failed if status is not None else None
+    return f"its stop strategy fired after {failed} failed runs" if failed else "stop strategy"
 
 
 def _reason(exc: Exception) -> str:
@@ -266,11 +362,10 @@ def _reason(exc: Exception) -> str:
 
 
 def _server_message(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(exc, limit=None)
     match = re.search(r"message: `(.*)`$", text)
-    detail = match.group(1) if match else text
     # An ingress or proxy may answer with a whole HTML page; one line must stay readable.
-    return detail if len(detail) <= 300 else detail[:300] + "..."
+    return one_line(match.group(1) if match else text)
 
 
 def _comparable(model: Any) -> dict[str, Any]:
@@ -293,8 +388,8 @@ def wait_for(
     client: ArgoClient,
     name: str,
     *,
-    poll_seconds: float = 5.0,
-    timeout_seconds: float = 6 * 3600,
+    poll_seconds: float = POLL_SECONDS,
+    timeout_seconds: float = WAIT_TIMEOUT_S,
     out: Any = None,
 ) -> int:
     """Follow workflow `name`, printing each node's phase as it changes.
@@ -367,12 +462,60 @@ def parse_parameters(pairs: list[str], known: set[str]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise StepError(f"-p {pair!r}: expected name=value")
-        if name not in known:
-            raise StepError(
-                f"-p {name}: unknown workflow parameter; known: {', '.join(sorted(known))}"
-            )
         parameters[name] = value
+    reason = unknown_parameters(known, parameters)
+    if reason:
+        raise StepError(f"-p: {reason}")
     return parameters
+
+
+# The flags that only mean something to some actions, and those actions: any other combination
+# is an error, never a flag silently ignored. `apply` is the default action (no --render/--local).
+_FLAG_ACTIONS: dict[str, tuple[str, frozenset[str]]] = {
+    "run_now": ("--run-now", frozenset({"apply"})),
+    "wait": ("--wait", frozenset({"apply"})),
+    "parameter": ("-p", frozenset({"apply", "local"})),
+    "poll_seconds": ("--poll-seconds", frozenset({"apply"})),
+    "timeout": ("--timeout", frozenset({"apply"})),
+    "run_dir": ("--run-dir", frozenset({"local"})),
+    "cache_dir": ("--cache-dir", frozenset({"local"})),
+    "backend": ("--backend", frozenset({"local"})),
+    "argo_server": ("--argo-server", frozenset({"apply"})),
+    "token": ("--token", frozenset({"apply"})),
+    "insecure_skip_verify": ("--insecure-skip-verify", frozenset({"apply"})),
+}
+_ACTION_WORDS = {
+    "render": "--render only writes the YAML files",
+    "local": "--local runs the template on this machine, without Argo",
+    "apply": "without --render or --local, submit.py applies the resources to Argo",
+}
+
+
+def check_flag_combination(args: argparse.Namespace) -> None:
+    """Refuse flags the chosen action would ignore (e.g. `--render DIR --run-now`).
+
+    Raises:
+        StepError: naming the first such flag and what the action does instead.
+    """
+    action = "render" if args.render is not None else "local" if args.local else "apply"
+    for dest, (flag, actions) in _FLAG_ACTIONS.items():
+        value = getattr(args, dest)
+        if value is None or value is False or value == [] or action in actions:
+            continue
+        if dest in ("wait", "parameter", "poll_seconds", "timeout") and action == "apply":
+            continue  # checked below: they need --run-now (and --wait)
+        raise StepError(f"{flag} does not apply here: {_ACTION_WORDS[action]}")
+    if action != "apply":
+        return
+    if args.wait and not args.run_now:
+        raise StepError("--wait follows a run: add --run-now")
+    if args.parameter and not args.run_now:
+        raise StepError("-p sets parameters of a run: add --run-now (or use --local)")
+    for dest in ("poll_seconds", "timeout"):
+        if getattr(args, dest) is not None and not args.wait:
+            raise StepError(
+                f"{_FLAG_ACTIONS[dest][0]} is for following a run: add --run-now --wait"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,7 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--render", type=Path, metavar="DIR", help="write the YAML to DIR and exit")
-    action.add_argument("--local", action="store_true", help="run the template on this machine")
+    action.add_argument(
+        "--local",
+        action="store_true",
+        help="run the template on this machine with make demo's parameters (source=synthetic, "
+        "deploy-target=local, mlflow-tracking-uri=http://127.0.0.1:$MLFLOW_PORT, default 5050; "
+        "that MLflow server is started if nothing answers there); -p overrides them",
+    )
     parser.add_argument(
         "--run-now", action="store_true", help="after applying, submit a Workflow from the template"
     )
@@ -397,13 +546,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="workflow parameter override (repeatable); --run-now and --local",
     )
-    parser.add_argument("--poll-seconds", type=float, default=5.0, help="--wait poll interval")
-    parser.add_argument("--timeout", type=float, default=6 * 3600, help="--wait limit, seconds")
+    parser.add_argument(
+        "--poll-seconds", type=float, help=f"--wait poll interval (default {POLL_SECONDS:g})"
+    )
+    parser.add_argument(
+        "--timeout", type=float, help=f"--wait limit, seconds (default {WAIT_TIMEOUT_S:g})"
+    )
     parser.add_argument(
         "--run-dir", type=Path, help="--local: run directory (default .demo/runs/<time>)"
     )
     parser.add_argument(
-        "--backend", choices=("process", "docker"), default="process", help="--local backend"
+        "--cache-dir",
+        type=Path,
+        help="--local: artifact repository and memoization caches kept between runs "
+        "(default .demo/cache)",
+    )
+    parser.add_argument(
+        "--backend", choices=("process", "docker"), help="--local backend (default process)"
     )
     ArgoSettings.add_arguments(parser)
     return parser
@@ -419,10 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             raise StepError(str(exc)) from exc
         pipeline = replace(pipeline, namespace=resolve_namespace(args, default=pipeline.namespace))
+        check_flag_combination(args)
         known = {p.name for p in workflow_parameters(pipeline)}
         parameters = parse_parameters(args.parameter, known)
-        if args.wait and not args.run_now:
-            raise StepError("--wait follows a run: add --run-now")
 
         if args.render is not None:
             for path in write_rendered(pipeline, args.render):
@@ -453,7 +611,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workflow/{name} submitted")
         if args.wait:
             return wait_for(
-                client, name, poll_seconds=args.poll_seconds, timeout_seconds=args.timeout
+                client,
+                name,
+                poll_seconds=POLL_SECONDS if args.poll_seconds is None else args.poll_seconds,
+                timeout_seconds=WAIT_TIMEOUT_S if args.timeout is None else args.timeout,
             )
         return 0
 
@@ -461,11 +622,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namespace) -> int:
+    """The local door: `make demo`'s parameters (offline data, local deploy target, the demo's
+    MLflow server, started if needed) under the user's `-p` overrides, then the local runner."""
     # Imported here: only --local needs the runner (and its process/docker machinery).
-    from workflows.local import run_rendered
+    from workflows.demo import (
+        DEFAULT_MLFLOW_PORT,
+        DEFAULT_ROOT,
+        local_parameters,
+        port_from_env,
+        tracking_server_for,
+    )
+    from workflows.local_runner import DEFAULT_CACHE_DIR, check_rendered, run_rendered
 
-    run_dir = args.run_dir or Path(".demo/runs") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return run_rendered(template, parameters, run_dir=run_dir, backend=args.backend)
+    mlflow_port = port_from_env("MLFLOW_PORT", DEFAULT_MLFLOW_PORT)
+    values = local_parameters(mlflow_port) | parameters
+    check_rendered(template, values)  # a bad -p fails before any server starts
+    tracking_server_for(values, DEFAULT_ROOT, mlflow_port)
+    run_dir = args.run_dir or DEFAULT_ROOT / "runs" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    code = run_rendered(
+        template,
+        values,
+        run_dir=run_dir,
+        backend=args.backend or "process",
+        cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
+    )
+    if values["deploy-target"] == "local":
+        print("the servers keep running; `make demo-down` stops them")
+    return code
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Strict offline checks of rendered Argo resources: fields, types, {{...}} references, cron.
+"""Strict offline checks of rendered Argo resources: fields, types, names, cron, and (through
+`workflows/argo_rules.py`) references, DAG dependencies and arguments.
 
 Hera's models ignore unknown keys and Argo's JSON schema lacks `additionalProperties: false`.
 """
@@ -9,11 +10,12 @@ import re
 import types
 import zoneinfo
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin
 
 import pydantic
 from hera.workflows import models as m
+
+from workflows.argo_rules import Problems, check_workflow_arguments, read_spec
 
 RESOURCE_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "WorkflowTemplate": m.WorkflowTemplate,
@@ -32,39 +34,6 @@ _DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
 _FIELD_NAME_RE = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 _PARAM_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
 _LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_REFERENCE_RE = re.compile(r"{{\s*([^{}]*?)\s*}}")
-
-# Variables Argo defines for every workflow (docs: workflow/variables.md, "Global").
-_WORKFLOW_GLOBALS = {
-    "workflow.name",
-    "workflow.namespace",
-    "workflow.mainEntrypoint",
-    "workflow.serviceAccountName",
-    "workflow.uid",
-    "workflow.parameters",
-    "workflow.annotations",
-    "workflow.labels",
-    "workflow.creationTimestamp",
-    "workflow.priority",
-    "workflow.duration",
-    "workflow.scheduledTime",
-    "workflow.status",
-    "workflow.failures",
-}
-_WORKFLOW_PREFIXES = (
-    "workflow.annotations.",
-    "workflow.labels.",
-    "workflow.creationTimestamp.",
-    "workflow.outputs.parameters.",
-    "workflow.outputs.artifacts.",
-)
-# Variables of the template being run (container, script, resource templates).
-_TEMPLATE_GLOBALS = {"pod.name", "node.name", "retries", "inputs.parameters"}
-_TEMPLATE_PREFIXES = ("lastRetry.",)
-# Per-task fields other than outputs that `tasks.<name>.` may name.
-_TASK_FIELDS = {"id", "ip", "status", "startedAt", "finishedAt", "exitCode", "hostNodeName"}
-_DEPENDS_WORDS = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]*(?:\.[A-Za-z]+)?")
-
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 
@@ -77,14 +46,6 @@ class ResourceValidationError(ValueError):
         super().__init__(f"{len(problems)} problem(s): " + "; ".join(problems))
 
 
-@dataclass
-class _Problems:
-    items: list[str] = field(default_factory=list)
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
 def validate_resources(resources: Iterable[Mapping[str, Any]]) -> list[str]:
     """Check rendered Argo resources together (a CronWorkflow may reference a WorkflowTemplate).
 
@@ -95,15 +56,15 @@ def validate_resources(resources: Iterable[Mapping[str, Any]]) -> list[str]:
         One line per problem, each starting with the resource and JSON path; empty when valid.
     """
     resources = list(resources)
-    problems = _Problems()
+    problems = Problems()
     templates = {
-        r.get("metadata", {}).get("name"): r
+        str(_metadata(r).get("name")): r
         for r in resources
         if r.get("kind") in ("WorkflowTemplate", "ClusterWorkflowTemplate")
     }
     for resource in resources:
         kind = resource.get("kind")
-        label = f"{kind}/{resource.get('metadata', {}).get('name', '?')}"
+        label = f"{kind}/{_metadata(resource).get('name', '?')}"
         model = RESOURCE_MODELS.get(kind)  # type: ignore[arg-type]
         if model is None:
             problems.add(f"{label} $.kind", f"unsupported kind {kind!r}")
@@ -127,6 +88,11 @@ def validate_resources(resources: Iterable[Mapping[str, Any]]) -> list[str]:
     return problems.items
 
 
+def _metadata(resource: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = resource.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
 def check_resources(resources: Iterable[Mapping[str, Any]]) -> None:
     """Raise `ResourceValidationError` listing every problem; return quietly when all is valid."""
     problems = validate_resources(resources)
@@ -138,7 +104,7 @@ def check_resources(resources: Iterable[Mapping[str, Any]]) -> None:
 
 
 def _check_fields(
-    model: type[pydantic.BaseModel], data: Any, path: str, problems: _Problems
+    model: type[pydantic.BaseModel], data: Any, path: str, problems: Problems
 ) -> None:
     """Reject keys the Hera model does not define, recursing through nested models."""
     if not isinstance(data, Mapping):
@@ -155,7 +121,7 @@ def _check_fields(
         _check_value(info.annotation, value, f"{path}.{key}", problems)
 
 
-def _check_value(annotation: Any, value: Any, path: str, problems: _Problems) -> None:
+def _check_value(annotation: Any, value: Any, path: str, problems: Problems) -> None:
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
         candidates = [a for a in get_args(annotation) if a is not type(None)]
@@ -192,7 +158,7 @@ def _shape_matches(annotation: Any, value: Any) -> bool:
 
 
 def _check_types(
-    model: type[pydantic.BaseModel], data: Mapping[str, Any], label: str, problems: _Problems
+    model: type[pydantic.BaseModel], data: Mapping[str, Any], label: str, problems: Problems
 ) -> None:
     """Let pydantic parse the whole resource; report each type error with its JSON path."""
     try:
@@ -208,9 +174,7 @@ def _check_types(
 # --- names -------------------------------------------------------------------------------------
 
 
-def _check_metadata(
-    kind: str, metadata: Mapping[str, Any], label: str, problems: _Problems
-) -> None:
+def _check_metadata(kind: str, metadata: Mapping[str, Any], label: str, problems: Problems) -> None:
     name = metadata.get("name")
     generate_name = metadata.get("generateName")
     path = f"{label} $.metadata"
@@ -232,7 +196,7 @@ def _check_metadata(
     _check_labels(metadata.get("labels") or {}, f"{path}.labels", problems)
 
 
-def _check_labels(labels: Mapping[str, str], path: str, problems: _Problems) -> None:
+def _check_labels(labels: Mapping[str, str], path: str, problems: Problems) -> None:
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
         if prefix and not (_DNS_SUBDOMAIN_RE.match(prefix) and len(prefix) <= 253):
@@ -243,7 +207,7 @@ def _check_labels(labels: Mapping[str, str], path: str, problems: _Problems) -> 
             problems.add(f"{path}.{key}", f"label value {value!r} is not valid")
 
 
-def _check_field_name(name: str, path: str, problems: _Problems) -> None:
+def _check_field_name(name: str, path: str, problems: Problems) -> None:
     if not (_FIELD_NAME_RE.match(name) and len(name) <= 128):
         problems.add(path, f"name {name!r} must match [a-zA-Z0-9][-a-zA-Z0-9]* (<= 128)")
 
@@ -337,7 +301,7 @@ def _parse_cron_field(
     return values
 
 
-def _check_cron(spec: Mapping[str, Any], label: str, problems: _Problems) -> None:
+def _check_cron(spec: Mapping[str, Any], label: str, problems: Problems) -> None:
     path = f"{label} $.spec"
     schedules = spec.get("schedules") or []
     if not schedules:
@@ -364,125 +328,53 @@ def _check_cron(spec: Mapping[str, Any], label: str, problems: _Problems) -> Non
 # --- workflow spec: templates, DAGs and {{...}} references ---------------------------------------
 
 
-def _parameter_names(arguments: Mapping[str, Any] | None) -> list[str]:
-    return [p["name"] for p in (arguments or {}).get("parameters") or []]
-
-
 def _check_workflow_spec(
     spec: Mapping[str, Any],
     known_templates: Mapping[str | None, Mapping[str, Any]],
     path: str,
-    problems: _Problems,
+    problems: Problems,
 ) -> None:
-    global_params = set(_parameter_names(spec.get("arguments")))
     for i, param in enumerate((spec.get("arguments") or {}).get("parameters") or []):
-        _check_parameter(param, f"{path}.arguments.parameters[{i}]", problems)
+        _check_parameter_name(param, f"{path}.arguments.parameters[{i}]", problems)
 
     ref = spec.get("workflowTemplateRef")
     if ref is not None:
-        referenced = known_templates.get(ref.get("name"))
+        referenced = known_templates.get(str(ref.get("name")))
         if referenced is None:
             return  # the template lives on the cluster; nothing more to resolve offline
-        declared = {
-            p["name"]: p
-            for p in (referenced.get("spec", {}).get("arguments") or {}).get("parameters") or []
-        }
-        for i, param in enumerate((spec.get("arguments") or {}).get("parameters") or []):
-            ppath = f"{path}.arguments.parameters[{i}]"
-            target = declared.get(param["name"])
-            if target is None:
-                problems.add(
-                    ppath,
-                    f"{param['name']!r} is not a parameter of WorkflowTemplate {ref.get('name')!r}",
-                )
-            elif target.get("enum") and param.get("value") not in target["enum"]:
-                problems.add(
-                    f"{ppath}.value", f"{param.get('value')!r} is not one of {target['enum']}"
-                )
+        check_workflow_arguments(
+            (spec.get("arguments") or {}).get("parameters") or [],
+            (referenced.get("spec", {}).get("arguments") or {}).get("parameters") or [],
+            ref.get("name"),
+            f"{path}.arguments.parameters",
+            problems,
+        )
         return
 
-    templates = {t.get("name"): t for t in spec.get("templates") or []}
-    entrypoint = spec.get("entrypoint")
-    if entrypoint is None or entrypoint not in templates:
-        problems.add(f"{path}.entrypoint", f"{entrypoint!r} is not a template of this workflow")
+    reading = read_spec(spec, path)
+    problems.items.extend(reading.problems)
     spec_volumes = {v["name"] for v in spec.get("volumes") or []}
     spec_volumes |= {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates") or []}
-    scope = _GlobalScope(global_params)
     for i, template in enumerate(spec.get("templates") or []):
         tpath = f"{path}.templates[{i}]"
-        _check_field_name(template.get("name", ""), f"{tpath}.name", problems)
-        _check_template(template, templates, spec_volumes, scope, tpath, problems)
-    _check_references(_without(spec, "templates"), scope.resolve_global, path, problems)
+        _check_field_name(template.get("name") or "", f"{tpath}.name", problems)
+        for kind in ("inputs", "outputs"):
+            for j, param in enumerate((template.get(kind) or {}).get("parameters") or []):
+                _check_parameter_name(param, f"{tpath}.{kind}.parameters[{j}]", problems)
+        _check_volume_mounts(template, spec_volumes, tpath, problems)
+        for j, task in enumerate((template.get("dag") or {}).get("tasks") or []):
+            _check_field_name(task.get("name") or "", f"{tpath}.dag.tasks[{j}].name", problems)
 
 
-@dataclass
-class _GlobalScope:
-    parameters: set[str]
-
-    def resolve_global(self, name: str) -> str | None:
-        """None when `name` is a global variable Argo knows, else why not."""
-        if name.startswith("workflow.parameters."):
-            param = name[len("workflow.parameters.") :]
-            if param in self.parameters:
-                return None
-            return f"workflow parameter {param!r} is not defined in spec.arguments.parameters"
-        if name in _WORKFLOW_GLOBALS or name.startswith(_WORKFLOW_PREFIXES):
-            return None
-        return "unknown variable"
-
-
-def _check_parameter(param: Mapping[str, Any], path: str, problems: _Problems) -> None:
-    name = param.get("name", "")
+def _check_parameter_name(param: Mapping[str, Any], path: str, problems: Problems) -> None:
+    name = param.get("name") or ""
     if not _PARAM_NAME_RE.match(name):
         problems.add(f"{path}.name", f"parameter name {name!r} must match [-a-zA-Z0-9_]+")
-    enum = param.get("enum")
-    value = param.get("value", param.get("default"))
-    if enum and value is not None and value not in enum:
-        problems.add(f"{path}.value", f"{value!r} is not one of its enum {enum}")
 
 
-def _without(data: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in keys}
-
-
-def _check_template(
-    template: Mapping[str, Any],
-    templates: Mapping[str, Mapping[str, Any]],
-    spec_volumes: set[str],
-    scope: _GlobalScope,
-    path: str,
-    problems: _Problems,
+def _check_volume_mounts(
+    template: Mapping[str, Any], spec_volumes: set[str], path: str, problems: Problems
 ) -> None:
-    inputs = template.get("inputs") or {}
-    outputs = template.get("outputs") or {}
-    in_params = {p["name"] for p in inputs.get("parameters") or []}
-    in_artifacts = {a["name"]: a for a in inputs.get("artifacts") or []}
-    out_params = {p["name"] for p in outputs.get("parameters") or []}
-    out_artifacts = {a["name"]: a for a in outputs.get("artifacts") or []}
-    for kind, items in (("inputs", inputs), ("outputs", outputs)):
-        for j, param in enumerate(items.get("parameters") or []):
-            _check_parameter(param, f"{path}.{kind}.parameters[{j}]", problems)
-
-    def resolve_local(name: str) -> str | None:
-        if name.startswith("inputs.parameters."):
-            param = name[len("inputs.parameters.") :]
-            return None if param in in_params else f"template has no input parameter {param!r}"
-        if name.startswith("inputs.artifacts."):
-            art, _, attr = name[len("inputs.artifacts.") :].partition(".")
-            if art not in in_artifacts:
-                return f"template has no input artifact {art!r}"
-            return None if attr in ("", "path") else f"artifacts have no {attr!r} variable"
-        if name.startswith("outputs.parameters.") or name.startswith("outputs.artifacts."):
-            group, _, rest = name[len("outputs.") :].partition(".")
-            item, _, attr = rest.partition(".")
-            declared = out_params if group == "parameters" else out_artifacts
-            if item not in declared:
-                return f"template has no output {group[:-1]} {item!r}"
-            return None if attr == "path" else "only .path of an output is defined here"
-        if name in _TEMPLATE_GLOBALS or name.startswith(_TEMPLATE_PREFIXES):
-            return None
-        return scope.resolve_global(name)
-
     volumes = spec_volumes | {v["name"] for v in template.get("volumes") or []}
     for key in ("container", "script"):
         container = template.get(key)
@@ -494,158 +386,3 @@ def _check_template(
                     f"{path}.{key}.volumeMounts[{j}].name",
                     f"volume {mount['name']!r} is not defined in the template or spec.volumes",
                 )
-
-    dag = template.get("dag")
-    if dag is not None:
-        _check_dag(dag, templates, resolve_local, f"{path}.dag", problems)
-        _check_references(_without(template, "dag"), resolve_local, path, problems)
-    else:
-        _check_references(template, resolve_local, path, problems)
-
-
-def _depends_names(depends: str) -> set[str]:
-    """Task names in an enhanced `depends` expression such as `a && (b.Succeeded || c.Failed)`."""
-    cleaned = re.sub(r"&&|\|\||[!()]", " ", depends)
-    return {word.split(".")[0] for word in _DEPENDS_WORDS.findall(cleaned)}
-
-
-def _check_dag(
-    dag: Mapping[str, Any],
-    templates: Mapping[str, Mapping[str, Any]],
-    resolve_template: Any,
-    path: str,
-    problems: _Problems,
-) -> None:
-    tasks = {t.get("name"): t for t in dag.get("tasks") or []}
-    parents: dict[str, set[str]] = {}
-    for i, task in enumerate(dag.get("tasks") or []):
-        name = task.get("name", "")
-        tpath = f"{path}.tasks[{i}]"
-        _check_field_name(name, f"{tpath}.name", problems)
-        upstream = set(task.get("dependencies") or [])
-        if task.get("depends"):
-            upstream |= _depends_names(task["depends"])
-        for dep in sorted(upstream - set(tasks)):
-            problems.add(f"{tpath}", f"depends on {dep!r}, which is not a task of this DAG")
-        parents[name] = upstream & set(tasks)
-        if task.get("template") is not None and task["template"] not in templates:
-            problems.add(f"{tpath}.template", f"{task['template']!r} is not a template")
-
-    ancestors = _ancestors(parents, path, problems)
-
-    for i, task in enumerate(dag.get("tasks") or []):
-        name = task.get("name", "")
-        tpath = f"{path}.tasks[{i}]"
-        target = templates.get(task.get("template"))
-        looping = any(task.get(k) is not None for k in ("withItems", "withParam", "withSequence"))
-
-        def resolve_task(ref: str, name: str = name, looping: bool = looping) -> str | None:
-            if ref.startswith("tasks."):
-                return _resolve_task_ref(ref, name, tasks, templates, ancestors)
-            if looping and (ref == "item" or ref.startswith("item.")):
-                return None
-            return resolve_template(ref)
-
-        _check_references(task, resolve_task, tpath, problems)
-        if target is not None:
-            _check_task_arguments(task, target, tpath, problems)
-
-
-def _ancestors(
-    parents: Mapping[str, set[str]], path: str, problems: _Problems
-) -> dict[str, set[str]]:
-    result: dict[str, set[str]] = {}
-
-    def visit(name: str, trail: tuple[str, ...]) -> set[str]:
-        if name in result:
-            return result[name]
-        if name in trail:
-            problems.add(path, f"dependency cycle: {' -> '.join((*trail, name))}")
-            return set()
-        found: set[str] = set()
-        for parent in parents.get(name, ()):
-            found |= {parent} | visit(parent, (*trail, name))
-        result[name] = found
-        return found
-
-    for name in parents:
-        visit(name, ())
-    return result
-
-
-def _resolve_task_ref(
-    ref: str,
-    current: str,
-    tasks: Mapping[str, Mapping[str, Any]],
-    templates: Mapping[str, Mapping[str, Any]],
-    ancestors: Mapping[str, set[str]],
-) -> str | None:
-    if ref == "tasks.name":
-        return None
-    parts = ref.split(".")
-    other = parts[1]
-    if other not in tasks:
-        return f"no task named {other!r} in this DAG"
-    if other not in ancestors.get(current, set()):
-        return f"task {other!r} is not an upstream dependency of {current!r}"
-    rest = parts[2:]
-    if len(rest) == 1 and rest[0] in _TASK_FIELDS:
-        return None
-    if rest[:1] != ["outputs"] or len(rest) < 2:
-        return "unknown task variable"
-    if rest[1] == "result" and len(rest) == 2:
-        return None
-    if rest[1] not in ("parameters", "artifacts"):
-        return "unknown task output"
-    if len(rest) == 2:
-        return None if rest[1] == "parameters" else "name the artifact"
-    outputs = templates.get(tasks[other].get("template"), {}).get("outputs") or {}
-    declared = {item["name"] for item in outputs.get(rest[1]) or []}
-    wanted = ".".join(rest[2:])
-    if wanted not in declared:
-        return f"template of task {other!r} has no output {rest[1][:-1]} {wanted!r}"
-    return None
-
-
-def _check_task_arguments(
-    task: Mapping[str, Any], target: Mapping[str, Any], path: str, problems: _Problems
-) -> None:
-    """Every input without a default is supplied; nothing is passed that the template lacks."""
-    inputs = target.get("inputs") or {}
-    arguments = task.get("arguments") or {}
-    for group in ("parameters", "artifacts"):
-        declared = {item["name"]: item for item in inputs.get(group) or []}
-        passed = {item["name"] for item in arguments.get(group) or []}
-        for name in sorted(passed - set(declared)):
-            problems.add(
-                f"{path}.arguments.{group}",
-                f"{name!r} is not an input of template {target.get('name')!r}",
-            )
-        for name, item in declared.items():
-            has_source = any(
-                item.get(k) is not None
-                for k in ("value", "default", "valueFrom", "from", "s3", "http", "raw", "git")
-            )
-            if name not in passed and not has_source and not item.get("optional"):
-                problems.add(
-                    f"{path}.arguments.{group}",
-                    f"input {name!r} of template {target.get('name')!r} is not supplied",
-                )
-
-
-def _check_references(data: Any, resolve: Any, path: str, problems: _Problems) -> None:
-    """Find every `{{...}}` in strings under `data` and resolve it with `resolve(name)`."""
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            _check_references(value, resolve, f"{path}.{key}", problems)
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            _check_references(value, resolve, f"{path}[{i}]", problems)
-    elif isinstance(data, str):
-        for match in _REFERENCE_RE.finditer(data):
-            name = match.group(1)
-            if name.startswith("="):
-                continue  # expression templates are evaluated by expr-lang; not resolved here
-            reason = resolve(name)
-            if reason is not None:
-                problems.add(path, f"{{{{{name}}}}}: {reason}")

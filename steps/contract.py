@@ -1,0 +1,687 @@
+"""The step contract as data: each stage's flags, output parameters and artifacts, declared once.
+
+`steps/stages.py` declares every stage with the types below. From a declaration come the stage's
+CLI (`Stage.parse`: argparse, then one check of every value), its Argo template and the workflow
+parameters (`workflows/pipeline.py`), the parameter check that runs first in the workflow and in
+the local runner (`steps/check_parameters.py`), and the tables of docs/steps.md (`docs_tables`).
+Nothing here knows Argo or Hera.
+
+A bad value is a `BadInput` (one `error:` line, exit code 2) naming the flag or the environment
+variable it came from, the value and what is expected; never a traceback or a usage dump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from steps.cli import BadInput, write_outputs
+
+# ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
+# version written "+2" is refused rather than read as version 2 (leading zeros stay accepted).
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_MAX_DIGITS = 64  # longer digit strings are refused before int() or float() sees them
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+class Kind(Protocol):
+    """What values a flag takes. `parse` raises ValueError saying what is expected."""
+
+    empty_ok: bool  # an empty value means "not given" (the flag's default) rather than an error
+
+    def parse(self, text: str) -> Any:
+        """The typed value of `text` (already stripped, never empty)."""
+        ...
+
+    def describe(self) -> str:
+        """What the kind accepts, for `--help`, error lines and docs/steps.md."""
+        ...
+
+
+@dataclass(frozen=True)
+class Integer:
+    """A whole number in ASCII digits, within [minimum, maximum]."""
+
+    minimum: int
+    maximum: int
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> int:
+        """The integer; ValueError outside the range or for anything but ASCII digits."""
+        if len(text) > _MAX_DIGITS or not _INTEGER.fullmatch(text):
+            raise ValueError(f"must be {self.describe()}")
+        value = int(text)
+        if not self.minimum <= value <= self.maximum:
+            raise ValueError(f"must be {self.describe()}")
+        return value
+
+    def describe(self) -> str:
+        """E.g. `an integer from 0 to 4294967295`."""
+        return f"an integer from {self.minimum} to {self.maximum}"
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite decimal number within its bounds; `open_*` excludes the bound itself."""
+
+    minimum: float
+    maximum: float
+    open_minimum: bool = False
+    open_maximum: bool = False
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> float:
+        """The float; ValueError for NaN, infinities, non-ASCII digits and values out of range."""
+        if len(text) > _MAX_DIGITS or not _DECIMAL.fullmatch(text):
+            raise ValueError(f"must be {self.describe()}")
+        value = float(text)
+        low_ok = value > self.minimum if self.open_minimum else value >= self.minimum
+        high_ok = value < self.maximum if self.open_maximum else value <= self.maximum
+        if not (math.isfinite(value) and low_ok and high_ok):
+            raise ValueError(f"must be {self.describe()}")
+        return value
+
+    def describe(self) -> str:
+        """E.g. `a number > 0 and <= 3600`."""
+        low = f"{'>' if self.open_minimum else '>='} {self.minimum:g}"
+        high = f"{'<' if self.open_maximum else '<='} {self.maximum:g}"
+        return f"a number {low} and {high}"
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """`true`/`false` (also `1`/`0`, `yes`/`no`, any case)."""
+
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> bool:
+        """True or False; ValueError for anything else."""
+        lowered = text.lower()
+        if lowered not in _TRUE + _FALSE:
+            raise ValueError(f"must be {self.describe()}")
+        return lowered in _TRUE
+
+    def describe(self) -> str:
+        """`true or false`."""
+        return "true or false"
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """What Argo offers for it: the canonical spellings."""
+        return ("true", "false")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed list of names (case-sensitive)."""
+
+    options: tuple[str, ...]
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> str:
+        """The name itself; ValueError naming the options for anything else."""
+        if text not in self.options:
+            raise ValueError(f"must be {self.describe()}")
+        return text
+
+    def describe(self) -> str:
+        """E.g. `one of gsod, bigquery`."""
+        return f"one of {', '.join(self.options)}"
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The options, in declaration order."""
+        return self.options
+
+
+@dataclass(frozen=True)
+class Text:
+    """Free text, optionally matching `pattern` (described as `what`) and at most `max_length`."""
+
+    pattern: str | None = None
+    what: str = "text"
+    empty_ok: bool = True
+    max_length: int = 4096
+
+    def parse(self, text: str) -> str:
+        """The text; ValueError if it is too long or does not match the pattern."""
+        if len(text) > self.max_length or (
+            self.pattern is not None and not re.fullmatch(self.pattern, text)
+        ):
+            raise ValueError(f"must be {self.describe()}")
+        return text
+
+    def describe(self) -> str:
+        """`what`, plus `non-empty` when an empty value is refused."""
+        return self.what if self.empty_ok else f"{self.what} (non-empty)"
+
+
+@dataclass(frozen=True)
+class CommaList:
+    """`a,b,c`: each item of the kind `item`; empty items are ignored, empty means ()."""
+
+    item: Kind
+    empty_ok: bool = True
+
+    def parse(self, text: str) -> tuple[Any, ...]:
+        """The parsed items; ValueError naming the first bad one."""
+        values = []
+        for raw in (part.strip() for part in text.split(",")):
+            if not raw:
+                continue
+            try:
+                values.append(self.item.parse(raw))
+            except ValueError as exc:
+                raise ValueError(f"item {raw[:40]!r} {exc}") from None
+        return tuple(values)
+
+    def describe(self) -> str:
+        """E.g. `a comma list of an integer from 1901 to 2100`."""
+        return f"a comma list, each {self.item.describe()}"
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """`ours=theirs,...`: a mapping of names; empty means {}."""
+
+    empty_ok: bool = True
+
+    def parse(self, text: str) -> dict[str, str]:
+        """The mapping; ValueError naming the first entry that is not `name=name`."""
+        mapping = {}
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            ours, sep, theirs = item.partition("=")
+            if not sep or not ours.strip() or not theirs.strip():
+                raise ValueError(f"entries must look like temp=TEMP, got {item[:40]!r}")
+            mapping[ours.strip()] = theirs.strip()
+        return mapping
+
+    def describe(self) -> str:
+        """`name=name pairs, comma-separated`."""
+        return "name=name pairs, comma-separated"
+
+
+@dataclass(frozen=True)
+class FilePath:
+    """A file path. `writes`: the step writes it, so an existing directory there is refused."""
+
+    writes: bool = False
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> Path:
+        """The path; ValueError if it is (or, for an output, sits under) something unusable."""
+        path = _usable_path(text)
+        if self.writes:
+            if path.is_dir():
+                raise ValueError("is a directory; give the path of a file to write")
+            for parent in path.parents:
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise ValueError(f"cannot be written: {parent} is not a directory")
+                    break
+        return path
+
+    def describe(self) -> str:
+        """`a file path (written)` or `a file path (read)`."""
+        return f"a file path ({'written' if self.writes else 'read'})"
+
+
+@dataclass(frozen=True)
+class DirectoryPath:
+    """A directory the step creates if needed; an existing file there is refused."""
+
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> Path:
+        """The path; ValueError if a file (not a directory) is already there."""
+        path = _usable_path(text)
+        if path.exists() and not path.is_dir():
+            raise ValueError("is a file, not a directory")
+        return path
+
+    def describe(self) -> str:
+        """`a directory`."""
+        return "a directory"
+
+
+def _usable_path(text: str) -> Path:
+    """`text` as a Path the system can look up: ValueError for a NUL byte, a name longer than
+    the file system allows (ENAMETOOLONG) or a path that cannot be examined."""
+    path = Path(text)
+    try:
+        path.exists()
+    except (OSError, ValueError) as exc:  # ValueError: embedded NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"is not a usable path ({reason})") from None
+    return path
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A flag without a value (argparse `store_true`); no environment variable."""
+
+    empty_ok: bool = True
+
+    def parse(self, text: str) -> bool:
+        """Switches take no value: never called."""
+        raise ValueError("takes no value")
+
+    def describe(self) -> str:
+        """`switch`."""
+        return "switch (no value)"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a stage.
+
+    Attributes:
+        name: kebab-case without dashes (`http-timeout` is `--http-timeout`, `args.http_timeout`).
+        kind: what values it takes.
+        help: one line for `--help` and docs/steps.md.
+        default: the typed value when neither the flag nor `env` is given (None: unset).
+        env: environment variable read when the flag is absent (an empty variable is unset).
+        units: deg F, seconds, rows... shown in help and docs.
+        required: the step cannot run without a value.
+        parameter: in the Argo pipeline, the workflow parameter this flag takes; several flags
+            may take the same one, and its value must then suit every one of them.
+        parameter_default: the workflow parameter's default when it differs from `default`.
+        by_env: in a pod, pass the value through `env`, never on the command line (it may hold
+            credentials, and argv is readable by every process on the node).
+        group: heading for flags that only apply to one case (`target local`).
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    default: Any = None
+    env: str | None = None
+    units: str | None = None
+    required: bool = False
+    parameter: str | None = None
+    parameter_default: str | None = None
+    by_env: bool = False
+    group: str | None = None
+
+    @property
+    def option(self) -> str:
+        """`--name`."""
+        return f"--{self.name}"
+
+    @property
+    def dest(self) -> str:
+        """The attribute name on the parsed namespace."""
+        return self.name.replace("-", "_")
+
+    def convert(self, raw: str | None, source: str | None = None) -> Any:
+        """The typed value of `raw` (None: not given, so the default).
+
+        Raises:
+            BadInput: naming `source` (the flag, or the variable the value came from).
+        """
+        source = source or self.option
+        if raw is None:
+            if self.required and self.default is None:
+                raise BadInput(f"{self.option} is required: {self._expected()}")
+            return self.default
+        text = raw.strip()
+        if not text:
+            if self.kind.empty_ok and not self.required:
+                return self.default
+            raise BadInput(f"{source} is empty: {self._expected()}")
+        try:
+            return self.kind.parse(text)
+        except ValueError as exc:
+            raise BadInput(f"{source} {_shown(raw)}: {exc}{_in(self.units)}") from None
+
+    def default_text(self) -> str:
+        """The default as it is written on the command line (empty for none)."""
+        return render_value(self.default)
+
+    def _expected(self) -> str:
+        return f"give {self.kind.describe()}{_in(self.units)}"
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output parameter: written to `<outputs-dir>/<name>` and printed as JSON."""
+
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file the stage reads (`output=False`) or writes, named by its path flag.
+
+    In a pod it lives at `/work/in/<file>` or `/work/out/<file>`; Argo moves it between stages.
+    """
+
+    name: str
+    flag: str
+    file: str
+    help: str
+    output: bool = False
+
+
+OUTPUTS_DIR = Flag(
+    "outputs-dir",
+    DirectoryPath(),
+    "write each output parameter to a file named after it here",
+    env="STEP_OUTPUTS_DIR",
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage of the pipeline: `python -m steps <name> [flags]`.
+
+    Every stage also takes `--outputs-dir` (OUTPUTS_DIR), added here.
+    """
+
+    name: str
+    help: str
+    flags: tuple[Flag, ...]
+    outputs: tuple[Output, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+    all_flags: tuple[Flag, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        flags = (*self.flags, OUTPUTS_DIR)
+        names = [f.name for f in flags]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"stage {self.name}: flag(s) declared twice: {', '.join(repeated)}")
+        for artifact in self.artifacts:
+            if artifact.flag not in names:
+                raise ValueError(f"stage {self.name}: artifact {artifact.name} names no flag")
+        object.__setattr__(self, "all_flags", flags)
+
+    def flag(self, name: str) -> Flag:
+        """The flag called `name` (without dashes); KeyError if the stage has none."""
+        for flag in self.all_flags:
+            if flag.name == name:
+                return flag
+        raise KeyError(f"stage {self.name} has no flag --{name}")
+
+    def parser(self) -> argparse.ArgumentParser:
+        """The argparse parser: every value a string, checked afterwards by `parse`."""
+        parser = _Parser(
+            prog=f"python -m steps {self.name}", description=self.help, allow_abbrev=False
+        )
+        groups: dict[str | None, Any] = {None: parser}
+        for flag in self.all_flags:
+            if flag.group not in groups:
+                groups[flag.group] = parser.add_argument_group(flag.group)
+            target = groups[flag.group]
+            if isinstance(flag.kind, Switch):
+                target.add_argument(flag.option, action="store_true", help=flag.help)
+            else:
+                target.add_argument(flag.option, default=None, help=_help_line(flag))
+        return parser
+
+    def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        """Parse and check the command line; values become typed (int, float, Path, ...).
+
+        Each flag is read from the command line, else from its environment variable, else its
+        default. `--help` prints and exits 0.
+
+        Raises:
+            BadInput: an unknown flag, a missing value or a value its kind refuses.
+        """
+        namespace = self.parser().parse_args(argv)
+        for flag in self.all_flags:
+            if isinstance(flag.kind, Switch):
+                continue
+            raw, source = getattr(namespace, flag.dest), None
+            if raw is None and flag.env and os.environ.get(flag.env):
+                raw, source = os.environ[flag.env], f"{flag.env} (for {flag.option})"
+            setattr(namespace, flag.dest, flag.convert(raw, source))
+        return namespace
+
+    def write_outputs(self, outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
+        """`steps.cli.write_outputs`, once `outputs` are checked to be exactly the declared ones
+        (the Argo template reads each of them, so a missing or extra one is a bug: ValueError)."""
+        declared = [o.name for o in self.outputs]
+        if sorted(outputs) != sorted(declared):
+            raise ValueError(
+                f"stage {self.name} wrote outputs {sorted(outputs)}; declared {sorted(declared)}"
+            )
+        write_outputs(outputs_dir, outputs)
+
+
+@dataclass(frozen=True)
+class WorkflowParameter:
+    """A workflow parameter of the Argo pipeline, derived from the stage flags that take it.
+
+    Attributes:
+        name: kebab-case, as Argo shows it.
+        default: its value when a run does not set it.
+        help: the first flag's help (and units).
+        choices: the enum Argo offers (from a Choice or Boolean flag), else None.
+        flags: every (stage name, flag) that takes it, in pipeline order.
+    """
+
+    name: str
+    default: str
+    help: str
+    choices: tuple[str, ...] | None
+    flags: tuple[tuple[str, Flag], ...]
+
+    @property
+    def by_env(self) -> bool:
+        """Whether its flags take it through their environment variable (credentials)."""
+        return any(flag.by_env for _, flag in self.flags)
+
+    def check(self, raw: str) -> None:
+        """Raise BadInput unless `raw` suits every flag that takes this parameter."""
+        for stage, flag in self.flags:
+            flag.convert(raw, f"workflow parameter {self.name} ({stage} {flag.option})")
+
+
+def workflow_parameters(stages: Iterable[Stage]) -> tuple[WorkflowParameter, ...]:
+    """The workflow parameters named by the stages' flags (`Flag.parameter`), in first-use order.
+
+    Raises:
+        ValueError: two flags taking one parameter disagree on its default or its choices.
+    """
+    taken: dict[str, list[tuple[str, Flag]]] = {}
+    for stage in stages:
+        for flag in stage.all_flags:
+            if flag.parameter:
+                taken.setdefault(flag.parameter, []).append((stage.name, flag))
+    parameters = []
+    for name, flags in taken.items():
+        defaults = {_parameter_default(flag) for _, flag in flags if _parameter_default(flag)}
+        enums = {choices_of(flag.kind) for _, flag in flags} - {None}
+        if len(defaults) > 1 or len(enums) > 1:
+            raise ValueError(
+                f"workflow parameter {name}: its flags disagree (defaults {sorted(defaults)}, "
+                f"choices {sorted(enums)})"
+            )
+        first = flags[0][1]
+        parameters.append(
+            WorkflowParameter(
+                name,
+                defaults.pop() if defaults else "",
+                first.help + (f" ({first.units})" if first.units else ""),
+                enums.pop() if enums else None,
+                tuple(flags),
+            )
+        )
+    return tuple(parameters)
+
+
+def check_workflow_parameters(
+    values: Mapping[str, str], parameters: Iterable[WorkflowParameter]
+) -> None:
+    """Check each value in `values` whose name is one of `parameters` against its flags.
+
+    Raises:
+        BadInput: for the first value a flag would refuse, naming the parameter and the flag.
+    """
+    for parameter in parameters:
+        if parameter.name in values:
+            parameter.check(values[parameter.name])
+
+
+def parameter_check_stage(name: str, parameters: Sequence[WorkflowParameter]) -> Stage:
+    """A stage taking every workflow parameter as a flag of the same name, to check them all.
+
+    Its flags accept any text: the check itself is `check_workflow_parameters`, which applies
+    the kinds of the flags that take each parameter. A parameter passed by environment variable
+    in the pipeline (credentials) is read from that variable here too.
+    """
+    flags = []
+    for parameter in parameters:
+        env = next((flag.env for _, flag in parameter.flags if flag.by_env), None)
+        flags.append(
+            Flag(parameter.name, Text(), f"workflow parameter: {parameter.help}", env=env,
+                 parameter=parameter.name, by_env=env is not None)
+        )  # fmt: skip
+    return Stage(
+        name,
+        "Check every workflow parameter against the flags of every stage that takes it, "
+        "before any stage runs; exit 2 naming the first bad one.",
+        tuple(flags),
+    )
+
+
+def _parameter_default(flag: Flag) -> str:
+    return flag.parameter_default if flag.parameter_default is not None else flag.default_text()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises BadInput (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Called by argparse for an unknown flag or a flag without its value."""
+        raise BadInput(f"{message} (see {self.prog} --help)")
+
+
+def render_value(value: Any) -> str:
+    """A typed value as text on a command line or in Argo: `true`, `1,2`, `a=b`, `` for None."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return ",".join(render_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def choices_of(kind: Kind) -> tuple[str, ...] | None:
+    """The fixed list of values a kind takes (Choice, Boolean), else None."""
+    return getattr(kind, "choices", None)
+
+
+def _help_line(flag: Flag) -> str:
+    parts = [flag.help, f"{flag.kind.describe()}{_in(flag.units)}"]
+    if flag.env:
+        parts.append(f"env {flag.env}")
+    if flag.default is not None:
+        parts.append(f"default {flag.default_text()}")
+    return f"{parts[0]} ({'; '.join(parts[1:])})".replace("%", "%%")
+
+
+def _in(units: str | None) -> str:
+    return f", in {units}" if units else ""
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
+
+
+# ---------------------------------------------------------------- docs/steps.md
+
+
+def flag_table(stage: Stage) -> str:
+    """The Markdown table of a stage's flags: flag, env, values, default, workflow parameter."""
+    rows = [
+        "| flag | env | values | default | workflow parameter | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for flag in stage.all_flags:
+        values = flag.kind.describe() + _in(flag.units)
+        default = "required" if flag.required else _code(flag.default_text())
+        parameter = _code(flag.parameter or "")
+        rows.append(
+            f"| `{flag.option}` | {_code(flag.env or '')} | {values} | {default} | {parameter} "
+            f"| {flag.help}{f' ({flag.group})' if flag.group else ''} |"
+        )
+    return "\n".join(rows)
+
+
+def io_table(stage: Stage) -> str:
+    """The Markdown table of a stage's output parameters and artifacts."""
+    rows = ["| output parameter / artifact | flag | meaning |", "|---|---|---|"]
+    rows += [f"| `{o.name}` | | {o.help} |" for o in stage.outputs]
+    for a in stage.artifacts:
+        where = f"`/work/{'out' if a.output else 'in'}/{a.file}`"
+        direction = "writes" if a.output else "reads"
+        rows.append(f"| artifact `{a.name}` ({direction} {where}) | `--{a.flag}` | {a.help} |")
+    return "\n".join(rows)
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if text else ""
+
+
+_BEGIN = "<!-- BEGIN generated from steps/stages.py: {} -->"
+_END = "<!-- END generated: {} -->"
+
+
+def parameter_table(parameters: Iterable[WorkflowParameter]) -> str:
+    """The Markdown table of the workflow parameters: default, choices, the flags that take it."""
+    rows = [
+        "| workflow parameter | default | choices | taken by | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for p in parameters:
+        taken = ", ".join(f"{stage} `{flag.option}`" for stage, flag in p.flags)
+        choices = ", ".join(f"`{c}`" for c in p.choices) if p.choices else ""
+        rows.append(f"| `{p.name}` | {_code(p.default)} | {choices} | {taken} | {p.help} |")
+    return "\n".join(rows)
+
+
+def generated_blocks(
+    stages: Iterable[Stage], parameters: Iterable[WorkflowParameter] = ()
+) -> dict[str, str]:
+    """Block name -> generated Markdown: `workflow parameters`, then `<stage> flags` and
+    `<stage> outputs` per stage."""
+    blocks = {"workflow parameters": parameter_table(parameters)} if parameters else {}
+    for stage in stages:
+        blocks[f"{stage.name} flags"] = flag_table(stage)
+        if stage.outputs or stage.artifacts:
+            blocks[f"{stage.name} outputs"] = io_table(stage)
+    return blocks
+
+
+def fill_generated(text: str, blocks: Mapping[str, str]) -> str:
+    """`text` with every generated block replaced by its current content.
+
+    Raises:
+        ValueError: a block of `blocks` has no markers in `text`, or markers name no block.
+    """
+    found = re.findall(r"<!-- BEGIN generated from steps/stages.py: (.+?) -->", text)
+    missing = sorted(set(blocks) - set(found))
+    unknown = sorted(set(found) - set(blocks))
+    if missing or unknown:
+        raise ValueError(f"generated blocks missing: {missing}; unknown: {unknown}")
+    for name, body in blocks.items():
+        begin, end = _BEGIN.format(name), _END.format(name)
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+        replacement = f"{begin}\n{body}\n{end}"
+        text = pattern.sub(lambda _match, new=replacement: new, text)
+    return text

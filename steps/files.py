@@ -1,0 +1,57 @@
+"""Files written whole or not at all: write under a temporary name in the target's folder, then
+rename it over the target, so a reader never sees half a file and a failure leaves the old one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from steps.cli import StepError, one_line
+
+# Artifacts are read by the next step, as another user under the local runner's docker backend.
+ARTIFACT_MODE = 0o644
+
+
+def write_atomically(
+    path: Path, write: Callable[[Path], None], *, mode: int = ARTIFACT_MODE
+) -> Path:
+    """Call `write(tmp)` on a new temporary file beside `path`, then rename it to `path`.
+
+    Args:
+        path: the file to create or replace; its folder is created if needed.
+        write: writes the whole content to the path it is given.
+        mode: permission bits of the result (default 0o644; 0o600 for private state).
+
+    Returns:
+        `path`.
+
+    Raises:
+        StepError: the folder cannot be written, or the disk filled up (any OSError while
+            writing or renaming), naming `path`; `path` is untouched and nothing is left behind.
+        Anything else `write` raises, after removing the temporary file.
+    """
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        tmp = Path(name)
+        tmp.chmod(mode)  # mkstemp makes it 0600
+        write(tmp)
+        tmp.replace(path)
+        tmp = None
+    except OSError as exc:
+        raise StepError(f"cannot write {path}: {one_line(exc)}") from exc
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomically(path: Path, text: str, *, mode: int = ARTIFACT_MODE) -> Path:
+    """`write_atomically` for text (UTF-8)."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode=mode)

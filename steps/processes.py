@@ -1,0 +1,152 @@
+"""Local server processes and ports, said once: free ports, waiting until a server is healthy,
+stopping a process group, and telling whether a recorded PID is still the process we started.
+
+Portable to Linux and macOS: a PID is probed with `os.kill(pid, 0)` and identified by its command
+line, read from /proc where there is one and from `ps` elsewhere (macOS has no /proc).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import httpx
+
+from steps.cli import StepError
+
+LOOPBACK = "127.0.0.1"
+PROC = Path("/proc")
+HEALTH_POLL_S = 0.3
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port on `host` that nothing listens on right now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (a port in TIME_WAIT counts as free)."""
+    with socket.socket() as sock:
+        # Same option uvicorn binds with, so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def http_ok(url: str, timeout: float = 5.0) -> bool:
+    """True if GET `url` answers 200 within `timeout` seconds; any failure is False."""
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until_healthy(
+    url: str,
+    *,
+    timeout: float,
+    proc: subprocess.Popen | None = None,
+    log: str | Path | None = None,
+    healthy: Callable[[str], bool] = http_ok,
+) -> None:
+    """Poll `url` until `healthy(url)` (default: answers 200), for at most `timeout` seconds.
+
+    Args:
+        url: the health endpoint, e.g. `http://127.0.0.1:5050/health`.
+        timeout: seconds before giving up.
+        proc: the server's process, if we started it: its exit ends the wait at once.
+        log: the server's log file, named in the error.
+
+    Raises:
+        StepError: the process exited, or `url` was not healthy within `timeout` seconds.
+    """
+    see = f"; see {log}" if log else ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StepError(f"server exited with code {proc.returncode}{see}")
+        if healthy(url):
+            return
+        time.sleep(HEALTH_POLL_S)
+    raise StepError(f"{url} did not answer 200 within {timeout:g}s{see}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process `pid` exists (ours or not); our own exited child is reaped first."""
+    try:
+        # Reap it first if it is our own exited child, otherwise a zombie looks alive.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def command_line(pid: int) -> list[str]:
+    """The arguments `pid` runs with; empty if it does not exist.
+
+    From /proc/<pid>/cmdline (exact arguments) where /proc exists, else from
+    `ps -ww -o command= -p <pid>` (POSIX ps; macOS), split on white space.
+    """
+    cmdline = PROC / str(pid) / "cmdline"
+    if PROC.is_dir():
+        try:
+            return cmdline.read_bytes().decode(errors="replace").split("\0")[:-1]
+        except OSError:
+            return []
+    result = subprocess.run(
+        ["ps", "-ww", "-o", "command=", "-p", str(pid)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.split()
+
+
+def is_our_process(
+    pid: int, words: Iterable[str] = (), flags: Mapping[str, str] | None = None
+) -> bool:
+    """True if `pid` is alive and its command line holds every one of `words` and every flag of
+    `flags` followed by its value (e.g. `{"--port": "5050"}`).
+
+    This is the identity check before a recorded PID is reused or signalled: after a reboot or a
+    crash the same PID may belong to another program, which must never be adopted or stopped.
+    """
+    if not pid_alive(pid):
+        return False
+    argv = command_line(pid)
+    values = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1])}
+    return all(word in argv for word in words) and all(
+        values.get(flag) == value for flag, value in (flags or {}).items()
+    )
+
+
+def stop_process_group(pid: int, timeout: float = 30.0) -> None:
+    """SIGTERM the process group led by `pid` (a server and its workers), SIGKILL after
+    `timeout` seconds; return once `pid` is gone. A group that no longer exists is fine."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.2)

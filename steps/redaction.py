@@ -1,0 +1,89 @@
+"""Credentials never leave in clear: the one redaction of URLs' `user:password@` and of signed or
+token-bearing query strings, applied wherever the pipeline writes text others read (error lines,
+the dataset's Parquet metadata, MLflow tags and inputs, run records, the report).
+
+Signed URLs, by the names their query parameters carry the secret in: AWS SigV4
+(`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`), Google Cloud Storage V4
+(`X-Goog-Signature`, `X-Goog-Credential`), Azure SAS (`sig`), and the usual `token=`,
+`access_token=`, `key=`, `password=`, `secret=`. The parameter stays, its value is masked, so a
+reader still sees which table or server was meant.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+MASK = "***"
+# A query parameter whose name, lower-cased, ends in one of these carries a credential.
+_SECRET_NAME = re.compile(
+    r"(^|[-_.])(sig|signature|token|secret|password|passwd|pwd|credential|credentials|key|apikey"
+    r"|api-key|api_key|auth|authorization)$"
+)
+# A URL inside free text: scheme://... up to white space or a quote/bracket around it.
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}`]+")
+
+
+def is_secret_parameter(name: str) -> bool:
+    """True if a query parameter called `name` carries a credential (see the module docstring)."""
+    return bool(_SECRET_NAME.search(unquote(name).lower()))
+
+
+def redact_url(url: str) -> str:
+    """`url` with its user info and the values of secret query parameters replaced by `***`.
+
+    `https://u:pw@host/t.csv?X-Amz-Signature=ab&v=1` -> `https://***@host/t.csv?X-Amz-Signature=***&v=1`.
+    Anything that is not a URL with a scheme comes back unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a broken IPv6 host: mask by pattern instead
+        return _redact_pieces(url)
+    if not parts.scheme or not (parts.netloc or parts.query):
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            _redact_query(parts.query),
+            _redact_query(parts.fragment),
+        )
+    )
+
+
+def redact(text: str) -> str:
+    """`text` with every URL in it passed through `redact_url` (for messages and free text)."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def redact_values(data: Any) -> Any:
+    """A copy of `data` (JSON-like: dicts, lists, strings) with `redact` applied to every string."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, Mapping):
+        return {key: redact_values(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact_values(value) for value in data]
+    return data
+
+
+def _redact_query(query: str) -> str:
+    pieces = []
+    for piece in query.split("&"):
+        name, sep, _ = piece.partition("=")
+        pieces.append(f"{name}={MASK}" if sep and is_secret_parameter(name) else piece)
+    return "&".join(pieces)
+
+
+def _redact_pieces(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = MASK + "@" + rest.split("@", 1)[1]
+    base, qsep, query = rest.partition("?")
+    return scheme + sep + base + qsep + _redact_query(query)

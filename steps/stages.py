@@ -1,0 +1,308 @@
+"""Every stage of the pipeline declared once: flags, output parameters and artifacts.
+
+Each stage's CLI, its Argo template, the workflow parameters (with their enums), the parameter
+check that runs first, and the tables of docs/steps.md are all generated from these declarations
+(see steps/contract.py). To add a flag, add it here and read `args.<name>` in the stage's main.
+Only light modules are imported: rendering the workflow and checking parameters stay cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from steps.contract import (
+    Artifact,
+    Boolean,
+    Choice,
+    CommaList,
+    DirectoryPath,
+    FilePath,
+    Flag,
+    Integer,
+    Number,
+    Output,
+    Pairs,
+    Stage,
+    Switch,
+    Text,
+    parameter_check_stage,
+    workflow_parameters,
+)
+from steps.deploy_targets import TARGETS
+from steps.model import MODEL_TYPES
+from steps.settings import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
+from steps.sources import DEFAULT_BASE_URL, SOURCES, SourceRequest
+
+_SOURCE_DEFAULTS = SourceRequest()
+_UINT32 = 2**32 - 1  # numpy's seed range
+_INT64 = 2**63 - 1
+_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # a Kubernetes (RFC 1123) name
+_URL = r"https?://\S+"
+
+# ---- MLflow connection, shared by the stages that talk to the tracking server ----------------
+TRACKING_URI = Flag(
+    "tracking-uri",
+    Text(what="an MLflow tracking URI (http://host:port, sqlite:///file.db, ...)", empty_ok=False),
+    "MLflow tracking server",
+    env="MLFLOW_TRACKING_URI",
+    parameter="mlflow-tracking-uri",
+    by_env=True,
+)
+MODEL_NAME = Flag(
+    "model-name",
+    Text(what="a registered model name", empty_ok=False, max_length=256),
+    "registered model name in MLflow",
+    default=DEFAULT_MODEL_NAME,
+    env="MODEL_NAME",
+    parameter="model-name",
+)
+EXPERIMENT = Flag(
+    "experiment",
+    Text(what="an MLflow experiment name", empty_ok=False, max_length=256),
+    "MLflow experiment of the training runs",
+    default=DEFAULT_EXPERIMENT,
+    env="MLFLOW_EXPERIMENT_NAME",
+)
+DATA_HASH = Flag(
+    "data-hash",
+    Text(r"[0-9a-f]{64}", what="a SHA-256 hex digest (fetch's data-hash)"),
+    "fetch's data-hash, of the dataset as fetched: tag data.fetched_hash",
+    env="DATA_HASH",
+)
+DATA_SOURCE = Flag(
+    "data-source",
+    Text(what="a description of the data's origin"),
+    "where the data came from: tag data.source (train's default: the dataset's own metadata)",
+    env="DATA_SOURCE",
+    parameter="source",
+)
+RUN_ID = Flag(
+    "run-id",
+    Text(r"[0-9a-f]{32}", what="an MLflow run id (32 hex characters)"),
+    "train's run-id",
+)
+VERSION = Flag(
+    "version",
+    Integer(1, _INT64),
+    "registered model version (register's version)",
+    env="MODEL_VERSION",
+)
+WORKFLOW_UID = Flag(
+    "workflow-uid", Text(what="an Argo workflow UID"), "provenance: the Argo workflow's UID"
+)
+
+FETCH = Stage(
+    "fetch",
+    "Read weather observations from a source; write the normalised Parquet dataset.",
+    (
+        Flag("source", Choice(SOURCES), "where fetch reads data", default="gsod",
+             env="FETCH_SOURCE", parameter="source"),
+        Flag("years", CommaList(Integer(1901, 2100)),
+             "years, e.g. 2023,2024; gsod: empty = previous and current calendar year;"
+             " synthetic: --rows rows in each year given",
+             default=(), env="GSOD_YEARS", parameter="years"),
+        Flag("stations", CommaList(Text(r"[A-Za-z0-9]{11}", what="an 11-character station id")),
+             "GSOD station ids (USAF + WBAN); empty = whole-year archives",
+             default=(), env="GSOD_STATIONS", parameter="stations"),
+        Flag("path", FilePath(empty_ok=True),
+             "local directory or .tar.gz of GSOD CSV files instead of HTTP", env="GSOD_PATH"),
+        Flag("base-url", Text(_URL, what="an http(s) URL"), "GSOD archive base URL",
+             default=DEFAULT_BASE_URL, env="GSOD_BASE_URL", parameter="gsod-base-url"),
+        Flag("table-uri", Text(what="a CSV or Parquet path or http(s) URL"),
+             "table source: CSV or Parquet path or URL", env="TABLE_URI", parameter="table-uri"),
+        Flag("column-map", Pairs(), "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)",
+             default={}, env="TABLE_COLUMN_MAP", parameter="column-map"),
+        Flag("rows", Integer(1, 50_000_000),
+             "synthetic source: number of rows (in each year, with --years)",
+             default=_SOURCE_DEFAULTS.rows, env="SYNTHETIC_ROWS",
+             parameter="synthetic-rows", parameter_default="1000"),
+        Flag("seed", Integer(0, _UINT32), "synthetic source: random seed",
+             default=_SOURCE_DEFAULTS.seed, env="SYNTHETIC_SEED"),
+        Flag("http-retries", Integer(0, 100),
+             "retries on timeouts, dropped connections and 5xx (backoff 0.5 s doubling, max 8 s);"
+             " 404 and other 4xx fail at once",
+             default=_SOURCE_DEFAULTS.http_retries, env="FETCH_HTTP_RETRIES"),
+        Flag("http-timeout", Number(0, 3600, open_minimum=True),
+             "how long a request may wait for the server", default=_SOURCE_DEFAULTS.http_timeout,
+             env="FETCH_HTTP_TIMEOUT", units="seconds"),
+        Flag("output", FilePath(writes=True), "Parquet file to write",
+             default=Path("dataset.parquet")),
+    ),
+    outputs=(
+        Output("row-count", "rows written"),
+        Output("data-hash", "SHA-256 of the dataset in canonical form"),
+    ),
+    artifacts=(Artifact("dataset", "output", "dataset.parquet", "the fetched dataset", True),),
+)  # fmt: skip
+
+VALIDATE = Stage(
+    "validate",
+    "Check the fetched dataset against the rules; write the rows kept and a JSON report.",
+    (
+        Flag("input", FilePath(), "dataset from fetch (Parquet)", required=True),
+        Flag("output", FilePath(writes=True), "validated dataset to write", required=True),
+        Flag("report", FilePath(writes=True), "JSON report to write (also on failure)",
+             required=True),
+        Flag("min-rows", Integer(1, _INT64), "fail with fewer rows left", default=100,
+             env="VALIDATE_MIN_ROWS"),
+        Flag("rain-only", Boolean(), "keep only rain/drizzle days (FRSHTT 2nd character 1)",
+             default=False, env="VALIDATE_RAIN_ONLY", parameter="rain-only"),
+        Flag("dewp-tolerance", Number(0, 100), "how far a daily mean dewp may exceed temp",
+             default=2.0, env="VALIDATE_DEWP_TOLERANCE", units="deg F"),
+    ),
+    outputs=(
+        Output("row-count", "rows kept"),
+        Output("dropped-rows", "rows dropped: missing temp/dewp plus removed dewp > temp rows"),
+    ),
+    artifacts=(
+        Artifact("dataset", "input", "dataset.parquet", "fetch's dataset"),
+        Artifact("validated", "output", "validated.parquet", "the rows kept", True),
+        Artifact("validation-report", "report", "validation.json", "rules and counts", True),
+    ),
+)  # fmt: skip
+
+TRAIN = Stage(
+    "train",
+    "Fit dew point on temperature, score a seeded holdout split, log everything to MLflow.",
+    (
+        Flag("input", FilePath(),
+             "validated dataset (Parquet), or a directory of them (one per year): read as one",
+             required=True),
+        Flag("holdout-out", FilePath(writes=True), "write the holdout sample here (Parquet)",
+             required=True),
+        Flag("plot-out", FilePath(writes=True), "write the fit plot here (PNG)", required=True),
+        Flag("model-type", Choice(MODEL_TYPES), "regression model", default="linear",
+             env="MODEL_TYPE", parameter="model-type"),
+        Flag("alpha", Number(0, 1e6), "ElasticNet alpha", default=0.5),
+        Flag("l1-ratio", Number(0, 1), "ElasticNet l1_ratio", default=0.5),
+        Flag("test-size", Number(0, 1, open_minimum=True, open_maximum=True),
+             "holdout fraction", default=0.2),
+        Flag("seed", Integer(0, _UINT32), "split and model seed", default=42),
+        DATA_HASH,
+        DATA_SOURCE,
+        TRACKING_URI,
+        EXPERIMENT,
+    ),
+    outputs=(
+        Output("run-id", "the MLflow run"),
+        Output("model-uri", "the logged model (runs:/<run-id>/model)"),
+        Output("rmse", "holdout RMSE, deg F"),
+        Output("mae", "holdout MAE, deg F"),
+        Output("r2", "holdout R2"),
+    ),
+    artifacts=(
+        Artifact("validated", "input", "validated.parquet", "validate's rows"),
+        Artifact("holdout", "holdout-out", "holdout.parquet", "the holdout sample", True),
+        Artifact("plot", "plot-out", "fit.png", "the fit plot", True),
+    ),
+)  # fmt: skip
+
+REGISTER = Stage(
+    "register",
+    "Make a training run's model a version of the registered model, with provenance tags.",
+    (
+        Flag("model-uri", Text(r"\S+", what="a model URI"),
+             "train's model-uri (default runs:/<run-id>/model)"),
+        Flag("run-id", RUN_ID.kind, RUN_ID.help, required=True),
+        MODEL_NAME,
+        DATA_HASH,
+        DATA_SOURCE,
+        Flag("code-version", Text(what="a version string"),
+             "tag code.version (default: this package's version)", env="CODE_VERSION"),
+        Flag("workflow-name", Text(what="an Argo workflow name"),
+             "provenance: the Argo workflow's name", env="WORKFLOW_NAME"),
+        Flag("workflow-uid", WORKFLOW_UID.kind, WORKFLOW_UID.help, env="WORKFLOW_UID"),
+        TRACKING_URI,
+    ),
+    outputs=(
+        Output("model-name", "the registered model's name"),
+        Output("version", "the registered version (reused when the run has one)"),
+    ),
+)  # fmt: skip
+
+PROMOTE = Stage(
+    "promote",
+    "The gate: move the champion alias to a new version only if it is not worse on holdout.",
+    (
+        VERSION,
+        Flag("holdout", FilePath(), "train's holdout split (Parquet)", required=True),
+        MODEL_NAME,
+        Flag("tolerance", Number(0, 1000), "how much worse in RMSE the new model may be",
+             default=0.0, env="PROMOTE_TOLERANCE", units="deg F", parameter="gate-tolerance"),
+        TRACKING_URI,
+    ),
+    outputs=(
+        Output("promoted", "true or false"),
+        Output("reason", "why, in one line"),
+        Output("new-rmse", "the new version's holdout RMSE, deg F"),
+        Output("champion-rmse", "the old champion's RMSE on the same holdout; none without one"),
+        Output("champion-version", "the champion after the gate; none without one"),
+    ),
+    artifacts=(Artifact("holdout", "holdout", "holdout.parquet", "train's holdout split"),),
+)  # fmt: skip
+
+DEPLOY = Stage(
+    "deploy",
+    "Serve one registered model version on a target (a local process or kubernetes).",
+    (
+        Flag("target", Choice(TARGETS), "where the champion is served", required=True,
+             parameter="deploy-target", parameter_default="kubernetes"),
+        Flag("version", VERSION.kind, "registered model version to serve"),
+        MODEL_NAME,
+        Flag("run-id", RUN_ID.kind, "provenance: the MLflow run of the model"),
+        WORKFLOW_UID,
+        Flag("timeout", Number(0, 86400, open_minimum=True),
+             "how long to wait for a server's /ping or a rollout", default=300.0,
+             units="seconds"),
+        TRACKING_URI,
+        Flag("host", Text(r"[A-Za-z0-9.:-]+", what="a host name or IP address"),
+             "interface to bind", default="127.0.0.1", group="target local"),
+        Flag("port", Integer(1, 65535), "port to serve on", default=5001, env="SERVE_PORT",
+             group="target local"),
+        Flag("state-dir", DirectoryPath(), "PID/port/version state and server logs",
+             default=Path(".demo/serve"), env="DEPLOY_STATE_DIR",
+             group="target local"),
+        Flag("stop", Switch(), "stop the locally served model (by its PID) and exit",
+             group="target local"),
+        Flag("namespace", Text(_NAME, what="a Kubernetes namespace", max_length=63),
+             "namespace of the Deployment", default="mlops", env="POD_NAMESPACE",
+             group="target kubernetes"),
+        Flag("deployment", Text(_NAME, what="a Kubernetes name", max_length=253),
+             "Deployment serving the model", default="model-server",
+             parameter="serving-deployment", group="target kubernetes"),
+        Flag("service-url", Text(_URL, what="an http(s) URL"),
+             "model server URL for the smoke test (default http://<deployment>.<namespace>.svc:8080)",
+             group="target kubernetes"),
+        Flag("kube-api", Text(_URL, what="an http(s) URL"),
+             "Kubernetes API URL (tests); default in-cluster config, else kubeconfig",
+             group="target kubernetes"),
+    ),
+    outputs=(
+        Output("served-version", "the version now served (none after --stop)"),
+        Output("changed", "false when that version was already served"),
+    ),
+)  # fmt: skip
+
+# Not a pipeline stage: the mlflow-users Job (kind/base/mlflow/users-job.yaml) runs it as MLflow's
+# admin. The users' names and passwords come only from the environment (<ROLE>_USERNAME/PASSWORD).
+MLFLOW_AUTH = Stage(
+    "mlflow-auth",
+    "Create or update MLflow's basic-auth users and the pipeline user's grants, as MLflow's admin.",
+    # The pipeline's flags, as a Job takes them: no workflow parameter.
+    (
+        replace(EXPERIMENT, help="experiment to create; the pipeline user may EDIT it"),
+        replace(MODEL_NAME, help="registered model to create; the pipeline user may MANAGE it",
+                parameter=None),
+        replace(TRACKING_URI, parameter=None, by_env=False),
+    ),
+)  # fmt: skip
+
+PIPELINE = (FETCH, VALIDATE, TRAIN, REGISTER, PROMOTE, DEPLOY)
+# The stages docs/steps.md documents, each with its generated tables.
+DOCUMENTED = (*PIPELINE, MLFLOW_AUTH)
+WORKFLOW_PARAMETERS = workflow_parameters(PIPELINE)
+# The first task of the workflow: every workflow parameter checked with the flags above, so a
+# bad value stops the run before any stage writes state (steps/check_parameters.py).
+CHECK_PARAMETERS = parameter_check_stage("check-parameters", WORKFLOW_PARAMETERS)
+STAGES = {stage.name: stage for stage in (CHECK_PARAMETERS, *DOCUMENTED)}

@@ -1,0 +1,450 @@
+"""The stage declarations (steps/stages.py) and the CLIs, checks and docs generated from them.
+
+The bad-value tests are generated from the declarations: every flag of every stage, read from the
+command line and from its environment variable, against empty, NaN, infinite, negative, huge and
+non-ASCII-digit values. A value a flag refuses must end the step with exit 2 and one `error:`
+line naming the flag, before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import math
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, BadInput
+from steps.contract import (
+    Boolean,
+    Choice,
+    CommaList,
+    DirectoryPath,
+    FilePath,
+    Flag,
+    Integer,
+    Number,
+    Pairs,
+    Stage,
+    Switch,
+    Text,
+    check_workflow_parameters,
+    fill_generated,
+    generated_blocks,
+    render_value,
+)
+from steps.stages import CHECK_PARAMETERS, DOCUMENTED, STAGES, WORKFLOW_PARAMETERS
+from tests.conftest import assert_bad_input, assert_one_line_error
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BAD_VALUES = {
+    "empty": "",
+    "blank": "   ",
+    "nan": "nan",
+    "NaN": "NaN",
+    "inf": "inf",
+    "-inf": "-Infinity",
+    "negative": "-1",
+    "negative-float": "-0.5",
+    "huge-int": "9" * 40,
+    "huge-float": "1e308",
+    "overflow": "1e999",
+    "arabic-indic-digits": "\u0661\u0662",  # int() reads it as 12
+    "fullwidth-digits": "\uff11\uff12",  # and this one too
+    "underscore": "1_000",
+    "very-long": "7" * 5000,
+}
+# A valid value for each pattern-checked text flag that a stage requires.
+PATTERN_SAMPLES = {r"[0-9a-f]{32}": "a" * 32, r"[0-9a-f]{64}": "b" * 64}
+
+
+def _value_flags(stage: Stage) -> list[Flag]:
+    return [f for f in stage.all_flags if not isinstance(f.kind, Switch)]
+
+
+def _valid(flag: Flag, tmp: Path) -> str:
+    """A value the flag accepts, for the required flags around the one under test."""
+    kind = flag.kind
+    if flag.default is not None:
+        return render_value(flag.default)
+    if isinstance(kind, Choice):
+        return kind.options[0]
+    if isinstance(kind, FilePath | DirectoryPath):
+        return str(tmp / flag.name)
+    if isinstance(kind, Integer):
+        return str(kind.minimum)
+    if isinstance(kind, Text) and kind.pattern:
+        return PATTERN_SAMPLES[kind.pattern]
+    return "x"
+
+
+def _argv(stage: Stage, tmp: Path, flag: Flag, value: str) -> list[str]:
+    argv = []
+    for other in _value_flags(stage):
+        if other.required and other is not flag:
+            argv += [other.option, _valid(other, tmp)]
+    return [*argv, "--outputs-dir", str(tmp / "outputs"), f"{flag.option}={value}"]
+
+
+def _main(stage: Stage, argv: list[str]) -> tuple[int, str, str]:
+    """Run a stage's real `main` in this process; (exit code, stdout, stderr)."""
+    module = importlib.import_module(f"steps.{stage.name.replace('-', '_')}")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = module.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _isolate(stage: Stage, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No variable of the caller leaks in; a stage that got past parsing by mistake would write
+    under `tmp` and reach only a closed port on 127.0.0.1, never the internet."""
+    monkeypatch.chdir(tmp)
+    for var in {f.env for f in stage.all_flags if f.env}:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GSOD_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("FETCH_HTTP_RETRIES", "0")
+
+
+def _refuses(flag: Flag, value: str) -> bool:
+    try:
+        flag.convert(value)
+    except BadInput:
+        return True
+    return False
+
+
+CASES = [
+    pytest.param(stage, flag, name, id=f"{stage.name}-{flag.name}-{name}")
+    for stage in DOCUMENTED
+    for flag in _value_flags(stage)
+    if flag.name != "outputs-dir" or stage.name == "fetch"  # one stage is enough for the shared one
+    for name in BAD_VALUES
+]
+
+
+@pytest.mark.parametrize(("stage", "flag", "name"), CASES)
+def test_every_flag_refuses_bad_values_in_one_line(
+    stage: Stage, flag: Flag, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each kind must refuse is said here, independently of the kind's own code; a value the
+    flag refuses goes through the stage's real main: exit 2, one line naming the flag, and
+    nothing written."""
+    value = BAD_VALUES[name]
+    kind = flag.kind
+    numeric = isinstance(kind, Integer | Number)
+    must_refuse = (
+        (numeric and name not in ("negative", "negative-float"))
+        or (numeric and name.startswith("negative") and kind.minimum >= 0)
+        or (isinstance(kind, Integer) and name == "negative-float")
+        or isinstance(kind, Choice | Boolean)
+        or (not kind.empty_ok and name in ("empty", "blank"))
+        or (flag.required and name in ("empty", "blank"))
+    )
+    refused = _refuses(flag, value)
+    if must_refuse:
+        assert refused, f"{stage.name} {flag.option} accepted {value[:20]!r}"
+    if not refused:
+        converted = flag.convert(value)
+        if isinstance(converted, float):
+            assert math.isfinite(converted)
+        return
+    _isolate(stage, tmp_path, monkeypatch)
+    code, out, err = _main(stage, _argv(stage, tmp_path, flag, value))
+    assert_bad_input(code, err, flag.option)
+    assert out == ""
+    assert list(tmp_path.iterdir()) == [], "a refused value must stop the step before any write"
+
+
+ENV_CASES = [
+    pytest.param(stage, flag, name, id=f"{stage.name}-{flag.env}-{name}")
+    for stage in DOCUMENTED
+    for flag in _value_flags(stage)
+    if flag.env
+    for name in ("nan", "negative", "arabic-indic-digits", "very-long")
+    if _refuses(flag, BAD_VALUES[name])
+]
+
+
+@pytest.mark.parametrize(("stage", "flag", "name"), ENV_CASES)
+def test_a_bad_environment_variable_is_named_in_one_line(
+    stage: Stage, flag: Flag, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _isolate(stage, tmp_path, monkeypatch)
+    monkeypatch.setenv(flag.env, BAD_VALUES[name])
+    argv = _argv(stage, tmp_path, flag, "x")[:-1]  # without the flag: its variable is read
+    if flag.name == "outputs-dir":
+        argv = argv[:-2]
+    code, _, err = _main(stage, argv)
+    assert_bad_input(code, err, flag.env, flag.option)
+
+
+def test_the_instances_from_the_issue(tmp_path: Path) -> None:
+    """Each of these was a traceback, a usage dump or silently accepted."""
+    holdout = ["--input", "v.parquet", "--holdout-out", "h.parquet", "--plot-out", "p.png"]
+    cases = [
+        ("fetch", ["--seed", "-1"], "--seed '-1'"),
+        ("train", [*holdout, "--seed", "-1"], "--seed '-1'"),
+        ("train", [*holdout, "--model-type", "elasticnet", "--alpha", "inf"], "--alpha 'inf'"),
+        ("fetch", ["--http-timeout", "nan"], "--http-timeout 'nan'"),
+        ("fetch", ["--http-timeout", "inf"], "--http-timeout 'inf'"),
+        ("fetch", ["--output", str(tmp_path)], "is a directory"),
+        ("validate", ["--input", "d", "--output", "o", "--report", "r", "--dewp-tolerance", "nan"],
+         "--dewp-tolerance 'nan'"),
+        ("promote", ["--holdout", "h", "--tolerance", ""], "--tolerance is empty"),
+        ("promote", ["--holdout", "h", "--tolerance", "abc"], "--tolerance 'abc'"),
+        ("promote", ["--holdout", "h", "--tolerance", "-1"], "--tolerance '-1'"),
+        ("fetch", ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        ("fetch", ["--rows"], "--rows: expected one argument"),
+        ("deploy", [], "--target is required"),
+    ]  # fmt: skip
+    for stage, argv, needle in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "steps", stage, *argv],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert "Traceback" not in result.stderr and "usage:" not in result.stderr
+        assert_bad_input(result.returncode, result.stderr, needle)
+
+
+def test_unknown_stage_is_bad_input() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "steps", "fetchh"], capture_output=True, text=True, timeout=120
+    )
+    assert_bad_input(result.returncode, result.stderr, "unknown stage 'fetchh'", "fetch")
+
+
+@pytest.mark.parametrize("stage", list(STAGES.values()), ids=list(STAGES))
+def test_help_lists_exactly_the_declared_flags(stage: Stage) -> None:
+    """`--help` of the real CLI: the declaration is the one source of its flags."""
+    result = subprocess.run(
+        [sys.executable, "-m", "steps", stage.name, "--help"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    # Option lines are indented two spaces; wrapped help lines (which may name a flag) further.
+    shown = set(re.findall(r"^  (--[a-z0-9-]+)", result.stdout, flags=re.MULTILINE))
+    assert shown == {f.option for f in stage.all_flags}
+    for flag in stage.all_flags:
+        if flag.env:
+            assert f"env {flag.env}" in " ".join(result.stdout.split())
+
+
+# ---- the declarations themselves ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [pytest.param(f, id=f"{s.name}-{f.name}") for s in STAGES.values() for f in s.all_flags],
+)
+def test_defaults_and_bounds_are_sound(flag: Flag) -> None:
+    if flag.default is not None and not isinstance(flag.kind, Switch):
+        assert flag.convert(render_value(flag.default)) == flag.default
+    if isinstance(flag.kind, Integer | Number):
+        # Finite bounds well below float's range: "huge" values are refused, never overflow.
+        assert math.isfinite(flag.kind.minimum) and abs(flag.kind.maximum) < 1e300
+    assert flag.help and not flag.help.endswith(".")
+    if flag.by_env:
+        assert flag.env, f"{flag.name} is passed by environment in a pod but has no variable"
+
+
+def test_every_stage_has_its_module_and_unique_env_variables() -> None:
+    for stage in STAGES.values():
+        module = importlib.import_module(f"steps.{stage.name.replace('-', '_')}")
+        assert callable(module.main)
+        envs = [f.env for f in stage.all_flags if f.env]
+        assert len(envs) == len(set(envs)), stage.name
+
+
+def test_enumerations_come_from_the_lists_in_steps() -> None:
+    from steps.deploy import _DEPLOY
+    from steps.deploy_targets import TARGETS
+    from steps.model import MODEL_TYPES
+    from steps.sources import SOURCES
+
+    enums = {p.name: p.choices for p in WORKFLOW_PARAMETERS}
+    assert enums["source"] == SOURCES
+    assert enums["model-type"] == MODEL_TYPES
+    assert enums["deploy-target"] == TARGETS
+    assert set(_DEPLOY) == set(TARGETS), "every deploy target needs its call in steps/deploy.py"
+    for name in SOURCES:
+        assert callable(importlib.import_module(f"steps.sources.{name}").fetch)
+
+
+def test_a_source_added_in_steps_becomes_a_choice_everywhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Declarations read the list when they are built: rebuild them with one more source."""
+    import steps
+    import steps.sources
+    import steps.stages as original
+
+    monkeypatch.setattr(steps.sources, "SOURCES", (*steps.sources.SOURCES, "ftp"))
+    # Both are put back after the test: the import below rebinds them to the fresh module.
+    monkeypatch.setattr(steps, "stages", original)
+    monkeypatch.delitem(sys.modules, "steps.stages")
+    fresh = importlib.import_module("steps.stages")
+    assert fresh is not original
+    assert "ftp" in fresh.FETCH.flag("source").kind.options
+    (source,) = [p for p in fresh.WORKFLOW_PARAMETERS if p.name == "source"]
+    assert source.choices[-1] == "ftp"
+    check_workflow_parameters({"source": "ftp"}, fresh.WORKFLOW_PARAMETERS)
+    with pytest.raises(BadInput):
+        check_workflow_parameters({"source": "ftp"}, WORKFLOW_PARAMETERS)
+
+
+def test_workflow_parameters_take_every_flag_that_names_them() -> None:
+    by_name = {p.name: p for p in WORKFLOW_PARAMETERS}
+    assert [(s, f.option) for s, f in by_name["source"].flags] == [
+        ("fetch", "--source"),
+        ("train", "--data-source"),
+        ("register", "--data-source"),
+    ]
+    assert [s for s, _ in by_name["model-name"].flags] == ["register", "promote", "deploy"]
+    assert by_name["synthetic-rows"].default == "1000"  # the pipeline's own default
+    assert by_name["deploy-target"].default == "kubernetes"
+    assert by_name["gate-tolerance"].help == "how much worse in RMSE the new model may be (deg F)"
+    assert by_name["mlflow-tracking-uri"].by_env
+    for parameter in WORKFLOW_PARAMETERS:
+        if parameter.default:
+            parameter.check(parameter.default)
+
+
+@pytest.mark.parametrize("value", ["", "abc", "-1", "nan", "inf", "1e999", "\u0661"])
+def test_gate_tolerance_found_instances_are_refused_by_the_parameter_check(value: str) -> None:
+    expected = r"workflow parameter gate-tolerance \(promote --tolerance\)"
+    with pytest.raises(BadInput, match=expected):
+        check_workflow_parameters({"gate-tolerance": value}, WORKFLOW_PARAMETERS)
+
+
+PARAMETER_CASES = [
+    pytest.param(p, name, id=f"{p.name}-{name}") for p in WORKFLOW_PARAMETERS for name in BAD_VALUES
+]
+
+
+@pytest.mark.parametrize(("parameter", "name"), PARAMETER_CASES)
+def test_check_parameters_refuses_what_any_stage_would_refuse(
+    parameter: Any, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first task of the workflow, through its real main: exit 2 exactly when some stage that
+    takes the parameter would refuse the value."""
+    value = BAD_VALUES[name]
+    for flag in CHECK_PARAMETERS.flags:
+        if flag.env:
+            monkeypatch.delenv(flag.env, raising=False)
+    refused_by = [(s, f) for s, f in parameter.flags if _refuses(f, value)]
+    code, out, err = _main(CHECK_PARAMETERS, [f"--{parameter.name}={value}"])
+    if refused_by:
+        stage, flag = refused_by[0]
+        assert_bad_input(code, err, f"workflow parameter {parameter.name} ({stage} {flag.option})")
+    else:
+        assert (code, err) == (0, ""), err
+        assert parameter.name in out
+
+
+def test_check_parameters_reads_the_tracking_uri_from_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    code, _, err = _main(CHECK_PARAMETERS, [])
+    assert_bad_input(code, err, "mlflow-tracking-uri")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert _main(CHECK_PARAMETERS, [])[0] == 0
+
+
+# ---- write errors: a full disk -----------------------------------------------------------------
+
+
+def _limited(limit_bytes: int) -> Any:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_a_full_disk_while_fetch_writes_is_one_line_and_keeps_the_old_dataset(
+    tmp_path: Path,
+) -> None:
+    """RLIMIT_FSIZE makes a write past 4 kB fail with EFBIG, as a full disk fails with ENOSPC
+    (Python ignores SIGXFSZ, so the write returns the error): the dataset cannot be written."""
+    output, outputs = tmp_path / "dataset.parquet", tmp_path / "outputs"
+    output.write_bytes(b"previous dataset")
+    argv = [sys.executable, "-m", "steps", "fetch", "--source", "synthetic", "--rows", "3000"]
+    argv += ["--output", str(output), "--outputs-dir", str(outputs)]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=300, preexec_fn=_limited(4096), check=False
+    )
+    assert "Traceback" not in result.stderr
+    assert_one_line_error(result.returncode, result.stderr, "cannot write", str(output))
+    assert output.read_bytes() == b"previous dataset"
+    assert not outputs.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.parquet"]  # no scratch left
+
+
+def test_a_full_disk_while_writing_output_parameters_is_one_line(tmp_path: Path) -> None:
+    code = "from steps.cli import run, write_outputs; from pathlib import Path; import sys\n"
+    code += "sys.exit(run(lambda: write_outputs(Path(sys.argv[1]), {'reason': 'x' * 100})))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, preexec_fn=_limited(10), check=False,
+    )  # fmt: skip
+    assert_one_line_error(
+        result.returncode, result.stderr, "cannot write", str(tmp_path / "o" / "reason")
+    )
+    assert result.returncode == EXIT_FAILED
+
+
+def test_an_unwritable_output_directory_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "steps", "fetch", "--source", "synthetic",
+         "--output", str(blocker / "dataset.parquet")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert_bad_input(result.returncode, result.stderr, "is not a directory")
+
+
+# ---- docs/steps.md -----------------------------------------------------------------------------
+
+
+def test_docs_tables_are_generated_from_the_declarations() -> None:
+    path = ROOT / "docs" / "steps.md"
+    text = path.read_text()
+    expected = fill_generated(text, generated_blocks(DOCUMENTED, WORKFLOW_PARAMETERS))
+    assert text == expected, "docs/steps.md is stale: run `make docs` and commit the result"
+
+
+def test_kinds_describe_what_they_refuse() -> None:
+    assert Integer(0, 10).describe() == "an integer from 0 to 10"
+    assert Integer(1, 10).parse("02") == 2  # leading zeros are the same number, one spelling
+    with pytest.raises(ValueError, match="must be an integer"):
+        Integer(1, 10).parse("+2")  # int() reads it; a version written so is refused
+    assert Number(0, 1, open_minimum=True).describe() == "a number > 0 and <= 1"
+    assert CommaList(Integer(1901, 2100)).parse("2023, ,2024") == (2023, 2024)
+    assert Pairs().parse("temp=T, dewp = D") == {"temp": "T", "dewp": "D"}
+    assert Boolean().parse("YES") is True
+    with pytest.raises(ValueError, match="is a directory"):
+        FilePath(writes=True).parse("/")
+    with pytest.raises(ValueError, match="non-empty"):
+        Text(empty_ok=False).parse("x" * 5000)
+    assert EXIT_BAD_INPUT == 2
+
+
+def test_a_stage_writes_exactly_its_declared_outputs(tmp_path: Path) -> None:
+    """The Argo template reads every declared output parameter: a missing or extra one is a bug
+    that fails the step loudly rather than a `valueFrom` that Argo cannot find."""
+    fetch = STAGES["fetch"]
+    with pytest.raises(ValueError, match=r"wrote outputs \['row-count'\]"):
+        fetch.write_outputs(tmp_path, {"row-count": 1})
+    with pytest.raises(ValueError, match="declared"):
+        fetch.write_outputs(tmp_path, {"row-count": 1, "data-hash": "x", "extra": 2})
+    assert not any(tmp_path.iterdir())
+    fetch.write_outputs(tmp_path, {"row-count": 1, "data-hash": "x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data-hash", "row-count"]

@@ -1,0 +1,163 @@
+"""steps/processes.py: ports, health polling, process-group stop and the PID identity check, on
+Linux's /proc and on the `ps` path macOS takes (forced here by hiding /proc)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+from typing import ClassVar
+
+import pytest
+
+from steps import processes
+from steps.cli import StepError
+from steps.processes import (
+    command_line,
+    free_port,
+    is_our_process,
+    pid_alive,
+    port_is_free,
+    stop_process_group,
+    wait_until_healthy,
+)
+from workflows import demo
+
+SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
+
+
+@pytest.fixture(params=["proc", "ps"])
+def pid_source(request, monkeypatch, tmp_path: Path) -> str:
+    """Run the test with /proc (Linux) and again as on macOS, where only `ps` can tell."""
+    if request.param == "ps":
+        monkeypatch.setattr(processes, "PROC", tmp_path / "no-proc")
+    return request.param
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen]:
+    """A process group of our own: a sleeping Python with `server --port 5050` in its argv."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, "server", "--port", "5050", "--workers", "1"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    # Right after exec, /proc/<pid>/cmdline can still be empty for a moment: wait until it runs.
+    assert proc.stdout.readline().strip() == b"ready"
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_free_port_is_free_until_someone_listens():
+    port = free_port()
+    assert port_is_free("127.0.0.1", port)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert not port_is_free("127.0.0.1", port)
+    assert port_is_free("127.0.0.1", port)
+
+
+def test_command_line_and_identity(pid_source: str, sleeper: subprocess.Popen):
+    argv = command_line(sleeper.pid)
+    assert argv[-5:] == ["server", "--port", "5050", "--workers", "1"]
+    assert is_our_process(sleeper.pid, words=("server",), flags={"--port": "5050"})
+    assert not is_our_process(sleeper.pid, words=("server",), flags={"--port": "5051"})
+    assert not is_our_process(sleeper.pid, words=("serve", "models"))
+
+
+def test_a_dead_or_reused_pid_is_not_ours(pid_source: str, sleeper: subprocess.Popen):
+    pid = sleeper.pid
+    sleeper.kill()
+    time.sleep(0.2)
+    assert not pid_alive(pid)  # our own exited child is reaped, not taken for alive
+    assert not is_our_process(pid, words=("server",))
+    assert command_line(pid) == []
+    # PID 1 is alive but is not a server we started.
+    assert pid_alive(1) and not is_our_process(1, words=("server",), flags={"--port": "5050"})
+
+
+def test_stop_process_group_stops_the_leader_and_its_children():
+    child_code = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {SLEEPER!r}]); "
+        "time.sleep(120)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", child_code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert parent.stdout.readline().strip() == b"ready"
+    group = _group_members(parent.pid)
+    assert len(group) == 2
+    stop_process_group(parent.pid, timeout=10)
+    assert not pid_alive(parent.pid)
+    for _ in range(50):
+        if not any(pid_alive(p) for p in group):
+            break
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in group)
+    stop_process_group(parent.pid)  # a group that is gone already is fine
+
+
+def _group_members(pgid: int) -> list[int]:
+    ps = subprocess.run(
+        ["ps", "-e", "-o", "pid=,pgid="], capture_output=True, text=True, check=True
+    )
+    rows = (line.split() for line in ps.stdout.splitlines())
+    return [int(pid) for pid, group in rows if int(group) == pgid]
+
+
+class _Health(BaseHTTPRequestHandler):
+    answers: ClassVar[list[int]] = []
+
+    def do_GET(self) -> None:
+        code = self.answers.pop(0) if self.answers else 200
+        self.send_response(code)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_wait_until_healthy_polls_until_200_then_gives_up_or_sees_the_exit():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    try:
+        _Health.answers = [503, 503]
+        wait_until_healthy(url, timeout=30)
+        assert _Health.answers == []
+        _Health.answers = [503] * 10_000
+        with pytest.raises(StepError, match=r"/health did not answer 200 within 0.5s; see x.log"):
+            wait_until_healthy(url, timeout=0.5, log="x.log")
+    finally:
+        server.shutdown()
+        server.server_close()
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(StepError, match=r"server exited with code 3; see s.log"):
+        wait_until_healthy(f"http://127.0.0.1:{free_port()}/", timeout=30, proc=dead, log="s.log")
+
+
+def test_demo_reuses_its_mlflow_by_pid_and_command_line_without_proc(
+    pid_source: str, sleeper: subprocess.Popen, tmp_path: Path
+):
+    """macOS has no /proc: the demo still recognises the MLflow server it recorded, and still
+    refuses a recorded PID that now runs something else."""
+    home = tmp_path / "mlflow"
+    home.mkdir()
+    record = {"pid": sleeper.pid, "port": 5050, "url": "http://127.0.0.1:5050", "log": "l"}
+    (home / "server.json").write_text(json.dumps(record))
+    assert demo._our_mlflow(home) == demo.MlflowProcess(**record)
+    (home / "server.json").write_text(json.dumps({**record, "port": 5051}))
+    assert demo._our_mlflow(home) is None
+    (home / "server.json").write_text(json.dumps({**record, "pid": 1}))
+    assert demo._our_mlflow(home) is None

@@ -1,0 +1,173 @@
+"""Credentials never leave in clear: one redaction (steps/redaction.py), tried against every place
+the pipeline writes a URL for others to read: error lines, the dataset's Parquet metadata (fetch
+and validate), MLflow's `data.source` tag and dataset input (train), the model version's tag
+(register), the local runner's progress and run.json, and submit's error lines."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from steps import register
+from steps.cli import EXIT_TRANSIENT, StepError, one_line, run
+from steps.redaction import redact, redact_url, redact_values
+from steps.settings import DEFAULT_MODEL_NAME
+from tests.conftest import free_port
+from tests.model_helpers import run_step, step_env
+from tests.test_fetch import GsodServer
+from workflows.local_runner import run_rendered
+
+SECRET = "s3cr3t-VALUE"
+
+SIGNED = {
+    "AWS SigV4": "https://bucket.s3.amazonaws.com/t.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    f"&X-Amz-Credential=AKIA{SECRET}&X-Amz-Date=20260101T000000Z&X-Amz-Expires=900"
+    f"&X-Amz-SignedHeaders=host&X-Amz-Signature={SECRET}",
+    "AWS session": f"https://b.s3.amazonaws.com/t.csv?X-Amz-Security-Token={SECRET}",
+    "GCS V4": f"https://storage.googleapis.com/b/t.csv?X-Goog-Signature={SECRET}&X-Goog-Date=1",
+    "Azure SAS": f"https://a.blob.core.windows.net/c/t.csv?sv=2024-01-01&se=2026&sig={SECRET}",
+    "token": f"https://example.org/t.csv?token={SECRET}",
+    "access_token in fragment": f"https://example.org/t.csv#access_token={SECRET}",
+    "user and password": f"https://alice:{SECRET}@mlflow.example.org:5000/",
+    "token as user": f"https://{SECRET}@github.com/org/repo.git",
+    "database": f"postgresql://mlflow:{SECRET}@db:5432/mlflow",
+    "api key": f"https://example.org/t.parquet?api_key={SECRET}&v=2",
+}
+
+
+@pytest.mark.parametrize("url", SIGNED.values(), ids=SIGNED.keys())
+def test_every_kind_of_credential_is_masked_and_the_rest_kept(url: str):
+    masked = redact_url(url)
+    assert SECRET not in masked
+    assert "***" in masked
+    # What a reader needs to know which table or server was meant stays.
+    assert masked.split("://")[0] == url.split("://")[0]
+    assert url.rsplit("@", 1)[-1].split("?")[0].split("#")[0].split("/")[0] in masked
+
+
+def test_plain_urls_and_text_are_unchanged():
+    for text in (
+        "http://127.0.0.1:5050",
+        "https://example.org/t.csv?v=1&X-Amz-Date=20260101&sort=key",
+        "models:/dewpoint-lr/3",
+        "sqlite:///tmp/mlflow.db",
+        "no url here, 12.8 deg F",
+    ):
+        assert redact(text) == text
+
+
+def test_urls_inside_messages_and_nested_values_are_masked():
+    message = (
+        f"cannot reach MLflow at 'http://u:{SECRET}@h:1' (refused); see http://x/?sig={SECRET}"
+    )
+    assert SECRET not in redact(message)
+    assert redact(message).startswith("cannot reach MLflow at 'http://***@h:1'")
+    nested = {"uri": SIGNED["token"], "files": [SIGNED["database"]], "rows": 3}
+    assert SECRET not in json.dumps(redact_values(nested))
+    assert redact_values(nested)["rows"] == 3
+
+
+def test_error_lines_are_redacted_by_the_one_exit_path(capsys):
+    def fail() -> None:
+        raise StepError(f"cannot read table {SIGNED['AWS SigV4']}: HTTP 403")
+
+    assert run(fail) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read table https://bucket.s3.amazonaws.com/t.csv?")
+    assert SECRET not in err and "X-Amz-Signature=***" in err
+    assert SECRET not in one_line(ValueError(SIGNED["user and password"]))
+
+
+def test_register_error_line_hides_the_tracking_password():
+    uri = f"http://alice:{SECRET}@127.0.0.1:{free_port()}"
+    done = run_step("register", "--run-id", "a" * 32, "--tracking-uri", uri)
+    assert done.returncode == EXIT_TRANSIENT  # nothing listens there: a retry may find it up
+    assert SECRET not in done.stderr + done.stdout
+    assert "http://***@127.0.0.1:" in done.stderr
+
+
+@pytest.fixture
+def signed_table(tmp_path: Path):
+    """A CSV table served on loopback at a signed URL (the signature is part of the path key)."""
+    rows = [f"2024-05-{day:02d},{50 + day},{40 + day * 0.9:.1f}" for day in range(1, 31)]
+    csv = ("DATE,TEMP,DEWP\n" + "\n".join(rows) + "\n").encode()
+    with GsodServer() as server:
+        query = f"X-Amz-Credential=AKIA{SECRET}&X-Amz-Signature={SECRET}&token={SECRET}"
+        server.routes[f"/t.csv?{query}"] = [("ok", csv)]
+        yield f"{server.url}/t.csv?{query}"
+
+
+def test_fetch_validate_train_register_write_no_credential(signed_table: str, tmp_path: Path):
+    """The signed table URL and a tracking URI with a password go through the real steps: no
+    file, tag, input or output line they write holds the secret."""
+    out = tmp_path / "out"
+    fetched = run_step(
+        "fetch", "--source", "table", "--table-uri", signed_table,
+        "--output", str(out / "dataset.parquet"), "--outputs-dir", str(out / "o"),
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    validated = run_step(
+        "validate", "--input", str(out / "dataset.parquet"), "--min-rows", "1",
+        "--output", str(out / "validated.parquet"), "--report", str(out / "report.json"),
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stderr
+    for name in ("dataset.parquet", "validated.parquet"):
+        metadata = pq.read_schema(out / name).metadata[b"dewpoint.source"].decode()
+        assert SECRET not in metadata
+        assert "/t.csv?X-Amz-Credential=***&X-Amz-Signature=***&token=***" in metadata
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = step_env(MLFLOW_TRACKING_URI=tracking, MLFLOW_EXPERIMENT_NAME="redaction")
+    trained = run_step(
+        "train", "--input", str(out / "validated.parquet"), "--holdout-out",
+        str(out / "holdout.parquet"), "--plot-out", str(out / "fit.png"), env=env,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    outputs = json.loads(trained.stdout.strip().splitlines()[-1])
+    registered = run_step(
+        "register", "--run-id", outputs["run-id"], "--model-uri", outputs["model-uri"],
+        "--data-source", f"https://alice:{SECRET}@example.org/t.csv?sig={SECRET}", env=env,
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking)
+    train_run = client.get_run(outputs["run-id"])
+    assert SECRET not in json.dumps(train_run.data.tags)
+    assert "X-Amz-Signature=***" in train_run.data.tags["data.source"]
+    for dataset_input in train_run.inputs.dataset_inputs:
+        assert SECRET not in dataset_input.dataset.source
+    version = json.loads(registered.stdout.strip().splitlines()[-1])["version"]
+    tags = client.get_model_version(DEFAULT_MODEL_NAME, version).tags
+    assert tags[register.TAG_DATA_SOURCE] == "https://***@example.org/t.csv?sig=***"
+    for step in (fetched, validated, trained, registered):
+        assert SECRET not in step.stdout + step.stderr
+    assert SECRET not in (out / "report.json").read_text()
+
+
+def test_local_runner_progress_and_run_record_hold_no_credential(tmp_path: Path):
+    from tests.test_local_runner import container, workflow
+
+    show = container(
+        "show",
+        "import sys; print(sys.argv[1], file=sys.stderr); raise SystemExit(1)",
+        ["{{workflow.parameters.mlflow-tracking-uri}}"],
+    )
+    template = workflow([{"name": "show", "template": "show"}], [show], {"mlflow-tracking-uri": ""})
+    out = io.StringIO()
+    uri = f"http://alice:{SECRET}@127.0.0.1:5050"
+    code = run_rendered(
+        template, {"mlflow-tracking-uri": uri}, run_dir=tmp_path / "run", out=out,
+        lock_file=tmp_path / "lock",
+    )  # fmt: skip
+    assert code == 1
+    assert SECRET not in out.getvalue()
+    assert "| http://***@127.0.0.1:5050" in out.getvalue()  # the step's stderr tail, masked
+    record = (tmp_path / "run" / "run.json").read_text()
+    assert SECRET not in record
+    assert json.loads(record)["parameters"]["mlflow-tracking-uri"] == "http://***@127.0.0.1:5050"

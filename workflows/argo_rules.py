@@ -1,0 +1,807 @@
+"""Argo's rules for a rendered workflow spec, read in one place: `{{...}}` references and what each
+may name, DAG `depends`/`dependencies`, task order and cycles, task results, task arguments
+against template inputs, and workflow parameters.
+
+The offline validator (`workflows/validate_resources.py`) reports every break of these rules; the
+local runner (`workflows/local_runner/`) plans, orders and substitutes by them. Facts come from
+Argo Workflows v4.1.2: docs/variables.md (variables), docs/enhanced-depends-logic.md (`depends`),
+docs/walk-through/dag.md (`dependencies`) and workflow/validate/validate.go (what it refuses).
+"""
+
+from __future__ import annotations
+
+import graphlib
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# `{{name}}`, spaces inside the braces allowed; `{{=expr}}` is an expr-lang expression.
+REFERENCE = re.compile(r"{{\s*([^{}]*?)\s*}}")
+
+# Results a `depends` term may test (docs/enhanced-depends-logic.md); the group results apply to
+# tasks expanded by withItems/withParam/withSequence.
+TASK_RESULTS = frozenset({"Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned"})
+GROUP_RESULTS = frozenset({"AnySucceeded", "AllFailed"})
+# "an unspecified result is equivalent to (task.Succeeded || task.Skipped || task.Daemoned)".
+BARE_NAME_RESULTS = frozenset({"Succeeded", "Skipped", "Daemoned"})
+DEPENDS_OPERATORS = frozenset({"&&", "||", "!"})
+
+# Variables Argo defines for every workflow (docs/variables.md, "Global").
+WORKFLOW_GLOBALS = frozenset(
+    {
+        "workflow.name", "workflow.namespace", "workflow.mainEntrypoint",
+        "workflow.serviceAccountName", "workflow.uid", "workflow.parameters",
+        "workflow.annotations", "workflow.labels", "workflow.creationTimestamp",
+        "workflow.priority", "workflow.duration", "workflow.scheduledTime", "workflow.status",
+        "workflow.failures",
+    }
+)  # fmt: skip
+_WORKFLOW_PREFIXES = (
+    "workflow.annotations.",
+    "workflow.labels.",
+    "workflow.creationTimestamp.",
+    "workflow.outputs.parameters.",
+    "workflow.outputs.artifacts.",
+)
+WORKFLOW_PARAMETER_PREFIX = "workflow.parameters."
+# Variables of the template being run (container, script, resource templates).
+_TEMPLATE_GLOBALS = frozenset({"pod.name", "node.name", "retries", "inputs.parameters"})
+_TEMPLATE_PREFIXES = ("lastRetry.",)
+# Per-task fields other than outputs that `tasks.<name>.` may name.
+_TASK_FIELDS = frozenset(
+    {"id", "ip", "status", "startedAt", "finishedAt", "exitCode", "hostNodeName"}
+)
+# Where an input may get its value when the calling task passes none.
+_INPUT_SOURCES = ("value", "default", "valueFrom", "from", "s3", "http", "raw", "git")
+# A `depends` operand is a task name (Argo's field name format) with an optional `.Result`.
+_DEPENDS_TOKEN = re.compile(r"\s*(?:(&&|\|\||!|\(|\))|([A-Za-z0-9][-A-Za-z0-9]*)(?:\.(\w+))?)")
+
+
+class ArgoRuleError(ValueError):
+    """A rendered resource, or the parameters given to it, break one of Argo's rules."""
+
+
+class MissingValue(ArgoRuleError):
+    """`substitute` met a `{{name}}` it has no value for; `name` says which."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"{{{{{name}}}}} has no value")
+
+
+@dataclass
+class Problems:
+    """Problems found so far, each `<JSON path>: <message>`."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, path: str, message: str) -> None:
+        """Record one problem at `path`."""
+        self.items.append(f"{path}: {message}")
+
+
+# --- text: references and values ---------------------------------------------------------------
+
+
+def references(text: str) -> list[str]:
+    """The names inside every `{{...}}` of `text`, stripped, in order (`=expr` ones included)."""
+    return REFERENCE.findall(text)
+
+
+def strings(data: Any, path: str = "$") -> Iterator[tuple[str, str]]:
+    """(JSON path, string) for every string anywhere under `data`."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from strings(value, f"{path}.{key}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from strings(value, f"{path}[{i}]")
+    elif isinstance(data, str):
+        yield path, data
+
+
+def substitute(text: str, values: Mapping[str, str]) -> str:
+    """`text` with each `{{name}}` replaced by `values[name]`.
+
+    Raises:
+        MissingValue: a name has no value (its `.name` says which).
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise MissingValue(name)
+        return values[name]
+
+    return REFERENCE.sub(replace, text)
+
+
+def parameter_text(value: Any) -> str:
+    """A parameter value as Argo passes it: a string; YAML booleans become `true`/`false`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- workflow parameters -----------------------------------------------------------------------
+
+
+def unknown_parameters(known: Iterable[str], given: Iterable[str]) -> str | None:
+    """Why `given` names parameters outside `known`, or None when it does not.
+
+    This is the one wording of "unknown workflow parameter" (local runner, submit, one-off runs,
+    CronWorkflow and Workflow arguments against their WorkflowTemplate).
+    """
+    known = sorted(set(known))
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return None
+    return f"unknown workflow parameter(s) {', '.join(unknown)}; known: {', '.join(known)}"
+
+
+def check_parameter_names(known: Iterable[str], given: Iterable[str]) -> None:
+    """Raise `ArgoRuleError` when `given` names a parameter outside `known`."""
+    reason = unknown_parameters(known, given)
+    if reason:
+        raise ArgoRuleError(reason)
+
+
+def outside_enum(name: str, value: Any, enum: Iterable[Any] | None) -> str | None:
+    """Why `value` of parameter `name` is not one of its `enum`, or None (also for no enum)."""
+    choices = [parameter_text(e) for e in enum or []]
+    if not choices or parameter_text(value) in choices:
+        return None
+    return f"{name}={parameter_text(value)!r} not in {choices}"
+
+
+def workflow_parameter_values(
+    declared: Iterable[Mapping[str, Any]], given: Mapping[str, Any]
+) -> dict[str, str]:
+    """The value of every declared workflow parameter: `given` over the declared `value`.
+
+    Args:
+        declared: `spec.arguments.parameters` of the template (`name`, optional `value`, `enum`).
+        given: overrides by name.
+
+    Returns:
+        name -> value as text, in declaration order.
+
+    Raises:
+        ArgoRuleError: a given name is not declared, a value is outside its enum, or a parameter
+            has no value at all.
+    """
+    declared = list(declared)
+    check_parameter_names([p["name"] for p in declared], given)
+    values = {p["name"]: parameter_text(p["value"]) for p in declared if "value" in p}
+    values.update({k: parameter_text(v) for k, v in given.items()})
+    for param in declared:
+        name = param["name"]
+        if name not in values:
+            raise ArgoRuleError(f"workflow parameter {name!r} has no value; pass it")
+        reason = outside_enum(name, values[name], param.get("enum"))
+        if reason:
+            raise ArgoRuleError(f"workflow parameter {reason}")
+    return {p["name"]: values[p["name"]] for p in declared}
+
+
+# --- loops: withItems / withParam and their aggregated outputs ---------------------------------
+# Sources (Argo v4.1.2): docs/walk-through/loops.md; workflow/controller/dag.go `expandTask`;
+# workflow/controller/operator.go `processItem`, `generateNodeName`, `processAggregateNodeOutputs`
+# and `aggregatedJSONValueList`; pkg/apis/workflow/v1alpha1/item.go (`Item.String`).
+
+LOOP_FIELDS = ("withItems", "withParam", "withSequence")
+
+
+def loop_field(task: Mapping[str, Any]) -> str | None:
+    """Which of withItems/withParam/withSequence a DAG task loops with, or None."""
+    present = [name for name in LOOP_FIELDS if task.get(name) not in (None, "", [])]
+    return present[0] if present else None
+
+
+def loop_items(task: Mapping[str, Any], with_param: str | None = None) -> list[Any]:
+    """The items a looping task expands to: `withItems` as written, or `withParam` (its value
+    after substitution, `with_param`) parsed as a JSON list.
+
+    Raises:
+        ArgoRuleError: withParam is not a JSON list (Argo: "withParam value could not be parsed
+            as a JSON list"), or an item is not a string, number, bool, list or map.
+    """
+    if task.get("withItems") not in (None, []):
+        items = list(task["withItems"])
+    else:
+        text = with_param if with_param is not None else str(task.get("withParam", ""))
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise ArgoRuleError(
+                f"withParam value could not be parsed as a JSON list: {text.strip()!r}: {exc}"
+            ) from None
+        if not isinstance(items, list):
+            raise ArgoRuleError(
+                f"withParam value could not be parsed as a JSON list: {text.strip()!r}"
+            )
+    for index, item in enumerate(items):
+        if item is None:
+            raise ArgoRuleError(
+                f"withItems[{index}] expected string, number, list, or map. received: null"
+            )
+    return items
+
+
+def item_text(item: Any) -> str:
+    """An item as `{{item}}` (or a map's value as `{{item.<key>}}`) becomes: a string as it is,
+    anything else as compact JSON with map keys sorted (Go's json.Marshal, `Item.String`)."""
+    if isinstance(item, str):
+        return item
+    return _go_json(item, escape_html=False)
+
+
+def item_scope(item: Any) -> dict[str, str]:
+    """The values `{{item}}` and, for a map, `{{item.<key>}}` take for one item."""
+    scope = {"item": item_text(item)}
+    if isinstance(item, Mapping):
+        scope |= {f"item.{key}": item_text(value) for key, value in item.items()}
+    return scope
+
+
+def expanded_node_name(task: str, index: int, item: Any) -> str:
+    """The node name Argo gives item `index` of a looping task: `task(index:desc)`, where desc
+    is the item (a map's `key:value` pairs sorted and joined by commas), parentheses dropped."""
+    if isinstance(item, Mapping):
+        desc = ",".join(sorted(f"{k}:{item_text(v)}" for k, v in item.items()))
+    else:
+        desc = item_text(item)
+    desc = desc.replace("(", "").replace(")", "")
+    return f"{task}({index}:{desc})"
+
+
+def aggregate_outputs(children: Sequence[Mapping[str, str] | None]) -> dict[str, str]:
+    """What `tasks.<T>.outputs.parameters[.<name>]` of a looping task T is: `children` are its
+    items' output parameters in loop order, None for an item that did not succeed (left out).
+
+    `parameters` is a JSON list of one object (name -> value) per item; `parameters.<name>` a JSON
+    list of that parameter's values, holding the values as JSON when every one of them is a JSON
+    list or object, else as strings, compact as Go's json.Marshal writes it.
+    """
+    succeeded = [c for c in children if c is not None]
+    per_name: dict[str, list[str]] = {}
+    for outputs in succeeded:
+        for name, value in outputs.items():
+            per_name.setdefault(name, []).append(value)
+    scope = {"parameters": _go_json([dict(c) for c in succeeded if c])}
+    for name, values in per_name.items():
+        scope[f"parameters.{name}"] = _go_json(_json_values_or_strings(values))
+    return scope
+
+
+def _json_values_or_strings(values: list[str]) -> list[Any]:
+    """Argo's tryJSONUnmarshal: the parsed values if every one is a JSON list or object."""
+    parsed = []
+    for value in values:
+        try:
+            item = json.loads(value)
+        except ValueError:
+            return list(values)
+        if not isinstance(item, list | dict):
+            return list(values)
+        parsed.append(item)
+    return parsed
+
+
+def _go_json(value: Any, escape_html: bool = True) -> str:
+    """JSON as Go's encoding/json marshals it: compact, map keys sorted, whole floats without a
+    fraction, and (escape_html) `<`, `>`, `&` as \\u003c, \\u003e, \\u0026."""
+    text = json.dumps(_go_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if escape_html:
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return text
+
+
+def _go_numbers(value: Any) -> Any:
+    """Floats as Go writes a float64: 2.0 -> 2 (below 1e21), else as they are."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _go_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_go_numbers(v) for v in value]
+    return value
+
+
+# --- memoize ------------------------------------------------------------------------------------
+# Sources (Argo v4.1.2): docs/memoization.md; workflow/controller/cache/cache.go (the key's form,
+# an entry's maxAge test) and configmap_cache.go (entries: JSON with nodeID, outputs,
+# creationTimestamp, lastHitTimestamp); workflow/controller/operator.go, executeTemplate (a hit
+# needs an entry with a node id, no older than maxAge; outputs are saved when the node succeeds).
+
+MEMO_KEY = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
+             "m": 60.0, "h": 3600.0}  # fmt: skip
+
+
+def memo_key_problem(key: str) -> str | None:
+    """Why Argo refuses `key` as a memoization cache key ("invalid cache key"), or None."""
+    if MEMO_KEY.match(key):
+        return None
+    return f"invalid cache key: {key!r} (Argo's form: {MEMO_KEY.pattern})"
+
+
+def go_duration_seconds(text: str) -> float:
+    """Seconds in a Go duration as `time.ParseDuration` reads `memoize.maxAge`: `180s`, `24h`,
+    `1h30m`, `500ms` (no bare numbers, no days).
+
+    Raises:
+        ArgoRuleError: not a Go duration (Argo: "invalid maxAge").
+    """
+    body = text.strip()
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body.lstrip("+-")
+    position, total = 0, 0.0
+    while position < len(body):
+        match = _GO_DURATION.match(body, position)
+        if match is None:
+            break
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        position = match.end()
+    if not body or (position != len(body) and body != "0"):
+        raise ArgoRuleError(f"invalid maxAge: time: invalid duration {text!r}")
+    return sign * total
+
+
+# --- DAG: depends, order, upstream -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DependsTerm:
+    """One operand of `depends`: a task and the result it tests (None: a bare name)."""
+
+    task: str
+    result: str | None = None
+
+    @property
+    def results(self) -> frozenset[str]:
+        """The task results that make this term true."""
+        return BARE_NAME_RESULTS if self.result is None else frozenset({self.result})
+
+
+@dataclass(frozen=True)
+class Depends:
+    """A task's `depends` (or legacy `dependencies`), read: its operands and operators."""
+
+    text: str
+    terms: tuple[DependsTerm, ...] = ()
+    operators: frozenset[str] = frozenset()
+
+    @property
+    def tasks(self) -> set[str]:
+        """Every task named."""
+        return {term.task for term in self.terms}
+
+
+def parse_depends(task: Mapping[str, Any]) -> Depends:
+    """Read a DAG task's `depends` expression or `dependencies` list.
+
+    `dependencies: [a, b]` is `a && b` with bare names (docs/walk-through/dag.md).
+
+    Raises:
+        ArgoRuleError: both fields are set (Argo's validate.go refuses that), a token is not an
+            operator or `task[.Result]`, or a result is not one Argo defines.
+    """
+    depends, error = _scan_depends(task)
+    if error:
+        raise ArgoRuleError(error)
+    return depends
+
+
+def _scan_depends(task: Mapping[str, Any]) -> tuple[Depends, str | None]:
+    """(what could be read, the first problem or None): a reader of a broken expression still
+    learns the task names it mentions, so one typo does not hide every later check."""
+    if task.get("depends") and task.get("dependencies"):
+        error = "use either depends or dependencies, not both"
+    elif not task.get("depends"):
+        names = [str(name) for name in task.get("dependencies") or []]
+        operators = frozenset({"&&"}) if len(names) > 1 else frozenset()
+        return Depends(" && ".join(names), tuple(DependsTerm(n) for n in names), operators), None
+    else:
+        error = None
+    text = str(task["depends"])
+    terms: list[DependsTerm] = []
+    operators: set[str] = set()
+    position = 0
+    while position < len(text.rstrip()):
+        match = _DEPENDS_TOKEN.match(text, position)
+        if match is None:
+            error = error or f"cannot read depends {text!r} at {text[position:].strip()!r}"
+            next_space = text.find(" ", position + 1)
+            position = next_space if next_space != -1 else len(text)
+            continue
+        operator, name, result = match.groups()
+        if operator in DEPENDS_OPERATORS:
+            operators.add(operator)
+        elif name:
+            if result is not None and result not in TASK_RESULTS | GROUP_RESULTS:
+                error = error or (
+                    f"depends {text!r}: {name}.{result} is not a task result; Argo has "
+                    f"{', '.join(sorted(TASK_RESULTS | GROUP_RESULTS))}"
+                )
+            terms.append(DependsTerm(name, result))
+        position = match.end()
+    if not terms:
+        error = error or f"depends {text!r} names no task"
+    return Depends(text, tuple(terms), frozenset(operators)), error
+
+
+def dependency_order(parents: Mapping[str, Iterable[str]]) -> list[str]:
+    """Task names in an order where every task comes after all its parents.
+
+    Ties keep the order of `parents` (the DAG's listing order), so a chain runs as written.
+
+    Raises:
+        ArgoRuleError: the tasks form a cycle; the message lists it.
+    """
+    sorter = graphlib.TopologicalSorter({name: set(ps) for name, ps in parents.items()})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists the cycle so that each task is a parent of the next.
+        raise ArgoRuleError(f"dependency cycle: {' -> '.join(exc.args[1])}") from None
+    listed = {name: i for i, name in enumerate(parents)}
+    ready: list[str] = []
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted([*ready, *sorter.get_ready()], key=lambda n: listed.get(n, len(listed)))
+        order.append(ready.pop(0))
+        sorter.done(order[-1])
+    return order
+
+
+@dataclass(frozen=True)
+class Dag:
+    """A `dag` template, read: tasks by name, their depends, run order and upstream tasks."""
+
+    tasks: dict[str, Mapping[str, Any]]
+    depends: dict[str, Depends]
+    order: list[str]
+    upstream: dict[str, frozenset[str]]  # every task that finishes before this one starts
+
+
+def read_dag(dag: Mapping[str, Any], path: str, problems: Problems) -> Dag:
+    """Read `dag.tasks`; unreadable depends, unknown task names and cycles go to `problems`."""
+    raw = [t for t in dag.get("tasks") or [] if isinstance(t, Mapping)]
+    tasks = {str(t.get("name", "")): t for t in raw}
+    depends: dict[str, Depends] = {}
+    parents: dict[str, set[str]] = {}
+    for i, task in enumerate(raw):
+        name = str(task.get("name", ""))
+        depends[name], error = _scan_depends(task)
+        if error:
+            problems.add(f"{path}.tasks[{i}]", error)
+        for missing in sorted(depends[name].tasks - set(tasks)):
+            problems.add(
+                f"{path}.tasks[{i}]", f"depends on {missing!r}, which is not a task of this DAG"
+            )
+        parents[name] = depends[name].tasks & set(tasks)
+    try:
+        order = dependency_order(parents)
+    except ArgoRuleError as exc:
+        problems.add(path, str(exc))
+        order = list(tasks)
+    return Dag(tasks, depends, order, {name: _reachable(name, parents) for name in tasks})
+
+
+def _reachable(name: str, parents: Mapping[str, set[str]]) -> frozenset[str]:
+    """Every task upstream of `name` (terminates on cycles too)."""
+    seen: set[str] = set()
+    todo = list(parents.get(name, ()))
+    while todo:
+        parent = todo.pop()
+        if parent not in seen:
+            seen.add(parent)
+            todo.extend(parents.get(parent, ()))
+    return frozenset(seen)
+
+
+# --- the whole spec ------------------------------------------------------------------------------
+
+
+@dataclass
+class SpecReading:
+    """A workflow spec read by Argo's rules: its templates, DAGs and every problem found."""
+
+    parameters: list[Mapping[str, Any]]
+    templates: dict[str, Mapping[str, Any]]
+    dags: dict[str, Dag]
+    problems: list[str]
+
+
+def read_spec(spec: Mapping[str, Any], path: str = "$.spec") -> SpecReading:
+    """Read a Workflow/WorkflowTemplate spec with templates (not a `workflowTemplateRef`).
+
+    Checks, with the JSON path of each problem: workflow parameter defaults against their enum,
+    the entrypoint, every `{{...}}` reference (the variable exists where it is used; a task output
+    belongs to an upstream task and is declared by its template), DAG `depends` and cycles, task
+    templates, and task arguments against the called template's inputs.
+
+    Args:
+        spec: `spec` of a rendered resource (or `spec.workflowSpec` of a CronWorkflow).
+        path: JSON path of `spec`, prefixed to every problem.
+
+    Returns:
+        The reading; `problems` is empty when the spec keeps every rule read here.
+    """
+    problems = Problems()
+    parameters = [p for p in (spec.get("arguments") or {}).get("parameters") or []]
+    for i, param in enumerate(parameters):
+        reason = outside_enum(param.get("name", ""), param.get("value"), param.get("enum"))
+        if reason and param.get("value") is not None:
+            problems.add(f"{path}.arguments.parameters[{i}].value", f"workflow parameter {reason}")
+    templates = {t.get("name"): t for t in spec.get("templates") or [] if isinstance(t, Mapping)}
+    entrypoint = spec.get("entrypoint")
+    if entrypoint is None or entrypoint not in templates:
+        problems.add(f"{path}.entrypoint", f"{entrypoint!r} is not a template of this workflow")
+    scope = _GlobalScope({str(p.get("name")) for p in parameters})
+    dags: dict[str, Dag] = {}
+    for i, template in enumerate(spec.get("templates") or []):
+        if not isinstance(template, Mapping):
+            continue
+        tpath = f"{path}.templates[{i}]"
+        for j, param in enumerate((template.get("inputs") or {}).get("parameters") or []):
+            reason = outside_enum(param.get("name", ""), param.get("default"), param.get("enum"))
+            if reason and param.get("default") is not None:
+                problems.add(f"{tpath}.inputs.parameters[{j}].default", f"input parameter {reason}")
+        _check_memoize(template.get("memoize"), f"{tpath}.memoize", problems)
+        resolve = _template_scope(template, scope.resolve)
+        for key, value in template.items():
+            if key == "dag" and isinstance(value, Mapping):
+                dags[template.get("name")] = _read_dag_template(
+                    value, templates, resolve, f"{tpath}.dag", problems
+                )
+            else:
+                _check_references(value, resolve, f"{tpath}.{key}", problems)
+    for key, value in spec.items():
+        if key != "templates":
+            _check_references(value, scope.resolve, f"{path}.{key}", problems)
+    return SpecReading(parameters, templates, dags, problems.items)
+
+
+def _check_memoize(memoize: Any, path: str, problems: Problems) -> None:
+    """A literal memoization key Argo would refuse, or a maxAge it cannot parse (Argo checks both
+    only when the node runs, failing it then)."""
+    if not isinstance(memoize, Mapping):
+        return
+    key, max_age = str(memoize.get("key", "")), str(memoize.get("maxAge", ""))
+    if key and not references(key):
+        reason = memo_key_problem(key)
+        if reason:
+            problems.add(f"{path}.key", reason)
+    if not references(max_age):
+        try:
+            go_duration_seconds(max_age)
+        except ArgoRuleError as exc:
+            problems.add(f"{path}.maxAge", str(exc))
+
+
+def add_global_parameter(outputs: list[dict[str, str]], name: str, value: str) -> None:
+    """Record a task's output parameter with `globalName: name` in a workflow's outputs, as Argo
+    does in `status.outputs.parameters`: a new name is appended, a known one gets the new value
+    (v4.1.2 workflow/util/util.go, AddParamToGlobalScope)."""
+    for param in outputs:
+        if param["name"] == name:
+            param["value"] = value
+            return
+    outputs.append({"name": name, "value": value})
+
+
+def global_output_order(spec: Mapping[str, Any]) -> list[str]:
+    """The `globalName`s of the entrypoint DAG's task outputs, in the order Argo appends them to
+    `status.outputs.parameters` when every task runs (see `add_global_parameter`): tasks in the
+    order they finish, each template's outputs in their listed order.
+
+    Raises:
+        ArgoRuleError: the spec has problems, or two tasks with global outputs may run at the same
+            time (then the order is whichever finishes first, and no index is stable).
+    """
+    reading = read_spec(spec)
+    if reading.problems:
+        raise ArgoRuleError("; ".join(reading.problems))
+    dag = reading.dags.get(spec.get("entrypoint"))
+    if dag is None:
+        raise ArgoRuleError(f"entrypoint {spec.get('entrypoint')!r} is not a dag template")
+    names: list[str] = []
+    with_globals: list[str] = []
+    for task in dag.order:
+        template = reading.templates.get(dag.tasks[task].get("template"), {})
+        declared = [
+            p["globalName"]
+            for p in (template.get("outputs") or {}).get("parameters") or []
+            if p.get("globalName")
+        ]
+        if not declared:
+            continue
+        concurrent = [t for t in with_globals if t not in dag.upstream[task]]
+        if concurrent:
+            raise ArgoRuleError(
+                f"tasks {concurrent[0]!r} and {task!r} both export global outputs and may run at "
+                "the same time: their order in status.outputs is not fixed"
+            )
+        with_globals.append(task)
+        names.extend(n for n in declared if n not in names)
+    return names
+
+
+def check_workflow_arguments(
+    arguments: Iterable[Mapping[str, Any]],
+    declared: Iterable[Mapping[str, Any]],
+    template_name: str,
+    path: str,
+    problems: Problems,
+) -> None:
+    """Arguments of a Workflow/CronWorkflow against the parameters its WorkflowTemplate declares."""
+    declared_by_name = {p["name"]: p for p in declared}
+    for i, param in enumerate(arguments):
+        name = param.get("name", "")
+        reason = unknown_parameters(declared_by_name, [name])
+        if reason:
+            problems.add(f"{path}[{i}]", f"{reason} (WorkflowTemplate {template_name!r})")
+            continue
+        reason = outside_enum(name, param.get("value"), declared_by_name[name].get("enum"))
+        if reason and param.get("value") is not None:
+            problems.add(f"{path}[{i}].value", f"workflow parameter {reason}")
+
+
+@dataclass
+class _GlobalScope:
+    parameters: set[str]
+
+    def resolve(self, name: str) -> str | None:
+        """None when `name` is a global variable Argo knows, else why not."""
+        if name.startswith(WORKFLOW_PARAMETER_PREFIX):
+            param = name[len(WORKFLOW_PARAMETER_PREFIX) :]
+            if param in self.parameters:
+                return None
+            return f"workflow parameter {param!r} is not defined in spec.arguments.parameters"
+        if name in WORKFLOW_GLOBALS or name.startswith(_WORKFLOW_PREFIXES):
+            return None
+        return "unknown variable"
+
+
+def _template_scope(
+    template: Mapping[str, Any], resolve_global: Callable[[str], str | None]
+) -> Callable[[str], str | None]:
+    """The resolver of names a template may use: its inputs and outputs, then the globals."""
+    inputs = template.get("inputs") or {}
+    outputs = template.get("outputs") or {}
+    in_params = {p.get("name") for p in inputs.get("parameters") or []}
+    in_artifacts = {a.get("name") for a in inputs.get("artifacts") or []}
+    declared_outputs = {
+        "parameters": {p.get("name") for p in outputs.get("parameters") or []},
+        "artifacts": {a.get("name") for a in outputs.get("artifacts") or []},
+    }
+
+    def resolve(name: str) -> str | None:
+        if name.startswith("inputs.parameters."):
+            param = name[len("inputs.parameters.") :]
+            return None if param in in_params else f"template has no input parameter {param!r}"
+        if name.startswith("inputs.artifacts."):
+            art, _, attr = name[len("inputs.artifacts.") :].partition(".")
+            if art not in in_artifacts:
+                return f"template has no input artifact {art!r}"
+            return None if attr in ("", "path") else f"artifacts have no {attr!r} variable"
+        if name.startswith(("outputs.parameters.", "outputs.artifacts.")):
+            group, _, rest = name[len("outputs.") :].partition(".")
+            item, _, attr = rest.partition(".")
+            if item not in declared_outputs[group]:
+                return f"template has no output {group[:-1]} {item!r}"
+            return None if attr == "path" else "only .path of an output is defined here"
+        if name in _TEMPLATE_GLOBALS or name.startswith(_TEMPLATE_PREFIXES):
+            return None
+        return resolve_global(name)
+
+    return resolve
+
+
+def _read_dag_template(
+    dag: Mapping[str, Any],
+    templates: Mapping[str, Mapping[str, Any]],
+    resolve_template: Callable[[str], str | None],
+    path: str,
+    problems: Problems,
+) -> Dag:
+    read = read_dag(dag, path, problems)
+    _check_references(
+        {k: v for k, v in dag.items() if k != "tasks"}, resolve_template, path, problems
+    )
+    for i, task in enumerate(t for t in dag.get("tasks") or [] if isinstance(t, Mapping)):
+        name = str(task.get("name", ""))
+        tpath = f"{path}.tasks[{i}]"
+        target = templates.get(task.get("template"))
+        if task.get("template") is not None and target is None:
+            problems.add(f"{tpath}.template", f"{task['template']!r} is not a template")
+        looping = any(task.get(k) is not None for k in ("withItems", "withParam", "withSequence"))
+
+        def resolve_task(ref: str, name: str = name, looping: bool = looping) -> str | None:
+            if ref.startswith("tasks."):
+                return _resolve_task_ref(ref, name, read, templates)
+            if looping and (ref == "item" or ref.startswith("item.")):
+                return None
+            return resolve_template(ref)
+
+        _check_references(task, resolve_task, tpath, problems)
+        if target is not None:
+            _check_task_arguments(task, target, tpath, problems)
+    return read
+
+
+def _resolve_task_ref(
+    ref: str, current: str, dag: Dag, templates: Mapping[str, Mapping[str, Any]]
+) -> str | None:
+    if ref == "tasks.name":
+        return None
+    parts = ref.split(".")
+    other = parts[1]
+    if other not in dag.tasks:
+        return f"no task named {other!r} in this DAG"
+    if other not in dag.upstream.get(current, frozenset()):
+        return f"task {other!r} is not an upstream dependency of {current!r}"
+    rest = parts[2:]
+    if len(rest) == 1 and rest[0] in _TASK_FIELDS:
+        return None
+    if rest[:1] != ["outputs"] or len(rest) < 2:
+        return "unknown task variable"
+    if rest[1] == "result" and len(rest) == 2:
+        return None
+    if rest[1] not in ("parameters", "artifacts"):
+        return "unknown task output"
+    if len(rest) == 2:
+        return None if rest[1] == "parameters" else "name the artifact"
+    outputs = templates.get(dag.tasks[other].get("template"), {}).get("outputs") or {}
+    declared = {item.get("name") for item in outputs.get(rest[1]) or []}
+    wanted = ".".join(rest[2:])
+    if wanted not in declared:
+        return f"template of task {other!r} has no output {rest[1][:-1]} {wanted!r}"
+    return None
+
+
+def _check_task_arguments(
+    task: Mapping[str, Any], target: Mapping[str, Any], path: str, problems: Problems
+) -> None:
+    """Every input without a default is supplied; nothing is passed that the template lacks."""
+    inputs = target.get("inputs") or {}
+    arguments = task.get("arguments") or {}
+    for group in ("parameters", "artifacts"):
+        declared = {item.get("name"): item for item in inputs.get(group) or []}
+        passed = {item.get("name") for item in arguments.get(group) or []}
+        for name in sorted(passed - set(declared), key=str):
+            problems.add(
+                f"{path}.arguments.{group}",
+                f"{name!r} is not an input of template {target.get('name')!r}",
+            )
+        for name, item in declared.items():
+            has_source = any(item.get(k) is not None for k in _INPUT_SOURCES)
+            if name not in passed and not has_source and not item.get("optional"):
+                problems.add(
+                    f"{path}.arguments.{group}",
+                    f"input {name!r} of template {target.get('name')!r} is not supplied",
+                )
+        for j, item in enumerate(arguments.get(group) or []):
+            enum = (declared.get(item.get("name")) or {}).get("enum")
+            reason = outside_enum(item.get("name", ""), item.get("value"), enum)
+            value = item.get("value")
+            if reason and value is not None and not references(str(value)):
+                problems.add(f"{path}.arguments.{group}[{j}].value", f"input parameter {reason}")
+
+
+def _check_references(
+    data: Any, resolve: Callable[[str], str | None], path: str, problems: Problems
+) -> None:
+    """Resolve every `{{...}}` in strings under `data`; expr-lang `{{=...}}` is not resolved."""
+    for where, text in strings(data, path):
+        for name in references(text):
+            if name.startswith("="):
+                continue
+            reason = resolve(name)
+            if reason is not None:
+                problems.add(where, f"{{{{{name}}}}}: {reason}")

@@ -1,0 +1,88 @@
+"""`python -m workflows.local_runner TEMPLATE.yaml`: run a rendered WorkflowTemplate file on this
+machine, e.g. `out/workflow-template.yaml` from `make render`, after editing it.
+
+For this project's pipeline `python workflows/submit.py --local` is the usual door: it renders the
+template itself and starts from `make demo`'s parameters. This command runs any file as it is,
+with the template's own defaults unless `-p` overrides them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import yaml
+
+from steps.cli import StepError, one_line, run
+from workflows.local_runner.backends import BACKENDS
+from workflows.local_runner.runner import DEFAULT_CACHE_DIR, run_rendered
+from workflows.settings import add_parameter_overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m workflows.local_runner`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m workflows.local_runner",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status: 0 if every task succeeded or was skipped, 1 otherwise. What the "
+        "runner supports and refuses: docs/local-runner.md.",
+    )
+    parser.add_argument("template", type=Path, help="rendered WorkflowTemplate, YAML or JSON")
+    add_parameter_overrides(parser)
+    parser.add_argument(
+        "--run-dir", type=Path, help="new or empty run directory (default .demo/runs/<time>)"
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="process", help="process (default) or docker"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help="the artifact repository of key-only artifacts and the memoization caches, kept "
+        f"between runs (default {DEFAULT_CACHE_DIR})",
+    )
+    return parser
+
+
+def read_template(path: Path) -> dict:
+    """The one resource in a YAML or JSON file.
+
+    Raises:
+        StepError: unreadable file, not YAML, or not exactly one mapping.
+    """
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except OSError as exc:
+        raise StepError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise StepError(f"{path} is not YAML: {one_line(exc)}") from exc
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise StepError(f"{path} must hold exactly one resource, the rendered WorkflowTemplate")
+    return documents[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: read the template, run it, return the runner's exit status."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        template = read_template(args.template)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        run_dir = args.run_dir or Path(".demo") / "runs" / stamp
+        return run_rendered(
+            template,
+            dict(args.parameter),
+            run_dir=run_dir,
+            backend=args.backend,
+            cache_dir=args.cache_dir,
+        )
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

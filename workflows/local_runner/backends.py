@@ -1,0 +1,168 @@
+"""Backends of a local run: how one task's container runs on this machine, as a subprocess of this
+interpreter (`process`) or a `docker run` of the template's image (`docker`), with Argo's retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from workflows import retry_expression
+from workflows.local_runner.planning import CONTAINER_ROOT, LocalRunError, PlannedTask
+from workflows.local_runner.run_record import TaskResult, tail
+
+BACKENDS = ("process", "docker")
+DOCKER_USER = "10001:10001"
+# Retries wait at most this long locally: a laptop run should not sit out a 30 s backoff.
+MAX_LOCAL_BACKOFF_S = 1.0
+
+
+def docker_command(
+    image: str,
+    command: list[str],
+    args: list[str],
+    env: Mapping[str, str],
+    work_dir: Path,
+    *,
+    working_dir: str | None = None,
+    docker: str = "docker",
+) -> list[str]:
+    """The `docker run` argv for one step: the pod's constraints (non-root, read-only root,
+    writable /work and /tmp only) on the host network, so 127.0.0.1 services are reachable."""
+    argv = [docker, "run", "--rm", "--network", "host", "--user", DOCKER_USER, "--read-only",
+            "--tmpfs", "/tmp", "-v", f"{work_dir}:{CONTAINER_ROOT}"]  # fmt: skip
+    for name, value in env.items():
+        argv += ["-e", f"{name}={value}"]
+    if working_dir:
+        argv += ["--workdir", working_dir]
+    # Kubernetes `command` replaces the image's ENTRYPOINT and `args` its CMD.
+    if command:
+        return [*argv, "--entrypoint", command[0], image, *command[1:], *args]
+    return [*argv, image, *args]
+
+
+def process_command(
+    command: list[str], args: list[str], env: Mapping[str, str], where: str
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of one step as a subprocess: `python`/`python3` is this interpreter,
+    whose bin/ goes first on PATH (steps start `mlflow` and `uvicorn` as programs)."""
+    if command and command[0] in ("python", "python3"):
+        command = [sys.executable, *command[1:]]
+    argv = [*command, *args]
+    if not argv:
+        raise LocalRunError(f"{where}: the process backend needs container.command or args")
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return argv, {**os.environ, "PATH": path, **env}
+
+
+def env_from(
+    item: Mapping[str, Any], caller_env: Mapping[str, str], workflow: Mapping[str, str], task: str
+) -> str | None:
+    """A `valueFrom` env entry: the caller's variable, else a fieldRef we can answer, else None
+    for an optional Secret key (unset, as in a pod whose optional Secret does not exist), else
+    error."""
+    value = {**os.environ, **caller_env}.get(item["name"])
+    secret = item["valueFrom"].get("secretKeyRef") or {}
+    if value is None and secret.get("optional") is True:
+        return None
+    field_path = (item["valueFrom"].get("fieldRef") or {}).get("fieldPath")
+    if value is None and field_path == "metadata.namespace":
+        value = workflow["workflow.namespace"]
+    elif value is None and field_path == "metadata.name":
+        value = f"{workflow['workflow.name']}-{task}"
+    if value is None:
+        raise LocalRunError(
+            f"task {task}: env {item['name']} comes from {json.dumps(item['valueFrom'])};"
+            f" set {item['name']} in the environment to run locally"
+        )
+    return value
+
+
+def check_env_sources(
+    tasks: list[PlannedTask], caller_env: Mapping[str, str], workflow: Mapping[str, str]
+) -> None:
+    """Every `valueFrom` env entry can be answered, before any task runs."""
+    for task in tasks:
+        for item in task.template["container"].get("env") or []:
+            if "valueFrom" in item:
+                env_from(item, caller_env, workflow, task.name)
+
+
+def attempt(
+    task: PlannedTask,
+    result: TaskResult,
+    task_dir: Path,
+    argv: list[str],
+    cwd: str | None,
+    env: dict[str, str] | None,
+    say: Callable[[str], None],
+) -> None:
+    """Run `argv` until it exits 0 or `retryStrategy.limit` retries are used up; stdout and
+    stderr go to `task_dir/stdout.log` and `stderr.log`, the outcome into `result`."""
+    retry = task.template.get("retryStrategy") or {}
+    limit = int(retry.get("limit", 0))
+    condition = (
+        retry_expression.parse(str(retry["expression"])) if retry.get("expression") else None
+    )
+    backoff = retry.get("backoff") or {}
+    delay, factor = duration_s(backoff.get("duration", "0")), float(backoff.get("factor", 1))
+    started = time.monotonic()
+    for number in range(1, limit + 2):
+        result.attempts = number
+        # Files, not pipes: a step may leave a daemon (the model server) holding them open.
+        with (task_dir / "stdout.log").open("wb") as so, (task_dir / "stderr.log").open("wb") as se:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se,
+                                  cwd=cwd, env=env, check=False)  # fmt: skip
+        # A process killed by signal N exits 128+N in a container; subprocess says -N.
+        result.exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+        if proc.returncode == 0 or number > limit:
+            break
+        last = " ".join(tail(task_dir / "stderr.log", 1))
+        if condition is not None and not _expression_allows(condition, result, started, task):
+            say(
+                f"    no retry: retryStrategy.expression is false after exit {result.exit_code}"
+                f" ({condition.text}): {last}"
+            )
+            break
+        backoff_s = delay * factor ** (number - 1)
+        wait_s = min(backoff_s, MAX_LOCAL_BACKOFF_S)
+        say(
+            f"    retry {number}/{limit} in {wait_s:g}s (template backoff {backoff_s:g}s)"
+            f" after exit {proc.returncode}: {last}"
+        )
+        time.sleep(wait_s)
+    result.duration_s = time.monotonic() - started
+    if result.exit_code != 0:
+        result.phase = "Failed"
+        result.message = f"exit code {result.exit_code} after {result.attempts} attempt(s)"
+
+
+def _expression_allows(
+    condition: retry_expression.RetryExpression, result: TaskResult, started: float, task: Any
+) -> bool:
+    """Argo's reading of the last attempt: a failed container is phase `Failed` with the message
+    `Error (exit code N)` (this runner has no pod-level `Error` phase)."""
+    try:
+        return condition.allows_retry(
+            exit_code=result.exit_code or 0,
+            status="Failed",
+            duration_s=time.monotonic() - started,
+            message=f"Error (exit code {result.exit_code})",
+        )
+    except retry_expression.ExpressionError as exc:
+        raise LocalRunError(f"task {task.name}: retryStrategy.expression: {exc}") from None
+
+
+def duration_s(value: Any) -> float:
+    """Seconds in an Argo backoff duration: `30s`, `2m`, `1h`, `500ms` or a bare number."""
+    text = str(value).strip()
+    for suffix, seconds in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * seconds
+    return float(text or 0)

@@ -1,0 +1,436 @@
+"""Planning a local run: check the rendered template against Argo's rules and against the subset
+this runner supports, then list its DAG tasks in the order they will run. Nothing runs here.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from steps.cli import BadInput, StepError
+from steps.contract import check_workflow_parameters
+from steps.stages import WORKFLOW_PARAMETERS
+from workflows import retry_expression
+from workflows.argo_rules import (
+    REFERENCE,
+    WORKFLOW_PARAMETER_PREFIX,
+    ArgoRuleError,
+    DependsTerm,
+    go_duration_seconds,
+    loop_field,
+    read_spec,
+    references,
+    strings,
+    workflow_parameter_values,
+)
+from workflows.validate_resources import validate_resources
+
+CONTAINER_ROOT = "/work"
+RUNNABLE_KINDS = ("WorkflowTemplate", "Workflow", "ClusterWorkflowTemplate")
+LOOPS = ("withItems", "withParam")  # withSequence is refused by name
+# Results a `depends` term may test here: no task is Daemoned, and a Failed one ends the run
+# (Argo's failFast), so `.Failed`, `.Errored`, `.Omitted` could never be met.
+SUPPORTED_RESULTS = frozenset({"Succeeded", "Skipped"})
+WORKFLOW_VARIABLES = frozenset({"workflow.name", "workflow.uid", "workflow.namespace"})
+# At most this many of Argo's problems are named in the one-line error.
+PROBLEMS_SHOWN = 3
+
+# Accepted and ignored: they change scheduling, pod security, resources, clean-up, metadata or
+# where Argo stores artifacts, not what a step runs or computes.
+IGNORED_TOP_FIELDS = frozenset({"apiVersion", "kind", "metadata", "status"})
+IGNORED_SPEC_FIELDS = frozenset(
+    {
+        "serviceAccountName", "automountServiceAccountToken", "securityContext", "podGC",
+        "ttlStrategy", "synchronization", "activeDeadlineSeconds", "podMetadata",
+        "workflowMetadata", "artifactRepositoryRef", "archiveLogs", "imagePullSecrets",
+        "nodeSelector", "affinity", "tolerations", "priorityClassName", "podPriorityClassName",
+        "podDisruptionBudget", "metrics", "volumes", "executor",
+    }
+)  # fmt: skip
+IGNORED_TEMPLATE_FIELDS = frozenset(
+    {
+        "metadata", "securityContext", "activeDeadlineSeconds", "timeout", "serviceAccountName",
+        "automountServiceAccountToken", "archiveLocation", "nodeSelector", "affinity",
+        "tolerations", "priorityClassName", "schedulerName", "synchronization", "metrics",
+        "parallelism", "failFast", "volumes",
+    }
+)  # fmt: skip
+IGNORED_CONTAINER_FIELDS = frozenset(
+    {"name", "securityContext", "resources", "imagePullPolicy", "volumeMounts",
+     "terminationMessagePath", "terminationMessagePolicy"}
+)  # fmt: skip
+IGNORED_PARAMETER_FIELDS = frozenset({"description", "globalName"})
+IGNORED_ARTIFACT_FIELDS = frozenset({"archive", "archiveLogs", "artifactGC", "globalName"})
+# Mount points the runner provides itself: /work is the task's work dir, /tmp stays /tmp.
+PROVIDED_MOUNTS = frozenset({CONTAINER_ROOT, "/tmp"})
+# Variables a container template may use here, beyond WORKFLOW_VARIABLES and workflow parameters.
+_CONTAINER_VARIABLE = re.compile(
+    r"^(inputs\.parameters\.[\w-]+|(inputs|outputs)\.artifacts\.[\w-]+\.path"
+    r"|outputs\.parameters\.[\w-]+\.path)$"
+)
+_TASK_PARAMETER = re.compile(r"^tasks\.[\w-]+\.outputs\.parameters\.[\w-]+$")
+_ITEM = re.compile(r"^item(\.[\w-]+)?$")
+_TASK_PARAMETERS = re.compile(r"^tasks\.([\w-]+)\.outputs\.parameters$")
+TASK_ARTIFACT = re.compile(r"^\{\{\s*tasks\.([\w-]+)\.outputs\.artifacts\.([\w-]+)\s*\}\}$")
+_COMPARISON = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+?)\s*$")
+
+
+class LocalRunError(StepError):
+    """The template uses something the local runner does not support, or a run cannot start."""
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """One DAG task, checked: the container template it calls and what it waits for."""
+
+    name: str
+    template: dict[str, Any]  # the container template it calls
+    spec: dict[str, Any]  # the DAG task itself
+    needs: tuple[DependsTerm, ...]  # every term must be met (the runner supports only `&&`)
+    loop: str | None = None  # withItems or withParam: the task runs once per item
+
+
+def check_rendered(template: dict, parameters: Mapping[str, str]) -> None:
+    """The checks `run_rendered` makes before running anything, without running anything.
+
+    Raises:
+        LocalRunError: an unsupported template feature, a break of Argo's rules or a bad workflow
+            parameter.
+    """
+    plan(template)
+    workflow_values(template, parameters)
+
+
+def workflow_values(template: Mapping[str, Any], given: Mapping[str, str]) -> dict[str, str]:
+    """Every workflow parameter's value: `given` over the template's defaults, each checked as
+    the pipeline's first task checks it (steps/check_parameters.py) when its name is one the
+    stage declarations give (steps/stages.py): with the flags of every stage that takes it.
+
+    Raises:
+        LocalRunError: unknown name, value outside its enum, no value, or a value a stage would
+            refuse (an empty `gate-tolerance`, `abc`, `-1`, ...).
+    """
+    spec = template.get("spec") or {}
+    declared = (spec.get("arguments") or {}).get("parameters") or []
+    try:
+        values = workflow_parameter_values(declared, given)
+        check_workflow_parameters(values, WORKFLOW_PARAMETERS)
+    except (ArgoRuleError, BadInput) as exc:
+        raise LocalRunError(str(exc)) from None
+    return values
+
+
+def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
+    """Check the whole template; return its DAG tasks in the order they will run.
+
+    First Argo's own rules (the offline validator: fields, types, references, depends, cycles,
+    arguments), then the subset this runner supports, each refused by name.
+
+    Raises:
+        LocalRunError: the first thing that cannot run here, with where it is.
+    """
+    kind = template.get("kind", "WorkflowTemplate") if isinstance(template, Mapping) else None
+    if kind not in RUNNABLE_KINDS:
+        raise LocalRunError(f"cannot run a {kind}; pass the rendered WorkflowTemplate")
+    problems = validate_resources([template])
+    if problems:
+        more = (
+            f" (+{len(problems) - PROBLEMS_SHOWN} more)" if len(problems) > PROBLEMS_SHOWN else ""
+        )
+        raise LocalRunError(
+            "the template breaks Argo's rules: " + "; ".join(problems[:PROBLEMS_SHOWN]) + more
+        )
+    _check_fields(template, IGNORED_TOP_FIELDS | {"spec"}, "the resource")
+    spec = template.get("spec") or {}
+    allowed = IGNORED_SPEC_FIELDS | {"entrypoint", "arguments", "templates", "parallelism"}
+    _check_fields(spec, allowed, "spec")
+    if parallelism(template) is not None and parallelism(template) < 1:
+        raise LocalRunError(f"parallelism {parallelism(template)} must be at least 1")
+    _check_fields(spec.get("arguments") or {}, {"parameters"}, "spec.arguments")
+    for param in (spec.get("arguments") or {}).get("parameters") or []:
+        allowed = {"name", "value", "enum"} | IGNORED_PARAMETER_FIELDS
+        _check_fields(param, allowed, f"parameter {param['name']}")
+    for volume in spec.get("volumes") or []:
+        _check_volume(volume, "spec.volumes")
+    reading = read_spec(spec)
+    entry = reading.templates[spec["entrypoint"]]
+    if not isinstance(entry.get("dag"), Mapping):
+        kinds = sorted(set(entry) & {"steps", "container", "script", "resource", "suspend"})
+        raise LocalRunError(
+            f"unsupported feature: entrypoint template {entry['name']!r} is {'/'.join(kinds)};"
+            " it must be a dag"
+        )
+    _check_fields(entry, IGNORED_TEMPLATE_FIELDS | {"name", "dag"}, f"template {entry['name']}")
+    _check_fields(entry["dag"], {"tasks", "failFast"}, f"dag of {entry['name']}")
+    dag = reading.dags[entry["name"]]
+    looping = {name for name in dag.order if loop_field(dag.tasks[name])}
+    tasks = []
+    for name in dag.order:
+        raw = dag.tasks[name]
+        where = f"task {name}"
+        allowed = {"name", "template", "depends", "dependencies", "when", "arguments", *LOOPS}
+        _check_fields(raw, allowed, where)
+        loop = loop_field(raw)
+        if raw.get("template") not in reading.templates:
+            raise LocalRunError(f"unsupported feature in {where}: no `template` (templateRef?)")
+        called = reading.templates[raw["template"]]
+        _check_container_template(called)
+        depends = dag.depends[name]
+        if depends.operators - {"&&"}:
+            raise LocalRunError(
+                f"unsupported feature in {where}: depends expression {depends.text!r}"
+            )
+        for term in depends.terms:
+            if term.result is not None and term.result not in SUPPORTED_RESULTS:
+                raise LocalRunError(
+                    f"unsupported feature in {where}: depends term '{term.task}.{term.result}'"
+                )
+        _check_task(raw, called, where, looping)
+        tasks.append(PlannedTask(name, dict(called), dict(raw), depends.terms, loop))
+    for task in tasks:
+        for a in (task.spec.get("arguments") or {}).get("artifacts") or []:
+            match = TASK_ARTIFACT.match(a.get("from") or "")
+            if match and match.group(1) in looping:
+                raise LocalRunError(
+                    f"task {task.name}: artifact {a['name']} comes from {match.group(1)}, which "
+                    "loops: Argo aggregates the parameters of a loop's items, not their artifacts "
+                    "(pass them through key-only artifacts)"
+                )
+    return tasks
+
+
+def parallelism(template: Mapping[str, Any]) -> int | None:
+    """How many items of a looping task may run at once: the smaller of `spec.parallelism` (the
+    whole workflow's pods) and the entrypoint DAG's `parallelism` (the pods of that invocation);
+    None when neither is set (Argo then starts every item at once). Argo v4.1.2:
+    pkg/apis/workflow/v1alpha1/workflow_types.go (WorkflowSpec and Template `Parallelism`),
+    docs/parallelism.md.
+    """
+    spec = template.get("spec") or {}
+    entry = next(
+        (t for t in spec.get("templates") or [] if t.get("name") == spec.get("entrypoint")), {}
+    )
+    bounds = [int(v) for v in (spec.get("parallelism"), entry.get("parallelism")) if v is not None]
+    return min(bounds) if bounds else None
+
+
+def under_work(path: Any) -> bool:
+    """True if the container path `path` lies under /work once `..` and `.` are resolved."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return False
+    normal = posixpath.normpath(path)
+    return normal == CONTAINER_ROOT or normal.startswith(CONTAINER_ROOT + "/")
+
+
+def evaluate_when(expr: str, task: str) -> bool:
+    """A substituted `when`: `true`, `false` or one comparison `X op Y` of two operands.
+
+    Numbers compare as numbers; otherwise only `==`/`!=`, as strings (quotes stripped).
+    """
+    text = expr.strip()
+    if text in ("true", "false"):
+        return text == "true"
+    match = _COMPARISON.match(text)
+    if not match or any(token in text for token in ("&&", "||", "(", ")")):
+        raise LocalRunError(f"unsupported when expression in task {task}: {expr!r}")
+    left, op, right = match.group(1).strip("'\""), match.group(2), match.group(3).strip("'\"")
+    try:
+        a: Any = float(left)
+        b: Any = float(right)
+    except ValueError:
+        if op not in ("==", "!="):
+            raise LocalRunError(f"when in task {task}: {op} needs numbers, got {expr!r}") from None
+        a, b = left, right
+    return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+def _check_fields(obj: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
+    extra = sorted(set(obj) - set(allowed))
+    if extra:
+        raise LocalRunError(f"unsupported feature in {where}: {', '.join(extra)}")
+
+
+def _check_volume(volume: Mapping[str, Any], where: str) -> None:
+    # A pod whose optional Secret does not exist starts with nothing mounted: locally it is absent.
+    optional_secret = set(volume) == {"name", "secret"} and (volume["secret"] or {}).get("optional")
+    if set(volume) - {"name", "emptyDir"} and not optional_secret:
+        raise LocalRunError(
+            f"unsupported feature in {where}: volume {volume.get('name')!r}"
+            " (only emptyDir and optional secret volumes)"
+        )
+
+
+def _check_container_template(tpl: Mapping[str, Any]) -> None:
+    where = f"template {tpl['name']}"
+    for kind in ("steps", "script", "resource", "suspend", "dag", "data", "http", "plugin"):
+        if kind in tpl:
+            raise LocalRunError(f"unsupported feature in {where}: {kind} template")
+    allowed = IGNORED_TEMPLATE_FIELDS | {
+        "name", "container", "inputs", "outputs", "retryStrategy", "memoize",
+    }  # fmt: skip
+    _check_fields(tpl, allowed, where)
+    if tpl.get("memoize") is not None:
+        _check_memoize(tpl["memoize"], where)
+    container = tpl.get("container")
+    if container is None:
+        raise LocalRunError(f"{where}: no container")
+    allowed = IGNORED_CONTAINER_FIELDS | {"image", "command", "args", "env", "workingDir"}
+    _check_fields(container, allowed, f"{where}.container")
+    volumes = {v["name"]: v for v in tpl.get("volumes") or []}
+    for volume in volumes.values():
+        _check_volume(volume, f"{where}.volumes")
+    for mount in container.get("volumeMounts") or []:
+        path = mount.get("mountPath")
+        if path not in PROVIDED_MOUNTS and "secret" not in volumes.get(mount.get("name"), {}):
+            raise LocalRunError(f"unsupported feature in {where}: volume mount at {path}")
+    for item in container.get("env") or []:
+        _check_fields(item, {"name", "value", "valueFrom"}, f"{where} env {item.get('name')}")
+    inputs, outputs = tpl.get("inputs") or {}, tpl.get("outputs") or {}
+    _check_fields(inputs, {"parameters", "artifacts"}, f"{where}.inputs")
+    _check_fields(outputs, {"parameters", "artifacts"}, f"{where}.outputs")
+    for p in inputs.get("parameters") or []:
+        allowed = {"name", "default", "value", "enum"} | IGNORED_PARAMETER_FIELDS
+        _check_fields(p, allowed, f"{where} input {p['name']}")
+    for p in outputs.get("parameters") or []:
+        _check_fields(p, {"name", "valueFrom"} | IGNORED_PARAMETER_FIELDS, f"{where} {p['name']}")
+        value_from = p.get("valueFrom") or {}
+        _check_fields(value_from, {"path", "default"}, f"{where} {p['name']}.valueFrom")
+        if "path" not in value_from:
+            raise LocalRunError(f"{where}: output parameter {p['name']} needs valueFrom.path")
+        _check_variables(value_from, lambda name: False, where)  # a literal path, read as is
+        if not under_work(value_from["path"]):
+            raise LocalRunError(
+                f"{where}: output parameter {p['name']} path must be under {CONTAINER_ROOT}"
+            )
+    for a in [*(inputs.get("artifacts") or []), *(outputs.get("artifacts") or [])]:
+        allowed = {"name", "path", "optional", "s3"} | IGNORED_ARTIFACT_FIELDS
+        _check_fields(a, allowed, f"{where} artifact {a['name']}")
+        _check_key_only(a, f"{where} artifact {a['name']}")
+        if not under_work(a.get("path") or ""):
+            raise LocalRunError(
+                f"{where}: artifact {a['name']} path must be under {CONTAINER_ROOT}"
+            )
+    retry = tpl.get("retryStrategy") or {}
+    allowed = {"limit", "retryPolicy", "backoff", "expression"}
+    _check_fields(retry, allowed, f"{where}.retryStrategy")
+    # Argo >= 3.5: with an expression and no policy, the expression alone decides (Always).
+    default_policy = "Always" if retry.get("expression") else "OnFailure"
+    if retry.get("retryPolicy", default_policy) not in ("OnFailure", "Always"):
+        raise LocalRunError(f"unsupported feature in {where}: retryPolicy {retry['retryPolicy']}")
+    if retry.get("expression"):
+        try:
+            retry_expression.parse(str(retry["expression"]))
+        except retry_expression.UnsupportedExpression as exc:
+            raise LocalRunError(
+                f"unsupported feature in {where}: retryStrategy.expression {exc}"
+            ) from None
+
+    def supported(name: str) -> bool:
+        return _global_variable(name) or bool(_CONTAINER_VARIABLE.match(name))
+
+    _check_variables(container, supported, where)
+    keys = [
+        a.get("s3") for a in [*(inputs.get("artifacts") or []), *(outputs.get("artifacts") or [])]
+    ]
+    _check_variables([keys, tpl.get("memoize")], supported, where)
+
+
+def _check_memoize(memoize: Mapping[str, Any], where: str) -> None:
+    """`memoize`: a key, a maxAge Argo can parse, a ConfigMap cache (the only kind Argo has)."""
+    _check_fields(memoize, {"key", "maxAge", "cache"}, f"{where}.memoize")
+    _check_fields(memoize.get("cache") or {}, {"configMap"}, f"{where}.memoize.cache")
+    config_map = (memoize.get("cache") or {}).get("configMap") or {}
+    _check_fields(config_map, {"name", "key"}, f"{where}.memoize.cache.configMap")
+    if not config_map.get("name"):
+        raise LocalRunError(f"{where}: memoize.cache.configMap needs a name")
+    try:
+        go_duration_seconds(str(memoize.get("maxAge", "")))
+    except ArgoRuleError as exc:
+        raise LocalRunError(f"{where}: memoize {exc}") from None
+
+
+def _check_key_only(artifact: Mapping[str, Any], where: str) -> None:
+    """An `s3` location must be key-only (the bucket and credentials are the repository's,
+    docs/key-only-artifacts.md): the runner keeps those objects in its cache directory."""
+    if "s3" not in artifact:
+        return
+    s3 = artifact["s3"] or {}
+    if set(s3) != {"key"} or not str(s3.get("key") or "").strip():
+        raise LocalRunError(
+            f"unsupported feature in {where}: s3 {sorted(s3)} (only key-only artifacts, "
+            "s3: {key: ...}, whose repository is the runner's cache directory)"
+        )
+
+
+def _check_task(
+    raw: Mapping[str, Any], called: Mapping[str, Any], where: str, looping: set[str]
+) -> None:
+    """Arguments are plain values, task outputs this runner hands over, or key-only artifacts;
+    `when` has one shape; a loop is withItems or withParam. `looping`: the tasks that loop (their
+    `outputs.parameters` is the list of their items' outputs)."""
+    arguments = raw.get("arguments") or {}
+    _check_fields(arguments, {"parameters", "artifacts"}, f"{where}.arguments")
+    loops = loop_field(raw) is not None
+
+    def supported(name: str) -> bool:
+        whole = _TASK_PARAMETERS.match(name)
+        return (
+            _global_variable(name)
+            or bool(_TASK_PARAMETER.match(name))
+            or bool(whole and whole.group(1) in looping)
+            or (loops and bool(_ITEM.match(name)))
+        )
+
+    keys = [a.get("s3") for a in arguments.get("artifacts") or []]
+    _check_variables(
+        [raw.get("when", ""), arguments.get("parameters") or [], keys, raw.get("withParam", "")],
+        supported,
+        where,
+    )
+    if loops:
+        for value in _loop_values(raw.get("withItems")):
+            if isinstance(value, Mapping | list):
+                raise LocalRunError(
+                    f"unsupported feature in {where}: withItems item {value!r} holds a list or "
+                    "map (only strings, numbers, booleans, and maps of those)"
+                )
+    if raw.get("when"):  # the shape is checked now, the values once the inputs exist
+        evaluate_when(REFERENCE.sub("0", raw["when"]), raw["name"])
+    for p in arguments.get("parameters") or []:
+        allowed = {"name", "value"} | IGNORED_PARAMETER_FIELDS
+        _check_fields(p, allowed, f"{where} argument {p['name']}")
+    for a in arguments.get("artifacts") or []:
+        _check_fields(a, {"name", "from", "s3"}, f"{where} argument artifact {a['name']}")
+        if "s3" in a:
+            _check_key_only(a, f"{where} argument artifact {a['name']}")
+        elif not TASK_ARTIFACT.match(a.get("from") or ""):
+            raise LocalRunError(
+                f"unsupported feature in {where}: artifact {a['name']} must come"
+                f" from one task's output artifact or a key-only s3 key, not {a.get('from')!r}"
+            )
+
+
+def _loop_values(items: Any) -> list[Any]:
+    """withItems' items, and a map item's values: what must be scalars here."""
+    values = []
+    for item in items or []:
+        values.extend(item.values() if isinstance(item, Mapping) else [item])
+    return values
+
+
+def _global_variable(name: str) -> bool:
+    return name in WORKFLOW_VARIABLES or name.startswith(WORKFLOW_PARAMETER_PREFIX)
+
+
+def _check_variables(obj: Any, supported: Callable[[str], bool], where: str) -> None:
+    for _, text in strings(obj):
+        for name in references(text):
+            if name.startswith("="):
+                raise LocalRunError(
+                    f"unsupported feature in {where}: expression tag {{{{{name}}}}}"
+                )
+            if not supported(name):
+                raise LocalRunError(f"unsupported variable {{{{{name}}}}} in {where}")

@@ -1,0 +1,121 @@
+"""The record of a local run: each task's result, the progress lines printed as tasks start and
+end, and `<run_dir>/run.json` written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from steps.cli import one_line
+from steps.files import write_text_atomically
+from steps.redaction import redact, redact_values
+
+RUN_RECORD = "run.json"
+STDERR_TAIL_LINES = 20
+# An output parameter in a progress line is cut at this many characters.
+SHOWN_CHARS = 40
+
+
+@dataclass
+class TaskResult:
+    """What happened to one DAG task."""
+
+    phase: str = "Pending"  # Succeeded, Failed, Skipped, Omitted; Pending = never reached
+    message: str = ""
+    attempts: int = 0
+    duration_s: float = 0.0
+    exit_code: int | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> host path
+    # A looping task: one result per item, by node name (`task(index:item)`), in loop order.
+    children: dict[str, TaskResult] | None = None
+    # A memoized template: Argo's MemoizationStatus (`hit`, `key`, `cacheName`).
+    memoization: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The task's entry in run.json."""
+        entry: dict[str, Any] = {
+            "phase": self.phase,
+            "message": self.message,
+            "attempts": self.attempts,
+            "duration_s": round(self.duration_s, 2),
+            "exit_code": self.exit_code,
+            "outputs": {"parameters": self.parameters, "artifacts": self.artifacts},
+        }
+        if self.memoization is not None:
+            entry["memoization"] = self.memoization
+        if self.children is not None:
+            entry["children"] = {name: c.as_json() for name, c in self.children.items()}
+        return entry
+
+
+@dataclass
+class Progress:
+    """Progress lines of a run, printed as they happen; task names padded to `width`."""
+
+    out: TextIO | None = None
+    width: int = 4
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def say(self, line: str) -> None:
+        """Print one line now (default stdout), credentials in URLs redacted: parameter values
+        and the steps' stderr tails pass through here. Items of a loop running at once print
+        whole lines, never interleaved."""
+        with self._lock:
+            print(redact(line), file=self.out or sys.stdout, flush=True)
+
+    def started(self, task: str) -> None:
+        """A task starts running."""
+        self.say(f"  {task:<{self.width}}  Running")
+
+    def ended(self, task: str, result: TaskResult, task_dir: Path) -> None:
+        """A task ended: phase, duration, message or outputs (a cache hit says so); a failure
+        adds its stderr tail from `task_dir`."""
+        outputs = " ".join(f"{k}={one_line(v, SHOWN_CHARS)}" for k, v in result.parameters.items())
+        detail = result.message or outputs
+        if (result.memoization or {}).get("hit"):
+            detail = f"from cache {result.memoization['cacheName']} ({outputs})"
+        self.say(f"  {task:<{self.width}}  {result.phase:<9} {result.duration_s:6.1f}s  {detail}")
+        if result.phase == "Failed":
+            for line in tail(task_dir / "stderr.log", STDERR_TAIL_LINES):
+                self.say(f"    | {line}")
+
+
+def write_run_record(
+    run_dir: Path,
+    workflow: Mapping[str, str],
+    parameters: Mapping[str, str],
+    backend: str,
+    phase: str,
+    duration_s: float,
+    results: Mapping[str, TaskResult],
+    outputs: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Write `<run_dir>/run.json` (name, uid, backend, phase, parameters, tasks, and the
+    workflow's `outputs` shaped like Argo's `status.outputs`); return it."""
+    summary = {
+        "name": workflow["workflow.name"],
+        "uid": workflow["workflow.uid"],
+        "backend": backend,
+        "phase": phase,
+        "duration_s": round(duration_s, 2),
+        "parameters": dict(parameters),
+        "outputs": {"parameters": list(outputs or [])},
+        "tasks": {name: result.as_json() for name, result in results.items()},
+    }
+    text = json.dumps(redact_values(summary), indent=2) + "\n"
+    write_text_atomically(run_dir / RUN_RECORD, text)
+    return summary
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last `lines` lines of a log file (none if it does not exist)."""
+    if not path.exists():
+        return []
+    return path.read_text(errors="replace").splitlines()[-lines:]

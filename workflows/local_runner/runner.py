@@ -1,0 +1,539 @@
+"""Running a planned local run: the lock, the tasks one at a time in dependency order (inputs
+staged, container run, outputs collected), Argo's failFast, and the run record at the end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from workflows.argo_rules import (
+    ArgoRuleError,
+    add_global_parameter,
+    expanded_node_name,
+    go_duration_seconds,
+    item_scope,
+    loop_items,
+    memo_key_problem,
+    parameter_text,
+)
+from workflows.local_runner.backends import (
+    BACKENDS,
+    attempt,
+    check_env_sources,
+    docker_command,
+    env_from,
+    process_command,
+)
+from workflows.local_runner.cache import LocalCache
+from workflows.local_runner.planning import (
+    LocalRunError,
+    PlannedTask,
+    evaluate_when,
+    parallelism,
+    plan,
+    workflow_values,
+)
+from workflows.local_runner.run_record import Progress, TaskResult, write_run_record
+from workflows.local_runner.substitution import (
+    ContainerPaths,
+    artifact_sources,
+    container_scope,
+    dag_scope,
+    fill,
+    host_path,
+    with_items,
+)
+
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+LOCK_FILE = "local-runner.lock"
+DEFAULT_STATE_DIR = ".demo/serve"
+# What the cluster keeps between runs (artifact repository, memoization ConfigMaps), for the
+# command lines and the demo; a run given no cache_dir gets one of its own.
+DEFAULT_CACHE_DIR = Path(".demo/cache")
+# The release a run changes: the MLflow tracking server and registered model these workflow
+# parameters name. Local runs are serialised per release, as Argo's mutex serialises the runs of a
+# namespace: two runs on one machine against the same MLflow and model wait for each other
+# whatever their DEPLOY_STATE_DIR, so one cannot promote between the other's gate and deploy.
+RELEASE_PARAMETERS = ("mlflow-tracking-uri", "model-name")
+
+
+@dataclass
+class _Run:
+    workflow: dict[str, str]  # workflow.* variables, parameters included
+    parameters: dict[str, str]
+    run_dir: Path
+    backend: str
+    env: dict[str, str]
+    docker: str
+    progress: Progress
+    cache: LocalCache
+    parallelism: int | None  # items of a loop that may run at once (None: all)
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    # The workflow's own outputs (task outputs with `globalName`), as Argo's status.outputs.
+    outputs: list[dict[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # items end in parallel
+
+
+def run_rendered(
+    template: dict,
+    parameters: dict[str, str],
+    *,
+    run_dir: Path,
+    backend: str = "process",
+    env: dict[str, str] | None = None,
+    lock_file: Path | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+    docker: str = "docker",
+    out: TextIO | None = None,
+    cache_dir: Path | None = None,
+) -> int:
+    """Run the rendered WorkflowTemplate `template` locally with workflow `parameters`.
+
+    Args:
+        template: the WorkflowTemplate (or Workflow) dict exactly as rendered for Argo.
+        parameters: workflow parameters overriding the template's defaults.
+        run_dir: new or empty directory for task work dirs, logs and `run.json`.
+        backend: `process` (subprocesses of this interpreter) or `docker` (the template's images).
+        env: extra environment for every step (the template's own env wins over it).
+        lock_file: held for the whole run; default `local-runner.lock` in DEPLOY_STATE_DIR
+            (or .demo/serve).
+        lock_timeout: seconds to wait for another local run to finish before refusing.
+        docker: the docker client program (docker backend only).
+        out: where progress goes (default stdout).
+        cache_dir: what a cluster keeps between runs (`workflows/local_runner/cache.py`): the
+            artifact repository of key-only artifacts and the memoization ConfigMaps. Default
+            `<run_dir>/cache`: a run of its own, which finds nothing cached.
+
+    Returns:
+        0 if every task succeeded or was skipped, 1 if a task failed.
+
+    Raises:
+        LocalRunError: unsupported template feature, bad parameter, busy lock, unusable run_dir.
+    """
+    if backend not in BACKENDS:
+        raise LocalRunError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    tasks = plan(template)
+    values = workflow_values(template, parameters)
+    metadata = template.get("metadata") or {}
+    prefix = metadata.get("generateName") or metadata.get("name", "workflow") + "-"
+    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+    workflow = {
+        "workflow.name": prefix + suffix,
+        "workflow.uid": str(uuid.uuid4()),
+        "workflow.namespace": metadata.get("namespace") or "default",
+        **{f"workflow.parameters.{k}": v for k, v in values.items()},
+    }
+    run_dir = Path(run_dir).resolve()
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise LocalRunError(f"run dir {run_dir} is not empty; give each run its own directory")
+    extra_env = dict(env or {})
+    if lock_file is None:
+        state_dir = {**os.environ, **extra_env}.get("DEPLOY_STATE_DIR") or DEFAULT_STATE_DIR
+        lock_file = release_lock_file(values, Path(state_dir))
+    width = max((len(t.name) for t in tasks), default=4)
+    progress = Progress(out, width)
+    cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
+    bound = parallelism(template)
+    run = _Run(workflow, values, run_dir, backend, extra_env, docker, progress, cache, bound)
+    check_env_sources(tasks, extra_env, workflow)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(Path(lock_file), lock_timeout, progress.say):
+        return _execute(run, tasks)
+
+
+def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
+    run.results = {t.name: TaskResult() for t in tasks}
+    started = time.monotonic()
+    say = run.progress.say
+    say(f"workflow {run.workflow['workflow.name']} (uid {run.workflow['workflow.uid']})")
+    bound = "unbounded" if run.parallelism is None else str(run.parallelism)
+    say(f"  backend {run.backend}, run dir {run.run_dir}, parallelism {bound}")
+    failed = None
+    for task in tasks:
+        result = run.results[task.name]
+        unmet = [t.task for t in task.needs if run.results[t.task].phase not in t.results]
+        scope = dag_scope(run.workflow, run.results)
+        if unmet:
+            result.phase, result.message = "Omitted", f"needs {', '.join(unmet)}"
+            run.progress.ended(task.name, result, run.run_dir / task.name)
+        elif task.loop:
+            _run_loop(run, task, scope, result)
+        else:
+            _run_node(
+                run, _Node(task, task.spec, task.name, run.run_dir / task.name), scope, result
+            )
+        if result.phase == "Failed":
+            failed = _first_failed(task.name, result)
+            break  # Argo's failFast: no new tasks start after a failure
+    phase = "Failed" if failed else "Succeeded"
+    total = time.monotonic() - started
+    summary = write_run_record(
+        run.run_dir,
+        run.workflow,
+        run.parameters,
+        run.backend,
+        phase,
+        total,
+        run.results,
+        outputs=run.outputs,
+    )
+    say(f"workflow {summary['name']} {phase} in {total:.1f}s; see {run.run_dir}/run.json")
+    if failed:
+        node, message, logs = failed
+        say(f"error: task {node!r} failed: {message}; logs in {run.run_dir / logs}")
+        return 1
+    return 0
+
+
+def _first_failed(name: str, result: TaskResult) -> tuple[str, str, Path]:
+    """(node name, message, log directory under the run dir) of task `name`'s failure: its
+    first failed item's, for a loop."""
+    for index, (node, child) in enumerate((result.children or {}).items()):
+        if child.phase == "Failed":
+            return node, child.message, Path(name) / str(index)
+    return name, result.message, Path(name)
+
+
+def _run_loop(run: _Run, task: PlannedTask, scope: Mapping[str, str], group: TaskResult) -> None:
+    """A looping task: one node per item, at most `run.parallelism` at a time (each a process on
+    the process backend), in loop order; Argo's failFast starts no new item after a failure.
+
+    The group is Skipped with no items (docs/walk-through/loops.md), Failed when an item failed,
+    else Succeeded; its outputs are its items' (`dag_scope` aggregates them).
+    """
+    where = f"task {task.name}"
+    started = time.monotonic()
+    try:
+        param = (
+            fill(task.spec.get("withParam", ""), scope, where) if task.loop == "withParam" else None
+        )
+        items = loop_items(task.spec, param)
+    except (ArgoRuleError, LocalRunError) as exc:
+        group.phase, group.message = "Failed", f"{where}: {exc}"
+        run.progress.ended(task.name, group, run.run_dir / task.name)
+        return
+    nodes = [(expanded_node_name(task.name, i, item), item) for i, item in enumerate(items)]
+    group.children = {node: TaskResult() for node, _ in nodes}
+    if not nodes:
+        group.phase, group.message = "Skipped", f"{task.loop} has no items"
+        run.progress.ended(task.name, group, run.run_dir / task.name)
+        return
+    run.progress.width = max(run.progress.width, *(len(node) for node, _ in nodes))
+    stop = threading.Event()
+
+    def one(index: int, node: str, item: Any) -> None:
+        if stop.is_set():
+            return  # failFast: never started, as Argo creates no node for it
+        result = group.children[node]
+        try:
+            spec = with_items(task.spec, item_scope(item))
+        except LocalRunError as exc:
+            result.phase, result.message = "Failed", f"{node}: {exc}"
+        else:
+            directory = run.run_dir / task.name / str(index)
+            _run_node(run, _Node(task, spec, node, directory), scope, result)
+        if result.phase == "Failed":
+            stop.set()
+
+    workers = run.parallelism or len(nodes)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=task.name) as pool:
+        for future in [pool.submit(one, i, node, item) for i, (node, item) in enumerate(nodes)]:
+            future.result()
+    phases = [c.phase for c in group.children.values()]
+    group.duration_s = time.monotonic() - started
+    if "Failed" in phases:
+        group.phase = "Failed"
+        failed = [n for n, c in group.children.items() if c.phase == "Failed"]
+        group.message = f"{len(failed)} of {len(nodes)} item(s) failed: {', '.join(failed)}"
+    else:
+        group.phase = "Succeeded"
+        hits = sum(bool((c.memoization or {}).get("hit")) for c in group.children.values())
+        group.message = f"{len(nodes)} item(s), {hits} from the memoization cache"
+    run.progress.ended(task.name, group, run.run_dir / task.name)
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One node to run: a task, or one item of a looping task."""
+
+    task: PlannedTask
+    spec: Mapping[str, Any]  # the task, its `{{item...}}` filled in for an item
+    name: str  # Argo's node name: the task's, or `task(index:item)`
+    directory: Path  # its logs and work dir
+
+
+def _run_node(run: _Run, node: _Node, scope: Mapping[str, str], result: TaskResult) -> None:
+    """One node: its `when`, then its memoization cache, else its container; progress lines and
+    the workflow's global outputs as it ends."""
+    try:
+        condition = fill(node.spec.get("when", ""), scope, f"task {node.name}")
+        if condition and not evaluate_when(condition, node.name):
+            result.phase, result.message = "Skipped", f"when '{condition}' is false"
+        else:
+            run.progress.started(node.name)
+            _run_task(run, node, scope, result)
+    except LocalRunError as exc:  # e.g. an input that a skipped task should have produced
+        result.phase, result.message = "Failed", str(exc)
+    except KeyboardInterrupt:  # subprocess.run has killed the step; still write run.json
+        result.phase, result.message = "Failed", "interrupted"
+    run.progress.ended(node.name, result, node.directory)
+    if result.phase == "Succeeded":
+        with run.lock:
+            for param in (node.task.template.get("outputs") or {}).get("parameters") or []:
+                if param.get("globalName") and param["name"] in result.parameters:
+                    value = result.parameters[param["name"]]
+                    add_global_parameter(run.outputs, param["globalName"], value)
+
+
+def _run_task(run: _Run, node: _Node, dag: Mapping[str, str], result: TaskResult) -> None:
+    """Stage the inputs, run the container (with retries), collect the outputs into the result;
+    a memoized template's cache is asked first and given the outputs after."""
+    task, spec, task_dir = node.task, node.spec, node.directory
+    tpl, where = task.template, f"task {node.name}"
+    work = task_dir / "work"
+    work.mkdir(parents=True)
+    # Process backend: /work in the template's own text (not in parameter values) becomes the
+    # task's work dir; the docker backend mounts that dir at /work instead.
+    paths = ContainerPaths(work, mapped=run.backend == "process")
+    scope = container_scope(task, spec, run.workflow, dag, paths)
+    memo = _memoization(tpl, scope, where)
+    if memo is not None:
+        key, cache_name, max_age = memo
+        result.memoization = {"hit": False, "key": key, "cacheName": cache_name}
+        outputs = run.cache.load_entry(cache_name, key, max_age)
+        if outputs is not None:
+            result.memoization["hit"] = True
+            _restore_outputs(run.cache, tpl, outputs, result)
+            return
+    sources = artifact_sources(task, spec, scope)
+    for a in (tpl.get("inputs") or {}).get("artifacts") or []:
+        source = sources.get(a["name"])
+        if source is None:
+            if not a.get("optional"):
+                raise LocalRunError(f"{where}: input artifact {a['name']} has no source")
+            continue
+        target = host_path(work, a["path"])
+        if source.key is not None:
+            if not run.cache.get(source.key, target) and not a.get("optional"):
+                raise LocalRunError(
+                    f"{where}: input artifact {a['name']}: key {source.key!r} does not exist in "
+                    f"the artifact repository ({run.cache.root / 'artifacts'})"
+                )
+            continue
+        produced = run.results[source.task].artifacts.get(source.output)
+        if produced is None:
+            raise LocalRunError(f"{where}: artifact {a['name']} was not produced by {source.task}")
+        _copy(Path(produced), target)
+
+    container = tpl["container"]
+    command = [
+        fill(paths.local(parameter_text(c)), scope, where) for c in container.get("command") or []
+    ]
+    args = [fill(paths.local(parameter_text(c)), scope, where) for c in container.get("args") or []]
+    step_env = dict(run.env)
+    for item in container.get("env") or []:
+        if "valueFrom" in item:
+            value = env_from(item, run.env, run.workflow, task.name)
+            if value is not None:
+                step_env[item["name"]] = value
+        else:
+            value = parameter_text(item.get("value", ""))
+            step_env[item["name"]] = fill(paths.local(value), scope, where)
+    working_dir = container.get("workingDir")
+    if run.backend == "docker":
+        if not container.get("image"):
+            raise LocalRunError(f"{where}: the docker backend needs container.image")
+        for directory in [work, *(p for p in work.rglob("*") if p.is_dir())]:
+            directory.chmod(0o777)  # the step runs as UID 10001 and writes its outputs here
+        argv = docker_command(container["image"], command, args, step_env, work,
+                              working_dir=working_dir, docker=run.docker)  # fmt: skip
+        cwd, proc_env = None, None
+    else:
+        argv, proc_env = process_command(command, args, step_env, where)
+        cwd = paths.local(working_dir) if working_dir else None
+
+    attempt(task, result, task_dir, argv, cwd, proc_env, run.progress.say)
+    if result.exit_code == 0:
+        _collect_outputs(tpl, work, result, run.cache, scope, where)
+    if memo is not None and result.phase == "Succeeded":
+        key, cache_name, _ = memo
+        saved = _saved_outputs(run, tpl, node.name, result, scope, where)
+        node_id = f"{run.workflow['workflow.name']}-{node.name}"
+        try:
+            run.cache.save_entry(cache_name, key, node_id, saved)
+        except LocalRunError as exc:  # Argo marks the node Error when the cache refuses it
+            result.phase, result.message = "Failed", f"{where}: {exc}"
+
+
+def _memoization(
+    tpl: Mapping[str, Any], scope: Mapping[str, str], where: str
+) -> tuple[str, str, float] | None:
+    """(key, ConfigMap name, maxAge in seconds) of a memoized template, else None."""
+    memoize = tpl.get("memoize")
+    if not memoize:
+        return None
+    key = fill(memoize["key"], scope, where)
+    problem = memo_key_problem(key)
+    if problem:
+        raise LocalRunError(f"{where}: memoize: {problem}")
+    try:
+        max_age = go_duration_seconds(fill(memoize["maxAge"], scope, where))
+    except ArgoRuleError as exc:
+        raise LocalRunError(f"{where}: memoize: {exc}") from None
+    return key, memoize["cache"]["configMap"]["name"], max_age
+
+
+def _saved_outputs(
+    run: _Run,
+    tpl: Mapping[str, Any],
+    node: str,
+    result: TaskResult,
+    scope: Mapping[str, str],
+    where: str,
+) -> dict[str, Any]:
+    """The node's outputs as Argo caches them: parameters by value, artifacts by their key in
+    the repository (one that had no key is stored at `<workflow name>/<node>/<artifact>`, as the
+    repository's keyFormat would place it)."""
+    parameters = [{"name": k, "value": v} for k, v in result.parameters.items()]
+    artifacts = []
+    for a in (tpl.get("outputs") or {}).get("artifacts") or []:
+        if a["name"] not in result.artifacts:
+            continue
+        key = (a.get("s3") or {}).get("key")
+        if key:
+            key = fill(key, scope, where)
+        else:
+            key = f"{run.workflow['workflow.name']}/{_key_safe(node)}/{a['name']}"
+            run.cache.put(key, Path(result.artifacts[a["name"]]))
+        artifacts.append({"name": a["name"], "s3": {"key": key}})
+    return {"parameters": parameters, "artifacts": artifacts}
+
+
+def _key_safe(node: str) -> str:
+    """A node name as one segment of a repository key."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in node)
+
+
+def _restore_outputs(
+    cache: LocalCache, tpl: Mapping[str, Any], outputs: Mapping[str, Any], result: TaskResult
+) -> None:
+    """A cache hit: the node succeeds with the cached parameters and artifacts, no container."""
+    result.phase = "Succeeded"
+    result.parameters = {
+        p["name"]: str(p.get("value", "")) for p in outputs.get("parameters") or []
+    }
+    for a in outputs.get("artifacts") or []:
+        key = (a.get("s3") or {}).get("key")
+        if key:
+            result.artifacts[a["name"]] = str(cache.artifact_path(key))
+
+
+def _collect_outputs(
+    tpl: Mapping[str, Any],
+    work: Path,
+    result: TaskResult,
+    cache: LocalCache,
+    scope: Mapping[str, str],
+    where: str,
+) -> None:
+    """Output parameters from their `valueFrom.path` files, output artifacts by host path; a
+    key-only output artifact is uploaded to its key in the repository (the cache directory)."""
+    for p in (tpl.get("outputs") or {}).get("parameters") or []:
+        path = host_path(work, p["valueFrom"]["path"])
+        if path.is_file():
+            result.parameters[p["name"]] = path.read_text().rstrip("\n")
+        elif "default" in p["valueFrom"]:
+            result.parameters[p["name"]] = parameter_text(p["valueFrom"]["default"])
+        else:
+            result.phase = "Failed"
+            result.message = f"output parameter {p['name']}: {p['valueFrom']['path']} not written"
+            return
+    for a in (tpl.get("outputs") or {}).get("artifacts") or []:
+        path = host_path(work, a["path"])
+        if path.exists():
+            key = (a.get("s3") or {}).get("key")
+            if key:
+                path = cache.put(fill(key, scope, where), path)
+            result.artifacts[a["name"]] = str(path)
+        elif not a.get("optional"):
+            result.phase = "Failed"
+            result.message = f"output artifact {a['name']}: {a['path']} not written"
+            return
+    result.phase = "Succeeded"
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def release_lock_file(parameters: Mapping[str, str], state_dir: Path) -> Path:
+    """The lock a run holds: one per MLflow tracking server and model (RELEASE_PARAMETERS), in a
+    per-user directory every checkout shares; `state_dir/local-runner.lock` for a template
+    without those parameters. The tracking URI is compared without case in scheme and host,
+    without a trailing slash, and with `localhost` as 127.0.0.1."""
+    if not all(parameters.get(name) for name in RELEASE_PARAMETERS):
+        return state_dir / LOCK_FILE
+    uri = urlsplit(parameters["mlflow-tracking-uri"].strip())
+    host = (uri.hostname or "").lower()
+    host = "127.0.0.1" if host == "localhost" else host
+    netloc = f"{host}:{uri.port}" if uri.port else host
+    server = f"{uri.scheme.lower()}://{netloc}{uri.path.rstrip('/')}"
+    key = f"{server}\n{parameters['model-name'].strip()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"dewpoint-pipeline-{os.getuid()}" / f"release-{digest}.lock"
+
+
+@contextmanager
+def _exclusive_lock(path: Path, timeout: float, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive flock on `path`; wait up to `timeout` s for another run, then refuse."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    raise LocalRunError(
+                        f"another local run (pid {holder}) holds {path};"
+                        f" waited {timeout:.0f}s, try again later"
+                    ) from None
+                if not told:
+                    say(f"waiting up to {timeout:.0f}s for local run pid {holder} ({path})")
+                    told = True
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,175 @@
+"""Substitution for a local run: the values each `{{...}}` takes, and where container paths under
+/work live on this machine.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workflows.argo_rules import (
+    REFERENCE,
+    MissingValue,
+    aggregate_outputs,
+    outside_enum,
+    parameter_text,
+    substitute,
+)
+from workflows.local_runner.planning import (
+    CONTAINER_ROOT,
+    TASK_ARTIFACT,
+    LocalRunError,
+    PlannedTask,
+    under_work,
+)
+from workflows.local_runner.run_record import TaskResult
+
+# `/work` as a path of its own in the template's text, not inside a longer name.
+_WORK_PATH = re.compile(r"(?<![\w./-])/work(?![\w.-])")
+
+
+def fill(text: Any, scope: Mapping[str, str], where: str) -> str:
+    """`text` with its `{{...}}` replaced from `scope`.
+
+    Raises:
+        LocalRunError: a name has no value yet (e.g. the output of a task that was skipped).
+    """
+    try:
+        return substitute(parameter_text(text), scope)
+    except MissingValue as exc:
+        raise LocalRunError(
+            f"{where}: {{{{{exc.name}}}}} has no value (did its task run?)"
+        ) from None
+
+
+def host_path(work: Path, container_path: str) -> Path:
+    """The file on this machine behind `container_path` (under /work) for a task's work dir."""
+    if not under_work(container_path):
+        raise LocalRunError(f"path {container_path} is outside {CONTAINER_ROOT}")
+    relative = posixpath.normpath(container_path)[len(CONTAINER_ROOT) :].lstrip("/")
+    return work / relative
+
+
+@dataclass(frozen=True)
+class ContainerPaths:
+    """How /work appears to one task: its host work dir (process) or a mount (docker)."""
+
+    work: Path
+    mapped: bool  # True: /work in the template's text becomes `work` (process backend)
+
+    def local(self, text: str) -> str:
+        """The template's own text with /work mapped; parameter values are never rewritten."""
+        return _WORK_PATH.sub(str(self.work), text) if self.mapped else text
+
+
+def dag_scope(workflow: Mapping[str, str], results: Mapping[str, TaskResult]) -> dict:
+    """What a DAG task's `when` and arguments may name: workflow variables and task outputs; a
+    looping task's outputs are its items' aggregated as Argo does (`argo_rules.aggregate_outputs`).
+    """
+    scope = dict(workflow)
+    for task, result in results.items():
+        if result.children is not None:
+            if not result.children:
+                continue  # no items: Argo sets none of the aggregated outputs
+
+            items = [
+                c.parameters if c.phase == "Succeeded" else None for c in result.children.values()
+            ]
+            outputs = aggregate_outputs(items)
+            scope |= {f"tasks.{task}.outputs.{k}": v for k, v in outputs.items()}
+        else:
+            scope |= {
+                f"tasks.{task}.outputs.parameters.{k}": v for k, v in result.parameters.items()
+            }
+    return scope
+
+
+def with_items(data: Any, values: Mapping[str, str]) -> Any:
+    """`data` (a DAG task's spec) with every `{{item}}`/`{{item.<key>}}` replaced by `values`,
+    other references left for later, as Argo expands a looping task before it runs it."""
+    if isinstance(data, Mapping):
+        return {k: with_items(v, values) for k, v in data.items()}
+    if isinstance(data, list):
+        return [with_items(v, values) for v in data]
+    if isinstance(data, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name == "item" or name.startswith("item."):
+                if name not in values:
+                    raise LocalRunError(f"{{{{{name}}}}}: the item has no such key")
+                return values[name]
+            return match.group(0)
+
+        return REFERENCE.sub(replace, data)
+    return data
+
+
+def container_scope(
+    task: PlannedTask,
+    spec: Mapping[str, Any],
+    workflow: Mapping[str, str],
+    dag: Mapping[str, str],
+    paths: ContainerPaths,
+) -> dict[str, str]:
+    """What the container template may name: workflow variables, its inputs' values and paths,
+    and its outputs' paths; `spec` is the task (one item of it, for a loop).
+
+    Raises:
+        LocalRunError: an input parameter without a value or outside its enum.
+    """
+    where = f"task {task.name}"
+    tpl = task.template
+    scope = dict(workflow)
+    arguments = spec.get("arguments") or {}
+    given = {
+        p["name"]: parameter_text(p.get("value", "")) for p in arguments.get("parameters") or []
+    }
+    for p in (tpl.get("inputs") or {}).get("parameters") or []:
+        value = given.get(p["name"], p.get("default", p.get("value")))
+        if value is None:
+            raise LocalRunError(f"{where}: input parameter {p['name']} has no value")
+        value = fill(value, dag, where)
+        reason = outside_enum(p["name"], value, p.get("enum"))
+        if reason:
+            raise LocalRunError(f"{where}: input parameter {reason}")
+        scope[f"inputs.parameters.{p['name']}"] = value
+    for a in (tpl.get("inputs") or {}).get("artifacts") or []:
+        scope[f"inputs.artifacts.{a['name']}.path"] = paths.local(a["path"])
+    for p in (tpl.get("outputs") or {}).get("parameters") or []:
+        scope[f"outputs.parameters.{p['name']}.path"] = paths.local(p["valueFrom"]["path"])
+    for a in (tpl.get("outputs") or {}).get("artifacts") or []:
+        scope[f"outputs.artifacts.{a['name']}.path"] = paths.local(a["path"])
+    return scope
+
+
+@dataclass(frozen=True)
+class ArtifactSource:
+    """Where an input artifact comes from: another task's output, or a key in the repository."""
+
+    task: str | None = None
+    output: str | None = None
+    key: str | None = None  # a key-only artifact (substituted)
+
+
+def artifact_sources(
+    task: PlannedTask, spec: Mapping[str, Any], scope: Mapping[str, str]
+) -> dict[str, ArtifactSource]:
+    """Input artifact name -> its source: the task's `arguments.artifacts` (`from` a task, or a
+    key-only `s3.key`), else the template's own key-only `s3.key`; `scope` fills the keys."""
+    where = f"task {task.name}"
+    sources = {}
+    for a in (task.template.get("inputs") or {}).get("artifacts") or []:
+        if (a.get("s3") or {}).get("key"):
+            sources[a["name"]] = ArtifactSource(key=fill(a["s3"]["key"], scope, where))
+    for a in (spec.get("arguments") or {}).get("artifacts") or []:
+        match = TASK_ARTIFACT.match(a.get("from") or "")
+        if match:
+            sources[a["name"]] = ArtifactSource(task=match.group(1), output=match.group(2))
+        elif (a.get("s3") or {}).get("key"):
+            sources[a["name"]] = ArtifactSource(key=fill(a["s3"]["key"], scope, where))
+    return sources
