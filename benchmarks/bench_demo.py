@@ -8,23 +8,16 @@ import argparse
 import json
 import os
 import resource
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 from steps.deploy_targets.local import stop_local
+from steps.processes import free_port
 from workflows.demo import mlflow_down, run_demo
 
 GOAL_S = 60.0
 STEPS = ("fetch", "validate", "train", "register", "promote", "deploy")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _children_cpu_s() -> float:

@@ -6,7 +6,6 @@ Run `python benchmarks/bench_deploy_local.py` (sqlite MLflow store under a temp 
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import threading
 import time
@@ -19,6 +18,7 @@ import pandas as pd
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import deploy_local, stop_local
 from steps.model import LinearCoefficients, log_served_model
+from steps.processes import free_port
 
 HOST = "127.0.0.1"
 
@@ -90,9 +90,7 @@ def main() -> None:
         root = Path(tmp)
         tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
         v1, v2 = register_versions(tracking_uri, "bench-deploy", root)
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            port = sock.getsockname()[1]
+        port = free_port(HOST)
         state_dir = root / "serve"
 
         def deploy(version: str):

@@ -1,9 +1,9 @@
 """Pipeline scale benchmark: fetch + validate + train at 1x, 4x and 16x a GSOD year, vs a floor.
 
 Ours: the real steps on a local folder of GSOD-format files (`python -m steps fetch --source gsod
---path`, `python -m steps validate`), then train's own functions (read_training_frame,
-split_holdout, fit_model, holdout_metrics; MLflow logging and the plot left out). Baseline: a
-plain pyarrow.csv read of STATION, TEMP, DEWP from the same files + numpy least squares.
+--path`, `python -m steps validate`), then train's own functions (find_parts, read_batches,
+summarize, fit_line, holdout_metrics; MLflow logging and the plot left out). Baseline: a plain
+pyarrow.csv read of STATION, TEMP, DEWP from the same files + numpy least squares.
 Every phase runs in its own process (its own peak RSS). Ours and the baseline alternate, several
 rounds, medians. `python benchmarks/bench_scale.py --scales 1,4,16`.
 
@@ -80,23 +80,17 @@ def phase_baseline(folder: Path) -> None:
 
 
 def phase_train(validated: Path, holdout_out: Path) -> None:
-    """train without MLflow: the step's own read, split, fit, holdout score and holdout write."""
-    from steps.model import FEATURE, TARGET
-    from steps.train import (
-        TrainConfig,
-        fit_model,
-        holdout_metrics,
-        read_training_frame,
-        split_holdout,
-    )
+    """train without MLflow: the step's own streamed read and split, fit, holdout score and
+    holdout sample write (`validated` is one file or a folder of them, one per year)."""
+    from steps.train import TrainConfig, fit_line, holdout_metrics
+    from steps.training_data import check_split, find_parts, read_batches, summarize
 
     config = TrainConfig()
-    frame = read_training_frame(validated)
-    train, holdout = split_holdout(frame, config.test_size, config.seed)
-    estimator = fit_model(train, config)
-    metrics = holdout_metrics(holdout[TARGET].to_numpy(), estimator.predict(holdout[[FEATURE]]))
-    holdout.to_parquet(holdout_out, index=False)
-    print(json.dumps({"rows": len(frame), "rmse": metrics.rmse}))
+    summary = summarize(read_batches(find_parts(validated)), config.test_size, config.seed)
+    check_split(summary, config.test_size)
+    metrics = holdout_metrics(summary, fit_line(summary, config))
+    summary.sample.to_parquet(holdout_out, index=False)
+    print(json.dumps({"rows": summary.rows, "rmse": metrics.rmse}))
 
 
 def phase_nbytes(dataset: Path) -> None:
@@ -111,7 +105,6 @@ def phase_idle() -> None:
     """Python with the steps' libraries imported and nothing loaded: the floor under every RSS."""
     import pyarrow.csv
     import pyarrow.parquet  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
 
     import steps.train
     import steps.validate  # noqa: F401

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from steps.model import LinearCoefficients, log_served_model
+from steps.processes import free_port, stop_process_group
 from steps.serving import recommended_serve_command
 
 HOST = "127.0.0.1"
@@ -96,14 +96,8 @@ class Server:
         """Stop the process group this benchmark started (TERM, then KILL after 20 s)."""
         if self.proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_process_group(self.proc.pid, timeout=20)
+        self.proc.wait()
 
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by this server's process and all its descendants."""
@@ -152,13 +146,6 @@ def _process_cpu_seconds(pid: int) -> float:
         return 0.0
     # After the ")" that closes the command name, utime and stime are the 12th and 13th fields.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def default_workers() -> int:
