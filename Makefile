@@ -81,13 +81,15 @@ bench: $(STAMP) ## Every benchmark in turn (scale, serving, deploy, demo; image 
 # ---- Local demo (workflows/demo.py): everything on 127.0.0.1, state under .demo/ ----------------
 MLFLOW_PORT ?= 5050
 SERVE_PORT ?= 5001
-SOURCE ?= synthetic
+# Default synthetic (offline); gsod with PARAMS="gsod-path=DIR" (a local folder or .tar.gz of GSOD
+# files), or SOURCE=gsod alone for NOAA's archives over HTTPS.
+SOURCE ?=
 # Extra workflow parameters, e.g. PARAMS="years=2024 stations=72530094846" with SOURCE=gsod.
 PARAMS ?=
 
 .PHONY: demo
-demo: $(STAMP) ## Run the whole pipeline locally (MLflow, local runner, served model); SOURCE=gsod for NOAA data
-	$(PY) -m workflows.demo up --source '$(SOURCE)' --mlflow-port $(MLFLOW_PORT) \
+demo: $(STAMP) ## Run the whole pipeline locally (MLflow, local runner, served model); SOURCE=gsod for NOAA data, PARAMS="gsod-path=DIR" for local GSOD files
+	$(PY) -m workflows.demo up $(if $(SOURCE),--source '$(SOURCE)') --mlflow-port $(MLFLOW_PORT) \
 		--serve-port $(SERVE_PORT) $(foreach p,$(PARAMS),-p '$(p)')
 
 .PHONY: demo-down

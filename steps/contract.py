@@ -29,6 +29,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _MAX_DIGITS = 64  # longer digit strings are refused before int() or float() sees them
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+_NOT_GIVEN = (None, "", (), {})  # typed values that mean "not given" (a flag's empty default)
 
 
 class Kind(Protocol):
@@ -236,6 +237,25 @@ class FilePath:
 
 
 @dataclass(frozen=True)
+class ExistingPath:
+    """A file or directory the step reads, which must exist where the step runs (on this machine
+    for the local runner; in the pod on a cluster)."""
+
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> Path:
+        """The path; ValueError if nothing is there."""
+        path = _usable_path(text)
+        if not path.exists():
+            raise ValueError("does not exist where the step runs")
+        return path
+
+    def describe(self) -> str:
+        """`an existing file or directory (read)`."""
+        return "an existing file or directory (read)"
+
+
+@dataclass(frozen=True)
 class DirectoryPath:
     """A directory the step creates if needed; an existing file there is refused."""
 
@@ -298,6 +318,9 @@ class Flag:
         by_env: in a pod, pass the value through `env`, never on the command line (it may hold
             credentials, and argv is readable by every process on the node).
         group: heading for flags that only apply to one case (`target local`).
+        read_with: (flag, value): the stage reads this flag only when that other flag has that
+            value (`("source", "gsod")`); a non-empty value given otherwise is refused, never
+            silently ignored.
     """
 
     name: str
@@ -311,6 +334,7 @@ class Flag:
     parameter_default: str | None = None
     by_env: bool = False
     group: str | None = None
+    read_with: tuple[str, str] | None = None
 
     @property
     def option(self) -> str:
@@ -404,6 +428,9 @@ class Stage:
         for artifact in self.artifacts:
             if artifact.flag not in names:
                 raise ValueError(f"stage {self.name}: artifact {artifact.name} names no flag")
+        for flag in flags:
+            if flag.read_with and flag.read_with[0] not in names:
+                raise ValueError(f"stage {self.name}: {flag.option} is read with no such flag")
         object.__setattr__(self, "all_flags", flags)
 
     def flag(self, name: str) -> Flag:
@@ -446,6 +473,15 @@ class Stage:
             if raw is None and flag.env and os.environ.get(flag.env):
                 raw, source = os.environ[flag.env], f"{flag.env} (for {flag.option})"
             setattr(namespace, flag.dest, flag.convert(raw, source))
+        for flag in self.all_flags:
+            if flag.read_with and getattr(namespace, flag.dest) not in _NOT_GIVEN:
+                other, wanted = flag.read_with
+                actual = render_value(getattr(namespace, other.replace("-", "_")))
+                if actual != wanted:
+                    raise BadInput(
+                        f"{flag.option} is read only with --{other} {wanted}, and --{other} is "
+                        f"{actual!r}: leave {flag.option} out or set --{other} {wanted}"
+                    )
         return namespace
 
     def write_outputs(self, outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
@@ -524,14 +560,47 @@ def workflow_parameters(stages: Iterable[Stage]) -> tuple[WorkflowParameter, ...
 def check_workflow_parameters(
     values: Mapping[str, str], parameters: Iterable[WorkflowParameter]
 ) -> None:
-    """Check each value in `values` whose name is one of `parameters` against its flags.
+    """Check each value in `values` whose name is one of `parameters` against its flags; then
+    refuse a non-empty value for a flag its stage would not read (`Flag.read_with`, e.g.
+    `gsod-path` with a `source` other than `gsod`).
 
     Raises:
         BadInput: for the first value a flag would refuse, naming the parameter and the flag.
     """
+    parameters = tuple(parameters)
     for parameter in parameters:
         if parameter.name in values:
             parameter.check(values[parameter.name])
+    for parameter in parameters:
+        if not values.get(parameter.name, "").strip():
+            continue
+        for stage, flag in parameter.flags:
+            if flag.read_with:
+                _check_read_with(parameter, stage, flag, values, parameters)
+
+
+def _check_read_with(
+    parameter: WorkflowParameter,
+    stage: str,
+    flag: Flag,
+    values: Mapping[str, str],
+    parameters: Sequence[WorkflowParameter],
+) -> None:
+    """BadInput if `parameter` is given while the workflow parameter that `stage` takes for
+    `flag.read_with`'s flag (if any) has another value than the one `flag` is read with."""
+    if flag.read_with is None:
+        return
+    other, wanted = flag.read_with
+    for candidate in parameters:
+        if any(s == stage and f.name == other for s, f in candidate.flags):
+            actual = values.get(candidate.name, candidate.default).strip()
+            if actual != wanted:
+                raise BadInput(
+                    f"workflow parameter {parameter.name} ({stage} {flag.option}) is read only "
+                    f"with {candidate.name}={wanted}, and {candidate.name} is {actual!r}: leave "
+                    f"{parameter.name} empty or set {candidate.name}={wanted}"
+                )
+            return
 
 
 def parameter_check_stage(name: str, parameters: Sequence[WorkflowParameter]) -> Stage:
@@ -587,12 +656,16 @@ def choices_of(kind: Kind) -> tuple[str, ...] | None:
 
 
 def _help_line(flag: Flag) -> str:
-    parts = [flag.help, f"{flag.kind.describe()}{_in(flag.units)}"]
+    parts = [flag.help + _read_with(flag), f"{flag.kind.describe()}{_in(flag.units)}"]
     if flag.env:
         parts.append(f"env {flag.env}")
     if flag.default is not None:
         parts.append(f"default {flag.default_text()}")
     return f"{parts[0]} ({'; '.join(parts[1:])})".replace("%", "%%")
+
+
+def _read_with(flag: Flag) -> str:
+    return f"; read only with --{flag.read_with[0]} {flag.read_with[1]}" if flag.read_with else ""
 
 
 def _in(units: str | None) -> str:
@@ -618,7 +691,7 @@ def flag_table(stage: Stage) -> str:
         parameter = _code(flag.parameter or "")
         rows.append(
             f"| `{flag.option}` | {_code(flag.env or '')} | {values} | {default} | {parameter} "
-            f"| {flag.help}{f' ({flag.group})' if flag.group else ''} |"
+            f"| {flag.help}{_read_with(flag)}{f' ({flag.group})' if flag.group else ''} |"
         )
     return "\n".join(rows)
 

@@ -17,6 +17,7 @@ from steps.contract import (
     Choice,
     CommaList,
     DirectoryPath,
+    ExistingPath,
     FilePath,
     Flag,
     Integer,
@@ -105,14 +106,21 @@ FETCH = Stage(
         Flag("stations", CommaList(Text(r"[A-Za-z0-9]{11}", what="an 11-character station id")),
              "GSOD station ids (USAF + WBAN); empty = whole-year archives",
              default=(), env="GSOD_STATIONS", parameter="stations"),
-        Flag("path", FilePath(empty_ok=True),
-             "local directory or .tar.gz of GSOD CSV files instead of HTTP", env="GSOD_PATH"),
+        # A path where the step runs: on this machine for the local runner (process backend);
+        # on a cluster, inside the check-parameters and fetch pods, so only with a volume
+        # mounted there (the templates mount none) or files baked into the step image.
+        Flag("path", ExistingPath(empty_ok=True),
+             "local directory, .tar.gz or GSOD .csv/.op file instead of HTTP (where the step"
+             " runs: on a cluster a volume must hold it)",
+             env="GSOD_PATH", parameter="gsod-path", read_with=("source", "gsod")),
         Flag("base-url", Text(_URL, what="an http(s) URL"), "GSOD archive base URL",
              default=DEFAULT_BASE_URL, env="GSOD_BASE_URL", parameter="gsod-base-url"),
         Flag("table-uri", Text(what="a CSV or Parquet path or http(s) URL"),
-             "table source: CSV or Parquet path or URL", env="TABLE_URI", parameter="table-uri"),
+             "table source: CSV or Parquet path or URL", env="TABLE_URI", parameter="table-uri",
+             read_with=("source", "table")),
         Flag("column-map", Pairs(), "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)",
-             default={}, env="TABLE_COLUMN_MAP", parameter="column-map"),
+             default={}, env="TABLE_COLUMN_MAP", parameter="column-map",
+             read_with=("source", "table")),
         Flag("rows", Integer(1, 50_000_000),
              "synthetic source: number of rows (in each year, with --years)",
              default=_SOURCE_DEFAULTS.rows, env="SYNTHETIC_ROWS",

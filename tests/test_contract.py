@@ -121,6 +121,15 @@ def _refuses(flag: Flag, value: str) -> bool:
     return False
 
 
+def _not_read(stage: str, flag: Flag, value: str) -> bool:
+    """Whether a value given alone would be refused because, with the other flags at their
+    defaults, the stage does not read the flag (`Flag.read_with`: `--path` without source gsod)."""
+    if flag.read_with is None or not value.strip():
+        return False
+    other, wanted = flag.read_with
+    return render_value(STAGES[stage].flag(other).default) != wanted
+
+
 CASES = [
     pytest.param(stage, flag, name, id=f"{stage.name}-{flag.name}-{name}")
     for stage in DOCUMENTED
@@ -338,7 +347,9 @@ def test_check_parameters_refuses_what_any_stage_would_refuse(
     for flag in CHECK_PARAMETERS.flags:
         if flag.env:
             monkeypatch.delenv(flag.env, raising=False)
-    refused_by = [(s, f) for s, f in parameter.flags if _refuses(f, value)]
+    refused_by = [
+        (s, f) for s, f in parameter.flags if _refuses(f, value) or _not_read(s, f, value)
+    ]
     code, out, err = _main(CHECK_PARAMETERS, [f"--{parameter.name}={value}"])
     if refused_by:
         stage, flag = refused_by[0]

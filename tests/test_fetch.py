@@ -273,7 +273,7 @@ def test_station_with_every_value_missing_is_fetched_as_nulls(
 
 def test_missing_path(tmp_path: Path, run_fetch: RunFetch) -> None:
     code, _, err = run_fetch("--path", str(tmp_path / "nowhere"))
-    assert_one_line_error(code, err, "does not exist")
+    assert_bad_input(code, err, "--path", "does not exist")
 
 
 def test_bad_years(run_fetch: RunFetch) -> None:
@@ -310,7 +310,7 @@ def test_existing_dataset_survives_a_failed_fetch(tmp_path: Path, run_fetch: Run
     assert run_fetch("--source", "synthetic", "--rows", "50", output=output)[0] == 0
     before = output.read_bytes()
     code, _, _ = run_fetch("--path", str(tmp_path / "nowhere"), output=output)
-    assert code == 1 and output.read_bytes() == before
+    assert code == 2 and output.read_bytes() == before  # bad input, refused before any read
 
 
 def test_truncated_archive_is_a_clear_error(tmp_path: Path, run_fetch: RunFetch) -> None:

@@ -419,7 +419,7 @@ def test_local_refuses_a_bad_parameter_before_starting_anything(tmp_path, monkey
     calls = _record_local_runs(monkeypatch)
     code = submit.main(["--local", "-p", "source=carrier-pigeon"])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "carrier-pigeon" in err, err
+    assert code == 2 and err.count("\n") == 1 and "carrier-pigeon" in err, err  # bad input
     assert calls == [] and not (tmp_path / ".demo").exists()  # no MLflow started, no run
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -124,15 +125,18 @@ def mlflow_down(root: Path) -> bool:
     return ours is not None
 
 
-def local_parameters(mlflow_port: int) -> dict[str, str]:
-    """The workflow parameters every local door starts from (`make demo`, `submit.py --local`):
-    offline synthetic data, the `local` deploy target and the demo's MLflow server on loopback.
-    The template's own defaults are the cluster's (NOAA archives, Kubernetes, in-cluster MLflow)."""
+def local_parameters(mlflow_port: int, given: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The workflow parameters of a local door (`make demo`, `submit.py --local`): `given` over
+    these defaults: offline synthetic data (or `gsod` when `given` names a `gsod-path`, a local
+    folder or .tar.gz of GSOD files, and no source), the `local` deploy target and the demo's
+    MLflow server on loopback. The template's own defaults are the cluster's (NOAA archives,
+    Kubernetes, in-cluster MLflow)."""
+    given = dict(given or {})
     return {
-        "source": "synthetic",
+        "source": "gsod" if given.get("gsod-path", "").strip() else "synthetic",
         "deploy-target": "local",
         "mlflow-tracking-uri": f"http://{HOST}:{mlflow_port}",
-    }
+    } | given
 
 
 def port_from_env(name: str, default: int) -> int:
@@ -183,7 +187,7 @@ def run_demo(
         root: the demo directory (`.demo`).
         mlflow_port: port of the local MLflow server.
         serve_port: port of the local model server.
-        parameters: workflow parameters on top of `local_parameters`.
+        parameters: workflow parameters, over the defaults of `local_parameters`.
 
     Returns:
         The facts the demo prints: URLs, gate decision, served version, prediction, timings.
@@ -194,7 +198,7 @@ def run_demo(
     root = root.resolve()
     started = time.monotonic()
     template = render(PipelineSettings())["workflow-template"]
-    params = local_parameters(mlflow_port) | parameters
+    params = local_parameters(mlflow_port, parameters)
     check_rendered(template, params)  # a typo in SOURCE or PARAMS fails before MLflow starts
     print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
     mlflow, fresh = mlflow_up(root, mlflow_port)
@@ -323,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"env SERVE_PORT, default {DEFAULT_SERVE_PORT}",
     )
     parser.add_argument(
-        "--source", default="synthetic", help="fetch source (default synthetic: offline)"
+        "--source",
+        help="fetch source (default synthetic: offline; gsod when -p gsod-path=DIR names a local "
+        "folder or .tar.gz of GSOD files)",
     )
     add_parameter_overrides(parser)
     return parser
@@ -342,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model server: {'stopped' if model else 'not running'}")
             print(f"MLflow server: {'stopped' if mlflow_down(args.root) else 'not running'}")
         else:
-            params = {"source": args.source, **dict(args.parameter)}
+            params = {**({"source": args.source} if args.source else {}), **dict(args.parameter)}
             _print_report(run_demo(args.root, args.mlflow_port, args.serve_port, params))
 
     return run(body)

@@ -531,8 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--local",
         action="store_true",
         help="run the template on this machine with make demo's parameters (source=synthetic, "
-        "deploy-target=local, mlflow-tracking-uri=http://127.0.0.1:$MLFLOW_PORT, default 5050; "
-        "that MLflow server is started if nothing answers there); -p overrides them",
+        "or gsod with -p gsod-path=DIR|FILE.tar.gz; deploy-target=local, "
+        "mlflow-tracking-uri=http://127.0.0.1:$MLFLOW_PORT, default 5050; that MLflow server is "
+        "started if nothing answers there); -p overrides them",
     )
     parser.add_argument(
         "--run-now", action="store_true", help="after applying, submit a Workflow from the template"
@@ -635,7 +636,7 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
     from workflows.local_runner import DEFAULT_CACHE_DIR, check_rendered, run_rendered
 
     mlflow_port = port_from_env("MLFLOW_PORT", DEFAULT_MLFLOW_PORT)
-    values = local_parameters(mlflow_port) | parameters
+    values = local_parameters(mlflow_port, parameters)
     check_rendered(template, values)  # a bad -p fails before any server starts
     tracking_server_for(values, DEFAULT_ROOT, mlflow_port)
     run_dir = args.run_dir or DEFAULT_ROOT / "runs" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

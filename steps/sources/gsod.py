@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from steps import gsod_format
-from steps.cli import StepError
+from steps.cli import BadInput
 from steps.sources import Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
 
@@ -68,8 +68,8 @@ def _local_files(path: Path) -> Iterator[tuple[str, bytes]]:
         gsod_format.check_size(str(path), path.stat().st_size)
         return iter([(path.name, path.read_bytes())])
     if not path.exists():
-        raise StepError(f"--path {path} does not exist")
-    raise StepError(f"--path {path}: expected a directory, a .tar.gz or a GSOD .csv/.op file")
+        raise BadInput(f"--path {path} does not exist")
+    raise BadInput(f"--path {path}: expected a directory, a .tar.gz or a GSOD .csv/.op file")
 
 
 def _downloaded_files(

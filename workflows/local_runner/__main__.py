@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m workflows.local_runner",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit status: 0 if every task succeeded or was skipped, 1 otherwise. What the "
+        epilog="Exit status: 0 if every task succeeded or was skipped, 2 for a bad workflow "
+        "parameter (nothing ran), 1 otherwise. What the "
         "runner supports and refuses: docs/local-runner.md.",
     )
     parser.add_argument("template", type=Path, help="rendered WorkflowTemplate, YAML or JSON")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steps.cli import BadInput, StepError
+from steps.cli import EXIT_BAD_INPUT, BadInput, StepError
 from steps.contract import check_workflow_parameters
 from steps.stages import WORKFLOW_PARAMETERS
 from workflows import retry_expression
@@ -82,6 +82,12 @@ class LocalRunError(StepError):
     """The template uses something the local runner does not support, or a run cannot start."""
 
 
+class BadParameter(LocalRunError):
+    """A workflow parameter the template (name, enum) or a stage's flag refuses: bad input."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 @dataclass(frozen=True)
 class PlannedTask:
     """One DAG task, checked: the container template it calls and what it waits for."""
@@ -110,8 +116,9 @@ def workflow_values(template: Mapping[str, Any], given: Mapping[str, str]) -> di
     stage declarations give (steps/stages.py): with the flags of every stage that takes it.
 
     Raises:
-        LocalRunError: unknown name, value outside its enum, no value, or a value a stage would
-            refuse (an empty `gate-tolerance`, `abc`, `-1`, ...).
+        BadParameter (a LocalRunError, exit code 2): unknown name, value outside its enum, no
+            value, or a value a stage would refuse (an empty `gate-tolerance`, `abc`, `-1`, a
+            `gsod-path` where nothing is, ...).
     """
     spec = template.get("spec") or {}
     declared = (spec.get("arguments") or {}).get("parameters") or []
@@ -119,7 +126,7 @@ def workflow_values(template: Mapping[str, Any], given: Mapping[str, str]) -> di
         values = workflow_parameter_values(declared, given)
         check_workflow_parameters(values, WORKFLOW_PARAMETERS)
     except (ArgoRuleError, BadInput) as exc:
-        raise LocalRunError(str(exc)) from None
+        raise BadParameter(str(exc)) from None
     return values
 
 
