@@ -32,6 +32,11 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _NOT_GIVEN = (None, "", (), {})  # typed values that mean "not given" (a flag's empty default)
 
 
+# Every kind below is a small frozen dataclass with `empty_ok`, `parse` and `describe`.
+# `duplicates` pairs the end of one with the start of the next, and with frozen dataclasses
+# elsewhere (DeployRequest/DeployResult in steps/deploy_targets/common.py), by shape alone: what
+# they share is the dataclass idiom and this protocol, not logic. The path kinds, which did share
+# logic, share `_LocalPath`.
 class Kind(Protocol):
     """What values a flag takes. `parse` raises ValueError saying what is expected."""
 
@@ -212,24 +217,44 @@ class Pairs:
 
 
 @dataclass(frozen=True)
-class FilePath:
-    """A file path. `writes`: the step writes it, so an existing directory there is refused."""
+class _LocalPath:
+    """A path the system can look up; each path kind below adds its own check (`_check`)."""
 
-    writes: bool = False
     empty_ok: bool = False
 
     def parse(self, text: str) -> Path:
-        """The path; ValueError if it is (or, for an output, sits under) something unusable."""
-        path = _usable_path(text)
-        if self.writes:
-            if path.is_dir():
-                raise ValueError("is a directory; give the path of a file to write")
-            for parent in path.parents:
-                if parent.exists():
-                    if not parent.is_dir():
-                        raise ValueError(f"cannot be written: {parent} is not a directory")
-                    break
+        """The path; ValueError for a NUL byte, a name longer than the file system allows
+        (ENAMETOOLONG), a path that cannot be examined, or one the kind's check refuses."""
+        path = Path(text)
+        try:
+            path.exists()
+        except (OSError, ValueError) as exc:  # ValueError: embedded NUL byte
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(f"is not a usable path ({reason})") from None
+        self._check(path)
         return path
+
+    def _check(self, path: Path) -> None:
+        """Raise ValueError saying what makes `path` unusable for this kind."""
+
+
+@dataclass(frozen=True)
+class FilePath(_LocalPath):
+    """A file path. `writes`: the step writes it, so an existing directory there is refused."""
+
+    writes: bool = False
+
+    def _check(self, path: Path) -> None:
+        """For an output: not a directory, and not under something that is not one."""
+        if not self.writes:
+            return
+        if path.is_dir():
+            raise ValueError("is a directory; give the path of a file to write")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"cannot be written: {parent} is not a directory")
+                break
 
     def describe(self) -> str:
         """`a file path (written)` or `a file path (read)`."""
@@ -237,18 +262,13 @@ class FilePath:
 
 
 @dataclass(frozen=True)
-class ExistingPath:
+class ExistingPath(_LocalPath):
     """A file or directory the step reads, which must exist where the step runs (on this machine
     for the local runner; in the pod on a cluster)."""
 
-    empty_ok: bool = False
-
-    def parse(self, text: str) -> Path:
-        """The path; ValueError if nothing is there."""
-        path = _usable_path(text)
+    def _check(self, path: Path) -> None:
         if not path.exists():
             raise ValueError("does not exist where the step runs")
-        return path
 
     def describe(self) -> str:
         """`an existing file or directory (read)`."""
@@ -256,33 +276,16 @@ class ExistingPath:
 
 
 @dataclass(frozen=True)
-class DirectoryPath:
+class DirectoryPath(_LocalPath):
     """A directory the step creates if needed; an existing file there is refused."""
 
-    empty_ok: bool = False
-
-    def parse(self, text: str) -> Path:
-        """The path; ValueError if a file (not a directory) is already there."""
-        path = _usable_path(text)
+    def _check(self, path: Path) -> None:
         if path.exists() and not path.is_dir():
             raise ValueError("is a file, not a directory")
-        return path
 
     def describe(self) -> str:
         """`a directory`."""
         return "a directory"
-
-
-def _usable_path(text: str) -> Path:
-    """`text` as a Path the system can look up: ValueError for a NUL byte, a name longer than
-    the file system allows (ENAMETOOLONG) or a path that cannot be examined."""
-    path = Path(text)
-    try:
-        path.exists()
-    except (OSError, ValueError) as exc:  # ValueError: embedded NUL byte
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ValueError(f"is not a usable path ({reason})") from None
-    return path
 
 
 @dataclass(frozen=True)

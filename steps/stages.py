@@ -4,6 +4,9 @@ Each stage's CLI, its Argo template, the workflow parameters (with their enums),
 check that runs first, and the tables of docs/steps.md are all generated from these declarations
 (see steps/contract.py). To add a flag, add it here and read `args.<name>` in the stage's main.
 Only light modules are imported: rendering the workflow and checking parameters stay cheap.
+
+The declarations are data in one shape on purpose, like a table: `duplicates` reports VALIDATE's
+and TRAIN's outputs and artifacts as alike by shape, but each line is a fact said only there.
 """
 
 from __future__ import annotations

@@ -501,6 +501,37 @@ def test_a_misspelt_output_fails_at_render(resources):
             stage_task(train, arguments={"validated": fetch.get_artifact("dataset")})
 
 
+def test_inputs_are_wired_from_the_last_upstream_output_of_the_same_name(resources):
+    """`upstream`: an input with no argument takes the output of its name from the last task that
+    declares one (parameter to parameter, artifact to artifact), and fails at render without."""
+    from hera.workflows import DAG, WorkflowTemplate
+
+    settings = PipelineSettings()
+    with WorkflowTemplate(name="t", entrypoint="d") as wt, DAG(name="d"):
+        fetch = stage_template(settings, STAGE_DECLARATIONS["fetch"])
+        first, second = stage_task(fetch, name="first"), stage_task(fetch, name="second")
+        validate = stage_template(settings, STAGE_DECLARATIONS["validate"])
+        stage_task(validate, upstream=(first, second))
+        train = stage_template(settings, STAGE_DECLARATIONS["train"], inputs=["data-hash"])
+        with pytest.raises(ValueError, match="artifact validated has no source"):
+            stage_task(train, upstream=(first, second))  # fetch's `dataset` is not `validated`
+        with pytest.raises(ValueError, match="input data-hash has no value"):
+            stage_task(train, upstream=(), arguments={"validated": first.get_artifact("dataset")})
+        stage_task(
+            train,
+            name="train",
+            upstream=(second, first),
+            arguments={"validated": second.get_artifact("dataset")},
+        )
+    tasks = {t["name"]: t for t in wt.to_dict()["spec"]["templates"][0]["dag"]["tasks"]}
+    (dataset,) = tasks["validate"]["arguments"]["artifacts"]
+    assert dataset == {"name": "dataset", "from": "{{tasks.second.outputs.artifacts.dataset}}"}
+    (data_hash,) = [
+        p for p in tasks["train"]["arguments"]["parameters"] if p["name"] == "data-hash"
+    ]
+    assert data_hash["value"] == "{{tasks.first.outputs.parameters.data-hash}}"
+
+
 def test_a_stage_template_takes_per_task_overrides(resources):
     """What a fan-out (one fetch per year) needs: the same declaration, another template name,
     and a task argument in place of a workflow parameter."""

@@ -297,15 +297,18 @@ def stage_task(
     template: Container,
     *,
     name: str | None = None,
+    upstream: Sequence[Task] = (),
     arguments: Mapping[str, Parameter | Artifact | str] | None = None,
     **task_options: object,
 ) -> Task:
     """A DAG task calling `template` (made by `stage_template`); call inside `with DAG(...)`.
 
-    An input named after a workflow parameter takes `{{workflow.parameters.<name>}}`; any other
-    input, and every input artifact, comes from `arguments`: a getter of another task
-    (`fetch.get_parameter("data-hash")`, `validate.get_artifact("validated")`, which fail at
-    render on a misspelt output) or a literal. `task_options` go to Hera's Task (`when`, ...).
+    Each input takes, first found: its entry in `arguments` (a getter of another task, e.g.
+    `fetch.get_parameter("data-hash")`, or a literal); for a parameter named after a workflow
+    parameter, `{{workflow.parameters.<name>}}`; else the output of the same name (parameter or
+    artifact) of the last task in `upstream` whose template declares one, through Hera's checked
+    getters. Inputs and outputs share their names in the stage declarations (steps/stages.py), so
+    the wiring is said there once. `task_options` go to Hera's Task (`when`, ...).
 
     Raises:
         ValueError: an input without a value, or an argument the template does not take.
@@ -320,6 +323,8 @@ def stage_task(
     built: list[Parameter | Artifact] = []
     for item in inputs:
         source = given.get(item.name)
+        if source is None and (isinstance(item, Artifact) or item.name not in parameters):
+            source = _upstream_output(item, upstream)
         if isinstance(item, Artifact):
             if not isinstance(source, Artifact):
                 raise ValueError(
@@ -335,6 +340,22 @@ def stage_task(
         else:
             raise ValueError(f"task {name or template.name}: input {item.name} has no value")
     return Task(name=name or template.name, template=template, arguments=built, **task_options)
+
+
+def _upstream_output(
+    item: Parameter | Artifact, upstream: Sequence[Task]
+) -> Parameter | Artifact | None:
+    """The output named like input `item` (parameter or artifact alike) of the last task in
+    `upstream` whose template declares one, as Hera's getter gives it; None if none does."""
+    for task in reversed(upstream):
+        outputs = (task.template.outputs or []) if isinstance(task.template, Container) else []
+        for output in outputs:
+            if output.name == item.name and isinstance(output, Artifact) == isinstance(
+                item, Artifact
+            ):
+                getter = task.get_artifact if isinstance(item, Artifact) else task.get_parameter
+                return getter(item.name)
+    return None
 
 
 def _templates(settings: PipelineSettings) -> dict[str, Container]:
@@ -447,33 +468,11 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
         template.active_deadline_seconds = sum(_worst_case_seconds(s) for s in stages.values())
         with DAG(name=ENTRYPOINT):
             # Every workflow parameter is checked before any stage writes state (docs/steps.md).
-            check = stage_task(stages["check-parameters"])
-            fetch = stage_task(stages["fetch"])
-            validate = stage_task(
-                stages["validate"], arguments={"dataset": fetch.get_artifact("dataset")}
-            )
-            train = stage_task(
-                stages["train"],
-                arguments={
-                    "data-hash": fetch.get_parameter("data-hash"),
-                    "validated": validate.get_artifact("validated"),
-                },
-            )
-            register = stage_task(
-                stages["register"],
-                arguments={
-                    "model-uri": train.get_parameter("model-uri"),
-                    "run-id": train.get_parameter("run-id"),
-                    "data-hash": fetch.get_parameter("data-hash"),
-                },
-            )
-            promote = stage_task(
-                stages["promote"],
-                arguments={
-                    "version": register.get_parameter("version"),
-                    "holdout": train.get_artifact("holdout"),
-                },
-            )
+            # Each task's inputs come from the earlier tasks' outputs of the same names.
+            done: list[Task] = []
+            for stage in ("check-parameters", "fetch", "validate", "train", "register", "promote"):
+                done.append(stage_task(stages[stage], upstream=tuple(done)))
+            check, fetch, validate, train, register, promote = done
             deploy = stage_task(
                 stages["deploy"],
                 when=f"{promote.get_parameter('promoted').value} == true",

@@ -120,17 +120,19 @@ class _Parser:
         return token
 
     def or_expression(self) -> Node:
-        left = self.and_expression()
-        while self.peek() == ("op", "||"):
-            self.take()
-            left = _or(left, self.and_expression())
-        return left
+        return self._chain("||", self.and_expression, _or)
 
     def and_expression(self) -> Node:
-        left = self.comparison()
-        while self.peek() == ("op", "&&"):
+        return self._chain("&&", self.comparison, _and)
+
+    def _chain(
+        self, op: str, operand: Callable[[], Node], combine: Callable[[Node, Node], Node]
+    ) -> Node:
+        """`operand (op operand)*`, combined from the left (both operators are left-assoc)."""
+        left = operand()
+        while self.peek() == ("op", op):
             self.take()
-            left = _and(left, self.comparison())
+            left = combine(left, operand())
         return left
 
     def comparison(self) -> Node:
