@@ -409,6 +409,145 @@ def test_the_whole_rendered_argo_release_is_valid_kubernetes_1_37_strict(
     assert not problems, "\n".join(problems)
 
 
+# ---- Jobs: which failures are retried ----------------------------------------------------------
+# Kubernetes at commit 3989b18586203eb366257fa4c8e9c0d605ec41df (validation) and
+# 2b02db1be88b09193d96585c4b6dd796d6b2e06c (controller): what the API server checks in a
+# podFailurePolicy beyond the JSON schema, and how the Job controller picks a rule.
+_POD_FAILURE_ACTIONS = ("Count", "FailJob", "Ignore")  # FailIndex needs backoffLimitPerIndex
+_CONDITION_STATUSES = ("False", "True", "Unknown")
+
+
+def pod_failure_policy_violations(job: dict) -> list[str]:
+    """What the API server would refuse in a Job's podFailurePolicy that the strict JSON schema
+    lets through (kubernetes/kubernetes pkg/apis/batch/validation/validation.go: validateJobSpec,
+    validatePodFailurePolicyRule, ...RuleOnExitCodes, ...RuleOnPodConditions)."""
+    spec = job["spec"]
+    policy = spec.get("podFailurePolicy")
+    if policy is None:
+        return []
+    pod = spec["template"]["spec"]
+    problems = []
+    if pod.get("restartPolicy") != "Never":
+        problems.append("restartPolicy: only Never is supported when podFailurePolicy is specified")
+    if spec.get("podReplacementPolicy", "Failed") != "Failed":
+        problems.append("podReplacementPolicy: only Failed with a podFailurePolicy")
+    names = {c["name"] for c in all_containers(pod)}
+    rules = policy.get("rules", [])
+    if len(rules) > 20:
+        problems.append("rules: at most 20")
+    for i, rule in enumerate(rules):
+        where = f"rules[{i}]"
+        action = rule.get("action")
+        if action not in _POD_FAILURE_ACTIONS and not (
+            action == "FailIndex" and spec.get("backoffLimitPerIndex") is not None
+        ):
+            problems.append(f"{where}.action: {action!r}")
+        codes, conditions = rule.get("onExitCodes"), rule.get("onPodConditions") or []
+        if (codes is None) == (not conditions):
+            problems.append(f"{where}: exactly one of onExitCodes and onPodConditions")
+        if codes is not None:
+            values = codes.get("values") or []
+            if codes.get("operator") not in ("In", "NotIn"):
+                problems.append(f"{where}.onExitCodes.operator: {codes.get('operator')!r}")
+            if "containerName" in codes and codes["containerName"] not in names:
+                problems.append(
+                    f"{where}.onExitCodes.containerName: no container {codes['containerName']!r}"
+                )
+            if not values or len(values) > 255:
+                problems.append(f"{where}.onExitCodes.values: 1 to 255 values")
+            if values != sorted(set(values)):
+                problems.append(f"{where}.onExitCodes.values: must be ordered, without duplicates")
+            if codes.get("operator") == "In" and 0 in values:
+                problems.append(f"{where}.onExitCodes.values: must not be 0 for In")
+        for j, pattern in enumerate(conditions):
+            if pattern.get("status", "True") not in _CONDITION_STATUSES:  # v1 defaults it to True
+                problems.append(f"{where}.onPodConditions[{j}].status: {pattern.get('status')!r}")
+    return problems
+
+
+def failure_action(
+    job: dict, container: str, exit_code: int, conditions: tuple[str, ...] = ()
+) -> str:
+    """What the Job controller does with a failed pod whose `container` exited `exit_code`, with
+    pod conditions `conditions` (status True): the first matching rule's action, else `Count`
+    (the failure counts against backoffLimit and the pod is replaced). As matchPodFailurePolicy
+    in kubernetes/kubernetes pkg/controller/job/pod_failure_policy.go: exit code 0 never matches;
+    a rule without containerName looks at every container."""
+    for rule in job["spec"].get("podFailurePolicy", {}).get("rules", []):
+        codes = rule.get("onExitCodes")
+        if codes is not None:
+            if codes.get("containerName", container) != container or exit_code == 0:
+                continue
+            listed = exit_code in codes["values"]
+            if listed == (codes["operator"] == "In"):
+                return rule["action"]
+        elif any(
+            p["type"] in conditions and p.get("status", "True") == "True"
+            for p in rule.get("onPodConditions", [])
+        ):
+            return rule["action"]
+    return "Count"
+
+
+def test_pod_failure_policy_checker_reports_what_the_api_server_would_refuse() -> None:
+    """The checker bites on each rule it reads from upstream validation."""
+    job = {
+        "spec": {
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "FailJob", "onExitCodes": {"containerName": "x", "operator": "In",
+                                                          "values": [2, 0, 2]}},
+                    {"action": "Retry", "onPodConditions": [{"type": "DisruptionTarget",
+                                                             "status": "Yes"}]},
+                    {"action": "Ignore"},
+                ]
+            },
+            "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "main"}]}},
+        }
+    }  # fmt: skip
+    found = "\n".join(pod_failure_policy_violations(job))
+    for needle in (
+        "only Never is supported",
+        "rules[0].onExitCodes.containerName: no container 'x'",
+        "rules[0].onExitCodes.values: must be ordered, without duplicates",
+        "rules[0].onExitCodes.values: must not be 0 for In",
+        "rules[1].action: 'Retry'",
+        "rules[1].onPodConditions[0].status: 'Yes'",
+        "rules[2]: exactly one of onExitCodes and onPodConditions",
+    ):
+        assert needle in found, found
+
+
+def test_mlflow_users_job_fails_at_once_on_bad_input_and_retries_only_what_may_pass(
+    overlay: list[dict],
+) -> None:
+    """steps.mlflow_auth exits 1 (failed: a retry changes nothing) or 2 (bad input): the Job fails
+    on the first such pod instead of running it backoffLimit more times; exit 75 (transient, e.g.
+    MLflow not up yet), a crash and an OOM kill are retried; an eviction is not even counted."""
+    from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT
+
+    job = find(overlay, "Job", "mlflow-users", NAMESPACE)
+    assert pod_failure_policy_violations(job) == []
+    kubernetes_validate.validate(job, K8S_SCHEMA_VERSION, strict=True)  # field names, types
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["backoffLimit"] >= 3
+    container = "mlflow-users"
+    assert failure_action(job, container, EXIT_FAILED) == "FailJob"
+    assert failure_action(job, container, EXIT_BAD_INPUT) == "FailJob"
+    for retried in (EXIT_TRANSIENT, 137, 139):  # transient; SIGKILL (OOM); SIGSEGV
+        assert failure_action(job, container, retried) == "Count", retried
+    assert failure_action(job, container, 137, ("DisruptionTarget",)) == "Ignore"
+
+
+def test_every_job_with_a_pod_failure_policy_passes_the_api_servers_rules(
+    overlay: list[dict],
+) -> None:
+    jobs = [o for o in overlay if o["kind"] == "Job"]
+    assert any("podFailurePolicy" in j["spec"] for j in jobs)
+    for job in jobs:
+        assert pod_failure_policy_violations(job) == [], job["metadata"]["name"]
+
+
 # ---- Argo server and controller ----------------------------------------------------------------
 
 
