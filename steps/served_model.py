@@ -1,13 +1,15 @@
 """The served dew point model as an MLflow "models from code" file: plain numpy, no scikit-learn.
 
 MLflow copies this file into the logged model and executes it when the model is loaded, so it must
-import nothing from `steps` and nothing the serving image lacks (only mlflow, numpy, pandas).
+import nothing from `steps` and nothing the serving image lacks (only mlflow, numpy, pandas and
+what mlflow-skinny's scoring server brings: fastapi, starlette, uvicorn).
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import sys
 
 import mlflow.models
 import mlflow.pyfunc
@@ -17,6 +19,19 @@ from mlflow.exceptions import MlflowException
 
 FEATURE = "temp"
 COEFFICIENTS_ARTIFACT = "coefficients"
+# The largest request body the model server reads, in bytes. MLflow's scoring server reads the
+# whole body into memory and parses it into a DataFrame (mlflow 3.17.2
+# mlflow/pyfunc/scoring_server/__init__.py, `await request.body()`): one 24 MB request took a
+# worker to 1.16 GB (issue 10), about 48 bytes of memory per byte sent, above the model-server
+# pod's 1 GiB limit. A row is about 20 bytes of JSON (`[12.8],` in `dataframe_split`,
+# `{"temp": 12.8},` in `dataframe_records`), so 1 MiB still takes ~50,000 rows per request, while
+# its parse costs tens of MB. Larger batches: split them. kind/base/model-server/ingress.yaml
+# refuses the same size in front of the server (tests/test_kind_manifests.py keeps them equal).
+MAX_REQUEST_BODY_BYTES = 1024 * 1024
+# The module MLflow's scoring server runs under uvicorn (`mlflow.pyfunc.scoring_server.app:app`,
+# mlflow 3.17.2 mlflow/pyfunc/scoring_server/__init__.py get_cmd); it loads this model while its
+# own body runs, then builds the app.
+_SCORING_APP_MODULE = "mlflow.pyfunc.scoring_server.app"
 
 
 class LinearDewpointModel(mlflow.pyfunc.PythonModel):
@@ -37,6 +52,7 @@ class LinearDewpointModel(mlflow.pyfunc.PythonModel):
         if "temp_range_f" in coefficients:
             low, high = coefficients["temp_range_f"]
             self.temp_range = (float(low), float(high))
+        limit_request_bodies()
         # Everything alive now (MLflow, pandas, the app) stays alive for the server's lifetime.
         # Freezing it takes it out of the collector's view, so full collections under load stop
         # rescanning it: they cost 90-220 ms each and set the p99 (benchmarks/bench_serving.py).
@@ -54,6 +70,75 @@ class LinearDewpointModel(mlflow.pyfunc.PythonModel):
         """
         temp = temperatures(model_input, self.temp_range)
         return temp * self.coef + self.intercept
+
+
+def limit_request_bodies(max_bytes: int = MAX_REQUEST_BODY_BYTES) -> bool:
+    """Make the scoring server about to be built refuse request bodies over `max_bytes` (413).
+
+    Only while MLflow's scoring server module is loading this model (its `app` not built yet);
+    anywhere else (promote, tests, `mlflow.pyfunc.load_model`) nothing changes and this returns
+    False. MLflow has no setting for this and uvicorn 0.54.0 has no body limit among its options
+    (https://github.com/Kludex/uvicorn/pull/2019, closed unmerged), so the hook is the app's class:
+    `scoring_server.init` imports `fastapi.FastAPI` when it runs, after the model is loaded
+    (mlflow 3.17.2 mlflow/pyfunc/scoring_server/__init__.py, `init`); the original class is put
+    back as that one app is built. A declared Content-Length over the limit is answered before
+    any of the body is read; a chunked body is counted as it arrives by FastAPI's own
+    `max_body_size` (fastapi 0.165.0 fastapi/_body_limit.py: Starlette's
+    RequestBodyLimitMiddleware) and refused once it passes the limit. Both 413s carry MLflow's
+    JSON error shape.
+
+    Returns:
+        True if the next FastAPI app built in this process refuses larger bodies.
+    """
+    loading = sys.modules.get(_SCORING_APP_MODULE)
+    if loading is None or hasattr(loading, "app"):
+        return False
+    import fastapi
+    from starlette.datastructures import Headers
+
+    original = fastapi.FastAPI
+    if getattr(original, "max_request_body_bytes", None) is not None:
+        return True  # already armed (the model loaded twice in one import)
+
+    class BodyLimitedFastAPI(original):  # type: ignore[misc, valid-type]
+        max_request_body_bytes = max_bytes
+
+        def __init__(self, *args, **kwargs) -> None:
+            fastapi.FastAPI = original  # one app: the scoring server's
+            kwargs.setdefault("max_body_size", max_bytes)
+            super().__init__(*args, **kwargs)
+            # Starlette raises a 413 HTTPException when the streamed bytes pass the limit.
+            self.add_exception_handler(413, streamed_too_large)
+
+        async def __call__(self, scope, receive, send) -> None:
+            # Starlette answers a declared oversize body in plain text: answer it here first.
+            if scope["type"] == "http":
+                headers = Headers(scope=scope)
+                declared = headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    await _too_large(max_bytes, headers)(scope, receive, send)
+                    return
+            await super().__call__(scope, receive, send)
+
+    async def streamed_too_large(request, exc):
+        return _too_large(max_bytes, request.headers)
+
+    fastapi.FastAPI = BodyLimitedFastAPI
+    return True
+
+
+def _too_large(limit: int, headers):
+    """A 413 in MLflow's error shape (`error_code`, `message`), INVALID_PARAMETER_VALUE as MLflow's
+    own server uses for a too-large upload (mlflow 3.17.2 mlflow/server/handlers.py)."""
+    from starlette.responses import Response
+
+    declared = headers.get("content-length", "")
+    size = f"of {declared} bytes " if declared.isdigit() else ""
+    error = MlflowException.invalid_parameter_value(
+        f"request body {size}is over the limit of {limit} bytes ({limit / 2**20:g} MiB, about "
+        f"{limit // 20:,} rows of {FEATURE}): send fewer rows per request"
+    )
+    return Response(error.serialize_as_json(), status_code=413, media_type="application/json")
 
 
 def temperatures(model_input: pd.DataFrame, temp_range: tuple[float, float] | None) -> np.ndarray:

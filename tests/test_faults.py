@@ -39,6 +39,7 @@ from steps.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
 from steps.deploy_targets.local import ServedModel, running_server, stop_local
 from steps.promote import CHAMPION, PREVIOUS_CHAMPION, TAG_DECISION, promote_if_better
 from steps.register import train_and_register
+from steps.served_model import MAX_REQUEST_BODY_BYTES
 from steps.settings import MlflowSettings
 from steps.train import train_and_log
 from tests.conftest import MlflowServer, free_port, start_mlflow_server
@@ -696,7 +697,8 @@ def test_promote_of_the_champion_spelled_otherwise_moves_nothing(
 # --- 2. bad requests to the served model ---------------------------------------------------------
 
 JSON = "application/json"
-TEN_MB = 10 * 1024 * 1024
+# Just under the request body limit: big inputs still reach the parser and the number check.
+UNDER_THE_LIMIT = MAX_REQUEST_BODY_BYTES - 1024
 
 
 def _split(value: str) -> str:
@@ -714,8 +716,9 @@ BAD_REQUESTS = {
     "empty body": ("", JSON, "valid JSON"),
     "invalid JSON": (_split("12.8")[:-3], JSON, "valid JSON"),
     "no input field": ("{}", JSON, "exactly one of the input fields"),
-    "10 MB of junk": ("x" * TEN_MB, JSON, "valid JSON"),
-    "10 MB string as temp": (_split('"' + "9" * TEN_MB + 'x"'), JSON, "temp must be a JSON number"),
+    "1 MB of junk": ("x" * UNDER_THE_LIMIT, JSON, "valid JSON"),
+    "1 MB string as temp": (
+        _split('"' + "9" * UNDER_THE_LIMIT + 'x"'), JSON, "temp must be a JSON number"),
     "wrong content type": (json.dumps(GOOD_REQUEST), "text/plain", "only supports the following"),
 }  # fmt: skip
 
@@ -804,6 +807,97 @@ def test_request_without_content_type_is_a_4xx(world: World) -> None:
     url = f"http://127.0.0.1:{world.serve_port}/invocations"
     response = httpx.post(url, content=json.dumps(GOOD_REQUEST).encode(), timeout=60)
     assert 400 <= response.status_code < 500
+
+
+def _request_of_exactly(size: int) -> bytes:
+    """A valid one-row request padded with JSON whitespace to exactly `size` bytes."""
+    body = json.dumps(GOOD_REQUEST).encode()
+    return body + b" " * (size - len(body))
+
+
+def _chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    """`body` as a generator: httpx sends it chunked, with no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def _assert_too_large(response: httpx.Response) -> None:
+    """A 413 in MLflow's error shape naming the limit."""
+    assert response.status_code == 413, (response.status_code, response.text[:500])
+    assert response.headers["content-type"] == JSON
+    error = response.json()
+    assert error["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert f"over the limit of {MAX_REQUEST_BODY_BYTES} bytes" in error["message"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("size", "status"),
+    [(MAX_REQUEST_BODY_BYTES, 200), (MAX_REQUEST_BODY_BYTES + 1, 413), (2 * 2**20, 413)],
+)
+def test_served_model_refuses_a_request_body_over_the_limit_with_a_413(
+    world: World, framing: str, size: int, status: int
+) -> None:
+    """Whatever the framing, a body up to the limit is served and one byte more is a 413 in
+    MLflow's error shape; the server keeps serving the same model."""
+    url = f"http://127.0.0.1:{world.serve_port}/invocations"
+    body = _request_of_exactly(size)
+
+    response = httpx.post(
+        url,
+        content=body if framing == "content-length" else _chunks(body),
+        headers={"Content-Type": JSON},
+        timeout=120,
+    )
+
+    assert ("transfer-encoding" in response.request.headers) == (framing == "chunked")
+    if status == 413:
+        _assert_too_large(response)
+    else:
+        assert response.status_code == 200, response.text[:500]
+        assert response.json()["predictions"] == [world.served_prediction]
+    assert world.predict() == world.served_prediction
+    assert running_server(world.state_dir) == world.served
+
+
+def _read_response(sock: socket.socket) -> httpx.Response:
+    """One HTTP/1.1 response with a Content-Length read from `sock`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    length = int({k.lower(): v for k, v in headers.items()}["content-length"])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside the response body"
+        body += chunk
+    return httpx.Response(int(status_line.split()[1]), headers=headers, content=body[:length])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_served_model_answers_413_before_the_body_is_all_sent(world: World, framing: str) -> None:
+    """The server does not wait for (or keep) a body over the limit: with a 2 MiB Content-Length
+    it answers before a byte of the body is sent, chunked once one byte past the limit arrived,
+    with the rest of the body never sent."""
+    head = "POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", world.serve_port), timeout=60) as sock:
+        if framing == "content-length":
+            sock.sendall(f"{head}Content-Length: {2 * 2**20}\r\n\r\n".encode())
+        else:
+            sock.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+            for chunk in _chunks(b"x" * (MAX_REQUEST_BODY_BYTES + 1)):
+                sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        # No more of the body (no last chunk either): the answer must come anyway.
+        response = _read_response(sock)
+
+    _assert_too_large(response)
+    assert world.predict() == world.served_prediction
 
 
 # --- 3. a corrupt model artifact in the store ----------------------------------------------------

@@ -184,7 +184,7 @@ def test_strict_validation_rejects_a_misspelt_field(overlay: list[dict]) -> None
 
 def test_middlewares_are_traefik_crds_with_one_known_action(everything: list[dict]) -> None:
     middlewares = [o for o in everything if o["kind"] == "Middleware"]
-    assert len(middlewares) == 5
+    assert len(middlewares) == 6
     for mw in middlewares:
         assert mw["apiVersion"] == "traefik.io/v1alpha1"
         assert set(mw) == {"apiVersion", "kind", "metadata", "spec"}
@@ -194,6 +194,11 @@ def test_middlewares_are_traefik_crds_with_one_known_action(everything: list[dic
             assert all(
                 p.startswith("/") and not p.endswith("/") for p in mw["spec"][action]["prefixes"]
             )
+        elif action == "buffering":
+            # Traefik v3.7.11's CRD: maxRequestBodyBytes is an int64 (format int64, type integer).
+            assert set(mw["spec"][action]) == {"maxRequestBodyBytes"}
+            limit = mw["spec"][action]["maxRequestBodyBytes"]
+            assert isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < 2**63
         else:
             assert action == "redirectRegex"
             assert set(mw["spec"][action]) == {"regex", "replacement", "permanent"}
@@ -935,6 +940,32 @@ def test_ingress_routes_reach_existing_services_through_existing_middlewares(
         "/mlflow": (NAMESPACE, "mlflow"),
         "/model": (NAMESPACE, "model-server"),
     }
+
+
+def middleware_chain(objects: list[dict], ingress: str, namespace: str) -> list[dict]:
+    """The Middleware objects an Ingress's Traefik router applies, in order."""
+    ing = find(objects, "Ingress", ingress, namespace)
+    chain = ing["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    return [
+        find(objects, "Middleware", ref.removesuffix("@kubernetescrd")[len(namespace) + 1 :])
+        for ref in chain.split(",")
+    ]
+
+
+def test_model_route_refuses_request_bodies_over_the_served_models_limit(
+    overlay: list[dict],
+) -> None:
+    """In front of the model server, Traefik's Buffering middleware refuses (413) the bodies the
+    server itself refuses: the same byte limit, first in the model route's chain."""
+    from steps.served_model import MAX_REQUEST_BODY_BYTES
+
+    chain = middleware_chain(overlay, "model-server", NAMESPACE)
+    assert chain[0]["spec"] == {"buffering": {"maxRequestBodyBytes": MAX_REQUEST_BODY_BYTES}}
+    assert [mw for mw in chain[1:] if "buffering" in mw["spec"]] == []
+    # Only the model route: MLflow takes model artifact uploads far larger than one request.
+    assert not any(
+        "buffering" in mw["spec"] for mw in middleware_chain(overlay, "mlflow", NAMESPACE)
+    )
 
 
 def test_network_policies_deny_by_default_and_allow_only_ports_that_exist(

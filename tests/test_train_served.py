@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
+import fastapi
 import httpx
 import numpy as np
 import pandas as pd
@@ -114,9 +116,36 @@ def test_served_model_class_reads_coefficients_from_json(tmp_path: Path) -> None
         artifacts = {"coefficients": str(path)}  # noqa: RUF012 - stands in for MLflow's context
 
     served = served_model.LinearDewpointModel()
+    app_class = fastapi.FastAPI
     served.load_context(Context())
     predicted = served.predict(None, pd.DataFrame({"temp": [10.0, -4.0]}))
     np.testing.assert_array_equal(predicted, [10.0 * 0.75 - 9.5, -4.0 * 0.75 - 9.5])
+    # Loaded outside MLflow's scoring server (promote, tests): no app class is touched.
+    assert fastapi.FastAPI is app_class
+    assert served_model.limit_request_bodies() is False
+
+
+def test_request_body_limit_applies_to_the_one_app_the_scoring_server_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the scoring server's module loads the model, the next FastAPI app gets the limit;
+    the class is put back as it is built, so no later app does. The real server's 413s are
+    tested in tests/test_faults.py."""
+    original = fastapi.FastAPI
+    monkeypatch.setattr(fastapi, "FastAPI", original)  # put back even if this test fails
+    loading = types.ModuleType(served_model._SCORING_APP_MODULE)  # its body runs: no `app` yet
+    monkeypatch.setitem(sys.modules, served_model._SCORING_APP_MODULE, loading)
+
+    assert served_model.limit_request_bodies(1000) is True
+    assert served_model.limit_request_bodies(1000) is True  # armed once, not twice
+    limited = fastapi.FastAPI()
+    assert fastapi.FastAPI is original
+    assert fastapi.FastAPI().max_body_size is None
+    assert limited.max_body_size == 1000
+
+    loading.app = limited  # built: loading the model again arms nothing
+    assert served_model.limit_request_bodies(1000) is False
+    assert fastapi.FastAPI is original
 
 
 @pytest.mark.slow
