@@ -16,7 +16,7 @@ import argparse
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -445,7 +445,7 @@ class Stage:
 
     def parser(self) -> argparse.ArgumentParser:
         """The argparse parser: every value a string, checked afterwards by `parse`."""
-        parser = _Parser(
+        parser = OneLineParser(
             prog=f"python -m steps {self.name}", description=self.help, allow_abbrev=False
         )
         groups: dict[str | None, Any] = {None: parser}
@@ -632,12 +632,35 @@ def _parameter_default(flag: Flag) -> str:
     return flag.parameter_default if flag.parameter_default is not None else flag.default_text()
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises BadInput (one line, exit 2) instead of printing usage and exiting."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that raises BadInput (one line, exit 2) instead of printing usage and exiting.
+
+    Every command line of the project uses it (the stages, submit.py, the demo, the local
+    runner), so an unknown flag or a bad value is one `error:` line from `steps.cli.run`. Parse
+    inside the body given to `run`, or the BadInput escapes as a traceback.
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        """Called by argparse for an unknown flag or a flag without its value."""
+        """Called by argparse for an unknown flag, a missing value or a refused `type=`."""
         raise BadInput(f"{message} (see {self.prog} --help)")
+
+
+def argparse_type(kind: Kind) -> Callable[[str], Any]:
+    """An argparse `type=` that parses with `kind` (the same rule as a declared flag's), so a
+    command line outside the stages checks its numbers and ports as the stages do.
+
+    A refused value becomes argparse's own error, `argument --x: 'v': must be ...`, which
+    OneLineParser turns into BadInput.
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            return kind.parse(text.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{_shown(text)}: {exc}") from None
+
+    parse.__name__ = type(kind).__name__  # argparse names the type in some messages
+    return parse
 
 
 def render_value(value: Any) -> str:

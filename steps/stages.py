@@ -43,6 +43,7 @@ _UINT32 = 2**32 - 1  # numpy's seed range
 _INT64 = 2**63 - 1
 _NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # a Kubernetes (RFC 1123) name
 _URL = r"https?://\S+"
+PORT = Integer(1, 65535)  # a TCP port
 
 # ---- MLflow connection, shared by the stages that talk to the tracking server ----------------
 TRACKING_URI = Flag(
@@ -269,7 +270,7 @@ DEPLOY = Stage(
         TRACKING_URI,
         Flag("host", Text(r"[A-Za-z0-9.:-]+", what="a host name or IP address"),
              "interface to bind", default="127.0.0.1", group="target local"),
-        Flag("port", Integer(1, 65535), "port to serve on", default=5001, env="SERVE_PORT",
+        Flag("port", PORT, "port to serve on", default=5001, env="SERVE_PORT",
              group="target local"),
         Flag("state-dir", DirectoryPath(), "PID/port/version state and server logs",
              default=Path(".demo/serve"), env="DEPLOY_STATE_DIR",

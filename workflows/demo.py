@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from steps.cli import StepError, env_default, one_line, run
+from steps.contract import OneLineParser, argparse_type
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import (
     ServedModel,
@@ -28,6 +29,7 @@ from steps.deploy_targets.local import (
 )
 from steps.files import write_text_atomically
 from steps.processes import is_our_process, port_is_free, stop_process_group, wait_until_healthy
+from steps.stages import DEPLOY, PORT
 from workflows.local_runner import check_rendered, run_rendered
 from workflows.pipeline import render
 from workflows.settings import PipelineSettings, add_parameter_overrides
@@ -311,18 +313,18 @@ def _wait_healthy(server: MlflowProcess, proc: subprocess.Popen | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m workflows.demo` command line."""
-    parser = argparse.ArgumentParser(prog="python -m workflows.demo", description=__doc__)
+    parser = OneLineParser(prog="python -m workflows.demo", description=__doc__)
     parser.add_argument("command", choices=("up", "down", "mlflow-up"))
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="demo state directory")
     parser.add_argument(
         "--mlflow-port",
-        type=int,
+        type=argparse_type(PORT),
         default=env_default("MLFLOW_PORT", str(DEFAULT_MLFLOW_PORT)),  # argparse converts it
         help=f"env MLFLOW_PORT, default {DEFAULT_MLFLOW_PORT}",
     )
     parser.add_argument(
         "--serve-port",
-        type=int,
+        type=argparse_type(DEPLOY.flag("port").kind),  # the deploy stage's own --port rule
         default=env_default("SERVE_PORT", str(DEFAULT_SERVE_PORT)),
         help=f"env SERVE_PORT, default {DEFAULT_SERVE_PORT}",
     )
@@ -337,9 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `make demo`, `make demo-down` and `make mlflow-up`."""
-    args = build_parser().parse_args(argv)
 
     def body() -> None:
+        args = build_parser().parse_args(argv)  # inside `run`: a bad flag is one error line
         if args.command == "mlflow-up":
             server, fresh = mlflow_up(args.root, args.mlflow_port)
             print(f"MLflow {'started' if fresh else 'already running'}: {server.url}")

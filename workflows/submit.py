@@ -25,7 +25,8 @@ from hera.exceptions import HeraException
 from hera.workflows import models as m
 from hera.workflows.service import WorkflowsService
 
-from steps.cli import StepError, one_line, run
+from steps.cli import BadInput, StepError, one_line, run
+from steps.contract import Number, OneLineParser, argparse_type
 from steps.files import write_text_atomically
 from workflows.argo_rules import unknown_parameters
 from workflows.pipeline import (
@@ -50,6 +51,9 @@ RENDER_FILES = {
 FINISHED_PHASES = {"Succeeded", "Failed", "Error"}
 POLL_SECONDS = 5.0
 WAIT_TIMEOUT_S = 6 * 3600.0
+# What --poll-seconds and --timeout accept: finite, positive, and within an hour / a week.
+POLL_SECONDS_KIND = Number(0, 3600, open_minimum=True)
+WAIT_TIMEOUT_KIND = Number(0, 7 * 24 * 3600, open_minimum=True)
 # Nodes that only group others; their failure is always explained by a child.
 _GROUP_NODE_TYPES = {"DAG", "Steps", "StepGroup", "TaskGroup", "Retry"}
 _RETRY_SUFFIX = re.compile(r"\(\d+\)$")
@@ -461,11 +465,11 @@ def parse_parameters(pairs: list[str], known: set[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise StepError(f"-p {pair!r}: expected name=value")
+            raise BadInput(f"-p {pair!r}: expected name=value")
         parameters[name] = value
     reason = unknown_parameters(known, parameters)
     if reason:
-        raise StepError(f"-p: {reason}")
+        raise BadInput(f"-p: {reason}")
     return parameters
 
 
@@ -504,23 +508,21 @@ def check_flag_combination(args: argparse.Namespace) -> None:
             continue
         if dest in ("wait", "parameter", "poll_seconds", "timeout") and action == "apply":
             continue  # checked below: they need --run-now (and --wait)
-        raise StepError(f"{flag} does not apply here: {_ACTION_WORDS[action]}")
+        raise BadInput(f"{flag} does not apply here: {_ACTION_WORDS[action]}")
     if action != "apply":
         return
     if args.wait and not args.run_now:
-        raise StepError("--wait follows a run: add --run-now")
+        raise BadInput("--wait follows a run: add --run-now")
     if args.parameter and not args.run_now:
-        raise StepError("-p sets parameters of a run: add --run-now (or use --local)")
+        raise BadInput("-p sets parameters of a run: add --run-now (or use --local)")
     for dest in ("poll_seconds", "timeout"):
         if getattr(args, dest) is not None and not args.wait:
-            raise StepError(
-                f"{_FLAG_ACTIONS[dest][0]} is for following a run: add --run-now --wait"
-            )
+            raise BadInput(f"{_FLAG_ACTIONS[dest][0]} is for following a run: add --run-now --wait")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The submit CLI: actions, connection flags and parameter overrides."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python workflows/submit.py",
         description="Create or update the dewpoint-pipeline WorkflowTemplate and CronWorkflow "
         "(default), render them, run the template now on Argo, or run it locally.",
@@ -548,10 +550,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="workflow parameter override (repeatable); --run-now and --local",
     )
     parser.add_argument(
-        "--poll-seconds", type=float, help=f"--wait poll interval (default {POLL_SECONDS:g})"
+        "--poll-seconds",
+        type=argparse_type(POLL_SECONDS_KIND),
+        help=f"--wait poll interval, seconds (default {POLL_SECONDS:g})",
     )
     parser.add_argument(
-        "--timeout", type=float, help=f"--wait limit, seconds (default {WAIT_TIMEOUT_S:g})"
+        "--timeout",
+        type=argparse_type(WAIT_TIMEOUT_KIND),
+        help=f"--wait limit, seconds (default {WAIT_TIMEOUT_S:g})",
     )
     parser.add_argument(
         "--run-dir", type=Path, help="--local: run directory (default .demo/runs/<time>)"
@@ -571,13 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse flags, then render, run locally, or apply (and optionally run)."""
-    args = build_parser().parse_args(argv)
 
     def body() -> int:
+        args = build_parser().parse_args(argv)  # inside `run`: a bad flag is one error line
         try:
             pipeline = PipelineSettings.from_env()
         except SettingsError as exc:
-            raise StepError(str(exc)) from exc
+            raise BadInput(str(exc)) from exc
         pipeline = replace(pipeline, namespace=resolve_namespace(args, default=pipeline.namespace))
         check_flag_combination(args)
         known = {p.name for p in workflow_parameters(pipeline)}
@@ -596,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             argo = ArgoSettings.from_args(args, default_namespace=pipeline.namespace)
         except SettingsError as exc:
-            raise StepError(str(exc)) from exc
+            raise BadInput(str(exc)) from exc
         client = ArgoClient(argo)
         result = client.apply_workflow_template(resources["workflow-template"])
         print(f"workflowtemplate/{TEMPLATE_NAME} {result}")
@@ -606,7 +612,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         run_dict = build_run_workflow(pipeline, parameters).to_dict()
         # Checked against the template offline: a bad enum value fails here, not on the server.
-        _validate({"workflow-template": resources["workflow-template"], "run": run_dict})
+        try:
+            _validate({"workflow-template": resources["workflow-template"], "run": run_dict})
+        except StepError as exc:  # the template itself was valid above: the -p values are not
+            raise BadInput(str(exc)) from exc
         workflow = m.Workflow.model_validate(run_dict)
         name = client.submit(workflow)
         print(f"workflow/{name} submitted")

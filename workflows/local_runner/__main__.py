@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from steps.cli import StepError, one_line, run
+from steps.contract import OneLineParser
 from workflows.local_runner.backends import BACKENDS
 from workflows.local_runner.runner import DEFAULT_CACHE_DIR, run_rendered
 from workflows.settings import add_parameter_overrides
@@ -23,7 +24,7 @@ from workflows.settings import add_parameter_overrides
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m workflows.local_runner`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m workflows.local_runner",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,9 +69,9 @@ def read_template(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: read the template, run it, return the runner's exit status."""
-    args = build_parser().parse_args(argv)
 
     def body() -> int:
+        args = build_parser().parse_args(argv)  # inside `run`: a bad flag is one error line
         template = read_template(args.template)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = args.run_dir or Path(".demo") / "runs" / stamp

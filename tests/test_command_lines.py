@@ -1,0 +1,68 @@
+"""Every command line outside the stages (submit.py, the demo, the local runner) refuses a bad
+flag or value with one `error:` line and exit 2, never argparse's usage dump, and changes nothing.
+
+The stages' own flags are swept in tests/test_contract.py from their declarations; these doors
+parse with the same OneLineParser and the same kinds (steps/contract.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Each door as a user starts it, and a harmless action that reaches argument parsing.
+PROGRAMS = {
+    "submit": [sys.executable, str(ROOT / "workflows" / "submit.py")],
+    "demo": [sys.executable, "-m", "workflows.demo"],
+    "local runner": [sys.executable, "-m", "workflows.local_runner"],
+}
+ACTIONS = {"submit": ["--render", "out"], "demo": ["down"], "local runner": ["template.yaml"]}
+
+BAD = [
+    ("submit", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("demo", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("local runner", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("submit", ["--render"], "expected one argument"),
+    ("local runner", ["--backend", "kubernetes"], "invalid choice: 'kubernetes'"),
+    ("demo", ["-p", "novalue"], "'novalue' is not name=value"),
+]
+# --poll-seconds and --timeout follow a run; checked as numbers before the flag combination.
+for flag in ("--poll-seconds", "--timeout"):
+    for value in ("", "abc", "nan", "inf", "-1", "0", "1e9", "\u0661\u0662"):
+        BAD.append(("submit", [flag, value], f"argument {flag}: {value!r}"))
+for flag in ("--mlflow-port", "--serve-port"):
+    for value in ("", "0", "65536", "-5", "5.5", "nan", "\u0665\u0660\u0660\u0661"):
+        BAD.append(("demo", [flag, value], f"argument {flag}: {value!r}"))
+
+
+@pytest.mark.parametrize(("door", "extra", "message"), BAD)
+def test_a_bad_flag_is_one_error_line_and_exit_2(door, extra, message, tmp_path):
+    proc = subprocess.run(
+        [*PROGRAMS[door], *ACTIONS[door], *extra],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and "usage:" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written: no out/, no .demo/
+
+
+@pytest.mark.parametrize("door", sorted(PROGRAMS))
+def test_help_still_prints_usage_and_exits_0(door, tmp_path):
+    proc = subprocess.run(
+        [*PROGRAMS[door], "--help"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: "), proc.stderr
