@@ -6,17 +6,15 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
-from steps.cli import BadInput, StepError, run
-from steps.deploy_targets.common import DeployRequest, DeployResult
-from steps.model_trust import check_servable
+from steps.cli import BadInput, run
+from steps.deploy_targets.common import DeployRequest, DeployResult, fetch_verified_model
 from steps.settings import MlflowSettings
 from steps.stages import DEPLOY
-from steps.tracking import canonical_version, error_for
+from steps.tracking import canonical_version, mlflow_session
 
 
 def _deploy_local(request: DeployRequest, args: argparse.Namespace) -> DeployResult:
@@ -51,20 +49,9 @@ _DEPLOY: dict[str, Callable[[DeployRequest, argparse.Namespace], DeployResult]] 
 def check_version_exists(request: DeployRequest) -> None:
     """Fail before touching any server if the registry does not know this model version, or if
     it is not this project's served model (its code would run in the model server;
-    steps/model_trust.py)."""
-    client = MlflowClient(tracking_uri=request.tracking_uri)
-    try:
-        client.get_model_version(request.model_name, request.version)
-        check_servable(client, request.model_name, request.version)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise StepError(
-                f"model version {request.model_name}/{request.version} is not registered "
-                f"at {request.tracking_uri}"
-            ) from exc
-        raise error_for(exc)(
-            f"cannot look up {request.model_uri} at {request.tracking_uri}: {exc}"
-        ) from exc
+    steps/model_trust.py). The local target does this itself, on the copy it serves."""
+    with tempfile.TemporaryDirectory(prefix="dewpoint-model-check-") as tmp:
+        fetch_verified_model(request, Path(tmp))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             run_id=args.run_id or "",
             workflow_uid=args.workflow_uid or "",
         )
-        check_version_exists(request)
-        result = _DEPLOY[args.target](request, args)
+        # MLflow's bounded retries and timeouts, as in the other steps (steps/tracking.py): a dead
+        # tracking server fails the step in seconds (exit 75), not after MLflow's ~250 s default.
+        with mlflow_session(settings):
+            if args.target != "local":
+                check_version_exists(request)
+            result = _DEPLOY[args.target](request, args)
         DEPLOY.write_outputs(
             args.outputs_dir, {"served-version": result.served_version, "changed": result.changed}
         )

@@ -119,6 +119,20 @@ def command_line(pid: int) -> list[str]:
     return result.stdout.split()
 
 
+def all_pids() -> list[int]:
+    """Every process ID on this machine: the numeric entries of /proc where there is one, else
+    `ps -A -o pid=` (POSIX ps; macOS)."""
+    if PROC.is_dir():
+        return [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
+    result = subprocess.run(["ps", "-A", "-o", "pid="], capture_output=True, text=True, check=False)
+    return [int(word) for word in result.stdout.split() if word.isdigit()]
+
+
+def flag_values(argv: list[str]) -> dict[str, str]:
+    """`{"--port": "5050", ...}`: each argument mapped to the one after it (a flag to its value)."""
+    return {flag: argv[i + 1] for i, flag in enumerate(argv[:-1])}
+
+
 def is_our_process(
     pid: int, words: Iterable[str] = (), flags: Mapping[str, str] | None = None
 ) -> bool:
@@ -131,7 +145,7 @@ def is_our_process(
     if not pid_alive(pid):
         return False
     argv = command_line(pid)
-    values = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1])}
+    values = flag_values(argv)
     return all(word in argv for word in words) and all(
         values.get(flag) == value for flag, value in (flags or {}).items()
     )

@@ -21,8 +21,14 @@ import pytest
 from mlflow.models import infer_signature
 
 from steps.deploy_targets.common import SMOKE_BODY
-from steps.deploy_targets.local import STATE_FILE, read_state, running_server, stop_local
+from steps.deploy_targets.local import (
+    STATE_FILE,
+    read_state,
+    running_server,
+    stop_local,
+)
 from steps.model import LinearCoefficients
+from steps.processes import port_is_free
 from tests.conftest import MlflowServer, free_port
 from tests.model_helpers import RawCoefficients, register_served
 
@@ -56,6 +62,35 @@ class PortShyModel(PythonModel):
 
 
 mlflow.models.set_model(PortShyModel())
+"""
+
+
+# Where a fault hits the local target: while a started server is proven (its smoke test), and
+# when the proven server is written to the state file.
+FAULT_POINTS = {"proving": "smoke_test", "recording": "_write_state"}
+FAULT_RUNNER = """
+import errno, os, runpy, signal, sys
+import steps.deploy_targets.local as local
+from steps.files import write_atomically
+
+real = getattr(local, "{where}")
+
+def no_space(tmp):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+def faulty(*args, **kwargs):
+    setattr(local, "{where}", real)  # once
+    if "{fault}" == "ctrl-c":
+        os.kill(os.getpid(), signal.SIGINT)
+    elif "{fault}" == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif "{fault}" == "no space":
+        write_atomically(args[0] / local.STATE_FILE, no_space)  # _write_state(state_dir, ...)
+    raise RuntimeError("a bug")
+
+setattr(local, "{where}", faulty)
+sys.argv[0] = "steps"
+runpy.run_module("steps", run_name="__main__")
 """
 
 
@@ -130,6 +165,12 @@ class LocalDeploy:
         )
         return self._run([sys.executable, "-c", patch], version, *extra)
 
+    def run_with_fault(self, version: str, where: str, fault: str) -> subprocess.CompletedProcess:
+        """`run` with `fault` injected the first time the step reaches `where` (FAULT_POINTS) in
+        its own process: a real SIGINT or SIGKILL sent to itself, a full disk, or a bug."""
+        patch = FAULT_RUNNER.format(where=FAULT_POINTS[where], fault=fault)
+        return self._run([sys.executable, "-c", patch], version)
+
     def _run(self, python: list[str], version: str, *extra: str) -> subprocess.CompletedProcess:
         """`version` "" passes no --version (an empty number is bad input: docs/steps.md)."""
         command = [*python, "deploy", "--target", "local"]
@@ -173,21 +214,28 @@ def expected(relation: tuple[float, float]) -> list[float]:
     return [slope * t + intercept for t in TEMPS]
 
 
-def _kill_servers_of(model_name: str) -> None:
-    """Teardown safety net: stop any `models serve` of this test's model that is still running."""
+def _serve_pids(*needles: str) -> list[int]:
+    """PIDs of every `models serve` process with an argument containing one of `needles` (a
+    model name in a `models:/` URI, a state directory holding the served copy)."""
     proc = Path("/proc")
-    if not proc.is_dir():
-        return
-    for entry in proc.iterdir():
+    found = []
+    for entry in proc.iterdir() if proc.is_dir() else []:
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"serve" in argv and any(model_name.encode() in arg for arg in argv):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(entry.name), signal.SIGKILL)
+        if b"serve" in argv and any(n.encode() in arg for n in needles for arg in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_servers_of(*needles: str) -> None:
+    """Teardown safety net: stop any `models serve` of this test (`_serve_pids`) still running."""
+    for pid in _serve_pids(*needles):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -196,7 +244,7 @@ def local_deploy(registry: Registry, tmp_path: Path) -> Iterator[LocalDeploy]:
     deploy = LocalDeploy(registry, tmp_path / "serve", free_port())
     yield deploy
     stop_local(deploy.state_dir)
-    _kill_servers_of(registry.name)
+    _kill_servers_of(registry.name, str(deploy.state_dir.resolve()))
 
 
 @pytest.mark.slow
@@ -278,3 +326,49 @@ def test_stale_state_file_is_not_trusted(tmp_path: Path) -> None:
     assert read_state(tmp_path) is not None
     assert running_server(tmp_path) is None
     assert stop_local(tmp_path) is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("swap", "where", "fault"),
+    [
+        (False, "proving", "ctrl-c"),
+        (False, "proving", "bug"),
+        (False, "proving", "sigkill"),
+        (False, "recording", "no space"),
+        (False, "recording", "ctrl-c"),
+        (False, "recording", "sigkill"),
+        (True, "proving", "ctrl-c"),
+        (True, "recording", "sigkill"),
+    ],
+)
+def test_no_exit_path_leaves_a_server_that_deploy_and_stop_cannot_find(
+    registry: Registry, local_deploy: LocalDeploy, swap: bool, where: str, fault: str
+) -> None:
+    """Ctrl-C, a full disk, a bug or SIGKILL between starting a server and recording it: the
+    port is then free or holds a server `running_server` finds (and, after a swap, serves), `--stop`
+    stops it, and the next deploy works (before: "port in use by a process this step did not
+    start", for good)."""
+    v1 = registry.linear(*V1)
+    version = v1
+    if swap:
+        outputs(local_deploy.run(v1))
+        version = registry.linear(*V2)
+
+    failed = local_deploy.run_with_fault(version, where, fault)
+
+    assert failed.returncode != 0, failed.stdout + failed.stderr
+    if fault == "no space":
+        assert "No space left on device" in one_line_error(failed)
+    served = running_server(local_deploy.state_dir)
+    if served is None:
+        assert port_is_free("127.0.0.1", local_deploy.port)
+    else:
+        assert served.port == local_deploy.port
+        assert local_deploy.predict() == pytest.approx(expected(V2 if served.version != v1 else V1))
+    if swap:  # the old version, or the proven new one, serves: never nothing
+        assert served is not None
+    assert outputs(local_deploy.run("", "--stop"))["changed"] == ("true" if served else "false")
+    assert _serve_pids(registry.name, str(local_deploy.state_dir.resolve())) == []
+    assert port_is_free("127.0.0.1", local_deploy.port)
+    assert outputs(local_deploy.run(version)) == {"served-version": version, "changed": "true"}

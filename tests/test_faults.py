@@ -36,13 +36,14 @@ import mlflow
 import pytest
 
 from steps.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
-from steps.deploy_targets.local import ServedModel, running_server, stop_local
+from steps.deploy_targets.local import STATE_FILE, ServedModel, running_server, stop_local
+from steps.processes import pid_alive
 from steps.promote import CHAMPION, PREVIOUS_CHAMPION, TAG_DECISION, promote_if_better
 from steps.register import train_and_register
 from steps.served_model import MAX_REQUEST_BODY_BYTES
 from steps.settings import MlflowSettings
 from steps.train import train_and_log
-from tests.conftest import MlflowServer, free_port, start_mlflow_server
+from tests.conftest import MlflowServer, assert_one_line_error, free_port, start_mlflow_server
 from tests.model_helpers import (
     REPO,
     dewpoint_frame,
@@ -316,14 +317,20 @@ class World:
         )  # fmt: skip
 
 
-def _deploy(world: World, version: str) -> subprocess.CompletedProcess[str]:
+def _deploy_command(world: World, version: str, tracking_uri: str | None = None) -> list[str]:
     command = [sys.executable, "-m", "steps", "deploy", "--target", "local", "--version", version]
-    command += ["--model-name", MODEL, "--tracking-uri", world.server.url]
+    command += ["--model-name", MODEL, "--tracking-uri", tracking_uri or world.server.url]
     command += ["--port", str(world.serve_port), "--state-dir", str(world.state_dir)]
-    command += ["--timeout", "240"]
+    return [*command, "--timeout", "240"]
+
+
+def _deploy(
+    world: World, version: str, tracking_uri: str | None = None, timeout: float = 900, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command, capture_output=True, text=True, cwd=REPO, timeout=900, check=False
-    )
+        _deploy_command(world, version, tracking_uri), capture_output=True, text=True, cwd=REPO,
+        env=step_env(**env), timeout=timeout, check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -923,3 +930,96 @@ def test_deploy_of_a_version_with_a_corrupt_artifact_fails_and_the_champion_keep
     assert len(lines) == 1 and lines[0].startswith("error: serving models:/"), failed.stderr
     world.assert_served_unchanged()
     assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
+
+
+# --- 4. MLflow dead or dying while deploy runs ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[str]:
+    """A tracking URI whose server accepts connections (the kernel completes them) and never
+    answers a byte."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dead", ["closed port", "never answers"])
+def test_deploy_against_a_dead_tracking_server_fails_within_its_bounds_and_serves_on(
+    fresh: World, dead: str
+) -> None:
+    """Deploy bounds MLflow's HTTP retries and timeouts as the other steps do (steps/tracking.py;
+    the timeout lowered to 5 s here, as a user may): one line, exit 75, nothing served changes.
+    MLflow's own defaults (7 retries, backoff 2, 120 s) took about 250 s: the subprocess timeout
+    below fails the test long before that."""
+    world = fresh
+    state_before = (world.state_dir / STATE_FILE).read_text()
+    with contextlib.ExitStack() as stack:
+        if dead == "closed port":
+            uri = f"http://127.0.0.1:{free_port()}"
+        else:
+            uri = stack.enter_context(_silent_server())
+        failed = _deploy(world, world.v3, uri, timeout=120, MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+
+    assert_one_line_error(
+        failed.returncode, failed.stderr, f"cannot look up models:/{MODEL}/{world.v3}", uri,
+        exit_code=EXIT_TRANSIENT,
+    )  # fmt: skip
+    assert (world.state_dir / STATE_FILE).read_text() == state_before
+    world.assert_served_unchanged()
+
+
+@pytest.mark.slow
+def test_deploy_with_mlflow_killed_mid_download_fails_transient_and_serves_on(
+    fresh: World,
+) -> None:
+    world = fresh
+    state_before = (world.state_dir / STATE_FILE).read_text()
+    world.proxy.trigger = Trigger(artifact_download, world.kill_server)
+
+    failed = _deploy(world, world.v3, world.proxy.url, timeout=120)  # MLflow's own: ~250 s
+
+    assert world.proxy.trigger.fired
+    assert_one_line_error(
+        failed.returncode, failed.stderr, f"models:/{MODEL}/{world.v3}", exit_code=EXIT_TRANSIENT
+    )
+    assert (world.state_dir / STATE_FILE).read_text() == state_before
+    world.assert_served_unchanged()
+
+
+@pytest.mark.slow
+def test_deploy_with_mlflow_killed_while_it_swaps_servers_still_ends_serving(fresh: World) -> None:
+    """MLflow is killed the moment deploy stops the old server (after the candidate was proven).
+    Before: the new server and the restart of the old one both needed the registry, so neither
+    loaded, the state file was deleted and nothing served. Now every server serves the verified
+    copy deploy downloaded first: the swap needs no registry and ends with v3 served and
+    recorded."""
+    world = fresh
+    old = world.served
+    assert old is not None
+    deploy = subprocess.Popen(
+        _deploy_command(world, world.v3), cwd=REPO, env=step_env(), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while pid_alive(old.pid) and deploy.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(old.pid), deploy.communicate(timeout=60)
+        world.kill_server()
+        out, err = deploy.communicate(timeout=600)
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+        world.served = running_server(world.state_dir)  # whatever serves now, for later tests
+        if world.served is not None:
+            world.served_prediction = world.predict()
+
+    assert deploy.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["served-version"] == world.v3
+    served = running_server(world.state_dir)
+    assert served is not None and served.version == world.v3 and served.pid != old.pid
+    assert json.loads((world.state_dir / STATE_FILE).read_text())["pid"] == served.pid
+    assert world.predict() == pytest.approx(world.served_prediction)

@@ -19,6 +19,7 @@ import pytest
 from steps import processes
 from steps.cli import StepError
 from steps.processes import (
+    all_pids,
     command_line,
     free_port,
     is_our_process,
@@ -72,6 +73,15 @@ def test_command_line_and_identity(pid_source: str, sleeper: subprocess.Popen):
     assert is_our_process(sleeper.pid, words=("server",), flags={"--port": "5050"})
     assert not is_our_process(sleeper.pid, words=("server",), flags={"--port": "5051"})
     assert not is_our_process(sleeper.pid, words=("serve", "models"))
+
+
+def test_all_pids_lists_a_live_process_and_not_a_dead_one(
+    pid_source: str, sleeper: subprocess.Popen
+):
+    assert sleeper.pid in all_pids()
+    sleeper.kill()
+    sleeper.wait()
+    assert sleeper.pid not in all_pids()
 
 
 def test_a_dead_or_reused_pid_is_not_ours(pid_source: str, sleeper: subprocess.Popen):

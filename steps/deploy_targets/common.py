@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -39,6 +40,33 @@ class DeployResult:
 
     served_version: str
     changed: bool
+
+
+def fetch_verified_model(request: DeployRequest, dst: Path) -> Path:
+    """Look `request`'s version up in the registry, download it into `dst` and check that it is
+    this project's served model (steps/model_trust.py); return the model directory.
+
+    Raises:
+        StepError: the version is not registered, or is not our served model.
+        TransientError: MLflow unreachable, timing out or answering 5xx (exit 75).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from steps.model_trust import verified_model_dir
+    from steps.tracking import describe_mlflow_error, error_for
+
+    client = MlflowClient(tracking_uri=request.tracking_uri)
+    try:
+        return verified_model_dir(client, request.model_name, request.version, dst, role="version")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise StepError(
+                f"model version {request.model_name}/{request.version} is not registered "
+                f"at {request.tracking_uri}"
+            ) from exc
+        why = describe_mlflow_error(request.tracking_uri, exc)
+        raise error_for(exc)(f"cannot look up {request.model_uri}: {why}") from exc
 
 
 def smoke_test(base_url: str, timeout: float = 30.0) -> list[float]:
