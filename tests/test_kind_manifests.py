@@ -807,6 +807,32 @@ def test_model_server_matches_the_deploy_step(
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
 
 
+def test_model_server_rollout_refuses_no_request(overlay: list[dict]) -> None:
+    """The manifest's part of a redeploy with no refused request: a new pod takes traffic only
+    once /ping answers (the model is loaded), the old one goes only after that, and a pod being
+    replaced keeps answering until the endpoints have moved and every request it accepted has
+    had its full --timeout."""
+    dep = find(overlay, "Deployment", "model-server")
+    strategy = dep["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] >= 1
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    ready = c["readinessProbe"]
+    assert ready["httpGet"] == {"path": "/ping", "port": "http"}
+    assert {"name": "http", "containerPort": 8080} in c["ports"]
+    assert "exec" not in ready and "tcpSocket" not in ready  # /ping: the model is loaded
+
+    drain = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert drain >= 5, "endpoint removal needs a few seconds to reach Traefik and kube-proxy"
+    request_timeout = int(c["args"][c["args"].index("--timeout") + 1])
+    assert pod["terminationGracePeriodSeconds"] >= drain + request_timeout
+    # SIGTERM is no stop signal here: `mlflow` is the container's first process (PID 1).
+    assert c["command"] == ["mlflow"]
+    assert "shareProcessNamespace" not in pod
+
+
 # ---- RBAC --------------------------------------------------------------------------------------
 
 
