@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from steps.cli import BadInput, run
@@ -29,6 +30,9 @@ def _deploy_kubernetes(request: DeployRequest, args: argparse.Namespace) -> Depl
     # Imported on use: the local target should not pay for loading the Kubernetes client.
     from steps.deploy_targets.kubernetes import deploy_kubernetes
 
+    if not request.run_id:  # provenance: the version's own run, whichever run deploys it
+        request = replace(request, run_id=_registered_run_id(request))
+
     return deploy_kubernetes(
         request,
         namespace=args.namespace,
@@ -37,6 +41,15 @@ def _deploy_kubernetes(request: DeployRequest, args: argparse.Namespace) -> Depl
         timeout=args.timeout,
         kube_api=args.kube_api,
     )
+
+
+def _registered_run_id(request: DeployRequest) -> str:
+    """The MLflow run that logged the version to serve ("" when the registry names none); called
+    inside main's `mlflow_session`, which bounds the retries and words the errors."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(request.tracking_uri, registry_uri=request.tracking_uri)
+    return client.get_model_version(request.model_name, request.version).run_id or ""
 
 
 # Target name (steps.deploy_targets.TARGETS) -> function that serves the request there.

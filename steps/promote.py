@@ -49,7 +49,7 @@ from steps.climate import dewpoint_f
 from steps.model import FEATURE, REFERENCE_HOLDOUT_ARTIFACT, TARGET
 from steps.model_trust import verified_model_dir
 from steps.settings import MlflowSettings
-from steps.stages import PROMOTE
+from steps.stages import NO_CHAMPION, PROMOTE
 from steps.tracking import canonical_version, describe_mlflow_error, error_for, mlflow_session
 from steps.train import read_training_frame
 from steps.validate import DEFAULT_DEWP_TOLERANCE_F, MIN_SPREAD_F
@@ -103,7 +103,7 @@ class GateDecision:
             "reason": self.reason,
             "new-rmse": repr(self.new_rmse),
             "champion-rmse": "none" if self.champion_rmse is None else repr(self.champion_rmse),
-            "champion-version": self.champion_version or "none",
+            "champion-version": self.champion_version or NO_CHAMPION,
         }
 
 

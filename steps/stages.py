@@ -233,6 +233,10 @@ REGISTER = Stage(
     ),
 )  # fmt: skip
 
+# promote's champion-version when there is no champion at all (the pipeline then has nothing to
+# deploy: workflows/pipeline.py).
+NO_CHAMPION = "none"
+
 PROMOTE = Stage(
     "promote",
     "The gate: move the champion alias to a new version only if it is not worse on holdout.",
@@ -249,7 +253,8 @@ PROMOTE = Stage(
         Output("reason", "why, in one line"),
         Output("new-rmse", "the new version's holdout RMSE, deg F"),
         Output("champion-rmse", "the old champion's RMSE on the same holdout; none without one"),
-        Output("champion-version", "the champion after the gate; none without one"),
+        Output("champion-version",
+               f"the champion after the gate (deploy serves it); {NO_CHAMPION} without one"),
     ),
     artifacts=(Artifact("holdout", "holdout", "holdout.parquet", "train's holdout split"),),
 )  # fmt: skip
@@ -262,7 +267,8 @@ DEPLOY = Stage(
              parameter="deploy-target", parameter_default="kubernetes"),
         Flag("version", VERSION.kind, "registered model version to serve"),
         MODEL_NAME,
-        Flag("run-id", RUN_ID.kind, "provenance: the MLflow run of the model"),
+        Flag("run-id", RUN_ID.kind,
+             "provenance: the MLflow run of the model (default: the version's own, from MLflow)"),
         WORKFLOW_UID,
         Flag("timeout", Number(0, 86400, open_minimum=True),
              "how long to wait for a server's /ping or a rollout", default=300.0,

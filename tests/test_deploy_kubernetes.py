@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Iterator
 
+import mlflow
 import pytest
 
 from steps import deploy
@@ -211,6 +212,11 @@ def test_cli_deploys_and_writes_outputs(
         assert (tmp_path / "served-version").read_text() == "2"
         assert (tmp_path / "changed").read_text() == "true"
         assert fake.model_uri() == f"models:/{name}/2"
+        # No --run-id (the pipeline passes none: it deploys the champion, which another run may
+        # have trained): the provenance annotation is the version's own run, from the registry.
+        version = mlflow.MlflowClient(registered[0]).get_model_version(name, "2")
+        annotations = fake.deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations[ANNOTATION_KEYS["run_id"]] == version.run_id != ""
 
 
 @pytest.mark.slow

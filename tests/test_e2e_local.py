@@ -60,19 +60,33 @@ def _with_train_alpha(template: dict, alpha: str) -> dict:
     return changed
 
 
-@pytest.mark.slow
-def test_pipeline_serves_champion_and_a_worse_run_changes_nothing(
-    mlflow_server: MlflowServer, tmp_path: Path
-) -> None:
-    template = render(PipelineSettings())["workflow-template"]
+def _local_release(mlflow_server: MlflowServer, tmp_path: Path) -> tuple[dict, dict, dict, Path]:
+    """The rendered template, workflow parameters (synthetic data, the local target, a model name
+    of its own: the MLflow server is shared by the session), the runner's env and state dir."""
     state_dir = tmp_path / "serve"
     env = {"DEPLOY_STATE_DIR": str(state_dir), "SERVE_PORT": str(free_port())}
     params = {
         "source": "synthetic",
         "deploy-target": "local",
         "mlflow-tracking-uri": mlflow_server.url,
-        "model-name": f"e2e-{uuid.uuid4().hex[:8]}",  # the MLflow server is shared by the session
+        "model-name": f"e2e-{uuid.uuid4().hex[:8]}",
     }
+    return render(PipelineSettings())["workflow-template"], params, env, state_dir
+
+
+def _run_worse(template: dict, params: dict[str, str], run_dir: Path, env: dict) -> dict:
+    """A run the gate refuses: ElasticNet with a huge penalty flattens the slope (RMSE about 8.6
+    deg F against about 4.5 for the linear champion on the same seeded data)."""
+    return _run(
+        _with_train_alpha(template, "200"), {**params, "model-type": "elasticnet"}, run_dir, env
+    )
+
+
+@pytest.mark.slow
+def test_pipeline_serves_champion_and_a_worse_run_changes_nothing(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    template, params, env, state_dir = _local_release(mlflow_server, tmp_path)
     try:
         first = _run(template, params, tmp_path / "run1", env)
         phases = {name: task["phase"] for name, task in first["tasks"].items()}
@@ -106,14 +120,7 @@ def test_pipeline_serves_champion_and_a_worse_run_changes_nothing(
         prediction = _predict(served.url)
         assert prediction == pytest.approx(expected_dewpoint(12.8), abs=PREDICTION_TOLERANCE_F)
 
-        # Deliberately worse: ElasticNet with a huge penalty flattens the slope (RMSE about 8.6
-        # deg F against about 4.5 for the linear champion on the same seeded data).
-        worse = _run(
-            _with_train_alpha(template, "200"),
-            {**params, "model-type": "elasticnet"},
-            tmp_path / "run2",
-            env,
-        )
+        worse = _run_worse(template, params, tmp_path / "run2", env)
         gate = worse["tasks"]["promote"]["outputs"]["parameters"]
         assert worse["tasks"]["register"]["outputs"]["parameters"]["version"] == str(
             int(version) + 1
@@ -121,15 +128,52 @@ def test_pipeline_serves_champion_and_a_worse_run_changes_nothing(
         assert gate["promoted"] == "false", gate["reason"]
         assert float(gate["new-rmse"]) > float(gate["champion-rmse"])
         assert gate["champion-version"] == version
-        assert worse["tasks"]["deploy"]["phase"] == "Skipped"
+        # Deploy runs after a refusal too, and serving the champion that is served is a no-op.
+        deploy = worse["tasks"]["deploy"]
+        assert deploy["phase"] == "Succeeded", deploy
+        assert deploy["outputs"]["parameters"] == {"served-version": version, "changed": "false"}
         outputs = {p["name"]: p["value"] for p in worse["outputs"]["parameters"]}
         assert outputs["gate-promoted"] == "false" and "champion stays" in outputs["gate-reason"]
-        assert "served-version" not in outputs
+        assert outputs["served-version"] == version
 
         still = running_server(state_dir)
         assert still is not None
         assert (still.version, still.pid, still.port) == (version, served.pid, served.port)
         assert _predict(still.url) == prediction
+    finally:
+        stop_local(state_dir)
+
+
+@pytest.mark.slow
+def test_a_run_whose_candidate_is_rejected_while_nothing_is_served_ends_with_the_champion_served(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """The champion's server is gone (stopped, crashed, a reboot); the next run's candidate is
+    refused by the gate, and deploy still serves the champion: every run ends with it served."""
+    template, params, env, state_dir = _local_release(mlflow_server, tmp_path)
+    try:
+        first = _run(template, params, tmp_path / "run1", env)
+        champion = first["tasks"]["promote"]["outputs"]["parameters"]["champion-version"]
+        served = running_server(state_dir)
+        assert served is not None and served.version == champion
+        prediction = _predict(served.url)
+        assert stop_local(state_dir) is True
+        assert running_server(state_dir) is None
+
+        refused = _run_worse(template, params, tmp_path / "run2", env)
+
+        gate = refused["tasks"]["promote"]["outputs"]["parameters"]
+        assert gate["promoted"] == "false", gate["reason"]
+        assert gate["champion-version"] == champion
+        candidate = refused["tasks"]["register"]["outputs"]["parameters"]["version"]
+        assert candidate != champion
+        deploy = refused["tasks"]["deploy"]
+        assert deploy["phase"] == "Succeeded", deploy
+        assert deploy["outputs"]["parameters"] == {"served-version": champion, "changed": "true"}
+        back = running_server(state_dir)
+        assert back is not None
+        assert back.model_uri == f"models:/{params['model-name']}/{champion}"
+        assert _predict(back.url) == prediction
     finally:
         stop_local(state_dir)
 

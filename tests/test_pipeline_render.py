@@ -16,7 +16,7 @@ import yaml
 from steps import __version__
 from steps.contract import check_workflow_parameters
 from steps.revision import source_revision
-from steps.stages import CHECK_PARAMETERS, PIPELINE, WORKFLOW_PARAMETERS
+from steps.stages import CHECK_PARAMETERS, NO_CHAMPION, PIPELINE, WORKFLOW_PARAMETERS
 from steps.stages import STAGES as STAGE_DECLARATIONS
 from workflows import submit
 from workflows.pipeline import (
@@ -150,13 +150,21 @@ def test_names_and_namespace_match_the_contract(resources):
     assert cron["spec"]["workflowSpec"]["workflowTemplateRef"] == {"name": TEMPLATE_NAME}
 
 
-def test_dag_runs_the_stages_in_order_and_deploys_only_when_promoted(resources):
+def test_dag_runs_the_stages_in_order_and_deploys_the_champion_whatever_the_gate_says(resources):
+    """Deploy runs after every gate, refused candidates included, and serves the champion after
+    the gate (a no-op when it is served already); it is skipped only when there is none."""
     dag = _templates(resources)["pipeline"]["dag"]["tasks"]
     assert [t["name"] for t in dag] == list(STAGES)
     for previous, task in itertools.pairwise(dag):
         assert task["depends"] == previous["name"]
-    assert dag[-1]["when"] == "{{tasks.promote.outputs.parameters.promoted}} == true"
+    deploy = dag[-1]
+    champion = "{{tasks.promote.outputs.parameters.champion-version}}"
+    assert deploy["when"] == f"{champion} != {NO_CHAMPION}"
+    assert "promoted" not in deploy["when"]
     assert all("when" not in t for t in dag[:-1])
+    arguments = {p["name"]: p["value"] for p in deploy["arguments"]["parameters"]}
+    assert arguments["version"] == champion
+    assert "run-id" not in arguments, "the champion's run is not this run's after a refusal"
 
 
 def _contract_flags() -> dict[str, set[str]]:
@@ -221,7 +229,7 @@ def test_artifacts_and_parameters_flow_between_steps(resources):
     assert param("register", "run-id") == "{{tasks.train.outputs.parameters.run-id}}"
     assert param("register", "model-uri") == "{{tasks.train.outputs.parameters.model-uri}}"
     assert param("promote", "version") == "{{tasks.register.outputs.parameters.version}}"
-    assert param("deploy", "version") == "{{tasks.register.outputs.parameters.version}}"
+    assert param("deploy", "version") == "{{tasks.promote.outputs.parameters.champion-version}}"
 
 
 def test_every_pod_meets_pod_security_restricted(resources):

@@ -222,7 +222,7 @@ def run_demo(
     champion = gate["champion-version"]
     served = served_champion(state_dir, model_name, champion)
     if served is None:
-        # Only a promotion deploys: a server that died since the last run stays down.
+        # Deploy serves the champion after every gate: this is a server gone since, or a race.
         other = running_server(state_dir)
         what = f"{other.model_uri} is served" if other else "no model server is running"
         raise StepError(
@@ -272,7 +272,7 @@ def served_champion(state_dir: Path, model_name: str, champion: str) -> ServedMo
 def _serving_change(deploy: dict) -> str:
     """What this run did to the model server, from the deploy task's phase and outputs."""
     if deploy["phase"] != "Succeeded":
-        return "not redeployed: the gate kept the champion"
+        return f"not deployed ({deploy['phase'].lower()})"
     if deploy["outputs"]["parameters"].get("changed") == "true":
         return "deployed by this run"
     return "already served, left running"

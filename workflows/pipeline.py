@@ -38,6 +38,7 @@ from steps.stages import (
     CHECK_PARAMETERS,
     DEPLOY,
     FETCH,
+    NO_CHAMPION,
     PROMOTE,
     REGISTER,
     TRACKING_URI,
@@ -397,10 +398,12 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         network=True,
     )
     promote = stage_template(settings, PROMOTE, inputs=["version"], network=True)
+    # The version comes from promote's champion-version; deploy reads that version's run id (its
+    # provenance) from the registry itself, since it is not this run's when the gate refused.
     deploy = stage_template(
         settings,
         DEPLOY,
-        inputs=["version", "run-id"],
+        inputs=["version"],
         values={"workflow-uid": "{{workflow.uid}}"},
         env=[FieldEnv(name="POD_NAMESPACE", field_path="metadata.namespace")],
         deadline_seconds=900,
@@ -428,7 +431,8 @@ def _wf(name: str) -> str:
 
 def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
     """The `dewpoint-pipeline` WorkflowTemplate: fetch -> validate -> train -> register -> promote
-    -> deploy (deploy only when promote says `promoted == true`).
+    -> deploy of the champion after the gate, promoted or not, so every run ends with the champion
+    served (a no-op when it already is); skipped only when there is no champion at all.
 
     Concurrency: a workflow-level mutex. promote moves the `champion` alias and deploy serves it,
     so both must sit in one critical section; a lock on deploy alone would let run A promote v5,
@@ -473,13 +477,13 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
             for stage in ("check-parameters", "fetch", "validate", "train", "register", "promote"):
                 done.append(stage_task(stages[stage], upstream=tuple(done)))
             check, fetch, validate, train, register, promote = done
+            # Argo compares a bare word as a string: `7 != none` is true, `none != none` false
+            # (argo-workflows v4.1.2 workflow/controller/steps.go, shouldExecute).
+            champion = promote.get_parameter("champion-version")
             deploy = stage_task(
                 stages["deploy"],
-                when=f"{promote.get_parameter('promoted').value} == true",
-                arguments={
-                    "version": register.get_parameter("version"),
-                    "run-id": train.get_parameter("run-id"),
-                },
+                when=f"{champion.value} != {NO_CHAMPION}",
+                arguments={"version": champion},
             )
             # fetch's data-hash and train's run-id reach later tasks through the chain below.
             check >> fetch >> validate >> train >> register >> promote >> deploy
