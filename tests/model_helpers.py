@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -194,12 +194,13 @@ def error_line(result: subprocess.CompletedProcess[str], exit_code: int = EXIT_F
 
 @contextmanager
 def served_lean_model(
-    root: Path, coefficients: LinearCoefficients, workers: int = 1
+    root: Path, coefficients: LinearCoefficients, workers: int = 1, wrapper: Sequence[str] = ()
 ) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """Log our lean model with `coefficients` to a sqlite store under `root` and serve it with the
-    recommended `mlflow models serve` command (as the local deploy target does); yields the base
-    URL, the server process and its log. The server is stopped, and the global tracking URI put
-    back, on exit."""
+    recommended `mlflow models serve` command (as the local deploy target does), run under
+    `wrapper` if given (e.g. `unshare --pid --fork`); yields the base URL, the server process (the
+    wrapper's, if any) and its log. The server is stopped, and the global tracking URI put back,
+    on exit."""
     import mlflow
 
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -217,13 +218,14 @@ def served_lean_model(
     log = root / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*wrapper, *argv], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/ping", timeout=180, proc=proc)
         yield f"http://127.0.0.1:{port}", proc, log
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a test may have killed it already
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

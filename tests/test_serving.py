@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +124,46 @@ def test_recommended_command_serves_exact_predictions_without_access_log(
     text = log.read_text(errors="replace")
     assert "Application startup complete" in text
     assert '"POST /invocations' not in text, "access log is still on"
+
+
+def _pid_namespace_wrapper() -> list[str]:
+    """`unshare --pid --fork`: the command runs as PID 1 of a new PID namespace, as a container's
+    first process does; the test skips (saying why) where that is not allowed."""
+    unshare = shutil.which("unshare")
+    wrapper = [unshare, "--pid", "--fork"] if unshare else []
+    if not wrapper or subprocess.run([*wrapper, "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare --pid --fork` (util-linux, root or user namespaces)")
+    return wrapper
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first_process", [True, False], ids=["as-pid-1", "as-a-child"])
+def test_sigterm_stops_the_serve_command_only_when_it_is_not_a_containers_first_process(
+    tmp_path: Path, first_process: bool
+) -> None:
+    """kind/base/model-server/deployment.yaml relies on this: `mlflow` is the pod's PID 1 and
+    installs no SIGTERM handler, so the kernel drops the kubelet's SIGTERM (man 7 pid_namespaces)
+    and the server keeps answering until SIGKILL at terminationGracePeriodSeconds. Run as an
+    ordinary child, the same SIGTERM stops it (the control: this test can tell them apart)."""
+    wrapper = _pid_namespace_wrapper() if first_process else []
+    with model_helpers.served_lean_model(
+        tmp_path, LinearCoefficients(COEF, INTERCEPT), wrapper=wrapper
+    ) as (url, proc, _):
+        mlflow_pid = _descendants(proc.pid)[0] if first_process else proc.pid
+        assert b"models\0serve" in Path(f"/proc/{mlflow_pid}/cmdline").read_bytes()
+
+        os.kill(mlflow_pid, signal.SIGTERM)
+
+        deadline = time.monotonic() + 10
+        answering = True
+        while answering and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                answering = httpx.get(f"{url}/ping", timeout=5).status_code == 200
+            except httpx.TransportError:
+                answering = False
+        assert answering == first_process
+        if first_process:
+            body = {"dataframe_split": {"columns": ["temp"], "data": [[50.0]]}}
+            response = httpx.post(f"{url}/invocations", json=body, timeout=30)
+            assert response.json()["predictions"] == [pytest.approx(50.0 * COEF + INTERCEPT)]
