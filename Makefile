@@ -42,7 +42,7 @@ bench-fetch: $(STAMP) ## Data benchmark: fetch (full-year GSOD files) + validate
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_FETCH_ARGS)
 
 .PHONY: bench-deploy
-bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op times, and how long /ping is dark during a swap
+bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op times; /ping dark time and requests refused or failed under load during a swap
 	$(PY) benchmarks/bench_deploy_local.py
 
 # Pipeline scale: GSOD-format files for 16 years (~14 GiB) are generated once into BENCH_CACHE and

@@ -1,4 +1,5 @@
-"""Local deploy benchmark: first deploy, swap and no-op wall times, and how long the port is dark.
+"""Local deploy benchmark: first deploy, swap and no-op wall times, how long the port is dark, and
+how many requests of clients posting without pause were refused or failed during the swap.
 
 Run `python benchmarks/bench_deploy_local.py` (sqlite MLflow store under a temp dir, loopback only).
 """
@@ -6,6 +7,7 @@ Run `python benchmarks/bench_deploy_local.py` (sqlite MLflow store under a temp 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import threading
 import time
@@ -13,12 +15,14 @@ from pathlib import Path
 
 import httpx
 import mlflow
-import pandas as pd
 
-from steps.deploy_targets.common import DeployRequest
+from steps.deploy_targets.common import SMOKE_BODY, DeployRequest
 from steps.deploy_targets.local import deploy_local, stop_local
-from steps.model import LinearCoefficients, log_served_model
+from steps.model import LinearCoefficients
 from steps.processes import free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpers
+from tests.model_helpers import RequestLoad, register_served
 
 HOST = "127.0.0.1"
 
@@ -59,17 +63,16 @@ class PingWatcher:
 
 
 def register_versions(tracking_uri: str, name: str, root: Path) -> list[str]:
-    """Register two versions of the served model (different coefficients)."""
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.create_experiment("bench-deploy", artifact_location=str(root / "artifacts"))
-    example = pd.DataFrame({"temp": [12.8, 50.0]})
-    versions = []
-    for coef, intercept in [(0.8, -5.0), (0.5, 10.0)]:
-        with mlflow.start_run(experiment_id=experiment):
-            info = log_served_model(LinearCoefficients(coef, intercept), example)
-        version = mlflow.register_model(info.model_uri, name)
-        versions.append(str(version.version))
-    return versions
+    """Register two versions of the served model (different coefficients), tagged as the register
+    step tags them, so they pass deploy's trust check."""
+    mlflow.set_tracking_uri(tracking_uri)  # the registry follows it (one sqlite store for both)
+    experiment = mlflow.MlflowClient(tracking_uri).create_experiment(
+        "bench-deploy", artifact_location=str(root / "artifacts")
+    )
+    return [
+        register_served(tracking_uri, experiment, name, LinearCoefficients(coef, intercept))
+        for coef, intercept in [(0.8, -5.0), (0.5, 10.0)]
+    ]
 
 
 def timed(label: str, action) -> float:
@@ -101,13 +104,21 @@ def main() -> None:
 
         try:
             first = timed("first deploy (v1, one start)", lambda: deploy(v1))
-            with PingWatcher(f"http://{HOST}:{port}/ping") as watcher:
-                swap = timed("swap v1 -> v2 (prove, then swap)", lambda: deploy(v2))
+            invocations = f"http://{HOST}:{port}/invocations"
+            with (
+                PingWatcher(f"http://{HOST}:{port}/ping") as watcher,
+                RequestLoad(invocations, SMOKE_BODY) as load,
+            ):
+                swap = timed("swap v1 -> v2 under load", lambda: deploy(v2))
             noop = timed("same version again (no-op)", lambda: deploy(v2))
         finally:
             stop_local(state_dir)
         dark = watcher.longest_dark
         print(f"{'longest /ping dark window in swap':<34} {dark:7.2f} s")
+        total = load.answered + len(load.failed)
+        print(f"{'requests during swap (4 clients)':<34} {total:7d}")
+        print(f"{'refused or failed during swap':<34} {len(load.failed):7d}")
+        print(f"refused or failed / requests       {len(load.failed) / max(total, 1):7.3f}")
         print(f"dark window / swap time            {dark / swap:7.2f}")
         print(f"dark window / first deploy         {dark / first:7.2f}")
         print(f"no-op / swap                       {noop / swap:7.3f}")

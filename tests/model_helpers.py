@@ -9,10 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -272,3 +274,57 @@ def summer(frame: pd.DataFrame) -> pd.DataFrame:
     """June to August rows."""
     months = pd.to_datetime(frame["date"]).dt.month
     return frame[months.isin([6, 7, 8])].reset_index(drop=True)
+
+
+class RequestLoad:
+    """Clients that POST `body` to `url` back to back in threads until stopped, half over one
+    kept-alive connection each, half over a new connection per request; every answer that is not
+    a 200 and every request that fails (refused, reset, timed out) is counted as failed.
+
+    Used as a context manager around a redeploy: `failed` must stay empty (issue 10).
+    """
+
+    def __init__(self, url: str, body: dict, clients: int = 4, timeout: float = 30.0) -> None:
+        self.url, self.body, self.timeout = url, body, timeout
+        self.answered = 0
+        self.failed: list[str] = []
+        self.predictions: set[tuple[float, ...]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i % 2 == 0,), daemon=True)
+            for i in range(clients)
+        ]
+
+    def __enter__(self) -> RequestLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self, keep_alive: bool) -> None:
+        client = httpx.Client(timeout=self.timeout) if keep_alive else None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if client is not None:
+                        response = client.post(self.url, json=self.body)
+                    else:
+                        response = httpx.post(self.url, json=self.body, timeout=self.timeout)
+                    ok = response.status_code == 200
+                    outcome = f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, outcome = False, f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    if ok:
+                        self.answered += 1
+                        self.predictions.add(tuple(response.json()["predictions"]))
+                    else:
+                        self.failed.append(outcome)
+        finally:
+            if client is not None:
+                client.close()

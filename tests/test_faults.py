@@ -991,11 +991,10 @@ def test_deploy_with_mlflow_killed_mid_download_fails_transient_and_serves_on(
 
 @pytest.mark.slow
 def test_deploy_with_mlflow_killed_while_it_swaps_servers_still_ends_serving(fresh: World) -> None:
-    """MLflow is killed the moment deploy stops the old server (after the candidate was proven).
-    Before: the new server and the restart of the old one both needed the registry, so neither
-    loaded, the state file was deleted and nothing served. Now every server serves the verified
-    copy deploy downloaded first: the swap needs no registry and ends with v3 served and
-    recorded."""
+    """MLflow is killed the moment deploy stops the old server. Before: the new server and the
+    restart of the old one both needed the registry, so neither loaded, the state file was
+    deleted and nothing served. Now every server serves the verified copy deploy downloaded
+    first: the swap needs no registry and ends with v3 served and recorded."""
     world = fresh
     old = world.served
     assert old is not None

@@ -1,15 +1,19 @@
-"""Local deploy target: `mlflow models serve` as a detached process, tracked in a state directory.
+"""Local deploy target: `mlflow models serve` behind a small front (steps/deploy_targets/front.py)
+on the serve port, tracked in a state directory.
 
-Each server serves a verified copy of its model kept under `<state-dir>/models/` (the bytes the
-trust check read), so restarting a version never needs the registry, and the copy's path in the
-server's own command line records the server from the moment it starts: no exit path (Ctrl-C, a
-full disk, SIGKILL) can leave a server of ours that `deploy` and `--stop` do not find. The swap
-keeps the old server up until the new version is proven (see `deploy_local`).
+Each model server listens on a port of its own and serves a verified copy of its model kept under
+`<state-dir>/models/` (the bytes the trust check read: no server reads the registry). The front
+forwards every request to the server named in `<state-dir>/backend.json`; a redeploy proves the
+new server, then rewrites that file, so requests move to the new version between one request and
+the next, and none is refused. Every process's own command line names the state directory (the
+front its backend file, a model server its copy), so no exit path (Ctrl-C, a full disk, SIGKILL)
+can leave a server of ours that `deploy` and `--stop` do not find.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -42,6 +46,8 @@ from steps.processes import (
 from steps.serving import recommended_serve_command
 
 STATE_FILE = "server.json"
+BACKEND_FILE = "backend.json"  # {"url": ...}: where the front sends requests
+FRONT_MODULE = "steps.deploy_targets.front"
 MODELS_DIR = "models"  # <state-dir>/models/<copy>/{model/, served-as.json}
 COPY_MODEL = "model"
 COPY_RECORD = "served-as.json"
@@ -49,140 +55,148 @@ COPY_RECORD = "served-as.json"
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One `mlflow models serve` process we started; the content of the state file."""
+    """The model server we started and the front before it; the content of the state file."""
 
-    pid: int
+    pid: int  # the model server
     host: str
-    port: int
+    port: int  # the port clients use: the front's
     model_uri: str
     version: str
     log: str
     # The verified local copy it serves; "" for a server an older deploy started from the registry.
     model_path: str = ""
+    backend_port: int = 0  # the model server's own port; 0: no front, it listens on `port` (older)
+    front_pid: int = 0
 
     @property
     def url(self) -> str:
-        """Base URL of the server."""
+        """Base URL clients use."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def backend_url(self) -> str:
+        """Base URL of the model server itself."""
+        return f"http://{self.host}:{self.backend_port or self.port}"
 
     @property
     def serve_flags(self) -> dict[str, str]:
         """The flags its command line holds: how a live PID is told to be this server."""
-        return {"--model-uri": self.model_path or self.model_uri, "--port": str(self.port)}
+        port = self.backend_port or self.port
+        return {"--model-uri": self.model_path or self.model_uri, "--port": str(port)}
+
+
+@dataclass(frozen=True)
+class _Process:
+    """A front or model server of a state directory, as its command line describes it."""
+
+    pid: int
+    host: str
+    port: int
+    model_path: str = ""
 
 
 def deploy_local(
     request: DeployRequest, *, host: str, port: int, state_dir: Path, timeout: float
 ) -> DeployResult:
-    """Serve `request.model_uri` on `host:port`, replacing the server recorded in `state_dir`.
+    """Serve `request.model_uri` on `host:port`, replacing the version served there.
 
-    Order of events, so that a bad version or a registry outage never takes the old one down:
-    0. download the version into `state_dir/models/`, check it is our served model (the only
-       step that needs MLflow; everything after serves this copy);
-    1. start the new version on a free scratch port, wait for /ping, smoke-test it, stop it;
-    2. stop the old server, start the new version on `port`, wait for /ping, smoke-test it;
-    3. if step 2 fails or is interrupted, start the old version again (from its copy) on its port.
-    With no old server, only step 2 runs. Trade-off: the port is dark while step 2 starts one
-    server (seconds, measured in benchmarks/); serving both on one port would need a proxy in
-    front, which is more moving parts than a laptop demo needs.
-
-    A server that was started but not proven is stopped on every exit path (an exception, Ctrl-C);
-    one that serves but could not be written to the state file (a full disk) is still found by
-    `running_server` through its command line.
+    Order of events, so that a bad version or a registry outage never takes the old one down and
+    no request is refused:
+    1. download the version into `state_dir/models/`, check it is our served model (the only step
+       that needs MLflow);
+    2. start it on a free port of its own, wait for /ping, smoke-test it (the old one still
+       serves; a failure ends here);
+    3. point the front at it (rewrite `backend.json`; the first deploy starts the front), record
+       it, then stop the old server, which finishes the requests it has.
+    A server started but not yet serving is stopped on every exit path Python sees (an exception,
+    Ctrl-C); any other is found again by its command line (`running_server`).
 
     Args:
         request: model version to serve and the tracking URI to load it from.
         host: interface to bind, normally 127.0.0.1.
-        port: the port clients use.
-        state_dir: where the state file, the model copies and the server logs live.
+        port: the port clients use (the front's).
+        state_dir: where the state file, the backend file, the model copies and the logs live.
         timeout: seconds to wait for each server to answer /ping.
 
     Returns:
         The served version and whether anything changed.
 
     Raises:
-        StepError: the new version could not be served; the old server (if any) still serves.
+        StepError: the new version could not be served; the old one (if any) still serves.
         TransientError: MLflow unreachable while looking the version up; nothing was touched.
     """
-    state_dir = state_dir.resolve()  # servers' command lines name their copy by absolute path
+    state_dir = state_dir.resolve()  # command lines name the state directory by absolute path
     state_dir.mkdir(parents=True, exist_ok=True)
-    old = _server_on(state_dir, host, port)
-    for stray in servers_started_from(state_dir):
-        if old is None or stray.pid != old.pid:
+    old = running_server(state_dir)
+    if old is not None and (old.host, old.port) != (host, port):
+        old = None
+    front = next((f for f in _fronts(state_dir) if (f.host, f.port) == (host, port)), None)
+    keep = {p for p in (old and old.pid, old and old.front_pid, front and front.pid) if p}
+    for stray in [*_model_servers(state_dir), *_fronts(state_dir)]:
+        if stray.pid not in keep:
             stop_process_group(stray.pid)  # a leftover of a run killed mid-deploy
     if old is None:
         _remove_state(state_dir)  # stale, if any: it names no process of ours
-        if not port_is_free(host, port):
-            raise StepError(f"port {host}:{port} is in use by a process this step did not start")
+    if old is None and front is None and not port_is_free(host, port):
+        raise StepError(f"port {host}:{port} is in use by a process this step did not start")
     try:
         model_path = _verified_copy(request, state_dir)
         if old is not None and old.model_uri == request.model_uri and _ping(old.url):
             _write_state(state_dir, old)  # repairs the record of a server found by its command line
             return DeployResult(served_version=request.version, changed=False)
-        served = _serve(request, model_path, old, host, port, state_dir, timeout)
+        new = _start_and_prove(request, model_path, host, free_port(host), state_dir, timeout)
+        try:
+            front_pid = _switch(state_dir, new, front, old, host, port, timeout)
+        except BaseException:
+            stop_process_group(new.pid)
+            raise
+        served = dataclasses.replace(new, port=port, backend_port=new.port, front_pid=front_pid)
+        _write_state(state_dir, served)
+        if old is not None and old.pid != served.pid:
+            stop_process_group(old.pid)  # SIGTERM: it finishes its requests under way, then exits
     finally:
         _prune_copies(state_dir)
-    _write_state(state_dir, served)
     return DeployResult(served_version=request.version, changed=True)
 
 
-def _serve(
-    request: DeployRequest,
-    model_path: Path,
+def _switch(
+    state_dir: Path,
+    new: ServedModel,
+    front: _Process | None,
     old: ServedModel | None,
     host: str,
     port: int,
-    state_dir: Path,
     timeout: float,
-) -> ServedModel:
-    """Steps 1-3 of `deploy_local`: the proven server now on `port`."""
-    if old is None:
-        return _start_and_prove(request, model_path, host, port, state_dir, "server", timeout)
-
-    # 1. Prove the candidate where nobody is looking; the old server keeps serving meanwhile.
-    candidate = _start_and_prove(
-        request, model_path, host, free_port(host), state_dir, "candidate", timeout
-    )
-    stop_process_group(candidate.pid)
-
-    # 2. Swap.
-    try:
+) -> int:
+    """Point the front at `new` (starting the front if there is none); return the front's PID."""
+    if front is not None:
+        _write_backend(state_dir, new.url)
+        return front.pid
+    if old is not None:
+        # Served by an older deploy without a front, on the port itself: it must make room once.
         stop_process_group(old.pid)
-        return _start_and_prove(request, model_path, host, port, state_dir, "server", timeout)
-    except BaseException as exc:  # a failure, Ctrl-C or any bug: the old version serves again
-        # 3. Put the old version back, from its copy (no registry needed) if it has one.
-        old_request = DeployRequest(_model_name(old.model_uri), old.version, request.tracking_uri)
-        old_model = old.model_path or old.model_uri
-        try:
-            restored = _start_and_prove(
-                old_request, old_model, old.host, old.port, state_dir, "server", timeout
-            )
-        except StepError as restore_exc:
-            _remove_state(state_dir)
-            raise StepError(f"{exc}; restarting {old.model_uri} failed too: {restore_exc}") from exc
-        _write_state(state_dir, restored)
-        if isinstance(exc, StepError):
-            raise StepError(f"{exc}; restarted {old.model_uri}") from exc
-        raise
+    _write_backend(state_dir, new.url)
+    return _start_front(state_dir, host, port, timeout)
 
 
 def stop_local(state_dir: Path) -> bool:
-    """Stop the server recorded in `state_dir` (by its PID), and any other server serving a model
-    copy of `state_dir` (left by a deploy that was killed before it could record it); forget them.
+    """Stop the front and every model server of `state_dir` (the recorded ones by PID, any other
+    by its command line: left by a deploy that was killed); forget them.
 
     Returns:
         True if a running server was stopped, False if there was none.
     """
     state_dir = state_dir.resolve()
-    found = {s.pid: s for s in servers_started_from(state_dir)}
+    pids = {p.pid for p in [*_fronts(state_dir), *_model_servers(state_dir)]}
     recorded = running_server(state_dir)
     if recorded:
-        found[recorded.pid] = recorded
-    for served in found.values():
-        stop_process_group(served.pid)
+        pids |= {p for p in (recorded.pid, recorded.front_pid) if p}
+    for pid in pids:
+        stop_process_group(pid)
     _remove_state(state_dir)
+    (state_dir / BACKEND_FILE).unlink(missing_ok=True)
     _prune_copies(state_dir)
-    return bool(found)
+    return bool(pids)
 
 
 def read_state(state_dir: Path) -> ServedModel | None:
@@ -194,48 +208,33 @@ def read_state(state_dir: Path) -> ServedModel | None:
 
 
 def running_server(state_dir: Path) -> ServedModel | None:
-    """The recorded server if its PID is alive and really is the `mlflow models serve` we started;
-    else the server of ours on the recorded port, or the only one, found by its command line
-    (`servers_started_from`: started, but the deploy died before it could record it).
+    """What serves through `state_dir`'s front: the model server `backend.json` names and the
+    front, both alive and really the processes we started (told by their command lines).
 
-    A stale state file (reboot, killed by hand, PID reused by another program) gives None, so we
-    never signal a process we did not start.
+    The state file is the record; when it is stale (the step was killed between switching and
+    recording), the record is rebuilt from the command lines. A stale state file (reboot, killed
+    by hand, PID reused by another program) gives None, so we never signal a process we did not
+    start. A record of an older deploy without a front is returned if its server still runs.
     """
-    served = read_state(state_dir)
-    if served is not None and is_our_process(served.pid, ("serve",), served.serve_flags):
-        return served
-    found = servers_started_from(state_dir)
-    on_port = [s for s in found if served is not None and s.port == served.port]
-    if on_port:
-        return on_port[0]
-    return found[0] if len(found) == 1 else None
-
-
-def servers_started_from(state_dir: Path) -> list[ServedModel]:
-    """Every live `mlflow models serve` whose model is a copy under `state_dir/models/`, with
-    what its command line and the copy's record say (its log is unknown: "")."""
-    copies = (state_dir.resolve() / MODELS_DIR).resolve()
-    found = []
-    for pid in all_pids():
-        argv = command_line(pid)
-        if "serve" not in argv:
-            continue
-        flags = flag_values(argv)
-        model = Path(flags.get("--model-uri", "/"))
-        if model.name != COPY_MODEL or model.parent.parent != copies:
-            continue
-        try:
-            record = json.loads((model.parent / COPY_RECORD).read_text())
-            port = int(flags["--port"])
-        except (OSError, ValueError, KeyError):
-            continue
-        found.append(
-            ServedModel(
-                pid, flags.get("--host", ""), port, record["model_uri"], record["version"], "",
-                str(model),
-            )
-        )  # fmt: skip
-    return found
+    recorded = read_state(state_dir)
+    fronts = _fronts(state_dir)
+    backend_port = _backend_port(state_dir)
+    if not fronts or backend_port is None:
+        if recorded is not None and recorded.backend_port == 0 and _is_alive(recorded):
+            return recorded
+        return None
+    front = next((f for f in fronts if recorded and f.pid == recorded.front_pid), fronts[0])
+    if (
+        recorded is not None
+        and recorded.front_pid == front.pid
+        and recorded.backend_port == backend_port
+        and _is_alive(recorded)
+    ):
+        return recorded
+    for server in _model_servers(state_dir):
+        if server.port == backend_port:
+            return _rebuilt(server, front)
+    return None
 
 
 def mlflow_program() -> Path:
@@ -250,45 +249,37 @@ def mlflow_program() -> Path:
 
 
 def _start_and_prove(
-    request: DeployRequest,
-    model: Path | str,
-    host: str,
-    port: int,
-    state_dir: Path,
-    role: str,
-    timeout: float,
+    request: DeployRequest, model: Path, host: str, port: int, state_dir: Path, timeout: float
 ) -> ServedModel:
-    """Start a server of `model` (a copy, or a `models:/` URI), wait for /ping and smoke-test
-    it; stop it again if any of that fails or is interrupted (Ctrl-C, any exception)."""
-    log = state_dir / f"{role}-v{request.version}.log"
-    proc = _start_server(str(model), request.tracking_uri, host, port, log)
-    path = str(model) if isinstance(model, Path) else ""
+    """Start a server of the copy `model` on `port`, wait for /ping and smoke-test it; stop it
+    again if any of that fails or is interrupted (Ctrl-C, any exception)."""
+    log = state_dir / f"server-v{request.version}-{port}.log"
+    proc = _start_server(str(model), host, port, log)
     served = ServedModel(
-        proc.pid, host, port, request.model_uri, request.version, str(log), model_path=path
+        proc.pid, host, port, request.model_uri, request.version, str(log), model_path=str(model)
     )
+    _prove_or_stop(proc, served.url, timeout, log, f"serving {request.model_uri} on port {port}")
+    return served
+
+
+def _prove_or_stop(proc: subprocess.Popen, url: str, timeout: float, log: Path, what: str) -> None:
+    """Wait until `url`/ping answers, then smoke-test `url`; stop `proc`'s process group if
+    either fails or is interrupted (Ctrl-C, any exception). `what` names it in the error."""
     try:
-        wait_until_healthy(f"{served.url}/ping", timeout=timeout, proc=proc, log=served.log)
-        smoke_test(served.url)
+        wait_until_healthy(f"{url}/ping", timeout=timeout, proc=proc, log=log)
+        smoke_test(url)
     except StepError as exc:
         stop_process_group(proc.pid)
-        raise StepError(f"serving {request.model_uri} on port {port} failed: {exc}") from exc
+        raise StepError(f"{what} failed: {exc}") from exc
     except BaseException:
         stop_process_group(proc.pid)
         raise
     # The server must outlive this step: mark it as handled so Popen does not warn when
     # this process exits, it is stopped later by PID.
     proc.returncode = 0
-    return served
 
 
-def _model_name(model_uri: str) -> str:
-    """`dewpoint-lr` from `models:/dewpoint-lr/3`."""
-    return model_uri.removeprefix("models:/").rsplit("/", 1)[0]
-
-
-def _start_server(
-    model: str, tracking_uri: str, host: str, port: int, log: Path
-) -> subprocess.Popen:
+def _start_server(model: str, host: str, port: int, log: Path) -> subprocess.Popen:
     mlflow = mlflow_program()
     # One worker: with --workers > 1, uvicorn 0.54's supervisor respawns a worker whose model fails
     # to load instead of exiting (seen here: /ping just never answers until the timeout), so a
@@ -296,29 +287,90 @@ def _start_server(
     command, env = recommended_serve_command(
         model, host=host, port=port, workers=1, mlflow_executable=str(mlflow)
     )
-    env["MLFLOW_TRACKING_URI"] = tracking_uri  # only a `models:/` URI (an older record) reads it
     # `models serve` execs `uvicorn` by name; it must find the one beside our mlflow.
     env["PATH"] = os.pathsep.join([str(mlflow.parent), env.get("PATH", "")])
-    with log.open("wb") as out:
+    return _detached(command, log, env)
+
+
+def _detached(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `command` in its own process group (it outlives the step and is stopped with
+    killpg), its output appended to `log`."""
+    with log.open("ab") as out:
         return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # own process group: outlives the step, stopped with killpg
-        )
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
 
 
-def _server_on(state_dir: Path, host: str, port: int) -> ServedModel | None:
-    """The running server of `state_dir` on `host:port` (recorded, or found by command line)."""
-    served = running_server(state_dir)
-    if served is not None and (served.host, served.port) == (host, port):
-        return served
-    for found in servers_started_from(state_dir):
-        if (found.host, found.port) == (host, port):
-            return found
-    return None
+def _start_front(state_dir: Path, host: str, port: int, timeout: float) -> int:
+    """Start the front on `host:port` and smoke-test the model server through it; its PID."""
+    log = state_dir / "front.log"
+    command = [sys.executable, "-m", FRONT_MODULE, host, str(port), str(state_dir / BACKEND_FILE)]
+    proc = _detached(command, log)
+    url = f"http://{host}:{port}"
+    _prove_or_stop(proc, url, timeout, log, f"starting the front on port {port}")
+    return proc.pid
+
+
+def _fronts(state_dir: Path) -> list[_Process]:
+    """Live fronts whose backend file is `state_dir`'s."""
+    backend_file = str(state_dir.resolve() / BACKEND_FILE)
+    found = []
+    for pid, argv in _command_lines():
+        if FRONT_MODULE in argv and argv[-1:] == [backend_file] and len(argv) >= 4:
+            with contextlib.suppress(ValueError):
+                found.append(_Process(pid, argv[-3], int(argv[-2])))
+    return found
+
+
+def _model_servers(state_dir: Path) -> list[_Process]:
+    """Live `mlflow models serve` processes whose model is a copy under `state_dir/models/`."""
+    copies = (state_dir.resolve() / MODELS_DIR).resolve()
+    found = []
+    for pid, argv in _command_lines():
+        if "serve" not in argv:
+            continue
+        flags = flag_values(argv)
+        model = Path(flags.get("--model-uri", "/"))
+        if model.name == COPY_MODEL and model.parent.parent == copies:
+            with contextlib.suppress(KeyError, ValueError):
+                found.append(_Process(pid, flags["--host"], int(flags["--port"]), str(model)))
+    return found
+
+
+def _command_lines() -> list[tuple[int, list[str]]]:
+    return [(pid, command_line(pid)) for pid in all_pids()]
+
+
+def _rebuilt(server: _Process, front: _Process) -> ServedModel | None:
+    """The record of `server` behind `front`, from its copy's `served-as.json`."""
+    try:
+        copy = json.loads((Path(server.model_path).parent / COPY_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return ServedModel(
+        server.pid, front.host, front.port, copy["model_uri"], copy["version"], "",
+        model_path=server.model_path, backend_port=server.port, front_pid=front.pid,
+    )  # fmt: skip
+
+
+def _is_alive(served: ServedModel) -> bool:
+    """Its model server (and front, if it has one) run, and are the processes we started."""
+    if not is_our_process(served.pid, ("serve",), served.serve_flags):
+        return False
+    return served.front_pid == 0 or is_our_process(served.front_pid, (FRONT_MODULE,))
+
+
+def _backend_port(state_dir: Path) -> int | None:
+    try:
+        url = json.loads((state_dir / BACKEND_FILE).read_text())["url"]
+        return int(url.rsplit(":", 1)[1])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _write_backend(state_dir: Path, url: str) -> None:
+    write_text_atomically(state_dir / BACKEND_FILE, json.dumps({"url": url}) + "\n")
 
 
 def _verified_copy(request: DeployRequest, state_dir: Path) -> Path:
@@ -348,7 +400,7 @@ def _prune_copies(state_dir: Path) -> None:
     copies = state_dir / MODELS_DIR
     if not copies.is_dir():
         return
-    in_use = {Path(s.model_path).parent for s in servers_started_from(state_dir)}
+    in_use = {Path(s.model_path).parent for s in _model_servers(state_dir)}
     for home in copies.iterdir():
         if home.resolve() not in in_use:
             with contextlib.suppress(OSError):
