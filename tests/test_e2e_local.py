@@ -241,6 +241,71 @@ def test_demo_twice_then_make_clean_stops_both_servers(tmp_path: Path) -> None:
     assert not root.exists()
 
 
+def _demo(root: Path, mlflow_port: int, serve_port: int, *args: str) -> tuple[str, str]:
+    """`make demo` / `make demo-down` as the Makefile runs them (`python -m workflows.demo ...`),
+    on this demo directory and these ports; asserts exit 0, returns (stdout, stderr)."""
+    command, *params = args
+    ports = ["--mlflow-port", str(mlflow_port), "--serve-port", str(serve_port)]
+    result = subprocess.run(
+        [sys.executable, "-m", "workflows.demo", command, "--root", str(root),
+         *(ports if command == "up" else []), *(w for p in params for w in ("-p", p))],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    return result.stdout, result.stderr
+
+
+def _served_line(stdout: str) -> str:
+    (line,) = [ln.strip() for ln in stdout.splitlines() if ln.strip().startswith("served:")]
+    return line
+
+
+@pytest.mark.slow
+def test_make_demo_elasticnet_then_demo_down_then_make_demo_ends_with_the_champion_served(
+    tmp_path: Path,
+) -> None:
+    """Issue 12: `make demo PARAMS="model-type=elasticnet"`, `make demo`, `make demo-down`,
+    `make demo`: the linear candidates are refused (on the demo's seeded data ElasticNet's holdout
+    RMSE is the lower, 4.4311 against 4.4316 deg F), and every demo ends (exit 0) with the
+    champion served, whether or not a model server was left running."""
+    root = tmp_path / ".demo"
+    ports = (free_port(), free_port())
+    state_dir = root / "serve"
+    try:
+        out, _ = _demo(root, *ports, "up", "model-type=elasticnet")
+        assert "registered:      version 1, promoted" in out, out
+        champion = running_server(state_dir)
+        assert champion is not None and champion.model_uri == "models:/dewpoint-lr/1"
+        prediction = _predict(champion.url)
+
+        # The gate refuses the linear candidate; the champion's server is left as it is.
+        out, _ = _demo(root, *ports, "up")
+        assert "registered:      version 2, not promoted" in out, out
+        assert _served_line(out).startswith("served:          models:/dewpoint-lr/1 (the champion")
+        assert "already served, left running" in _served_line(out)
+        still = running_server(state_dir)
+        assert still is not None and (still.model_uri, still.pid) == (
+            champion.model_uri,
+            champion.pid,
+        )
+
+        out, _ = _demo(root, *ports, "down")
+        assert "model server: stopped" in out and "MLflow server: stopped" in out
+        assert running_server(state_dir) is None and not pid_alive(champion.pid)
+
+        # Nothing served and the candidate refused: deploy serves the champion again.
+        out, _ = _demo(root, *ports, "up")
+        assert "registered:      version 3, not promoted" in out, out
+        assert _served_line(out).startswith("served:          models:/dewpoint-lr/1 (the champion")
+        assert "deployed by this run" in _served_line(out)
+        back = running_server(state_dir)
+        assert back is not None and back.model_uri == "models:/dewpoint-lr/1"
+        assert back.pid != champion.pid
+        assert _predict(back.url) == prediction
+    finally:
+        demo_main(["down", "--root", str(root)])
+
+
 @pytest.mark.slow
 def test_champion_check_compares_the_model_as_well_as_the_version(tmp_path: Path) -> None:
     """Another registered model served under the champion's version number is not the champion."""
