@@ -19,13 +19,7 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian's docker.io client has BuildKit built in; a newer standalone client without the buildx
-# plugin cannot build with secrets, so prefer Debian's when the caller did not choose one.
 DOCKER="${DOCKER:-docker}"
-if [ "$DOCKER" = docker ] && [ -x /usr/bin/docker ]; then
-    DOCKER=/usr/bin/docker
-fi
-export DOCKER
 
 phase "host packages"
 missing=()
@@ -42,6 +36,15 @@ if ((${#missing[@]})); then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         -o Dpkg::Options::=--force-confold "${missing[@]}"
 fi
+
+# Debian's docker.io client has BuildKit built in; a newer standalone client without the buildx
+# plugin (such as a /usr/local/bin/docker ahead of it on PATH) cannot build with secrets, so prefer
+# Debian's when the caller did not choose one. Chosen after the host packages: on a fresh machine
+# /usr/bin/docker only exists once docker.io is installed above.
+if [ "$DOCKER" = docker ] && [ -x /usr/bin/docker ]; then
+    DOCKER=/usr/bin/docker
+fi
+export DOCKER
 
 phase "docker engine"
 if ! "$DOCKER" info >/dev/null 2>&1; then
