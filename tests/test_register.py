@@ -178,6 +178,9 @@ def test_register_against_a_closed_port_fails_in_one_line() -> None:
     message = error_line(done, EXIT_TRANSIENT)  # Argo retries it
     assert url in message
     assert "Connection refused" in message or "Max retries" in message
+    # The hint is true in every door: in a workflow the template sets MLFLOW_TRACKING_URI from
+    # the parameter, so naming only the flag and the variable would send users the wrong way.
+    assert "--tracking-uri" in message and "parameter mlflow-tracking-uri" in message
 
 
 def test_register_takes_the_commit_from_the_training_run_not_its_own(

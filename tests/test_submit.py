@@ -480,7 +480,7 @@ def test_local_by_default_does_what_make_demo_does(tmp_path, monkeypatch, capsys
 def test_render_onto_an_existing_file_is_a_one_line_error(tmp_path: Path, capsys):
     target = tmp_path / "workflow-template.yaml"
     target.write_text("mine\n")
-    assert submit.main(["--render", str(target)]) == 1
+    assert submit.main(["--render", str(target)]) == 2  # bad input: a file named for a directory
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --render takes a directory"), err
     assert f"{target} is a file" in err

@@ -81,10 +81,11 @@ def write_rendered(settings: PipelineSettings, directory: Path) -> list[Path]:
     """Write `workflow-template.yaml` and `cron-workflow.yaml` into `directory` (made if needed).
 
     Raises:
-        StepError: `directory` is a file or cannot be written; nothing is written then.
+        BadInput: `directory` names a file (exit 2); nothing is written then.
+        StepError: `directory` cannot be written; nothing is written then.
     """
     if directory.exists() and not directory.is_dir():
-        raise StepError(
+        raise BadInput(
             f"--render takes a directory, and {directory} is a file; name a directory to hold "
             f"{' and '.join(RENDER_FILES.values())}"
         )
