@@ -17,7 +17,7 @@ import httpx
 import mlflow
 
 from steps.deploy_targets.common import SMOKE_BODY, DeployRequest
-from steps.deploy_targets.local import deploy_local, stop_local
+from steps.deploy_targets.local import deploy_local, running_server, stop_local
 from steps.model import LinearCoefficients
 from steps.processes import free_port
 
@@ -75,6 +75,13 @@ def register_versions(tracking_uri: str, name: str, root: Path) -> list[str]:
     ]
 
 
+def answer_rate(base_url: str, seconds: float) -> float:
+    """Answers per second the 4 load clients get from `base_url` in `seconds`."""
+    with RequestLoad(f"{base_url}/invocations", SMOKE_BODY) as load:
+        time.sleep(seconds)
+    return load.answered / seconds
+
+
 def timed(label: str, action) -> float:
     """Run `action`, print and return its wall time."""
     start = time.monotonic()
@@ -88,6 +95,9 @@ def main() -> None:
     """Deploy v1, swap to v2 while watching /ping, deploy v2 again; print figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--timeout", type=float, default=300.0, help="per-server /ping timeout")
+    parser.add_argument(
+        "--rate-seconds", type=float, default=10.0, help="load time for each answers/s figure"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         root = Path(tmp)
@@ -111,6 +121,12 @@ def main() -> None:
             ):
                 swap = timed("swap v1 -> v2 under load", lambda: deploy(v2))
             noop = timed("same version again (no-op)", lambda: deploy(v2))
+            served = running_server(state_dir)
+            assert served is not None
+            rates = {
+                "direct": answer_rate(served.backend_url, args.rate_seconds),
+                "front": answer_rate(served.url, args.rate_seconds),
+            }
         finally:
             stop_local(state_dir)
         dark = watcher.longest_dark
@@ -122,6 +138,9 @@ def main() -> None:
         print(f"dark window / swap time            {dark / swap:7.2f}")
         print(f"dark window / first deploy         {dark / first:7.2f}")
         print(f"no-op / swap                       {noop / swap:7.3f}")
+        print(f"{'answers/s, model server directly':<34} {rates['direct']:7.1f}")
+        print(f"{'answers/s, through the front':<34} {rates['front']:7.1f}")
+        print(f"front / direct answers per second  {rates['front'] / rates['direct']:7.2f}")
 
 
 if __name__ == "__main__":
