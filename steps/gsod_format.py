@@ -35,7 +35,9 @@ GSOD_COLUMNS = (
 )  # fmt: skip
 GSOD_HEADER = ",".join(f'"{name}"' for name in GSOD_COLUMNS).encode()
 
-# "Missing" sentinels from NCEI's GSOD readme; only TEMP and DEWP reach the dataset.
+# "Missing" sentinels from NCEI's GSOD readme
+# (https://www.ncei.noaa.gov/data/global-summary-of-the-day/doc/readme.txt, "Format": TEMP and
+# DEWP are written with one decimal, missing = 9999.9); only TEMP and DEWP reach the dataset.
 MISSING = {
     **dict.fromkeys(("TEMP", "DEWP", "SLP", "STP", "MAX", "MIN"), 9999.9),
     **dict.fromkeys(("VISIB", "WDSP", "MXSPD", "GUST", "SNDP"), 999.9),
@@ -330,7 +332,10 @@ def _normalise(raw: pa.Table) -> pa.Table:
 
 
 def null_sentinels(table: pa.Table) -> pa.Table:
-    """Replace GSOD's 9999.9 "missing" value in `temp` and `dewp` of a SCHEMA table with null."""
+    """Replace GSOD's 9999.9 "missing" value in `temp` and `dewp` of a SCHEMA table with null.
+
+    The columns are float64 here (every source casts first); see `is_sentinel` for the rule.
+    """
     for column in ("temp", "dewp"):
         index = table.schema.get_field_index(column)
         fixed = _sentinel_to_null(table.column(index), MISSING[column.upper()])
@@ -338,8 +343,20 @@ def null_sentinels(table: pa.Table) -> pa.Table:
     return table
 
 
+def is_sentinel(column: pa.ChunkedArray, sentinel: float) -> pa.ChunkedArray:
+    """Where a float64 column holds GSOD's "missing" value `sentinel` (9999.9), as NCEI means it.
+
+    NCEI writes the field with one decimal (readme, "Format"), so the value is compared rounded
+    to one decimal: a float32 column stores 9999.9 as 9999.900390625 and still matches. A copy
+    that dropped the decimal (an integer column, "9999" in text) holds int(sentinel), which no
+    real reading can be either (far outside every physical range), so it matches too.
+    """
+    rounded = pc.equal(pc.round(column, 1), sentinel)
+    return pc.or_(rounded, pc.equal(column, float(int(sentinel))))
+
+
 def _sentinel_to_null(column: pa.ChunkedArray, sentinel: float) -> pa.ChunkedArray:
-    return pc.if_else(pc.equal(column, sentinel), pa.scalar(None, pa.float64()), column)
+    return pc.if_else(is_sentinel(column, sentinel), pa.scalar(None, pa.float64()), column)
 
 
 def _file_of_row(batch: list[tuple[str, bytes | memoryview]], row: int) -> str:

@@ -47,7 +47,7 @@ from steps.dataset import (
     write_dataset_pieces,
 )
 from steps.files import write_text_atomically
-from steps.gsod_format import FRSHTT_PATTERN, MISSING
+from steps.gsod_format import FRSHTT_PATTERN, MISSING, is_sentinel
 from steps.stages import VALIDATE
 
 DEFAULT_DEWP_TOLERANCE_F: float = VALIDATE.flag("dewp-tolerance").default
@@ -236,7 +236,11 @@ def _count(mask: pa.ChunkedArray | pa.Array) -> int:
 
 
 def _is_sentinel(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.is_in(column, pa.array(SENTINELS, pa.float64()))
+    """Any GSOD sentinel, by the sources' own rule (rounded to one decimal, or its integer)."""
+    found = pc.is_in(column, pa.array([], pa.float64()))
+    for sentinel in SENTINELS:
+        found = pc.or_(found, is_sentinel(column, sentinel))
+    return found
 
 
 def _not_finite(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -270,3 +270,49 @@ def test_synthetic_years_are_rows_in_each_year_and_a_year_is_the_same_alone(tmp_
     many = run(2024, rows=5000)
     assert set(pc.year(many.column("date")).to_pylist()) == {2024}
     assert len(set(many.column("station").to_pylist())) == 14  # ceil(5000 / 366)
+
+
+_SENTINEL_ROWS = {"DATE": ["2023-07-01", "2023-07-02", "2023-07-03"], "TEMP": [80.5, 9999.9, 70.0],
+                  "DEWP": [60.5, 50.0, 9999.9]}  # fmt: skip
+
+
+def _sentinel_file(directory: Path, kind: str) -> Path:
+    """The same three rows (one good, TEMP missing, DEWP missing) as `kind` of file."""
+    if kind.startswith("csv"):
+        text = "9999" if kind == "csv-integer" else "9999.9"
+        rows = zip(*_SENTINEL_ROWS.values(), strict=True)
+        lines = ["DATE,TEMP,DEWP", *(f"{d},{t},{w}" for d, t, w in rows)]
+        path = directory / "obs.csv"
+        path.write_text("\n".join(lines).replace("9999.9", text) + "\n")
+        return path
+    column_type = {"float32": pa.float32(), "float64": pa.float64(), "int32": pa.int32()}[kind]
+
+    def column(values: list[float]) -> pa.Array:
+        if pa.types.is_integer(column_type):  # an integer copy drops the decimal: 9999
+            values = [int(v) for v in values]
+        return pa.array(values, column_type)
+
+    path = directory / "obs.parquet"
+    pq.write_table(
+        pa.table({"DATE": _SENTINEL_ROWS["DATE"], "TEMP": column(_SENTINEL_ROWS["TEMP"]),
+                  "DEWP": column(_SENTINEL_ROWS["DEWP"])}),
+        path,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "int32", "csv", "csv-integer"])
+def test_gsod_missing_markers_are_null_whatever_the_column_type(tmp_path: Path, kind: str) -> None:
+    """9999.9 is missing however a table stores it (float32 keeps it as 9999.900390625, an integer
+    column as 9999): each row with one is dropped, never failing dewp_range or temp_range."""
+    path = _sentinel_file(tmp_path, kind)
+
+    table = fetch_from("table", SourceRequest(table_uri=str(path), work_dir=tmp_path)).table
+
+    assert table.column("temp").null_count == 1 and table.column("dewp").null_count == 1
+    kept = [(r["temp"], r["dewp"]) for r in table.to_pylist() if r["temp"] is not None]
+    assert [(round(t), round(d)) for t, d in kept if d is not None] == [(80, 60)]
+    _, _, report = check_table(table, ValidationPolicy(min_rows=1))
+    failed = {r["name"] for r in report["rules"] if not r["passed"]}
+    assert not failed & {"no_sentinels", "temp_range", "dewp_range"}, failed
+    assert report["dropped_missing_temp_or_dewp"] == 2
