@@ -9,10 +9,33 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+from steps import __version__
 from steps.cli import run
 from steps.contract import check_workflow_parameters
-from steps.stages import CHECK_PARAMETERS, WORKFLOW_PARAMETERS
+from steps.stages import CHECK_PARAMETERS, FETCH, VALIDATE, WORKFLOW_PARAMETERS
+from steps.year_items import data_key, loop_items
+
+# The parameters that decide a year's rows: every one fetch or validate reads, but the years.
+DATA_PARAMETERS = tuple(
+    p.name
+    for p in WORKFLOW_PARAMETERS
+    if p.name != "years" and any(stage in (FETCH.name, VALIDATE.name) for stage, _ in p.flags)
+)
+
+
+def fan_out_outputs(values: dict[str, str], code_version: str = __version__) -> dict[str, str]:
+    """check-parameters' outputs for checked `values`: `years` (the loop items, JSON), `parts`
+    (their part names, a comma list) and `data-key` (steps/year_items.py)."""
+    source = values.get("source") or FETCH.flag("source").default
+    key = data_key(values, DATA_PARAMETERS, code_version)
+    items = loop_items(source, values.get("years", ""), key)
+    return {
+        "years": json.dumps(items, separators=(",", ":")),
+        "parts": ",".join(item["part"] for item in items),
+        "data-key": key,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             if raw is not None:
                 values[flag.name] = raw
         check_workflow_parameters(values, WORKFLOW_PARAMETERS)
+        outputs = fan_out_outputs(values)
         print(json.dumps({"checked": sorted(values)}))
+        raw_dir = namespace.outputs_dir
+        CHECK_PARAMETERS.write_outputs(Path(raw_dir) if raw_dir else None, outputs)
 
     return run(body)

@@ -181,6 +181,10 @@ TRAIN = Stage(
         Flag("input", FilePath(),
              "validated dataset (Parquet), or a directory of them (one per year): read as one",
              required=True),
+        Flag("parts", CommaList(Text(r"[A-Za-z0-9][A-Za-z0-9._-]*", what="a part name")),
+             "with a directory --input: read only these parts (file names before .parquet, in"
+             " the pipeline the years); empty = every part; a missing one is an error",
+             default=()),
         Flag("holdout-out", FilePath(writes=True), "write the holdout sample here (Parquet)",
              required=True),
         Flag("plot-out", FilePath(writes=True), "write the fit plot here (PNG)", required=True),
@@ -202,6 +206,9 @@ TRAIN = Stage(
         Output("rmse", "holdout RMSE, deg F"),
         Output("mae", "holdout MAE, deg F"),
         Output("r2", "holdout R2"),
+        Output("data-hash",
+               "the data hash of the run (tag data.fetched_hash): --data-hash if given, else"
+               " the parts' fetched hashes combined (steps/training_data.py combined_hash)"),
     ),
     artifacts=(
         Artifact("validated", "input", "validated.parquet", "validate's rows"),
@@ -322,5 +329,20 @@ DOCUMENTED = (*PIPELINE, MLFLOW_AUTH)
 WORKFLOW_PARAMETERS = workflow_parameters(PIPELINE)
 # The first task of the workflow: every workflow parameter checked with the flags above, so a
 # bad value stops the run before any stage writes state (steps/check_parameters.py).
-CHECK_PARAMETERS = parameter_check_stage("check-parameters", WORKFLOW_PARAMETERS)
+CHECK_PARAMETERS = replace(
+    parameter_check_stage("check-parameters", WORKFLOW_PARAMETERS),
+    outputs=(
+        Output(
+            "years",
+            "the years to fetch, one loop item each (JSON list of {year, memo-key}): the"
+            " years parameter, else the previous and the current calendar year",
+        ),
+        Output("parts", "the same years as a comma list: the parts train reads"),
+        Output(
+            "data-key",
+            "SHA-256 (first 32 hex) of the parameters that decide a year's data and of the"
+            " code version: where the years' datasets live in the artifact repository",
+        ),
+    ),
+)
 STAGES = {stage.name: stage for stage in (CHECK_PARAMETERS, *DOCUMENTED)}

@@ -48,6 +48,7 @@ from steps.training_data import (
     find_parts,
     frame_batches,
     read_batches,
+    select_parts,
     summarize,
 )
 
@@ -502,8 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = MlflowSettings.from_args(args)
         config = TrainConfig(args.model_type, args.alpha, args.l1_ratio, args.test_size, args.seed)
         config.check()
+        parts = select_parts(find_parts(args.input), args.parts)
         result = train_on_parts(
-            find_parts(args.input),
+            parts,
             settings,
             config,
             data_hash=args.data_hash,
@@ -517,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
             "rmse": repr(result.metrics.rmse),
             "mae": repr(result.metrics.mae),
             "r2": repr(result.metrics.r2),
+            "data-hash": args.data_hash
+            or combined_hash([(p.name, p.fetched_hash) for p in parts])
+            or "",
         }
         TRAIN.write_outputs(args.outputs_dir, outputs)
 

@@ -69,6 +69,21 @@ def find_parts(path: Path, what: str = "input dataset") -> list[DatasetPart]:
     return [read_part(file, what) for file in files]
 
 
+def select_parts(parts: Sequence[DatasetPart], names: Sequence[str]) -> list[DatasetPart]:
+    """The parts named `names` (all when empty), in name order: in the pipeline, this run's
+    years out of every year stored under the run's data key.
+
+    Raises StepError naming the parts asked for but absent.
+    """
+    if not names:
+        return list(parts)
+    by_name = {p.name: p for p in parts}
+    missing = sorted(set(names) - set(by_name))
+    if missing:
+        raise StepError(f"input has no part {', '.join(missing)} (it has {', '.join(by_name)})")
+    return [by_name[name] for name in sorted(set(names))]
+
+
 def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
     """A DatasetPart from the file's Parquet footer alone (no rows are read)."""
     import pyarrow.parquet as pq

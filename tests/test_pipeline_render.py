@@ -222,10 +222,31 @@ def test_artifacts_and_parameters_flow_between_steps(resources):
         (found,) = [p for p in tasks[task]["arguments"]["parameters"] if p["name"] == name]
         return found["value"]
 
-    assert artifact_from("validate", "dataset") == "{{tasks.fetch.outputs.artifacts.dataset}}"
-    assert artifact_from("train", "validated") == "{{tasks.validate.outputs.artifacts.validated}}"
+    templates = _templates(resources)
+
+    def key(template: str, kind: str, name: str) -> str:
+        (found,) = [a for a in templates[template][kind]["artifacts"] if a["name"] == name]
+        return found["s3"]["key"]
+
+    # The years reach fetch and validate as key-only objects under the run's data key: one per
+    # year, written by fetch and validate and read back by name, never passed by `from`.
+    check = "{{tasks.check-parameters.outputs.parameters.%s}}"
+    for task in ("fetch", "validate"):
+        assert tasks[task]["withParam"] == check % "years"
+        assert param(task, "data-key") == check % "data-key"
+        assert param(task, "part") == "{{item.part}}"
+        assert "artifacts" not in tasks[task]["arguments"]
+    assert param("fetch", "years") == "{{item.year}}"
+    year = "dewpoint-pipeline/data/{{inputs.parameters.data-key}}/%s/{{inputs.parameters.part}}"
+    assert key("fetch", "outputs", "dataset") == year % "fetched" + ".parquet"
+    assert key("validate", "inputs", "dataset") == year % "fetched" + ".parquet"
+    assert key("validate", "outputs", "validated") == year % "validated" + ".parquet"
+    prefix = "dewpoint-pipeline/data/{{inputs.parameters.data-key}}/validated"
+    assert key("train", "inputs", "validated") == prefix
+    assert param("train", "parts") == check % "parts"
+    assert "artifacts" not in tasks["train"]["arguments"]
     assert artifact_from("promote", "holdout") == "{{tasks.train.outputs.artifacts.holdout}}"
-    assert param("train", "data-hash") == "{{tasks.fetch.outputs.parameters.data-hash}}"
+    assert param("register", "data-hash") == "{{tasks.train.outputs.parameters.data-hash}}"
     assert param("register", "run-id") == "{{tasks.train.outputs.parameters.run-id}}"
     assert param("register", "model-uri") == "{{tasks.train.outputs.parameters.model-uri}}"
     assert param("promote", "version") == "{{tasks.register.outputs.parameters.version}}"

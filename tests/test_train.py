@@ -272,8 +272,11 @@ def test_train_cli_writes_outputs_and_files(tracking: MlflowSettings, tmp_path: 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
-    assert sorted(p.name for p in outputs.iterdir()) == ["mae", "model-uri", "r2", "rmse", "run-id"]
+    assert sorted(p.name for p in outputs.iterdir()) == [
+        "data-hash", "mae", "model-uri", "r2", "rmse", "run-id"
+    ]  # fmt: skip
     assert {p.name: p.read_text() for p in outputs.iterdir()} == printed
+    assert printed["data-hash"] == ""  # a file fetch never hashed, and no --data-hash
     assert float(printed["rmse"]) == pytest.approx(2.0, rel=0.25)  # the noise we put in
     assert printed["model-uri"].startswith("models:/")
 

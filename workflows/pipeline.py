@@ -23,6 +23,7 @@ from hera.workflows import (
     Parameter,
     Resources,
     RetryStrategy,
+    S3Artifact,
     SecretEnv,
     SecretVolume,
     Task,
@@ -73,6 +74,29 @@ GLOBAL_OUTPUTS: dict[str, dict[str, str]] = {
     "promote": {"promoted": "gate-promoted", "reason": "gate-reason"},
     "deploy": {"served-version": "served-version"},
 }
+
+# The per-year datasets live in the artifact repository as key-only artifacts (the repository's
+# bucket and credentials, from `artifactRepositoryRef`; Argo v4.1.2 docs/key-only-artifacts.md)
+# under DATA_PREFIX/<data-key>/: fetched/<part>.parquet, validated/<part>.parquet and
+# reports/<part>.json. A key names a run's data settings and code version (check-parameters'
+# `data-key`, steps/year_items.py), not the run, so a memoized year's objects are the ones a
+# later run reads. train loads `validated/` as a prefix: Argo's S3 driver downloads every object
+# under a key that is a directory (workflow/artifacts/s3/s3.go, loadS3Artifact), and train reads
+# only this run's years (`--parts`).
+DATA_PREFIX = "dewpoint-pipeline/data"
+# Memoization of past years (Argo v4.1.2 docs/memoization.md): the outputs of fetch and validate
+# per year are kept in these ConfigMaps (the controller creates them, labelled
+# `workflows.argoproj.io/configmap-type: Cache`); a completed year's key repeats from run to run,
+# the current year's never does (steps/year_items.py). MEMO_MAX_AGE: a cached year older than 30
+# days is fetched again, so NOAA's late corrections of a past year arrive within a month.
+# To invalidate: `kubectl -n <namespace> delete configmap dewpoint-pipeline-fetch-cache
+# dewpoint-pipeline-validate-cache` (docs/memoization.md: entries are plain ConfigMap data).
+FETCH_CACHE = "dewpoint-pipeline-fetch-cache"
+VALIDATE_CACHE = "dewpoint-pipeline-validate-cache"
+MEMO_MAX_AGE = "720h"
+# How many per-year pods run at once (the entrypoint DAG's `parallelism`). Argo cannot read it
+# from a workflow parameter: the field is an int64 (argoproj/argo-workflows#1780, open; #13368
+# would allow it), so it is a render setting (PipelineSettings.fan_out_parallelism).
 
 WORK = "/work"
 IN = f"{WORK}/in"
@@ -294,6 +318,49 @@ def stage_template(
     )
 
 
+def _input_key(name: str) -> str:
+    return "{{inputs.parameters." + name + "}}"
+
+
+def per_year(
+    template: Container, cache: str, keys: Mapping[str, str], extra_inputs: Sequence[str]
+) -> Container:
+    """`template` (changed in place) as one loop item: artifacts named in `keys` become key-only
+    under `DATA_PREFIX/<data-key>/` (`<key>` may name other inputs), it takes the inputs
+    `extra_inputs` (part, memo, data-key) and is memoized in ConfigMap `cache` by `memo`.
+
+    Raises:
+        KeyError: `keys` names an artifact the template does not have.
+    """
+    prefix = f"{DATA_PREFIX}/{_input_key('data-key')}"
+    found = set()
+
+    def keyed(artifact: Artifact | Parameter) -> Artifact | Parameter:
+        if not isinstance(artifact, Artifact) or artifact.name not in keys:
+            return artifact
+        found.add(artifact.name)
+        return S3Artifact(
+            name=artifact.name,
+            path=artifact.path,
+            key=f"{prefix}/{keys[artifact.name]}",
+            archive=artifact.archive,
+        )
+
+    inputs = [keyed(i) for i in template.inputs or []]
+    inputs += [Parameter(name=n) for n in extra_inputs if n not in {i.name for i in inputs}]
+    outputs = [keyed(o) for o in template.outputs or []]
+    missing = set(keys) - found
+    if missing:
+        raise KeyError(f"template {template.name} has no artifact {sorted(missing)}")
+    memoize = m.Memoize(
+        key=_input_key("memo"),
+        max_age=MEMO_MAX_AGE,
+        cache=m.Cache(config_map=m.LocalObjectReference(name=cache)),
+    )
+    template.inputs, template.outputs, template.memoize = inputs, outputs, memoize
+    return template
+
+
 def stage_task(
     template: Container,
     *,
@@ -324,8 +391,12 @@ def stage_task(
     built: list[Parameter | Artifact] = []
     for item in inputs:
         source = given.get(item.name)
+        if isinstance(item, S3Artifact):
+            continue  # key-only: the template names its object itself
         if source is None and (isinstance(item, Artifact) or item.name not in parameters):
             source = _upstream_output(item, upstream)
+        if isinstance(item, S3Artifact):
+            continue  # key-only: the template names its object itself
         if isinstance(item, Artifact):
             if not isinstance(source, Artifact):
                 raise ValueError(
@@ -382,10 +453,29 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
             )
         ],
     )
-    validate = stage_template(settings, VALIDATE)
-    train = stage_template(
-        settings, TRAIN, inputs=["data-hash"], resources=_LARGE, deadline_seconds=1800
+    fetch = per_year(
+        fetch, FETCH_CACHE, {"dataset": "fetched/{{inputs.parameters.part}}.parquet"},
+        ("part", "memo", "data-key"),
+    )  # fmt: skip
+    validate = per_year(
+        stage_template(settings, VALIDATE),
+        VALIDATE_CACHE,
+        {
+            "dataset": "fetched/{{inputs.parameters.part}}.parquet",
+            "validated": "validated/{{inputs.parameters.part}}.parquet",
+            "validation-report": "reports/{{inputs.parameters.part}}.json",
+        },
+        ("part", "memo", "data-key"),
     )
+    train = stage_template(
+        settings, TRAIN, inputs=["parts"], resources=_LARGE, deadline_seconds=1800
+    )
+    # Every validated year under the run's data key (a prefix: a directory in the pod).
+    validated = f"{DATA_PREFIX}/{_input_key('data-key')}/validated"
+    train.inputs = [
+        S3Artifact(name=i.name, path=i.path, key=validated) if isinstance(i, Artifact) else i
+        for i in train.inputs or []
+    ] + [Parameter(name="data-key")]
     register = stage_template(
         settings,
         REGISTER,
@@ -470,13 +560,28 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
         # The steps run one after another: the run's deadline is the sum of their worst cases,
         # so it never cuts a step short of a retry its own budget allows.
         template.active_deadline_seconds = sum(_worst_case_seconds(s) for s in stages.values())
-        with DAG(name=ENTRYPOINT):
+        with DAG(name=ENTRYPOINT, parallelism=settings.fan_out_parallelism):
             # Every workflow parameter is checked before any stage writes state (docs/steps.md).
             # Each task's inputs come from the earlier tasks' outputs of the same names.
-            done: list[Task] = []
-            for stage in ("check-parameters", "fetch", "validate", "train", "register", "promote"):
+            check = stage_task(stages["check-parameters"])
+            # One node per year (steps/year_items.py): fetch, then validate, of each item.
+            item = {"part": "{{item.part}}", "memo": "{{item.memo}}"}
+            fetch = stage_task(
+                stages["fetch"],
+                upstream=(check,),
+                arguments={"years": "{{item.year}}", **item},
+                with_param=check.get_parameter("years"),
+            )
+            validate = stage_task(
+                stages["validate"],
+                upstream=(check,),
+                arguments=item,
+                with_param=check.get_parameter("years"),
+            )
+            done: list[Task] = [check]
+            for stage in ("train", "register", "promote"):
                 done.append(stage_task(stages[stage], upstream=tuple(done)))
-            check, fetch, validate, train, register, promote = done
+            _, train, register, promote = done
             # Argo compares a bare word as a string: `7 != none` is true, `none != none` false
             # (argo-workflows v4.1.2 workflow/controller/steps.go, shouldExecute).
             champion = promote.get_parameter("champion-version")
@@ -485,7 +590,7 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
                 when=f"{champion.value} != {NO_CHAMPION}",
                 arguments={"version": champion},
             )
-            # fetch's data-hash and train's run-id reach later tasks through the chain below.
+            # train's data-hash and run-id reach later tasks through the chain below.
             check >> fetch >> validate >> train >> register >> promote >> deploy
     return template
 

@@ -80,12 +80,17 @@ class PipelineSettings:
     timezone: str = DEFAULT_TIMEZONE
     suspend: bool = False
     mlflow_tracking_uri: str = DEFAULT_MLFLOW_TRACKING_URI
+    # Per-year pods running at once: 4 fetch pods at their 1 GiB limit fit a small node.
+    fan_out_parallelism: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
         """Build settings from `PIPELINE_NAMESPACE`, `PIPELINE_IMAGE`, `PIPELINE_SCHEDULE`,
-        `PIPELINE_TIMEZONE`, `PIPELINE_SUSPEND` and `PIPELINE_MLFLOW_TRACKING_URI`; unset or
-        empty variables keep the defaults.
+        `PIPELINE_TIMEZONE`, `PIPELINE_SUSPEND`, `PIPELINE_MLFLOW_TRACKING_URI` and
+        `PIPELINE_FAN_OUT_PARALLELISM`; unset or empty variables keep the defaults.
+
+        Raises:
+            SettingsError: a parallelism that is not an integer from 1 to 1000.
         """
         env = os.environ if environ is None else environ
         base = cls()
@@ -100,7 +105,20 @@ class PipelineSettings:
             timezone=pick("PIPELINE_TIMEZONE", base.timezone),
             suspend=parse_bool("PIPELINE_SUSPEND", env.get("PIPELINE_SUSPEND", "false")),
             mlflow_tracking_uri=pick("PIPELINE_MLFLOW_TRACKING_URI", base.mlflow_tracking_uri),
+            fan_out_parallelism=_parallelism(
+                pick("PIPELINE_FAN_OUT_PARALLELISM", str(base.fan_out_parallelism))
+            ),
         )
+
+
+def _parallelism(text: str) -> int:
+    """PIPELINE_FAN_OUT_PARALLELISM as an int from 1 to 1000, else SettingsError naming it."""
+    value = text.strip()
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 1000:
+        raise SettingsError(
+            f"PIPELINE_FAN_OUT_PARALLELISM: {text[:40]!r} is not an integer from 1 to 1000"
+        )
+    return int(value)
 
 
 @dataclass(frozen=True)

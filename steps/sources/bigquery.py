@@ -17,7 +17,7 @@ from steps import gsod_format
 from steps.cli import StepError, one_line
 from steps.dataset import conform
 from steps.sources import Fetched, SourceRequest
-from steps.sources.gsod import default_years
+from steps.year_items import default_years
 
 TABLE_PREFIX = "bigquery-public-data.noaa_gsod.gsod"
 EXTRA_HINT = "pip install 'dewpoint-pipeline[bigquery]' (google-cloud-bigquery==3.47.0)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +13,7 @@ from steps import gsod_format
 from steps.cli import BadInput
 from steps.sources import Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
-
-
-def default_years(today: dt.date | None = None) -> tuple[int, ...]:
-    """The previous and the current calendar year: a weekly run always has a full year behind it."""
-    year = (today or dt.date.today()).year
-    return (year - 1, year)
+from steps.year_items import default_years
 
 
 def station_url(base_url: str, year: int, station: str) -> str:

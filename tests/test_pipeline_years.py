@@ -1,0 +1,108 @@
+"""The pipeline's per-year fan-out: the loop items check-parameters resolves, and `make demo` with
+three local years through the local runner (one fetch and one validate node per year, past years
+from the memoization cache on a rerun, the run's data hash derived from the years' hashes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from steps.check_parameters import DATA_PARAMETERS, fan_out_outputs
+from steps.year_items import WHOLE_PART, data_key, loop_items, resolve_years
+from tests.conftest import free_port
+from workflows.demo import main as demo_main
+from workflows.demo import run_demo
+
+TODAY = dt.date(2026, 3, 1)
+
+
+def test_empty_years_are_the_previous_and_the_current_year_and_given_ones_sorted_once() -> None:
+    assert resolve_years("", TODAY) == (2025, 2026)
+    assert resolve_years("2024, 2022,2024", TODAY) == (2022, 2024)
+    with pytest.raises(ValueError, match="1901"):
+        resolve_years("1800", TODAY)
+
+
+def test_past_years_keep_their_memo_key_and_the_current_and_later_years_never_repeat() -> None:
+    first = loop_items("gsod", "2024,2025,2026,2027", "k", TODAY)
+    second = loop_items("gsod", "2024,2025,2026,2027", "k", TODAY)
+    assert [i["year"] for i in first] == ["2024", "2025", "2026", "2027"]
+    assert [i["part"] for i in first] == ["2024", "2025", "2026", "2027"]
+    assert [i["memo"] for i in first[:2]] == ["k-2024", "k-2025"] == [i["memo"] for i in second[:2]]
+    for now, again in zip(first[2:], second[2:], strict=True):
+        assert now["memo"].startswith(f"k-{now['year']}-") and now["memo"] != again["memo"]
+
+
+def test_a_source_that_does_not_split_by_year_is_one_item_never_reused() -> None:
+    (item,) = loop_items("table", "2024", "k", TODAY)
+    assert (item["year"], item["part"]) == ("", WHOLE_PART)
+    assert item["memo"] != loop_items("table", "2024", "k", TODAY)[0]["memo"]
+
+
+@pytest.mark.parametrize("name", DATA_PARAMETERS)
+def test_every_parameter_that_decides_a_year_and_the_code_version_change_the_data_key(
+    name: str,
+) -> None:
+    base = {n: "x" for n in DATA_PARAMETERS}
+    key = data_key(base, DATA_PARAMETERS, "1.0")
+    assert data_key({**base, name: "y"}, DATA_PARAMETERS, "1.0") != key
+    assert data_key(base, DATA_PARAMETERS, "1.1") != key
+    # The years and the model's parameters do not: a year's data is the same for any model.
+    assert data_key({**base, "years": "2020", "model-type": "e"}, DATA_PARAMETERS, "1.0") == key
+
+
+def test_check_parameters_outputs_are_the_loop_items_the_parts_and_the_key() -> None:
+    outputs = fan_out_outputs({"source": "synthetic", "years": "2023,2021"}, code_version="1")
+    items = json.loads(outputs["years"])
+    assert [i["year"] for i in items] == ["2021", "2023"]
+    assert outputs["parts"] == "2021,2023"
+    assert items[0]["memo"] == f"{outputs['data-key']}-2021"
+
+
+def _children(run: dict, task: str) -> dict[str, dict]:
+    return run["tasks"][task]["children"]
+
+
+@pytest.mark.slow
+def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / ".demo"
+    mlflow_port, serve_port = free_port(), free_port()
+    this_year = dt.date.today().year
+    past = [str(this_year - 3), str(this_year - 2)]
+    try:
+        run_demo(root, mlflow_port, serve_port, {"source": "synthetic", "years": ",".join(past)
+                                                 + f",{this_year}"})  # fmt: skip
+        (run_dir,) = sorted((root / "runs").iterdir())
+        first = json.loads((run_dir / "run.json").read_text())
+        for task in ("fetch", "validate"):
+            children = _children(first, task)
+            assert [c.split(",year:")[1].rstrip(")") for c in children] == [*past, str(this_year)]
+            assert {c["phase"] for c in children.values()} == {"Succeeded"}
+            assert not any(c["memoization"]["hit"] for c in children.values())
+        # The run's data hash: SHA-256 of `<year> <fetched hash>\n` per year, in year order.
+        hashes = [
+            c["outputs"]["parameters"]["data-hash"] for c in _children(first, "fetch").values()
+        ]
+        lines = "".join(f"{y} {h}\n" for y, h in zip([*past, str(this_year)], hashes, strict=True))
+        train = first["tasks"]["train"]["outputs"]["parameters"]
+        assert train["data-hash"] == hashlib.sha256(lines.encode()).hexdigest()
+
+        # One past year fewer: its objects stay under the data key, and train must skip them.
+        later = [past[1], str(this_year)]
+        run_demo(root, mlflow_port, serve_port, {"source": "synthetic", "years": ",".join(later)})
+        second = json.loads((sorted((root / "runs").iterdir())[-1] / "run.json").read_text())
+        for task in ("fetch", "validate"):
+            hits = [c["memoization"]["hit"] for c in _children(second, task).values()]
+            assert hits == [True, False], task  # the current year is never reused
+        lines = "".join(f"{y} {h}\n" for y, h in zip(later, hashes[1:], strict=True))
+        data_hash = second["tasks"]["train"]["outputs"]["parameters"]["data-hash"]
+        assert data_hash == hashlib.sha256(lines.encode()).hexdigest()
+    finally:
+        demo_main(["down", "--root", str(root), "--mlflow-port", str(mlflow_port),
+                   "--serve-port", str(serve_port)])  # fmt: skip
