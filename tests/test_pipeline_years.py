@@ -4,18 +4,25 @@ from the memoization cache on a rerun, the run's data hash derived from the year
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 
 from steps.check_parameters import DATA_PARAMETERS, fan_out_outputs
+from steps.sources.synthetic import generate_files
 from steps.year_items import WHOLE_PART, data_key, loop_items, resolve_years
 from tests.conftest import free_port
+from tests.test_fetch import GsodServer, year_archive
 from workflows.demo import main as demo_main
 from workflows.demo import run_demo
+from workflows.local_runner import run_rendered
+from workflows.pipeline import render
+from workflows.settings import PipelineSettings
 
 TODAY = dt.date(2026, 3, 1)
 
@@ -106,3 +113,41 @@ def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_
     finally:
         demo_main(["down", "--root", str(root), "--mlflow-port", str(mlflow_port),
                    "--serve-port", str(serve_port)])  # fmt: skip
+
+
+def _fetch_and_validate_only(template: dict) -> dict:
+    """The rendered template cut after validate: the real check-parameters, fetch and validate
+    templates and tasks, without the stages that need MLflow."""
+    cut = copy.deepcopy(template)
+    entry = next(t for t in cut["spec"]["templates"] if t["name"] == cut["spec"]["entrypoint"])
+    keep = ("check-parameters", "fetch", "validate")
+    entry["dag"]["tasks"] = [t for t in entry["dag"]["tasks"] if t["name"] in keep]
+    return cut
+
+
+def test_a_rerun_with_every_past_year_cached_downloads_only_the_current_year(
+    tmp_path: Path,
+) -> None:
+    """Real HTTP on 127.0.0.1 serving GSOD-format `archive/<year>.tar.gz` files, counted."""
+    this_year = dt.date.today().year
+    years = [this_year - 2, this_year - 1, this_year]
+    template = _fetch_and_validate_only(render(PipelineSettings())["workflow-template"])
+    cache = tmp_path / "cache"
+    with GsodServer() as server:
+        for year in years:
+            files = dict(generate_files(400, 7, year=year))
+            server.routes[f"/archive/{year}.tar.gz"] = [("ok", year_archive(files))]
+        params = {"source": "gsod", "gsod-base-url": server.url,
+                  "years": ",".join(map(str, years))}  # fmt: skip
+        for run in ("run1", "run2"):
+            out = io.StringIO()
+            code = run_rendered(template, params, run_dir=tmp_path / run, cache_dir=cache, out=out)
+            assert code == 0, out.getvalue()
+        hits = {int(path.split("/")[-1].split(".")[0]): n for path, n in server.hits.items()}
+    assert hits == {years[0]: 1, years[1]: 1, this_year: 2}
+    second = json.loads((tmp_path / "run2" / "run.json").read_text())
+    for task in ("fetch", "validate"):
+        assert [c["memoization"]["hit"] for c in _children(second, task).values()] == [
+            True, True, False
+        ]  # fmt: skip
+    assert "3 item(s), 2 from the memoization cache" in out.getvalue()
