@@ -148,6 +148,39 @@ def test_request_body_limit_applies_to_the_one_app_the_scoring_server_builds(
     assert fastapi.FastAPI is original
 
 
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(alphabet='[]{}"\\ax,:'),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES)
+def test_json_depth_counts_nesting_without_parsing(value: object) -> None:
+    """Brackets inside strings (escaped quotes included) are text, not nesting."""
+    assert served_model.json_depth(json.dumps(value).encode()) == _depth(value)
+
+
+def test_request_shape_check_allows_exactly_the_signatures_columns() -> None:
+    """The columns the served model lets through are the logged signature's inputs."""
+    assert model.model_signature().inputs.input_names() == [served_model.FEATURE]
+    ok = json.dumps({"dataframe_records": [{"temp": 1.0}]}).encode()
+    assert served_model.refuse_request_shape(ok, "application/json; charset=utf-8") is None
+    other = json.dumps({"dataframe_records": [{"temp": 1.0}, {"tmp": 1.0}]}).encode()
+    status, message = served_model.refuse_request_shape(other, "application/json")
+    assert status == 400 and "unknown column 'tmp'" in message
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_like_sklearn(tracking: MlflowSettings, tmp_path: Path) -> None:
     frame = dewpoint_frame(rows=600, seed=22)
