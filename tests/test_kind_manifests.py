@@ -1459,3 +1459,29 @@ def test_only_fetch_reaches_out_and_only_deploy_reaches_the_model_server(
     assert workflow_peers and all(
         p["podSelector"]["matchLabels"] == {STEP_LABEL: "deploy"} for p in workflow_peers
     )
+
+
+def test_the_controller_may_keep_exactly_the_templates_memoization_caches(
+    overlay: list[dict], workflow_template: dict
+) -> None:
+    """Every `memoize.cache.configMap` of the rendered template is a ConfigMap the workflow
+    controller (ServiceAccount argo/argo) may update in mlops, and it may update no other one."""
+    caches = sorted(
+        {
+            t["memoize"]["cache"]["configMap"]["name"]
+            for t in workflow_template["spec"]["templates"]
+            if "memoize" in t
+        }
+    )
+    assert len(caches) == 2
+    role = find(overlay, "Role", "argo-memoization-cache")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": caches,
+         "verbs": ["get", "update"]},
+    ]  # fmt: skip
+    binding = find(overlay, "RoleBinding", "argo-memoization-cache")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"]["name"] == "argo-memoization-cache"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "argo", "namespace": "argo"}]
