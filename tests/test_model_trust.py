@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from steps.deploy_targets.local import BACKEND_FILE, MODELS_DIR, STATE_FILE
 from steps.model import LinearCoefficients, log_served_model
 from steps.model_trust import (
     SERVED_MODEL_FILE,
@@ -127,7 +128,12 @@ def test_deploy_refuses_a_foreign_version_before_touching_the_target(
     )  # fmt: skip
     line = error_line(result)
     assert f"version {settings.model_name}/{foreign} is not this project's served model" in line
-    assert not state.exists() and not marker.exists()
+    assert not marker.exists()  # none of its code ran
+    # Nothing is served from it or recorded: deploy may have made its state directory (it holds
+    # the deploy's lock and the download area), but no server record, no backend for the front
+    # and no model copy are left in it.
+    assert not (state / STATE_FILE).exists() and not (state / BACKEND_FILE).exists()
+    assert not list((state / MODELS_DIR).glob("*"))
 
 
 def test_our_registered_version_passes_and_each_rule_bites(world: dict, tmp_path: Path) -> None:
