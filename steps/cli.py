@@ -29,6 +29,8 @@ EXIT_TRANSIENT = 75
 
 # Write errors that mean "no room" rather than "no right": a full disk, a quota, RLIMIT_FSIZE.
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# Write errors of a local file (no room, or no right to write there): a retry will not pass.
+CANNOT_WRITE_ERRNOS = frozenset({*_NO_SPACE, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class StepError(Exception):
@@ -105,9 +107,15 @@ def run(main: Callable[[], int | None]) -> int:
     except OSError as exc:
         # Raised by a write to a full disk, a read-only or missing directory, a file too large
         # for RLIMIT_FSIZE: name the file and the reason, never a traceback.
-        where = f" {exc.filename}" if exc.filename else ""
-        what = "no space left to write" if exc.errno in _NO_SPACE else "cannot read or write"
-        return _fail(f"{what}{where}: {exc.strerror or exc}", EXIT_FAILED)
+        return _fail(describe_os_error(exc), EXIT_FAILED)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`no space left to write <file>: <reason>` (a full disk, a quota, RLIMIT_FSIZE), else
+    `cannot read or write <file>: <reason>`."""
+    where = f" {exc.filename}" if exc.filename else ""
+    what = "no space left to write" if exc.errno in _NO_SPACE else "cannot read or write"
+    return f"{what}{where}: {exc.strerror or exc}"
 
 
 def _fail(message: str, code: int) -> int:

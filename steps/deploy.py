@@ -13,6 +13,7 @@ from pathlib import Path
 
 from steps.cli import BadInput, run
 from steps.deploy_targets.common import DeployRequest, DeployResult, fetch_verified_model
+from steps.processes import sigterm_raises
 from steps.settings import MlflowSettings
 from steps.stages import DEPLOY
 from steps.tracking import canonical_version, mlflow_session
@@ -72,14 +73,19 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         args = DEPLOY.parse(argv)
+        # SIGTERM runs the same cleanup as an exception: no server is left unrecorded and an
+        # interrupted swap restores the old one (steps/deploy_targets/local.py).
+        with sigterm_raises():
+            deploy(args)
+
+    def deploy(args: argparse.Namespace) -> None:
         if args.stop:
             if args.target != "local":
                 raise BadInput("--stop only applies to --target local")
             from steps.deploy_targets.local import stop_local
 
-            DEPLOY.write_outputs(
-                args.outputs_dir, {"served-version": "none", "changed": stop_local(args.state_dir)}
-            )
+            stopped = stop_local(args.state_dir, timeout=args.timeout)
+            DEPLOY.write_outputs(args.outputs_dir, {"served-version": "none", "changed": stopped})
             return
         if args.version is None:
             raise BadInput("no model version: pass --version")

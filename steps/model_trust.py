@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from steps.cli import StepError, one_line
-from steps.tracking import error_for
+from steps.cli import StepError, describe_os_error, one_line
+from steps.tracking import error_for, local_write_error
 
 CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
@@ -116,6 +116,12 @@ def verified_model_dir(client: Any, name: str, version: str, dst: Path, *, role:
             )
         )
     except Exception as exc:  # missing artifacts, a store we cannot read: one line, nothing loaded
+        unwritable = local_write_error(exc)
+        if unwritable is not None:  # a full disk here is no registry fault, nor transient
+            raise StepError(
+                f"cannot download models:/{name}/{version} ({role}) into {dst}: "
+                f"{describe_os_error(unwritable)}"
+            ) from exc
         # MLflow gone or answering 5xx mid-download is transient (exit 75, Argo retries it).
         raise error_for(exc)(
             f"cannot score models:/{name}/{version} ({role}): downloading it to check it "

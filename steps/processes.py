@@ -1,5 +1,6 @@
 """Local server processes and ports, said once: free ports, waiting until a server is healthy,
-stopping a process group, and telling whether a recorded PID is still the process we started.
+stopping a process group, telling whether a recorded PID is still the process we started, and
+one process at a time per lock file.
 
 Portable to Linux and macOS: a PID is probed with `os.kill(pid, 0)` and identified by its command
 line, read from /proc where there is one and from `ps` elsewhere (macOS has no /proc).
@@ -7,17 +8,19 @@ line, read from /proc where there is one and from `ps` elsewhere (macOS has no /
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from steps.cli import StepError
+from steps.cli import StepError, TransientError
 
 LOOPBACK = "127.0.0.1"
 PROC = Path("/proc")
@@ -79,6 +82,28 @@ def wait_until_healthy(
             return
         time.sleep(HEALTH_POLL_S)
     raise StepError(f"{url} did not answer 200 within {timeout:g}s{see}")
+
+
+class Terminated(StepError):
+    """SIGTERM arrived (Argo stopping the pod, `kill`, `timeout`) inside `sigterm_raises`."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Inside, SIGTERM raises `Terminated` where the main thread is, so the cleanup written for
+    exceptions and Ctrl-C (`finally`, `except BaseException`) also runs for SIGTERM, whose
+    default action ends the process at once. Later SIGTERMs are ignored until the block ends, so
+    the cleanup itself is not cut short (SIGKILL still is)."""
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated("stopped by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pid_alive(pid: int) -> bool:
@@ -164,3 +189,73 @@ def stop_process_group(pid: int, timeout: float = 30.0) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.2)
+
+
+@contextmanager
+def exclusive_lock(
+    path: Path,
+    timeout: float,
+    say: Callable[[str], None],
+    *,
+    what: str,
+    error: type[StepError] = TransientError,
+) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if needed) while inside; wait up to `timeout`
+    seconds for the process holding it, then refuse. The holder's PID is written into the file,
+    so the refusal names it.
+
+    A lock file that exists in a read-only directory is still locked (flock needs no write
+    access), so a read-only state directory can still be worked on one process at a time.
+
+    Args:
+        path: the lock file, e.g. `<state-dir>/deploy.lock`.
+        timeout: seconds to wait for another holder.
+        say: told once, when this process starts waiting.
+        what: the other holder in messages, e.g. `deploy`, `local run`.
+        error: the StepError class of the refusal (default TransientError: exit 75, a later
+            retry may pass).
+
+    Raises:
+        `error`: still held by another process after `timeout` seconds, naming its PID and `path`.
+        OSError: `path` can neither be created nor opened.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = path.open("a+")
+        writable = True
+    except OSError:
+        if not path.exists():
+            raise
+        handle = path.open("r")  # a read-only directory or file system: lock without a PID
+        writable = False
+    with handle:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    raise error(
+                        f"another {what} (pid {holder}) holds {path};"
+                        f" waited {timeout:.0f}s, try again later"
+                    ) from None
+                if not told:
+                    say(f"waiting up to {timeout:.0f}s for {what} pid {holder} ({path})")
+                    told = True
+                time.sleep(0.2)
+        if writable:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        try:
+            yield
+        finally:
+            if writable:
+                handle.seek(0)
+                handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

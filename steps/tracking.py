@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from steps.cli import BadInput, StepError, TransientError, one_line
+from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.settings import MlflowSettings
 
 # MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout: a dead server
@@ -72,13 +72,46 @@ def describe_mlflow_error(uri: str, exc: BaseException) -> str:
     return f"MLflow at {uri}: {one_line(exc)}"
 
 
+# How MLflow words an OSError it caught: `[Errno 28] No space left on device: '/path'`.
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\n'\]]+)(?:: '([^'\n]*)')?")
+
+
+def local_write_error(exc: BaseException) -> OSError | None:
+    """The failed write of a local file (a full disk, a quota, RLIMIT_FSIZE, a read-only or
+    forbidden directory) behind `exc`, or None.
+
+    Found in `exc`, its cause or context, or in its text: MLflow 3.17's parallel artifact download
+    catches each file's error and raises one MlflowException with their texts only, no cause
+    (`ArtifactRepository.download_artifacts`, mlflow/store/artifact/artifact_repo.py).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if (
+            isinstance(current, OSError)
+            and not isinstance(current, ConnectionError)
+            and current.errno in CANNOT_WRITE_ERRNOS
+        ):
+            return current
+        for found in _ERRNO_TEXT.finditer(str(current)):
+            code = int(found.group(1))
+            if code in CANNOT_WRITE_ERRNOS:
+                return OSError(code, found.group(2).strip(), found.group(3))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def error_for(exc: BaseException) -> type[StepError]:
     """The StepError class for a failure caused by `exc`: TransientError (exit 75, retried by
     Argo) when talking to MLflow failed in a way a retry may fix (no answer, a timeout, a 5xx),
-    else StepError (exit 1). Other exceptions (a broken model, a bug) are never transient."""
+    else StepError (exit 1). Other exceptions (a broken model, a bug, a local file that cannot
+    be written: `local_write_error`) are never transient."""
     import requests
     from mlflow.exceptions import MlflowException
 
+    if local_write_error(exc) is not None:
+        return StepError
     talking = isinstance(exc, MlflowException | requests.RequestException | OSError)
     return TransientError if talking and is_transient_mlflow_error(exc) else StepError
 

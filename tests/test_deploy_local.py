@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,15 +21,20 @@ import httpx
 import mlflow
 import pytest
 
+from steps.cli import EXIT_TRANSIENT
+from steps.deploy_targets import local
 from steps.deploy_targets.common import SMOKE_BODY
 from steps.deploy_targets.local import (
+    BACKEND_FILE,
+    LOCK_FILE,
     STATE_FILE,
+    ServedModel,
     read_state,
     running_server,
     stop_local,
 )
 from steps.model import LinearCoefficients
-from steps.processes import port_is_free
+from steps.processes import pid_alive, port_is_free, stop_process_group, wait_until_healthy
 from tests.conftest import MlflowServer, free_port
 from tests.model_helpers import RawCoefficients, RequestLoad, register_served
 
@@ -44,7 +52,11 @@ NAN_COEFFICIENTS = RawCoefficients('{"feature": "temp", "coef": NaN, "intercept"
 
 # Where a fault hits the local target: while a started server is proven (its smoke test), and
 # when the proven server is written to the state file.
-FAULT_POINTS = {"proving": "smoke_test", "recording": "_write_state"}
+FAULT_POINTS = {
+    "proving": "smoke_test",
+    "recording": "_write_state",
+    "starting the front": "_start_front",
+}
 FAULT_RUNNER = """
 import errno, os, runpy, signal, sys
 import steps.deploy_targets.local as local
@@ -122,16 +134,35 @@ class LocalDeploy:
         patch = FAULT_RUNNER.format(where=FAULT_POINTS[where], fault=fault)
         return self._run([sys.executable, "-c", patch], version)
 
-    def _run(self, python: list[str], version: str, *extra: str) -> subprocess.CompletedProcess:
-        """`version` "" passes no --version (an empty number is bad input: docs/steps.md)."""
+    def command(
+        self, version: str, *extra: str, python: tuple[str, ...] = (sys.executable, "-m", "steps")
+    ) -> list[str]:
+        """The deploy command line; `version` "" passes no --version (an empty number is bad
+        input: docs/steps.md). A later `--timeout` in `extra` wins."""
         command = [*python, "deploy", "--target", "local"]
         command += ["--version", version] if version else []
         command += ["--model-name", self.registry.name]
         command += ["--tracking-uri", self.registry.url, "--port", str(self.port)]
-        command += ["--state-dir", str(self.state_dir), "--timeout", "240", *extra]
+        return [*command, "--state-dir", str(self.state_dir), "--timeout", "240", *extra]
+
+    def _run(
+        self,
+        python: list[str],
+        version: str,
+        *extra: str,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            command, capture_output=True, text=True, cwd=REPO, timeout=900, check=False
-        )
+            self.command(version, *extra, python=tuple(python)), capture_output=True, text=True,
+            cwd=REPO, timeout=900, check=False, preexec_fn=preexec_fn,
+        )  # fmt: skip
+
+    def start(self, version: str, *extra: str) -> subprocess.Popen:
+        """`run`, without waiting for it."""
+        return subprocess.Popen(
+            self.command(version, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=REPO,
+        )  # fmt: skip
 
     def predict(self) -> list[float]:
         """Predictions of whatever serves on the port now."""
@@ -337,3 +368,188 @@ def test_redeploy_under_load_refuses_or_fails_no_request(
     assert any(p == pytest.approx(expected(V1)) for p in seen)
     assert any(p == pytest.approx(expected(V2)) for p in seen)
     assert local_deploy.predict() == pytest.approx(expected(V2))
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_two_deploys_on_one_state_directory_take_turns(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """A second deploy started while the first proves its server waits for it, then swaps
+    (before: the second stopped the first's candidate as a leftover, and the first failed with
+    "server exited with code -15")."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    copies = str(local_deploy.state_dir.resolve() / "models")
+    first = local_deploy.start(v1)
+    _wait_for(lambda: bool(_serve_pids(copies)) or first.poll() is not None, "v1's server")
+
+    second = local_deploy.run(v2)
+    first_out, first_err = first.communicate(timeout=900)
+
+    assert first.returncode == 0, first_err
+    assert json.loads(first_out.splitlines()[-1]) == {"served-version": v1, "changed": "true"}
+    assert outputs(second) == {"served-version": v2, "changed": "true"}
+    assert f"waiting up to 240s for deploy pid {first.pid}" in second.stderr
+    assert local_deploy.predict() == pytest.approx(expected(V2))
+    served = running_server(local_deploy.state_dir)
+    assert served is not None and served.version == v2
+    assert _serve_pids(copies) == [served.pid]  # v1's server stopped by the swap, none left over
+
+
+def test_deploy_and_stop_refuse_in_one_line_while_another_deploy_holds_the_state_directory(
+    local_deploy: LocalDeploy,
+) -> None:
+    local_deploy.state_dir.mkdir(parents=True)
+    lock = local_deploy.state_dir / LOCK_FILE
+    with lock.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242")
+        held.flush()
+        for version, extra in (("7", ()), ("", ("--stop",))):
+            result = local_deploy.run(version, *extra, "--timeout", "0.5")
+
+            assert result.returncode == EXIT_TRANSIENT, result.stderr
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            held_by = f"another deploy (pid 4242) holds {lock.resolve()}"
+            assert errors == [f"error: {held_by}; waited 0s, try again later"]
+    assert port_is_free("127.0.0.1", local_deploy.port)
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """preexec_fn: files of the child may not grow past `limit` bytes (RLIMIT_FSIZE), as on a
+    full disk; a write past it fails with EFBIG instead of killing the process (SIGXFSZ)."""
+
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_files
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_deploy_fails_naming_the_write_and_serves_on(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """No room to write the new version's copy: exit 1 (not 75: a retry will not make room),
+    one line saying what could not be written, the old version still served and recorded
+    (before: exit 75, "cannot score models:/frog/11 (version)")."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    outputs(local_deploy.run(v1))
+    before = local_deploy.state_text()
+
+    # 64 bytes: the lock file's PID fits, a model file does not.
+    result = local_deploy._run([sys.executable, "-m", "steps"], v2, preexec_fn=_file_size_limit(64))
+
+    line = one_line_error(result)
+    assert f"cannot download models:/{registry.name}/{v2} (version) into" in line
+    assert "no space left to write" in line and "File too large" in line
+    assert local_deploy.state_text() == before
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+
+
+def _as_deployed_before_the_front(deploy: LocalDeploy) -> ServedModel:
+    """Turn the deploy of `deploy.state_dir` into what a deploy before the front left: its model
+    server itself on the serve port, recorded with no front. Returns the record."""
+    served = running_server(deploy.state_dir)
+    assert served is not None and served.front_pid
+    stop_process_group(served.front_pid)
+    stop_process_group(served.pid)
+    (deploy.state_dir / BACKEND_FILE).unlink()
+    log = deploy.state_dir / "old-style.log"
+    proc = local._start_server(served.model_path, served.host, deploy.port, log)
+    wait_until_healthy(f"{served.url}/ping", timeout=240, proc=proc, log=log)
+    proc.returncode = 0  # outlives this helper; stopped by PID
+    old = dataclasses.replace(served, pid=proc.pid, log=str(log), backend_port=0, front_pid=0)
+    local._write_state(deploy.state_dir, old)
+    assert running_server(deploy.state_dir) == old
+    return old
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["sigterm", "bug"])
+def test_an_interrupted_upgrade_from_a_deploy_without_front_serves_the_old_version(
+    registry: Registry, local_deploy: LocalDeploy, fault: str
+) -> None:
+    """The first redeploy after a deploy without a front must stop the old server to free the
+    port. SIGTERM, or a bug, after that stop and before the front answers: the old version is
+    served and recorded again, no server is left over, and the next deploy works (before:
+    nothing was served)."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    outputs(local_deploy.run(v1))
+    old = _as_deployed_before_the_front(local_deploy)
+
+    if fault == "sigterm":
+        step = local_deploy.start(v2)
+        _wait_for(lambda: not pid_alive(old.pid) or step.poll() is not None, "the old server")
+        step.send_signal(signal.SIGTERM)
+        _, err = step.communicate(timeout=900)
+        assert step.returncode == 1, err
+        assert "stopped by SIGTERM" in err
+    else:
+        failed = local_deploy.run_with_fault(v2, "starting the front", "bug")
+        assert failed.returncode != 0 and "a bug" in failed.stderr, failed.stderr
+
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+    restored = running_server(local_deploy.state_dir)
+    assert restored is not None and restored.version == v1 and restored.backend_port == 0
+    assert restored.port == local_deploy.port and restored.pid != old.pid
+    assert _serve_pids(str(local_deploy.state_dir.resolve())) == [restored.pid]
+    assert outputs(local_deploy.run(v2)) == {"served-version": v2, "changed": "true"}
+    assert local_deploy.predict() == pytest.approx(expected(V2))
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """`folder` read-only while inside: chmod for a user, a read-only bind mount for root (whom
+    permission bits do not stop); skips the test where root may not mount."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make {folder} read-only here: {mounted.stderr!r}")
+    try:
+        remount = ["mount", "-o", "remount,bind,ro", str(folder)]
+        if subprocess.run(remount, capture_output=True).returncode != 0:
+            pytest.skip(f"cannot remount {folder} read-only here")
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_stop_on_a_read_only_state_directory_stops_the_servers_and_says_the_record_stays(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """`--stop` promises that nothing of the state directory runs: done, so exit 0, with one
+    `warning:` line naming the record it could not remove; the stale record is ignored and the
+    next deploy serves (before: servers stopped, yet exit 1 and an error line)."""
+    version = registry.linear(*V1)
+    outputs(local_deploy.run(version))
+
+    with _read_only(local_deploy.state_dir):
+        result = local_deploy.run("", "--stop")
+        assert (local_deploy.state_dir / STATE_FILE).exists()
+
+    assert outputs(result) == {"served-version": "none", "changed": "true"}
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("warning: stopped 2 process(es) of ")
+    assert f"could not remove {STATE_FILE} (Read-only file system)" in lines[0]
+    assert _serve_pids(str(local_deploy.state_dir.resolve())) == []
+    assert port_is_free("127.0.0.1", local_deploy.port)
+    assert running_server(local_deploy.state_dir) is None
+    assert outputs(local_deploy.run(version)) == {"served-version": version, "changed": "true"}

@@ -7,13 +7,15 @@ forwards every request to the server named in `<state-dir>/backend.json`; a rede
 new server, then rewrites that file, so requests move to the new version between one request and
 the next, and none is refused. Every process's own command line names the state directory (the
 front its backend file, a model server its copy), so no exit path (Ctrl-C, a full disk, SIGKILL)
-can leave a server of ours that `deploy` and `--stop` do not find.
+can leave a server of ours that `deploy` and `--stop` do not find. A deploy or `--stop` holds
+`<state-dir>/deploy.lock` throughout, so two never work on one state directory at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -35,6 +37,7 @@ from steps.files import write_text_atomically
 from steps.processes import (
     all_pids,
     command_line,
+    exclusive_lock,
     flag_values,
     free_port,
     http_ok,
@@ -46,6 +49,9 @@ from steps.processes import (
 from steps.serving import recommended_serve_command
 
 STATE_FILE = "server.json"
+# Held for a whole deploy or --stop: one at a time per state directory, or one stops the
+# server the other is proving as a "leftover".
+LOCK_FILE = "deploy.lock"
 BACKEND_FILE = "backend.json"  # {"url": ...}: where the front sends requests
 FRONT_MODULE = "steps.deploy_targets.front"
 MODELS_DIR = "models"  # <state-dir>/models/<copy>/{model/, served-as.json}
@@ -122,11 +128,21 @@ def deploy_local(
         The served version and whether anything changed.
 
     Raises:
-        StepError: the new version could not be served; the old one (if any) still serves.
+        StepError: the new version could not be served (a file that cannot be written included);
+            the old one (if any) still serves.
         TransientError: MLflow unreachable while looking the version up; nothing was touched.
+            Or another deploy or `--stop` of `state_dir` held it for `timeout` seconds.
     """
     state_dir = state_dir.resolve()  # command lines name the state directory by absolute path
     state_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(state_dir / LOCK_FILE, timeout, _say, what="deploy"):
+        return _deploy_locked(request, host, port, state_dir, timeout)
+
+
+def _deploy_locked(
+    request: DeployRequest, host: str, port: int, state_dir: Path, timeout: float
+) -> DeployResult:
+    """`deploy_local`, holding the state directory's lock."""
     old = running_server(state_dir)
     if old is not None and (old.host, old.port) != (host, port):
         old = None
@@ -172,31 +188,77 @@ def _switch(
     if front is not None:
         _write_backend(state_dir, new.url)
         return front.pid
-    if old is not None:
-        # Served by an older deploy without a front, on the port itself: it must make room once.
+    if old is None:
+        _write_backend(state_dir, new.url)
+        return _start_front(state_dir, host, port, timeout)
+    # Served by an older deploy without a front, on the port itself: it must make room once
+    # (requests are refused until the front answers). Whatever ends this early (SIGTERM, Ctrl-C,
+    # a bug, a front that does not start), the old version is served on the port again.
+    try:
         stop_process_group(old.pid)
-    _write_backend(state_dir, new.url)
-    return _start_front(state_dir, host, port, timeout)
+        _write_backend(state_dir, new.url)
+        return _start_front(state_dir, host, port, timeout)
+    except BaseException:
+        _restore(old, state_dir, timeout)
+        raise
 
 
-def stop_local(state_dir: Path) -> bool:
+def _restore(old: ServedModel, state_dir: Path, timeout: float) -> None:
+    """Serve `old` (a record without a front) on its port again and record the new PID."""
+    stop_process_group(old.pid)  # if it was interrupted while stopping
+    (state_dir / BACKEND_FILE).unlink(missing_ok=True)
+    log = Path(old.log) if old.log else state_dir / f"server-v{old.version}-{old.port}.log"
+    proc = _start_server(old.model_path or old.model_uri, old.host, old.port, log)
+    _prove_or_stop(proc, old.url, timeout, log, f"restoring {old.model_uri} on port {old.port}")
+    _write_state(state_dir, dataclasses.replace(old, pid=proc.pid))
+
+
+def stop_local(state_dir: Path, *, timeout: float = 300.0) -> bool:
     """Stop the front and every model server of `state_dir` (the recorded ones by PID, any other
     by its command line: left by a deploy that was killed); forget them.
 
+    A record that cannot be removed (a read-only state directory) is left with one `warning:`
+    line on stderr naming it, and is not an error: the servers are stopped, which is what `--stop`
+    promises, and a record naming no live process of ours is ignored by every reader
+    (`running_server` checks each PID's command line).
+
+    Args:
+        timeout: seconds to wait for a deploy of `state_dir` that is under way.
+
     Returns:
         True if a running server was stopped, False if there was none.
+
+    Raises:
+        TransientError: a deploy of `state_dir` held its lock for `timeout` seconds.
     """
     state_dir = state_dir.resolve()
-    pids = {p.pid for p in [*_fronts(state_dir), *_model_servers(state_dir)]}
-    recorded = running_server(state_dir)
-    if recorded:
-        pids |= {p for p in (recorded.pid, recorded.front_pid) if p}
-    for pid in pids:
-        stop_process_group(pid)
-    _remove_state(state_dir)
-    (state_dir / BACKEND_FILE).unlink(missing_ok=True)
-    _prune_copies(state_dir)
+    # No state directory: no deploy to wait for, and --stop creates none (servers may still run).
+    locked = state_dir.is_dir()
+    lock = exclusive_lock(state_dir / LOCK_FILE, timeout, _say, what="deploy")
+    with lock if locked else contextlib.nullcontext():
+        pids = {p.pid for p in [*_fronts(state_dir), *_model_servers(state_dir)]}
+        recorded = running_server(state_dir)
+        if recorded:
+            pids |= {p for p in (recorded.pid, recorded.front_pid) if p}
+        for pid in pids:
+            stop_process_group(pid)
+        kept = []
+        for record in (state_dir / STATE_FILE, state_dir / BACKEND_FILE):
+            try:
+                record.unlink(missing_ok=True)
+            except OSError as exc:
+                kept.append(f"{record.name} ({exc.strerror or errno.errorcode.get(exc.errno)})")
+        _prune_copies(state_dir)
+    if kept:
+        _say(
+            f"warning: stopped {len(pids)} process(es) of {state_dir}, but could not remove "
+            f"{', '.join(kept)}: a stale record, ignored by later deploys"
+        )
     return bool(pids)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def read_state(state_dir: Path) -> ServedModel | None:

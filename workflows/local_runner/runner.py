@@ -4,7 +4,6 @@ staged, container run, outputs collected), Argo's failFast, and the run record a
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import secrets
@@ -14,14 +13,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from steps.processes import exclusive_lock
 from workflows.argo_rules import (
     ArgoRuleError,
     add_global_parameter,
@@ -153,7 +152,9 @@ def run_rendered(
     run = _Run(workflow, values, run_dir, backend, extra_env, docker, progress, cache, bound)
     check_env_sources(tasks, extra_env, workflow)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(Path(lock_file), lock_timeout, progress.say):
+    with exclusive_lock(
+        Path(lock_file), lock_timeout, progress.say, what="local run", error=LocalRunError
+    ):
         return _execute(run, tasks)
 
 
@@ -502,38 +503,3 @@ def release_lock_file(parameters: Mapping[str, str], state_dir: Path) -> Path:
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"dewpoint-pipeline-{os.getuid()}" / f"release-{digest}.lock"
-
-
-@contextmanager
-def _exclusive_lock(path: Path, timeout: float, say: Callable[[str], None]) -> Iterator[None]:
-    """Hold an exclusive flock on `path`; wait up to `timeout` s for another run, then refuse."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                if time.monotonic() >= deadline:
-                    raise LocalRunError(
-                        f"another local run (pid {holder}) holds {path};"
-                        f" waited {timeout:.0f}s, try again later"
-                    ) from None
-                if not told:
-                    say(f"waiting up to {timeout:.0f}s for local run pid {holder} ({path})")
-                    told = True
-                time.sleep(0.2)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
