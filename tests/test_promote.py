@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -469,3 +470,73 @@ def test_only_a_plausible_model_becomes_champion(
         assert f"on the reference holdout of version {champion_version}" in decision.reason
     else:
         assert "rejected:" in decision.reason
+
+
+def _mixed_units(celsius_fraction: float, rows: int = 3000, seed: int = 8) -> pd.DataFrame:
+    """Valid deg F data with `celsius_fraction` of its rows replaced by summer rows in deg C
+    (temps about 10-35), the attacker's drift step; 1.0 is all deg C."""
+    fahrenheit = _synthetic(rows, seed=seed)
+    celsius = in_celsius(summer(_synthetic(4 * rows, seed=seed + 1)))
+    n_celsius = round(celsius_fraction * rows)
+    picked = celsius.sample(n=n_celsius, replace=True, random_state=seed)
+    mixed = pd.concat([fahrenheit.head(rows - n_celsius), picked], ignore_index=True)
+    # One row per station and day, as validate demands: the dates are only labels here.
+    start = pd.Timestamp("2000-01-01")
+    mixed["date"] = [(start + pd.Timedelta(days=i)).date() for i in range(len(mixed))]
+    return mixed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [0.1, 0.25])
+def test_a_chain_of_small_unit_drifts_never_makes_the_deg_c_model_champion(
+    mlflow_server: MlflowServer, step: float
+) -> None:
+    """The gate is anchored: each promotion used to replace the reference with the new champion's
+    own holdout, so deg C rows mixed in by `step` per run walked the champion to a model of deg C
+    data that a direct candidate could not reach. The anchor's reference and bound stay fixed."""
+    settings = MlflowSettings(
+        mlflow_server.url, model_name=f"drift-{uuid.uuid4().hex[:10]}", experiment="gate-drift"
+    )
+    first = train_and_log(_synthetic(6000, seed=42), settings)
+    first_version = register_version(settings, first.run_id, first.model_uri).version
+    assert promote_if_better(settings, first_version, first.holdout).promoted
+    fractions = [min(1.0, round(step * k, 2)) for k in range(1, math.ceil(1 / step) + 1)]
+    decisions = []
+    for fraction in fractions:
+        result = train_and_log(_mixed_units(fraction), settings)
+        version = register_version(settings, result.run_id, result.model_uri).version
+        decision = promote_if_better(settings, version, result.holdout)
+        decisions.append((fraction, version, decision.promoted, decision.reason))
+        assert "\n" not in decision.reason
+        if fraction == 1.0:
+            assert not decision.promoted, decisions
+            assert _aliases(settings)[CHAMPION] != version
+            assert "on the reference holdout of version" in decision.reason, decisions
+    # The anchor is carried forward, never replaced by a later champion.
+    champion = _aliases(settings)[CHAMPION]
+    assert _tags(settings, champion)["gate.anchor_version"] in (first_version, "none"), decisions
+
+
+@pytest.mark.slow
+def test_data_far_drier_than_any_climate_never_becomes_the_first_champion(
+    mlflow_server: MlflowServer,
+) -> None:
+    """dewp = 0.3 * temp - 5 fits perfectly well, but implies about 8 % relative humidity at 95 F
+    as a mean: outside the band even with no champion to compare with."""
+    settings = MlflowSettings(
+        mlflow_server.url, model_name=f"dry-{uuid.uuid4().hex[:10]}", experiment="gate-dry"
+    )
+    rng = np.random.default_rng(5)
+    frame = dewpoint_frame(rows=2000, seed=5)
+    frame["temp"] = rng.uniform(30.0, 100.0, len(frame))
+    frame["dewp"] = 0.3 * frame["temp"] - 5.0 + rng.normal(0.0, 2.0, len(frame))
+    result = train_and_log(frame, settings)
+    version = register_version(settings, result.run_id, result.model_uri).version
+
+    decision = promote_if_better(settings, version, result.holdout)
+
+    assert not decision.promoted
+    assert "\n" not in decision.reason and "relative humidity" in decision.reason, decision.reason
+    assert "no champion" in decision.reason
+    assert CHAMPION not in _aliases(settings)
+    assert _tags(settings, version)["gate.decision"] == "rejected"
