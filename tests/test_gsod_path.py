@@ -30,6 +30,7 @@ from workflows.settings import PipelineSettings
 # Station ids no other fixture uses, so rows in a dataset can only have come from these files.
 STATIONS = ("72999900001", "72999900002")
 DAYS = 70  # per station: 140 rows, above validate's default minimum of 100
+FIXTURE_YEAR = "2023"  # the files' year: fetch reads one year per fanned-out item
 
 
 def gsod_csv(station: str, days: int = DAYS) -> bytes:
@@ -37,7 +38,7 @@ def gsod_csv(station: str, days: int = DAYS) -> bytes:
     temperature every day so that validate keeps every row."""
     lines = [GSOD_HEADER.decode()]
     for day in range(days):
-        date = dt.date(2023, 1, 1) + dt.timedelta(days=day)
+        date = dt.date(int(FIXTURE_YEAR), 1, 1) + dt.timedelta(days=day)
         temp = 20.0 + (day * 7 % 50)
         dewp = temp - 3.0 - day % 5
         lines.append(
@@ -85,9 +86,20 @@ def _check_and_fetch_only(template: dict) -> dict:
     return template
 
 
+def _year_item(run_dir: Path, task: str) -> dict:
+    """The one fanned-out item of `task` (fetch and validate run once per year; the fixture
+    files hold one year): its phase, outputs and artifact paths in run.json."""
+    (item,) = json.loads((run_dir / "run.json").read_text())["tasks"][task]["children"].values()
+    return item
+
+
 def _fetched_stations(run_dir: Path) -> list[str]:
-    dataset = run_dir / "fetch" / "work" / "out" / "dataset.parquet"
+    dataset = _year_item(run_dir, "fetch")["outputs"]["artifacts"]["dataset"]
     return sorted(set(pq.read_table(dataset, columns=["station"]).column("station").to_pylist()))
+
+
+def _fetched_path(run_dir: Path) -> Path:
+    return Path(_year_item(run_dir, "fetch")["outputs"]["artifacts"]["dataset"])
 
 
 def test_gsod_path_is_a_declared_workflow_parameter_of_fetch() -> None:
@@ -114,17 +126,16 @@ def test_local_runner_fetches_from_the_gsod_path_parameter(
     out = io.StringIO()
     code = run_rendered(
         _check_and_fetch_only(_template()),
-        {"gsod-path": str(path), "deploy-target": "local"},
+        {"gsod-path": str(path), "years": FIXTURE_YEAR, "deploy-target": "local"},
         run_dir=run_dir,
         lock_file=tmp_path / "lock",
         out=out,
     )
     assert code == 0, out.getvalue()
-    summary = json.loads((run_dir / "run.json").read_text())
-    fetched = summary["tasks"]["fetch"]["outputs"]["parameters"]
+    fetched = _year_item(run_dir, "fetch")["outputs"]["parameters"]
     assert fetched["row-count"] == str(len(STATIONS) * DAYS)
     assert _fetched_stations(run_dir) == list(STATIONS)
-    metadata = pq.read_schema(run_dir / "fetch" / "work" / "out" / "dataset.parquet").metadata
+    metadata = pq.read_schema(_fetched_path(run_dir)).metadata
     assert json.loads(metadata[b"dewpoint.source"])["path"] == str(path)
 
 
@@ -252,21 +263,32 @@ def test_submit_local_and_the_demo_run_the_whole_pipeline_on_the_gsod_path(
     run_dir = tmp_path / "run"
     try:
         code = submit.main(
-            ["--local", "-p", f"gsod-path={gsod_archive}", "--run-dir", str(run_dir)]
+            [
+                "--local",
+                "-p",
+                f"gsod-path={gsod_archive}",
+                "-p",
+                f"years={FIXTURE_YEAR}",
+                "--run-dir",
+                str(run_dir),
+            ]
         )
         assert code == 0
         summary = json.loads((run_dir / "run.json").read_text())
         assert summary["parameters"]["source"] == "gsod"
         assert summary["parameters"]["gsod-path"] == str(gsod_archive)
-        tasks = summary["tasks"]
-        assert tasks["fetch"]["outputs"]["parameters"]["row-count"] == str(len(STATIONS) * DAYS)
-        assert tasks["validate"]["outputs"]["parameters"]["row-count"] == str(len(STATIONS) * DAYS)
+        for task in ("fetch", "validate"):
+            rows = _year_item(run_dir, task)["outputs"]["parameters"]["row-count"]
+            assert rows == str(len(STATIONS) * DAYS)
         assert _fetched_stations(run_dir) == list(STATIONS)
         served = running_server(tmp_path / ".demo" / "serve")
         assert served is not None and served.model_uri == "models:/dewpoint-lr/1"
 
         facts = demo.run_demo(
-            Path(".demo"), mlflow_port, serve_port, {"gsod-path": str(gsod_folder)}
+            Path(".demo"),
+            mlflow_port,
+            serve_port,
+            {"gsod-path": str(gsod_folder), "years": FIXTURE_YEAR},
         )
         demo_run = Path(facts["run_dir"])
         parameters = json.loads((demo_run / "run.json").read_text())["parameters"]
