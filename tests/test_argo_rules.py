@@ -292,3 +292,84 @@ def test_max_age_that_go_cannot_read_is_refused(text: str) -> None:
 )  # fmt: skip
 def test_memoization_keys_are_those_argo_accepts(key: str, ok: bool) -> None:
     assert (memo_key_problem(key) is None) == ok
+
+
+# --- DAG rules Argo v4.1.2 applies (workflow/validate/validate.go validateDAG, workflow/common/
+# ancestry.go, workflow/controller/dag.go evaluateDependsLogic): the validator and the runner
+# refuse what Argo refuses, and accept what it runs.
+
+_CONTAINER = {"name": "c", "container": {"image": "x", "command": ["true"]}}
+
+
+def _dag_template(tasks: list[dict], templates: tuple[dict, ...] = ()) -> dict:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "t"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [{"name": "main", "dag": {"tasks": tasks}}, _CONTAINER, *templates],
+        },
+    }
+
+
+def _task(name: str, **fields) -> dict:
+    return {"name": name, "template": "c", **fields}
+
+
+@pytest.mark.parametrize(
+    ("tasks", "templates", "words"),
+    [
+        # validateDAG: "cannot use both 'depends' and 'dependencies' in the same DAG template"
+        ([_task("a"), _task("b", depends="a"), _task("d", dependencies=["a"])], (),
+         "cannot use both 'depends' and 'dependencies' in the same DAG"),
+        # "... name cannot begin with a digit when using either 'depends' or 'dependencies'"
+        ([_task("1a"), _task("b", depends="1a")], (), "cannot begin with a digit"),
+        ([_task("1a"), _task("a"), _task("b", depends="a")], (), "cannot begin with a digit"),
+        # "cannot use 'continueOn' when using 'depends'"
+        ([_task("a", continueOn={"failed": True}), _task("b", depends="a")], (),
+         "cannot use 'continueOn'"),
+        # "... uses an items-based condition such as .AnySucceeded or .AllFailed but does not
+        # contain any items"
+        ([_task("a"), _task("b", depends="a.AnySucceeded")], (), "items-based result"),
+        ([_task("a"), _task("b", depends="a.AllFailed")], (), "items-based result"),
+        # "templates.%s must have at least one task"
+        ([], (), "at least one task"),
+        # validateWorkflowFieldNames: "[%d].name '%s' is not unique" (tasks and templates)
+        ([_task("a"), _task("a")], (), "task name 'a' is not unique"),
+        ([_task("a")], (dict(_CONTAINER),), "template name 'c' is not unique"),
+        # argo lint passes these (it only collects names); expr-lang cannot compile them, so the
+        # DAG fails when the task's dependencies finish.
+        ([_task("a"), _task("d"), _task("b", depends="a d")], (), "two tasks without"),
+        ([_task("a"), _task("b", depends="a &&")], (), "ends where a task was expected"),
+        ([_task("a"), _task("b", depends="(a")], (), "'(' is not closed"),
+        ([_task("a"), _task("b", depends="a)")], (), "unmatched ')'"),
+        ([_task("a"), _task("b", depends="a && || a")], (), "'||' stands where a task"),
+        ([_task("a"), _task("b", depends="a !")], (), "two tasks without"),
+    ],
+)  # fmt: skip
+def test_dag_rules_argo_refuses_are_refused_by_validator_and_runner(
+    tasks: list[dict], templates: tuple[dict, ...], words: str, tmp_path: Path
+) -> None:
+    broken = _dag_template(copy.deepcopy(tasks), templates)
+    problems = validate_resources([broken])
+    assert any(words in p for p in problems), problems
+    with pytest.raises(LocalRunError, match=re.escape(words)):
+        run_rendered(broken, {}, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "depends",
+    ["a", "a && d", "(a && d)", "((a)) && d.Succeeded", "!a.Failed && d", "a.Succeeded || !(d)",
+     "(a.Succeeded || a.Skipped) && !d.Failed", "a&&d"],
+)  # fmt: skip
+def test_depends_expressions_argo_evaluates_are_accepted(depends: str) -> None:
+    tasks = [_task("a"), _task("d"), _task("b", depends=depends)]
+    assert validate_resources([_dag_template(tasks)]) == []
+    assert parse_depends({"depends": depends}).tasks == ({"a"} if depends == "a" else {"a", "d"})
+
+
+def test_a_looping_task_may_be_depended_on_by_its_group_results() -> None:
+    tasks = [_task("a", withItems=["x", "y"]), _task("b", depends="a.AnySucceeded || a.AllFailed")]
+    assert validate_resources([_dag_template(tasks)]) == []

@@ -410,6 +410,7 @@ def _scan_depends(task: Mapping[str, Any]) -> tuple[Depends, str | None]:
     text = str(task["depends"])
     terms: list[DependsTerm] = []
     operators: set[str] = set()
+    tokens: list[str] = []  # each operator or parenthesis as written, each operand as "task"
     position = 0
     while position < len(text.rstrip()):
         match = _DEPENDS_TOKEN.match(text, position)
@@ -428,10 +429,62 @@ def _scan_depends(task: Mapping[str, Any]) -> tuple[Depends, str | None]:
                     f"{', '.join(sorted(TASK_RESULTS | GROUP_RESULTS))}"
                 )
             terms.append(DependsTerm(name, result))
+        tokens.append(operator or "task")
         position = match.end()
     if not terms:
         error = error or f"depends {text!r} names no task"
+    if error is None:
+        error = _depends_grammar_problem(text, tokens)
     return Depends(text, tuple(terms), frozenset(operators)), error
+
+
+def _depends_grammar_problem(text: str, tokens: Sequence[str]) -> str | None:
+    """Why the tokens of `depends` do not form one boolean expression, or None.
+
+    Argo evaluates `depends` as an expr-lang expression once every dependency has finished
+    (v4.1.2 workflow/controller/dag.go, evaluateDependsLogic, `argoexpr.EvalBool`), after
+    replacing each bare name by `(t.Succeeded || t.Skipped || t.Daemoned)`
+    (workflow/common/ancestry.go); `argo lint` only collects the names (taskNameRegex). So `a b`,
+    `a &&` or `(a` pass the lint and fail the DAG at run time: refused here up front. Grammar
+    (docs/enhanced-depends-logic.md): `!` binds tightest, then `&&`, then `||`; parentheses group.
+    """
+    position = 0
+
+    def expect_operand() -> None:
+        nonlocal position
+        while position < len(tokens) and tokens[position] == "!":
+            position += 1
+        if position == len(tokens):
+            raise ValueError("it ends where a task was expected")
+        token = tokens[position]
+        position += 1
+        if token == "(":
+            expression()
+            if position == len(tokens) or tokens[position] != ")":
+                raise ValueError("a '(' is not closed")
+            position += 1
+        elif token != "task":
+            raise ValueError(f"{token!r} stands where a task was expected")
+
+    def expression() -> None:
+        nonlocal position
+        expect_operand()
+        while position < len(tokens) and tokens[position] in ("&&", "||"):
+            position += 1
+            expect_operand()
+
+    try:
+        expression()
+        if position != len(tokens):
+            found = tokens[position]
+            raise ValueError(
+                "two tasks without && or || between them"
+                if found in ("task", "(", "!")
+                else f"an unmatched {found!r}"
+            )
+    except ValueError as exc:
+        return f"depends {text!r} is not an expression Argo can evaluate: {exc}"
+    return None
 
 
 def dependency_order(parents: Mapping[str, Iterable[str]]) -> list[str]:
@@ -469,13 +522,19 @@ class Dag:
 
 
 def read_dag(dag: Mapping[str, Any], path: str, problems: Problems) -> Dag:
-    """Read `dag.tasks`; unreadable depends, unknown task names and cycles go to `problems`."""
+    """Read `dag.tasks`; what Argo's validateDAG refuses goes to `problems`: no task, a name used
+    twice, unreadable depends, unknown task names, cycles, and the DAG-wide rules of
+    `_check_dag_wide`."""
     raw = [t for t in dag.get("tasks") or [] if isinstance(t, Mapping)]
     tasks = {str(t.get("name", "")): t for t in raw}
+    if not raw:
+        problems.add(f"{path}.tasks", "a dag must have at least one task")
     depends: dict[str, Depends] = {}
     parents: dict[str, set[str]] = {}
     for i, task in enumerate(raw):
         name = str(task.get("name", ""))
+        if name in depends:
+            problems.add(f"{path}.tasks[{i}].name", f"task name {name!r} is not unique")
         depends[name], error = _scan_depends(task)
         if error:
             problems.add(f"{path}.tasks[{i}]", error)
@@ -484,12 +543,53 @@ def read_dag(dag: Mapping[str, Any], path: str, problems: Problems) -> Dag:
                 f"{path}.tasks[{i}]", f"depends on {missing!r}, which is not a task of this DAG"
             )
         parents[name] = depends[name].tasks & set(tasks)
+    _check_dag_wide(raw, tasks, depends, path, problems)
     try:
         order = dependency_order(parents)
     except ArgoRuleError as exc:
         problems.add(path, str(exc))
         order = list(tasks)
     return Dag(tasks, depends, order, {name: _reachable(name, parents) for name in tasks})
+
+
+def _check_dag_wide(
+    raw: Sequence[Mapping[str, Any]],
+    tasks: Mapping[str, Mapping[str, Any]],
+    depends: Mapping[str, Depends],
+    path: str,
+    problems: Problems,
+) -> None:
+    """The rules Argo's validateDAG applies across a DAG's tasks (v4.1.2
+    workflow/validate/validate.go, validateDAG; docs/enhanced-depends-logic.md, "Compatibility"):
+    `depends` in one task and `dependencies` in another; `continueOn` where the DAG uses
+    `depends`; a task name starting with a digit where the DAG uses `depends`, or in a task with
+    `dependencies`; `.AnySucceeded`/`.AllFailed` of a task that does not loop."""
+    using_depends = any(task.get("depends") for task in raw)
+    for i, task in enumerate(raw):
+        name = str(task.get("name", ""))
+        where = f"{path}.tasks[{i}]"
+        if using_depends and task.get("dependencies"):
+            problems.add(where, "cannot use both 'depends' and 'dependencies' in the same DAG")
+        if using_depends and task.get("continueOn") is not None:
+            problems.add(
+                where,
+                "cannot use 'continueOn' when the DAG uses 'depends'; "
+                "depend on '<task>.Failed' / '<task>.Errored' instead",
+            )
+        if (using_depends or task.get("dependencies")) and name[:1].isdigit():
+            problems.add(
+                f"{where}.name",
+                f"task name {name!r} cannot begin with a digit when using 'depends' or "
+                "'dependencies'",
+            )
+        for term in depends[name].terms:
+            other = tasks.get(term.task)
+            if term.result in GROUP_RESULTS and other is not None and not loop_field(other):
+                problems.add(
+                    where,
+                    f"depends on {term.task}.{term.result}, an items-based result, but task "
+                    f"{term.task!r} has no withItems, withParam or withSequence",
+                )
 
 
 def _reachable(name: str, parents: Mapping[str, set[str]]) -> frozenset[str]:
@@ -539,6 +639,14 @@ def read_spec(spec: Mapping[str, Any], path: str = "$.spec") -> SpecReading:
         if reason and param.get("value") is not None:
             problems.add(f"{path}.arguments.parameters[{i}].value", f"workflow parameter {reason}")
     templates = {t.get("name"): t for t in spec.get("templates") or [] if isinstance(t, Mapping)}
+    seen: set[Any] = set()
+    for i, template in enumerate(t for t in spec.get("templates") or [] if isinstance(t, Mapping)):
+        # validate.go validateWorkflowFieldNames(wf.Spec.Templates): "... is not unique".
+        if template.get("name") in seen:
+            problems.add(
+                f"{path}.templates[{i}].name", f"template name {template['name']!r} is not unique"
+            )
+        seen.add(template.get("name"))
     entrypoint = spec.get("entrypoint")
     if entrypoint is None or entrypoint not in templates:
         problems.add(f"{path}.entrypoint", f"{entrypoint!r} is not a template of this workflow")
