@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 from steps.cli import EXIT_FAILED
 from steps.model import LinearCoefficients, log_served_model
 from steps.model_trust import PROVENANCE_TAG
+from steps.processes import stop_process_group
 from steps.serving import recommended_serve_command
 from tests.conftest import free_port, wait_http_ok
 
@@ -226,13 +226,8 @@ def served_lean_model(
         wait_http_ok(f"http://127.0.0.1:{port}/ping", timeout=180, proc=proc)
         yield f"http://127.0.0.1:{port}", proc, log
     finally:
-        with contextlib.suppress(ProcessLookupError):  # a test may have killed it already
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # a test may have stopped it already
+            stop_process_group(proc.pid)
 
 
 def station_year(

@@ -10,7 +10,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
+from steps.processes import stop_process_group
 from steps.stages import CHECK_PARAMETERS, PIPELINE
 from tests.argo_ui import (
     ALLOWED_PROTOCOLS,
@@ -1161,18 +1161,6 @@ def test_mlflow_cli_accepts_the_manifest_arguments(overlay: list[dict]) -> None:
     assert params["env_manager"] == "local"
 
 
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """Stop a server started by a test in its own session: SIGTERM, then SIGKILL after 30 s."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 class StripPrefixProxy:
     """What Traefik does for /mlflow: redirect `/mlflow` to `/mlflow/`, strip `/mlflow`, pass the
     request on with the client's Host header (`localhost`, as for http://localhost)."""
@@ -1327,7 +1315,8 @@ def test_mlflow_with_our_flags_works_behind_the_stripped_prefix(
         assert any(p.startswith("/api/2.0/mlflow-artifacts/") for p in proxy.seen_paths)
     finally:
         proxy.close()
-        stop_process_group(proc)
+        if proc.poll() is None:
+            stop_process_group(proc.pid)
 
 
 @pytest.mark.slow
@@ -1387,7 +1376,8 @@ def test_smoke_script_predicts_through_a_stripped_model_prefix(tmp_path: Path) -
         assert dead.returncode != 0 and "error: no prediction" in dead.stderr
     finally:
         proxy.close()
-        stop_process_group(proc)
+        if proc.poll() is None:
+            stop_process_group(proc.pid)
 
 
 # ---- per-step egress ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import mlflow
 import pytest
 
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT
+from steps.processes import stop_process_group
 from steps.promote import CHAMPION, promote_if_better
 from steps.register import train_and_register
 from steps.settings import MlflowSettings
@@ -67,12 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
         yield AuthServer(url, generated)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+            stop_process_group(proc.pid)
 
 
 def run_users_job(server: AuthServer) -> subprocess.CompletedProcess[str]:
