@@ -21,6 +21,7 @@ import pytest
 from steps import gsod_format
 from steps.gsod_format import MAX_FILE_BYTES, TooLargeError, iter_directory, iter_tar, parse_op
 from tests.conftest import assert_one_line_error
+from tests.test_fetch import year_archive
 from tests.test_gsod_format import fixture_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,29 +125,18 @@ def test_fetch_of_the_bomb_is_one_error_line_and_stays_small(bomb: Path, tmp_pat
     assert peak_bytes < 512 * MIB, f"peak RSS {peak_bytes:,} bytes"
 
 
-def _archive(members: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
-
-
 def test_members_are_bounded_in_total_too():
     csv = fixture_bytes("01234599999.csv")
-    members = {f"2024/{i:011d}.csv": csv for i in range(4)}
-    assert len(list(iter_tar(_archive(members), max_archive_bytes=4 * len(csv)))) == 4
+    archive = year_archive({f"2024/{i:011d}.csv": csv for i in range(4)})
+    assert len(list(iter_tar(io.BytesIO(archive), max_archive_bytes=4 * len(csv)))) == 4
     with pytest.raises(TooLargeError, match=r"add up to over .* bytes .* at 2024/00000000003\.csv"):
-        list(iter_tar(_archive(members), max_archive_bytes=4 * len(csv) - 1))
+        list(iter_tar(io.BytesIO(archive), max_archive_bytes=4 * len(csv) - 1))
 
 
 def test_a_member_that_is_not_gsod_is_bounded_as_well():
     """Skipping a member still means decompressing it: an oversized one is refused too."""
     with pytest.raises(TooLargeError, match=r"README: member is 2,048 bytes"):
-        list(iter_tar(_archive({"README": bytes(2048)}), max_file_bytes=1024))
+        list(iter_tar(io.BytesIO(year_archive({"README": bytes(2048)})), max_file_bytes=1024))
 
 
 def test_gzipped_op_file_is_decompressed_within_the_bound():
