@@ -25,6 +25,7 @@ from steps.cli import StepError, TransientError
 LOOPBACK = "127.0.0.1"
 PROC = Path("/proc")
 HEALTH_POLL_S = 0.3
+STOP_GRACE_S = 30.0  # seconds a stopped process group gets between SIGTERM and SIGKILL
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -176,7 +177,7 @@ def is_our_process(
     )
 
 
-def stop_process_group(pid: int, timeout: float = 30.0) -> None:
+def stop_process_group(pid: int, timeout: float = STOP_GRACE_S) -> None:
     """SIGTERM the process group led by `pid` (a server and its workers), SIGKILL after
     `timeout` seconds; return once `pid` is gone. A group that no longer exists is fine."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -17,16 +18,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from steps.cli import StepError
+from steps.cli import StepError, TransientError
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import deploy_local, running_server, stop_local
-from steps.processes import pid_alive
+from steps.processes import exclusive_lock, pid_alive
 from steps.register import train_and_register
 from steps.settings import MlflowSettings
 from steps.sources.synthetic import expected_dewpoint
 from tests.argo_ui import process_url, workflow_page_object
 from tests.conftest import MlflowServer, free_port
 from tests.model_helpers import REPO, dewpoint_frame, make_experiment
+from workflows import demo as demo_module
 from workflows.demo import main as demo_main
 from workflows.demo import mlflow_down, mlflow_up, run_demo, served_champion
 from workflows.local_runner import run_rendered
@@ -201,6 +203,21 @@ def test_demo_never_adopts_an_mlflow_port_it_did_not_start(tmp_path: Path) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_second_demo_waits_for_the_first_to_start_mlflow_then_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `make demo` at once: the second waits on the first's lock, not starting a server of
+    its own on the same port, and refuses once the first holds it too long (exit 75)."""
+    monkeypatch.setattr(demo_module, "MLFLOW_UP_LOCK_TIMEOUT_S", 0.3)
+    held = rf"another demo starting MLflow \(pid {os.getpid()}\) holds"
+    with (
+        exclusive_lock(tmp_path / "mlflow" / "up.lock", 0, lambda _: None, what="test"),
+        pytest.raises(TransientError, match=held),
+    ):
+        mlflow_up(tmp_path, free_port())
+    assert not (tmp_path / "mlflow" / "server.json").exists()
 
 
 @pytest.mark.slow

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from steps.processes import exclusive_lock
 from tests.test_local_runner import container, run, workflow
 from workflows.argo_rules import aggregate_outputs
 from workflows.local_runner import LocalRunError, run_rendered
+from workflows.local_runner import cache as cache_module
 from workflows.local_runner.cache import LocalCache
 
 # Prints its argv as a JSON list; items fan out over it.
@@ -351,3 +355,27 @@ def test_an_artifact_from_a_looping_task_is_refused_up_front(tmp_path: Path) -> 
     with pytest.raises(LocalRunError, match="Argo aggregates the parameters of a loop's items"):
         run_rendered(template, {"log": "x"}, run_dir=tmp_path / "run", lock_file=tmp_path / "l")
     assert not (tmp_path / "run").exists()
+
+
+def test_concurrent_cache_writers_lose_no_entry(tmp_path: Path) -> None:
+    """Items ending at once each add their entry; the lock keeps one from writing back a file
+    read before another's entry was in it."""
+    cache = LocalCache(tmp_path)
+    keys = [f"year-{i}" for i in range(16)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda key: cache.save_entry("years-cache", key, "node", {}), keys))
+    assert sorted(cache.entries("years-cache")) == sorted(keys)
+
+
+def test_a_cache_held_too_long_is_refused_naming_the_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "CACHE_LOCK_TIMEOUT_S", 0.3)
+    lock = tmp_path / "memoize" / ".years-cache.lock"
+    held = rf"\(pid {os.getpid()}\) holds .*years-cache"
+    with (
+        exclusive_lock(lock, 0, lambda _: None, what="test"),
+        pytest.raises(LocalRunError, match=held),
+    ):
+        LocalCache(tmp_path).save_entry("years-cache", "year-1", "node", {})
+    assert LocalCache(tmp_path).entries("years-cache") == {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
 import os
 import subprocess
@@ -28,7 +27,14 @@ from steps.deploy_targets.local import (
     stop_local,
 )
 from steps.files import write_text_atomically
-from steps.processes import is_our_process, port_is_free, stop_process_group, wait_until_healthy
+from steps.processes import (
+    STOP_GRACE_S,
+    exclusive_lock,
+    is_our_process,
+    port_is_free,
+    stop_process_group,
+    wait_until_healthy,
+)
 from steps.stages import DEPLOY, PORT
 from workflows.local_runner import check_rendered, run_rendered
 from workflows.pipeline import render
@@ -39,6 +45,9 @@ DEFAULT_MLFLOW_PORT = 5050
 DEFAULT_SERVE_PORT = 5001
 HOST = "127.0.0.1"
 MLFLOW_START_TIMEOUT_S = 120.0
+# How long a second `make demo` waits for the first to start MLflow: the first's wait for /health,
+# plus stopping a server that never became healthy.
+MLFLOW_UP_LOCK_TIMEOUT_S = MLFLOW_START_TIMEOUT_S + STOP_GRACE_S
 # The example request of the README; MLflow 3 wants `dataframe_split` (docs/steps.md, PLATFORM).
 EXAMPLE_BODY = '{"dataframe_split":{"columns":["temp"],"data":[[12.8]]}}'
 
@@ -65,12 +74,18 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
 
     Raises:
         StepError: the port is taken by something else, or the server does not become healthy.
+        TransientError: another `make demo` held `root/mlflow/up.lock`, starting the server, for
+            over MLFLOW_UP_LOCK_TIMEOUT_S seconds (exit 75).
     """
     home = (root / "mlflow").resolve()
     home.mkdir(parents=True, exist_ok=True)
     # Two `make demo` at once must not both start a server on the same port.
-    with (home / "up.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(
+        home / "up.lock",
+        MLFLOW_UP_LOCK_TIMEOUT_S,
+        lambda waiting: print(f"==> {waiting}", flush=True),
+        what="demo starting MLflow",
+    ):
         ours = _our_mlflow(home)
         if ours and ours.port != port:
             raise StepError(

@@ -13,7 +13,6 @@ one key in it) to invalidate, as `kubectl delete configmap <name>` does on a clu
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import posixpath
 import shutil
@@ -24,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from steps.files import write_text_atomically
+from steps.processes import exclusive_lock
 from workflows.argo_rules import memo_key_problem
 from workflows.local_runner.planning import LocalRunError
 
 # Kubernetes refuses a ConfigMap whose data exceeds this (docs/memoization.md, FAQ): Argo then
 # fails the node ("error creating cache entry ... Too long").
 CONFIGMAP_MAX_CHARS = 1_048_576
+# Seconds to wait for another local run's update of the same ConfigMap file (a holder keeps it
+# for one read and write of a JSON file of at most CONFIGMAP_MAX_CHARS), then refuse.
+CACHE_LOCK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,13 @@ class LocalCache:
         """The entries of `cache`, read and written back under an exclusive lock."""
         path = self.root / "memoize" / f"{cache}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with (path.parent / f".{cache}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(
+            path.parent / f".{cache}.lock",
+            CACHE_LOCK_TIMEOUT_S,
+            lambda _waiting: None,  # held for one small read and write: not worth a line
+            what="local run updating this cache",
+            error=LocalRunError,
+        ):
             try:
                 entries = json.loads(path.read_text()) if path.exists() else {}
             except ValueError as exc:
