@@ -415,7 +415,7 @@ def test_bad_boolean_setting_is_a_clear_error():
 
 def test_render_refuses_an_invalid_schedule(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("PIPELINE_SCHEDULE", "0 0 * * 9")
-    assert submit.main(["--render", str(tmp_path)]) == 1
+    assert submit.main(["--render", str(tmp_path)]) == 2  # a bad setting: bad input
     err = capsys.readouterr().err
     assert err.startswith("error: rendered resources are invalid")
     assert "day of week field: 9" in err

@@ -178,7 +178,7 @@ def test_run_now_refuses_a_value_outside_the_enum_before_submitting(argo, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: rendered resources are invalid")
     assert "deploy-target='laptop' not in ['local', 'kubernetes']" in err
-    assert not [r for r in argo.writes() if "/workflows/" in r.path]
+    assert not argo.writes()  # not the template or the cron either: refused before any write
 
 
 def test_wait_prints_node_phases_and_succeeds(argo, capsys):
@@ -347,6 +347,15 @@ def test_server_auth_mode_sends_no_authorization_header(capsys):
         (["--run-now", "-p", "source"], "-p 'source': expected name=value"),
         (["--local", "-p", "sorce=gsod"], "-p: unknown workflow parameter(s) sorce; known: "),
         (["--argo-server", "localhost:2746"], "must start with http:// or https://"),
+        # A server URL no request could go to is bad input, named before anything is sent.
+        (["--argo-server", "http://[::1"], "Argo server URL 'http://[::1' is not a URL"),
+        (["--argo-server", "http://"], "Argo server URL 'http://' names no host"),
+        (["--argo-server", "http:///argo/"], "names no host"),
+        (["--argo-server", "http://localhost:99999/"], "is not a URL: Port out of range"),
+        (["--argo-server", "http://local host/"], "has a bad port or a space in it"),
+        (["--argo-server", "http://x/", "--token", "Bearer "], "the Argo token"),
+        (["--argo-server", "http://x/", "--namespace", "Bad_NS"], "--namespace='Bad_NS' is not"),
+        (["--render", "out", "--namespace=x-"], "--namespace='x-' is not a Kubernetes"),
         # Flags the chosen action would ignore are refused, never silently dropped.
         (["--render", "out", "--run-now"], "--run-now does not apply here: --render only writes"),
         (["--render", "out", "--wait"], "--wait does not apply here: --render only writes"),
@@ -366,6 +375,35 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
     assert submit.main(argv) == 2  # bad input: never retried
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_bad_run_parameters_are_refused_before_the_server_is_contacted(capsys):
+    """A bad -p value of a run is bad input found offline: nothing is applied or sent first
+    (here nothing listens on the server's port, so any request would fail differently)."""
+    url = f"http://127.0.0.1:{free_port()}/argo/"
+    assert submit.main(["--argo-server", url, "--run-now", "-p", "source=bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "source" in err and "bogus" in err and "cannot reach" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PIPELINE_SCHEDULE", "bad cron", "bad cron expression"),
+        ("PIPELINE_TIMEZONE", "Mars/Base", "unknown IANA time zone"),
+        ("ARGO_NAMESPACE", "UPPER", "ARGO_NAMESPACE='UPPER' is not a Kubernetes namespace"),
+        ("ARGO_TOKEN", "bearer", "the Argo token"),
+    ],
+)
+def test_bad_settings_from_the_environment_are_bad_input(
+    monkeypatch, capsys, variable, value, message
+):
+    monkeypatch.setenv(variable, value)
+    url = f"http://127.0.0.1:{free_port()}/argo/"
+    assert submit.main(["--argo-server", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def _args(**kwargs) -> argparse.Namespace:

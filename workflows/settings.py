@@ -6,9 +6,11 @@ import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from steps import __version__
 from steps.revision import SourceRevision, source_revision
+from workflows.validate_resources import is_dns_label
 
 DEFAULT_NAMESPACE = "mlops"
 DEFAULT_SERVICE_ACCOUNT = "dewpoint-pipeline"
@@ -185,8 +187,7 @@ class ArgoSettings:
         url = args.argo_server or env.get("ARGO_SERVER_URL")
         if not url:
             raise SettingsError("no Argo server: pass --argo-server or set ARGO_SERVER_URL")
-        if not url.startswith(("http://", "https://")):
-            raise SettingsError(f"Argo server URL {url!r} must start with http:// or https://")
+        check_server_url(url)
         if args.insecure_skip_verify is not None:
             skip = bool(args.insecure_skip_verify)
         else:
@@ -195,7 +196,7 @@ class ArgoSettings:
             )
         return cls(
             server_url=url,
-            token=args.token or env.get("ARGO_TOKEN") or None,
+            token=_token(args.token or env.get("ARGO_TOKEN") or None),
             verify_tls=not skip,
             namespace=resolve_namespace(args, env, default_namespace),
         )
@@ -208,4 +209,47 @@ def resolve_namespace(
 ) -> str:
     """The namespace: `--namespace`, then `ARGO_NAMESPACE`, then `default`."""
     env = os.environ if environ is None else environ
-    return args.namespace or env.get("ARGO_NAMESPACE") or default
+    if args.namespace:
+        namespace, where = args.namespace, "--namespace"
+    elif env.get("ARGO_NAMESPACE"):
+        namespace, where = env["ARGO_NAMESPACE"], "ARGO_NAMESPACE"
+    else:
+        return default
+    if not is_dns_label(namespace):
+        raise SettingsError(
+            f"{where}={namespace[:80]!r} is not a Kubernetes namespace name (at most 63 "
+            "lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    return namespace
+
+
+def check_server_url(url: str) -> None:
+    """Refuse an Argo server URL that no request could be sent to: not http(s), no host, a bad
+    port, spaces, or text `urllib` cannot split (`http://[::1`).
+
+    Raises:
+        SettingsError: naming the URL and what is wrong with it.
+    """
+    shown = repr(url[:200])
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError(f"Argo server URL {shown} must start with http:// or https://")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not 0-65535
+    except ValueError as exc:
+        raise SettingsError(f"Argo server URL {shown} is not a URL: {exc}") from exc
+    if not parts.hostname:
+        raise SettingsError(f"Argo server URL {shown} names no host, e.g. http://localhost/argo/")
+    if port == 0 or any(c.isspace() for c in url):
+        raise SettingsError(f"Argo server URL {shown} has a bad port or a space in it")
+
+
+def _token(token: str | None) -> str | None:
+    """The token as given; one that is empty after its `Bearer ` prefix is an error (an empty
+    `$(make -s argo-token)` would otherwise send no credentials and meet a 401 later)."""
+    if token is not None and token.strip().lower() in ("", "bearer"):
+        raise SettingsError(
+            "the Argo token (--token or ARGO_TOKEN) is empty after its 'Bearer ' prefix: "
+            "set it to `make -s argo-token`'s output"
+        )
+    return token

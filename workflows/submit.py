@@ -67,7 +67,7 @@ def render_yaml(settings: PipelineSettings) -> dict[str, str]:
     """Render and validate both resources; return file name -> YAML text.
 
     Raises:
-        StepError: the rendered resources fail the strict validator.
+        BadInput: the rendered resources fail the strict validator (a bad PIPELINE_* setting).
     """
     resources = render(settings)
     _validate(resources)
@@ -94,10 +94,19 @@ def write_rendered(settings: PipelineSettings, directory: Path) -> list[Path]:
 
 
 def _validate(resources: Mapping[str, dict]) -> None:
+    """Check the rendered resources strictly. The builders render valid resources from the
+    defaults (tests/test_pipeline_render.py), so what fails here came in through the user's
+    settings (PIPELINE_* variables, --namespace, -p): bad input, exit 2.
+
+    Raises:
+        BadInput: naming each problem and its path.
+    """
     try:
         check_resources(resources.values())
     except ValueError as exc:
-        raise StepError(f"rendered resources are invalid: {exc}") from exc
+        raise BadInput(
+            f"rendered resources are invalid (check the PIPELINE_* variables and -p values): {exc}"
+        ) from exc
 
 
 # --- talking to the Argo server ----------------------------------------------------------------
@@ -583,9 +592,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)  # inside `run`: a bad flag is one error line
         try:
             pipeline = PipelineSettings.from_env()
+            namespace = resolve_namespace(args, default=pipeline.namespace)
         except SettingsError as exc:
             raise BadInput(str(exc)) from exc
-        pipeline = replace(pipeline, namespace=resolve_namespace(args, default=pipeline.namespace))
+        pipeline = replace(pipeline, namespace=namespace)
         check_flag_combination(args)
         known = {p.name for p in workflow_parameters(pipeline)}
         parameters = parse_parameters(args.parameter, known)
@@ -604,19 +614,19 @@ def main(argv: list[str] | None = None) -> int:
             argo = ArgoSettings.from_args(args, default_namespace=pipeline.namespace)
         except SettingsError as exc:
             raise BadInput(str(exc)) from exc
+        run_dict: dict | None = None
+        if args.run_now:
+            # Checked against the template offline, before anything is sent: a bad enum value
+            # fails here, not on the server, and leaves the installed resources as they were.
+            run_dict = build_run_workflow(pipeline, parameters).to_dict()
+            _validate({"workflow-template": resources["workflow-template"], "run": run_dict})
         client = ArgoClient(argo)
         result = client.apply_workflow_template(resources["workflow-template"])
         print(f"workflowtemplate/{TEMPLATE_NAME} {result}")
         result = client.apply_cron_workflow(resources["cron-workflow"])
         print(f"cronworkflow/{CRON_NAME} {result}")
-        if not args.run_now:
+        if run_dict is None:
             return 0
-        run_dict = build_run_workflow(pipeline, parameters).to_dict()
-        # Checked against the template offline: a bad enum value fails here, not on the server.
-        try:
-            _validate({"workflow-template": resources["workflow-template"], "run": run_dict})
-        except StepError as exc:  # the template itself was valid above: the -p values are not
-            raise BadInput(str(exc)) from exc
         workflow = m.Workflow.model_validate(run_dict)
         name = client.submit(workflow)
         print(f"workflow/{name} submitted")

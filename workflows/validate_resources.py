@@ -30,6 +30,14 @@ CRON_NAME_MAX = 52
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS_LABEL_RE = re.compile(rf"^{_DNS_LABEL}$")
 _DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
+
+
+def is_dns_label(text: str) -> bool:
+    """Whether `text` is an RFC 1123 label (a Kubernetes namespace name): at most 63 lowercase
+    letters, digits and `-`, starting and ending with a letter or digit."""
+    return bool(_DNS_LABEL_RE.match(text)) and len(text) <= 63
+
+
 # Argo's workflowFieldNameFmt for template and task names, at most 128 characters.
 _FIELD_NAME_RE = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 _PARAM_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
@@ -191,7 +199,7 @@ def _check_metadata(kind: str, metadata: Mapping[str, Any], label: str, problems
     if generate_name is not None and not _DNS_SUBDOMAIN_RE.match(generate_name.rstrip("-") or "-"):
         problems.add(f"{path}.generateName", f"{generate_name!r} is not a valid RFC 1123 prefix")
     namespace = metadata.get("namespace")
-    if namespace is not None and not (_DNS_LABEL_RE.match(namespace) and len(namespace) <= 63):
+    if namespace is not None and not is_dns_label(namespace):
         problems.add(f"{path}.namespace", f"{namespace!r} is not a valid RFC 1123 label")
     _check_labels(metadata.get("labels") or {}, f"{path}.labels", problems)
 
