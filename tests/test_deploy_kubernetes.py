@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import mlflow
 import pytest
@@ -33,16 +34,17 @@ def uri(version: str) -> str:
     return f"models:/{NAME}/{version}"
 
 
-def deploy_to(fake: FakeKubernetes, version: str):
-    """Call the kubernetes target against the fake, with a short timeout."""
-    return deploy_kubernetes(
-        request(version),
-        namespace=fake.namespace,
-        deployment=fake.name,
-        service_url=fake.service_url,
-        timeout=30,
-        kube_api=fake.api_url,
-    )
+def deploy_to(fake: FakeKubernetes, version: str, **overrides: Any):
+    """Call the kubernetes target against the fake, with a short timeout; `overrides` replace
+    any of its keyword arguments (e.g. `kube_api=None` to read the kubeconfig)."""
+    arguments: dict[str, Any] = {
+        "namespace": fake.namespace,
+        "deployment": fake.name,
+        "service_url": fake.service_url,
+        "timeout": 30,
+        "kube_api": fake.api_url,
+    }
+    return deploy_kubernetes(request(version), **(arguments | overrides))
 
 
 @pytest.fixture
@@ -149,14 +151,7 @@ def test_forbidden_names_the_missing_permission(cluster: FakeKubernetes, verb: s
 
 def test_unreachable_api_is_a_one_line_error(cluster: FakeKubernetes) -> None:
     with pytest.raises(TransientError, match="Kubernetes API unreachable"):  # exit 75: retried
-        deploy_kubernetes(
-            request("2"),
-            namespace="mlops",
-            deployment="model-server",
-            service_url=cluster.service_url,
-            timeout=5,
-            kube_api="http://127.0.0.1:9",  # discard port: nothing listens
-        )
+        deploy_to(cluster, "2", timeout=5, kube_api="http://127.0.0.1:9")  # discard port: unused
 
 
 def test_no_kubeconfig_is_a_one_line_error(
@@ -166,13 +161,7 @@ def test_no_kubeconfig_is_a_one_line_error(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
 
     with pytest.raises(StepError, match="no Kubernetes configuration"):
-        deploy_kubernetes(
-            request("2"),
-            namespace="mlops",
-            deployment="model-server",
-            service_url=cluster.service_url,
-            timeout=5,
-        )
+        deploy_to(cluster, "2", timeout=5, kube_api=None)
 
 
 @pytest.fixture(scope="module")
