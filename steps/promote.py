@@ -406,6 +406,7 @@ def _aliases(client: Any, name: str) -> dict[str, str]:
     return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
 
 
+# The parameters of `decide`, by design: the tags record exactly what it judged on (shape only).
 def _evidence(
     reason: str,
     new_rmse: float,

@@ -91,6 +91,7 @@ class ServedModel:
         return {"--model-uri": self.model_path or self.model_uri, "--port": str(port)}
 
 
+# Alike in shape only to DeployRequest (common.py): both are small frozen records, not shared logic.
 @dataclass(frozen=True)
 class _Process:
     """A front or model server of a state directory, as its command line describes it."""
