@@ -171,3 +171,19 @@ def test_demo_reuses_its_mlflow_by_pid_and_command_line_without_proc(
     assert demo._our_mlflow(home) is None
     (home / "server.json").write_text(json.dumps({**record, "pid": 1}))
     assert demo._our_mlflow(home) is None
+
+
+# --- exclusive locks: one bounded helper (steps.processes.exclusive_lock) for every lock ---------
+
+
+def test_no_module_takes_a_lock_of_its_own():
+    """flock is called in one place, the bounded `exclusive_lock`; a lock elsewhere would wait
+    for ever and name no holder."""
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("steps", "workflows")
+        for path in sorted((root / folder).rglob("*.py"))
+        if "flock(" in path.read_text() and path != root / "steps" / "processes.py"
+    ]
+    assert offenders == []
