@@ -1,4 +1,5 @@
-"""MLflow connection for the train, register and promote steps: bounded retries, one-line errors."""
+"""MLflow connection for the train, register, promote and deploy steps: bounded retries, one-line
+errors."""
 
 from __future__ import annotations
 
@@ -11,14 +12,42 @@ from typing import Any
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.settings import MlflowSettings
 
-# MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout: a dead server
-# takes minutes to fail. A step is retried by Argo anyway, so fail in seconds (about 0 + 2 + 4 s of
-# backoff for 3 retries); a value the user set in the environment wins over these.
+# MLflow's HTTP client, left to its defaults, retries 7 times with backoff factor 2 and waits up to
+# 120 s for each answer (mlflow 3.17.2, mlflow/environment_variables.py: MLFLOW_HTTP_REQUEST_*):
+# a dead server takes minutes to fail, a hanging one (accepts, never answers) about 17 minutes.
+# Each call is one urllib3 Retry with total/connect/read/status all set to MAX_RETRIES
+# (mlflow/utils/request_utils.py `_cached_get_request_session`), and TIMEOUT is passed to requests
+# as the wait for each connect and each read (mlflow/utils/rest_utils.py `http_request`). A step
+# is retried by Argo anyway, so every step that talks to MLflow (train, register, promote, deploy
+# on either target) fails in a bounded time: `hanging_server_bound_s` says how long. A value the
+# user set in the environment wins over these.
 HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
+
+
+def hanging_server_bound_s(env: dict[str, str] | None = None) -> float:
+    """Seconds one MLflow call waits at most, in all, on a server that accepts connections and
+    never answers, with the settings of `env` (default `os.environ`; HTTP_RETRY_DEFAULTS where
+    unset): 1 + MAX_RETRIES attempts, each ending after TIMEOUT seconds, and urllib3's backoff
+    between them: none before the first retry, then BACKOFF_FACTOR * 2**(n-1) plus up to
+    BACKOFF_JITTER seconds before retry n (urllib3 2.x, urllib3/util/retry.py
+    `Retry.get_backoff_time`). The defaults give 4 x 10 + (2 + 1) + (4 + 1) = 48 s; a step fails
+    on its first call that gets no answer.
+    """
+    env = os.environ if env is None else env
+
+    def setting(name: str) -> float:
+        return float(env.get(name) or HTTP_RETRY_DEFAULTS[name])
+
+    retries = int(setting("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
+    factor = setting("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+    jitter = setting("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER")
+    backoff = sum(factor * 2 ** (n - 1) + jitter for n in range(2, retries + 1))
+    return (retries + 1) * setting("MLFLOW_HTTP_REQUEST_TIMEOUT") + backoff
 
 
 def canonical_version(text: object, what: str = "--version") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Iterator
@@ -11,11 +12,11 @@ import mlflow
 import pytest
 
 from steps import deploy
-from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, StepError, TransientError
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT, StepError, TransientError
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.kubernetes import ANNOTATION_KEYS, deploy_kubernetes
 from steps.model import LinearCoefficients
-from tests.conftest import MlflowServer
+from tests.conftest import MlflowServer, assert_one_line_error, free_port
 from tests.fake_k8s import FakeKubernetes
 from tests.model_helpers import register_served
 
@@ -237,3 +238,31 @@ def test_cli_bad_input_is_one_line_and_changes_nothing(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and message in err
         assert fake.patches == [] and fake.model_uri() == f"models:/{name}/1"
+
+
+@pytest.mark.slow
+def test_cli_against_a_dead_tracking_server_fails_transient_and_changes_nothing(
+    tmp_path, capsys: pytest.CaptureFixture
+) -> None:
+    """No tracking server on the port: deploy cannot check the version, so it patches nothing
+    and fails in one line with exit 75 (Argo retries it), after the bounded retries of
+    steps/tracking.py. The hanging server is in tests/test_faults.py
+    (`test_every_step_against_a_tracking_server_that_never_answers_fails_within_the_stated_bound`)."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    with FakeKubernetes(uri("1")) as fake:
+        before = copy.deepcopy(fake.deployment)
+        code = deploy.main(
+            [
+                *("--tracking-uri", dead, "--model-name", NAME, "--kube-api", fake.api_url),
+                *("--service-url", fake.service_url, "--namespace", fake.namespace),
+                *("--target", "kubernetes", "--version", "2", "--outputs-dir", str(tmp_path / "o")),
+            ]
+        )
+
+        assert_one_line_error(
+            code, capsys.readouterr().err, f"cannot look up {uri('2')}", dead,
+            exit_code=EXIT_TRANSIENT,
+        )  # fmt: skip
+        assert fake.patches == [] and fake.deployment == before
+        assert fake.model_uri() == uri("1") and fake.serving_uri == uri("1")
+    assert not (tmp_path / "o").exists()

@@ -42,8 +42,10 @@ from steps.promote import CHAMPION, PREVIOUS_CHAMPION, TAG_DECISION, promote_if_
 from steps.register import train_and_register
 from steps.served_model import MAX_JSON_DEPTH, MAX_REQUEST_BODY_BYTES
 from steps.settings import MlflowSettings
+from steps.tracking import HTTP_RETRY_DEFAULTS, hanging_server_bound_s
 from steps.train import train_and_log
 from tests.conftest import MlflowServer, assert_one_line_error, free_port, start_mlflow_server
+from tests.fake_k8s import FakeKubernetes
 from tests.model_helpers import (
     REPO,
     dewpoint_frame,
@@ -524,7 +526,7 @@ def test_promote_mlflow_hanging_while_scoring_fails_within_its_timeouts_and_move
     fresh: World, tmp_path: Path
 ) -> None:
     """MLflow accepts connections but never answers: the step's HTTP timeout and bounded retries
-    end it (MLFLOW_HTTP_REQUEST_TIMEOUT lowered to 5 s here, as a user may; default 30 s)."""
+    end it (MLFLOW_HTTP_REQUEST_TIMEOUT lowered to 5 s here, as a user may; default 10 s)."""
     world = fresh
     world.proxy.drop = Drop(artifact_download, hang=True)
 
@@ -1059,6 +1061,118 @@ def _silent_server() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class _CountingSilentServer:
+    """A tracking server that accepts every connection and reads every request, but never answers
+    a byte; counts the requests (their heads) it was sent."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.requests: list[str] = []  # request lines, in order
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._sock.accept()
+                with self._lock:
+                    self._held.append(conn)
+                threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := conn.recv(65536):
+                data += chunk
+                while b"\r\n\r\n" in data:  # a request head: count it, keep its line
+                    head, data = data.split(b"\r\n\r\n", 1)
+                    with self._lock:
+                        self.requests.append(head.split(b"\r\n", 1)[0].decode("latin-1"))
+
+    def close(self) -> None:
+        self._sock.close()
+        with self._lock:
+            for conn in self._held:
+                conn.close()
+
+
+@pytest.mark.slow
+def test_every_step_against_a_tracking_server_that_never_answers_fails_within_the_stated_bound(
+    fresh: World, tmp_path: Path
+) -> None:
+    """train, register, promote and deploy (both targets), with the settings they ship with (no
+    MLFLOW_* in the environment), against a server that accepts connections and never answers:
+    each sends its first request 1 + MLFLOW_HTTP_REQUEST_MAX_RETRIES times, then fails in one
+    line with exit 75 and changes nothing. Each attempt ends after MLFLOW_HTTP_REQUEST_TIMEOUT, so
+    the step ends within `hanging_server_bound_s()` (48 s). The steps run at once; before, each
+    attempt waited 30 s (about 130 s per step), past the subprocess timeout below."""
+    world = fresh
+    state_before = (world.state_dir / STATE_FILE).read_text()
+    dataset = write_dataset(dewpoint_frame(rows=300, seed=9), tmp_path / "validated.parquet")
+    fake_k8s = contextlib.ExitStack()
+    cluster = fake_k8s.enter_context(FakeKubernetes(f"models:/{MODEL}/{world.v2}"))
+    out = tmp_path / "outputs"
+    common = ["--model-name", MODEL]
+    commands = {
+        "train": [
+            "train", "--input", str(dataset), "--holdout-out", str(tmp_path / "h.parquet"),
+            "--plot-out", str(tmp_path / "fit.png"), "--outputs-dir", str(out / "train"),
+        ],
+        "register": [
+            "register", "--run-id", "0" * 32, "--model-uri", "models:/m-0", *common,
+            "--outputs-dir", str(out / "register"),
+        ],
+        "promote": [
+            "promote", "--version", world.v3, "--holdout", str(world.holdout_path), *common,
+            "--outputs-dir", str(out / "promote"),
+        ],
+        "deploy local": _deploy_command(world, world.v3)[3:-2],  # --timeout: the step's default
+        "deploy kubernetes": [
+            "deploy", "--target", "kubernetes", "--version", world.v3, *common,
+            "--kube-api", cluster.api_url, "--service-url", cluster.service_url,
+            "--namespace", cluster.namespace, "--outputs-dir", str(out / "deploy-kubernetes"),
+        ],
+    }  # fmt: skip
+    servers = {name: _CountingSilentServer() for name in commands}
+    running: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for name, args in commands.items():
+            if "--tracking-uri" in args:  # deploy local names the live server: point it away
+                args[args.index("--tracking-uri") + 1] = servers[name].url
+            else:
+                args += ["--tracking-uri", servers[name].url]
+            running[name] = subprocess.Popen(
+                [sys.executable, "-m", "steps", *args], cwd=REPO, env=step_env(), text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+        results = {name: proc.communicate(timeout=110) for name, proc in running.items()}
+    finally:
+        for proc in running.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for server in servers.values():
+            server.close()
+        fake_k8s.close()
+
+    attempts = 1 + int(HTTP_RETRY_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    for name, (_, err) in results.items():
+        assert_one_line_error(
+            running[name].returncode, err, servers[name].url, exit_code=EXIT_TRANSIENT
+        )
+        seen = servers[name].requests
+        assert len(seen) == attempts and len(set(seen)) == 1, (name, seen)
+    assert hanging_server_bound_s(step_env()) == 48.0  # the bound README states
+    assert not out.exists() and not (tmp_path / "h.parquet").exists()
+    assert cluster.patches == [] and cluster.model_uri() == f"models:/{MODEL}/{world.v2}"
+    assert (world.state_dir / STATE_FILE).read_text() == state_before
+    world.assert_served_unchanged()
+    world.proxy.heal()
+    assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
 
 
 @pytest.mark.slow
