@@ -20,7 +20,8 @@ if [[ -n "${ARGO_INSTALL_YAML:-}" ]]; then
   cp "$ARGO_INSTALL_YAML" "$tmp"
   from="$ARGO_INSTALL_YAML"
 else
-  download "$url" "$tmp" "$what"
+  download "$url" "$tmp" "$what" \
+    "fetch that file another way and run ARGO_INSTALL_YAML=/path/to/install.yaml make argo-manifest"
   from="$url"
 fi
 sum="$(sha256_of "$tmp")"

@@ -25,13 +25,15 @@ sha256_of() { # macOS ships shasum, Linux sha256sum
   if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi
 }
 
-# download URL DEST WHAT: one `error:` line naming WHAT and curl's reason when it fails (no network,
-# proxy, 404), instead of curl's own progress and error output.
+# download URL DEST WHAT [INSTEAD]: one `error:` line naming WHAT and curl's reason when it fails (no
+# network, proxy, 404), instead of curl's own progress and error output; INSTEAD says what else to do
+# (default: install WHAT yourself).
 download() {
-  command -v curl >/dev/null 2>&1 || die "curl not found: install curl to download $3, or install $3 yourself"
+  local instead="${4:-install $3 yourself}"
+  command -v curl >/dev/null 2>&1 || die "curl not found: install curl to download $3, or $instead"
   local err
   if ! err="$(curl -fsSL --retry 2 --connect-timeout 15 -o "$2" "$1" 2>&1)"; then
-    die "cannot download $3 from $1 (${err//$'\n'/ }): check your network or proxy, or install $3 yourself"
+    die "cannot download $3 from $1 (${err//$'\n'/ }): check your network or proxy, or $instead"
   fi
 }
 

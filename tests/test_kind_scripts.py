@@ -4,12 +4,16 @@ missing tool, a dead network or a missing cluster ends them at once with one `er
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.kind_sandbox import REPO, Sandbox
+from tests.kind_sandbox import EXTERNAL, REPO, Sandbox
 from tests.upstream import argo_install_path, pinned_versions
 
 CURL_OFFLINE = 'echo "curl: (6) Could not resolve host: github.com" >&2; exit 6'
@@ -48,6 +52,8 @@ def test_argo_manifest_without_network_says_so_in_one_line(sandbox):
     assert f"cannot download Argo Workflows {version} install.yaml" in line
     assert f"releases/download/{version}/install.yaml" in line
     assert "Could not resolve host" in line
+    # What to do instead, with a file fetched elsewhere (not "install it yourself": where to?).
+    assert "ARGO_INSTALL_YAML=/path/to/install.yaml make argo-manifest" in line
     assert not list((sandbox.repo / "kind" / "argo" / "upstream").glob("*"))
 
 
@@ -289,3 +295,70 @@ def test_kind_up_limits_workflow_pods_to_this_clusters_kubernetes_api(sandbox):
     ]
     apply = next(i for i, c in enumerate(sandbox.calls("kubectl")) if "-k" in c and "apply" in c)
     assert sandbox.calls("kubectl").index(patch) > apply
+
+
+# ---- make smoke ----------------------------------------------------------------------------------
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with the status and body of the server it belongs to."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, body = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def model_url() -> Iterator[Callable[[int, bytes], str]]:
+    """Start a plain HTTP server on 127.0.0.1 answering (status, body); yields its base URL."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(status: int, body: bytes) -> str:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+        server.answer = (status, body)  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def curl_sandbox(tmp_path: Path) -> Sandbox:
+    """A sandbox with the machine's real curl: smoke.sh talks to real HTTP servers here."""
+    return Sandbox(tmp_path, hidden=EXTERNAL - {"curl"})
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (503, b'{"error_code": "UNAVAILABLE"}', "503"),
+        (200, b"<html>not the model</html>", "not the model server's answer"),
+        (200, b'{"predictions": ["a", "b"]}', "not two dew points"),
+        (200, b'{"predictions": [1.0]}', "not two dew points"),
+        (200, b"[]", "not two dew points"),
+    ],
+)
+def test_smoke_refuses_a_wrong_answer_in_one_line(curl_sandbox, model_url, status, body, message):
+    line = one_error_line(curl_sandbox.run("smoke.sh", env={"SMOKE_URL": model_url(status, body)}))
+    assert message in line, line
+
+
+def test_smoke_with_nothing_listening_names_the_url_and_curls_reason_in_one_line(curl_sandbox):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    line = one_error_line(curl_sandbox.run("smoke.sh", env={"SMOKE_URL": url}))
+    assert f"{url}/model/invocations" in line and "make kind-up" in line, line
+    assert "Failed to connect" in line or "Connection refused" in line, line
