@@ -303,7 +303,7 @@ def test_kind_up_limits_workflow_pods_to_this_clusters_kubernetes_api(sandbox):
 class _Answer(http.server.BaseHTTPRequestHandler):
     """Answers every POST with the status and body of the server it belongs to."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         status, body = self.server.answer  # type: ignore[attr-defined]
         self.send_response(status)
