@@ -4,7 +4,9 @@ models-from-code file with other bytes, our code registered by hand."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -25,7 +27,14 @@ from steps.register import register_version
 from steps.settings import MlflowSettings
 from steps.tracking import mlflow_session
 from steps.train import train_and_log
-from tests.model_helpers import dewpoint_frame, error_line, make_experiment, run_step, step_env
+from tests.model_helpers import (
+    REPO,
+    dewpoint_frame,
+    error_line,
+    make_experiment,
+    run_step,
+    step_env,
+)
 from tests.model_helpers import write_dataset as write_frame
 
 MARKER_ENV = "DEWPOINT_TEST_MARKER"
@@ -143,9 +152,6 @@ def test_our_registered_version_passes_and_each_rule_bites(world: dict, tmp_path
     )
     tags = dict(client.get_model_version(settings.model_name, world["ours"]).tags)
     assert untrusted_reason(local, tags) is None
-    assert known_code_sha256() >= {
-        __import__("hashlib").sha256(SERVED_MODEL_FILE.read_bytes()).hexdigest()
-    }
 
     def variant(change) -> str | None:
         copy = tmp_path / f"variant-{len(list(tmp_path.glob('variant-*')))}"
@@ -161,3 +167,26 @@ def test_our_registered_version_passes_and_each_rule_bites(world: dict, tmp_path
         lambda f, d: f["python_function"]["artifacts"].update(extra={"path": "x"})
     )
     assert "missing" in variant(lambda f, d: (d / "served_model.py").unlink())
+
+
+def _git(*args: str) -> bytes:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, check=True).stdout
+
+
+def test_every_committed_served_model_file_stays_trusted() -> None:
+    """A champion logged by any steps/served_model.py committed since the trust check began must
+    stay deployable: a change to the file (a comment too) lists the old bytes' hash in
+    PREVIOUS_SERVED_MODEL_SHA256. Reads this checkout's git history (CI clones main whole)."""
+    path = SERVED_MODEL_FILE.relative_to(REPO).as_posix()
+    began = (
+        _git("log", "--diff-filter=A", "--format=%H", "--", "steps/model_trust.py").decode().split()
+    )
+    assert began, "steps/model_trust.py has no commit adding it: is this a whole git clone?"
+    commits = _git("rev-list", "HEAD", "--not", f"{began[-1]}^@", "--", path).decode().split()
+    assert commits, f"no commit changed {path} since the trust check began"
+    untrusted = [
+        commit[:12]
+        for commit in commits
+        if hashlib.sha256(_git("show", f"{commit}:{path}")).hexdigest() not in known_code_sha256()
+    ]
+    assert not untrusted, f"{path} of these commits is no longer trusted: {untrusted}"
