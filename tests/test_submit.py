@@ -588,8 +588,14 @@ def test_a_stopped_cron_is_re_created_by_the_next_submit(argo, capsys):
     cron = argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")
     assert "status" not in cron
     assert "cronworkflows.argoproj.io/completed" not in cron["metadata"]["labels"]
+    # The cron owns its kept runs (ownerReferences, workflow/common/convert.go at v4.1.2): deleted
+    # with the default propagation, the failed runs that stopped it would go with it. Orphan
+    # keeps them (their TTL still removes them).
     deletes = [r.path for r in argo.requests if r.method == "DELETE"]
-    assert deletes == ["/argo/api/v1/cron-workflows/mlops/dewpoint-pipeline-weekly"]
+    assert deletes == [
+        "/argo/api/v1/cron-workflows/mlops/dewpoint-pipeline-weekly"
+        "?deleteOptions.propagationPolicy=Orphan"
+    ]
 
 
 def test_a_stopped_cron_the_token_may_not_delete_is_one_actionable_line(argo, capsys):
@@ -603,5 +609,7 @@ def test_a_stopped_cron_the_token_may_not_delete_is_one_actionable_line(argo, ca
         "error: cronworkflow/dewpoint-pipeline-weekly is "
     ), err
     assert "Stopped" in err[0]
-    assert "kubectl -n mlops delete cronworkflow dewpoint-pipeline-weekly" in err[0]
+    assert (
+        "kubectl -n mlops delete cronworkflow dewpoint-pipeline-weekly --cascade=orphan" in err[0]
+    )
     assert argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")["status"]["phase"] == "Stopped"

@@ -253,10 +253,15 @@ class ArgoClient:
         )
 
     def _delete_stopped_cron(self, name: str, stopped: str) -> None:
+        """Delete the Stopped cron but not its runs: the cron owns the runs it keeps
+        (ownerReferences, workflow/common/convert.go at v4.1.2), and the default propagation
+        would delete the failed runs that stopped it with it. `Orphan` keeps them (Kubernetes
+        garbage collection, "propagationPolicy"; argo-server passes deleteOptions through,
+        server/cronworkflow/cron_workflow_server.go); their TTL still removes them."""
         try:
             self.call(
                 f"delete the Stopped cronworkflow {name}",
-                lambda: self.service.delete_cron_workflow(name),
+                lambda: self.service.delete_cron_workflow(name, propagation_policy="Orphan"),
             )
         except StepError as exc:
             cause = exc.__cause__
@@ -264,7 +269,8 @@ class ArgoClient:
                 raise StepError(
                     f"cronworkflow/{name} is Stopped ({stopped}) and schedules nothing until it "
                     "is re-created, which this token may not do: delete it (kubectl -n "
-                    f"{self.settings.namespace} delete cronworkflow {name}) and run submit.py "
+                    f"{self.settings.namespace} delete cronworkflow {name} --cascade=orphan, "
+                    "which keeps its runs) and run submit.py "
                     "again"
                 ) from exc
             raise
