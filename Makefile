@@ -79,8 +79,7 @@ bench: $(STAMP) ## Every benchmark in turn (scale, serving, deploy, demo; image 
 	if (( $${#failed[@]} )); then echo "failed: $${failed[*]}"; exit 1; fi
 
 # ---- Local demo (workflows/demo.py): everything on 127.0.0.1, state under .demo/ ----------------
-MLFLOW_PORT ?= 5050
-SERVE_PORT ?= 5001
+# MLFLOW_PORT and SERVE_PORT: the demo's ports, its defaults (workflows/demo.py) unless set.
 # Default synthetic (offline); gsod with PARAMS="gsod-path=DIR" (a local folder or .tar.gz of GSOD
 # files), or SOURCE=gsod alone for NOAA's archives over HTTPS.
 SOURCE ?=
@@ -89,16 +88,17 @@ PARAMS ?=
 
 .PHONY: demo
 demo: $(STAMP) ## Run the whole pipeline locally (MLflow, local runner, served model); SOURCE=gsod for NOAA data, PARAMS="gsod-path=DIR" for local GSOD files
-	$(PY) -m workflows.demo up $(if $(SOURCE),--source '$(SOURCE)') --mlflow-port $(MLFLOW_PORT) \
-		--serve-port $(SERVE_PORT) $(foreach p,$(PARAMS),-p '$(p)')
+	$(PY) -m workflows.demo up $(if $(SOURCE),--source '$(SOURCE)') \
+		$(if $(MLFLOW_PORT),--mlflow-port $(MLFLOW_PORT)) $(if $(SERVE_PORT),--serve-port $(SERVE_PORT)) \
+		$(foreach p,$(PARAMS),-p '$(p)')
 
 .PHONY: demo-down
 demo-down: $(STAMP) ## Stop the demo's model server and MLflow server (by the PIDs recorded in .demo/)
 	$(PY) -m workflows.demo down
 
 .PHONY: mlflow-up
-mlflow-up: $(STAMP) ## Start (or reuse) the demo's MLflow server on 127.0.0.1:5050 (MLFLOW_PORT=...)
-	$(PY) -m workflows.demo mlflow-up --mlflow-port $(MLFLOW_PORT)
+mlflow-up: $(STAMP) ## Start (or reuse) the demo's MLflow server on 127.0.0.1 (MLFLOW_PORT=... picks the port)
+	$(PY) -m workflows.demo mlflow-up $(if $(MLFLOW_PORT),--mlflow-port $(MLFLOW_PORT))
 
 BENCH_DEMO_RUNS ?= 3
 .PHONY: bench-demo

@@ -38,11 +38,11 @@ from steps.processes import (
 from steps.stages import DEPLOY, PORT
 from workflows.local_runner import check_rendered, run_rendered
 from workflows.pipeline import render
-from workflows.settings import PipelineSettings, add_parameter_overrides
+from workflows.settings import DEFAULT_MLFLOW_PORT, PipelineSettings, add_parameter_overrides
 
 DEFAULT_ROOT = Path(".demo")
-DEFAULT_MLFLOW_PORT = 5050
-DEFAULT_SERVE_PORT = 5001
+# deploy's --port (and its SERVE_PORT), declared once in steps/stages.py.
+DEFAULT_SERVE_PORT: int = DEPLOY.flag("port").default
 HOST = "127.0.0.1"
 MLFLOW_START_TIMEOUT_S = 120.0
 # How long a second `make demo` waits for the first to start MLflow: the first's wait for /health,

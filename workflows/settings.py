@@ -18,6 +18,7 @@ DEFAULT_IMAGE_REPOSITORY = "dewpoint-pipeline/step"
 DEFAULT_SCHEDULE = "0 0 * * 0"  # the prototype's schedule: Sundays at midnight
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_MLFLOW_TRACKING_URI = "http://mlflow.mlops.svc:5000"
+DEFAULT_MLFLOW_PORT = 5050  # local doors' MLflow server on 127.0.0.1 (make demo, submit --local)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

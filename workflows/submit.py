@@ -37,6 +37,7 @@ from workflows.pipeline import (
     workflow_parameters,
 )
 from workflows.settings import (
+    DEFAULT_MLFLOW_PORT,
     ArgoSettings,
     PipelineSettings,
     SettingsError,
@@ -550,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the template on this machine with make demo's parameters (source=synthetic, "
         "or gsod with -p gsod-path=DIR|FILE.tar.gz; deploy-target=local, "
-        "mlflow-tracking-uri=http://127.0.0.1:$MLFLOW_PORT, default 5050; that MLflow server is "
+        f"mlflow-tracking-uri=http://127.0.0.1:$MLFLOW_PORT, default {DEFAULT_MLFLOW_PORT}; "
+        "that MLflow server is "
         "started if nothing answers there); -p overrides them",
     )
     parser.add_argument(
@@ -653,7 +655,6 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
     MLflow server, started if needed) under the user's `-p` overrides, then the local runner."""
     # Imported here: only --local needs the runner (and its process/docker machinery).
     from workflows.demo import (
-        DEFAULT_MLFLOW_PORT,
         DEFAULT_ROOT,
         local_parameters,
         port_from_env,
