@@ -403,6 +403,18 @@ def test_lines_like_real_stations_stay_in_the_physical_band(a: float, b: float) 
     assert physical_band(_Line(a, b), TEMPS, 2.0) is None
 
 
+def test_a_line_as_dry_as_the_driest_deserts_stays_in_the_band_a_drier_one_leaves_it() -> None:
+    """The floor is MIN_RH_PERCENT = 10 % (sourced in steps/promote.py: the driest deserts'
+    average afternoon minimum in their driest months is slightly under 10 %). A desert station's
+    line, dewp = 0.32 * temp + 7.6 over 40-108 F (45 % RH at 40 F, 11 % on its hottest days),
+    stays in the band (the unsourced 15 % refused it); dewp = 0.3 * temp - 5 (7.7 % at 95 F)
+    leaves it, naming the floor."""
+    desert = np.linspace(40.0, 108.0, 300)
+    assert physical_band(_Line(0.32, 7.6), desert, 2.0) is None
+    verdict = physical_band(_Line(0.3, -5.0), TEMPS, 2.0) or ""
+    assert "below" in verdict and "the dew point at 10% relative humidity" in verdict
+
+
 @given(level=st.floats(-10.0 + 2.5, 95.0), spread_temps=st.just(TEMPS))
 def test_a_flat_line_above_the_coldest_temperatures_leaves_the_band(
     level: float, spread_temps: np.ndarray
