@@ -96,6 +96,11 @@ def _key_order(table: pa.Table) -> tuple[bool, pa.ChunkedArray]:
     return not pc.any(pc.and_(same_station, pc.greater(date_a, date_b))).as_py(), same_key
 
 
+def in_key_order(table: pa.Table) -> bool:
+    """Whether rows (with `station` and `date` columns) are in (station, date) order."""
+    return _key_order(table)[0]
+
+
 def duplicate_keys(table: pa.Table) -> int:
     """How many rows repeat an earlier row's (station, date); cheap when rows are in key order."""
     ordered, same_key = _key_order(table)

@@ -21,6 +21,22 @@ Dataset rules (the kept rows together; physical sources in steps/climate.py):
   NCEI station-years (2023-2024, tropics to Antarctica): no thunder day below 40 F; the same
   files converted to deg C: every thunder day below 32. Without flags (a user's table) units are
   judged by the gate instead (steps/promote.py: the champion's reference holdout).
+- `unit_jumps`: units, row by row. GSOD gives TEMP and DEWP in deg F to tenths (NCEI GSOD readme,
+  https://www.ncei.noaa.gov/data/global-summary-of-the-day/doc/readme.txt). A row converted to
+  deg C, (x - 32) / 1.8, reads (0.8 * x + 32) / 1.8 F lower than it was: 35.6 F lower at 40 F,
+  53.3 F at 80 F (0 at -40, where the scales meet). So a station whose rows mix the two units,
+  in any proportion, changes its daily mean temp between consecutive days by more than
+  UNIT_JUMP_F far more often than weather does: with a fraction p of rows converted at random,
+  2p(1 - p) of day pairs cross units (9.5 % at p = 5 % or 95 %). Weather's own bound was measured
+  on 12 real NCEI station-years (2023-2024; Chicago, New York, Beijing, Norway, Scotland, Alaska,
+  Antarctica, Tanzania, ...): 5 of 3,724 consecutive-day changes of daily mean temp exceed 25 F
+  (at most 2 of one station's 303 pairs), 1 exceeds 30 F (31.5 F, an Antarctic winter); the
+  99.9th percentile is 26.5 F. A station fails when more than MAX_UNIT_JUMP_FRACTION of its
+  consecutive-day pairs (plus one, so that a single front never fails a short extract) change by
+  more than UNIT_JUMP_F (25 F): a converted row jumps by more than that wherever it was above
+  16.2 F. Not seen by this rule: rows converted below about 16 F (a polar winter), and units
+  switched once per station (a whole station, or every row after one date, in deg C); the gate
+  judges those (steps/promote.py).
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -42,6 +59,7 @@ from steps.dataset import (
     conform,
     data_hash,
     duplicate_keys,
+    in_key_order,
     is_canonical,
     read_dataset,
     write_dataset_pieces,
@@ -56,6 +74,8 @@ DEFAULT_MIN_ROWS: int = VALIDATE.flag("min-rows").default
 MIN_SPREAD_F = 10 * REPORTING_RESOLUTION_F  # standard deviation of temp and of dewp, deg F
 MIN_THUNDER_DAYS = 5
 MAX_COLD_THUNDER_FRACTION = 0.2
+UNIT_JUMP_F = 25.0  # a change of daily mean temp between consecutive days weather rarely makes
+MAX_UNIT_JUMP_FRACTION = 0.02  # of a station's consecutive-day pairs (module docstring)
 THUNDER_FLAG = 4  # FRSHTT: Fog, Rain/drizzle, Snow/ice pellets, Hail, Thunder, Tornado/funnel
 FILTER_SLICE_ROWS = 1 << 20  # rows filtered and written at a time (one Parquet row group)
 # GSOD "missing" values that must not survive fetch (9999.9 for temp/dewp; 999.9 would mean a
@@ -167,6 +187,7 @@ def check_table(
              max(0, policy.min_rows - rows_out))
     )  # fmt: skip
     rules.extend(dataset_rules(temp, dewp, frshtt, selected))
+    rules.append(unit_jumps(station, table.column("date"), temp, selected))
 
     report = {
         "passed": all(rule.passed for rule in rules),
@@ -178,7 +199,8 @@ def check_table(
         "policy": {**asdict(policy), "max_inconsistent_fraction": MAX_INCONSISTENT_FRACTION,
                    "temp_range_f": list(TEMP_RANGE_F), "dewp_range_f": list(DEWP_RANGE_F),
                    "min_spread_f": MIN_SPREAD_F, "min_thunder_days": MIN_THUNDER_DAYS,
-                   "max_cold_thunder_fraction": MAX_COLD_THUNDER_FRACTION},
+                   "max_cold_thunder_fraction": MAX_COLD_THUNDER_FRACTION,
+                   "unit_jump_f": UNIT_JUMP_F, "max_unit_jump_fraction": MAX_UNIT_JUMP_FRACTION},
         "rules": [{**asdict(rule), "passed": rule.passed} for rule in rules],
     }  # fmt: skip
     return table, selected, report
@@ -210,6 +232,44 @@ def dataset_rules(
              measured=f"{cold} of {days} thunder days below {FREEZING_F:g} F")
     )  # fmt: skip
     return rules
+
+
+def unit_jumps(
+    station: pa.ChunkedArray, date: pa.ChunkedArray, temp: pa.ChunkedArray, kept: pa.ChunkedArray
+) -> Rule:
+    """`unit_jumps` (module docstring): the stations whose kept rows change temp by more than
+    UNIT_JUMP_F between consecutive days more often than MAX_UNIT_JUMP_FRACTION of their pairs
+    (+ 1) allows. `violations` counts those stations; `measured` names the worst."""
+    rows = pa.table({"station": station, "date": date, "temp": temp}).filter(kept)
+    if not in_key_order(rows):
+        rows = rows.take(pc.sort_indices(rows, sort_keys=[("station", "ascending"),
+                                                           ("date", "ascending")]))  # fmt: skip
+    codes = pc.dictionary_encode(rows.column("station").combine_chunks())
+    station_code = codes.indices.to_numpy(zero_copy_only=False)
+    days = rows.column("date").combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)
+    temps = rows.column("temp").combine_chunks().to_numpy(zero_copy_only=False)
+    del rows
+    pair = (station_code[1:] == station_code[:-1]) & (np.diff(days) == 1)
+    jump = pair & (np.abs(np.diff(temps)) > UNIT_JUMP_F)
+    stations = len(codes.dictionary)
+    pairs = np.bincount(station_code[1:][pair], minlength=stations)
+    jumps = np.bincount(station_code[1:][jump], minlength=stations)
+    allowed = np.floor(MAX_UNIT_JUMP_FRACTION * pairs).astype(np.int64) + 1
+    failing = jumps > allowed
+    description = (
+        f"per station, at most {MAX_UNIT_JUMP_FRACTION:.0%} (+1) of consecutive-day changes of "
+        f"temp above {UNIT_JUMP_F:g} F; more means rows in mixed units (deg C among deg F?)"
+    )
+    if not failing.any():
+        return Rule("unit_jumps", description, 0,
+                    measured=f"{int(jumps.sum())} of {int(pairs.sum())} day pairs")  # fmt: skip
+    worst = int(np.argmax(np.where(failing, jumps - allowed, -1)))
+    return Rule(
+        "unit_jumps", description, int(failing.sum()),
+        measured=f"{int(failing.sum())} station(s); station {codes.dictionary[worst]}: "
+        f"{jumps[worst]} of {pairs[worst]} day-to-day changes above {UNIT_JUMP_F:g} F, "
+        f"{allowed[worst]} allowed",
+    )  # fmt: skip
 
 
 def failure_message(report: dict[str, Any]) -> str:

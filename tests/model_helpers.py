@@ -260,6 +260,34 @@ def station_year(
     )
 
 
+def gsod_access_csv(frame: pd.DataFrame) -> bytes:
+    """`frame` (one station's rows, the dataset's columns) as one file in NCEI's access CSV
+    format: 28 quoted columns, TEMP and DEWP in deg F to tenths (NCEI GSOD readme); the columns
+    the dataset does not carry hold plausible values or GSOD's missing markers."""
+    from steps.gsod_format import GSOD_HEADER
+
+    lines = [GSOD_HEADER.decode()]
+    for row in frame.itertuples(index=False):
+        lines.append(
+            f'"{row.station}","{row.date}","41.0","-88.0","200.0","TEST FIELD, IL US",'
+            f'"{row.temp:6.1f}","24","{row.dewp:6.1f}","24","1013.2","24","1012.0","24",'
+            f'"  9.9","24","  5.0","24"," 10.0","999.9","{row.temp + 9:6.1f}"," ",'
+            f'"{row.temp - 9:6.1f}"," "," 0.00","G","999.9","{row.frshtt}"'
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def mixed_units(frame: pd.DataFrame, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """`frame` with a random `fraction` of its rows converted to deg C (both temp and dewp,
+    (x - 32) / 1.8, rounded to tenths as GSOD writes them); the rest stay in deg F."""
+    converted = np.random.default_rng(seed).random(len(frame)) < fraction
+    celsius = in_celsius(frame).round({"temp": 1, "dewp": 1})
+    return frame.assign(
+        temp=np.where(converted, celsius["temp"], frame["temp"]),
+        dewp=np.where(converted, celsius["dewp"], frame["dewp"]),
+    )
+
+
 def in_celsius(frame: pd.DataFrame) -> pd.DataFrame:
     """The same observations with temp and dewp converted to deg C: (x - 32) / 1.8."""
     return frame.assign(temp=(frame["temp"] - 32) / 1.8, dewp=(frame["dewp"] - 32) / 1.8)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import math
 import shlex
 import subprocess
 import tarfile
@@ -39,7 +40,7 @@ def gsod_csv(station: str, days: int = DAYS) -> bytes:
     lines = [GSOD_HEADER.decode()]
     for day in range(days):
         date = dt.date(int(FIXTURE_YEAR), 1, 1) + dt.timedelta(days=day)
-        temp = 20.0 + (day * 7 % 50)
+        temp = 45.0 + 25.0 * math.sin(2 * math.pi * day / 50)  # changing as weather does
         dewp = temp - 3.0 - day % 5
         lines.append(
             f'"{station}","{date}","40.0","-75.0","10.0","TEST FIELD, PA US",'

@@ -301,10 +301,17 @@ def test_train_cli_on_a_folder_of_years_records_every_year_and_their_hashes(
     tracking: MlflowSettings, tmp_path: Path
 ) -> None:
     frames = {year: year_frame(year, 800, year, 0.9, -8.0) for year in (2022, 2023, 2024)}
-    # Rows validate keeps as they are: one per station and day, dew point not above temperature.
+
+    # Rows validate keeps as they are: one per station and day, dew point not above temperature,
+    # temp following the seasons (a random temp every day would fail validate's unit_jumps).
+    def seasonal(f: pd.DataFrame) -> pd.Series:
+        day = pd.to_datetime(f["date"]).dt.dayofyear
+        return 40.0 + 40.0 * np.cos(2 * np.pi * (day - 200) / 365.25) + f["temp"] % 5
+
     frames = {
         y: f.drop_duplicates(["station", "date"])
-        .assign(dewp=lambda f: np.minimum(f["dewp"], f["temp"]))
+        .assign(temp=seasonal)
+        .assign(dewp=lambda f: np.minimum(0.9 * f["temp"] - 8.0 + f["dewp"] % 3, f["temp"]))
         .sort_values(["station", "date"])
         for y, f in frames.items()
     }

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ from steps import fetch, validate
 from steps.climate import TEMP_RANGE_F
 from steps.dataset import SCHEMA, data_hash, read_dataset, read_validation_report, write_dataset
 from tests.conftest import assert_bad_input, assert_one_line_error
-from tests.model_helpers import in_celsius, station_year, summer
+from tests.model_helpers import gsod_access_csv, in_celsius, mixed_units, station_year, summer
 from tests.test_gsod_format import FIXTURES, fixture_bytes
 
 RunValidate = Callable[..., tuple[int, dict[str, str], str, dict]]
@@ -75,8 +76,11 @@ def dataset_file(tmp_path: Path, temp: list, dewp: list, frshtt: list | None = N
 
 
 def realistic(n: int, seed: int = 0) -> tuple[list[float], list[float]]:
+    """`n` consecutive days of one station: a seasonal cycle over about -20..95 F, day-to-day
+    weather (as real daily means change: validate's unit_jumps rule), dewp below temp."""
     rng = np.random.default_rng(seed)
-    temp = rng.uniform(-20, 95, n).round(1)
+    day = np.arange(n)
+    temp = (37.5 + 45 * np.cos(2 * np.pi * (day - 200) / 365.25) + rng.normal(0, 5, n)).round(1)
     dewp = (temp - rng.uniform(0, 25, n)).round(1)
     return temp.tolist(), dewp.tolist()
 
@@ -327,3 +331,87 @@ def test_data_in_celsius_fails_on_units_the_same_data_in_fahrenheit_passes(
         assert "thunder_above_freezing" in validate.failure_message(in_c)
         assert "deg C?" in validate.failure_message(in_c)
     assert max(extract["temp"]) < TEMP_RANGE_F[1]  # the row rules alone cannot see it
+
+
+# --- units mixed row by row: any fraction of deg C rows among deg F ones -----------------------
+
+# (annual mean, seasonal swing), deg F: station-years as station_year draws them.
+CLIMATES = {"continental": (50.0, 22.0), "maritime": (52.0, 8.0), "subtropical": (68.0, 12.0),
+            "cold": (30.0, 25.0)}  # fmt: skip
+SEASONS = {"year": range(1, 13), "spring": (3, 4, 5), "summer": (6, 7, 8), "autumn": (9, 10, 11)}
+MIXTURES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+
+
+def stations_in(season: str) -> pd.DataFrame:
+    """One station-year of each climate in CLIMATES (deg F, FRSHTT flags), cut to `season`."""
+    years = [
+        station_year(mean, swing, seed=i, station=f"7299990000{i}")
+        for i, (mean, swing) in enumerate(CLIMATES.values())
+    ]
+    frame = pd.concat(years, ignore_index=True)
+    return frame[pd.to_datetime(frame["date"]).dt.month.isin(SEASONS[season])]
+
+
+@pytest.mark.parametrize("season", SEASONS)
+@pytest.mark.parametrize("fraction", MIXTURES)
+def test_rows_in_deg_c_among_deg_f_fail_on_units_whatever_the_fraction(
+    fraction: float, season: str
+) -> None:
+    """Whatever fraction of rows (5 % to 95 %) was converted to deg C, in a whole year or a
+    season's extract, validate refuses the mixture on unit_jumps; the same rows all in deg F pass
+    every rule. (Before unit_jumps a 90 % mixture passed.)"""
+    frame = stations_in(season)
+    policy = validate.ValidationPolicy(min_rows=50)
+    in_f = validate.check_table(pa.Table.from_pandas(frame, schema=SCHEMA), policy)[2]
+    assert in_f["passed"], validate.failure_message(in_f)
+
+    mixed = mixed_units(frame, fraction, seed=int(fraction * 100))
+    report = validate.check_table(pa.Table.from_pandas(mixed, schema=SCHEMA), policy)[2]
+    failed = {r["name"] for r in report["rules"] if not r["passed"]}
+    assert "unit_jumps" in failed, validate.failure_message(report)
+    assert "deg C among deg F?" in validate.failure_message(report)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mean=st.floats(-40.0, 85.0), swing=st.floats(2.0, 30.0), seed=st.integers(0, 10_000),
+    season=st.sampled_from(list(SEASONS)),
+)  # fmt: skip
+def test_station_years_of_any_climate_pass_unit_jumps(
+    mean: float, swing: float, seed: int, season: str
+) -> None:
+    """Property: a station-year in deg F of any climate, polar to tropical, whole or a season's
+    extract, passes unit_jumps (day-to-day weather of N(0, 5 F) noise on a seasonal cycle; on 12
+    real NCEI station-years no station came near the bound: module docstring of steps/validate)."""
+    year = station_year(mean, swing, seed)
+    year = year[pd.to_datetime(year["date"]).dt.month.isin(SEASONS[season])]
+    report = validate.check_table(
+        pa.Table.from_pandas(year, schema=SCHEMA), validate.ValidationPolicy(min_rows=50)
+    )[2]
+    (rule,) = [r for r in report["rules"] if r["name"] == "unit_jumps"]
+    assert rule["passed"], rule
+
+
+def test_gsod_files_with_90_percent_of_rows_in_deg_c_fail_validate_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """The adversary's instance through the real steps: GSOD files in NCEI's access CSV format,
+    90 % of their rows converted to deg C, fetched and validated by the CLI: one `error:` line
+    naming unit_jumps, no validated dataset. The same files in deg F pass."""
+    frame = stations_in("year")
+    for name, data in (("in-f", frame), ("mixed", mixed_units(frame, 0.9, seed=7))):
+        folder = tmp_path / name / "gsod"
+        folder.mkdir(parents=True)
+        for station, rows in data.groupby("station"):
+            (folder / f"{station}.csv").write_bytes(gsod_access_csv(rows))
+        dataset = fetched(tmp_path / name, "--path", str(folder))
+        result = subprocess.run(
+            [sys.executable, "-m", "steps", "validate", "--input", str(dataset), "--output",
+             str(tmp_path / name / "v.parquet"), "--report", str(tmp_path / name / "r.json")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if name == "in-f":
+            assert result.returncode == 0, result.stderr
+            continue
+        assert_one_line_error(result.returncode, result.stderr, "unit_jumps", "deg C among deg F?")
+        assert not (tmp_path / name / "v.parquet").exists()
