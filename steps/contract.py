@@ -27,6 +27,7 @@ from steps.cli import BadInput, write_outputs
 # version written "+2" is refused rather than read as version 2 (leading zeros stay accepted).
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 control characters and DEL
 _MAX_DIGITS = 64  # longer digit strings are refused before int() or float() sees them
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _NOT_GIVEN = (None, "", (), {})  # typed values that mean "not given" (a flag's empty default)
@@ -157,7 +158,11 @@ class Text:
     max_length: int = 4096
 
     def parse(self, text: str) -> str:
-        """The text; ValueError if it is too long or does not match the pattern."""
+        """The text; ValueError if it is too long, holds a control character (NUL, a line
+        break, ...: no flag is multi-line, and a NUL cannot reach a C library or PostgreSQL) or
+        does not match the pattern."""
+        if _CONTROL.search(text):
+            raise ValueError(f"must be {self.describe()}, without control characters")
         if len(text) > self.max_length or (
             self.pattern is not None and not re.fullmatch(self.pattern, text)
         ):

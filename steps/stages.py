@@ -54,9 +54,18 @@ TRACKING_URI = Flag(
     parameter="mlflow-tracking-uri",
     by_env=True,
 )
+# MLflow 3.17.2 refuses a registered model name holding '/' or ':', or one that a path
+# normalisation would change ('.', '..', names starting '..'): mlflow/utils/validation.py,
+# _validate_model_name and path_not_unique. Refused here, before train logs a run.
+_MODEL_NAME = r"(?!\.\.)(?!\.$)[^/:]+"
 MODEL_NAME = Flag(
     "model-name",
-    Text(what="a registered model name", empty_ok=False, max_length=256),
+    Text(
+        _MODEL_NAME,
+        what="a registered model name (no '/' or ':'; not '.' and not starting '..')",
+        empty_ok=False,
+        max_length=256,
+    ),
     "registered model name in MLflow",
     default=DEFAULT_MODEL_NAME,
     env="MODEL_NAME",

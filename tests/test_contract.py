@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, BadInput
 from steps.contract import (
@@ -61,6 +63,8 @@ BAD_VALUES = {
     "fullwidth-digits": "\uff11\uff12",  # and this one too
     "underscore": "1_000",
     "very-long": "7" * 5000,
+    "nul": "a\x00b",  # cannot reach a C library, a file name or PostgreSQL
+    "line-break": "a\nb",
 }
 # A valid value for each pattern-checked text flag that a stage requires.
 PATTERN_SAMPLES = {r"[0-9a-f]{32}": "a" * 32, r"[0-9a-f]{64}": "b" * 64}
@@ -156,6 +160,7 @@ def test_every_flag_refuses_bad_values_in_one_line(
         or isinstance(kind, Choice | Boolean)
         or (not kind.empty_ok and name in ("empty", "blank"))
         or (flag.required and name in ("empty", "blank"))
+        or (isinstance(kind, Text) and name in ("nul", "line-break"))
     )
     refused = _refuses(flag, value)
     if must_refuse:
@@ -459,3 +464,28 @@ def test_a_stage_writes_exactly_its_declared_outputs(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
     fetch.write_outputs(tmp_path, {"row-count": 1, "data-hash": "x"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data-hash", "row-count"]
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from(["a", "Z", "7", ".", "/", ":", " ", "-", "_", "'", '"', "\u00e9"]),
+        min_size=1,
+        max_size=8,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_model_name_accepts_exactly_the_names_mlflow_registers(name: str) -> None:
+    """`--model-name` / workflow parameter model-name against MLflow 3.17.2's own check of a
+    registered model name (mlflow/utils/validation.py, _validate_model_name): a name MLflow
+    refuses must be refused up front, before train logs a run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    text = name.strip()
+    try:
+        _validate_model_name(text)
+        mlflow_accepts = True
+    except MlflowException:
+        mlflow_accepts = False
+    flag = STAGES["register"].flag("model-name")
+    assert (not _refuses(flag, name)) == mlflow_accepts, (name, mlflow_accepts)

@@ -452,12 +452,27 @@ def _record_local_runs(monkeypatch) -> list[tuple]:
     return calls
 
 
-def test_local_refuses_a_bad_parameter_before_starting_anything(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("parameter", "shown"),
+    [
+        ("source=carrier-pigeon", "carrier-pigeon"),
+        # MLflow 3.17.2 refuses these names at register, after train has logged a run.
+        ("model-name=team/dewpoint", "model-name"),
+        ("model-name=dewpoint:v2", "model-name"),
+        ("model-name=..dewpoint", "model-name"),
+        ("model-name=dew\x00point", "model-name"),
+        ("mlflow-tracking-uri=http://127.0.0.1:5050\nX-Evil: 1", "mlflow-tracking-uri"),
+    ],
+)
+def test_local_refuses_a_bad_parameter_before_starting_anything(
+    tmp_path, monkeypatch, capsys, parameter: str, shown: str
+):
     monkeypatch.chdir(tmp_path)
     calls = _record_local_runs(monkeypatch)
-    code = submit.main(["--local", "-p", "source=carrier-pigeon"])
+    code = submit.main(["--local", "-p", parameter])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "carrier-pigeon" in err, err  # bad input
+    assert code == 2 and err.count("\n") == 1 and shown in err, err  # bad input
+    assert err.startswith("error: ")
     assert calls == [] and not (tmp_path / ".demo").exists()  # no MLflow started, no run
 
 
