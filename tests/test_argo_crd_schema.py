@@ -30,8 +30,12 @@ def test_rendered_resources_pass_the_release_crd_schema(rendered, key, kind):
     assert cel_rule_count(schema) > 0
 
 
-def test_a_one_off_run_passes_the_workflow_crd_schema():
-    run = build_run_workflow(PipelineSettings(), {"source": "synthetic"}).to_dict()
+@pytest.mark.parametrize(
+    "parameters",
+    [{"source": "synthetic"}, {"source": "gsod", "years": ",".join(map(str, range(2000, 2025)))}],
+)
+def test_a_one_off_run_passes_the_workflow_crd_schema(parameters):
+    run = build_run_workflow(PipelineSettings(), parameters).to_dict()
     assert crd_errors(argo_crd_schema("Workflow"), run) == []
 
 

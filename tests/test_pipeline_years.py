@@ -151,3 +151,69 @@ def test_a_rerun_with_every_past_year_cached_downloads_only_the_current_year(
             True, True, False
         ]  # fmt: skip
     assert "3 item(s), 2 from the memoization cache" in out.getvalue()
+
+
+# ---- the run's deadline over many years --------------------------------------------------------
+
+
+def _budgets(template: dict) -> dict[str, int]:
+    """Each stage's longest possible time, read from the rendered template as Argo enforces it:
+    a retried stage ends by its `backoff.maxDuration` (v4.1.2 workflow/controller/operator.go,
+    processNodeRetries), another by its pod deadline plus the pod's start."""
+    from workflows.pipeline import POD_START_SLACK_SECONDS
+
+    budgets = {}
+    for t in template["spec"]["templates"]:
+        if "container" in t:
+            retry = t.get("retryStrategy")
+            budgets[t["name"]] = (
+                int(retry["backoff"]["maxDuration"].removesuffix("s"))
+                if retry
+                else t["activeDeadlineSeconds"] + POD_START_SLACK_SECONDS
+            )
+    return budgets
+
+
+def _greedy_makespan(items: int, fetch: int, validate: int, slots: int) -> int:
+    """When the last per-year node ends if every node takes its whole budget and a greedy
+    scheduler (Argo's DAG `parallelism`) starts a ready node whenever a slot is free, fetches
+    in item order first, each validate as soon as its fetch is done."""
+    import heapq
+
+    running: list[tuple[int, str, int]] = []  # (end time, kind, item)
+    waiting_fetch = list(range(items))
+    ready_validate: list[int] = []
+    now = end = 0
+    while waiting_fetch or ready_validate or running:
+        while len(running) < slots and (waiting_fetch or ready_validate):
+            if waiting_fetch:
+                heapq.heappush(running, (now + fetch, "fetch", waiting_fetch.pop(0)))
+            else:
+                heapq.heappush(running, (now + validate, "validate", ready_validate.pop(0)))
+        now, kind, item = heapq.heappop(running)
+        end = max(end, now)
+        if kind == "fetch":
+            ready_validate.append(item)
+    return end
+
+
+@pytest.mark.parametrize("years", [1, 2, 4, 5, 10, 25, 200])
+@pytest.mark.parametrize("parallelism", [1, 4, 7])
+def test_a_run_over_many_years_has_a_deadline_that_cuts_no_retry_short(years, parallelism):
+    """The run's activeDeadlineSeconds (its own, or else the template's) outlasts every stage
+    taking its whole retry budget, the per-year ones queued behind the fan-out's parallelism:
+    a deadline that ends first would stop a retry the step's own budget allows."""
+    from workflows.pipeline import build_run_workflow
+
+    settings = PipelineSettings(fan_out_parallelism=parallelism)
+    template = render(settings)["workflow-template"]
+    budgets = _budgets(template)
+    first = 1901  # up to 200 years: 1901 to 2100, the range check-parameters accepts
+    chosen = ",".join(str(first + i) for i in range(years))
+    run = build_run_workflow(settings, {"source": "gsod", "years": chosen}).to_dict()
+    deadline = run["spec"].get("activeDeadlineSeconds", template["spec"]["activeDeadlineSeconds"])
+    serial = sum(b for name, b in budgets.items() if name not in ("fetch", "validate"))
+    fanned = _greedy_makespan(years, budgets["fetch"], budgets["validate"], parallelism)
+    assert deadline >= serial + fanned
+    if years <= parallelism:  # within the fan-out the template's own deadline holds
+        assert "activeDeadlineSeconds" not in run["spec"]

@@ -218,7 +218,11 @@ def test_what_we_submit_passes_the_template_referencing_restriction() -> None:
 
     allowed = UPSTREAM["workflow-controller configmap"]["allowed_workflow_fields"]
     run = build_run_workflow(PipelineSettings(), {"source": "synthetic"}).to_dict()
+    # A run over more years than the fan-out sets its own activeDeadlineSeconds.
+    years = ",".join(map(str, range(2000, 2025)))
+    many = build_run_workflow(PipelineSettings(), {"source": "gsod", "years": years}).to_dict()
+    assert "activeDeadlineSeconds" in many["spec"]
     cron = render(PipelineSettings())["cron-workflow"]
-    for spec in (run["spec"], cron["spec"]["workflowSpec"]):
+    for spec in (run["spec"], many["spec"], cron["spec"]["workflowSpec"]):
         assert "workflowTemplateRef" in spec
         assert unknown(list(spec), allowed) == []

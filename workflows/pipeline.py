@@ -47,6 +47,7 @@ from steps.stages import (
     VALIDATE,
     WORKFLOW_PARAMETERS,
 )
+from steps.year_items import BY_YEAR_SOURCES, resolve_years
 from workflows.argo_rules import check_parameter_names, global_output_order
 from workflows.settings import PipelineSettings
 
@@ -137,6 +138,27 @@ def retry_budget_seconds(deadline_seconds: int, limit: int = RETRY_LIMIT) -> int
     """
     waits = sum(BACKOFF_SECONDS * BACKOFF_FACTOR**i for i in range(limit))
     return (limit + 1) * (deadline_seconds + POD_START_SLACK_SECONDS) + waits
+
+
+# The stages that run once per year (loop items) under the entrypoint DAG's parallelism.
+PER_YEAR_STAGES = (FETCH.name, VALIDATE.name)
+
+
+def run_deadline_seconds(
+    stages: Mapping[str, Container], per_year: Sequence[str], items: int, parallelism: int
+) -> int:
+    """A run's `activeDeadlineSeconds`: long enough for every stage's whole retry budget.
+
+    The stages run one after another, except the `per_year` ones, which run once per loop item
+    with at most `parallelism` pods at a time (the entrypoint DAG's `parallelism`). Up to
+    `parallelism` items they all run at once, so each counts once; beyond that the bound is a
+    greedy scheduler's (Graham 1966): all their work spread over the slots, plus one item's chain.
+    """
+    chain = sum(_worst_case_seconds(stages[name]) for name in per_year)
+    rest = sum(_worst_case_seconds(s) for name, s in stages.items() if name not in per_year)
+    if items <= parallelism:
+        return rest + chain
+    return rest + -(-items * chain // parallelism) + chain
 
 
 def _worst_case_seconds(stage: Container) -> int:
@@ -557,9 +579,12 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
         ),
     ) as template:
         stages = _templates(settings)
-        # The steps run one after another: the run's deadline is the sum of their worst cases,
-        # so it never cuts a step short of a retry its own budget allows.
-        template.active_deadline_seconds = sum(_worst_case_seconds(s) for s in stages.values())
+        # The run's deadline never cuts a step short of a retry its own budget allows: here for
+        # the default years (resolve_years: two, within the fan-out); a run over more years
+        # gets its own (build_run_workflow).
+        template.active_deadline_seconds = run_deadline_seconds(
+            stages, PER_YEAR_STAGES, len(resolve_years("")), settings.fan_out_parallelism
+        )
         with DAG(name=ENTRYPOINT, parallelism=settings.fan_out_parallelism):
             # Every workflow parameter is checked before any stage writes state (docs/steps.md).
             # Each task's inputs come from the earlier tasks' outputs of the same names.
@@ -634,14 +659,32 @@ def build_run_workflow(
         ArgoRuleError (a ValueError): a parameter name the template does not define.
     """
     parameters = dict(parameters or {})
-    check_parameter_names([p.name for p in workflow_parameters(settings)], parameters)
+    defaults = {p.name: p.default for p in workflow_parameters(settings)}
+    check_parameter_names(list(defaults), parameters)
     return Workflow(
         generate_name=f"{TEMPLATE_NAME}-",
         namespace=settings.namespace,
         labels=_labels(settings),
         workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
         arguments=[Parameter(name=k, value=v) for k, v in sorted(parameters.items())] or None,
+        active_deadline_seconds=_run_deadline_override(settings, {**defaults, **parameters}),
     )
+
+
+def _run_deadline_override(settings: PipelineSettings, values: Mapping[str, str]) -> int | None:
+    """The `activeDeadlineSeconds` a run over more years than the fan-out needs, else None (the
+    template's holds). A Workflow may set it under `templateReferencing: Strict` (v4.1.2
+    workflow/util/merge.go, allowedUserOverrideFields). Years check-parameters would refuse
+    leave the template's: that run stops at its first task."""
+    source = values.get("source") or ""
+    try:
+        items = len(resolve_years(values.get("years") or "")) if source in BY_YEAR_SOURCES else 1
+    except ValueError:
+        return None
+    if items <= settings.fan_out_parallelism:
+        return None
+    stages = _templates(settings)
+    return run_deadline_seconds(stages, PER_YEAR_STAGES, items, settings.fan_out_parallelism)
 
 
 def render(settings: PipelineSettings) -> dict[str, dict]:
