@@ -17,7 +17,8 @@ Dataset rules (the kept rows together; physical sources in steps/climate.py):
   and Ebert 2002, "A climatology of thundersnow events over the contiguous United States", Wea.
   Forecasting 17, 1290-1295). In data that is really in deg C, summer thunder days read as daily
   means of 15-35 "F". So when at least MIN_THUNDER_DAYS kept rows carry the thunder flag (FRSHTT's
-  5th character), at most MAX_COLD_THUNDER_FRACTION of them may be below 32 F. Checked on 11 real
+  5th character), at most MAX_COLD_THUNDER_FRACTION of them may be below 32 F, over all stations
+  and at each station with MIN_THUNDER_DAYS (one station in deg C among many). Checked on 11 real
   NCEI station-years (2023-2024, tropics to Antarctica): no thunder day below 40 F; the same
   files converted to deg C: every thunder day below 32. Without flags (a user's table) units are
   judged by the gate instead (steps/promote.py: the champion's reference holdout).
@@ -35,8 +36,9 @@ Dataset rules (the kept rows together; physical sources in steps/climate.py):
   consecutive-day pairs (plus one, so that a single front never fails a short extract) change by
   more than UNIT_JUMP_F (25 F): a converted row jumps by more than that wherever it was above
   16.2 F. Not seen by this rule: rows converted below about 16 F (a polar winter), and units
-  switched once per station (a whole station, or every row after one date, in deg C); the gate
-  judges those (steps/promote.py).
+  switched once per station (a whole station, or every row after one date, in deg C): with
+  FRSHTT flags `thunder_above_freezing` judges those station by station, without them only the
+  gate does (steps/promote.py).
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def check_table(
         Rule("min_rows", f"at least {policy.min_rows} rows left after dropping and filtering",
              max(0, policy.min_rows - rows_out))
     )  # fmt: skip
-    rules.extend(dataset_rules(temp, dewp, frshtt, selected))
+    rules.extend(dataset_rules(station, temp, dewp, frshtt, selected))
     rules.append(unit_jumps(station, table.column("date"), temp, selected))
 
     report = {
@@ -207,7 +209,11 @@ def check_table(
 
 
 def dataset_rules(
-    temp: pa.ChunkedArray, dewp: pa.ChunkedArray, frshtt: pa.ChunkedArray, kept: pa.ChunkedArray
+    station: pa.ChunkedArray,
+    temp: pa.ChunkedArray,
+    dewp: pa.ChunkedArray,
+    frshtt: pa.ChunkedArray,
+    kept: pa.ChunkedArray,
 ) -> list[Rule]:
     """The rules that judge the kept rows together (module docstring): spread and units."""
     rules = []
@@ -223,15 +229,39 @@ def dataset_rules(
     days = _count(thunder)
     cold = _count(pc.and_(thunder, pc.fill_null(pc.less(temp, FREEZING_F), False)))
     judged = days >= MIN_THUNDER_DAYS
-    rules.append(
-        Rule("thunder_above_freezing",
-             f"at most {MAX_COLD_THUNDER_FRACTION:.0%} of thunder days (FRSHTT 5th flag, judged "
-             f"from {MIN_THUNDER_DAYS} days) below {FREEZING_F:g} F; more means the data is not in "
-             "deg F (deg C?)", cold,
-             math.floor(MAX_COLD_THUNDER_FRACTION * days) if judged else days,
-             measured=f"{cold} of {days} thunder days below {FREEZING_F:g} F")
-    )  # fmt: skip
+    description = (
+        f"at most {MAX_COLD_THUNDER_FRACTION:.0%} of thunder days (FRSHTT 5th flag, judged from "
+        f"{MIN_THUNDER_DAYS} days, over all stations and at each) below {FREEZING_F:g} F; more "
+        "means the data is not in deg F (deg C?)"
+    )
+    measured = f"{cold} of {days} thunder days below {FREEZING_F:g} F"
+    allowed = math.floor(MAX_COLD_THUNDER_FRACTION * days) if judged else days
+    if cold <= allowed:  # the pool passes: judge each station too (one in deg C among many)
+        station_days, station_cold, names = _per_station(station, thunder, temp)
+        station_allowed = np.floor(MAX_COLD_THUNDER_FRACTION * station_days).astype(np.int64)
+        failing = (station_days >= MIN_THUNDER_DAYS) & (station_cold > station_allowed)
+        if failing.any():
+            worst = int(np.argmax(np.where(failing, station_cold - station_allowed, -1)))
+            cold, allowed = int(station_cold[worst]), int(station_allowed[worst])
+            measured = (
+                f"station {names[worst]}: {cold} of {station_days[worst]} thunder days below "
+                f"{FREEZING_F:g} F ({measured} over all stations)"
+            )
+    rules.append(Rule("thunder_above_freezing", description, cold, allowed, measured=measured))
     return rules
+
+
+def _per_station(
+    station: pa.ChunkedArray, thunder: pa.ChunkedArray, temp: pa.ChunkedArray
+) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(thunder days, of which below freezing, station ids), per station with thunder days."""
+    codes = pc.dictionary_encode(pc.filter(station, thunder).combine_chunks())
+    index = codes.indices.to_numpy(zero_copy_only=False)
+    cold = pc.filter(pc.fill_null(pc.less(temp, FREEZING_F), False), thunder)
+    cold = cold.combine_chunks().to_numpy(zero_copy_only=False).astype(bool)
+    count = len(codes.dictionary)
+    days = np.bincount(index, minlength=count)
+    return days, np.bincount(index[cold], minlength=count), codes.dictionary
 
 
 def unit_jumps(

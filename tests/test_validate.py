@@ -415,3 +415,29 @@ def test_gsod_files_with_90_percent_of_rows_in_deg_c_fail_validate_in_one_line(
             continue
         assert_one_line_error(result.returncode, result.stderr, "unit_jumps", "deg C among deg F?")
         assert not (tmp_path / name / "v.parquet").exists()
+
+
+@pytest.mark.parametrize("season", ["year", "summer"])
+@pytest.mark.parametrize("stations_in_f", [12, 30])
+def test_one_station_in_deg_c_among_stations_in_deg_f_fails_on_thunder(
+    stations_in_f: int, season: str
+) -> None:
+    """Units switched for a whole station (no day-to-day jump for unit_jumps to see): with
+    FRSHTT flags, its thunder days read as sub-freezing; judged per station, however many
+    stations in deg F dilute the pool. (Judged over the pool only, one station of 13 or of 31
+    passed: under 20 % of all thunder days.)"""
+    months = SEASONS[season]
+    frames = [station_year(50.0 + i % 4 * 5, 15.0, seed=i, station=f"7299990001{i:02d}")
+              for i in range(stations_in_f)]  # fmt: skip
+    warm = station_year(68.0, 12.0, seed=1, station="72999900099")
+    frame = pd.concat([*frames, in_celsius(warm).round({"temp": 1, "dewp": 1})])
+    frame = frame[pd.to_datetime(frame["date"]).dt.month.isin(months)].reset_index(drop=True)
+    thunder_days = frame[frame["station"] == "72999900099"]["frshtt"].str[4].eq("1").sum()
+    assert thunder_days >= validate.MIN_THUNDER_DAYS  # the station can be judged
+
+    report = validate.check_table(
+        pa.Table.from_pandas(frame, schema=SCHEMA), validate.ValidationPolicy(min_rows=50)
+    )[2]
+    failed = {r["name"] for r in report["rules"] if not r["passed"]}
+    assert failed == {"thunder_above_freezing"}, validate.failure_message(report)
+    assert "station 72999900099" in validate.failure_message(report)
