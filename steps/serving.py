@@ -30,6 +30,7 @@ _SERVE_ENV = {
     "PANDAS_FUTURE_INFER_STRING": "0",
 }
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+REQUEST_TIMEOUT_S = 60  # MLflow's `--timeout`: how long one request may take, seconds
 
 
 def recommended_serve_command(
@@ -38,7 +39,7 @@ def recommended_serve_command(
     host: str = "127.0.0.1",
     port: int = 8080,
     workers: int | None = None,
-    timeout_seconds: int = 60,
+    timeout_seconds: int = REQUEST_TIMEOUT_S,
     mlflow_executable: str | None = None,
     base_env: Mapping[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:

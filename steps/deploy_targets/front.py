@@ -25,6 +25,7 @@ from starlette.datastructures import Headers
 # The model server's own request size limit and its 413, said once in the served model: the front
 # must not hold more of a body in memory than the server behind it would (issue 10).
 from steps.served_model import MAX_REQUEST_BODY_BYTES, _too_large
+from steps.serving import REQUEST_TIMEOUT_S
 
 # Headers that belong to one connection, not to the request (RFC 9110 section 7.6.1), plus the
 # ones httpx and uvicorn set themselves.
@@ -37,8 +38,8 @@ HOP_BY_HOP = frozenset(
 # How long a request may wait for a model server to accept it (a swap that is under way), seconds.
 RETRY_FOR_S = 10.0
 RETRY_PAUSE_S = 0.05
-# The model server answers within its own --timeout (60 s, steps/serving.py); a little more here.
-UPSTREAM_TIMEOUT = httpx.Timeout(75.0, connect=2.0)
+# The model server answers within its own --timeout (steps/serving.py); a little more here.
+UPSTREAM_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S + 15.0, connect=2.0)
 
 
 class Front:
