@@ -30,6 +30,7 @@ from steps.files import write_text_atomically
 from steps.processes import (
     STOP_GRACE_S,
     exclusive_lock,
+    http_ok,
     is_our_process,
     port_is_free,
     stop_process_group,
@@ -177,12 +178,9 @@ def tracking_server_for(parameters: dict[str, str], root: Path, mlflow_port: int
     parameter to change.
     """
     uri = parameters["mlflow-tracking-uri"]
-    try:
-        if httpx.get(f"{uri.rstrip('/')}/health", timeout=5).status_code == 200:
-            print(f"==> MLflow tracking server at {uri} answers; using it", flush=True)
-            return uri
-    except httpx.HTTPError:
-        pass
+    if http_ok(f"{uri.rstrip('/')}/health"):
+        print(f"==> MLflow tracking server at {uri} answers; using it", flush=True)
+        return uri
     if uri != local_parameters(mlflow_port)["mlflow-tracking-uri"]:
         raise StepError(
             f"no MLflow server answers at {uri}/health (workflow parameter mlflow-tracking-uri);"
