@@ -24,7 +24,6 @@ imports `loader_module` and adds `code` to sys.path).
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +136,3 @@ def verified_model_dir(client: Any, name: str, version: str, dst: Path, *, role:
             "load or serve it; point the alias back at a version the pipeline registered"
         )
     return local
-
-
-def check_servable(client: Any, name: str, version: str, *, role: str = "version") -> None:
-    """`verified_model_dir` into a temporary directory that is removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="dewpoint-model-check-") as tmp:
-        verified_model_dir(client, name, version, Path(tmp), role=role)
