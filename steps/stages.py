@@ -37,6 +37,7 @@ from steps.deploy_targets import TARGETS
 from steps.model import MODEL_TYPES
 from steps.settings import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 from steps.sources import DEFAULT_BASE_URL, SOURCES, SourceRequest
+from steps.year_items import YEARS
 
 _SOURCE_DEFAULTS = SourceRequest()
 _UINT32 = 2**32 - 1  # numpy's seed range
@@ -112,7 +113,7 @@ FETCH = Stage(
     (
         Flag("source", Choice(SOURCES), "where fetch reads data", default="gsod",
              env="FETCH_SOURCE", parameter="source"),
-        Flag("years", CommaList(Integer(1901, 2100)),
+        Flag("years", YEARS,
              "years, e.g. 2023,2024; gsod: empty = previous and current calendar year;"
              " synthetic: --rows rows in each year given",
              default=(), env="GSOD_YEARS", parameter="years"),

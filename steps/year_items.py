@@ -20,7 +20,7 @@ from steps.contract import CommaList, Integer
 # and runs as one item.
 BY_YEAR_SOURCES = ("gsod", "bigquery", "synthetic")
 WHOLE_PART = "all"  # the part name of a source that does not split by year
-_YEARS = CommaList(Integer(1901, 2100))
+YEARS = CommaList(Integer(1901, 2100))  # what fetch's --years and the `years` parameter take
 
 
 def default_years(today: dt.date | None = None) -> tuple[int, ...]:
@@ -34,9 +34,9 @@ def resolve_years(raw_years: str, today: dt.date | None = None) -> tuple[int, ..
     and bigquery sources use it too).
 
     Raises:
-        ValueError: a year that is not an integer from 1901 to 2100.
+        ValueError: `raw_years` is not a comma list of years YEARS accepts.
     """
-    years = _YEARS.parse(raw_years)
+    years = YEARS.parse(raw_years)
     return tuple(sorted(set(years))) if years else default_years(today)
 
 
