@@ -7,16 +7,19 @@ The structural schema is turned into JSON Schema and checked with the `jsonschem
   `additionalProperties: false` (the API server prunes or, under Strict, rejects unknown fields);
 - `nullable: true` admits null; `x-kubernetes-int-or-string` keeps its `anyOf` of integer/string;
 - `x-kubernetes-embedded-resource` objects also admit apiVersion, kind and metadata.
-CEL rules (`x-kubernetes-validations`) are not evaluated; they are counted so a test can say so.
+CEL rules (`x-kubernetes-validations`) are evaluated by `cel_errors` with cel-python, `self` bound
+to the value at the rule's node, as the API server does (same docs, "Validation rules").
 Source of the rules: Kubernetes docs, "Extend the Kubernetes API with CustomResourceDefinitions",
-sections "Specifying a structural schema", "Field pruning" and "Validation".
+sections "Specifying a structural schema", "Field pruning", "Validation" and "Validation rules".
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
+import celpy
 import jsonschema
 
 # OpenAPI keywords that mean the same in JSON Schema and are kept as they are.
@@ -76,3 +79,34 @@ def _leaf_errors(validator: jsonschema.Draft202012Validator, obj: Any) -> Iterat
     for error in validator.iter_errors(obj):
         # anyOf failures (int-or-string) carry their reasons as context; report the first one.
         yield error.context[0] if error.context else error
+
+
+@functools.cache
+def _cel_program(rule: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def cel_errors(schema: dict[str, Any], obj: Any, path: str = "$") -> list[str]:
+    """One line per CEL rule of `schema` that `obj` breaks (or that cannot be evaluated), with
+    the JSON path of the value the rule was checked on and the rule's own message."""
+    errors = []
+    for validation in schema.get("x-kubernetes-validations", []):
+        try:
+            result = _cel_program(validation["rule"]).evaluate({"self": celpy.json_to_cel(obj)})
+        except celpy.CELEvalError as exc:
+            result = exc
+        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and result):
+            reason = validation.get("message") or validation["rule"]
+            errors.append(f"{path}: {reason} (rule: {validation['rule']}; got {result!r})")
+    if isinstance(obj, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in obj.items():
+            child = properties.get(key, extra if isinstance(extra, dict) else None)
+            if child is not None:
+                errors += cel_errors(child, value, f"{path}.{key}")
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(obj):
+            errors += cel_errors(schema["items"], value, f"{path}[{i}]")
+    return errors
