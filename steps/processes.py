@@ -38,7 +38,8 @@ def free_port(host: str = LOOPBACK) -> int:
 def port_is_free(host: str, port: int) -> bool:
     """True if nothing listens on host:port (a port in TIME_WAIT counts as free)."""
     with socket.socket() as sock:
-        # Same option uvicorn binds with, so a port in TIME_WAIT counts as free.
+        # Same option uvicorn binds with (uvicorn 0.54.0 uvicorn/config.py `Config.bind_socket`),
+        # so a port in TIME_WAIT counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))

@@ -18,7 +18,8 @@ ENV_DIRTY = "DEWPOINT_GIT_DIRTY"
 # Tags on the training run and the model version.
 TAG_GIT_COMMIT = "code.git_commit"
 TAG_GIT_DIRTY = "code.git_dirty"
-# MLflow's own run tag for the commit: its UI shows it on the run page.
+# MLflow's own run tag for the commit: its UI shows it on the run page (mlflow 3.17.2
+# mlflow/utils/mlflow_tags.py MLFLOW_GIT_COMMIT; not imported: this module stays light).
 MLFLOW_GIT_COMMIT_TAG = "mlflow.source.git.commit"
 UNKNOWN = "unknown"
 _GIT_TIMEOUT_S = 10.0

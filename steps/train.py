@@ -466,7 +466,10 @@ def _dataset(digest: str, data_source: str | None) -> Any:
     if data_source:
         with warnings.catch_warnings():
             # MLflow registers its local-artifact source twice and warns that a plain path is
-            # "ambiguous" between the two identical classes.
+            # "ambiguous" between the two identical classes: one class per artifact-repository
+            # scheme, and both "" and "file" are LocalArtifactRepository (mlflow 3.17.2
+            # mlflow/data/artifact_dataset_sources.py `register_artifact_dataset_sources`; the
+            # warning: mlflow/data/dataset_source_registry.py `resolve`).
             warnings.filterwarnings(
                 "ignore", message="The specified dataset source can be interpreted"
             )

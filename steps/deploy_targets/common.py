@@ -10,7 +10,8 @@ import httpx
 
 from steps.cli import StepError
 
-# MLflow 3 wants the `dataframe_split` body; the old `format=pandas-split` content type is a 415.
+# MLflow 3 wants the `dataframe_split` body; the old `format=pandas-split` content type is a 415
+# (mlflow 3.17.2 mlflow/pyfunc/scoring_server/__init__.py `invocations`: unrecognized parameters).
 SMOKE_BODY = {"dataframe_split": {"columns": ["temp"], "data": [[12.8], [50.0], [80.0]]}}
 
 
