@@ -18,6 +18,7 @@ from workflows.argo_rules import (
     DependsTerm,
     MissingValue,
     aggregate_outputs,
+    backoff_seconds,
     dependency_order,
     expanded_node_name,
     go_duration_seconds,
@@ -283,6 +284,22 @@ def test_max_age_is_read_as_a_go_duration(text: str, seconds: float) -> None:
 def test_max_age_that_go_cannot_read_is_refused(text: str) -> None:
     with pytest.raises(ArgoRuleError, match="invalid maxAge"):
         go_duration_seconds(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30), ("30s", 30), ("1h30m", 5400), ("500ms", 0.5), ("0", 0), ("+2", 2)],
+)
+def test_backoff_duration_is_an_integer_of_seconds_or_a_go_duration(
+    text: str, seconds: float
+) -> None:
+    assert backoff_seconds(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["1.5", "", "1d", "30 s"])
+def test_backoff_duration_argo_cannot_read_is_refused(text: str) -> None:
+    with pytest.raises(ArgoRuleError, match=r"invalid retryStrategy\.backoff\.duration"):
+        backoff_seconds(text)
 
 
 @pytest.mark.parametrize(

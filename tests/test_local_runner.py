@@ -320,6 +320,12 @@ def _with(change) -> dict:
         ),
         (
             lambda t: t["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "backoff": {"duration": "1.5"}}
+            ),
+            "invalid retryStrategy.backoff.duration",
+        ),
+        (
+            lambda t: t["spec"]["templates"][1].update(
                 outputs={
                     "artifacts": [
                         {"name": "o", "path": "/work/o", "s3": {"key": "k", "bucket": "b"}}

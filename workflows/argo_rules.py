@@ -329,12 +329,12 @@ def memo_key_problem(key: str) -> str | None:
     return f"invalid cache key: {key!r} (Argo's form: {MEMO_KEY.pattern})"
 
 
-def go_duration_seconds(text: str) -> float:
+def go_duration_seconds(text: str, what: str = "maxAge") -> float:
     """Seconds in a Go duration as `time.ParseDuration` reads `memoize.maxAge`: `180s`, `24h`,
     `1h30m`, `500ms` (no bare numbers, no days).
 
     Raises:
-        ArgoRuleError: not a Go duration (Argo: "invalid maxAge").
+        ArgoRuleError: not a Go duration (Argo: "invalid maxAge"; `what` names the field).
     """
     body = text.strip()
     sign = -1.0 if body.startswith("-") else 1.0
@@ -347,8 +347,22 @@ def go_duration_seconds(text: str) -> float:
         total += float(match.group(1)) * _GO_UNITS[match.group(2)]
         position = match.end()
     if not body or (position != len(body) and body != "0"):
-        raise ArgoRuleError(f"invalid maxAge: time: invalid duration {text!r}")
+        raise ArgoRuleError(f"invalid {what}: time: invalid duration {text!r}")
     return sign * total
+
+
+def backoff_seconds(text: str) -> float:
+    """Seconds in a `retryStrategy.backoff.duration` as Argo v4.1.2 reads it: an integer is
+    seconds, anything else a Go duration (`30s`, `2m`, `1h30m`, `500ms`); a bare `1.5` is
+    neither (pkg/apis/workflow/v1alpha1/utils.go `ParseStringToDuration`, called from
+    workflow/controller/operator.go).
+
+    Raises:
+        ArgoRuleError: neither an integer nor a Go duration.
+    """
+    if re.fullmatch(r"[+-]?\d+", text.strip()):
+        return float(int(text))
+    return go_duration_seconds(text, what="retryStrategy.backoff.duration")
 
 
 # --- DAG: depends, order, upstream -------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows import retry_expression
+from workflows.argo_rules import backoff_seconds
 from workflows.local_runner.planning import CONTAINER_ROOT, LocalRunError, PlannedTask
 from workflows.local_runner.run_record import TaskResult, tail
 
@@ -111,7 +112,9 @@ def attempt(
         retry_expression.parse(str(retry["expression"])) if retry.get("expression") else None
     )
     backoff = retry.get("backoff") or {}
-    delay, factor = duration_s(backoff.get("duration", "0")), float(backoff.get("factor", 1))
+    # Checked by planning._check_container_template before any task runs.
+    delay = backoff_seconds(str(backoff.get("duration", "0")))
+    factor = float(backoff.get("factor", 1))
     started = time.monotonic()
     for number in range(1, limit + 2):
         result.attempts = number
@@ -157,12 +160,3 @@ def _expression_allows(
         )
     except retry_expression.ExpressionError as exc:
         raise LocalRunError(f"task {task.name}: retryStrategy.expression: {exc}") from None
-
-
-def duration_s(value: Any) -> float:
-    """Seconds in an Argo backoff duration: `30s`, `2m`, `1h`, `500ms` or a bare number."""
-    text = str(value).strip()
-    for suffix, seconds in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * seconds
-    return float(text or 0)

@@ -19,6 +19,7 @@ from workflows.argo_rules import (
     WORKFLOW_PARAMETER_PREFIX,
     ArgoRuleError,
     DependsTerm,
+    backoff_seconds,
     go_duration_seconds,
     loop_field,
     read_spec,
@@ -327,6 +328,10 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
     default_policy = "Always" if retry.get("expression") else "OnFailure"
     if retry.get("retryPolicy", default_policy) not in ("OnFailure", "Always"):
         raise LocalRunError(f"unsupported feature in {where}: retryPolicy {retry['retryPolicy']}")
+    try:
+        backoff_seconds(str((retry.get("backoff") or {}).get("duration", "0")))
+    except ArgoRuleError as exc:
+        raise LocalRunError(f"{where}.retryStrategy: {exc}") from None
     if retry.get("expression"):
         try:
             retry_expression.parse(str(retry["expression"]))
