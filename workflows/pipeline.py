@@ -340,10 +340,6 @@ def stage_template(
     )
 
 
-def _input_key(name: str) -> str:
-    return "{{inputs.parameters." + name + "}}"
-
-
 def per_year(
     template: Container, cache: str, keys: Mapping[str, str], extra_inputs: Sequence[str]
 ) -> Container:
@@ -354,7 +350,7 @@ def per_year(
     Raises:
         KeyError: `keys` names an artifact the template does not have.
     """
-    prefix = f"{DATA_PREFIX}/{_input_key('data-key')}"
+    prefix = f"{DATA_PREFIX}/{_input('data-key')}"
     found = set()
 
     def keyed(artifact: Artifact | Parameter) -> Artifact | Parameter:
@@ -375,7 +371,7 @@ def per_year(
     if missing:
         raise KeyError(f"template {template.name} has no artifact {sorted(missing)}")
     memoize = m.Memoize(
-        key=_input_key("memo"),
+        key=_input("memo"),
         max_age=MEMO_MAX_AGE,
         cache=m.Cache(config_map=m.LocalObjectReference(name=cache)),
     )
@@ -417,8 +413,6 @@ def stage_task(
             continue  # key-only: the template names its object itself
         if source is None and (isinstance(item, Artifact) or item.name not in parameters):
             source = _upstream_output(item, upstream)
-        if isinstance(item, S3Artifact):
-            continue  # key-only: the template names its object itself
         if isinstance(item, Artifact):
             if not isinstance(source, Artifact):
                 raise ValueError(
@@ -493,7 +487,7 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         settings, TRAIN, inputs=["parts"], resources=_LARGE, deadline_seconds=1800
     )
     # Every validated year under the run's data key (a prefix: a directory in the pod).
-    validated = f"{DATA_PREFIX}/{_input_key('data-key')}/validated"
+    validated = f"{DATA_PREFIX}/{_input('data-key')}/validated"
     train.inputs = [
         S3Artifact(name=i.name, path=i.path, key=validated) if isinstance(i, Artifact) else i
         for i in train.inputs or []
