@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from steps import model, served_model
 from steps.climate import TEMP_RANGE_F
+from steps.model import MODEL_TYPES
 from steps.processes import stop_process_group
 from steps.settings import MlflowSettings
 from steps.train import TrainConfig, train_and_log
@@ -76,7 +77,7 @@ def _clean_env(tracking_uri: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("model_type", ["linear", "elasticnet"])
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_pyfunc_in_a_fresh_process_equals_sklearn(
     model_type: str, tracking: MlflowSettings, tmp_path: Path
 ) -> None:
