@@ -42,8 +42,10 @@ from workflows.pipeline import render
 from workflows.settings import DEFAULT_MLFLOW_PORT, PipelineSettings, add_parameter_overrides
 
 DEFAULT_ROOT = Path(".demo")
-# deploy's --port (and its SERVE_PORT), declared once in steps/stages.py.
-DEFAULT_SERVE_PORT: int = DEPLOY.flag("port").default
+# deploy's --port and --state-dir with their environment variables, declared once in
+# steps/stages.py: the demo hands the serve port and state directory to deploy through them.
+_PORT_FLAG, _STATE_DIR_FLAG = DEPLOY.flag("port"), DEPLOY.flag("state-dir")
+DEFAULT_SERVE_PORT: int = _PORT_FLAG.default
 HOST = "127.0.0.1"
 MLFLOW_START_TIMEOUT_S = 120.0
 # How long a second `make demo` waits for the first to start MLflow: the first's wait for /health,
@@ -223,7 +225,7 @@ def run_demo(
     state_dir = root / "serve"
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     print("==> pipeline (local runner, process backend)", flush=True)
-    env = {"DEPLOY_STATE_DIR": str(state_dir), "SERVE_PORT": str(serve_port)}
+    env = {_STATE_DIR_FLAG.env: str(state_dir), _PORT_FLAG.env: str(serve_port)}
     code = run_rendered(template, params, run_dir=run_dir, env=env, cache_dir=root / "cache")
     pipeline_s = time.monotonic() - started - mlflow_s
     if code != 0:
@@ -338,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--serve-port",
         type=argparse_type(DEPLOY.flag("port").kind),  # the deploy stage's own --port rule
-        default=env_default("SERVE_PORT", str(DEFAULT_SERVE_PORT)),
-        help=f"env SERVE_PORT, default {DEFAULT_SERVE_PORT}",
+        default=env_default(_PORT_FLAG.env, str(DEFAULT_SERVE_PORT)),
+        help=f"env {_PORT_FLAG.env}, default {DEFAULT_SERVE_PORT}",
     )
     parser.add_argument(
         "--source",

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from steps.processes import exclusive_lock
+from steps.stages import DEPLOY
 from workflows.argo_rules import (
     ArgoRuleError,
     add_global_parameter,
@@ -61,7 +62,8 @@ from workflows.local_runner.substitution import (
 
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 LOCK_FILE = "local-runner.lock"
-DEFAULT_STATE_DIR = ".demo/serve"
+# deploy's --state-dir and its environment variable (steps/stages.py): the default lock's folder.
+_STATE_DIR_FLAG = DEPLOY.flag("state-dir")
 # What the cluster keeps between runs (artifact repository, memoization ConfigMaps), for the
 # command lines and the demo; a run given no cache_dir gets one of its own.
 DEFAULT_CACHE_DIR = Path(".demo/cache")
@@ -110,8 +112,9 @@ def run_rendered(
         run_dir: new or empty directory for task work dirs, logs and `run.json`.
         backend: `process` (subprocesses of this interpreter) or `docker` (the template's images).
         env: extra environment for every step (the template's own env wins over it).
-        lock_file: held for the whole run; default `local-runner.lock` in DEPLOY_STATE_DIR
-            (or .demo/serve).
+        lock_file: held for the whole run; default `release_lock_file`: one per MLflow server
+            and model, or for a template without them `local-runner.lock` in deploy's state
+            directory (DEPLOY_STATE_DIR, else deploy's --state-dir default).
         lock_timeout: seconds to wait for another local run to finish before refusing.
         docker: the docker client program (docker backend only).
         out: where progress goes (default stdout).
@@ -143,7 +146,7 @@ def run_rendered(
         raise LocalRunError(f"run dir {run_dir} is not empty; give each run its own directory")
     extra_env = dict(env or {})
     if lock_file is None:
-        state_dir = {**os.environ, **extra_env}.get("DEPLOY_STATE_DIR") or DEFAULT_STATE_DIR
+        state_dir = {**os.environ, **extra_env}.get(_STATE_DIR_FLAG.env) or _STATE_DIR_FLAG.default
         lock_file = release_lock_file(values, Path(state_dir))
     width = max((len(t.name) for t in tasks), default=4)
     progress = Progress(out, width)
