@@ -14,10 +14,17 @@ KUBE_CONTEXT="kind-$KIND_CLUSTER_NAME"
 step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# need TOOL...: stop at the first one missing, saying where it comes from: `make tools` installs
+# kind, kubectl and helm; Docker, curl and Python are prerequisites (README, "Cluster").
 need() {
   local tool
   for tool in "$@"; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found: run 'make tools' (or install it yourself)"
+    command -v "$tool" >/dev/null 2>&1 && continue
+    case "$tool" in
+      kind | kubectl | helm) die "$tool not found: run 'make tools' (or install it yourself)" ;;
+      docker) die "$tool not found: install Docker (a prerequisite, README \"Cluster\"; DOCKER=... names another client)" ;;
+      *) die "$tool not found: install it (a prerequisite, README \"Cluster\")" ;;
+    esac
   done
 }
 

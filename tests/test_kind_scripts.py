@@ -169,6 +169,15 @@ def test_kind_up_without_a_tool_names_it(sandbox):
     assert line == "error: helm not found: run 'make tools' (or install it yourself)"
 
 
+def test_kind_up_without_docker_says_to_install_it_not_make_tools(sandbox):
+    """`make tools` installs kind, kubectl and helm only: it cannot be the answer for Docker."""
+    fake_cluster(sandbox)
+    (sandbox.fakes / "docker").unlink()
+    line = one_error_line(sandbox.run("up.sh"))
+    assert line.startswith("error: docker not found: install Docker"), line
+    assert "make tools" not in line
+
+
 def test_kind_up_without_the_argo_manifest_says_how_to_get_it(sandbox):
     fake_cluster(sandbox)
     (sandbox.repo / "kind" / "argo" / "upstream" / "install.yaml").unlink()
