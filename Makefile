@@ -208,23 +208,23 @@ test-containers: $(STAMP) ## CI container stage: Docker + base image + images, t
 
 .PHONY: tools
 tools: ## Install the pinned kind, kubectl and helm into ./bin (sha256-checked; skipped if on PATH)
-	kind/tools.sh
+	@kind/tools.sh
 
 .PHONY: argo-manifest
 argo-manifest: ## Download Argo's release install.yaml (pinned version and sha256) into kind/argo/upstream; ARGO_INSTALL_YAML=path copies a local file
-	kind/argo-manifest.sh
+	@kind/argo-manifest.sh
 
 .PHONY: kind-up
 kind-up: $(STAMP) tools argo-manifest ## Create or reuse the kind cluster, load the images, install Traefik, Argo, MLflow, SeaweedFS
-	kind/up.sh
+	@kind/up.sh
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster (and with it every model, run and artifact in it)
-	kind/down.sh
+	@kind/down.sh
 
 .PHONY: publish
 publish: $(STAMP) ## Install or update the WorkflowTemplate and CronWorkflow on the kind cluster (short-lived pipeline-publisher token)
-	kind/publish.sh
+	@kind/publish.sh
 
 .PHONY: argo-token
 argo-token: ## Print a bearer token for the Argo UI and ARGO_TOKEN (pipeline-operator account)
@@ -236,7 +236,7 @@ mlflow-login: ## Print the read-only MLflow UI login (user viewer) for http://lo
 
 .PHONY: smoke
 smoke: ## Predict through the ingress: POST a dataframe_split to http://localhost/model/invocations
-	kind/smoke.sh
+	@kind/smoke.sh
 
 .PHONY: e2e
 e2e: $(STAMP) kind-up ## On-cluster end-to-end test: run the pipeline twice, predict through the ingress

@@ -371,3 +371,41 @@ def test_smoke_with_nothing_listening_names_the_url_and_curls_reason_in_one_line
     line = one_error_line(curl_sandbox.run("smoke.sh", env={"SMOKE_URL": url}))
     assert f"{url}/model/invocations" in line and "make kind-up" in line, line
     assert "Failed to connect" in line or "Connection refused" in line, line
+
+
+# ---- through make ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "env", "message"),
+    [
+        ("argo-manifest", {"ARGO_INSTALL_YAML": "/nonexistent/install.yaml"}, "is not a file"),
+        ("tools", {}, "cannot download kind"),
+        ("kind-down", {}, "kind not found"),
+        ("smoke", {"SMOKE_URL": "http://127.0.0.1:9"}, "cannot reach"),
+    ],
+)
+def test_make_targets_fail_with_the_scripts_one_line_and_makes_own(sandbox, target, env, message):
+    """`make <target>` as a user runs it: nothing but the script's `error:` line and make's own
+    `make: *** ... Error 1`, which make prints for any failed recipe (no echoed recipe lines)."""
+    import shutil
+    import subprocess
+
+    shutil.copy(REPO / "pyproject.toml", sandbox.repo / "pyproject.toml")
+    sandbox.fake("curl", CURL_OFFLINE)
+    make = shutil.which("make")
+    assert make, "GNU make is needed to run the Makefile"
+    proc = subprocess.run(
+        [make, "--no-print-directory", target],
+        cwd=sandbox.repo,
+        env={"PATH": f"{sandbox.fakes}:{sandbox.system}", "HOME": str(sandbox.root), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert proc.stdout.strip() == "" or target == "smoke", proc.stdout  # smoke says what it POSTs
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert lines[1].startswith("make: *** ") and lines[1].endswith("Error 1"), proc.stderr
