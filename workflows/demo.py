@@ -38,6 +38,7 @@ from steps.processes import (
 )
 from steps.stages import DEPLOY, PORT
 from workflows.local_runner import check_rendered, run_rendered
+from workflows.local_runner.run_record import RUN_RECORD
 from workflows.pipeline import render
 from workflows.settings import DEFAULT_MLFLOW_PORT, PipelineSettings, add_parameter_overrides
 
@@ -230,10 +231,11 @@ def run_demo(
     pipeline_s = time.monotonic() - started - mlflow_s
     if code != 0:
         raise StepError(f"the pipeline failed; see the task logs under {run_dir}")
-    tasks = json.loads((run_dir / "run.json").read_text())["tasks"]
+    record = json.loads((run_dir / RUN_RECORD).read_text())
+    tasks = record["tasks"]
     gate = tasks["promote"]["outputs"]["parameters"]
 
-    model_name = json.loads((run_dir / "run.json").read_text())["parameters"]["model-name"]
+    model_name = record["parameters"]["model-name"]
     champion = gate["champion-version"]
     served = served_champion(state_dir, model_name, champion)
     if served is None:

@@ -16,7 +16,7 @@ from typing import Any
 from workflows import retry_expression
 from workflows.argo_rules import backoff_seconds
 from workflows.local_runner.planning import CONTAINER_ROOT, LocalRunError, PlannedTask
-from workflows.local_runner.run_record import TaskResult, tail
+from workflows.local_runner.run_record import STDERR_LOG, STDOUT_LOG, TaskResult, tail
 
 BACKENDS = ("process", "docker")
 DOCKER_USER = "10001:10001"
@@ -119,14 +119,14 @@ def attempt(
     for number in range(1, limit + 2):
         result.attempts = number
         # Files, not pipes: a step may leave a daemon (the model server) holding them open.
-        with (task_dir / "stdout.log").open("wb") as so, (task_dir / "stderr.log").open("wb") as se:
+        with (task_dir / STDOUT_LOG).open("wb") as so, (task_dir / STDERR_LOG).open("wb") as se:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se,
                                   cwd=cwd, env=env, check=False)  # fmt: skip
         # A process killed by signal N exits 128+N in a container; subprocess says -N.
         result.exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         if proc.returncode == 0 or number > limit:
             break
-        last = " ".join(tail(task_dir / "stderr.log", 1))
+        last = " ".join(tail(task_dir / STDERR_LOG, 1))
         if condition is not None and not _expression_allows(condition, result, started, task):
             say(
                 f"    no retry: retryStrategy.expression is false after exit {result.exit_code}"

@@ -17,6 +17,8 @@ from steps.files import write_text_atomically
 from steps.redaction import redact, redact_values
 
 RUN_RECORD = "run.json"
+# Each task's output streams, in its task directory.
+STDOUT_LOG, STDERR_LOG = "stdout.log", "stderr.log"
 STDERR_TAIL_LINES = 20
 # An output parameter in a progress line is cut at this many characters.
 SHOWN_CHARS = 40
@@ -83,7 +85,7 @@ class Progress:
             detail = f"from cache {result.memoization['cacheName']} ({outputs})"
         self.say(f"  {task:<{self.width}}  {result.phase:<9} {result.duration_s:6.1f}s  {detail}")
         if result.phase == "Failed":
-            for line in tail(task_dir / "stderr.log", STDERR_TAIL_LINES):
+            for line in tail(task_dir / STDERR_LOG, STDERR_TAIL_LINES):
                 self.say(f"    | {line}")
 
 

@@ -49,7 +49,12 @@ from workflows.local_runner.planning import (
     plan,
     workflow_values,
 )
-from workflows.local_runner.run_record import Progress, TaskResult, write_run_record
+from workflows.local_runner.run_record import (
+    RUN_RECORD,
+    Progress,
+    TaskResult,
+    write_run_record,
+)
 from workflows.local_runner.substitution import (
     ContainerPaths,
     artifact_sources,
@@ -197,7 +202,7 @@ def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
         run.results,
         outputs=run.outputs,
     )
-    say(f"workflow {summary['name']} {phase} in {total:.1f}s; see {run.run_dir}/run.json")
+    say(f"workflow {summary['name']} {phase} in {total:.1f}s; see {run.run_dir / RUN_RECORD}")
     if failed:
         node, message, logs = failed
         say(f"error: task {node!r} failed: {message}; logs in {run.run_dir / logs}")
