@@ -4,6 +4,7 @@ Linux's /proc and on the `ps` path macOS takes (forced here by hiding /proc)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_all_pids_lists_a_live_process_and_not_a_dead_one(
 def test_a_dead_or_reused_pid_is_not_ours(pid_source: str, sleeper: subprocess.Popen):
     pid = sleeper.pid
     sleeper.kill()
-    time.sleep(0.2)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead, left a zombie: not reaped yet
     assert not pid_alive(pid)  # our own exited child is reaped, not taken for alive
     assert not is_our_process(pid, words=("server",))
     assert command_line(pid) == []
