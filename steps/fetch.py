@@ -16,6 +16,9 @@ def fetch_dataset(source: str, request: SourceRequest, output: Path) -> dict[str
 
     Returns the output parameters (`row-count`, `data-hash`). An empty result is an error and
     leaves any existing `output` untouched.
+
+    Raises:
+        StepError: the source returned no rows, or failed (its own StepError passes through).
     """
     fetched = fetch_from(source, request)
     table = canonical(fetched.table)

@@ -48,7 +48,12 @@ class LinearCoefficients:
 
     @classmethod
     def from_estimator(cls, estimator: Any) -> LinearCoefficients:
-        """Read the single slope and the intercept of a fitted scikit-learn linear model."""
+        """Read the single slope and the intercept of a fitted scikit-learn linear model.
+
+        Raises:
+            ValueError: the model was fitted on more than one feature, or a coefficient is not
+                finite.
+        """
         coef = [float(c) for c in getattr(estimator, "coef_", [])]
         if len(coef) != 1:
             raise ValueError(f"expected a linear model fitted on one feature, got coef_={coef}")

@@ -126,7 +126,12 @@ def read_training_frame(path: Path, what: str = "input dataset") -> pd.DataFrame
 
 
 def usable_rows(frame: pd.DataFrame, where: str = "input") -> pd.DataFrame:
-    """Check the `temp`/`dewp` columns are there and numeric; drop rows missing either."""
+    """Check the `temp`/`dewp` columns are there and numeric; drop rows missing either.
+
+    Raises:
+        StepError: a column is missing or not numeric, or no row has both values (`where` names
+            the input).
+    """
     missing = [c for c in (FEATURE, TARGET) if c not in frame.columns]
     if missing:
         raise StepError(

@@ -85,7 +85,11 @@ def select_parts(parts: Sequence[DatasetPart], names: Sequence[str]) -> list[Dat
 
 
 def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
-    """A DatasetPart from the file's Parquet footer alone (no rows are read)."""
+    """A DatasetPart from the file's Parquet footer alone (no rows are read).
+
+    Raises:
+        StepError: `path` is missing, damaged or not Parquet (`what` names it in the message).
+    """
     import pyarrow.parquet as pq
 
     try:

@@ -94,6 +94,9 @@ def generate_files(
     `stations` station-years) and the random stream is seeded by (seed, year), so each year has
     its own data and the same year is the same data whatever else is asked for; without it rows
     start on START_DATE.
+
+    Raises:
+        StepError: `rows` below 1.
     """
     if rows < 1:
         raise StepError(f"synthetic source needs --rows >= 1, got {rows}")

@@ -53,7 +53,12 @@ def resolve_columns(available: list[str], column_map: dict[str, str]) -> dict[st
 
 
 def read_table(path: Path, name: str) -> pa.Table:
-    """Read CSV (every column as text, converted later) or Parquet from a local file."""
+    """Read CSV (every column as text, converted later) or Parquet from a local file.
+
+    Raises:
+        StepError: the file cannot be read, or its name ends in none of .csv, .csv.gz, .parquet,
+            .pq.
+    """
     lower = name.lower().split("?")[0]
     try:
         if lower.endswith((".parquet", ".pq")):
@@ -115,7 +120,12 @@ def _convert(ours: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def fetch(request: SourceRequest) -> Fetched:
-    """Read `request.table_uri` (downloading http(s) URLs first) and map its columns."""
+    """Read `request.table_uri` (downloading http(s) URLs first) and map its columns.
+
+    Raises:
+        StepError: no --table-uri, a local path that is not a file, or a table that cannot be
+            read or mapped.
+    """
     uri = request.table_uri
     if not uri:
         raise StepError("table source needs --table-uri (a CSV or Parquet path or http(s) URL)")

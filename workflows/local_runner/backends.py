@@ -52,7 +52,11 @@ def process_command(
     command: list[str], args: list[str], env: Mapping[str, str], where: str
 ) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) of one step as a subprocess: `python`/`python3` is this interpreter,
-    whose bin/ goes first on PATH (steps start `mlflow` and `uvicorn` as programs)."""
+    whose bin/ goes first on PATH (steps start `mlflow` and `uvicorn` as programs).
+
+    Raises:
+        LocalRunError: the container has neither command nor args.
+    """
     if command and command[0] in ("python", "python3"):
         command = [sys.executable, *command[1:]]
     argv = [*command, *args]

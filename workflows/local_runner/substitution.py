@@ -90,7 +90,11 @@ def dag_scope(workflow: Mapping[str, str], results: Mapping[str, TaskResult]) ->
 
 def with_items(data: Any, values: Mapping[str, str]) -> Any:
     """`data` (a DAG task's spec) with every `{{item}}`/`{{item.<key>}}` replaced by `values`,
-    other references left for later, as Argo expands a looping task before it runs it."""
+    other references left for later, as Argo expands a looping task before it runs it.
+
+    Raises:
+        LocalRunError: `{{item.<key>}}` names a key the item lacks.
+    """
     if isinstance(data, Mapping):
         return {k: with_items(v, values) for k, v in data.items()}
     if isinstance(data, list):
