@@ -24,6 +24,10 @@ _SECRET_NAME = re.compile(
 )
 # A URL inside free text: scheme://... up to white space or a quote/bracket around it.
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}`]+")
+# `user:password@` left after that: a URI typed without its scheme (`alice:pw@host:5000`, which
+# MLflow quotes back in its "unsupported URI" error) or with an unencoded '/' in the password,
+# which ends a URL's authority early. A secret starting with '/' is a path: `models:/name@alias`.
+_USERINFO_IN_TEXT = re.compile(r"[^\s'\"<>()\[\]{}`@/:]+:[^\s'\"<>()\[\]{}`@/][^\s'\"<>@]*@")
 
 
 def is_secret_parameter(name: str) -> bool:
@@ -58,8 +62,10 @@ def redact_url(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """`text` with every URL in it passed through `redact_url` (for messages and free text)."""
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    """`text` with every URL in it passed through `redact_url` (for messages and free text), and
+    any `user:password@` still left masked as `***@`."""
+    text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    return _USERINFO_IN_TEXT.sub(MASK + "@", text)
 
 
 def redact_values(data: Any) -> Any:

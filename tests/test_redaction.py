@@ -171,3 +171,30 @@ def test_local_runner_progress_and_run_record_hold_no_credential(tmp_path: Path)
     record = (tmp_path / "run" / "run.json").read_text()
     assert SECRET not in record
     assert json.loads(record)["parameters"]["mlflow-tracking-uri"] == "http://***@127.0.0.1:5050"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"unsupported URI 'alice:{SECRET}@127.0.0.1:9' for model registry",  # no scheme (a typo)
+        f"MLflow at alice:{SECRET}@mlflow.mlops.svc:5000: refused",
+        f"http://alice:{SECRET}/x@127.0.0.1:9 is not a URL",  # '/' in the password, unencoded
+    ],
+)
+def test_user_and_password_are_masked_without_a_scheme_or_in_a_broken_url(text: str):
+    assert SECRET not in redact(text)
+    assert "***@" in redact(text)
+
+
+def test_model_alias_uris_are_not_mistaken_for_credentials():
+    for text in ("models:/dewpoint-lr@champion", "serving models:/a.b@previous-champion now"):
+        assert redact(text) == text
+
+
+def test_a_tracking_uri_without_scheme_is_masked_in_the_error_line():
+    """MLflow names the URI it refuses in its own message; the step's one error line masks it."""
+    done = run_step(
+        "register", "--run-id", "a" * 32, "--tracking-uri", f"alice:{SECRET}@127.0.0.1:9"
+    )
+    assert done.returncode != 0 and done.stderr.startswith("error: ")
+    assert SECRET not in done.stderr + done.stdout
