@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED
+from steps.deploy_targets.local import mlflow_program
 from steps.processes import free_port, stop_process_group, wait_until_healthy
 
 __all__ = ["free_port"]  # tests import it from here
@@ -39,9 +38,8 @@ def wait_http_ok(url: str, timeout: float = 60.0, proc: subprocess.Popen | None 
 
 
 def mlflow_executable() -> str:
-    """The `mlflow` program of the interpreter running the tests."""
-    candidate = Path(sys.executable).parent / "mlflow"
-    return str(candidate) if candidate.exists() else (shutil.which("mlflow") or "mlflow")
+    """The `mlflow` program of the interpreter running the tests, found as the steps find it."""
+    return str(mlflow_program())
 
 
 @dataclass
