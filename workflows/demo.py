@@ -56,6 +56,9 @@ MLFLOW_UP_LOCK_TIMEOUT_S = MLFLOW_START_TIMEOUT_S + STOP_GRACE_S
 EXAMPLE_BODY = '{"dataframe_split":{"columns":["temp"],"data":[[12.8]]}}'
 
 
+SERVER_RECORD = "server.json"  # the MlflowProcess the demo started, under `<root>/mlflow`
+
+
 @dataclass(frozen=True)
 class MlflowProcess:
     """The `mlflow server` this demo started; the content of `.demo/mlflow/server.json`."""
@@ -125,12 +128,12 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
                 start_new_session=True,  # outlives `make demo`; stopped by `make demo-down`
             )
         server = MlflowProcess(proc.pid, port, f"http://{HOST}:{port}", str(log))
-        write_text_atomically(home / "server.json", json.dumps(asdict(server), indent=2) + "\n")
+        write_text_atomically(home / SERVER_RECORD, json.dumps(asdict(server), indent=2) + "\n")
         try:
             _wait_healthy(server, proc)
         except StepError:
             stop_process_group(proc.pid)
-            (home / "server.json").unlink(missing_ok=True)
+            (home / SERVER_RECORD).unlink(missing_ok=True)
             raise
         proc.returncode = 0  # handed over to `make demo-down`; do not warn when we exit
         return server, True
@@ -142,7 +145,7 @@ def mlflow_down(root: Path) -> bool:
     ours = _our_mlflow(home)
     if ours:
         stop_process_group(ours.pid)
-    (home / "server.json").unlink(missing_ok=True)
+    (home / SERVER_RECORD).unlink(missing_ok=True)
     return ours is not None
 
 
@@ -315,7 +318,7 @@ def _print_report(facts: dict[str, str]) -> None:
 def _our_mlflow(home: Path) -> MlflowProcess | None:
     """The recorded MLflow server if its PID is alive and is the `mlflow server` we started."""
     try:
-        recorded = MlflowProcess(**json.loads((home / "server.json").read_text()))
+        recorded = MlflowProcess(**json.loads((home / SERVER_RECORD).read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return None
     ours = is_our_process(recorded.pid, words=("server",), flags={"--port": str(recorded.port)})
