@@ -130,11 +130,6 @@ class GateDecision:
         }
 
 
-def holdout_rmse(model_uri: str, holdout: pd.DataFrame) -> float:
-    """Load `model_uri` as a pyfunc and return its RMSE (deg F) on the holdout rows."""
-    return rmse_of(_load(model_uri), model_uri, holdout)
-
-
 @dataclass(frozen=True)
 class ReferenceScores:
     """RMSE (deg F) of the candidate and of the reference's own version on one reference holdout."""
