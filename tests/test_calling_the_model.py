@@ -15,9 +15,11 @@ import pytest
 
 from steps.model import LinearCoefficients
 from tests.model_helpers import REPO, served_lean_model
+from workflows.demo import DEFAULT_SERVE_PORT
 
 COEF, INTERCEPT = 0.8, -10.0
-DOCUMENTED_URL = "http://127.0.0.1:5001"
+# Where `make demo` serves the model: the README's calls are written for it.
+DOCUMENTED_URL = f"http://127.0.0.1:{DEFAULT_SERVE_PORT}"
 
 
 def _section() -> str:
@@ -113,7 +115,9 @@ def test_the_documented_curl_commands_run_as_written(served: str) -> None:
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed")
-    for status, argv in _documented_calls():
+    calls = _documented_calls()
+    assert all(any(DOCUMENTED_URL in a for a in argv) for _, argv in calls), calls
+    for status, argv in calls:
         argv = [a.replace(DOCUMENTED_URL, served) for a in argv]
         result = subprocess.run(
             [curl, "-o", "/dev/null", "-w", "%{http_code}", *argv[1:]],
