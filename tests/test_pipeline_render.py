@@ -408,9 +408,20 @@ def test_settings_from_env_flow_into_the_resources():
     assert params["mlflow-tracking-uri"] == "http://mlflow.ml-staging.svc:5000"
 
 
-def test_bad_boolean_setting_is_a_clear_error():
-    with pytest.raises(SettingsError, match="PIPELINE_SUSPEND='maybe' is not a boolean"):
-        PipelineSettings.from_env({"PIPELINE_SUSPEND": "maybe"})
+@pytest.mark.parametrize("maybe", ["maybe", "on", "off"])
+def test_bad_boolean_setting_is_a_clear_error(maybe: str):
+    """Settings take the steps' boolean spellings and no others (on/off included)."""
+    with pytest.raises(SettingsError, match=f"PIPELINE_SUSPEND='{maybe}' is not a boolean"):
+        PipelineSettings.from_env({"PIPELINE_SUSPEND": maybe})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("true", True), ("YES", True), ("1", True), ("false", False), ("No", False), ("0", False),
+     ("", False)],
+)  # fmt: skip
+def test_boolean_settings_read_the_steps_spellings(text: str, value: bool):
+    assert PipelineSettings.from_env({"PIPELINE_SUSPEND": text}).suspend is value
 
 
 def test_render_refuses_an_invalid_schedule(tmp_path: Path, monkeypatch, capsys):

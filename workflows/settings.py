@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from steps import __version__
+from steps.contract import Boolean
 from steps.revision import SourceRevision, source_revision
 from workflows.validate_resources import is_dns_label
 
@@ -20,22 +21,23 @@ DEFAULT_TIMEZONE = "UTC"
 DEFAULT_MLFLOW_TRACKING_URI = "http://mlflow.mlops.svc:5000"
 DEFAULT_MLFLOW_PORT = 5050  # local doors' MLflow server on 127.0.0.1 (make demo, submit --local)
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the setting and the value."""
 
 
 def parse_bool(name: str, value: str) -> bool:
-    """Parse a boolean switch from a flag or environment variable, naming it on bad input."""
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise SettingsError(f"{name}={value!r} is not a boolean; use true or false")
+    """Parse a boolean switch from an environment variable in the steps' own spellings
+    (steps.contract.Boolean: true/false, 1/0, yes/no, any case); empty is false (unset).
+
+    Raises:
+        SettingsError: any other value, naming the variable.
+    """
+    text = value.strip()
+    try:
+        return Boolean().parse(text) if text else False
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a boolean; use true or false") from None
 
 
 def default_image() -> str:
