@@ -71,6 +71,15 @@ GSOD_SUFFIXES = (".csv", ".op", ".op.gz")
 # 4.7 MB .tar.gz holding one 1 GiB member) is refused from its tar header, before it is read.
 MAX_FILE_BYTES = 64 * 1024 * 1024  # one file: an archive member, a local file, a gunzipped .op.gz
 MAX_ARCHIVE_BYTES = 8 * 1024 * 1024 * 1024  # every member of one archive together
+# A tar metadata record (GNU long name or link, pax header): tarfile reads it whole into memory
+# while reading the next header, before any member is seen (CPython Lib/tarfile.py,
+# TarInfo._proc_gnulong and _proc_pax), so a 0.5 MB .tar.gz holding a 512 MiB long name took
+# fetch to 1.1 GB. A path is at most 4 KiB (PATH_MAX); pax records of a GSOD archive are a few.
+MAX_TAR_METADATA_BYTES = 1024 * 1024
+_TAR_METADATA_TYPES = frozenset(
+    {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+     tarfile.SOLARIS_XHDTYPE}
+)  # fmt: skip
 
 
 class GsodFormatError(StepError):
@@ -192,10 +201,29 @@ def iter_tar(
         raise GsodFormatError(f"{name}: not a readable .tar.gz archive ({one_line(exc)})") from exc
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header checked as soon as it is decoded (`TarInfo.frombuf`, public API): a metadata
+    record over MAX_TAR_METADATA_BYTES, or a GNU sparse member (its extension blocks are read
+    into a list without bound, _proc_sparse; GSOD files are never sparse), is refused before
+    tarfile reads what follows the header."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in _TAR_METADATA_TYPES:
+            check_size(
+                f"tar header before {info.name!r}", info.size, MAX_TAR_METADATA_BYTES,
+                "tar metadata record",
+            )  # fmt: skip
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            raise GsodFormatError(f"{info.name}: a sparse tar member; GSOD files are never sparse")
+        return info
+
+
 def _open_tar_stream(source: Path | BinaryIO) -> tarfile.TarFile:
     if isinstance(source, Path | str):
-        return tarfile.open(source, mode="r|gz")
-    return tarfile.open(fileobj=source, mode="r|gz")
+        return tarfile.open(source, mode="r|gz", tarinfo=_BoundedTarInfo)
+    return tarfile.open(fileobj=source, mode="r|gz", tarinfo=_BoundedTarInfo)
 
 
 def parse_files(

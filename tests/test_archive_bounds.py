@@ -29,12 +29,15 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
-def zero_bomb(member_bytes: int, name: str = "2024/01234599999.csv") -> bytes:
-    """A .tar.gz whose one member is `member_bytes` zero bytes: a valid archive (CRC and size
-    included) that compresses ~230:1. Built by repeating one fully flushed deflate segment per
-    MiB, so a 1 GiB bomb takes a second instead of compressing a GiB."""
+def zero_bomb(
+    member_bytes: int, name: str = "2024/01234599999.csv", kind: bytes = tarfile.REGTYPE
+) -> bytes:
+    """A .tar.gz whose one member (of tar type `kind`) is `member_bytes` zero bytes: a valid
+    archive (CRC and size included) that compresses ~230:1. Built by repeating one fully flushed
+    deflate segment per MiB, so a 1 GiB bomb takes a second instead of compressing a GiB."""
     info = tarfile.TarInfo(name)
     info.size = member_bytes
+    info.type = kind
     header = info.tobuf(format=tarfile.GNU_FORMAT)
     chunk = bytes(MIB)
     deflate = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -154,3 +157,33 @@ def test_an_oversized_local_file_is_refused_before_it_is_read(tmp_path: Path):
     (tmp_path / "huge.csv").write_bytes(b"x" * 4096)
     with pytest.raises(TooLargeError, match=r"huge\.csv: file is 4,096 bytes"):
         list(iter_directory(tmp_path, max_file_bytes=2048))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE],
+    ids=["GNU long name", "GNU long link", "pax header", "pax global header"],
+)
+def test_a_huge_tar_metadata_record_is_refused_before_it_is_read(kind: bytes, tmp_path: Path):
+    """tarfile reads a long-name or pax record whole while looking for the next member: 512 MiB
+    of one took fetch to 1.1 GB before any member bound applied. Refused from its header now."""
+    path = tmp_path / "2024.tar.gz"
+    path.write_bytes(zero_bomb(512 * MIB, "././@LongLink", kind))
+    reader = CountingReader(path)
+    with pytest.raises(TooLargeError, match=r"tar metadata record is 536,870,912 bytes"):
+        list(iter_tar(reader))
+    reader.close()
+    assert reader.read_bytes < 256 * 1024, reader.read_bytes
+
+
+def test_a_sparse_member_is_refused():
+    archive = zero_bomb(MIB, "2024/01234599999.csv", tarfile.GNUTYPE_SPARSE)
+    with pytest.raises(gsod_format.GsodFormatError, match=r"sparse tar member"):
+        list(iter_tar(io.BytesIO(archive)))
+
+
+def test_long_names_within_the_bound_are_read():
+    csv = fixture_bytes("01234599999.csv")
+    name = "2024/" + "d" * 200 + "/01234599999.csv"  # over 100 characters: a GNU long name
+    (item,) = list(iter_tar(io.BytesIO(year_archive({name: csv}))))
+    assert item == (name, csv)
