@@ -32,6 +32,10 @@ from bench_pipeline import ROOT, generate_years, measure, read_floor
 FIRST_YEAR = 2000
 LINEAR_TOLERANCE = 0.25  # growth within +-25% of the scale factor reads as linear
 OURS = ("fetch", "validate", "train")
+FAN_OUT = ("fetch", "validate")  # the stages that run once per year
+TRAIN_GROWTH_TARGET = 1.2  # issue 13: train's peak RSS at 16 years within 1.2x of 1 year's
+TARGET_SCALE = 16
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
 
 
 def ensure_years(cache: Path, years: range) -> None:
@@ -113,6 +117,120 @@ def phase_idle() -> None:
     print(json.dumps({"rows": 0}))
 
 
+def rendered_spec() -> dict[str, Any]:
+    """The WorkflowTemplate's spec as `make render` writes it (default settings)."""
+    from workflows.pipeline import render
+    from workflows.settings import PipelineSettings
+
+    return render(PipelineSettings.from_env({}))["workflow-template"]["spec"]
+
+
+def quantity_bytes(text: str) -> int:
+    """A Kubernetes memory quantity (`1Gi`, `512Mi`, `1000M`, `2048`) in bytes.
+
+    Raises:
+        ValueError: a suffix this benchmark does not know.
+    """
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * _UNITS[suffix])
+    return int(float(text))
+
+
+def stage_templates(spec: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+    """The container templates that run `python -m steps <stage>` (one per task calling it)."""
+    return [
+        t
+        for t in spec["templates"]
+        if (t.get("container") or {}).get("command", [])[-1:] == [stage]
+    ]
+
+
+def memory_limits_mib(spec: dict[str, Any]) -> dict[str, float]:
+    """Each stage's pod memory limit in MiB, from the rendered templates (the smallest, when
+    several templates run the stage)."""
+    limits: dict[str, float] = {}
+    for stage in OURS:
+        values = [
+            quantity_bytes(t["container"]["resources"]["limits"]["memory"]) / 2**20
+            for t in stage_templates(spec, stage)
+        ]
+        if not values:
+            raise SystemExit(f"the rendered template has no {stage} template")
+        limits[stage] = min(values)
+    return limits
+
+
+def template_argv(
+    spec: dict[str, Any], stage: str, inputs: dict[str, str], work: Path
+) -> list[str]:
+    """The command line of `stage`'s template as the pod runs it: its command and args with
+    `{{inputs.parameters.*}}` filled from `inputs` (the template's declared inputs only, each
+    must be given), /work mapped to `work`, `python` this interpreter."""
+    from workflows.argo_rules import parameter_text, substitute
+    from workflows.local_runner.substitution import ContainerPaths
+
+    template = stage_templates(spec, stage)[0]
+    declared = [p["name"] for p in (template.get("inputs") or {}).get("parameters") or []]
+    scope = {f"inputs.parameters.{name}": inputs[name] for name in declared}
+    paths = ContainerPaths(work, mapped=True)
+    container = template["container"]
+    argv = [substitute(paths.local(parameter_text(a)), scope) for a in
+            [*container["command"], *container.get("args", [])]]  # fmt: skip
+    return [sys.executable, *argv[1:]] if argv[0] in ("python", "python3") else argv
+
+
+def fan_out_commands(
+    spec: dict[str, Any], folder: Path, work: Path
+) -> list[tuple[str, str, list[str], Path]]:
+    """(stage, year, argv, task work dir) of every per-year task, in the order Argo's DAG runs
+    them (every fetch, then every validate), for the years check-parameters resolves."""
+    from steps.check_parameters import fan_out_outputs
+
+    years = ",".join(p.name for p in sorted(folder.iterdir()) if p.name.isdigit())
+    values = {p["name"]: parameter_text_of(p) for p in spec["arguments"]["parameters"]}
+    values.update({"source": "gsod", "gsod-path": str(folder), "years": years})
+    outputs = fan_out_outputs(values)
+    items = json.loads(outputs["years"])
+    commands = []
+    for stage in FAN_OUT:
+        for item in items:
+            inputs = {**values, **item, "years": item["year"], "data-key": outputs["data-key"]}
+            task_work = work / stage / item["part"]
+            commands.append((stage, item["part"], template_argv(spec, stage, inputs, task_work),
+                             task_work))  # fmt: skip
+    return commands
+
+
+def parameter_text_of(parameter: dict[str, Any]) -> str:
+    from workflows.argo_rules import parameter_text
+
+    return parameter_text(parameter.get("value", ""))
+
+
+def run_fan_out(
+    commands: list[tuple[str, str, list[str], Path]], repository: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """Each per-year task in turn, its output kept under `repository` as the key-only artifact
+    (fetched/<year>.parquet, validated/<year>.parquet) the next task reads."""
+    runs: dict[str, list[dict[str, Any]]] = {stage: [] for stage in FAN_OUT}
+    for stage, part, argv, task_work in commands:
+        shutil.rmtree(task_work, ignore_errors=True)
+        (task_work / "out").mkdir(parents=True)
+        (task_work / "outputs").mkdir()
+        if stage == "validate":
+            (task_work / "in").mkdir()
+            os.link(
+                repository / "fetched" / f"{part}.parquet", task_work / "in" / "dataset.parquet"
+            )
+        runs[stage].append({**measure(argv), "year": part})
+        kept, name = ("fetched", "dataset") if stage == "fetch" else ("validated", "validated")
+        (repository / kept).mkdir(parents=True, exist_ok=True)
+        os.replace(task_work / "out" / f"{name}.parquet", repository / kept / f"{part}.parquet")
+        shutil.rmtree(task_work)
+    return runs
+
+
 def run_scale(scale: int, cache: Path, work: Path, rounds: int) -> dict[str, Any]:
     """Alternate ours (3 phases) and the baseline `rounds` times on one scale; medians, max RSS."""
     folder, size = scale_folder(cache, scale)
@@ -127,6 +245,11 @@ def run_scale(scale: int, cache: Path, work: Path, rounds: int) -> dict[str, Any
                   "--output", str(work / "holdout.parquet")],
         "baseline": [py, me, "--phase", "baseline", "--input", str(folder)],
     }  # fmt: skip
+    spec = rendered_spec()
+    repository = work / "repository"
+    fan_commands = fan_out_commands(spec, folder, work / "tasks")
+    fan_train = [py, me, "--phase", "train", "--input", str(repository / "validated"),
+                 "--output", str(work / "fan-holdout.parquet")]  # fmt: skip
     cached = size < 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     print(f"scale {scale}: {size / 2**30:.1f} GiB of files in {folder}; "
           f"{'warming the page cache' if cached else 'larger than half of RAM: read from disk'}; "
@@ -134,19 +257,34 @@ def run_scale(scale: int, cache: Path, work: Path, rounds: int) -> dict[str, Any
     if cached:
         measure(commands["baseline"])
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in (*OURS, "baseline")}
+    fan: dict[str, list[dict[str, Any]]] = {"fetch": [], "validate": [], "train": []}
+    fan_rounds: list[float] = []
     for index in range(rounds):
-        # A B, B A, A B ...: neither side always runs first on a warmer (or busier) machine.
-        order = [OURS, ("baseline",)] if index % 2 == 0 else [("baseline",), OURS]
-        for group in order:
+        # A B C, C B A, ...: no side always runs first on a warmer (or busier) machine.
+        order = [OURS, ("fan-out",), ("baseline",)]
+        for group in order if index % 2 == 0 else order[::-1]:
+            if group == ("fan-out",):
+                shutil.rmtree(repository, ignore_errors=True)
+                per_year = run_fan_out(fan_commands, repository)
+                fan["train"].append(measure(fan_train))
+                for stage in FAN_OUT:
+                    fan[stage] += per_year[stage]
+                fan_rounds.append(
+                    sum(r["seconds"] for s_ in FAN_OUT for r in per_year[s_])
+                    + fan["train"][-1]["seconds"]
+                )
+                continue
             for name in group:
                 runs[name].append(measure(commands[name]))
         ours_s = sum(runs[n][-1]["seconds"] for n in OURS)
-        print(f"  round {index + 1}: ours {ours_s:.1f} s, baseline "
-              f"{runs['baseline'][-1]['seconds']:.1f} s", flush=True)  # fmt: skip
+        print(f"  round {index + 1}: ours {ours_s:.1f} s, fan-out {fan_rounds[-1]:.1f} s "
+              f"(tasks one at a time), baseline {runs['baseline'][-1]['seconds']:.1f} s",
+              flush=True)  # fmt: skip
     result: dict[str, Any] = {"scale": scale, "file_bytes": size, "rounds": rounds}
     result["rows"] = runs["fetch"][-1]["rows"]
     result["nbytes"] = _outputs([py, me, "--phase", "nbytes", "--input", str(dataset)])["nbytes"]
     result["validated_rows"] = runs["validate"][-1]["rows"]
+    result["train_rows"] = runs["train"][-1]["rows"]
     for name, phase_runs in runs.items():
         result[name] = {
             "seconds": statistics.median(r["seconds"] for r in phase_runs),
@@ -159,6 +297,19 @@ def run_scale(scale: int, cache: Path, work: Path, rounds: int) -> dict[str, Any
     result["ours_cpu_seconds"] = statistics.median(
         sum(runs[n][i]["cpu_seconds"] for n in OURS) for i in range(rounds)
     )
+    result["fan_out"] = {
+        stage: {
+            "tasks": len(stage_runs) // rounds,
+            "seconds": statistics.median(r["seconds"] for r in stage_runs),
+            "max_seconds": max(r["seconds"] for r in stage_runs),
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in stage_runs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in stage_runs),
+        }
+        for stage, stage_runs in fan.items()
+    }
+    result["fan_out_seconds"] = statistics.median(fan_rounds)
+    result["fan_out_rows"] = fan["train"][-1]["rows"]
+    result["limits_mib"] = memory_limits_mib(spec)
     return result
 
 
@@ -185,6 +336,20 @@ def report_scale(r: dict[str, Any], idle_mib: float) -> None:
               f"{(rss - idle_mib) / mib:6.2f}")  # fmt: skip
     ratio = r["ours_seconds"] / r["baseline"]["seconds"]
     cpu_ratio = r["ours_cpu_seconds"] / r["baseline"]["cpu_seconds"]
+    print(
+        f"  fan-out (the template's tasks, one at a time; per-year rows: median wall, largest "
+        f"peak RSS over {r['fan_out']['fetch']['tasks']} years x {r['rounds']} rounds):"
+    )
+    for name in OURS:
+        p, limit = r["fan_out"][name], r["limits_mib"][name]
+        label = f"{name} per year" if name in FAN_OUT else name
+        print(f"    {label:18} {p['seconds']:8.1f} s (max {p['max_seconds']:.1f}) "
+              f"{p['cpu_seconds']:8.1f} s CPU  peak RSS {p['peak_rss_mib']:7,.0f} MiB of the pod's "
+              f"{limit:,.0f} MiB limit ({p['peak_rss_mib'] / limit:.2f})")  # fmt: skip
+    print(f"    {'all tasks in turn':18} {r['fan_out_seconds']:8.1f} s; "
+          f"fan-out / ours {r['fan_out_seconds'] / r['ours_seconds']:.2f}x, fan-out / baseline "
+          f"{r['fan_out_seconds'] / r['baseline']['seconds']:.2f}x; train read "
+          f"{r['fan_out_rows']:,} rows (single-task train {r['train_rows']:,})")  # fmt: skip
     print(f"  ours (fetch+validate+train) {r['ours_seconds']:.1f} s, "
           f"{r['rows'] / r['ours_seconds']:,.0f} rows/s; ours / baseline: {ratio:.2f}x wall, "
           f"{cpu_ratio:.2f}x CPU; fetch alone / baseline: "
@@ -211,6 +376,39 @@ def report_growth(results: list[dict[str, Any]], idle_mib: float) -> None:
         for label, value, reference in pairs:
             growth = value / reference
             print(f"    {label:18} x{growth:6.2f}  {verdict(growth, factor)}")
+
+
+def report_targets(results: list[dict[str, Any]]) -> None:
+    """Issue 13's targets for the fan-out, with a verdict each: every task's peak RSS at 16
+    years under its pod's memory limit; train's peak RSS at 16 years within 1.2x of 1 year's."""
+    by_scale = {r["scale"]: r for r in results}
+    print("\ntargets (issue 13; limits read from the rendered WorkflowTemplate)")
+    top = by_scale.get(TARGET_SCALE)
+    for name in OURS:
+        label = f"{name} per year" if name in FAN_OUT else name
+        if top is None:
+            print(f"  {label:16} peak RSS at {TARGET_SCALE} years < pod limit: not measured "
+                  f"(run with --scales including {TARGET_SCALE})")  # fmt: skip
+            continue
+        rss, limit = top["fan_out"][name]["peak_rss_mib"], top["limits_mib"][name]
+        print(f"  {label:16} peak RSS at {TARGET_SCALE} years {rss:,.0f} MiB < pod limit "
+              f"{limit:,.0f} MiB: {'met' if rss < limit else 'NOT MET'}")  # fmt: skip
+    if top is None or 1 not in by_scale:
+        largest = results[-1]
+        print(f"  train peak RSS at {TARGET_SCALE} years <= {TRAIN_GROWTH_TARGET}x at 1 year: "
+              f"not measured (needs scales 1 and {TARGET_SCALE})")  # fmt: skip
+        if 1 in by_scale and largest["scale"] > 1:
+            growth = (largest["fan_out"]["train"]["peak_rss_mib"]
+                      / by_scale[1]["fan_out"]["train"]["peak_rss_mib"])  # fmt: skip
+            print(f"    (at {largest['scale']} years: x{growth:.2f} of 1 year's)")
+        return
+    growth = (
+        top["fan_out"]["train"]["peak_rss_mib"] / by_scale[1]["fan_out"]["train"]["peak_rss_mib"]
+    )
+    print(
+        f"  train peak RSS at {TARGET_SCALE} years x{growth:.2f} of 1 year's (target <= "
+        f"{TRAIN_GROWTH_TARGET}x): {'met' if growth <= TRAIN_GROWTH_TARGET else 'NOT MET'}"
+    )
 
 
 def verdict(growth: float, factor: float) -> str:
@@ -276,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             document = {"idle_rss_mib": idle, "results": results}
             args.json.write_text(json.dumps(document, indent=2) + "\n")
     report_growth(results, idle)
+    report_targets(results)
     print(f"{os.cpu_count()} shared CPUs: wall times are noisy (CPU seconds less so); rerun "
           "before trusting a small difference", flush=True)  # fmt: skip
     return 0

@@ -9,10 +9,11 @@ batches, each parsed by one pyarrow.csv call on a worker thread; a full year (~1
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,12 +119,18 @@ def is_gsod_name(name: str) -> bool:
 
 
 def iter_directory(
-    path: Path, read_ahead: int = 64, max_file_bytes: int = MAX_FILE_BYTES
+    path: Path,
+    read_ahead: int = 64,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    years: Collection[int] = (),
 ) -> Iterator[tuple[str, bytes]]:
     """Yield (relative name, bytes) for every GSOD file under `path`, sorted by file name.
 
     Up to `read_ahead` files are read by background threads while the caller parses: with
     ~12,300 small files per year, waiting on each read in turn costs more than the parse.
+    With `years`, files under a top-level folder named as another year (NCEI's `{year}/` layout)
+    are skipped unread: a per-year fetch of a many-year folder then parses one year's files, not
+    all of them. Files elsewhere are still yielded (the caller filters their rows by date).
 
     Raises:
         TooLargeError: a file over `max_file_bytes`, before any of it is read.
@@ -136,7 +143,7 @@ def iter_directory(
             os.path.relpath(os.path.join(folder, name), root)
             for folder, _, files in os.walk(root)
             for name in files
-            if is_gsod_name(name)
+            if is_gsod_name(name) and _in_years(os.path.relpath(folder, root), years)
         ),
         key=lambda name: (os.path.basename(name), name),
     )
@@ -152,6 +159,13 @@ def iter_directory(
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
+
+
+def _in_years(folder: str, years: Collection[int]) -> bool:
+    """False for a folder under a top-level year folder (`2019/...`) whose year is not in
+    `years`; True otherwise, and always when `years` is empty."""
+    top = folder.split(os.sep, 1)[0]
+    return not years or not re.fullmatch(r"\d{4}", top) or int(top) in years
 
 
 def _read_file(path: str) -> bytes:

@@ -143,6 +143,26 @@ def test_local_filters_apply_only_when_given(run_fetch: RunFetch) -> None:
     assert (by_year["row-count"], by_station["row-count"]) == ("2", "6")
 
 
+def test_a_per_year_fetch_of_year_folders_reads_only_that_years_folder(
+    tmp_path: Path, run_fetch: RunFetch
+) -> None:
+    # Argo's per-year fetch passes the whole gsod-path with `--years Y`: a broken file in another
+    # year's folder fails the parse if it is read, so success proves it was skipped unread.
+    tree = tmp_path / "gsod"
+    for name, data in fixture_csvs().items():
+        (tree / "2024").mkdir(parents=True, exist_ok=True)
+        (tree / "2024" / name).write_bytes(data)
+    (tree / "2023").mkdir()
+    (tree / "2023" / "01234599999.csv").write_bytes(broken("truncated"))
+    code, by_year, err = run_fetch("--path", str(tree), "--years", "2024")
+    assert code == 0, err
+    _, expected, _ = run_fetch("--path", str(FIXTURES), "--years", "2024")
+    assert by_year == expected
+    # Without --years every folder is read, so the broken file fails the fetch.
+    code, _, err = run_fetch("--path", str(tree))
+    assert code != 0 and "01234599999.csv" in err
+
+
 def test_http_station_files(server: GsodServer, run_fetch: RunFetch) -> None:
     for name, data in fixture_csvs().items():
         server.routes[f"/access/2023/{name}"] = [("ok", data)]

@@ -34,7 +34,9 @@ def fetch(request: SourceRequest) -> Fetched:
     """
     summary = gsod_format.ParseSummary()
     if request.path is not None:
-        table = gsod_format.parse_files(_local_files(Path(request.path)), summary=summary)
+        table = gsod_format.parse_files(
+            _local_files(Path(request.path), request.years), summary=summary
+        )
         table = _filter(table, request.years, request.stations)
         where = {"path": str(request.path), "years": list(request.years)}
     else:
@@ -53,9 +55,9 @@ def fetch(request: SourceRequest) -> Fetched:
     return Fetched(table, metadata)
 
 
-def _local_files(path: Path) -> Iterator[tuple[str, bytes]]:
+def _local_files(path: Path, years: tuple[int, ...] = ()) -> Iterator[tuple[str, bytes]]:
     if path.is_dir():
-        return gsod_format.iter_directory(path)
+        return gsod_format.iter_directory(path, years=years)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         return gsod_format.iter_tar(path)
     if path.is_file() and gsod_format.is_gsod_name(path.name):
