@@ -191,7 +191,9 @@ def fan_out_commands(
     values = {p["name"]: parameter_text_of(p) for p in spec["arguments"]["parameters"]}
     values.update({"source": "gsod", "gsod-path": str(folder), "years": years})
     outputs = fan_out_outputs(values)
-    items = json.loads(outputs["years"])
+    # Generated years are past years (the memoized templates); the current-year templates run
+    # the same command line.
+    items = [*json.loads(outputs["past-years"]), *json.loads(outputs["current-years"])]
     commands = []
     for stage in FAN_OUT:
         for item in items:

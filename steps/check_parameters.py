@@ -26,14 +26,16 @@ DATA_PARAMETERS = tuple(
 
 
 def fan_out_outputs(values: dict[str, str], code_version: str = __version__) -> dict[str, str]:
-    """check-parameters' outputs for checked `values`: `years` (the loop items, JSON), `parts`
-    (their part names, a comma list) and `data-key` (steps/year_items.py)."""
+    """check-parameters' outputs for checked `values`: `past-years` and `current-years` (the
+    loop items, JSON lists), `parts` (every item's part name, a comma list) and `data-key`
+    (steps/year_items.py)."""
     source = values.get("source") or FETCH.flag("source").default
     key = data_key(values, DATA_PARAMETERS, code_version)
-    items = loop_items(source, values.get("years", ""), key)
+    past, current = loop_items(source, values.get("years", ""), key)
     return {
-        "years": json.dumps(items, separators=(",", ":")),
-        "parts": ",".join(item["part"] for item in items),
+        "past-years": json.dumps(past, separators=(",", ":")),
+        "current-years": json.dumps(current, separators=(",", ":")),
+        "parts": ",".join(item["part"] for item in [*past, *current]),
         "data-key": key,
     }
 

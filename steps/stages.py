@@ -343,11 +343,16 @@ CHECK_PARAMETERS = replace(
     parameter_check_stage("check-parameters", WORKFLOW_PARAMETERS),
     outputs=(
         Output(
-            "years",
-            "the years to fetch, one loop item each (JSON list of {year, memo-key}): the"
-            " years parameter, else the previous and the current calendar year",
+            "past-years",
+            "the years before the current one, one memoized loop item each (JSON list of"
+            " {year, part, memo}), of the years parameter, else the previous calendar year",
         ),
-        Output("parts", "the same years as a comma list: the parts train reads"),
+        Output(
+            "current-years",
+            "the current year and later, one loop item each, never memoized (JSON list of"
+            " {year, part}); a source that does not split by year: its one item",
+        ),
+        Output("parts", "every item's part (the years) as a comma list: the parts train reads"),
         Output(
             "data-key",
             "SHA-256 (first 32 hex) of the parameters that decide a year's data and of the"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 
 from steps.contract import CommaList, Integer
@@ -52,26 +51,23 @@ def data_key(values: Mapping[str, str], names: Sequence[str], code_version: str)
 
 
 def loop_items(
-    source: str,
-    raw_years: str,
-    key: str,
-    today: dt.date | None = None,
-    nonce: str | None = None,
-) -> list[dict[str, str]]:
-    """The loop items: `{"year": fetch's --years, "part": the dataset's name, "memo": its
-    memoization key}`, in year order.
+    source: str, raw_years: str, key: str, today: dt.date | None = None
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The loop items as (past, current), each in year order.
 
-    `memo` is `<key>-<year>` for a year before today's (complete: reused while cached), else
-    `<key>-<year>-<nonce>`, a random nonce per run, so the current year is fetched every run.
-    A source not in BY_YEAR_SOURCES is one item (`year` "" = the source's own rule, part
-    WHOLE_PART), never reused.
+    past: `{"year": fetch's --years, "part": the dataset's name, "memo": "<key>-<year>"}` for
+    each year before today's (complete: reused while cached). current: `{"year", "part"}` for
+    the current year and later, fetched on every run; for a source not in BY_YEAR_SOURCES, the
+    one item `{"year": "" (the source's own rule), "part": WHOLE_PART}`.
     """
-    nonce = nonce or secrets.token_hex(8)
     this_year = (today or dt.date.today()).year
     if source not in BY_YEAR_SOURCES:
-        return [{"year": "", "part": WHOLE_PART, "memo": f"{key}-{WHOLE_PART}-{nonce}"}]
-    items = []
+        return [], [{"year": "", "part": WHOLE_PART}]
+    past, current = [], []
     for year in resolve_years(raw_years, today):
-        memo = f"{key}-{year}" if year < this_year else f"{key}-{year}-{nonce}"
-        items.append({"year": str(year), "part": str(year), "memo": memo})
-    return items
+        item = {"year": str(year), "part": str(year)}
+        if year < this_year:
+            past.append({**item, "memo": f"{key}-{year}"})
+        else:
+            current.append(item)
+    return past, current

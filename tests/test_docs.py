@@ -75,7 +75,7 @@ def test_python_snippets_define_every_name_they_use(doc: Path, tmp_path: Path) -
 
 def test_retried_templates_are_the_ones_docs_steps_names() -> None:
     text = (REPO / "docs" / "steps.md").read_text()
-    match = re.search(r"\*\*Argo retries: ([a-z, ]+)\*\*", text)
+    match = re.search(r"\*\*Argo retries: ([a-z, -]+)\*\*", text)
     assert match, "docs/steps.md no longer says which templates Argo retries"
     documented = {name.strip() for name in match.group(1).split(",")}
     template = render(PipelineSettings())["workflow-template"]

@@ -680,7 +680,14 @@ def test_workflow_pods_pass_restricted_with_our_executor(
     pod_sc = workflow_template["spec"]["securityContext"]
     templates = [t for t in workflow_template["spec"]["templates"] if "container" in t]
     # Every pod of the workflow, checked: the parameter check and each pipeline stage.
-    assert [t["name"] for t in templates] == [s.name for s in (CHECK_PARAMETERS, *PIPELINE)]
+    # Every stage's template, and the current year's fetch and validate (the same steps).
+    stages = [s.name for s in (CHECK_PARAMETERS, *PIPELINE)]
+    assert [t["name"] for t in templates] == [
+        *stages[:3],
+        "fetch-current",
+        "validate-current",
+        *stages[3:],
+    ]
     for t in templates:
         pod = {
             "securityContext": pod_sc,
@@ -1422,7 +1429,8 @@ def test_only_fetch_reaches_out_and_only_deploy_reaches_the_model_server(
     steps = [t for t in workflow_template["spec"]["templates"] if "container" in t]
     for template in steps:
         step = template["metadata"]["labels"][STEP_LABEL]
-        assert step == template["name"]
+        # The step the pod runs (fetch-current is fetch: the same egress).
+        assert step == template["container"]["command"][-1]
         rules = egress_of(overlay, {"workflows.argoproj.io/workflow": "wf-1", STEP_LABEL: step})
         anywhere = {p["port"] for r in rules if "to" not in r for p in r["ports"]}
         blocks = {

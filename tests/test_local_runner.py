@@ -684,7 +684,8 @@ def test_rendered_pipeline_is_accepted_and_runs_as_a_chain(tmp_path: Path) -> No
     template = render(PipelineSettings())["workflow-template"]
     order = [task.name for task in plan(template)]
     assert order == [
-        "check-parameters", "fetch", "validate", "train", "register", "promote", "deploy"
+        "check-parameters", "fetch", "validate", "fetch-current", "validate-current", "train",
+        "register", "promote", "deploy"
     ]  # fmt: skip
     check_rendered(template, {"source": "synthetic", "deploy-target": "local"})
     with pytest.raises(LocalRunError, match="deploy-target='laptop' not in"):

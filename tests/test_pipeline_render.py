@@ -35,6 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 STAGES = ("check-parameters", "fetch", "validate", "train", "register", "promote", "deploy")
 NETWORK_STAGES = {"fetch", "register", "promote", "deploy"}
+# The current year's fetch and validate: the same stages through templates without `memoize`.
+CURRENT = {"fetch-current": "fetch", "validate-current": "validate"}
+
+
+def _stage(template: str) -> str:
+    """The stage a template runs (its own name, or the stage of a current-year template)."""
+    return CURRENT.get(template, template)
+
+
 VERSION_PLACEHOLDER = "<version>"
 GIT_LABELS = {GIT_COMMIT_LABEL, GIT_DIRTY_LABEL}
 
@@ -154,9 +163,17 @@ def test_dag_runs_the_stages_in_order_and_deploys_the_champion_whatever_the_gate
     """Deploy runs after every gate, refused candidates included, and serves the champion after
     the gate (a no-op when it is served already); it is skipped only when there is none."""
     dag = _templates(resources)["pipeline"]["dag"]["tasks"]
-    assert [t["name"] for t in dag] == list(STAGES)
-    for previous, task in itertools.pairwise(dag):
-        assert task["depends"] == previous["name"]
+    assert [t["name"] for t in dag] == [*STAGES[:3], *CURRENT, *STAGES[3:]]
+    depends = {t["name"]: t.get("depends") for t in dag}
+    assert depends == {
+        "check-parameters": None,
+        "fetch": "check-parameters",
+        "validate": "fetch",
+        "fetch-current": "check-parameters",
+        "validate-current": "fetch-current",
+        "train": "validate && validate-current",
+        **{task: previous for previous, task in itertools.pairwise(STAGES[3:])},
+    }
     deploy = dag[-1]
     champion = "{{tasks.promote.outputs.parameters.champion-version}}"
     assert deploy["when"] == f"{champion} != {NO_CHAMPION}"
@@ -195,7 +212,7 @@ def test_every_step_flag_is_in_the_contract(resources):
 
 def test_all_io_lives_under_work(resources):
     for stage, template in _templates(resources).items():
-        if stage not in STAGES:
+        if _stage(stage) not in STAGES:
             continue
         for group in ("inputs", "outputs"):
             for artifact in template.get(group, {}).get("artifacts", []):
@@ -231,16 +248,19 @@ def test_artifacts_and_parameters_flow_between_steps(resources):
     # The years reach fetch and validate as key-only objects under the run's data key: one per
     # year, written by fetch and validate and read back by name, never passed by `from`.
     check = "{{tasks.check-parameters.outputs.parameters.%s}}"
-    for task in ("fetch", "validate"):
-        assert tasks[task]["withParam"] == check % "years"
+    for task in ("fetch", "validate", *CURRENT):
+        items = "current-years" if task in CURRENT else "past-years"
+        assert tasks[task]["withParam"] == check % items
         assert param(task, "data-key") == check % "data-key"
         assert param(task, "part") == "{{item.part}}"
         assert "artifacts" not in tasks[task]["arguments"]
-    assert param("fetch", "years") == "{{item.year}}"
+    for task in ("fetch", "fetch-current"):
+        assert param(task, "years") == "{{item.year}}"
     year = "dewpoint-pipeline/data/{{inputs.parameters.data-key}}/%s/{{inputs.parameters.part}}"
-    assert key("fetch", "outputs", "dataset") == year % "fetched" + ".parquet"
-    assert key("validate", "inputs", "dataset") == year % "fetched" + ".parquet"
-    assert key("validate", "outputs", "validated") == year % "validated" + ".parquet"
+    for fetch, validate in (("fetch", "validate"), ("fetch-current", "validate-current")):
+        assert key(fetch, "outputs", "dataset") == year % "fetched" + ".parquet"
+        assert key(validate, "inputs", "dataset") == year % "fetched" + ".parquet"
+        assert key(validate, "outputs", "validated") == year % "validated" + ".parquet"
     prefix = "dewpoint-pipeline/data/{{inputs.parameters.data-key}}/validated"
     assert key("train", "inputs", "validated") == prefix
     assert param("train", "parts") == check % "parts"
@@ -253,6 +273,27 @@ def test_artifacts_and_parameters_flow_between_steps(resources):
     assert param("deploy", "version") == "{{tasks.promote.outputs.parameters.champion-version}}"
 
 
+def test_past_years_are_memoized_and_the_current_year_is_not(resources):
+    """One cache entry per past year, none per run: the current year's templates have no
+    `memoize` (Argo keeps every entry until its cache GC, off by default, deletes it)."""
+    templates = _templates(resources)
+    for name, cache in (("fetch", "dewpoint-pipeline-fetch-cache"),
+                        ("validate", "dewpoint-pipeline-validate-cache")):  # fmt: skip
+        assert templates[name]["memoize"] == {
+            "key": "{{inputs.parameters.memo}}",
+            "maxAge": "720h",
+            "cache": {"configMap": {"name": cache}},
+        }
+        current = templates[f"{name}-current"]
+        assert "memoize" not in current
+        assert "memo" not in {p["name"] for p in current["inputs"]["parameters"]}
+        # Otherwise the same step: same command line, resources, retries and deadline.
+        for field in ("container", "retryStrategy", "activeDeadlineSeconds", "volumes"):
+            assert current.get(field) == templates[name].get(field), (name, field)
+    memoized = {n for n, t in templates.items() if "memoize" in t}
+    assert memoized == {"fetch", "validate"}
+
+
 def test_every_pod_meets_pod_security_restricted(resources):
     spec = resources["workflow-template"]["spec"]
     assert spec["securityContext"] == {
@@ -263,7 +304,7 @@ def test_every_pod_meets_pod_security_restricted(resources):
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     for stage, template in _templates(resources).items():
-        if stage not in STAGES:
+        if _stage(stage) not in STAGES:
             continue
         container = template["container"]
         security = container["securityContext"]
@@ -279,10 +320,10 @@ def test_every_pod_meets_pod_security_restricted(resources):
 
 def test_network_steps_retry_with_backoff_and_int_limit(resources):
     for stage, template in _templates(resources).items():
-        if stage not in STAGES:
+        if _stage(stage) not in STAGES:
             continue
         retry = template.get("retryStrategy")
-        if stage in NETWORK_STAGES:
+        if _stage(stage) in NETWORK_STAGES:
             assert isinstance(retry["limit"], int) and retry["limit"] >= 1, stage
             assert retry["backoff"]["duration"], stage
             # Only a transient failure (exit 75) or an Argo `Error` is retried, never bad input.

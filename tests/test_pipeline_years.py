@@ -21,6 +21,7 @@ from tests.test_fetch import GsodServer, year_archive
 from workflows.demo import main as demo_main
 from workflows.demo import run_demo
 from workflows.local_runner import run_rendered
+from workflows.local_runner.cache import LocalCache
 from workflows.pipeline import render
 from workflows.settings import PipelineSettings
 
@@ -34,20 +35,20 @@ def test_empty_years_are_the_previous_and_the_current_year_and_given_ones_sorted
         resolve_years("1800", TODAY)
 
 
-def test_past_years_keep_their_memo_key_and_the_current_and_later_years_never_repeat() -> None:
-    first = loop_items("gsod", "2024,2025,2026,2027", "k", TODAY)
-    second = loop_items("gsod", "2024,2025,2026,2027", "k", TODAY)
-    assert [i["year"] for i in first] == ["2024", "2025", "2026", "2027"]
-    assert [i["part"] for i in first] == ["2024", "2025", "2026", "2027"]
-    assert [i["memo"] for i in first[:2]] == ["k-2024", "k-2025"] == [i["memo"] for i in second[:2]]
-    for now, again in zip(first[2:], second[2:], strict=True):
-        assert now["memo"].startswith(f"k-{now['year']}-") and now["memo"] != again["memo"]
+def test_past_years_keep_their_memo_key_and_the_current_and_later_years_have_none() -> None:
+    past, current = loop_items("gsod", "2024,2025,2026,2027", "k", TODAY)
+    assert past == [{"year": "2024", "part": "2024", "memo": "k-2024"},
+                    {"year": "2025", "part": "2025", "memo": "k-2025"}]  # fmt: skip
+    # The current year and later run through the templates without `memoize`: no key at all.
+    assert current == [{"year": "2026", "part": "2026"}, {"year": "2027", "part": "2027"}]
+    assert loop_items("gsod", "2024,2025,2026,2027", "k", TODAY) == (past, current)
+    assert loop_items("gsod", "2020", "k", TODAY) == (
+        [{"year": "2020", "part": "2020", "memo": "k-2020"}], []
+    )  # fmt: skip
 
 
-def test_a_source_that_does_not_split_by_year_is_one_item_never_reused() -> None:
-    (item,) = loop_items("table", "2024", "k", TODAY)
-    assert (item["year"], item["part"]) == ("", WHOLE_PART)
-    assert item["memo"] != loop_items("table", "2024", "k", TODAY)[0]["memo"]
+def test_a_source_that_does_not_split_by_year_is_one_item_never_memoized() -> None:
+    assert loop_items("table", "2024", "k", TODAY) == ([], [{"year": "", "part": WHOLE_PART}])
 
 
 @pytest.mark.parametrize("name", DATA_PARAMETERS)
@@ -63,11 +64,16 @@ def test_every_parameter_that_decides_a_year_and_the_code_version_change_the_dat
 
 
 def test_check_parameters_outputs_are_the_loop_items_the_parts_and_the_key() -> None:
-    outputs = fan_out_outputs({"source": "synthetic", "years": "2023,2021"}, code_version="1")
-    items = json.loads(outputs["years"])
-    assert [i["year"] for i in items] == ["2021", "2023"]
-    assert outputs["parts"] == "2021,2023"
-    assert items[0]["memo"] == f"{outputs['data-key']}-2021"
+    this_year = dt.date.today().year
+    outputs = fan_out_outputs(
+        {"source": "synthetic", "years": f"{this_year},2023,2021"}, code_version="1"
+    )
+    past = json.loads(outputs["past-years"])
+    assert [i["year"] for i in past] == ["2021", "2023"]
+    assert past[0]["memo"] == f"{outputs['data-key']}-2021"
+    assert json.loads(outputs["current-years"]) == [{"year": str(this_year),
+                                                      "part": str(this_year)}]  # fmt: skip
+    assert outputs["parts"] == f"2021,2023,{this_year}"
 
 
 def _children(run: dict, task: str) -> dict[str, dict]:
@@ -87,14 +93,18 @@ def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_
                                                  + f",{this_year}"})  # fmt: skip
         (run_dir,) = sorted((root / "runs").iterdir())
         first = json.loads((run_dir / "run.json").read_text())
-        for task in ("fetch", "validate"):
+        for task, years in (("fetch", past), ("validate", past),
+                            ("fetch-current", [str(this_year)]),
+                            ("validate-current", [str(this_year)])):  # fmt: skip
             children = _children(first, task)
-            assert [c.split(",year:")[1].rstrip(")") for c in children] == [*past, str(this_year)]
+            assert [c.split(",year:")[1].rstrip(")") for c in children] == years
             assert {c["phase"] for c in children.values()} == {"Succeeded"}
-            assert not any(c["memoization"]["hit"] for c in children.values())
+            assert not any((c.get("memoization") or {}).get("hit") for c in children.values())
         # The run's data hash: SHA-256 of `<year> <fetched hash>\n` per year, in year order.
         hashes = [
-            c["outputs"]["parameters"]["data-hash"] for c in _children(first, "fetch").values()
+            c["outputs"]["parameters"]["data-hash"]
+            for task in ("fetch", "fetch-current")
+            for c in _children(first, task).values()
         ]
         lines = "".join(f"{y} {h}\n" for y, h in zip([*past, str(this_year)], hashes, strict=True))
         train = first["tasks"]["train"]["outputs"]["parameters"]
@@ -106,7 +116,9 @@ def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_
         second = json.loads((sorted((root / "runs").iterdir())[-1] / "run.json").read_text())
         for task in ("fetch", "validate"):
             hits = [c["memoization"]["hit"] for c in _children(second, task).values()]
-            assert hits == [True, False], task  # the current year is never reused
+            assert hits == [True], task
+        for task in ("fetch-current", "validate-current"):  # the current year is never reused
+            assert [c.get("memoization") for c in _children(second, task).values()] == [None], task
         lines = "".join(f"{y} {h}\n" for y, h in zip(later, hashes[1:], strict=True))
         data_hash = second["tasks"]["train"]["outputs"]["parameters"]["data-hash"]
         assert data_hash == hashlib.sha256(lines.encode()).hexdigest()
@@ -120,7 +132,7 @@ def _fetch_and_validate_only(template: dict) -> dict:
     templates and tasks, without the stages that need MLflow."""
     cut = copy.deepcopy(template)
     entry = next(t for t in cut["spec"]["templates"] if t["name"] == cut["spec"]["entrypoint"])
-    keep = ("check-parameters", "fetch", "validate")
+    keep = ("check-parameters", "fetch", "validate", "fetch-current", "validate-current")
     entry["dag"]["tasks"] = [t for t in entry["dag"]["tasks"] if t["name"] in keep]
     return cut
 
@@ -128,29 +140,42 @@ def _fetch_and_validate_only(template: dict) -> dict:
 def test_a_rerun_with_every_past_year_cached_downloads_only_the_current_year(
     tmp_path: Path,
 ) -> None:
-    """Real HTTP on 127.0.0.1 serving GSOD-format `archive/<year>.tar.gz` files, counted."""
+    """Real HTTP on 127.0.0.1 serving GSOD-format `archive/<year>.tar.gz` files, counted; the
+    memoization caches hold one entry per past year however many runs there are."""
     this_year = dt.date.today().year
     years = [this_year - 2, this_year - 1, this_year]
     template = _fetch_and_validate_only(render(PipelineSettings())["workflow-template"])
     cache = tmp_path / "cache"
+    caches = {t["memoize"]["cache"]["configMap"]["name"] for t in
+              template["spec"]["templates"] if t.get("memoize")}  # fmt: skip
+    assert caches == {"dewpoint-pipeline-fetch-cache", "dewpoint-pipeline-validate-cache"}
+    runs = ("run1", "run2", "run3")
     with GsodServer() as server:
         for year in years:
             files = dict(generate_files(400, 7, year=year))
             server.routes[f"/archive/{year}.tar.gz"] = [("ok", year_archive(files))]
         params = {"source": "gsod", "gsod-base-url": server.url,
                   "years": ",".join(map(str, years))}  # fmt: skip
-        for run in ("run1", "run2"):
+        entries = []
+        for run in runs:
             out = io.StringIO()
             code = run_rendered(template, params, run_dir=tmp_path / run, cache_dir=cache, out=out)
             assert code == 0, out.getvalue()
+            entries.append({name: sorted(LocalCache(cache).entries(name)) for name in caches})
         hits = {int(path.split("/")[-1].split(".")[0]): n for path, n in server.hits.items()}
-    assert hits == {years[0]: 1, years[1]: 1, this_year: 2}
-    second = json.loads((tmp_path / "run2" / "run.json").read_text())
+    assert hits == {years[0]: 1, years[1]: 1, this_year: len(runs)}
+    # Bounded: after the first run every cache holds the two past years' keys, and no run adds
+    # one (a key per run for the current year would add an entry per run, never pruned).
+    key = json.loads((tmp_path / "run1" / "run.json").read_text())["tasks"]["check-parameters"][
+        "outputs"]["parameters"]["data-key"]  # fmt: skip
+    expected = sorted(f"{key}-{year}" for year in years[:2])
+    assert entries == [dict.fromkeys(caches, expected)] * len(runs)
+    last = json.loads((tmp_path / runs[-1] / "run.json").read_text())
     for task in ("fetch", "validate"):
-        assert [c["memoization"]["hit"] for c in _children(second, task).values()] == [
-            True, True, False
-        ]  # fmt: skip
-    assert "3 item(s), 2 from the memoization cache" in out.getvalue()
+        assert [c["memoization"]["hit"] for c in _children(last, task).values()] == [True, True]
+    for task in ("fetch-current", "validate-current"):
+        assert [c.get("memoization") for c in _children(last, task).values()] == [None]
+    assert "2 item(s), 2 from the memoization cache" in out.getvalue()
 
 
 # ---- the run's deadline over many years --------------------------------------------------------

@@ -87,14 +87,21 @@ GLOBAL_OUTPUTS: dict[str, dict[str, str]] = {
 DATA_PREFIX = "dewpoint-pipeline/data"
 # Memoization of past years (Argo v4.1.2 docs/memoization.md): the outputs of fetch and validate
 # per year are kept in these ConfigMaps (the controller creates them, labelled
-# `workflows.argoproj.io/configmap-type: Cache`); a completed year's key repeats from run to run,
-# the current year's never does (steps/year_items.py). MEMO_MAX_AGE: a cached year older than 30
-# days is fetched again, so NOAA's late corrections of a past year arrive within a month.
+# `workflows.argoproj.io/configmap-type: Cache`); a completed year's key repeats from run to run
+# (one entry per year and data key, overwritten when it expires: configmap_cache.go `save`). The
+# current year runs through FETCH_CURRENT and VALIDATE_CURRENT, the same steps without
+# `memoize`: a key per run would add an entry every run, and `maxAge` only ignores old entries,
+# never deletes them (workflow/controller/cache/cache.go GetOutputsWithMaxAge; deletion is the
+# cache GC, off unless CACHE_GC_PERIOD is set: workflow/controller/controller.go, cache_gc.go,
+# all at v4.1.2). MEMO_MAX_AGE: a cached year older than 30 days is fetched again, so NOAA's late
+# corrections of a past year arrive within a month.
 # To invalidate: `kubectl -n <namespace> delete configmap dewpoint-pipeline-fetch-cache
 # dewpoint-pipeline-validate-cache` (docs/memoization.md: entries are plain ConfigMap data).
 FETCH_CACHE = "dewpoint-pipeline-fetch-cache"
 VALIDATE_CACHE = "dewpoint-pipeline-validate-cache"
 MEMO_MAX_AGE = "720h"
+FETCH_CURRENT = "fetch-current"
+VALIDATE_CURRENT = "validate-current"
 # How many per-year pods run at once (the entrypoint DAG's `parallelism`). Argo cannot read it
 # from a workflow parameter: the field is an int64 (argoproj/argo-workflows#1780, open; #13368
 # would allow it), so it is a render setting (PipelineSettings.fan_out_parallelism).
@@ -340,12 +347,11 @@ def stage_template(
     )
 
 
-def per_year(
-    template: Container, cache: str, keys: Mapping[str, str], extra_inputs: Sequence[str]
-) -> Container:
+def per_year(template: Container, keys: Mapping[str, str], cache: str | None = None) -> Container:
     """`template` (changed in place) as one loop item: artifacts named in `keys` become key-only
-    under `DATA_PREFIX/<data-key>/` (`<key>` may name other inputs), it takes the inputs
-    `extra_inputs` (part, memo, data-key) and is memoized in ConfigMap `cache` by `memo`.
+    under `DATA_PREFIX/<data-key>/` (`<key>` may name other inputs) and it takes the inputs
+    `part` and `data-key`; with `cache`, also `memo`, by which it is memoized in ConfigMap
+    `cache` for MEMO_MAX_AGE.
 
     Raises:
         KeyError: `keys` names an artifact the template does not have.
@@ -365,17 +371,19 @@ def per_year(
         )
 
     inputs = [keyed(i) for i in template.inputs or []]
+    extra_inputs = ("part", "memo", "data-key") if cache else ("part", "data-key")
     inputs += [Parameter(name=n) for n in extra_inputs if n not in {i.name for i in inputs}]
     outputs = [keyed(o) for o in template.outputs or []]
     missing = set(keys) - found
     if missing:
         raise KeyError(f"template {template.name} has no artifact {sorted(missing)}")
-    memoize = m.Memoize(
-        key=_input("memo"),
-        max_age=MEMO_MAX_AGE,
-        cache=m.Cache(config_map=m.LocalObjectReference(name=cache)),
-    )
-    template.inputs, template.outputs, template.memoize = inputs, outputs, memoize
+    if cache:
+        template.memoize = m.Memoize(
+            key=_input("memo"),
+            max_age=MEMO_MAX_AGE,
+            cache=m.Cache(config_map=m.LocalObjectReference(name=cache)),
+        )
+    template.inputs, template.outputs = inputs, outputs
     return template
 
 
@@ -449,39 +457,47 @@ def _upstream_output(
 def _templates(settings: PipelineSettings) -> dict[str, Container]:
     """The stage templates, keyed by name: the parameter check, then the six stages."""
     check = stage_template(settings, CHECK_PARAMETERS, resources=_TINY, deadline_seconds=300)
-    fetch = stage_template(
-        settings,
-        FETCH,
-        # Only the bigquery source reads the key; the Secret volume is `optional`, so pods of the
-        # other sources start without it (create Secret `google-credentials`, key `key.json`).
-        env=[
-            Env(name="GOOGLE_APPLICATION_CREDENTIALS", value=f"{GOOGLE_CREDENTIALS_DIR}/key.json")
-        ],
-        deadline_seconds=1800,
-        network=True,
-        extra_volumes=[
-            SecretVolume(
-                name="google-credentials",
-                secret_name=GOOGLE_CREDENTIALS_SECRET,
-                optional=True,
-                mount_path=GOOGLE_CREDENTIALS_DIR,
-                read_only=True,
-            )
-        ],
-    )
-    fetch = per_year(
-        fetch, FETCH_CACHE, {"dataset": "fetched/{{inputs.parameters.part}}.parquet"},
-        ("part", "memo", "data-key"),
-    )  # fmt: skip
-    validate = per_year(
-        stage_template(settings, VALIDATE),
-        VALIDATE_CACHE,
-        {
-            "dataset": "fetched/{{inputs.parameters.part}}.parquet",
-            "validated": "validated/{{inputs.parameters.part}}.parquet",
-            "validation-report": "reports/{{inputs.parameters.part}}.json",
-        },
-        ("part", "memo", "data-key"),
+
+    def fetch_template(name: str) -> Container:
+        return stage_template(
+            settings,
+            FETCH,
+            name=name,
+            # Only the bigquery source reads the key; the Secret volume is `optional`, so pods of
+            # the other sources start without it (create Secret `google-credentials`, key
+            # `key.json`).
+            env=[
+                Env(
+                    name="GOOGLE_APPLICATION_CREDENTIALS",
+                    value=f"{GOOGLE_CREDENTIALS_DIR}/key.json",
+                )
+            ],
+            deadline_seconds=1800,
+            network=True,
+            extra_volumes=[
+                SecretVolume(
+                    name="google-credentials",
+                    secret_name=GOOGLE_CREDENTIALS_SECRET,
+                    optional=True,
+                    mount_path=GOOGLE_CREDENTIALS_DIR,
+                    read_only=True,
+                )
+            ],
+        )
+
+    fetched = {"dataset": "fetched/{{inputs.parameters.part}}.parquet"}
+    validated_keys = {
+        **fetched,
+        "validated": "validated/{{inputs.parameters.part}}.parquet",
+        "validation-report": "reports/{{inputs.parameters.part}}.json",
+    }
+    # Past years: memoized. The current year (and a source not split by year): the same step
+    # with the same keys but no `memoize`, so it runs every time and adds no cache entry.
+    fetch = per_year(fetch_template(FETCH.name), fetched, FETCH_CACHE)
+    validate = per_year(stage_template(settings, VALIDATE), validated_keys, VALIDATE_CACHE)
+    fetch_current = per_year(fetch_template(FETCH_CURRENT), fetched)
+    validate_current = per_year(
+        stage_template(settings, VALIDATE, name=VALIDATE_CURRENT), validated_keys
     )
     train = stage_template(
         settings, TRAIN, inputs=["parts"], resources=_LARGE, deadline_seconds=1800
@@ -515,7 +531,11 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         deadline_seconds=900,
         network=True,
     )
-    return {t.name: t for t in (check, fetch, validate, train, register, promote, deploy)}
+    return {
+        t.name: t
+        for t in (check, fetch, validate, fetch_current, validate_current, train, register,
+                  promote, deploy)
+    }  # fmt: skip
 
 
 def _labels(settings: PipelineSettings) -> dict[str, str]:
@@ -575,7 +595,8 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
         stages = _templates(settings)
         # The run's deadline never cuts a step short of a retry its own budget allows: here for
         # the default years (resolve_years: two, within the fan-out); a run over more years
-        # gets its own (build_run_workflow).
+        # gets its own (build_run_workflow). The current year's fetch-current and
+        # validate-current count among the serial stages: under `parallelism` they may wait.
         template.active_deadline_seconds = run_deadline_seconds(
             stages, PER_YEAR_STAGES, len(resolve_years("")), settings.fan_out_parallelism
         )
@@ -583,20 +604,31 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
             # Every workflow parameter is checked before any stage writes state (docs/steps.md).
             # Each task's inputs come from the earlier tasks' outputs of the same names.
             check = stage_task(stages["check-parameters"])
-            # One node per year (steps/year_items.py): fetch, then validate, of each item.
-            item = {"part": "{{item.part}}", "memo": "{{item.memo}}"}
-            fetch = stage_task(
-                stages["fetch"],
-                upstream=(check,),
-                arguments={"years": "{{item.year}}", **item},
-                with_param=check.get_parameter("years"),
-            )
-            validate = stage_task(
-                stages["validate"],
-                upstream=(check,),
-                arguments=item,
-                with_param=check.get_parameter("years"),
-            )
+            # One node per year (steps/year_items.py): fetch, then validate, of each item; past
+            # years through the memoized templates, the current year through the others. A list
+            # that is empty (no past year asked for; no current year) skips its task, which
+            # `depends` counts as done (argo-workflows v4.1.2 workflow/controller/dag.go,
+            # "Skipped, empty params"; docs/enhanced-depends-logic.md).
+            loops = []
+            for items, fetch_name, validate_name, memo in (
+                ("past-years", FETCH.name, VALIDATE.name, {"memo": "{{item.memo}}"}),
+                ("current-years", FETCH_CURRENT, VALIDATE_CURRENT, {}),
+            ):
+                item = {"part": "{{item.part}}", **memo}
+                fetch = stage_task(
+                    stages[fetch_name],
+                    upstream=(check,),
+                    arguments={"years": "{{item.year}}", **item},
+                    with_param=check.get_parameter(items),
+                )
+                validate = stage_task(
+                    stages[validate_name],
+                    upstream=(check,),
+                    arguments=item,
+                    with_param=check.get_parameter(items),
+                )
+                check >> fetch >> validate
+                loops.append(validate)
             done: list[Task] = [check]
             for stage in ("train", "register", "promote"):
                 done.append(stage_task(stages[stage], upstream=tuple(done)))
@@ -610,7 +642,7 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
                 arguments={"version": champion},
             )
             # train's data-hash and run-id reach later tasks through the chain below.
-            check >> fetch >> validate >> train >> register >> promote >> deploy
+            loops >> train >> register >> promote >> deploy
     return template
 
 
