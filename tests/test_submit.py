@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import free_port
 from tests.fake_argo import CREATOR_LABEL, FakeArgo
@@ -538,6 +539,35 @@ def test_render_onto_an_existing_file_is_a_one_line_error(tmp_path: Path, capsys
     assert err.count("\n") == 1 and err.startswith("error: --render takes a directory"), err
     assert f"{target} is a file" in err
     assert target.read_text() == "mine\n"
+
+
+def _rendered_parallelism(directory: Path) -> int:
+    spec = yaml.safe_load((directory / "workflow-template.yaml").read_text())["spec"]
+    (entry,) = [t for t in spec["templates"] if t["name"] == spec["entrypoint"]]
+    return entry["parallelism"]
+
+
+def test_the_fan_out_parallelism_is_one_flag_or_one_variable(tmp_path: Path, capsys, monkeypatch):
+    """The bound on per-year pods is set in one place at render time: --fan-out-parallelism wins
+    over PIPELINE_FAN_OUT_PARALLELISM, which wins over the default 4; a bad value is exit 2."""
+    monkeypatch.delenv("PIPELINE_FAN_OUT_PARALLELISM", raising=False)
+    assert submit.main(["--render", str(tmp_path / "default")]) == 0
+    assert _rendered_parallelism(tmp_path / "default") == 4
+    monkeypatch.setenv("PIPELINE_FAN_OUT_PARALLELISM", "6")
+    assert submit.main(["--render", str(tmp_path / "env")]) == 0
+    assert _rendered_parallelism(tmp_path / "env") == 6
+    assert submit.main(["--render", str(tmp_path / "flag"), "--fan-out-parallelism", "9"]) == 0
+    assert _rendered_parallelism(tmp_path / "flag") == 9
+    capsys.readouterr()
+    for bad in (["--fan-out-parallelism", "0"], ["--fan-out-parallelism", "x"]):
+        assert submit.main(["--render", str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--fan-out-parallelism" in err, err
+        assert "from 1 to 1000" in err
+    monkeypatch.setenv("PIPELINE_FAN_OUT_PARALLELISM", "1001")
+    assert submit.main(["--render", str(tmp_path / "bad")]) == 2
+    assert "PIPELINE_FAN_OUT_PARALLELISM" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_render_into_an_unwritable_place_is_a_one_line_error(tmp_path: Path, capsys):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from steps import __version__
-from steps.contract import Boolean
+from steps.contract import Boolean, Integer
 from steps.revision import SourceRevision, source_revision
 from workflows.validate_resources import is_dns_label
 
@@ -20,6 +20,11 @@ DEFAULT_SCHEDULE = "0 0 * * 0"  # the prototype's schedule: Sundays at midnight
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_MLFLOW_TRACKING_URI = "http://mlflow.mlops.svc:5000"
 DEFAULT_MLFLOW_PORT = 5050  # local doors' MLflow server on 127.0.0.1 (make demo, submit --local)
+# Per-year pods at once (the entrypoint DAG's `parallelism`): PIPELINE_FAN_OUT_PARALLELISM or
+# submit.py --fan-out-parallelism. A render setting, not a workflow parameter: Argo's
+# `parallelism` is an integer field that takes no `{{...}}` (argoproj/argo-workflows#1780, open;
+# v4.1.2 api/jsonschema/schema.json, Template.parallelism `type: integer`).
+FAN_OUT_PARALLELISM = Integer(1, 1000)
 
 
 class SettingsError(ValueError):
@@ -118,12 +123,10 @@ class PipelineSettings:
 
 def _parallelism(text: str) -> int:
     """PIPELINE_FAN_OUT_PARALLELISM as an int from 1 to 1000, else SettingsError naming it."""
-    value = text.strip()
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 1000:
-        raise SettingsError(
-            f"PIPELINE_FAN_OUT_PARALLELISM: {text[:40]!r} is not an integer from 1 to 1000"
-        )
-    return int(value)
+    try:
+        return FAN_OUT_PARALLELISM.parse(text.strip())
+    except ValueError as exc:
+        raise SettingsError(f"PIPELINE_FAN_OUT_PARALLELISM: {text[:40]!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from workflows.pipeline import (
 )
 from workflows.settings import (
     DEFAULT_MLFLOW_PORT,
+    FAN_OUT_PARALLELISM,
     ArgoSettings,
     PipelineSettings,
     SettingsError,
@@ -589,6 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=("process", "docker"), help="--local backend (default process)"
     )
+    parser.add_argument(
+        "--fan-out-parallelism",
+        type=argparse_type(FAN_OUT_PARALLELISM),
+        metavar="N",
+        help="per-year fetch/validate pods at once, rendered into the template (the DAG's "
+        "`parallelism`; Argo cannot take it from a -p parameter: argoproj/argo-workflows#1780); "
+        "default $PIPELINE_FAN_OUT_PARALLELISM, else 4",
+    )
     ArgoSettings.add_arguments(parser)
     return parser
 
@@ -604,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             raise BadInput(str(exc)) from exc
         pipeline = replace(pipeline, namespace=namespace)
+        if args.fan_out_parallelism is not None:
+            pipeline = replace(pipeline, fan_out_parallelism=args.fan_out_parallelism)
         check_flag_combination(args)
         known = {p.name for p in workflow_parameters(pipeline)}
         parameters = parse_parameters(args.parameter, known)
