@@ -89,7 +89,7 @@ APPEND_TEMPLATE = container(
 def test_tasks_run_in_dependency_order_not_listing_order(tmp_path: Path) -> None:
     log = tmp_path / "order.txt"
     tasks = [
-        append_task("d", dependencies=["c"]),
+        append_task("d", depends="c"),  # Argo refuses depends and dependencies in one DAG
         append_task("c", depends="a && b.Succeeded"),
         append_task("b", depends="a"),
         append_task("a"),
