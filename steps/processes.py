@@ -1,6 +1,6 @@
 """Local server processes and ports, said once: free ports, waiting until a server is healthy,
 stopping a process group, telling whether a recorded PID is still the process we started, and
-one process at a time per lock file.
+one process at a time per lock file (and per release: MLflow tracking server and model).
 
 Portable to Linux and macOS: a PID is probed with `os.kill(pid, 0)` and identified by its command
 line, read from /proc where there is one and from `ps` elsewhere (macOS has no /proc).
@@ -9,14 +9,17 @@ line, read from /proc where there is one and from `ps` elsewhere (macOS has no /
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,6 +29,9 @@ LOOPBACK = "127.0.0.1"
 PROC = Path("/proc")
 HEALTH_POLL_S = 0.3
 STOP_GRACE_S = 30.0  # seconds a stopped process group gets between SIGTERM and SIGKILL
+# Set by a local run for its steps to the release lock it holds (`release_lock`): a step inside
+# that run must not wait for its own run's lock.
+RELEASE_LOCK_ENV = "DEWPOINT_RELEASE_LOCK"
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -261,3 +267,39 @@ def exclusive_lock(
                 handle.seek(0)
                 handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def release_lock_path(tracking_uri: str, model_name: str) -> Path:
+    """The lock file of one release (an MLflow tracking server and registered model), in a
+    per-user directory every checkout shares: `$XDG_RUNTIME_DIR` (else the temp dir)
+    `/dewpoint-pipeline-<uid>/release-<hash>.lock`. The tracking URI is compared without case in
+    scheme and host, without a trailing slash, and with `localhost` as 127.0.0.1."""
+    uri = urlsplit(tracking_uri.strip())
+    host = (uri.hostname or "").lower()
+    host = "127.0.0.1" if host == "localhost" else host
+    netloc = f"{host}:{uri.port}" if uri.port else host
+    server = f"{uri.scheme.lower()}://{netloc}{uri.path.rstrip('/')}"
+    digest = hashlib.sha256(f"{server}\n{model_name.strip()}".encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"dewpoint-pipeline-{os.getuid()}" / f"release-{digest}.lock"
+
+
+@contextmanager
+def release_lock(
+    tracking_uri: str, model_name: str, timeout: float, say: Callable[[str], None]
+) -> Iterator[None]:
+    """Hold the release lock of `tracking_uri` + `model_name` (`release_lock_path`) while inside,
+    as every local door does (the local runner for a whole run, the promote CLI for its gate);
+    a no-op inside a local run that already holds it (RELEASE_LOCK_ENV).
+
+    Raises:
+        TransientError: another holder kept it past `timeout` seconds (exclusive_lock).
+        OSError: the lock file can neither be created nor opened.
+    """
+    path = release_lock_path(tracking_uri, model_name)
+    held = os.environ.get(RELEASE_LOCK_ENV)
+    if held and Path(held).resolve() == path.resolve():
+        yield
+        return
+    with exclusive_lock(path, timeout, say, what="promote or local run of this release"):
+        yield

@@ -19,23 +19,39 @@ A champion trained before reference holdouts were logged has none: rule 3 is ski
 the reason says so. An anchor version that was deleted, or has no reference, is skipped the same
 way (the champion's reference then anchors the chain).
 
-A compare-and-set: MLflow has no conditional alias update, so the champion is read again right
-before the first write; if it moved while this step scored (another run promoted meanwhile), the
-gate is judged again against the new champion (at most MAX_REDO times), so no version drops out of
-the `champion` / `previous-champion` history. Local runs are also serialised per tracking server
-and model (workflows/local_runner), Argo runs by the template's mutex.
+A compare-and-set: MLflow has no conditional alias write (`SetRegisteredModelAlias` takes a name,
+an alias and a version, nothing to compare: mlflow/protos/model_registry.proto; the SQL store
+merges the row unconditionally, mlflow/store/model_registry/sqlalchemy_store.py
+`set_registered_model_alias`, MLflow 3.17.2), and an alias write can land long after it was sent.
+So a promotion first claims its place in the history: the tags `gate.claimed_at` (UTC seconds) and
+`gate.replaces` (the champion it replaces, or "none") on the new version, before any alias moves.
+It then looks for a rival: another version claiming to replace the same champion, undecided (no
+`gate.decision`) and claimed less than CLAIM_LEASE_S ago. A rival means another promote is moving
+the champion at this moment: this one withdraws its claim and stops (exit 75, one line naming the
+rival, nothing moved). Last, the champion is read again; if it moved, the gate is judged again
+against the new champion (at most MAX_REDO times). Of two promotes from one champion at most one
+moves it: each writes its claim before it reads the other's, so the later reader sees the earlier
+claim. `gate.replaces` stays on every promoted version, so the chain of champions can be read back
+from the versions even if an alias was moved by hand. Local runs are also serialised per tracking
+server and model (`steps.processes.release_lock`, held by the local runner and by the promote
+CLI), Argo runs by the template's mutex on the model name (workflows/pipeline.py).
 
 Write order (so an alias is never half-moved and the evidence is never lost): score everything
-first; then the `gate.*` evidence tags on the new version (all but `gate.decision`); then
-`previous-champion` to the old champion and `champion` to the new version; then `gate.decision`
+first; then the `gate.*` evidence tags on the new version (all but `gate.decision`); then the claim;
+then `previous-champion` to the old champion and `champion` to the new version; then `gate.decision`
 (its presence means the decision is complete); last, the model history plot (steps/history.py) on
-the judged version's training run, whose failure only warns. A failure before the alias writes
-moves nothing. If an alias write fails, both aliases are put back to what they were before the
-step; if the tracking server is gone for good between the two writes (the put-back fails too),
-`champion` is still the old version and `previous-champion` names it as well, the error line says
-so, and a retry of the step redoes the same writes. If only `gate.decision` fails after the aliases
-moved, the error says what moved, and a rerun writes only the missing tags (the evidence written
-before the move is kept, never replaced by "already the champion").
+the judged version's training run, whose failure only warns. A failure before the alias writes moves
+nothing. If an alias write fails, both aliases are put back to what they were before the step; if
+the tracking server is gone for good between the two writes (the put-back fails too), `champion` is
+still the old version and `previous-champion` names it as well, the error line says so, and a retry
+of the step redoes the same writes. If only `gate.decision` fails after the aliases moved, the error
+says what moved, and a rerun writes only the missing tags (the evidence written before the move is
+kept, never replaced by "already the champion").
+
+A decision, once made, is final: a rerun of promote on a version with `gate.decision` (rejected,
+or promoted and replaced since) moves nothing, writes nothing and answers the recorded decision;
+on the champion it only completes missing tags. Evidence with no `gate.decision` on a version that
+is not the champion belongs to no decision (the try stopped before deciding): it is written again.
 """
 
 from __future__ import annotations
@@ -43,6 +59,7 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,10 +67,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steps.cli import BadInput, StepError, one_line, run
+from steps.cli import BadInput, StepError, TransientError, one_line, run
 from steps.climate import dewpoint_f
 from steps.model import FEATURE, REFERENCE_HOLDOUT_ARTIFACT, TARGET
 from steps.model_trust import verified_model_dir
+from steps.processes import release_lock
+from steps.register import search_literal
 from steps.settings import MlflowSettings
 from steps.stages import NO_CHAMPION, PROMOTE
 from steps.tracking import canonical_version, describe_mlflow_error, error_for, mlflow_session
@@ -73,6 +92,9 @@ TAG_NEW_REFERENCE_RMSE = "gate.new_reference_rmse"
 TAG_CHAMPION_REFERENCE_RMSE = "gate.champion_reference_rmse"
 # The version whose reference holdout anchors the gate (rule 3); carried forward by each promotion.
 TAG_ANCHOR_VERSION = "gate.anchor_version"
+# The claim (module docstring): when it was made (UTC seconds), and the champion it replaces.
+TAG_CLAIMED_AT = "gate.claimed_at"
+TAG_REPLACES = "gate.replaces"
 # Every gate tag, in write order; gate.decision last marks the set complete.
 GATE_TAGS = (TAG_REASON, TAG_NEW_RMSE, TAG_CHAMPION_RMSE, TAG_CHAMPION_VERSION, TAG_TOLERANCE,
              TAG_REFERENCE_VERSION, TAG_NEW_REFERENCE_RMSE, TAG_CHAMPION_REFERENCE_RMSE,
@@ -105,6 +127,12 @@ BAND_PERCENTILES = (1.0, 99.0)
 BAND_POINTS = 51
 # Times the gate is judged again when the champion moved while this step scored.
 MAX_REDO = 2
+# An undecided claim older than this is one whose promote died: it no longer blocks others. Far
+# above a promote's time from its claim to its alias writes (a few MLflow requests, each bounded
+# by steps/tracking.py's timeouts and retries); clocks of the machines must agree within it.
+CLAIM_LEASE_S = 3600.0
+# How long the promote CLI waits for another local promote or run of the same release.
+RELEASE_LOCK_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -332,7 +360,24 @@ def promote_if_better(
                 scores[(v, on)] = rmse_of(model(v), f"models:/{name}/{v}", frame)
             return scores[(v, on)]
 
-        current: str | None = None
+        current: str | None = aliases.get(CHAMPION)
+        if TAG_DECISION in (new.tags or {}) and current != version:
+            return _decided_before(new, current)
+
+        def moved(now: dict[str, str], judged_against: str | None, attempt: int) -> bool:
+            """Whether the champion moved since it was read; says so, or gives up."""
+            if now.get(CHAMPION) == judged_against:
+                return False
+            change = f"{judged_against or 'none'} to {now.get(CHAMPION) or 'none'}"
+            if attempt == MAX_REDO:
+                raise StepError(
+                    f"the champion of {name!r} moved again while this gate scored (from "
+                    f"{change}), {MAX_REDO + 1} times; nothing was written; rerun promote"
+                )
+            print(f"note: the champion moved from {change} while this gate scored; "
+                  "judging again against the new champion", file=sys.stderr)  # fmt: skip
+            return True
+
         for attempt in range(MAX_REDO + 1):
             champion_version = current = aliases.get(CHAMPION)
             if champion_version == version:
@@ -362,17 +407,8 @@ def promote_if_better(
             )  # fmt: skip
             # Compare-and-set: the champion read right before the first write must be the one
             # judged against; otherwise judge again (another run promoted while this one scored).
-            now = _aliases(client, name)
-            if now.get(CHAMPION) != champion_version:
-                moved = f"{champion_version or 'none'} to {now.get(CHAMPION) or 'none'}"
-                if attempt == MAX_REDO:
-                    raise StepError(
-                        f"the champion of {name!r} moved again while this gate scored (from "
-                        f"{moved}), {MAX_REDO + 1} times; nothing was written; rerun promote"
-                    )
-                print(f"note: the champion moved from {moved} while this gate scored; "
-                      "judging again against the new champion", file=sys.stderr)  # fmt: skip
-                aliases = now
+            aliases = _aliases(client, name)
+            if moved(aliases, champion_version, attempt):
                 continue
             evidence = _evidence(
                 reason, new_rmse, champion_version, champion_rmse, tolerance, tuple(judged), anchor
@@ -381,14 +417,19 @@ def promote_if_better(
                 client, uri, name, version, evidence, "before any alias moved; nothing moved"
             )
             if promoted:
-                _move_champion(client, uri, name, version, champion_version, now)
-                moved = f"champion moved from version {champion_version or 'none'} to {version}" + (
-                    f", previous-champion to {champion_version}" if champion_version else ""
-                )
+                _claim(client, uri, name, version, champion_version)
+                aliases = _aliases(client, name)
+                if moved(aliases, champion_version, attempt):
+                    _withdraw(client, name, version)
+                    continue
+                _move_champion(client, uri, name, version, champion_version, aliases)
+                moved_now = f"champion moved from version {champion_version or 'none'} to {version}"
+                if champion_version:
+                    moved_now += f", previous-champion to {champion_version}"
             else:
-                moved = "nothing moved (rejected)"
+                moved_now = "nothing moved (rejected)"
             outcome = {TAG_DECISION: "promoted" if promoted else "rejected"}
-            state = f"after the decision: {moved}; rerun promote to complete the tags"
+            state = f"after the decision: {moved_now}; rerun promote to complete the tags"
             _write_tags(client, uri, name, version, outcome, state)
             decision = GateDecision(
                 promoted,
@@ -408,6 +449,93 @@ def _aliases(client: Any, name: str) -> dict[str, str]:
     """The registered model's aliases, versions in canonical form."""
     aliases = client.get_registered_model(name).aliases or {}
     return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
+
+
+def _claim(client: Any, uri: str, name: str, version: str, champion: str | None) -> None:
+    """Claim `version`'s place after `champion` (module docstring); refuse if another promote
+    claimed the same place and has not decided yet. The claim is withdrawn on refusal.
+
+    Raises:
+        TransientError: a rival claim (one line: which version, what the aliases are now).
+        StepError: the claim could not be written (nothing moved).
+    """
+    replaces = champion or "none"
+    claim = {TAG_CLAIMED_AT: f"{time.time():.3f}", TAG_REPLACES: replaces}
+    _write_tags(client, uri, name, version, claim, "before any alias moved; nothing moved")
+    rivals = _rivals(client, name, version, replaces)
+    if not rivals:
+        return
+    _withdraw(client, name, version)
+    now = _aliases(client, name)
+    raise TransientError(
+        f"promote of version {version} from champion {replaces} raced the promote of version "
+        f"{', '.join(rivals)} from the same champion (its {TAG_REPLACES} tag is undecided): "
+        f"nothing moved by this one; {CHAMPION} is {now.get(CHAMPION) or 'none'}, "
+        f"{PREVIOUS_CHAMPION} {now.get(PREVIOUS_CHAMPION) or 'none'}; rerun promote"
+    )
+
+
+def _rivals(client: Any, name: str, version: str, replaces: str) -> list[str]:
+    """Other versions of `name` claiming to replace `replaces`, undecided, claimed within
+    CLAIM_LEASE_S (a claim with no readable time counts as recent), in version order."""
+    by_tag = f"tags.`{TAG_REPLACES}` = '{replaces}'"
+    literal = search_literal(name)
+    found = client.search_model_versions(f"name = {literal} and {by_tag}" if literal else by_tag)
+    rivals = []
+    for mv in found:
+        tags = mv.tags or {}
+        if mv.name != name or str(mv.version) == version or TAG_DECISION in tags:
+            continue
+        if tags.get(TAG_REPLACES) != replaces:
+            continue
+        try:
+            age = time.time() - float(tags.get(TAG_CLAIMED_AT, "nan"))
+        except ValueError:
+            age = math.nan
+        if not age > CLAIM_LEASE_S:
+            rivals.append(canonical_version(mv.version, "a rival version"))
+    return sorted(rivals, key=int)
+
+
+def _withdraw(client: Any, name: str, version: str) -> None:
+    """Remove this promote's claim; a failure only leaves it to expire (CLAIM_LEASE_S)."""
+    try:
+        client.delete_model_version_tag(name, version, TAG_REPLACES)
+    except Exception as exc:
+        print(f"warning: claim {TAG_REPLACES} on version {version} not withdrawn (it expires "
+              f"after {CLAIM_LEASE_S:.0f}s): {one_line(exc)}", file=sys.stderr)  # fmt: skip
+
+
+def _decided_before(new: Any, champion: str | None) -> GateDecision:
+    """A version the gate decided on before (rejected, or promoted and replaced since): the
+    recorded decision stands, nothing is written, the champion stays. A rejection is answered
+    exactly as it was first (its recorded reason and RMSEs), so a rerun's outputs are the same."""
+    version = canonical_version(new.version)
+    tags = new.tags or {}
+
+    def recorded(tag: str) -> float | None:
+        try:
+            return float(tags[tag])
+        except (KeyError, ValueError):
+            return None
+
+    if tags[TAG_DECISION] == "rejected":
+        reason = tags.get(TAG_REASON) or f"version {version} was rejected before"
+    else:
+        reason = (
+            f"version {version} was promoted before and replaced since; champion is version "
+            f"{champion or 'none'}; nothing moved"
+        )
+    new_rmse = recorded(TAG_NEW_RMSE)
+    return GateDecision(
+        False,
+        reason,
+        version,
+        math.nan if new_rmse is None else new_rmse,
+        recorded(TAG_CHAMPION_RMSE),
+        champion,
+        None,
+    )
 
 
 # The parameters of `decide`, by design: the tags record exactly what it judged on (shape only).
@@ -551,7 +679,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = MlflowSettings.from_args(args)
         version = "" if args.version is None else str(args.version)
         holdout = read_training_frame(args.holdout, what="holdout")
-        decision = promote_if_better(settings, version, holdout, args.tolerance)
+
+        def say(line: str) -> None:
+            print(line, file=sys.stderr)
+
+        # Two local promotes of one release take turns (the second judges against the first's
+        # champion) instead of one refusing on the other's claim.
+        with release_lock(settings.tracking_uri, settings.model_name, RELEASE_LOCK_TIMEOUT_S, say):
+            decision = promote_if_better(settings, version, holdout, args.tolerance)
         PROMOTE.write_outputs(args.outputs_dir, decision.outputs())
 
     return run(body)

@@ -312,6 +312,12 @@ class World:
         common = ["--tracking-uri", self.proxy.url, "--model-name", MODEL]
         return run_step(stage, *args, *common, env=step_env(**env), timeout=600)
 
+    def promote_command(self, version: str, outputs: Path, tracking_uri: str) -> list[str]:
+        """The promote CLI for `version` against `tracking_uri` (a proxy of our server)."""
+        command = [sys.executable, "-m", "steps", "promote", "--version", version]
+        command += ["--holdout", str(self.holdout_path), "--tracking-uri", tracking_uri]
+        return [*command, "--model-name", MODEL, "--outputs-dir", str(outputs)]
+
     def promote(self, version: str, outputs: Path, **env: str) -> subprocess.CompletedProcess[str]:
         return self.step(
             "promote", "--version", version, "--holdout", str(self.holdout_path),
@@ -589,6 +595,43 @@ def test_promote_mlflow_killed_between_the_alias_writes_keeps_the_champion_and_a
     assert world.client().get_model_version(MODEL, world.v3).tags[TAG_DECISION] == "promoted"
 
 
+@dataclass
+class HeldRun:
+    """A promote run held at one request; its exit code and stderr once it ended."""
+
+    returncode: int | None = None
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def _promote_held(world: World, version: str, outputs: Path, match: Match) -> Iterator[HeldRun]:
+    """Start the promote CLI of `version` through a proxy of its own that holds the first request
+    matching `match` until the block ends; enter the block once it is held; fill the result after.
+
+    The held request must stay held however long the block takes on a busy machine: with MLflow's
+    30 s read timeout (steps/tracking.py) the hold ended early under load and the retry went
+    through, so the run gets a 600 s timeout."""
+    held = FaultProxy(world.server.url)
+    release = threading.Event()
+    held.trigger = Trigger(match, lambda: release.wait(300))
+    command = world.promote_command(version, outputs, held.url)
+    env = step_env(MLFLOW_HTTP_REQUEST_TIMEOUT="600")
+    run = subprocess.Popen(command, cwd=REPO, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    result = HeldRun()
+    try:
+        deadline = time.monotonic() + 300
+        while not held.trigger.fired and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert held.trigger.fired, run.communicate(timeout=60)
+        yield result
+    finally:
+        release.set()
+        _, result.stderr = run.communicate(timeout=600)
+        result.returncode = run.returncode
+        held.close()
+
+
 @pytest.mark.slow
 def test_promote_two_runs_at_once_each_judged_against_the_champion_it_replaces(
     fresh: World, tmp_path: Path
@@ -600,8 +643,6 @@ def test_promote_two_runs_at_once_each_judged_against_the_champion_it_replaces(
     good = dewpoint_frame(rows=1500, seed=1)  # v2's data: A and B score exactly as v2 does
     a = train_and_register(good, world.settings)[1].version
     b = train_and_register(good, world.settings)[1].version
-    held = FaultProxy(world.server.url)
-    release = threading.Event()
     model_reads = []
 
     def second_champion_read(seen: Seen) -> bool:
@@ -609,29 +650,12 @@ def test_promote_two_runs_at_once_each_judged_against_the_champion_it_replaces(
             model_reads.append(seen)
         return len(model_reads) == 2
 
-    held.trigger = Trigger(second_champion_read, lambda: release.wait(300))
-    command = [sys.executable, "-m", "steps", "promote", "--version", a]
-    command += ["--holdout", str(world.holdout_path), "--tracking-uri", held.url]
-    command += ["--model-name", MODEL, "--outputs-dir", str(tmp_path / "a")]
-    # The held request must stay held until B has promoted, however long B takes on a busy
-    # machine: with MLflow's 30 s read timeout (steps/tracking.py) the hold ended early under
-    # load, A's retry went through and A moved the champion before the check below.
-    env = step_env(MLFLOW_HTTP_REQUEST_TIMEOUT="600")
-    run_a = subprocess.Popen(command, cwd=REPO, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while not held.trigger.fired and run_a.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert held.trigger.fired, run_a.communicate(timeout=60)
+    with _promote_held(world, a, tmp_path / "a", second_champion_read) as run_a:
         run_b = world.promote(b, tmp_path / "b")
         assert run_b.returncode == 0, run_b.stderr[-3000:]
         assert world.aliases() == {CHAMPION: b, PREVIOUS_CHAMPION: world.v2}
-    finally:
-        release.set()
-        _, err = run_a.communicate(timeout=600)
-        held.close()
 
+    err = run_a.stderr
     assert run_a.returncode == 0, err[-3000:]
     assert f"the champion moved from {world.v2} to {b} while this gate scored" in err
     assert world.aliases() == {CHAMPION: a, PREVIOUS_CHAMPION: b}
@@ -640,7 +664,82 @@ def test_promote_two_runs_at_once_each_judged_against_the_champion_it_replaces(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answer", ["reset", 503])
+def test_promote_race_with_a_slow_alias_write_has_one_winner_and_the_loser_moves_nothing(
+    fresh: World, tmp_path: Path
+) -> None:
+    """Runs A and B both judge against champion v2. A's write of `champion` is held in the
+    network (it lands late) while B runs from start to end: MLflow has no conditional alias write,
+    so before the fix both succeeded, A's late write overwrote B's champion and B's version fell
+    out of the alias history (B then served a version that was not the champion). Now A's claim
+    (`gate.replaces`, written before any alias moves) makes B refuse in one line, exit 75,
+    moving nothing; A finishes; B's rerun is judged against A's version: v2 -> A -> B."""
+    world = fresh
+    good = dewpoint_frame(rows=1500, seed=1)  # v2's data: A and B score exactly as v2 does
+    a = train_and_register(good, world.settings)[1].version
+    b = train_and_register(good, world.settings)[1].version
+    with _promote_held(world, a, tmp_path / "a", alias_write(CHAMPION, a)) as run_a:
+        run_b = world.promote(b, tmp_path / "b")
+
+    assert run_a.returncode == 0, run_a.stderr[-3000:]
+    line = error_line(run_b, EXIT_TRANSIENT)
+    assert f"version {a}" in line and f"from champion {world.v2}" in line, line
+    assert "nothing moved" in line and "rerun promote" in line, line
+    assert not (tmp_path / "b").exists()
+    assert world.aliases() == {CHAMPION: a, PREVIOUS_CHAMPION: world.v2}
+    tags_a = world.client().get_model_version(MODEL, a).tags
+    assert tags_a["gate.replaces"] == world.v2 and tags_a[TAG_DECISION] == "promoted"
+    assert "gate.replaces" not in world.client().get_model_version(MODEL, b).tags  # withdrawn
+
+    again = world.promote(b, tmp_path / "b")
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert world.aliases() == {CHAMPION: b, PREVIOUS_CHAMPION: a}
+    assert world.client().get_model_version(MODEL, b).tags["gate.replaces"] == a
+
+
+@pytest.mark.slow
+def test_two_local_promotes_of_one_release_take_turns_and_keep_the_whole_history(
+    fresh: World, tmp_path: Path
+) -> None:
+    """Two promote CLIs against one tracking server and model on one machine (state directories
+    play no part): B waits for A's release lock while A's `champion` write is held, then judges
+    against A's version. Before, B either overwrote A's champion or refused on A's claim."""
+    world = fresh
+    good = dewpoint_frame(rows=1500, seed=1)
+    a = train_and_register(good, world.settings)[1].version
+    b = train_and_register(good, world.settings)[1].version
+    release = threading.Event()
+    world.proxy.trigger = Trigger(alias_write(CHAMPION, a), lambda: release.wait(300))
+    env = step_env(MLFLOW_HTTP_REQUEST_TIMEOUT="600")
+
+    def start(version: str, log: Path) -> subprocess.Popen[str]:
+        command = world.promote_command(version, tmp_path / version, world.proxy.url)
+        return subprocess.Popen(command, cwd=REPO, env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=log.open("w"))  # fmt: skip
+
+    run_a = start(a, tmp_path / "a.log")
+    try:
+        deadline = time.monotonic() + 300
+        while not world.proxy.trigger.fired and time.monotonic() < deadline:
+            assert run_a.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
+            time.sleep(0.2)
+        run_b = start(b, tmp_path / "b.log")
+        while "waiting up to" not in (tmp_path / "b.log").read_text():
+            assert run_b.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "b.log"
+            ).read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        release.set()
+    assert run_a.wait(timeout=600) == 0, (tmp_path / "a.log").read_text()[-3000:]
+    assert run_b.wait(timeout=600) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    assert world.aliases() == {CHAMPION: b, PREVIOUS_CHAMPION: a}
+    assert world.client().get_model_version(MODEL, a).tags["gate.replaces"] == world.v2
+    assert world.client().get_model_version(MODEL, b).tags["gate.replaces"] == a
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answer", ["reset", 500, 503])
 def test_promote_decision_tag_lost_after_the_move_says_what_moved_and_a_rerun_only_completes_it(
     fresh: World, tmp_path: Path, answer: str | int
 ) -> None:
@@ -654,8 +753,8 @@ def test_promote_decision_tag_lost_after_the_move_says_what_moved_and_a_rerun_on
     line = error_line(failed)
     assert f"champion moved from version {world.v2} to {new}" in line, line
     assert f"previous-champion to {world.v2}" in line and "rerun promote" in line
-    if answer == 503:  # an answer is not "cannot reach"
-        assert "answered HTTP 503" in line and "cannot reach" not in line
+    if status:  # an answer is not "cannot reach"
+        assert f"answered HTTP {status}" in line and "cannot reach" not in line
     assert world.aliases() == {CHAMPION: new, PREVIOUS_CHAMPION: world.v2}
     evidence = world.client().get_model_version(MODEL, new).tags
     assert (
@@ -700,6 +799,33 @@ def test_promote_of_the_champion_spelled_otherwise_moves_nothing(
         line = error_line(done, EXIT_BAD_INPUT)
         assert f"--version {version!r}: must be an integer from 1 to" in line
     assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
+    world.assert_served_unchanged()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [("0{v}", True), (" {v}\n", True), ("+{v}", False), ("{arabic}", False)],
+)
+def test_deploy_of_the_served_version_spelled_otherwise_is_a_no_op_or_refused(
+    fresh: World, tmp_path: Path, spelling: str, canonical: bool
+) -> None:
+    """Deploy reads versions as promote does: `--version 02` for served version 2 changes
+    nothing and its outputs say `2`; non-ASCII digits or a sign are bad input (exit 2)."""
+    world = fresh
+    version = spelling.format(v=world.v2, arabic=world.v2.translate(_ARABIC_INDIC))
+    command = [*_deploy_command(world, version), "--outputs-dir", str(tmp_path / "o")]
+
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=step_env(),
+                          timeout=900, check=False)  # fmt: skip
+
+    if canonical:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / "o" / "served-version").read_text() == world.v2
+        assert (tmp_path / "o" / "changed").read_text() == "false"
+    else:
+        assert "--version" in error_line(done, EXIT_BAD_INPUT)
+        assert not (tmp_path / "o").exists()
     world.assert_served_unchanged()
 
 

@@ -382,7 +382,9 @@ def test_the_attempt_model_sees_a_budget_shorter_than_the_retries():
 
 def test_workflow_level_guards(resources):
     spec = resources["workflow-template"]["spec"]
-    assert spec["synchronization"] == {"mutexes": [{"name": "dewpoint-pipeline-release"}]}
+    # One lock per registered model, named after the workflow's own model-name parameter.
+    mutex = "dewpoint-pipeline-release-{{workflow.parameters.model-name}}"
+    assert spec["synchronization"] == {"mutexes": [{"name": mutex}]}
     assert spec["podGC"]["strategy"] in ("OnPodSuccess", "OnWorkflowSuccess")
     assert spec["ttlStrategy"]["secondsAfterSuccess"] > 0
     assert spec["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "default"}

@@ -190,9 +190,12 @@ def test_worse_model_is_rejected_and_the_champion_stays(trained: Trained) -> Non
 def test_tolerance_lets_a_slightly_worse_model_through(trained: Trained) -> None:
     settings, (good, off) = _fresh(trained, trained.good, trained.off)
     promote_if_better(settings, good, trained.holdout)
-
     strict = promote_if_better(settings, off, trained.holdout, tolerance=0.0)
     assert not strict.promoted and _aliases(settings) == {CHAMPION: good}
+
+    # A rejection is final for its version (next test): the lenient gate judges a fresh registry.
+    settings, (good, off) = _fresh(trained, trained.good, trained.off)
+    promote_if_better(settings, good, trained.holdout)
     lenient = promote_if_better(settings, off, trained.holdout, tolerance=0.5)
     assert lenient.promoted
     assert _aliases(settings) == {CHAMPION: off, PREVIOUS_CHAMPION: good}
@@ -214,6 +217,36 @@ def test_promote_is_idempotent(trained: Trained) -> None:
     rejected = [promote_if_better(settings, bad, trained.holdout).outputs() for _ in range(2)]
     assert rejected[0] == rejected[1]
     assert _aliases(settings) == {CHAMPION: good}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", ["rejected", "promoted"])
+def test_a_rerun_on_a_decided_version_keeps_its_evidence_after_the_champion_moved(
+    trained: Trained, first: str
+) -> None:
+    """A version the gate decided on keeps that decision's gate.* tags whichever way it went:
+    before, a rerun judged it again against the champion of the day and replaced the evidence
+    (gate.champion_version, gate.reason, ...), and could even promote a version once rejected."""
+    settings, (off, bad, good) = _fresh(trained, trained.off, trained.bad, trained.good)
+    judged = bad if first == "rejected" else off
+    if first == "rejected":
+        promote_if_better(settings, off, trained.holdout)
+    decision = promote_if_better(settings, judged, trained.holdout)
+    assert decision.promoted is (first == "promoted")
+    evidence = _tags(settings, judged)
+    assert promote_if_better(settings, good, trained.holdout).promoted  # the champion moves on
+
+    # A tolerance that would promote `bad` now if it were judged again.
+    again = promote_if_better(settings, judged, trained.holdout, tolerance=100.0)
+
+    assert not again.promoted
+    assert _tags(settings, judged) == evidence
+    assert _aliases(settings) == {CHAMPION: good, PREVIOUS_CHAMPION: off}
+    assert again.champion_version == good
+    if first == "rejected":
+        assert again.outputs() == {**decision.outputs(), "champion-version": good}
+    else:
+        assert "promoted before and replaced since" in again.reason
 
 
 @pytest.mark.slow

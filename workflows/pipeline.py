@@ -54,8 +54,14 @@ from workflows.settings import PipelineSettings
 TEMPLATE_NAME = "dewpoint-pipeline"
 CRON_NAME = "dewpoint-pipeline-weekly"
 ENTRYPOINT = "pipeline"
-# One lock name per namespace: Argo scopes mutexes to the namespace of the workflow.
-MUTEX_NAME = "dewpoint-pipeline-release"
+# The release lock: one mutex per registered model (Argo scopes mutexes to the workflow's
+# namespace). Argo substitutes workflow parameters into the workflow spec, `synchronization`
+# included, before it takes the workflow-level lock: Argo v4.1.2 workflow/controller/operator.go,
+# `setExecWorkflow` -> `substituteGlobalVariables` (the spec without its templates, through
+# `template.Replace`), which runs before `syncManager.TryAcquire` on `execWf.Spec.Synchronization`.
+# A mutex name may hold `/`: a lock key is split as `namespace/Mutex/name` with SplitN(..., 3)
+# (workflow/sync/lock_name.go, `DecodeLockName`).
+MUTEX_NAME = "dewpoint-pipeline-release-{{workflow.parameters.model-name}}"
 ARTIFACT_REPOSITORY_CONFIGMAP = "artifact-repositories"
 GOOGLE_CREDENTIALS_SECRET = "google-credentials"
 # The pipeline's MLflow user (basic auth), created by kind/up.sh; read-only users get other ones.
@@ -560,10 +566,12 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
     -> deploy of the champion after the gate, promoted or not, so every run ends with the champion
     served (a no-op when it already is); skipped only when there is no champion at all.
 
-    Concurrency: a workflow-level mutex. promote moves the `champion` alias and deploy serves it,
-    so both must sit in one critical section; a lock on deploy alone would let run A promote v5,
-    run B promote v6, then A deploy v5 over B's champion. Runs are weekly, so queueing a whole
-    run behind another costs nothing worth the extra nesting a promote+deploy sub-DAG would need.
+    Concurrency: a workflow-level mutex per model name (MUTEX_NAME). promote moves the `champion`
+    alias and deploy serves it, so both must sit in one critical section; a lock on deploy alone
+    would let run A promote v5, run B promote v6, then A deploy v5 over B's champion. Runs in
+    other namespaces or clusters are not held by it: promote's claim (steps/promote.py) is. Runs
+    are weekly, so queueing a whole run behind another costs nothing worth the extra nesting a
+    promote+deploy sub-DAG would need.
     """
     params = workflow_parameters(settings)
     with WorkflowTemplate(

@@ -4,12 +4,10 @@ staged, container run, outputs collected), Argo's failFast, and the run record a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
 import string
-import tempfile
 import threading
 import time
 import uuid
@@ -18,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
-from steps.processes import exclusive_lock
+from steps.processes import RELEASE_LOCK_ENV, exclusive_lock, release_lock_path
 from steps.stages import DEPLOY
 from workflows.argo_rules import (
     ArgoRuleError,
@@ -153,6 +150,8 @@ def run_rendered(
     if lock_file is None:
         state_dir = {**os.environ, **extra_env}.get(_STATE_DIR_FLAG.env) or _STATE_DIR_FLAG.default
         lock_file = release_lock_file(values, Path(state_dir))
+    # Its steps run inside this lock: the promote CLI must not wait for it (steps/processes.py).
+    extra_env[RELEASE_LOCK_ENV] = str(Path(lock_file).resolve())
     width = max((len(t.name) for t in tasks), default=4)
     progress = Progress(out, width)
     cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
@@ -496,18 +495,9 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def release_lock_file(parameters: Mapping[str, str], state_dir: Path) -> Path:
-    """The lock a run holds: one per MLflow tracking server and model (RELEASE_PARAMETERS), in a
-    per-user directory every checkout shares; `state_dir/local-runner.lock` for a template
-    without those parameters. The tracking URI is compared without case in scheme and host,
-    without a trailing slash, and with `localhost` as 127.0.0.1."""
+    """The lock a run holds: one per MLflow tracking server and model (RELEASE_PARAMETERS), the
+    file the promote CLI also takes (`steps.processes.release_lock_path`);
+    `state_dir/local-runner.lock` for a template without those parameters."""
     if not all(parameters.get(name) for name in RELEASE_PARAMETERS):
         return state_dir / LOCK_FILE
-    uri = urlsplit(parameters["mlflow-tracking-uri"].strip())
-    host = (uri.hostname or "").lower()
-    host = "127.0.0.1" if host == "localhost" else host
-    netloc = f"{host}:{uri.port}" if uri.port else host
-    server = f"{uri.scheme.lower()}://{netloc}{uri.path.rstrip('/')}"
-    key = f"{server}\n{parameters['model-name'].strip()}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"dewpoint-pipeline-{os.getuid()}" / f"release-{digest}.lock"
+    return release_lock_path(parameters["mlflow-tracking-uri"], parameters["model-name"])
