@@ -390,3 +390,58 @@ def test_depends_expressions_argo_evaluates_are_accepted(depends: str) -> None:
 def test_a_looping_task_may_be_depended_on_by_its_group_results() -> None:
     tasks = [_task("a", withItems=["x", "y"]), _task("b", depends="a.AnySucceeded || a.AllFailed")]
     assert validate_resources([_dag_template(tasks)]) == []
+
+
+def _skip_then_consume(value: str, input_default: str | None, output_default: str | None) -> dict:
+    """Task `a` skipped by its `when`; task `b` passes `value` (naming a's output) to input v."""
+    output = {"name": "x", "valueFrom": {"path": "/work/x"}}
+    if output_default is not None:
+        output["valueFrom"]["default"] = output_default
+    v = {"name": "v"} | ({"default": input_default} if input_default is not None else {})
+    producer = {
+        "name": "pa",
+        "container": {"image": "x", "command": ["sh", "-c", "echo 1 >/work/x"]},
+        "outputs": {"parameters": [output]},
+    }
+    consumer = {"name": "pb", "inputs": {"parameters": [v]},
+                "container": {"image": "x", "command": ["sh", "-c", "echo got:$0",
+                                                        "{{inputs.parameters.v}}"]}}  # fmt: skip
+    tasks = [
+        {"name": "a", "template": "pa", "when": "1 == 2"},
+        {"name": "b", "template": "pb", "depends": "a",
+         "arguments": {"parameters": [{"name": "v", "value": value}]}},
+    ]  # fmt: skip
+    template = _dag_template(tasks, (producer, consumer))
+    template["spec"]["templates"].remove(_CONTAINER)
+    return template
+
+
+REF = "{{tasks.a.outputs.parameters.x}}"
+
+
+@pytest.mark.parametrize(
+    ("value", "input_default", "output_default", "got"),
+    [
+        (REF, "dflt", None, "got:dflt"),  # not supplied: the input's own default
+        (REF, "dflt", "from-a", "got:from-a"),  # the producer's declared default
+        ("pre-" + REF, None, "from-a", "got:pre-from-a"),
+    ],
+)
+def test_outputs_of_a_skipped_task_resolve_as_argo_resolves_them(
+    value, input_default, output_default, got, tmp_path: Path
+) -> None:
+    """Argo v4.1.2 (workflow/controller/scope.go addSkippedNodeOutputsToScope and
+    markAbsentOptionalArgs; dag.go resolveDependencyReferences): a skipped task's output is its
+    valueFrom.default; without one, an argument that only references it is not supplied, so the
+    consumer's input default applies. The runner failed every such task."""
+    template = _skip_then_consume(value, input_default, output_default)
+    assert validate_resources([template]) == []
+    assert run_rendered(template, {}, run_dir=tmp_path / "run", lock_file=tmp_path / "l") == 0
+    assert (tmp_path / "run" / "b" / "stdout.log").read_text().strip() == got
+
+
+@pytest.mark.parametrize("value", [REF, "pre-" + REF])
+def test_a_skipped_tasks_output_without_any_default_fails_the_consumer(value, tmp_path: Path):
+    """Argo fails these terminally: no default anywhere, or a composite value."""
+    template = _skip_then_consume(value, None, None)
+    assert run_rendered(template, {}, run_dir=tmp_path / "run", lock_file=tmp_path / "l") == 1

@@ -173,10 +173,11 @@ def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
     bound = "unbounded" if run.parallelism is None else str(run.parallelism)
     say(f"  backend {run.backend}, run dir {run.run_dir}, parallelism {bound}")
     failed = None
+    templates = {t.name: t.template for t in tasks}
     for task in tasks:
         result = run.results[task.name]
         unmet = [t.task for t in task.needs if run.results[t.task].phase not in t.results]
-        scope = dag_scope(run.workflow, run.results)
+        scope = dag_scope(run.workflow, run.results, templates)
         if unmet:
             result.phase, result.message = "Omitted", f"needs {', '.join(unmet)}"
             run.progress.ended(task.name, result, run.run_dir / task.name)

@@ -66,12 +66,41 @@ class ContainerPaths:
         return _WORK_PATH.sub(str(self.work), text) if self.mapped else text
 
 
-def dag_scope(workflow: Mapping[str, str], results: Mapping[str, TaskResult]) -> dict:
+class DagScope(dict):
+    """`dag_scope`'s values, plus `absent`: the outputs of skipped or omitted tasks that declare
+    no default (Argo's "absent optional", v4.1.2 workflow/controller/scope.go)."""
+
+    absent: frozenset[str] = frozenset()
+
+
+def dag_scope(
+    workflow: Mapping[str, str],
+    results: Mapping[str, TaskResult],
+    templates: Mapping[str, Mapping[str, Any]] | None = None,
+) -> DagScope:
     """What a DAG task's `when` and arguments may name: workflow variables and task outputs; a
     looping task's outputs are its items' aggregated as Argo does (`argo_rules.aggregate_outputs`).
+
+    A task that was Skipped or Omitted (never ran) has, for each output parameter its template
+    (`templates[task]`) declares, that output's `valueFrom.default`, else an absent value (in
+    `absent`): a task argument that is only a reference to one is not supplied, so the input's
+    own default applies (`container_scope`); anything else naming it fails. Argo v4.1.2:
+    workflow/controller/scope.go (addSkippedNodeOutputsToScope, markAbsentOptionalArgs),
+    dag.go resolveDependencyReferences, docs/enhanced-depends-logic.md.
     """
-    scope = dict(workflow)
+    scope = DagScope(workflow)
+    absent: set[str] = set()
     for task, result in results.items():
+        if result.phase in ("Skipped", "Omitted") and result.children is None:
+            declared = ((templates or {}).get(task) or {}).get("outputs") or {}
+            for p in declared.get("parameters") or []:
+                key = f"tasks.{task}.outputs.parameters.{p['name']}"
+                default = (p.get("valueFrom") or {}).get("default")
+                if default is not None:
+                    scope[key] = parameter_text(default)
+                else:
+                    absent.add(key)
+            continue
         if result.children is not None:
             if not result.children:
                 continue  # no items: Argo sets none of the aggregated outputs
@@ -85,6 +114,7 @@ def dag_scope(workflow: Mapping[str, str], results: Mapping[str, TaskResult]) ->
             scope |= {
                 f"tasks.{task}.outputs.parameters.{k}": v for k, v in result.parameters.items()
             }
+    scope.absent = frozenset(absent)
     return scope
 
 
@@ -133,10 +163,16 @@ def container_scope(
     given = {
         p["name"]: parameter_text(p.get("value", "")) for p in arguments.get("parameters") or []
     }
+    absent = getattr(dag, "absent", frozenset())
     for p in (tpl.get("inputs") or {}).get("parameters") or []:
-        value = given.get(p["name"], p.get("default", p.get("value")))
+        value = given.get(p["name"])
+        whole = REFERENCE.fullmatch(value) if value is not None else None
+        unsupplied = whole is not None and whole.group(1) in absent
+        if value is None or unsupplied:
+            value = p.get("default", p.get("value"))
         if value is None:
-            raise LocalRunError(f"{where}: input parameter {p['name']} has no value")
+            why = f": {given[p['name']]} names a task that did not run" if unsupplied else ""
+            raise LocalRunError(f"{where}: input parameter {p['name']} has no value{why}")
         value = fill(value, dag, where)
         reason = outside_enum(p["name"], value, p.get("enum"))
         if reason:
