@@ -39,16 +39,21 @@ for flag in ("--mlflow-port", "--serve-port"):
         BAD.append(("demo", [flag, value], f"argument {flag}: {value!r}"))
 
 
-@pytest.mark.parametrize(("door", "extra", "message"), BAD)
-def test_a_bad_flag_is_one_error_line_and_exit_2(door, extra, message, tmp_path):
-    proc = subprocess.run(
-        [*PROGRAMS[door], *ACTIONS[door], *extra],
-        cwd=tmp_path,
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`argv` in `cwd` with a bare environment: this checkout on PYTHONPATH, no user settings."""
+    return subprocess.run(
+        argv,
+        cwd=cwd,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.parametrize(("door", "extra", "message"), BAD)
+def test_a_bad_flag_is_one_error_line_and_exit_2(door, extra, message, tmp_path):
+    proc = _run([*PROGRAMS[door], *ACTIONS[door], *extra], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert message in proc.stderr and "usage:" not in proc.stderr
@@ -57,12 +62,5 @@ def test_a_bad_flag_is_one_error_line_and_exit_2(door, extra, message, tmp_path)
 
 @pytest.mark.parametrize("door", sorted(PROGRAMS))
 def test_help_still_prints_usage_and_exits_0(door, tmp_path):
-    proc = subprocess.run(
-        [*PROGRAMS[door], "--help"],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _run([*PROGRAMS[door], "--help"], tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: "), proc.stderr
