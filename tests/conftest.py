@@ -37,6 +37,19 @@ def wait_http_ok(url: str, timeout: float = 60.0, proc: subprocess.Popen | None 
     wait_until_healthy(url, timeout=timeout, proc=proc)
 
 
+@pytest.fixture
+def demo_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """The local door (`make demo`, `submit.py --local`) pointed at this test: working directory
+    `tmp_path` (so `.demo/` is under it), free MLFLOW_PORT and SERVE_PORT, DEPLOY_STATE_DIR
+    unset. Returns (mlflow_port, serve_port)."""
+    monkeypatch.chdir(tmp_path)
+    mlflow_port, serve_port = free_port(), free_port()
+    monkeypatch.setenv("MLFLOW_PORT", str(mlflow_port))
+    monkeypatch.setenv("SERVE_PORT", str(serve_port))
+    monkeypatch.delenv("DEPLOY_STATE_DIR", raising=False)
+    return mlflow_port, serve_port
+
+
 def mlflow_executable() -> str:
     """The `mlflow` program of the interpreter running the tests, found as the steps find it."""
     return str(mlflow_program())

@@ -248,7 +248,7 @@ def test_make_demo_passes_gsod_path_to_the_demo_and_forces_no_source(tmp_path: P
 
 @pytest.mark.slow
 def test_submit_local_and_the_demo_run_the_whole_pipeline_on_the_gsod_path(
-    gsod_archive: Path, gsod_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    gsod_archive: Path, gsod_folder: Path, tmp_path: Path, demo_ports: tuple[int, int]
 ) -> None:
     """`python workflows/submit.py --local -p gsod-path=FILE.tar.gz`, then the demo (what `make
     demo PARAMS="gsod-path=DIR"` runs) on the folder: a real MLflow server, the whole pipeline,
@@ -256,11 +256,7 @@ def test_submit_local_and_the_demo_run_the_whole_pipeline_on_the_gsod_path(
     from steps.deploy_targets.local import running_server, stop_local
     from workflows.demo import mlflow_down
 
-    monkeypatch.chdir(tmp_path)
-    mlflow_port, serve_port = free_port(), free_port()
-    monkeypatch.setenv("MLFLOW_PORT", str(mlflow_port))
-    monkeypatch.setenv("SERVE_PORT", str(serve_port))
-    monkeypatch.delenv("DEPLOY_STATE_DIR", raising=False)
+    mlflow_port, serve_port = demo_ports
     run_dir = tmp_path / "run"
     try:
         code = submit.main(

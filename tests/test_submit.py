@@ -493,17 +493,13 @@ def test_local_with_an_unreachable_tracking_uri_names_the_parameter(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_local_by_default_does_what_make_demo_does(tmp_path, monkeypatch, capsys):
+def test_local_by_default_does_what_make_demo_does(tmp_path, monkeypatch, capsys, demo_ports):
     """No -p at all: offline data, the local deploy target, the demo's MLflow server (started,
     nothing answers on MLFLOW_PORT), and the champion served on SERVE_PORT."""
     from steps.deploy_targets.local import running_server, stop_local
     from workflows.demo import mlflow_down
 
-    monkeypatch.chdir(tmp_path)
-    mlflow_port, serve_port = free_port(), free_port()
-    monkeypatch.setenv("MLFLOW_PORT", str(mlflow_port))
-    monkeypatch.setenv("SERVE_PORT", str(serve_port))
-    monkeypatch.delenv("DEPLOY_STATE_DIR", raising=False)
+    mlflow_port, serve_port = demo_ports
     calls = _record_local_runs(monkeypatch)
     try:
         code = submit.main(["--local", "--run-dir", str(tmp_path / "run")])
