@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT, StepError
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT, StepError, TransientError
 from steps.history import HISTORY_ARTIFACT_DIR, HISTORY_FILE, model_history, plot_model_history
 from steps.promote import (
     CHAMPION,
+    CLAIM_LEASE_S,
     PREVIOUS_CHAMPION,
     decide,
     physical_band,
@@ -247,6 +249,34 @@ def test_a_rerun_on_a_decided_version_keeps_its_evidence_after_the_champion_move
         assert again.outputs() == {**decision.outputs(), "champion-version": good}
     else:
         assert "promoted before and replaced since" in again.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("age_s", "blocks"), [(0.0, True), (CLAIM_LEASE_S - 60, True),
+                                               (CLAIM_LEASE_S + 60, False)])  # fmt: skip
+def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_lease_ends(
+    trained: Trained, age_s: float, blocks: bool
+) -> None:
+    """Another promote's claim on the same champion, with no decision yet, means it is moving
+    the champion now: this promote refuses (exit 75) naming it and moves nothing. A claim older
+    than CLAIM_LEASE_S is one whose promote died: it no longer blocks."""
+    settings, (off, rival, good) = _fresh(trained, trained.off, trained.bad, trained.good)
+    promote_if_better(settings, off, trained.holdout)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    client.set_model_version_tag(settings.model_name, rival, "gate.claimed_at",
+                                 f"{time.time() - age_s:.3f}")  # fmt: skip
+    client.set_model_version_tag(settings.model_name, rival, "gate.replaces", off)
+
+    if blocks:
+        with pytest.raises(TransientError) as info:
+            promote_if_better(settings, good, trained.holdout)
+        assert f"raced the promote of version {rival} from the same champion" in str(info.value)
+        assert _aliases(settings) == {CHAMPION: off}
+        assert "gate.replaces" not in _tags(settings, good)  # its own claim withdrawn
+    else:
+        assert promote_if_better(settings, good, trained.holdout).promoted
+        assert _aliases(settings) == {CHAMPION: good, PREVIOUS_CHAMPION: off}
+        assert _tags(settings, good)["gate.replaces"] == off
 
 
 @pytest.mark.slow
