@@ -1,5 +1,6 @@
-"""Every command line outside the stages (submit.py, the demo, the local runner) refuses a bad
-flag or value with one `error:` line and exit 2, never argparse's usage dump, and changes nothing.
+"""Every command line outside the stages (submit.py, the demo, the local runner, steps.docs)
+refuses a bad flag or value with one `error:` line and exit 2, never argparse's usage dump, and
+changes nothing.
 
 The stages' own flags are swept in tests/test_contract.py from their declarations; these doors
 parse with the same OneLineParser and the same kinds (steps/contract.py)."""
@@ -19,13 +20,20 @@ PROGRAMS = {
     "submit": [sys.executable, str(ROOT / "workflows" / "submit.py")],
     "demo": [sys.executable, "-m", "workflows.demo"],
     "local runner": [sys.executable, "-m", "workflows.local_runner"],
+    "docs": [sys.executable, "-m", "steps.docs"],
 }
-ACTIONS = {"submit": ["--render", "out"], "demo": ["down"], "local runner": ["template.yaml"]}
+ACTIONS = {
+    "submit": ["--render", "out"],
+    "demo": ["down"],
+    "local runner": ["template.yaml"],
+    "docs": ["--check", "steps.md"],
+}
 
 BAD = [
     ("submit", ["--bogus"], "unrecognized arguments: --bogus"),
     ("demo", ["--bogus"], "unrecognized arguments: --bogus"),
     ("local runner", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("docs", ["--bogus"], "unrecognized arguments: --bogus"),
     ("submit", ["--render"], "expected one argument"),
     ("local runner", ["--backend", "kubernetes"], "invalid choice: 'kubernetes'"),
     ("demo", ["-p", "novalue"], "'novalue' is not name=value"),
