@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -159,6 +159,57 @@ def all_pids() -> list[int]:
         return [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
     result = subprocess.run(["ps", "-A", "-o", "pid="], capture_output=True, text=True, check=False)
     return [int(word) for word in result.stdout.split() if word.isdigit()]
+
+
+# pidfd_getfd(2) (Linux >= 5.6): a copy of another process's file descriptor. Its number is 438 on
+# every architecture (the unified table, include/uapi/asm-generic/unistd.h; x86_64 too:
+# arch/x86/entry/syscalls/syscall_64.tbl).
+_SYS_PIDFD_GETFD = 438
+_TCP_LISTEN = "0A"  # the st column of /proc/net/tcp (include/net/tcp_states.h: TCP_LISTEN = 10)
+
+
+def take_listening_socket(pid: int, host: str, port: int) -> socket.socket | None:
+    """A copy of the TCP socket listening on `host:port` that a process of the group led by
+    `pid` holds (a server and its workers), or None where none can be had.
+
+    The copy is the same socket, not a new one on the same port: while either copy is open the
+    port keeps listening and connections wait in its queue, whichever process accepts them.
+    None when: no process of the group listens there, not Linux, a kernel before 5.6 (no
+    pidfd_getfd), or no ptrace access to that process (man 2 pidfd_getfd: PTRACE_MODE_ATTACH;
+    Yama's ptrace_scope >= 1 refuses it for a process that is not our descendant, and container
+    seccomp profiles may refuse the call).
+    """
+    import ctypes
+
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        with suppress(OSError):
+            for line in (PROC / "net" / table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    if not inodes or not hasattr(os, "pidfd_open"):
+        return None
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    for member in all_pids():
+        with suppress(OSError):
+            if os.getpgid(member) != pid:
+                continue
+            for fd in (PROC / str(member) / "fd").iterdir():
+                if os.readlink(fd) not in inodes:
+                    continue
+                pidfd = os.pidfd_open(member)
+                try:
+                    copy = syscall(_SYS_PIDFD_GETFD, pidfd, int(fd.name), 0)
+                finally:
+                    os.close(pidfd)
+                if copy < 0:
+                    return None  # not allowed here (see above): the same for every member
+                sock = socket.socket(fileno=copy)
+                if sock.getsockname()[:2] == (host, port):
+                    return sock
+                sock.close()
+    return None
 
 
 def flag_values(argv: list[str]) -> dict[str, str]:

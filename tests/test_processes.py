@@ -27,6 +27,7 @@ from steps.processes import (
     pid_alive,
     port_is_free,
     stop_process_group,
+    take_listening_socket,
     wait_until_healthy,
 )
 from workflows import demo
@@ -188,3 +189,33 @@ def test_no_module_takes_a_lock_of_its_own():
         if "flock(" in path.read_text() and path != root / "steps" / "processes.py"
     ]
     assert offenders == []
+
+
+def test_take_listening_socket_copies_the_socket_another_process_listens_on() -> None:
+    """A copy of a listening socket that a process in its own session holds: the same socket
+    (connections made after that process is gone are still accepted through the copy). A port
+    nobody listens on, or one another group holds, gives None."""
+    listener = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import socket, sys, time\n"
+            "s = socket.create_server(('127.0.0.1', 0))\n"
+            "print(s.getsockname()[1], flush=True)\n"
+            "time.sleep(120)\n"
+        )],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        port = int(listener.stdout.readline())
+        assert take_listening_socket(listener.pid, "127.0.0.1", free_port()) is None
+        assert take_listening_socket(listener.pid + 10**7, "127.0.0.1", port) is None
+        copy = take_listening_socket(listener.pid, "127.0.0.1", port)
+        assert copy is not None
+        stop_process_group(listener.pid)
+        with copy, socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            accepted, _ = copy.accept()  # not refused: the socket outlived its first owner
+            with accepted:
+                client.sendall(b"x")
+                assert accepted.recv(1) == b"x"
+    finally:
+        stop_process_group(listener.pid)
+        listener.stdout.close()

@@ -40,6 +40,10 @@ RETRY_FOR_S = 10.0
 RETRY_PAUSE_S = 0.05
 # The model server answers within its own --timeout (steps/serving.py); a little more here.
 UPSTREAM_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S + 15.0, connect=2.0)
+# The number of an inherited file descriptor listening on the front's port, set only by the local
+# target when the front takes the port over from a server that listens there (steps/deploy_targets/
+# local.py `_switch`).
+LISTEN_FD_ENV = "DEWPOINT_FRONT_LISTEN_FD"
 
 
 class Front:
@@ -137,14 +141,22 @@ async def _answer(send: Any, status: int, text: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the front until SIGTERM (uvicorn finishes the requests under way first)."""
+    """Serve the front until SIGTERM (uvicorn finishes the requests under way first).
+
+    With LISTEN_FD_ENV set, it accepts on that inherited socket (already listening on HOST:PORT,
+    a copy of an older server's: `steps.processes.take_listening_socket`) instead of binding.
+    """
+    import socket
     import sys
 
     host, port, backend_file = sys.argv[1:] if argv is None else argv
-    uvicorn.run(
+    config = uvicorn.Config(
         Front(Path(backend_file)), host=host, port=int(port), log_level="warning",
         lifespan="on", timeout_graceful_shutdown=30,
     )  # fmt: skip
+    inherited = os.environ.pop(LISTEN_FD_ENV, "")
+    sockets = [socket.socket(fileno=int(inherited))] if inherited else None
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 if __name__ == "__main__":

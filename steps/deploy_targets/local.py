@@ -19,10 +19,12 @@ import errno
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from steps.deploy_targets.common import (
     fetch_verified_model,
     smoke_test,
 )
+from steps.deploy_targets.front import LISTEN_FD_ENV
 from steps.files import write_text_atomically
 from steps.processes import (
     all_pids,
@@ -44,6 +47,7 @@ from steps.processes import (
     is_our_process,
     port_is_free,
     stop_process_group,
+    take_listening_socket,
     wait_until_healthy,
 )
 from steps.serving import recommended_serve_command
@@ -192,13 +196,24 @@ def _switch(
     if old is None:
         _write_backend(state_dir, new.url)
         return _start_front(state_dir, host, port, timeout)
-    # Served by an older deploy without a front, on the port itself: it must make room once
-    # (requests are refused until the front answers). Whatever ends this early (SIGTERM, Ctrl-C,
-    # a bug, a front that does not start), the old version is served on the port again.
+    # Served by an older deploy without a front, on the port itself. Where the kernel lets us,
+    # the front takes over the very socket the old server listens on: the port never stops
+    # listening, connections that come while the old server stops and the front starts wait in
+    # its queue, and none is refused. Elsewhere (`take_listening_socket` says when) the old server
+    # must close the port before the front can bind it: connections are refused until the front
+    # answers. Whatever ends this early (SIGTERM, Ctrl-C, a bug, a front that does not start),
+    # the old version is served on the port again.
+    listening = take_listening_socket(old.pid, host, port)
     try:
-        stop_process_group(old.pid)
         _write_backend(state_dir, new.url)
-        return _start_front(state_dir, host, port, timeout)
+        if listening is None:
+            stop_process_group(old.pid)
+            return _start_front(state_dir, host, port, timeout)
+        with listening:
+            return _start_front(
+                state_dir, host, port, timeout, listening=listening,
+                then=lambda: stop_process_group(old.pid),
+            )  # fmt: skip
     except BaseException:
         _restore(old, state_dir, timeout)
         raise
@@ -355,21 +370,46 @@ def _start_server(model: str, host: str, port: int, log: Path) -> subprocess.Pop
     return _detached(command, log, env)
 
 
-def _detached(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _detached(
+    command: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> subprocess.Popen:
     """Start `command` in its own process group (it outlives the step and is stopped with
-    killpg), its output appended to `log`."""
+    killpg), its output appended to `log`, with the file descriptors `pass_fds` inherited."""
     with log.open("ab") as out:
         return subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
+            start_new_session=True, pass_fds=pass_fds,
         )  # fmt: skip
 
 
-def _start_front(state_dir: Path, host: str, port: int, timeout: float) -> int:
-    """Start the front on `host:port` and smoke-test the model server through it; its PID."""
+def _start_front(
+    state_dir: Path,
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    listening: socket.socket | None = None,
+    then: Callable[[], None] | None = None,
+) -> int:
+    """Start the front on `host:port` (accepting on `listening`, a socket already listening
+    there, if given), run `then`, and smoke-test the model server through the front; its PID.
+    The front is stopped again if `then` or the proof fails or is interrupted."""
     log = state_dir / "front.log"
     command = [sys.executable, "-m", FRONT_MODULE, host, str(port), str(state_dir / BACKEND_FILE)]
-    proc = _detached(command, log)
+    if listening is None:
+        proc = _detached(command, log)
+    else:
+        env = {**os.environ, LISTEN_FD_ENV: str(listening.fileno())}
+        proc = _detached(command, log, env, pass_fds=(listening.fileno(),))
+    try:
+        if then is not None:
+            then()
+    except BaseException:
+        stop_process_group(proc.pid)
+        raise
     url = f"http://{host}:{port}"
     _prove_or_stop(proc, url, timeout, log, f"starting the front on port {port}")
     return proc.pid
