@@ -46,7 +46,8 @@ bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op t
 	$(PY) benchmarks/bench_deploy_local.py
 
 # Pipeline scale: GSOD-format files for 16 years (~14 GiB) are generated once into BENCH_CACHE and
-# reused; 1,4,16 takes about 15 minutes on 2 cores (+6 to generate the first time), SCALES=1 about 2.
+# reused; 1,4,16 took about 15 minutes on 2 cores before the fan-out column, which runs every year's
+# tasks once more per round (+6 to generate the first time); SCALES=1 about 2.
 SCALES ?= 1,4,16
 BENCH_ROUNDS ?= 3
 BENCH_CACHE ?= /tmp/dewpoint-bench-gsod
@@ -58,7 +59,7 @@ BENCH_ARGS := --rounds 1 --seconds 2
 BENCH_DEMO_RUNS := 2
 endif
 .PHONY: bench-scale
-bench-scale: $(STAMP) ## Pipeline scale benchmark: fetch+validate+train vs pyarrow read + lstsq at SCALES=1,4,16 years
+bench-scale: $(STAMP) ## Pipeline scale benchmark at SCALES=1,4,16 years: fetch+validate+train in one task, the per-year fan-out (each task's peak RSS vs its pod limit), pyarrow read + lstsq
 	$(PY) benchmarks/bench_scale.py --scales '$(SCALES)' --rounds $(BENCH_ROUNDS) --cache-dir '$(BENCH_CACHE)'
 
 # Each benchmark prints its own figures and ratios; the lines with ratios are repeated at the end.
