@@ -242,3 +242,34 @@ def test_a_run_over_many_years_has_a_deadline_that_cuts_no_retry_short(years, pa
     assert deadline >= serial + fanned
     if years <= parallelism:  # within the fan-out the template's own deadline holds
         assert "activeDeadlineSeconds" not in run["spec"]
+
+
+@pytest.mark.parametrize("which", ["past only", "current only"])
+def test_an_empty_list_of_items_skips_its_tasks_and_the_other_list_still_runs(
+    tmp_path: Path, which: str
+) -> None:
+    """Years all past: fetch-current and validate-current are Skipped (Argo v4.1.2 dag.go,
+    "Skipped, empty params"); only the current year: fetch and validate are, and no cache entry is
+    written. (train, which depends on both validates, runs after a Skipped validate-current in
+    test_gsod_path.py's whole-pipeline runs, whose one year is past.)"""
+    this_year = dt.date.today().year
+    years = [this_year - 2, this_year - 1] if which == "past only" else [this_year]
+    template = _fetch_and_validate_only(render(PipelineSettings())["workflow-template"])
+    cache = tmp_path / "cache"
+    params = {"source": "synthetic", "years": ",".join(map(str, years))}
+    out = io.StringIO()
+    code = run_rendered(template, params, run_dir=tmp_path / "run", cache_dir=cache, out=out)
+    assert code == 0, out.getvalue()
+    tasks = json.loads((tmp_path / "run" / "run.json").read_text())["tasks"]
+    ran, skipped = (("fetch", "validate"), CURRENT) if which == "past only" else (CURRENT, PAST)
+    for task in ran:
+        assert tasks[task]["phase"] == "Succeeded" and len(tasks[task]["children"]) == len(years)
+    for task in skipped:
+        assert tasks[task]["phase"] == "Skipped", task
+    entries = [LocalCache(cache).entries(name) for name in
+               ("dewpoint-pipeline-fetch-cache", "dewpoint-pipeline-validate-cache")]  # fmt: skip
+    assert [len(e) for e in entries] == ([2, 2] if which == "past only" else [0, 0])
+
+
+PAST = ("fetch", "validate")
+CURRENT = ("fetch-current", "validate-current")
