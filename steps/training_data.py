@@ -30,6 +30,9 @@ COLUMNS = (*KEY_COLUMNS, FEATURE, TARGET)
 # The holdout rows kept as rows (for promote's gate, the plot, MAE and the reference holdout):
 # those with the smallest split keys, a uniform sample. Every holdout row counts in RMSE and R2.
 HOLDOUT_MAX_ROWS = 1_000_000
+# Room past the limit before the sample prunes: limit/8 more rows, so pruning (linear in the
+# limit) runs rarely, while the reservoir stays a fixed 1.125 x limit rows.
+HOLDOUT_SLACK_DIVISOR = 8
 READ_BATCH_ROWS = 1 << 18  # rows per batch read from Parquet: about 8 MiB of these four columns
 MIN_ROWS_PER_SPLIT = 2  # R2 needs two holdout rows; a line needs two training rows
 
@@ -153,6 +156,10 @@ def read_batches(parts: Sequence[DatasetPart], what: str = "input dataset") -> I
                 yield pa.Table.from_batches([batch])
         except (OSError, pa.ArrowException) as exc:
             raise StepError(f"cannot read {where} as Parquet: {one_line(exc)}") from exc
+        finally:
+            # Hand the part's freed buffers back (jemalloc/mimalloc keep them otherwise), so one
+            # part's read leaves nothing behind for the next: pyarrow.MemoryPool.release_unused.
+            pa.default_memory_pool().release_unused()
 
 
 def check_columns(schema: pa.Schema, where: str) -> None:
@@ -188,55 +195,79 @@ class HoldoutSample:
     """The `limit` holdout rows with the smallest split keys, kept while rows stream past.
 
     Ties on the key (rows sharing station and date) are broken by temp, then dewp, so the sample
-    depends only on the rows, not on their order. Memory: at most twice `limit` rows.
+    depends only on the rows, not on their order: a rerun keeps the same rows. Memory: one fixed
+    reservoir of `limit` + `limit // HOLDOUT_SLACK_DIVISOR` rows (key, temp, dewp: 24 bytes a
+    row), allocated once; rows arriving past a full reservoir are pruned in place, so the bytes
+    held do not grow with the number of rows or years offered.
     """
 
     def __init__(self, limit: int = HOLDOUT_MAX_ROWS) -> None:
         if limit < 1:
             raise ValueError(f"a holdout sample needs a limit >= 1, got {limit}")
         self.limit = limit
-        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.capacity = limit + max(1, limit // HOLDOUT_SLACK_DIVISOR)
+        # np.empty: pages are touched only as rows arrive, so a small run stays small.
+        self._keys = np.empty(self.capacity, np.uint64)
+        self._temp = np.empty(self.capacity, np.float64)
+        self._dewp = np.empty(self.capacity, np.float64)
         self._size = 0
         self._cutoff: np.uint64 | None = None  # keys above this can no longer get in
 
     @property
     def rows_held(self) -> int:
-        """How many rows are held now (at most twice the limit)."""
+        """How many rows are held now (at most `capacity`)."""
         return self._size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the reservoir: fixed at construction."""
+        return self._keys.nbytes + self._temp.nbytes + self._dewp.nbytes
 
     def add(self, keys: np.ndarray, temp: np.ndarray, dewp: np.ndarray) -> None:
         """Offer holdout rows (their keys, temp and dewp in deg F)."""
         if self._cutoff is not None:
             keep = keys <= self._cutoff
             keys, temp, dewp = keys[keep], temp[keep], dewp[keep]
-        if keys.size == 0:
-            return
-        self._parts.append((keys, temp, dewp))
-        self._size += keys.size
-        if self._size > 2 * self.limit:
-            self._prune()
+        start = 0
+        while start < keys.size:
+            if self._size == self.capacity:
+                self._prune()
+                if self._cutoff is not None:  # the cutoff may have dropped: filter the rest
+                    rest = slice(start, None)
+                    keep = keys[rest] <= self._cutoff
+                    keys, temp, dewp = keys[rest][keep], temp[rest][keep], dewp[rest][keep]
+                    start = 0
+                    continue
+            take = min(keys.size - start, self.capacity - self._size)
+            end = self._size + take
+            self._keys[self._size : end] = keys[start : start + take]
+            self._temp[self._size : end] = temp[start : start + take]
+            self._dewp[self._size : end] = dewp[start : start + take]
+            self._size = end
+            start += take
 
     def _prune(self) -> None:
-        """Keep the `limit` smallest rows (by key, then temp, then dewp), in no particular order."""
-        keys, temp, dewp = (np.concatenate(column) for column in zip(*self._parts, strict=True))
-        if keys.size > self.limit:
-            # A linear-time selection of the limit-th key; only the rows tied on it are sorted.
-            kth = np.partition(keys, self.limit - 1)[self.limit - 1]
-            below = np.flatnonzero(keys < kth)
-            tied = np.flatnonzero(keys == kth)
-            tied = tied[np.lexsort((dewp[tied], temp[tied]))][: self.limit - below.size]
-            chosen = np.concatenate([below, tied])
-            keys, temp, dewp = keys[chosen], temp[chosen], dewp[chosen]
-            self._cutoff = kth
-        self._parts = [(keys, temp, dewp)]
-        self._size = keys.size
+        """Keep the `limit` smallest rows (by key, then temp, then dewp), in no particular order,
+        at the front of the reservoir."""
+        n = self._size
+        if n <= self.limit:
+            return
+        keys = self._keys[:n]
+        # A linear-time selection of the limit-th key; only the rows tied on it are sorted.
+        kth = np.partition(keys, self.limit - 1)[self.limit - 1]
+        below = np.flatnonzero(keys < kth)
+        tied = np.flatnonzero(keys == kth)
+        tied = tied[np.lexsort((self._dewp[tied], self._temp[tied]))][: self.limit - below.size]
+        chosen = np.concatenate([below, tied])
+        for column in (self._keys, self._temp, self._dewp):
+            column[: chosen.size] = column[chosen]  # the right side is a copy: safe in place
+        self._size = chosen.size
+        self._cutoff = kth
 
     def frame(self) -> pd.DataFrame:
         """The sample as temp/dewp columns (float64, deg F), in order of split key."""
-        if not self._parts:
-            return pd.DataFrame({FEATURE: np.empty(0), TARGET: np.empty(0)})
         self._prune()
-        keys, temp, dewp = self._parts[0]
+        keys, temp, dewp = (c[: self._size] for c in (self._keys, self._temp, self._dewp))
         order = np.lexsort((dewp, temp, keys))
         return pd.DataFrame({FEATURE: temp[order], TARGET: dewp[order]})
 

@@ -208,7 +208,7 @@ def test_the_holdout_sample_is_the_smallest_keys_whatever_the_chunks(
     for start in range(0, n, chunk):
         picked = order[start : start + chunk]
         sample.add(key_array[picked], temp[picked], dewp[picked])
-        assert sample.rows_held <= 2 * limit
+        assert sample.rows_held <= sample.capacity <= limit + max(1, limit // 8)
     best = np.lexsort((dewp, temp, key_array))[:limit]
     expected = pd.DataFrame({"temp": temp[best], "dewp": dewp[best]})
     pd.testing.assert_frame_equal(sample.frame(), expected)
@@ -262,6 +262,26 @@ def test_what_train_holds_does_not_grow_with_the_number_of_years(
     one = _traced_peak(tmp_path / "one", sample_rows=5_000)
     eight = _traced_peak(tmp_path / "eight", sample_rows=5_000)
     assert eight < 1.25 * one, (one, eight)
+
+
+def test_the_holdout_sample_holds_a_fixed_reservoir_however_many_years_arrive() -> None:
+    """A count, not a time: 16 years of holdout rows, each past the limit on its own, never make
+    the sample hold more rows, or more bytes, than it had allocated before the first row."""
+    limit = 1_000
+    sample = HoldoutSample(limit)
+    allocated = sample.nbytes
+    assert allocated == 24 * sample.capacity and sample.capacity <= limit + limit // 8
+    held = []
+    for year in range(16):
+        rng = np.random.default_rng(year)
+        for _ in range(10):  # 10 batches of 700 rows a year: 7 x the limit per year
+            keys = rng.integers(0, 2**63, 700, dtype=np.uint64)
+            sample.add(keys, rng.normal(50, 20, 700), rng.normal(40, 20, 700))
+            assert sample.rows_held <= sample.capacity
+        held.append(sample.rows_held)
+    assert sample.nbytes == allocated
+    assert max(held) <= sample.capacity
+    assert len(sample.frame()) == limit
 
 
 def test_combined_hash_is_the_stated_digest_of_the_parts() -> None:
