@@ -120,6 +120,7 @@ def test_pipeline_user_moves_the_champion_read_only_users_cannot(
     assert promote_if_better(settings, first.version, holdout).promoted
     _, second = train_and_register(dewpoint_frame(rows=400, seed=3), settings)
     assert promote_if_better(settings, second.version, holdout, tolerance=100.0).promoted
+    _, third = train_and_register(dewpoint_frame(rows=400, seed=4), settings)  # left undecided
     client = mlflow.MlflowClient(users.url)
     assert (
         client.get_model_version_by_alias(settings.model_name, CHAMPION).version == second.version
@@ -137,14 +138,29 @@ def test_pipeline_user_moves_the_champion_read_only_users_cannot(
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{CHAMPION}")
     assert len(model.predict(holdout[["temp"]])) == len(holdout)
 
-    # The promote step with the viewer's credentials: one line, nothing moved.
+    # The promote step with the viewer's credentials on an undecided version the gate would
+    # promote: its first write is refused (one line), no tag is written, the champion stays.
     path = write_dataset(holdout, tmp_path / "holdout.parquet")
+    viewer = step_env(**users.env("mlflow-viewer"))
     result = run_step(
-        "promote", "--version", first.version, "--holdout", str(path), "--tolerance", "100",
-        "--tracking-uri", users.url, env=step_env(**users.env("mlflow-viewer")),
+        "promote", "--version", third.version, "--holdout", str(path), "--tolerance", "100",
+        "--tracking-uri", users.url, env=viewer,
     )  # fmt: skip
     assert "403" in error_line(result) or "Permission denied" in error_line(result)
     client = mlflow.MlflowClient(users.url)
+    assert (
+        client.get_model_version_by_alias(settings.model_name, CHAMPION).version == second.version
+    )
+    written = client.get_model_version(settings.model_name, third.version).tags
+    assert not [tag for tag in written if tag.startswith("gate.")], written
+
+    # A version the gate decided before needs no write: the viewer reads the recorded decision,
+    # exit 0, and still nothing moves.
+    result = run_step(
+        "promote", "--version", first.version, "--holdout", str(path), "--tolerance", "100",
+        "--tracking-uri", users.url, env=viewer,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
     assert (
         client.get_model_version_by_alias(settings.model_name, CHAMPION).version == second.version
     )
