@@ -37,6 +37,7 @@ from steps.deploy_targets import TARGETS
 from steps.model import MODEL_TYPES
 from steps.settings import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 from steps.sources import DEFAULT_BASE_URL, SOURCES, SourceRequest
+from steps.tracking import TrackingUri
 from steps.year_items import YEARS
 
 _SOURCE_DEFAULTS = SourceRequest()
@@ -49,7 +50,7 @@ PORT = Integer(1, 65535)  # a TCP port
 # ---- MLflow connection, shared by the stages that talk to the tracking server ----------------
 TRACKING_URI = Flag(
     "tracking-uri",
-    Text(what="an MLflow tracking URI (http://host:port, sqlite:///file.db, ...)", empty_ok=False),
+    TrackingUri(),
     "MLflow tracking server",
     env="MLFLOW_TRACKING_URI",
     parameter="mlflow-tracking-uri",

@@ -7,9 +7,12 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
+from steps.contract import Text
 from steps.settings import MlflowSettings
 
 # MLflow's HTTP client, left to its defaults, retries 7 times with backoff factor 2 and waits up to
@@ -48,6 +51,63 @@ def hanging_server_bound_s(env: dict[str, str] | None = None) -> float:
     jitter = setting("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER")
     backoff = sum(factor * 2 ** (n - 1) + jitter for n in range(2, retries + 1))
     return (retries + 1) * setting("MLFLOW_HTTP_REQUEST_TIMEOUT") + backoff
+
+
+# The URI schemes for which MLflow 3.17.2 builds both a tracking store and a model-registry store
+# (mlflow/tracking/_tracking_service/utils.py `_register_tracking_stores`,
+# mlflow/tracking/_model_registry/utils.py `_get_store_registry`); the pipeline needs both. ""
+# is a plain path (a local file store), like a one-letter Windows drive (`C:\\mlruns`), and a
+# SQLAlchemy `dialect+driver` scheme counts as its dialect (mlflow/utils/uri.py `get_uri_scheme`,
+# `extract_db_type_from_uri`). tests/test_tracking_uri.py holds this list to MLflow's registries.
+DATABASE_SCHEMES = ("postgresql", "mysql", "sqlite", "mssql")
+TRACKING_URI_SCHEMES = (
+    *("http", "https", "file", ""),
+    *DATABASE_SCHEMES,
+    *("databricks", "databricks-uc", "uc"),
+)
+_DRIVER = re.compile(r"[A-Za-z0-9_]+")
+
+
+@dataclass(frozen=True)
+class TrackingUri:
+    """An MLflow tracking URI whose scheme MLflow can build a tracking and a registry store for
+    (TRACKING_URI_SCHEMES), checked before any step runs rather than when train first talks to
+    MLflow. Stricter than MLflow where MLflow would only fail at the first request: `http(s)://`
+    needs a host, and a port must be a number from 1 to 65535."""
+
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> str:
+        """`text`; ValueError naming the scheme, host or port that MLflow could not use."""
+        Text(what=self.describe(), empty_ok=self.empty_ok).parse(text)
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:  # "Invalid IPv6 URL", a port that is not a number
+            raise ValueError(f"must be {self.describe()}: {exc}") from None
+        scheme = "" if re.fullmatch(r"[a-z]", parts.scheme) else parts.scheme
+        dialect, plus, driver = scheme.partition("+")
+        if plus and not (dialect in DATABASE_SCHEMES and _DRIVER.fullmatch(driver)):
+            raise ValueError(
+                f"must be {self.describe()}: {scheme!r} is not a database dialect+driver "
+                f"({'|'.join(DATABASE_SCHEMES)}+driver)"
+            )
+        if dialect not in TRACKING_URI_SCHEMES:
+            raise ValueError(
+                f"must be {self.describe()}: MLflow has no tracking store for the scheme "
+                f"{scheme!r} (it knows {', '.join(s + ':' for s in TRACKING_URI_SCHEMES if s)} "
+                "and plain paths)"
+            )
+        if scheme in ("http", "https") and not parts.hostname:
+            raise ValueError(f"must be {self.describe()}: {scheme}:// needs a host")
+        if port == 0:
+            raise ValueError(f"must be {self.describe()}: port 0")
+        return text
+
+    def describe(self) -> str:
+        """What the kind accepts, for `--help`, error lines and docs/steps.md."""
+        what = "an MLflow tracking URI (http://host:port, sqlite:///file.db, ...)"
+        return what if self.empty_ok else f"{what} (non-empty)"
 
 
 def canonical_version(text: object, what: str = "--version") -> str:
