@@ -467,17 +467,23 @@ def _claim(client: Any, uri: str, name: str, version: str, champion: str | None)
         return
     _withdraw(client, name, version)
     now = _aliases(client, name)
+    versions = ", ".join(rival for rival, _ in rivals)
+    expiry = max(expires for _, expires in rivals)
     raise TransientError(
         f"promote of version {version} from champion {replaces} raced the promote of version "
-        f"{', '.join(rivals)} from the same champion (its {TAG_REPLACES} tag is undecided): "
+        f"{versions} from the same champion (its {TAG_REPLACES} tag is undecided): "
         f"nothing moved by this one; {CHAMPION} is {now.get(CHAMPION) or 'none'}, "
-        f"{PREVIOUS_CHAMPION} {now.get(PREVIOUS_CHAMPION) or 'none'}; rerun promote"
+        f"{PREVIOUS_CHAMPION} {now.get(PREVIOUS_CHAMPION) or 'none'}; rerun promote. If that "
+        f"promote died, its claim stops blocking at {expiry} (CLAIM_LEASE_S), or at once when "
+        f"the tag {TAG_REPLACES} is deleted from version {versions}"
     )
 
 
-def _rivals(client: Any, name: str, version: str, replaces: str) -> list[str]:
+def _rivals(client: Any, name: str, version: str, replaces: str) -> list[tuple[str, str]]:
     """Other versions of `name` claiming to replace `replaces`, undecided, claimed within
-    CLAIM_LEASE_S (a claim with no readable time counts as recent), in version order."""
+    CLAIM_LEASE_S (a claim with no readable time counts as recent), in version order: each as
+    (version, when its claim stops blocking, UTC ISO 8601 to the second, or "never (no readable
+    gate.claimed_at)")."""
     by_tag = f"tags.`{TAG_REPLACES}` = '{replaces}'"
     literal = search_literal(name)
     found = client.search_model_versions(f"name = {literal} and {by_tag}" if literal else by_tag)
@@ -493,8 +499,13 @@ def _rivals(client: Any, name: str, version: str, replaces: str) -> list[str]:
         except ValueError:
             age = math.nan
         if not age > CLAIM_LEASE_S:
-            rivals.append(canonical_version(mv.version, "a rival version"))
-    return sorted(rivals, key=int)
+            expires = (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - age + CLAIM_LEASE_S))
+                if math.isfinite(age)
+                else f"never (no readable {TAG_CLAIMED_AT})"
+            )
+            rivals.append((canonical_version(mv.version, "a rival version"), expires))
+    return sorted(rivals, key=lambda rival: int(rival[0]))
 
 
 def _withdraw(client: Any, name: str, version: str) -> None:

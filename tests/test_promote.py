@@ -271,6 +271,12 @@ def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_le
         with pytest.raises(TransientError) as info:
             promote_if_better(settings, good, trained.holdout)
         assert f"raced the promote of version {rival} from the same champion" in str(info.value)
+        # What frees it: the lease's end, to the second, or deleting the claim tag.
+        claimed = time.time() - age_s
+        ends = {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(claimed + CLAIM_LEASE_S + d))
+                for d in (-1, 0, 1)}  # fmt: skip
+        assert any(f"stops blocking at {end}" in str(info.value) for end in ends), info.value
+        assert f"the tag gate.replaces is deleted from version {rival}" in str(info.value)
         assert _aliases(settings) == {CHAMPION: off}
         assert "gate.replaces" not in _tags(settings, good)  # its own claim withdrawn
     else:
