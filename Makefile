@@ -46,8 +46,8 @@ bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op t
 	$(PY) benchmarks/bench_deploy_local.py
 
 # Pipeline scale: GSOD-format files for 16 years (~14 GiB) are generated once into BENCH_CACHE and
-# reused; 1,4,16 took about 15 minutes on 2 cores before the fan-out column, which runs every year's
-# tasks once more per round (+6 to generate the first time); SCALES=1 about 2.
+# reused; 1,4,16 took 21 minutes on 2 cores with the fan-out column, 4 of them generating the
+# files (README "Performance"); SCALES=1 about 2.
 SCALES ?= 1,4,16
 BENCH_ROUNDS ?= 3
 BENCH_CACHE ?= /tmp/dewpoint-bench-gsod
