@@ -299,6 +299,19 @@ def _with(change) -> dict:
             "script template",
         ),
         (lambda t: t["spec"]["templates"][1].update(podSpecPatch="{}"), "podSpecPatch"),
+        (lambda t: t["spec"]["templates"][0]["dag"].update(failFast=False), "failFast False"),
+        (
+            lambda t: t["spec"]["templates"][1].update(
+                synchronization={"semaphores": [{"configMapKeyRef": {"name": "s", "key": "k"}}]}
+            ),
+            "synchronization",
+        ),
+        (
+            lambda t: t["spec"]["templates"][0].update(
+                synchronization={"mutexes": [{"name": "m"}]}
+            ),
+            "synchronization",
+        ),
         (lambda t: t["spec"]["templates"][1]["container"].update(envFrom=[]), "envFrom"),
         (lambda t: t["spec"]["templates"][1].update(sidecars=[{"name": "s"}]), "sidecars"),
         (lambda t: t["spec"]["templates"][1].update(suspend={}), "suspend template"),

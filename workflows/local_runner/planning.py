@@ -51,12 +51,15 @@ IGNORED_SPEC_FIELDS = frozenset(
         "podDisruptionBudget", "metrics", "volumes", "executor",
     }
 )  # fmt: skip
+# Not `synchronization`: a template's mutex or semaphore makes Argo hold its pods back, which the
+# runner does not do, so it is refused by name. The workflow's own (spec.synchronization, the
+# release mutex) is done locally by the release lock (steps.processes.release_lock).
 IGNORED_TEMPLATE_FIELDS = frozenset(
     {
         "metadata", "securityContext", "activeDeadlineSeconds", "timeout", "serviceAccountName",
         "automountServiceAccountToken", "archiveLocation", "nodeSelector", "affinity",
-        "tolerations", "priorityClassName", "schedulerName", "synchronization", "metrics",
-        "parallelism", "failFast", "volumes",
+        "tolerations", "priorityClassName", "schedulerName", "metrics", "parallelism",
+        "failFast", "volumes",
     }
 )  # fmt: skip
 IGNORED_CONTAINER_FIELDS = frozenset(
@@ -173,6 +176,14 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
         )
     _check_fields(entry, IGNORED_TEMPLATE_FIELDS | {"name", "dag"}, f"template {entry['name']}")
     _check_fields(entry["dag"], {"tasks", "failFast"}, f"dag of {entry['name']}")
+    # The runner stops at the first failure, as Argo's default `failFast: true` does (Argo v4.1.2
+    # pkg/apis/workflow/v1alpha1/workflow_types.go DAGTemplate.FailFast); `false` would have Argo
+    # run the other branches to the end.
+    if entry["dag"].get("failFast", True) is not True:
+        raise LocalRunError(
+            f"unsupported feature in dag of {entry['name']}: failFast "
+            f"{entry['dag']['failFast']!r} (the runner stops at the first failure, as with true)"
+        )
     dag = reading.dags[entry["name"]]
     looping = {name for name in dag.order if loop_field(dag.tasks[name])}
     tasks = []
