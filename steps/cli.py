@@ -108,6 +108,10 @@ def run(main: Callable[[], int | None]) -> int:
         # Raised by a write to a full disk, a read-only or missing directory, a file too large
         # for RLIMIT_FSIZE: name the file and the reason, never a traceback.
         return _fail(describe_os_error(exc), EXIT_FAILED)
+    except RecursionError:
+        # An input nested deeper than a recursive parser can follow (a YAML file of 5,000 '[',
+        # an expression of 3,000 '('): bad input, never a traceback of thousands of lines.
+        return _fail("the input is nested too deeply to read", EXIT_BAD_INPUT)
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steps.cli import BadInput, write_outputs
+from steps.redaction import MASK, redact
 
 # ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
 # version written "+2" is refused rather than read as version 2 (leading zeros stay accepted).
@@ -243,6 +244,16 @@ class _LocalPath:
         """Raise ValueError saying what makes `path` unusable for this kind."""
 
 
+def _parents_are_directories(path: Path) -> None:
+    """ValueError if the nearest existing parent of `path` is not a directory (so `path` could
+    never be created)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot be written: {parent} is not a directory")
+            break
+
+
 @dataclass(frozen=True)
 class FilePath(_LocalPath):
     """A file path. `writes`: the step writes it, so an existing directory there is refused."""
@@ -255,11 +266,7 @@ class FilePath(_LocalPath):
             return
         if path.is_dir():
             raise ValueError("is a directory; give the path of a file to write")
-        for parent in path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise ValueError(f"cannot be written: {parent} is not a directory")
-                break
+        _parents_are_directories(path)
 
     def describe(self) -> str:
         """`a file path (written)` or `a file path (read)`."""
@@ -282,11 +289,14 @@ class ExistingPath(_LocalPath):
 
 @dataclass(frozen=True)
 class DirectoryPath(_LocalPath):
-    """A directory the step creates if needed; an existing file there is refused."""
+    """A directory the step creates if needed; an existing file there, or under it, is refused
+    (before the step does any work: promote would otherwise move the champion, then fail to
+    write its outputs)."""
 
     def _check(self, path: Path) -> None:
         if path.exists() and not path.is_dir():
             raise ValueError("is a file, not a directory")
+        _parents_are_directories(path)
 
     def describe(self) -> str:
         """`a directory`."""
@@ -704,7 +714,15 @@ def _in(units: str | None) -> str:
 
 
 def _shown(raw: str) -> str:
-    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
+    """`raw` as an error line quotes it: credentials masked first (steps/redaction.py), then cut
+    to 60 characters, so a long `user:password@` is never cut before it could be masked. A value
+    with `://` and an `@` has everything between them masked, even where the URL is malformed
+    (a space in the password) and the patterns of steps.redaction do not see it."""
+    text = redact(raw)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        text = f"{scheme}{sep}{MASK}@{rest.rpartition('@')[2]}"
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 # ---------------------------------------------------------------- docs/steps.md

@@ -45,6 +45,10 @@ _UINT32 = 2**32 - 1  # numpy's seed range
 _INT64 = 2**63 - 1
 _NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # a Kubernetes (RFC 1123) name
 _URL = r"https?://\S+"
+# A host to bind: DNS labels (letters, digits, inner '-'; RFC 1123), which covers IPv4, or an
+# IPv6 address (hex digits and ':'). `-1` passed the old `[A-Za-z0-9.:-]+` and failed at bind.
+_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(\.{_LABEL})*|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"
 PORT = Integer(1, 65535)  # a TCP port
 
 # ---- MLflow connection, shared by the stages that talk to the tracking server ----------------
@@ -292,7 +296,7 @@ DEPLOY = Stage(
              "how long to wait for a server's /ping or a rollout", default=300.0,
              units="seconds"),
         TRACKING_URI,
-        Flag("host", Text(r"[A-Za-z0-9.:-]+", what="a host name or IP address"),
+        Flag("host", Text(_HOST, what="a host name or IP address", max_length=253),
              "interface to bind", default="127.0.0.1", group="target local"),
         Flag("port", PORT, "port to serve on", default=5001, env="SERVE_PORT",
              group="target local"),

@@ -80,6 +80,8 @@ class TrackingUri:
     def parse(self, text: str) -> str:
         """`text`; ValueError naming the scheme, host or port that MLflow could not use."""
         Text(what=self.describe(), empty_ok=self.empty_ok).parse(text)
+        if re.search(r"\s", text):
+            raise ValueError(f"must be {self.describe()}: white space (percent-encode it)")
         try:
             parts = urlsplit(text)
             port = parts.port

@@ -72,3 +72,20 @@ def test_a_bad_flag_is_one_error_line_and_exit_2(door, extra, message, tmp_path)
 def test_help_still_prints_usage_and_exits_0(door, tmp_path):
     proc = _run([*PROGRAMS[door], "--help"], tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: "), proc.stderr
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "5.5", "0", "abc"])
+@pytest.mark.parametrize("variable", ["MLFLOW_PORT", "SERVE_PORT"])
+def test_a_bad_port_in_the_environment_is_one_error_line_and_exit_2(variable, value, tmp_path):
+    """`MLFLOW_PORT=²` was a ValueError traceback (str.isdigit takes it); `٣` was port 3."""
+    proc = subprocess.run(
+        [*PROGRAMS["submit"], "--local"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), variable: value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {variable}=") and proc.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

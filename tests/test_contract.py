@@ -177,6 +177,32 @@ def test_every_flag_refuses_bad_values_in_one_line(
     assert list(tmp_path.iterdir()) == [], "a refused value must stop the step before any write"
 
 
+WRITTEN_PATHS = [
+    pytest.param(stage, flag, id=f"{stage.name}-{flag.name}")
+    for stage in DOCUMENTED
+    for flag in _value_flags(stage)
+    if isinstance(flag.kind, DirectoryPath)
+    or (isinstance(flag.kind, FilePath) and flag.kind.writes)
+]
+
+
+@pytest.mark.parametrize(("stage", "flag"), WRITTEN_PATHS)
+def test_a_path_to_write_under_a_file_is_refused_before_the_step_works(
+    stage: Stage, flag: Flag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`promote --outputs-dir /etc/hostname/x` moved the champion, then failed to write its
+    outputs (exit 1): a path that can never be created is bad input, refused at parse."""
+    _isolate(stage, tmp_path, monkeypatch)
+    (tmp_path / "a-file").write_text("")
+    argv = _argv(stage, tmp_path, flag, str(tmp_path / "a-file" / "x"))
+    if flag.name == "outputs-dir":
+        argv = [*argv[:-3], argv[-1]]  # only the bad --outputs-dir
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, flag.option, "is not a directory")
+    assert out == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
 ENV_CASES = [
     pytest.param(stage, flag, name, id=f"{stage.name}-{flag.env}-{name}")
     for stage in DOCUMENTED

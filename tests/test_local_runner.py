@@ -331,6 +331,16 @@ def _with(change) -> dict:
             ),
             "invalid maxAge",
         ),
+        (  # a cache name is a file name under --cache-dir locally: no way out of it
+            lambda t: t["spec"]["templates"][1].update(
+                memoize={
+                    "key": "k",
+                    "maxAge": "1h",
+                    "cache": {"configMap": {"name": "../../../tmp/escape"}},
+                }
+            ),
+            "is not a ConfigMap name",
+        ),
         (
             lambda t: t["spec"]["templates"][1].update(
                 retryStrategy={"limit": "1", "backoff": {"duration": "1.5"}}
@@ -805,14 +815,28 @@ def test_command_line_runs_a_rendered_yaml_file_with_overrides(
         ("a: [", "is not YAML"),
         ("a: 1\n---\nb: 2\n", "must hold exactly one resource"),
         ("kind: Pod\n", "cannot run a Pod"),
+        (b"kind: \xff\n", "is not UTF-8 text"),
     ],
 )
 def test_command_line_bad_files_are_one_line_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str
 ) -> None:
     path = tmp_path / "template.yaml"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     assert runner_main([str(path), "--run-dir", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_a_template_nested_too_deeply_is_one_line_of_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """5,000 '[' drove PyYAML into a RecursionError traceback of thousands of lines."""
+    path = tmp_path / "template.yaml"
+    path.write_text("[" * 5000)
+    assert runner_main([str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nested too deeply" in err, err[:300]

@@ -198,3 +198,15 @@ def test_a_tracking_uri_without_scheme_is_masked_in_the_error_line():
     )
     assert done.returncode != 0 and done.stderr.startswith("error: ")
     assert SECRET not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [f"http://pipeline-user:{SECRET}{'x' * 60}@127.0.0.1:99999",  # cut at 60 before: unmasked
+     f"http://pipeline-user:{SECRET} with space@127.0.0.1:99999"],  # not a URL to the patterns
+)  # fmt: skip
+def test_a_refused_uri_is_masked_before_it_is_cut_short(uri: str) -> None:
+    done = run_step("check-parameters", "--mlflow-tracking-uri", uri)
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    assert SECRET not in done.stderr + done.stdout
+    assert "***@" in done.stderr

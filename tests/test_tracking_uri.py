@@ -107,6 +107,7 @@ def test_the_uris_users_give_pass(uri):
         ("http://", "needs a host"),
         ("http://mlflow:99999", "out of range"),
         ("mysql+a+b://db", "not a database dialect+driver"),
+        ("http://mlflow :5000", "white space"),
     ],
 )
 def test_a_bad_uri_is_refused_before_any_stage_runs_in_one_line(uri, reason, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from steps.cli import StepError, env_default, one_line, run
+from steps.cli import BadInput, StepError, env_default, one_line, run
 from steps.contract import OneLineParser, argparse_type
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import (
@@ -36,6 +36,7 @@ from steps.processes import (
     stop_process_group,
     wait_until_healthy,
 )
+from steps.redaction import redact
 from steps.stages import DEPLOY, PORT
 from workflows.local_runner import check_rendered, run_rendered
 from workflows.local_runner.run_record import RUN_RECORD
@@ -47,6 +48,7 @@ DEFAULT_ROOT = Path(".demo")
 # steps/stages.py: the demo hands the serve port and state directory to deploy through them.
 _PORT_FLAG, _STATE_DIR_FLAG = DEPLOY.flag("port"), DEPLOY.flag("state-dir")
 DEFAULT_SERVE_PORT: int = _PORT_FLAG.default
+SERVE_PORT_ENV: str = _PORT_FLAG.env
 HOST = "127.0.0.1"
 MLFLOW_START_TIMEOUT_S = 120.0
 # How long a second `make demo` waits for the first to start MLflow: the first's wait for /health,
@@ -167,12 +169,13 @@ def port_from_env(name: str, default: int) -> int:
     """A port from environment variable `name` (e.g. MLFLOW_PORT), else `default`.
 
     Raises:
-        StepError: the variable is set to something that is not a port number.
+        BadInput: the variable is set to something that is not a port number (exit 2).
     """
-    text = env_default(name, str(default)) or str(default)
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise StepError(f"{name}={text!r} is not a port number (1-65535)")
-    return int(text)
+    text = (env_default(name, str(default)) or str(default)).strip()
+    try:
+        return int(PORT.parse(text))  # ASCII digits only: `²` or `٣` is not a port
+    except ValueError as exc:
+        raise BadInput(f"{name}={redact(text)[:40]!r} {exc}") from None
 
 
 def tracking_server_for(parameters: dict[str, str], root: Path, mlflow_port: int) -> str:
@@ -185,11 +188,12 @@ def tracking_server_for(parameters: dict[str, str], root: Path, mlflow_port: int
     """
     uri = parameters["mlflow-tracking-uri"]
     if http_ok(f"{uri.rstrip('/')}/health"):
-        print(f"==> MLflow tracking server at {uri} answers; using it", flush=True)
+        print(f"==> MLflow tracking server at {redact(uri)} answers; using it", flush=True)
         return uri
     if uri != local_parameters(mlflow_port)["mlflow-tracking-uri"]:
         raise StepError(
-            f"no MLflow server answers at {uri}/health (workflow parameter mlflow-tracking-uri);"
+            f"no MLflow server answers at {redact(uri)}/health (workflow parameter"
+            " mlflow-tracking-uri);"
             f" start one there, or leave -p mlflow-tracking-uri out to use the demo's server on"
             f" {HOST}:{mlflow_port} (started if needed; MLFLOW_PORT picks the port)"
         )

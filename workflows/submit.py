@@ -667,6 +667,8 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
     # Imported here: only --local needs the runner (and its process/docker machinery).
     from workflows.demo import (
         DEFAULT_ROOT,
+        DEFAULT_SERVE_PORT,
+        SERVE_PORT_ENV,
         local_parameters,
         port_from_env,
         tracking_server_for,
@@ -674,6 +676,8 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
     from workflows.local_runner import DEFAULT_CACHE_DIR, check_rendered, run_rendered
 
     mlflow_port = port_from_env("MLFLOW_PORT", DEFAULT_MLFLOW_PORT)
+    # deploy reads it from the environment at the end of the run: checked before anything starts.
+    port_from_env(SERVE_PORT_ENV, DEFAULT_SERVE_PORT)
     values = local_parameters(mlflow_port, parameters)
     check_rendered(template, values)  # a bad -p fails before any server starts
     tracking_server_for(values, DEFAULT_ROOT, mlflow_port)

@@ -60,6 +60,8 @@ def read_template(path: Path) -> dict:
         documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except OSError as exc:
         raise StepError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise StepError(f"{path} is not UTF-8 text: byte {exc.start}") from exc
     except yaml.YAMLError as exc:
         raise StepError(f"{path} is not YAML: {one_line(exc)}") from exc
     if len(documents) != 1 or not isinstance(documents[0], dict):

@@ -31,6 +31,7 @@ from workflows.validate_resources import validate_resources
 
 CONTAINER_ROOT = "/work"
 RUNNABLE_KINDS = ("WorkflowTemplate", "Workflow", "ClusterWorkflowTemplate")
+_CONFIGMAP_NAME = r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 LOOPS = ("withItems", "withParam")  # withSequence is refused by name
 # Results a `depends` term may test here: no task is Daemoned, and a Failed one ends the run
 # (Argo's failFast), so `.Failed`, `.Errored`, `.Omitted` could never be met.
@@ -369,6 +370,13 @@ def _check_memoize(memoize: Mapping[str, Any], where: str) -> None:
     _check_fields(config_map, {"name", "key"}, f"{where}.memoize.cache.configMap")
     if not config_map.get("name"):
         raise LocalRunError(f"{where}: memoize.cache.configMap needs a name")
+    # A ConfigMap name is a DNS subdomain (Kubernetes, apimachinery validation
+    # IsDNS1123Subdomain): no '/', no '..', so it is also a file name in the cache directory.
+    if not re.fullmatch(_CONFIGMAP_NAME, str(config_map["name"])):
+        raise LocalRunError(
+            f"{where}: memoize.cache.configMap.name {str(config_map['name'])[:80]!r} is not a "
+            "ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)"
+        )
     try:
         go_duration_seconds(str(memoize.get("maxAge", "")))
     except ArgoRuleError as exc:
