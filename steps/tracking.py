@@ -207,6 +207,9 @@ def error_for(exc: BaseException) -> type[StepError]:
     return TransientError if talking and is_transient_mlflow_error(exc) else StepError
 
 
+_NO_URL_PRINT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
 @contextmanager
 def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     """Point MLflow at `settings.tracking_uri` and yield an `MlflowClient` for it.
@@ -220,8 +223,15 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     import requests
     from mlflow.exceptions import MlflowException
 
-    saved_env = {k: os.environ.get(k) for k in (*HTTP_RETRY_DEFAULTS, "MLFLOW_TRACKING_URI")}
+    saved_env = {
+        k: os.environ.get(k) for k in (*HTTP_RETRY_DEFAULTS, "MLFLOW_TRACKING_URI", _NO_URL_PRINT)
+    }
     os.environ.update({k: v for k, v in HTTP_RETRY_DEFAULTS.items() if not saved_env[k]})
+    if "@" in urlsplit(settings.tracking_uri).netloc:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout when a run ends, login
+        # and all (mlflow 3.17.2 mlflow/tracking/_tracking_service/client.py `_log_url`): into the
+        # step's log, and on a cluster the pod's. Not with a login in the URI.
+        os.environ[_NO_URL_PRINT] = "true"
     try:
         # The registry URI is left unset, so it follows the tracking URI (one server for both).
         mlflow.set_tracking_uri(settings.tracking_uri)

@@ -150,6 +150,29 @@ def test_fetch_validate_train_register_write_no_credential(signed_table: str, tm
     assert SECRET not in (out / "report.json").read_text()
 
 
+@pytest.mark.slow
+def test_train_against_a_server_with_a_login_in_its_uri_prints_no_credential(
+    mlflow_server, signed_table: str, tmp_path: Path
+) -> None:
+    """MLflow itself prints `View run ... at: <tracking URI>/#/...` to stdout when a run ends
+    (mlflow/tracking/_tracking_service/client.py `_log_url`), login included: the step's log,
+    and on a cluster the pod's. A server without auth takes (and ignores) the login."""
+    out = tmp_path / "out"
+    assert run_step(
+        "fetch", "--source", "table", "--table-uri", signed_table,
+        "--output", str(out / "dataset.parquet"), "--outputs-dir", str(out / "o"),
+    ).returncode == 0  # fmt: skip
+    host = mlflow_server.url.split("://", 1)[1]
+    env = step_env(MLFLOW_TRACKING_URI=f"http://alice:{SECRET}@{host}",
+                   MLFLOW_EXPERIMENT_NAME="redaction-login")  # fmt: skip
+    trained = run_step(
+        "train", "--input", str(out / "dataset.parquet"), "--holdout-out",
+        str(out / "holdout.parquet"), "--plot-out", str(out / "fit.png"), env=env,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert SECRET not in trained.stdout + trained.stderr
+
+
 def test_local_runner_progress_and_run_record_hold_no_credential(tmp_path: Path):
     from tests.test_local_runner import container, workflow
 
