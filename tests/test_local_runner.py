@@ -300,6 +300,13 @@ def _with(change) -> dict:
         ),
         (lambda t: t["spec"]["templates"][1].update(podSpecPatch="{}"), "podSpecPatch"),
         (lambda t: t["spec"]["templates"][0]["dag"].update(failFast=False), "failFast False"),
+        *(
+            (
+                lambda t, v=v: t["spec"]["templates"][1].update(retryStrategy={"limit": v}),
+                "retryStrategy.limit",
+            )
+            for v in ("abc", "1e3", "-1", "99999999999999999999")
+        ),
         (
             lambda t: t["spec"]["templates"][1].update(
                 synchronization={"semaphores": [{"configMapKeyRef": {"name": "s", "key": "k"}}]}

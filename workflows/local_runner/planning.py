@@ -344,6 +344,15 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
         backoff_seconds(str((retry.get("backoff") or {}).get("duration", "0")))
     except ArgoRuleError as exc:
         raise LocalRunError(f"{where}.retryStrategy: {exc}") from None
+    # `limit` is an IntOrString (Argo v4.1.2 pkg/apis/workflow/v1alpha1/workflow_types.go,
+    # RetryStrategy.Limit) meaning a whole number of retries; the bound of 9999 is ours. Checked
+    # here, not when the task first fails: "abc" was a traceback then, a huge one retried
+    # without end.
+    limit = str(retry.get("limit", "0")).strip()
+    if not re.fullmatch(r"[0-9]{1,4}", limit):
+        raise LocalRunError(
+            f"{where}.retryStrategy.limit {limit[:40]!r} must be a whole number from 0 to 9999"
+        )
     if retry.get("expression"):
         try:
             retry_expression.parse(str(retry["expression"]))
