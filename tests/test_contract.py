@@ -515,3 +515,15 @@ def test_model_name_accepts_exactly_the_names_mlflow_registers(name: str) -> Non
         mlflow_accepts = False
     flag = STAGES["register"].flag("model-name")
     assert (not _refuses(flag, name)) == mlflow_accepts, (name, mlflow_accepts)
+
+
+@pytest.mark.parametrize("uri", ["http://", "https://", "s3://bucket/t.csv", "ftp://h/t.csv",
+                                 "gs://b/t.parquet", "file:///t.csv"])  # fmt: skip
+def test_a_table_uri_the_table_source_cannot_read_is_refused_up_front(uri: str) -> None:
+    """The table source reads an http(s) URL or a local path (steps/sources/table.py); these
+    passed check-parameters and failed in fetch."""
+    code, out, err = _main(CHECK_PARAMETERS, ["--source", "table", "--table-uri", uri])
+    assert_bad_input(code, err, "table-uri")
+    assert out == ""
+    for good in ("https://example.org/t.csv?X-Amz-Signature=x", "/data/t.parquet", "t.csv"):
+        assert _main(CHECK_PARAMETERS, ["--source", "table", "--table-uri", good])[0] == 0
