@@ -66,6 +66,14 @@ TRACKING_URI_SCHEMES = (
     *("databricks", "databricks-uc", "uc"),
 )
 _DRIVER = re.compile(r"[A-Za-z0-9_]+")
+# URIs MLflow takes as a whole, not by scheme (`get_store_builder`): no scheme, yet not a path.
+_WHOLE_URI_STORES = ("databricks", "databricks-uc", "uc")
+
+
+def _file_store_allowed() -> bool:
+    """MLflow's own switch for its file store (mlflow/environment_variables.py,
+    MLFLOW_ALLOW_FILE_STORE, a boolean: `true` or `1`, any case)."""
+    return os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1")
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,12 @@ class TrackingUri:
                 f"must be {self.describe()}: MLflow has no tracking store for the scheme "
                 f"{scheme!r} (it knows {', '.join(s + ':' for s in TRACKING_URI_SCHEMES if s)} "
                 "and plain paths)"
+            )
+        if dialect in ("", "file") and text not in _WHOLE_URI_STORES and not _file_store_allowed():
+            raise ValueError(
+                f"must be {self.describe()}: {text[:40]!r} is a file store, which MLflow 3.17.2 "
+                "refuses unless MLFLOW_ALLOW_FILE_STORE=true (mlflow/store/tracking/"
+                "file_store.py, maintenance mode); use sqlite:///<path>/mlflow.db"
             )
         if scheme in ("http", "https") and not parts.hostname:
             raise ValueError(f"must be {self.describe()}: {scheme}:// needs a host")

@@ -86,16 +86,27 @@ def test_the_check_refuses_every_uri_mlflow_refuses_and_more_only_for_host_and_p
         assert mlflow_takes(uri), f"accepted {uri!r}, which MLflow has no store for"
     elif mlflow_takes(uri):
         # Stricter than MLflow only where MLflow would fail at its first request.
-        with pytest.raises(ValueError, match=r"needs a host|[Pp]ort|IPv6"):
+        with pytest.raises(ValueError, match=r"needs a host|[Pp]ort|IPv6|white space|file store"):
             TrackingUri().parse(uri)
 
 
 @pytest.mark.parametrize(
     "uri",
     ["http://mlflow.mlops.svc:5000", "https://mlflow.example.org/mlflow", "sqlite:///mlflow.db",
-     "postgresql+psycopg://mlflow@db:5432/mlflow", "file:///tmp/mlruns", "mlruns", "databricks"],
+     "postgresql+psycopg://mlflow@db:5432/mlflow", "databricks"],
 )  # fmt: skip
 def test_the_uris_users_give_pass(uri):
+    assert TrackingUri().parse(uri) == uri
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "mlruns", "/srv/mlruns", "C:\\mlruns"])
+def test_a_file_store_passes_only_where_mlflow_allows_it(uri, monkeypatch):
+    """MLflow 3.17.2 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is true
+    (mlflow/store/tracking/file_store.py): train then failed after fetch and validate ran."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(ValueError, match="MLFLOW_ALLOW_FILE_STORE=true"):
+        TrackingUri().parse(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     assert TrackingUri().parse(uri) == uri
 
 
