@@ -518,7 +518,9 @@ def test_local_by_default_does_what_make_demo_does(tmp_path, monkeypatch, capsys
             "cache_dir": Path(".demo/cache"),  # kept between runs: memoized years are reused
         }
         assert f"==> MLflow tracking server on 127.0.0.1:{mlflow_port}" in out
-        assert "`make demo-down` stops them" in out
+        # Run outside the checkout: `make demo-down` would not find these servers' records.
+        down = f"`python -m workflows.demo down --root {tmp_path.resolve() / '.demo'}`"
+        assert f"{down} (from the checkout) stops them" in out
         served = running_server(tmp_path / ".demo" / "serve")
         assert served is not None and served.port == serve_port
         assert served.model_uri == "models:/dewpoint-lr/1"
@@ -654,3 +656,15 @@ def test_a_stopped_cron_the_token_may_not_delete_is_one_actionable_line(argo, ca
         "kubectl -n mlops delete cronworkflow dewpoint-pipeline-weekly --cascade=orphan" in err[0]
     )
     assert argo.get(CRONS, "mlops", "dewpoint-pipeline-weekly")["status"]["phase"] == "Stopped"
+
+
+def test_without_an_argo_server_the_error_names_the_local_door(tmp_path, monkeypatch, capsys):
+    """A newcomer's first `python workflows/submit.py` has no cluster: the one line says how to
+    run it here instead."""
+    monkeypatch.delenv("ARGO_SERVER_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert submit.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no Argo server"), err
+    assert "--local" in err
+    assert list(tmp_path.iterdir()) == []

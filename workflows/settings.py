@@ -192,7 +192,10 @@ class ArgoSettings:
         env = os.environ if environ is None else environ
         url = args.argo_server or env.get("ARGO_SERVER_URL")
         if not url:
-            raise SettingsError("no Argo server: pass --argo-server or set ARGO_SERVER_URL")
+            raise SettingsError(
+                "no Argo server: pass --argo-server or set ARGO_SERVER_URL, or run it here "
+                "without a cluster with --local (what `make demo` does)"
+            )
         check_server_url(url)
         if args.insecure_skip_verify is not None:
             skip = bool(args.insecure_skip_verify)

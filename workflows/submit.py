@@ -690,7 +690,14 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
         cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
     )
     if values["deploy-target"] == "local":
-        print("the servers keep running; `make demo-down` stops them")
+        # Said where the servers' records are: `make demo-down` reads the checkout's .demo/ only.
+        root = DEFAULT_ROOT.resolve()
+        down = (
+            "`make demo-down`"
+            if root == (Path(__file__).resolve().parents[1] / DEFAULT_ROOT)
+            else f"`python -m workflows.demo down --root {root}` (from the checkout)"
+        )
+        print(f"the MLflow server and any model served keep running; {down} stops them")
     return code
 
 
