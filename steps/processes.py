@@ -235,9 +235,11 @@ def is_our_process(
     )
 
 
-def stop_process_group(pid: int, timeout: float = STOP_GRACE_S) -> None:
+def stop_process_group(pid: int, timeout: float = STOP_GRACE_S, *, whole: bool = False) -> None:
     """SIGTERM the process group led by `pid` (a server and its workers), SIGKILL after
-    `timeout` seconds; return once `pid` is gone. A group that no longer exists is fine."""
+    `timeout` seconds; return once `pid` is gone, or with `whole` once every member of its group
+    is (for a group whose leader died first: its workers would keep the port). A group that no
+    longer exists is fine."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
@@ -245,9 +247,20 @@ def stop_process_group(pid: int, timeout: float = STOP_GRACE_S) -> None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not pid_alive(pid):
+            if not pid_alive(pid) and not (whole and group_exists(pid)):
                 return
             time.sleep(0.2)
+
+
+def group_exists(pgid: int) -> bool:
+    """True while a process group `pgid` has a member (its leader may be gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # members exist, owned by someone else
+    return True
 
 
 @contextmanager

@@ -205,6 +205,36 @@ def test_demo_never_adopts_an_mlflow_port_it_did_not_start(tmp_path: Path) -> No
         server.server_close()
 
 
+@pytest.mark.slow
+def test_demo_down_and_up_clear_the_workers_of_an_mlflow_server_killed_alone(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of the recorded `mlflow server` left its uvicorn worker serving the port:
+    `make demo-down` said "not running" and `make demo` refused the port as "not started by this
+    demo". Both now stop what is left of the group the demo started."""
+    import signal
+
+    from steps.processes import group_exists, port_is_free
+
+    for down in (True, False):
+        root = tmp_path / f"down-{down}"
+        port = free_port()
+        server, fresh = mlflow_up(root, port)
+        assert fresh
+        os.kill(server.pid, signal.SIGKILL)
+        while pid_alive(server.pid):  # reaped (it is our child), the group lives on
+            pass
+        assert group_exists(server.pid) and not port_is_free("127.0.0.1", port)
+        if down:
+            assert mlflow_down(root) is True
+        else:
+            again, fresh = mlflow_up(root, port)
+            assert fresh and again.pid != server.pid
+            mlflow_down(root)
+        assert not group_exists(server.pid)
+        assert port_is_free("127.0.0.1", port)
+
+
 def test_a_second_demo_waits_for_the_first_to_start_mlflow_then_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

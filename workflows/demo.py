@@ -30,8 +30,10 @@ from steps.files import write_text_atomically
 from steps.processes import (
     STOP_GRACE_S,
     exclusive_lock,
+    group_exists,
     http_ok,
     is_our_process,
+    pid_alive,
     port_is_free,
     stop_process_group,
     wait_until_healthy,
@@ -104,6 +106,7 @@ def mlflow_up(root: Path, port: int) -> tuple[MlflowProcess, bool]:
         if ours:
             _wait_healthy(ours, None)
             return ours, False
+        _stop_orphaned_workers(home)
         if not port_is_free(HOST, port):
             raise StepError(
                 f"port {HOST}:{port} is in use by a process this demo did not start;"
@@ -147,8 +150,9 @@ def mlflow_down(root: Path) -> bool:
     ours = _our_mlflow(home)
     if ours:
         stop_process_group(ours.pid)
+    orphans = _stop_orphaned_workers(home)
     (home / SERVER_RECORD).unlink(missing_ok=True)
-    return ours is not None
+    return ours is not None or orphans
 
 
 def local_parameters(mlflow_port: int, given: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -327,6 +331,25 @@ def _our_mlflow(home: Path) -> MlflowProcess | None:
         return None
     ours = is_our_process(recorded.pid, words=("server",), flags={"--port": str(recorded.port)})
     return recorded if ours else None
+
+
+def _stop_orphaned_workers(home: Path) -> bool:
+    """Stop what is left of the recorded server's process group when its leader, `mlflow
+    server`, died alone (a SIGKILL leaves its uvicorn worker serving the port); True if any.
+
+    The demo starts the server as a session leader (`start_new_session`), so its group's id is
+    the recorded PID, and Linux does not give that PID to a new process while the group has a
+    member (a PID is freed only once no task uses it as process, group or session id: Linux
+    kernel/pid.c, `__change_pid`), so the group is the demo's own, never someone else's.
+    """
+    try:
+        recorded = MlflowProcess(**json.loads((home / SERVER_RECORD).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return False
+    if pid_alive(recorded.pid) or not group_exists(recorded.pid):
+        return False  # a live leader is ours (`_our_mlflow`) or a PID that is not ours
+    stop_process_group(recorded.pid, whole=True)
+    return True
 
 
 def _wait_healthy(server: MlflowProcess, proc: subprocess.Popen | None) -> None:
