@@ -305,11 +305,26 @@ class RequestLoad:
     a 200 and every request that fails (refused, reset, timed out) is counted as failed.
 
     Used as a context manager around a redeploy: `failed` must stay empty (issue 10).
+
+    With `resend_unanswered`, a request whose connection the server closed before sending any
+    byte of an answer (`closed_unanswered`) is counted there and sent again, as RFC 9112 section
+    9.3.1 lets a client do for a request it knows to be idempotent (`/invocations` changes
+    nothing); refused connections and every other error still count as failed.
     """
 
-    def __init__(self, url: str, body: dict, clients: int = 4, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        body: dict,
+        clients: int = 4,
+        timeout: float = 30.0,
+        *,
+        resend_unanswered: bool = False,
+    ) -> None:
         self.url, self.body, self.timeout = url, body, timeout
+        self.resend_unanswered = resend_unanswered
         self.answered = 0
+        self.closed_unanswered = 0
         self.failed: list[str] = []
         self.predictions: set[tuple[float, ...]] = set()
         self._lock = threading.Lock()
@@ -341,6 +356,10 @@ class RequestLoad:
                     ok = response.status_code == 200
                     outcome = f"HTTP {response.status_code}: {response.text[:200]}"
                 except httpx.HTTPError as exc:
+                    if self.resend_unanswered and _closed_unanswered(exc):
+                        with self._lock:
+                            self.closed_unanswered += 1
+                        continue
                     ok, outcome = False, f"{type(exc).__name__}: {exc}"
                 with self._lock:
                     if ok:
@@ -351,3 +370,13 @@ class RequestLoad:
         finally:
             if client is not None:
                 client.close()
+
+
+def _closed_unanswered(exc: httpx.HTTPError) -> bool:
+    """Whether `exc` says the server closed (or reset) the connection before any byte of an
+    answer: httpcore's "Server disconnected without sending a response", or a reset while the
+    request was being written or its answer awaited. A refused connection (`ConnectError`) and a
+    timeout are not."""
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "without sending a response" in str(exc)
+    return isinstance(exc, httpx.ReadError | httpx.WriteError)
