@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steps.cli import BadInput, write_outputs
-from steps.redaction import MASK, redact
+from steps.redaction import redact_value
 
 # ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
 # version written "+2" is refused rather than read as version 2 (leading zeros stay accepted).
@@ -714,14 +714,9 @@ def _in(units: str | None) -> str:
 
 
 def _shown(raw: str) -> str:
-    """`raw` as an error line quotes it: credentials masked first (steps/redaction.py), then cut
-    to 60 characters, so a long `user:password@` is never cut before it could be masked. A value
-    with `://` and an `@` has everything between them masked, even where the URL is malformed
-    (a space in the password) and the patterns of steps.redaction do not see it."""
-    text = redact(raw)
-    scheme, sep, rest = text.partition("://")
-    if sep and "@" in rest:
-        text = f"{scheme}{sep}{MASK}@{rest.rpartition('@')[2]}"
+    """`raw` as an error line quotes it: credentials masked first (`redact_value`), then cut to
+    60 characters, so a long `user:password@` is never cut before it could be masked."""
+    text = redact_value(raw)
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 

@@ -68,6 +68,17 @@ def redact(text: str) -> str:
     return _USERINFO_IN_TEXT.sub(MASK + "@", text)
 
 
+def redact_value(value: str) -> str:
+    """`value` (a whole flag or setting value that may be a URL) passed through `redact`, and if
+    it has `://` and an `@`, everything between them masked: the login of a malformed URL (a space
+    in the password) that the patterns of `redact` do not see."""
+    text = redact(value)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        text = f"{scheme}{sep}{MASK}@{rest.rpartition('@')[2]}"
+    return text
+
+
 def redact_values(data: Any) -> Any:
     """A copy of `data` (JSON-like: dicts, lists, strings) with `redact` applied to every string."""
     if isinstance(data, str):

@@ -14,7 +14,7 @@ import pytest
 
 from steps import register
 from steps.cli import EXIT_TRANSIENT, StepError, one_line, run
-from steps.redaction import redact, redact_url, redact_values
+from steps.redaction import redact, redact_url, redact_value, redact_values
 from steps.settings import DEFAULT_MODEL_NAME
 from tests.conftest import free_port
 from tests.model_helpers import run_step, step_env
@@ -233,3 +233,18 @@ def test_a_refused_uri_is_masked_before_it_is_cut_short(uri: str) -> None:
     assert done.returncode == 2 and done.stderr.startswith("error: ")
     assert SECRET not in done.stderr + done.stdout
     assert "***@" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("http://u:pass word@host:5000", "http://***@host:5000"),  # malformed: `redact` misses it
+        ("http://u:p@ss@host", "http://***@host"),  # the last `@` ends the login
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("user@example.org", "user@example.org"),  # no `://`: not a URL login
+    ],
+)
+def test_redact_value_masks_the_login_of_a_whole_value_even_where_the_url_is_malformed(
+    value: str, shown: str
+) -> None:
+    assert redact_value(value) == shown

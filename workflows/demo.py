@@ -323,11 +323,19 @@ def _print_report(facts: dict[str, str]) -> None:
     )
 
 
+def _recorded(home: Path) -> MlflowProcess | None:
+    """The MLflow server `home`'s record names (SERVER_RECORD), alive or not; None without a
+    readable record."""
+    try:
+        return MlflowProcess(**json.loads((home / SERVER_RECORD).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
 def _our_mlflow(home: Path) -> MlflowProcess | None:
     """The recorded MLflow server if its PID is alive and is the `mlflow server` we started."""
-    try:
-        recorded = MlflowProcess(**json.loads((home / SERVER_RECORD).read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
+    recorded = _recorded(home)
+    if recorded is None:
         return None
     ours = is_our_process(recorded.pid, words=("server",), flags={"--port": str(recorded.port)})
     return recorded if ours else None
@@ -342,11 +350,8 @@ def _stop_orphaned_workers(home: Path) -> bool:
     member (a PID is freed only once no task uses it as process, group or session id: Linux
     kernel/pid.c, `__change_pid`), so the group is the demo's own, never someone else's.
     """
-    try:
-        recorded = MlflowProcess(**json.loads((home / SERVER_RECORD).read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
-        return False
-    if pid_alive(recorded.pid) or not group_exists(recorded.pid):
+    recorded = _recorded(home)
+    if recorded is None or pid_alive(recorded.pid) or not group_exists(recorded.pid):
         return False  # a live leader is ours (`_our_mlflow`) or a PID that is not ours
     stop_process_group(recorded.pid, whole=True)
     return True
