@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import graphlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 # `{{name}}`, spaces inside the braces allowed; `{{=expr}}` is an expr-lang expression.
@@ -277,12 +279,13 @@ def aggregate_outputs(children: Sequence[Mapping[str, str] | None]) -> dict[str,
 
 
 def _json_values_or_strings(values: list[str]) -> list[Any]:
-    """Argo's tryJSONUnmarshal: the parsed values if every one is a JSON list or object."""
+    """Argo's tryJSONUnmarshal (workflow/controller/operator.go): the values as Go's json.Unmarshal
+    reads them into `any` if every one is a JSON list or object, else the strings themselves."""
     parsed = []
     for value in values:
         try:
-            item = json.loads(value)
-        except ValueError:
+            item = _go_unmarshal(value)
+        except (ValueError, RecursionError):
             return list(values)
         if not isinstance(item, list | dict):
             return list(values)
@@ -290,24 +293,81 @@ def _json_values_or_strings(values: list[str]) -> list[Any]:
     return parsed
 
 
+def _go_unmarshal(text: str) -> Any:
+    """`text` as Go's encoding/json Unmarshal reads it into `any`: every number a float64 (one
+    beyond float64's range is an error, as is NaN or Infinity, which Python's json would take).
+
+    Raises:
+        ValueError: not JSON as Go reads it.
+    """
+
+    def number(digits: str) -> float:
+        value = float(digits)
+        if math.isinf(value):
+            raise ValueError(f"number {digits} does not fit a float64")
+        return value
+
+    def constant(name: str) -> float:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_int=number, parse_float=number, parse_constant=constant)
+
+
 def _go_json(value: Any, escape_html: bool = True) -> str:
-    """JSON as Go's encoding/json marshals it: compact, map keys sorted, whole floats without a
-    fraction, and (escape_html) `<`, `>`, `&` as \\u003c, \\u003e, \\u0026."""
-    text = json.dumps(_go_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if escape_html:
-        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return text
+    """`value` (None, bool, int, float, str, mappings and lists of them) as Go's encoding/json
+    Marshal writes it (Go 1.26, which Argo v4.1.2 builds with: go.mod): compact, map keys sorted,
+    float64s as `_go_float` writes them, strings as `_go_string`.
 
-
-def _go_numbers(value: Any) -> Any:
-    """Floats as Go writes a float64: 2.0 -> 2 (below 1e21), else as they are."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
+    Raises:
+        ValueError: a NaN or infinite float (Go's UnsupportedValueError).
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _go_float(value)
+    if isinstance(value, str):
+        return _go_string(value, escape_html)
     if isinstance(value, Mapping):
-        return {k: _go_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_go_numbers(v) for v in value]
-    return value
+        pairs = (
+            f"{_go_string(str(k), escape_html)}:{_go_json(value[k], escape_html)}"
+            for k in sorted(value, key=str)
+        )
+        return "{" + ",".join(pairs) + "}"
+    return "[" + ",".join(_go_json(v, escape_html) for v in value) + "]"
+
+
+def _go_float(value: float) -> str:
+    """A float64 as encoding/json writes it (floatEncoder): the shortest decimal that reads back
+    the same, plain from 1e-6 to below 1e21 (`2` for 2.0, `12345678901234567000` for 1.2345...e19),
+    else in exponent form with a one-digit negative exponent unpadded (`1e-7`, `1e+21`)."""
+    if not math.isfinite(value):
+        raise ValueError(f"json: unsupported value: {value}")
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    if 1e-6 <= abs(value) < 1e21:
+        return format(Decimal(repr(value)).normalize(), "f")
+    return re.sub(r"e-0(\d)$", r"e-\1", repr(value))
+
+
+# Characters Go's encoding/json always escapes beyond Python's json (U+2028, U+2029: "so that the
+# JSON will be safe to embed inside HTML <script> tags"), and with HTML escaping on, `<`, `>`, `&`.
+_GO_ALWAYS_ESCAPED = {"\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_HTML_ESCAPED = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _go_string(text: str, escape_html: bool) -> str:
+    """A JSON string as Go writes it: Python's json escapes (`\\"`, `\\\\`, `\\b`, `\\f`, `\\n`,
+    `\\r`, `\\t`, other controls as lower-case `\\u00xx`: the same as Go 1.22 and later), plus
+    U+2028 and U+2029, plus `<`, `>`, `&` with `escape_html`; what is not valid Unicode (a lone
+    surrogate) becomes U+FFFD, as Go replaces invalid UTF-8."""
+    out = json.dumps(_LONE_SURROGATE.sub("\ufffd", text), ensure_ascii=False)
+    escaped = _GO_ALWAYS_ESCAPED | (_GO_HTML_ESCAPED if escape_html else {})
+    return "".join(escaped.get(c, c) for c in out)
 
 
 # --- memoize ------------------------------------------------------------------------------------
