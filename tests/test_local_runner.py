@@ -833,7 +833,7 @@ def test_command_line_bad_files_are_one_line_errors(
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
-    assert runner_main([str(path), "--run-dir", str(tmp_path / "run")]) == 1
+    assert runner_main([str(path), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 

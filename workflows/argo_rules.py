@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-# `{{name}}`, spaces inside the braces allowed; `{{=expr}}` is an expr-lang expression.
-REFERENCE = re.compile(r"{{\s*([^{}]*?)\s*}}")
+# `{{...}}` tags as Argo reads them (v4.1.2 util/template/template.go and validate.go, through
+# valyala/fasttemplate v1.2.2 NewTemplate): a tag runs from `{{` to the first `}}` after it, and a
+# `{{` with no `}}` after it makes the whole text an error (fasttemplate: "Cannot find end tag").
+TAG_START, TAG_END = "{{", "}}"
 
 # Results a `depends` term may test (docs/enhanced-depends-logic.md); the group results apply to
 # tasks expanded by withItems/withParam/withSequence.
@@ -84,12 +86,85 @@ class Problems:
         self.items.append(f"{path}: {message}")
 
 
-# --- text: references and values ---------------------------------------------------------------
+# --- text: `{{...}}` tags, references and values ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One `{{...}}` of a text: where it stands and what is written between the braces."""
+
+    start: int  # index of its `{{`
+    end: int  # index just after its `}}`
+    raw: str  # between the braces, as written
+
+    @property
+    def name(self) -> str:
+        """What it names: the text trimmed of white space (simple_template.go, TrimSpace)."""
+        return self.raw.strip()
+
+    @property
+    def expression(self) -> bool:
+        """An expr-lang `{{=...}}`: `=` first, as written (util/template/kind.go, parseTag)."""
+        return self.raw.startswith("=")
+
+
+class UnclosedTag(ArgoRuleError):
+    """A `{{` with no `}}` after it: Argo refuses the whole text."""
+
+
+def tags(text: str) -> list[Tag]:
+    """Every `{{...}}` tag of `text`, in order.
+
+    Raises:
+        UnclosedTag: a `{{` has no `}}` after it.
+    """
+    found, unclosed = _scan_tags(text)
+    if unclosed is not None:
+        raise UnclosedTag(
+            f"{TAG_START!r} at {text[unclosed : unclosed + 40]!r} has no {TAG_END!r} after it "
+            f"(Argo: Cannot find end tag={TAG_END!r})"
+        )
+    return found
+
+
+def unclosed_tag(text: str) -> str | None:
+    """Why Argo cannot read the tags of `text` (an unclosed `{{`), or None."""
+    try:
+        tags(text)
+    except UnclosedTag as exc:
+        return str(exc)
+    return None
 
 
 def references(text: str) -> list[str]:
-    """The names inside every `{{...}}` of `text`, stripped, in order (`=expr` ones included)."""
-    return REFERENCE.findall(text)
+    """The names of the `{{...}}` tags of `text` before any unclosed `{{`, in order (`=expr`
+    ones included); `unclosed_tag` says whether there is one."""
+    return [tag.name for tag in _scan_tags(text)[0]]
+
+
+def _scan_tags(text: str) -> tuple[list[Tag], int | None]:
+    """(the tags, the index of an unclosed `{{` or None): fasttemplate's reading."""
+    found: list[Tag] = []
+    position = 0
+    while (start := text.find(TAG_START, position)) != -1:
+        end = text.find(TAG_END, start + len(TAG_START))
+        if end == -1:
+            return found, start
+        found.append(Tag(start, end + len(TAG_END), text[start + len(TAG_START) : end]))
+        position = end + len(TAG_END)
+    return found, None
+
+
+def pure_reference(text: str) -> str | None:
+    """The name when `text` is one `{{name}}` and nothing else (no expression), else None: what
+    Argo v4.1.2 treats as "only a reference" to a value (workflow/controller/scope.go,
+    absentOptionalRef; util/template/resolve_var.go, ResolveVar)."""
+    if not (text.startswith(TAG_START) and text.endswith(TAG_END)) or len(text) < 4:
+        return None
+    raw = text[len(TAG_START) : -len(TAG_END)]
+    if TAG_START in raw or TAG_END in raw or raw.startswith("="):
+        return None
+    return raw.strip()
 
 
 def strings(data: Any, path: str = "$") -> Iterator[tuple[str, str]]:
@@ -104,20 +179,29 @@ def strings(data: Any, path: str = "$") -> Iterator[tuple[str, str]]:
         yield path, data
 
 
-def substitute(text: str, values: Mapping[str, str]) -> str:
-    """`text` with each `{{name}}` replaced by `values[name]`.
+def substitute(
+    text: str,
+    values: Mapping[str, str] | Callable[[str], str | None],
+    keep_unknown: bool = False,
+) -> str:
+    """`text` with each `{{name}}` replaced by its value: `values[name]`, or `values(name)` (None:
+    no value). With `keep_unknown` a tag without a value stays as written, as Argo leaves what a
+    later scope fills (util/template/simple_template.go, simpleReplaceStrict).
 
     Raises:
-        MissingValue: a name has no value (its `.name` says which).
+        MissingValue: a name has no value (its `.name` says which), unless `keep_unknown`.
+        UnclosedTag: a `{{` has no `}}` after it.
     """
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise MissingValue(name)
-        return values[name]
-
-    return REFERENCE.sub(replace, text)
+    lookup = values if callable(values) else values.get
+    parts: list[str] = []
+    position = 0
+    for tag in tags(text):
+        value = lookup(tag.name)
+        if value is None and not keep_unknown:
+            raise MissingValue(tag.name)
+        parts += [text[position : tag.start], text[tag.start : tag.end] if value is None else value]
+        position = tag.end
+    return "".join(parts) + text[position:]
 
 
 def parameter_text(value: Any) -> str:
@@ -125,6 +209,75 @@ def parameter_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+# --- names ---------------------------------------------------------------------------------------
+# Argo v4.1.2 workflow/validate/validate.go: workflowFieldNameFmt (templates, tasks, steps; at most
+# workflowFieldMaxLength 128) and paramOrArtifactNameRegex (parameters, artifacts), checked with
+# uniqueness by validateWorkflowFieldNames; the memoization key has the field names' form
+# (workflow/controller/cache/cache.go, cacheKeyRegex). Kubernetes names: apimachinery
+# validation IsDNS1123Label (63), IsDNS1123Subdomain (253), IsQualifiedName and IsValidLabelValue.
+# Go's `$` ends the text only: fullmatch, never `re.match` with `$` (which allows a final "\n").
+
+FIELD_NAME = "[a-zA-Z0-9][-a-zA-Z0-9]*"
+FIELD_NAME_MAX = 128
+PARAMETER_NAME = "[-a-zA-Z0-9_]+"
+_DNS_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = rf"{_DNS_LABEL}(\.{_DNS_LABEL})*"
+_LABEL_NAME = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+
+
+def is_dns_label(text: str) -> bool:
+    """Whether `text` is an RFC 1123 label (a Kubernetes namespace name): at most 63 lowercase
+    letters, digits and `-`, starting and ending with a letter or digit."""
+    return bool(re.fullmatch(_DNS_LABEL, text)) and len(text) <= 63
+
+
+def is_dns_subdomain(text: str, max_length: int | None = 253) -> bool:
+    """Whether `text` is an RFC 1123 subdomain (most Kubernetes object names, a ConfigMap's):
+    dot-separated labels, at most `max_length` characters (None: any); never `/` or `..`."""
+    fits = max_length is None or len(text) <= max_length
+    return bool(re.fullmatch(_DNS_SUBDOMAIN, text)) and fits
+
+
+def is_label_name(text: str) -> bool:
+    """Whether `text` is a label value, or the name part of a label key: at most 63 letters,
+    digits, `-`, `_` and `.`, starting and ending with a letter or digit."""
+    return bool(re.fullmatch(_LABEL_NAME, text)) and len(text) <= 63
+
+
+def field_name_problem(name: str) -> str | None:
+    """Why Argo refuses `name` for a template, task or step, or None."""
+    if re.fullmatch(FIELD_NAME, name) and len(name) <= FIELD_NAME_MAX:
+        return None
+    return f"name {name!r} must match {FIELD_NAME} (<= {FIELD_NAME_MAX})"
+
+
+def check_names(
+    items: Any, what: str, path: str, problems: Problems, pattern: str = PARAMETER_NAME
+) -> None:
+    """Argo's validateWorkflowFieldNames over a list (parameters, artifacts; `pattern`
+    FIELD_NAME for templates and tasks): each has a name of that form, none twice."""
+    seen: set[str] = set()
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, Mapping):
+            continue
+        name = item.get("name")
+        if name in (None, ""):
+            problems.add(f"{path}[{i}].name", f"{what} needs a name")
+            continue
+        name = str(name)
+        if pattern == FIELD_NAME:
+            reason = field_name_problem(name)
+        elif not re.fullmatch(pattern, name):
+            reason = f"name {name!r} must match {pattern}"
+        else:
+            reason = None
+        if reason:
+            problems.add(f"{path}[{i}].name", f"{what} {reason}")
+        elif name in seen:
+            problems.add(f"{path}[{i}].name", f"{what} name {name!r} is not unique")
+        seen.add(name)
 
 
 # --- workflow parameters -----------------------------------------------------------------------
@@ -376,7 +529,6 @@ def _go_string(text: str, escape_html: bool) -> str:
 # creationTimestamp, lastHitTimestamp); workflow/controller/operator.go, executeTemplate (a hit
 # needs an entry with a node id, no older than maxAge; outputs are saved when the node succeeds).
 
-MEMO_KEY = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
              "m": 60.0, "h": 3600.0}  # fmt: skip
@@ -384,9 +536,9 @@ _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-
 
 def memo_key_problem(key: str) -> str | None:
     """Why Argo refuses `key` as a memoization cache key ("invalid cache key"), or None."""
-    if MEMO_KEY.match(key):
+    if re.fullmatch(FIELD_NAME, key):
         return None
-    return f"invalid cache key: {key!r} (Argo's form: {MEMO_KEY.pattern})"
+    return f"invalid cache key: {key!r} (Argo's form: {FIELD_NAME})"
 
 
 def go_duration_seconds(text: str, what: str = "maxAge") -> float:
@@ -605,10 +757,9 @@ def read_dag(dag: Mapping[str, Any], path: str, problems: Problems) -> Dag:
         problems.add(f"{path}.tasks", "a dag must have at least one task")
     depends: dict[str, Depends] = {}
     parents: dict[str, set[str]] = {}
+    check_names(raw, "task", f"{path}.tasks", problems, FIELD_NAME)
     for i, task in enumerate(raw):
         name = str(task.get("name", ""))
-        if name in depends:
-            problems.add(f"{path}.tasks[{i}].name", f"task name {name!r} is not unique")
         depends[name], error = _scan_depends(task)
         if error:
             problems.add(f"{path}.tasks[{i}]", error)
@@ -713,14 +864,10 @@ def read_spec(spec: Mapping[str, Any], path: str = "$.spec") -> SpecReading:
         if reason and param.get("value") is not None:
             problems.add(f"{path}.arguments.parameters[{i}].value", f"workflow parameter {reason}")
     templates = {t.get("name"): t for t in spec.get("templates") or [] if isinstance(t, Mapping)}
-    seen: set[Any] = set()
-    for i, template in enumerate(t for t in spec.get("templates") or [] if isinstance(t, Mapping)):
-        # validate.go validateWorkflowFieldNames(wf.Spec.Templates): "... is not unique".
-        if template.get("name") in seen:
-            problems.add(
-                f"{path}.templates[{i}].name", f"template name {template['name']!r} is not unique"
-            )
-        seen.add(template.get("name"))
+    check_names(spec.get("templates"), "template", f"{path}.templates", problems, FIELD_NAME)
+    for group in ("parameters", "artifacts"):
+        items = (spec.get("arguments") or {}).get(group)
+        check_names(items, f"workflow {group[:-1]}", f"{path}.arguments.{group}", problems)
     entrypoint = spec.get("entrypoint")
     if entrypoint is None or entrypoint not in templates:
         problems.add(f"{path}.entrypoint", f"{entrypoint!r} is not a template of this workflow")
@@ -730,6 +877,11 @@ def read_spec(spec: Mapping[str, Any], path: str = "$.spec") -> SpecReading:
         if not isinstance(template, Mapping):
             continue
         tpath = f"{path}.templates[{i}]"
+        for kind in ("inputs", "outputs"):
+            for group in ("parameters", "artifacts"):
+                items = (template.get(kind) or {}).get(group)
+                what = f"{kind[:-1]} {group[:-1]}"
+                check_names(items, what, f"{tpath}.{kind}.{group}", problems)
         for j, param in enumerate((template.get("inputs") or {}).get("parameters") or []):
             reason = outside_enum(param.get("name", ""), param.get("default"), param.get("enum"))
             if reason and param.get("default") is not None:
@@ -912,6 +1064,9 @@ def _read_dag_template(
             return resolve_template(ref)
 
         _check_references(task, resolve_task, tpath, problems)
+        for group in ("parameters", "artifacts"):
+            items = (task.get("arguments") or {}).get(group)
+            check_names(items, f"argument {group[:-1]}", f"{tpath}.arguments.{group}", problems)
         if target is not None:
             _check_task_arguments(task, target, tpath, problems)
     return read
@@ -979,11 +1134,16 @@ def _check_task_arguments(
 def _check_references(
     data: Any, resolve: Callable[[str], str | None], path: str, problems: Problems
 ) -> None:
-    """Resolve every `{{...}}` in strings under `data`; expr-lang `{{=...}}` is not resolved."""
+    """Resolve every `{{...}}` in strings under `data`; expr-lang `{{=...}}` is not resolved. A
+    text with an unclosed `{{` is refused whole, as Argo refuses it (util/template/validate.go)."""
     for where, text in strings(data, path):
-        for name in references(text):
-            if name.startswith("="):
+        found, unclosed = _scan_tags(text)
+        if unclosed is not None:
+            problems.add(where, str(unclosed_tag(text)))
+            continue
+        for tag in found:
+            if tag.expression:
                 continue
-            reason = resolve(name)
+            reason = resolve(tag.name)
             if reason is not None:
-                problems.add(where, f"{{{{{name}}}}}: {reason}")
+                problems.add(where, f"{{{{{tag.name}}}}}: {reason}")

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from steps import __version__
 from steps.contract import Boolean, Integer
 from steps.revision import SourceRevision, source_revision
-from workflows.validate_resources import is_dns_label
+from workflows.argo_rules import is_dns_label
 
 DEFAULT_NAMESPACE = "mlops"
 DEFAULT_SERVICE_ACCOUNT = "dewpoint-pipeline"

@@ -15,7 +15,15 @@ from typing import Any, Union, get_args, get_origin
 import pydantic
 from hera.workflows import models as m
 
-from workflows.argo_rules import Problems, check_workflow_arguments, read_spec
+from workflows.argo_rules import (
+    Problems,
+    check_names,
+    check_workflow_arguments,
+    is_dns_label,
+    is_dns_subdomain,
+    is_label_name,
+    read_spec,
+)
 
 RESOURCE_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "WorkflowTemplate": m.WorkflowTemplate,
@@ -26,22 +34,6 @@ RESOURCE_MODELS: dict[str, type[pydantic.BaseModel]] = {
 API_VERSION = "argoproj.io/v1alpha1"
 # Argo: "cron workflow name ... must not be more than 52 characters long" (it appends a suffix).
 CRON_NAME_MAX = 52
-
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_LABEL_RE = re.compile(rf"^{_DNS_LABEL}$")
-_DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-
-
-def is_dns_label(text: str) -> bool:
-    """Whether `text` is an RFC 1123 label (a Kubernetes namespace name): at most 63 lowercase
-    letters, digits and `-`, starting and ending with a letter or digit."""
-    return bool(_DNS_LABEL_RE.match(text)) and len(text) <= 63
-
-
-# Argo's workflowFieldNameFmt for template and task names, at most 128 characters.
-_FIELD_NAME_RE = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
-_PARAM_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
-_LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 
@@ -190,13 +182,14 @@ def _check_metadata(kind: str, metadata: Mapping[str, Any], label: str, problems
         problems.add(path, "needs name or generateName")
     if name is not None:
         limit = CRON_NAME_MAX if kind == "CronWorkflow" else 253
-        if not _DNS_SUBDOMAIN_RE.match(name):
+        if not is_dns_subdomain(name, max_length=None):
             problems.add(f"{path}.name", f"{name!r} is not a valid RFC 1123 name")
         if len(name) > limit:
             problems.add(
                 f"{path}.name", f"{name!r} is {len(name)} characters; {kind} allows {limit}"
             )
-    if generate_name is not None and not _DNS_SUBDOMAIN_RE.match(generate_name.rstrip("-") or "-"):
+    prefix = None if generate_name is None else generate_name.rstrip("-") or "-"
+    if prefix is not None and not is_dns_subdomain(prefix, max_length=None):
         problems.add(f"{path}.generateName", f"{generate_name!r} is not a valid RFC 1123 prefix")
     namespace = metadata.get("namespace")
     if namespace is not None and not is_dns_label(namespace):
@@ -207,17 +200,12 @@ def _check_metadata(kind: str, metadata: Mapping[str, Any], label: str, problems
 def _check_labels(labels: Mapping[str, str], path: str, problems: Problems) -> None:
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
-        if prefix and not (_DNS_SUBDOMAIN_RE.match(prefix) and len(prefix) <= 253):
+        if prefix and not is_dns_subdomain(prefix):
             problems.add(f"{path}.{key}", "label key prefix is not a DNS subdomain")
-        if not (_LABEL_NAME_RE.match(name) and len(name) <= 63):
+        if not is_label_name(name):
             problems.add(f"{path}.{key}", "label key name is not valid")
-        if value and not (_LABEL_NAME_RE.match(value) and len(value) <= 63):
+        if value and not is_label_name(value):
             problems.add(f"{path}.{key}", f"label value {value!r} is not valid")
-
-
-def _check_field_name(name: str, path: str, problems: Problems) -> None:
-    if not (_FIELD_NAME_RE.match(name) and len(name) <= 128):
-        problems.add(path, f"name {name!r} must match [a-zA-Z0-9][-a-zA-Z0-9]* (<= 128)")
 
 
 # --- cron --------------------------------------------------------------------------------------
@@ -342,11 +330,11 @@ def _check_workflow_spec(
     path: str,
     problems: Problems,
 ) -> None:
-    for i, param in enumerate((spec.get("arguments") or {}).get("parameters") or []):
-        _check_parameter_name(param, f"{path}.arguments.parameters[{i}]", problems)
-
     ref = spec.get("workflowTemplateRef")
     if ref is not None:
+        for group in ("parameters", "artifacts"):
+            items = (spec.get("arguments") or {}).get(group)
+            check_names(items, f"workflow {group[:-1]}", f"{path}.arguments.{group}", problems)
         referenced = known_templates.get(str(ref.get("name")))
         if referenced is None:
             return  # the template lives on the cluster; nothing more to resolve offline
@@ -364,20 +352,7 @@ def _check_workflow_spec(
     spec_volumes = {v["name"] for v in spec.get("volumes") or []}
     spec_volumes |= {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates") or []}
     for i, template in enumerate(spec.get("templates") or []):
-        tpath = f"{path}.templates[{i}]"
-        _check_field_name(template.get("name") or "", f"{tpath}.name", problems)
-        for kind in ("inputs", "outputs"):
-            for j, param in enumerate((template.get(kind) or {}).get("parameters") or []):
-                _check_parameter_name(param, f"{tpath}.{kind}.parameters[{j}]", problems)
-        _check_volume_mounts(template, spec_volumes, tpath, problems)
-        for j, task in enumerate((template.get("dag") or {}).get("tasks") or []):
-            _check_field_name(task.get("name") or "", f"{tpath}.dag.tasks[{j}].name", problems)
-
-
-def _check_parameter_name(param: Mapping[str, Any], path: str, problems: Problems) -> None:
-    name = param.get("name") or ""
-    if not _PARAM_NAME_RE.match(name):
-        problems.add(f"{path}.name", f"parameter name {name!r} must match [-a-zA-Z0-9_]+")
+        _check_volume_mounts(template, spec_volumes, f"{path}.templates[{i}]", problems)
 
 
 def _check_volume_mounts(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from steps.cli import StepError, one_line, run
+from steps.cli import BadInput, one_line, run
 from steps.contract import OneLineParser
 from workflows.local_runner.backends import BACKENDS
 from workflows.local_runner.runner import DEFAULT_CACHE_DIR, run_rendered
@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m workflows.local_runner",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit status: 0 if every task succeeded or was skipped, 2 for a bad workflow "
-        "parameter (nothing ran), 1 otherwise. What the "
-        "runner supports and refuses: docs/local-runner.md.",
+        epilog="Exit status: 0 if every task succeeded or was skipped, 2 for a template or "
+        "workflow parameter refused before any task ran (one `error:` line on stderr), 1 "
+        "otherwise. What the runner supports and refuses: docs/local-runner.md.",
     )
     parser.add_argument("template", type=Path, help="rendered WorkflowTemplate, YAML or JSON")
     add_parameter_overrides(parser)
@@ -54,18 +54,18 @@ def read_template(path: Path) -> dict:
     """The one resource in a YAML or JSON file.
 
     Raises:
-        StepError: unreadable file, not YAML, or not exactly one mapping.
+        BadInput: unreadable file, not YAML, or not exactly one mapping (exit 2, nothing ran).
     """
     try:
         documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except OSError as exc:
-        raise StepError(f"cannot read {path}: {exc.strerror}") from exc
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise StepError(f"{path} is not UTF-8 text: byte {exc.start}") from exc
+        raise BadInput(f"{path} is not UTF-8 text: byte {exc.start}") from exc
     except yaml.YAMLError as exc:
-        raise StepError(f"{path} is not YAML: {one_line(exc)}") from exc
+        raise BadInput(f"{path} is not YAML: {one_line(exc)}") from exc
     if len(documents) != 1 or not isinstance(documents[0], dict):
-        raise StepError(f"{path} must hold exactly one resource, the rendered WorkflowTemplate")
+        raise BadInput(f"{path} must hold exactly one resource, the rendered WorkflowTemplate")
     return documents[0]
 
 

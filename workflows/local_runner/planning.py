@@ -15,23 +15,23 @@ from steps.contract import check_workflow_parameters
 from steps.stages import WORKFLOW_PARAMETERS
 from workflows import retry_expression
 from workflows.argo_rules import (
-    REFERENCE,
     WORKFLOW_PARAMETER_PREFIX,
     ArgoRuleError,
     DependsTerm,
     backoff_seconds,
     go_duration_seconds,
+    is_dns_subdomain,
     loop_field,
     read_spec,
     references,
     strings,
+    substitute,
     workflow_parameter_values,
 )
 from workflows.validate_resources import validate_resources
 
 CONTAINER_ROOT = "/work"
 RUNNABLE_KINDS = ("WorkflowTemplate", "Workflow", "ClusterWorkflowTemplate")
-_CONFIGMAP_NAME = r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 LOOPS = ("withItems", "withParam")  # withSequence is refused by name
 # Results a `depends` term may test here: no task is Daemoned, and a Failed one ends the run
 # (Argo's failFast), so `.Failed`, `.Errored`, `.Omitted` could never be met.
@@ -85,6 +85,13 @@ _COMPARISON = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+?)\s*$")
 
 class LocalRunError(StepError):
     """The template uses something the local runner does not support, or a run cannot start."""
+
+
+class BadTemplate(LocalRunError):
+    """The template breaks Argo's rules or uses what the runner does not support: bad input, found
+    before any task runs."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class BadParameter(LocalRunError):
@@ -146,13 +153,13 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
     """
     kind = template.get("kind", "WorkflowTemplate") if isinstance(template, Mapping) else None
     if kind not in RUNNABLE_KINDS:
-        raise LocalRunError(f"cannot run a {kind}; pass the rendered WorkflowTemplate")
+        raise BadTemplate(f"cannot run a {kind}; pass the rendered WorkflowTemplate")
     problems = validate_resources([template])
     if problems:
         more = (
             f" (+{len(problems) - PROBLEMS_SHOWN} more)" if len(problems) > PROBLEMS_SHOWN else ""
         )
-        raise LocalRunError(
+        raise BadTemplate(
             "the template breaks Argo's rules: " + "; ".join(problems[:PROBLEMS_SHOWN]) + more
         )
     _check_fields(template, IGNORED_TOP_FIELDS | {"spec"}, "the resource")
@@ -160,7 +167,7 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
     allowed = IGNORED_SPEC_FIELDS | {"entrypoint", "arguments", "templates", "parallelism"}
     _check_fields(spec, allowed, "spec")
     if parallelism(template) is not None and parallelism(template) < 1:
-        raise LocalRunError(f"parallelism {parallelism(template)} must be at least 1")
+        raise BadTemplate(f"parallelism {parallelism(template)} must be at least 1")
     _check_fields(spec.get("arguments") or {}, {"parameters"}, "spec.arguments")
     for param in (spec.get("arguments") or {}).get("parameters") or []:
         allowed = {"name", "value", "enum"} | IGNORED_PARAMETER_FIELDS
@@ -171,7 +178,7 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
     entry = reading.templates[spec["entrypoint"]]
     if not isinstance(entry.get("dag"), Mapping):
         kinds = sorted(set(entry) & {"steps", "container", "script", "resource", "suspend"})
-        raise LocalRunError(
+        raise BadTemplate(
             f"unsupported feature: entrypoint template {entry['name']!r} is {'/'.join(kinds)};"
             " it must be a dag"
         )
@@ -181,7 +188,7 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
     # pkg/apis/workflow/v1alpha1/workflow_types.go DAGTemplate.FailFast); `false` would have Argo
     # run the other branches to the end.
     if entry["dag"].get("failFast", True) is not True:
-        raise LocalRunError(
+        raise BadTemplate(
             f"unsupported feature in dag of {entry['name']}: failFast "
             f"{entry['dag']['failFast']!r} (the runner stops at the first failure, as with true)"
         )
@@ -195,17 +202,17 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
         _check_fields(raw, allowed, where)
         loop = loop_field(raw)
         if raw.get("template") not in reading.templates:
-            raise LocalRunError(f"unsupported feature in {where}: no `template` (templateRef?)")
+            raise BadTemplate(f"unsupported feature in {where}: no `template` (templateRef?)")
         called = reading.templates[raw["template"]]
         _check_container_template(called)
         depends = dag.depends[name]
         if depends.operators - {"&&"}:
-            raise LocalRunError(
+            raise BadTemplate(
                 f"unsupported feature in {where}: depends expression {depends.text!r}"
             )
         for term in depends.terms:
             if term.result is not None and term.result not in SUPPORTED_RESULTS:
-                raise LocalRunError(
+                raise BadTemplate(
                     f"unsupported feature in {where}: depends term '{term.task}.{term.result}'"
                 )
         _check_task(raw, called, where, looping)
@@ -214,7 +221,7 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
         for a in (task.spec.get("arguments") or {}).get("artifacts") or []:
             match = TASK_ARTIFACT.match(a.get("from") or "")
             if match and match.group(1) in looping:
-                raise LocalRunError(
+                raise BadTemplate(
                     f"task {task.name}: artifact {a['name']} comes from {match.group(1)}, which "
                     "loops: Argo aggregates the parameters of a loop's items, not their artifacts "
                     "(pass them through key-only artifacts)"
@@ -255,14 +262,14 @@ def evaluate_when(expr: str, task: str) -> bool:
         return text == "true"
     match = _COMPARISON.match(text)
     if not match or any(token in text for token in ("&&", "||", "(", ")")):
-        raise LocalRunError(f"unsupported when expression in task {task}: {expr!r}")
+        raise BadTemplate(f"unsupported when expression in task {task}: {expr!r}")
     left, op, right = match.group(1).strip("'\""), match.group(2), match.group(3).strip("'\"")
     try:
         a: Any = float(left)
         b: Any = float(right)
     except ValueError:
         if op not in ("==", "!="):
-            raise LocalRunError(f"when in task {task}: {op} needs numbers, got {expr!r}") from None
+            raise BadTemplate(f"when in task {task}: {op} needs numbers, got {expr!r}") from None
         a, b = left, right
     return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
 
@@ -270,14 +277,14 @@ def evaluate_when(expr: str, task: str) -> bool:
 def _check_fields(obj: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
     extra = sorted(set(obj) - set(allowed))
     if extra:
-        raise LocalRunError(f"unsupported feature in {where}: {', '.join(extra)}")
+        raise BadTemplate(f"unsupported feature in {where}: {', '.join(extra)}")
 
 
 def _check_volume(volume: Mapping[str, Any], where: str) -> None:
     # A pod whose optional Secret does not exist starts with nothing mounted: locally it is absent.
     optional_secret = set(volume) == {"name", "secret"} and (volume["secret"] or {}).get("optional")
     if set(volume) - {"name", "emptyDir"} and not optional_secret:
-        raise LocalRunError(
+        raise BadTemplate(
             f"unsupported feature in {where}: volume {volume.get('name')!r}"
             " (only emptyDir and optional secret volumes)"
         )
@@ -287,7 +294,7 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
     where = f"template {tpl['name']}"
     for kind in ("steps", "script", "resource", "suspend", "dag", "data", "http", "plugin"):
         if kind in tpl:
-            raise LocalRunError(f"unsupported feature in {where}: {kind} template")
+            raise BadTemplate(f"unsupported feature in {where}: {kind} template")
     allowed = IGNORED_TEMPLATE_FIELDS | {
         "name", "container", "inputs", "outputs", "retryStrategy", "memoize",
     }  # fmt: skip
@@ -296,7 +303,7 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
         _check_memoize(tpl["memoize"], where)
     container = tpl.get("container")
     if container is None:
-        raise LocalRunError(f"{where}: no container")
+        raise BadTemplate(f"{where}: no container")
     allowed = IGNORED_CONTAINER_FIELDS | {"image", "command", "args", "env", "workingDir"}
     _check_fields(container, allowed, f"{where}.container")
     volumes = {v["name"]: v for v in tpl.get("volumes") or []}
@@ -305,7 +312,7 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
     for mount in container.get("volumeMounts") or []:
         path = mount.get("mountPath")
         if path not in PROVIDED_MOUNTS and "secret" not in volumes.get(mount.get("name"), {}):
-            raise LocalRunError(f"unsupported feature in {where}: volume mount at {path}")
+            raise BadTemplate(f"unsupported feature in {where}: volume mount at {path}")
     for item in container.get("env") or []:
         _check_fields(item, {"name", "value", "valueFrom"}, f"{where} env {item.get('name')}")
     inputs, outputs = tpl.get("inputs") or {}, tpl.get("outputs") or {}
@@ -319,10 +326,10 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
         value_from = p.get("valueFrom") or {}
         _check_fields(value_from, {"path", "default"}, f"{where} {p['name']}.valueFrom")
         if "path" not in value_from:
-            raise LocalRunError(f"{where}: output parameter {p['name']} needs valueFrom.path")
+            raise BadTemplate(f"{where}: output parameter {p['name']} needs valueFrom.path")
         _check_variables(value_from, lambda name: False, where)  # a literal path, read as is
         if not under_work(value_from["path"]):
-            raise LocalRunError(
+            raise BadTemplate(
                 f"{where}: output parameter {p['name']} path must be under {CONTAINER_ROOT}"
             )
     for a in [*(inputs.get("artifacts") or []), *(outputs.get("artifacts") or [])]:
@@ -330,34 +337,32 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
         _check_fields(a, allowed, f"{where} artifact {a['name']}")
         _check_key_only(a, f"{where} artifact {a['name']}")
         if not under_work(a.get("path") or ""):
-            raise LocalRunError(
-                f"{where}: artifact {a['name']} path must be under {CONTAINER_ROOT}"
-            )
+            raise BadTemplate(f"{where}: artifact {a['name']} path must be under {CONTAINER_ROOT}")
     retry = tpl.get("retryStrategy") or {}
     allowed = {"limit", "retryPolicy", "backoff", "expression"}
     _check_fields(retry, allowed, f"{where}.retryStrategy")
     # Argo >= 3.5: with an expression and no policy, the expression alone decides (Always).
     default_policy = "Always" if retry.get("expression") else "OnFailure"
     if retry.get("retryPolicy", default_policy) not in ("OnFailure", "Always"):
-        raise LocalRunError(f"unsupported feature in {where}: retryPolicy {retry['retryPolicy']}")
+        raise BadTemplate(f"unsupported feature in {where}: retryPolicy {retry['retryPolicy']}")
     try:
         backoff_seconds(str((retry.get("backoff") or {}).get("duration", "0")))
     except ArgoRuleError as exc:
-        raise LocalRunError(f"{where}.retryStrategy: {exc}") from None
+        raise BadTemplate(f"{where}.retryStrategy: {exc}") from None
     # `limit` is an IntOrString (Argo v4.1.2 pkg/apis/workflow/v1alpha1/workflow_types.go,
     # RetryStrategy.Limit) meaning a whole number of retries; the bound of 9999 is ours. Checked
     # here, not when the task first fails: "abc" was a traceback then, a huge one retried
     # without end.
     limit = str(retry.get("limit", "0")).strip()
     if not re.fullmatch(r"[0-9]{1,4}", limit):
-        raise LocalRunError(
+        raise BadTemplate(
             f"{where}.retryStrategy.limit {limit[:40]!r} must be a whole number from 0 to 9999"
         )
     if retry.get("expression"):
         try:
             retry_expression.parse(str(retry["expression"]))
         except retry_expression.UnsupportedExpression as exc:
-            raise LocalRunError(
+            raise BadTemplate(
                 f"unsupported feature in {where}: retryStrategy.expression {exc}"
             ) from None
 
@@ -378,18 +383,17 @@ def _check_memoize(memoize: Mapping[str, Any], where: str) -> None:
     config_map = (memoize.get("cache") or {}).get("configMap") or {}
     _check_fields(config_map, {"name", "key"}, f"{where}.memoize.cache.configMap")
     if not config_map.get("name"):
-        raise LocalRunError(f"{where}: memoize.cache.configMap needs a name")
-    # A ConfigMap name is a DNS subdomain (Kubernetes, apimachinery validation
-    # IsDNS1123Subdomain): no '/', no '..', so it is also a file name in the cache directory.
-    if not re.fullmatch(_CONFIGMAP_NAME, str(config_map["name"])):
-        raise LocalRunError(
+        raise BadTemplate(f"{where}: memoize.cache.configMap needs a name")
+    # A ConfigMap name is a DNS subdomain: no '/', no '..', so also a file name in the cache dir.
+    if not is_dns_subdomain(str(config_map["name"])):
+        raise BadTemplate(
             f"{where}: memoize.cache.configMap.name {str(config_map['name'])[:80]!r} is not a "
             "ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)"
         )
     try:
         go_duration_seconds(str(memoize.get("maxAge", "")))
     except ArgoRuleError as exc:
-        raise LocalRunError(f"{where}: memoize {exc}") from None
+        raise BadTemplate(f"{where}: memoize {exc}") from None
 
 
 def _check_key_only(artifact: Mapping[str, Any], where: str) -> None:
@@ -399,7 +403,7 @@ def _check_key_only(artifact: Mapping[str, Any], where: str) -> None:
         return
     s3 = artifact["s3"] or {}
     if set(s3) != {"key"} or not str(s3.get("key") or "").strip():
-        raise LocalRunError(
+        raise BadTemplate(
             f"unsupported feature in {where}: s3 {sorted(s3)} (only key-only artifacts, "
             "s3: {key: ...}, whose repository is the runner's cache directory)"
         )
@@ -433,12 +437,12 @@ def _check_task(
     if loops:
         for value in _loop_values(raw.get("withItems")):
             if isinstance(value, Mapping | list):
-                raise LocalRunError(
+                raise BadTemplate(
                     f"unsupported feature in {where}: withItems item {value!r} holds a list or "
                     "map (only strings, numbers, booleans, and maps of those)"
                 )
     if raw.get("when"):  # the shape is checked now, the values once the inputs exist
-        evaluate_when(REFERENCE.sub("0", raw["when"]), raw["name"])
+        evaluate_when(substitute(raw["when"], lambda _name: "0"), raw["name"])
     for p in arguments.get("parameters") or []:
         allowed = {"name", "value"} | IGNORED_PARAMETER_FIELDS
         _check_fields(p, allowed, f"{where} argument {p['name']}")
@@ -447,7 +451,7 @@ def _check_task(
         if "s3" in a:
             _check_key_only(a, f"{where} argument artifact {a['name']}")
         elif not TASK_ARTIFACT.match(a.get("from") or ""):
-            raise LocalRunError(
+            raise BadTemplate(
                 f"unsupported feature in {where}: artifact {a['name']} must come"
                 f" from one task's output artifact or a key-only s3 key, not {a.get('from')!r}"
             )
@@ -469,8 +473,6 @@ def _check_variables(obj: Any, supported: Callable[[str], bool], where: str) -> 
     for _, text in strings(obj):
         for name in references(text):
             if name.startswith("="):
-                raise LocalRunError(
-                    f"unsupported feature in {where}: expression tag {{{{{name}}}}}"
-                )
+                raise BadTemplate(f"unsupported feature in {where}: expression tag {{{{{name}}}}}")
             if not supported(name):
-                raise LocalRunError(f"unsupported variable {{{{{name}}}}} in {where}")
+                raise BadTemplate(f"unsupported variable {{{{{name}}}}} in {where}")

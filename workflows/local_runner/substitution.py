@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from workflows.argo_rules import (
-    REFERENCE,
     MissingValue,
     aggregate_outputs,
     outside_enum,
     parameter_text,
+    pure_reference,
     substitute,
 )
 from workflows.local_runner.planning import (
@@ -131,15 +131,14 @@ def with_items(data: Any, values: Mapping[str, str]) -> Any:
         return [with_items(v, values) for v in data]
     if isinstance(data, str):
 
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
+        def item_value(name: str) -> str | None:
             if name == "item" or name.startswith("item."):
                 if name not in values:
                     raise LocalRunError(f"{{{{{name}}}}}: the item has no such key")
                 return values[name]
-            return match.group(0)
+            return None  # filled later, from the task's scope
 
-        return REFERENCE.sub(replace, data)
+        return substitute(data, item_value, keep_unknown=True)
     return data
 
 
@@ -166,8 +165,7 @@ def container_scope(
     absent = getattr(dag, "absent", frozenset())
     for p in (tpl.get("inputs") or {}).get("parameters") or []:
         value = given.get(p["name"])
-        whole = REFERENCE.fullmatch(value) if value is not None else None
-        unsupplied = whole is not None and whole.group(1) in absent
+        unsupplied = value is not None and pure_reference(value) in absent
         if value is None or unsupplied:
             value = p.get("default", p.get("value"))
         if value is None:
