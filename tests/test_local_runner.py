@@ -249,6 +249,27 @@ def test_retry_strategy_limit(
     assert f"retry 1/{limit} in 1s (template backoff 30s) after exit 3" in text
 
 
+@pytest.mark.parametrize(
+    ("backoff", "attempts", "said"),
+    [
+        ({"duration": "10s", "factor": 2, "cap": "15s"}, 4, "template backoff 15s"),
+        # Argo does not retry when the wait would end past maxDuration from the first start:
+        # 10 s, then 20 s more would pass 25 s (operator.go, processNodeRetries).
+        ({"duration": "10s", "factor": 2, "maxDuration": "25s"}, 2, "backoff.maxDuration of 25s"),
+    ],
+)
+def test_retry_waits_are_argos_cap_and_max_duration_included(
+    tmp_path: Path, backoff: dict, attempts: int, said: str
+) -> None:
+    counter = tmp_path / "count"
+    step = container(
+        "step", EXIT_WITH, [str(counter), "3"], retryStrategy={"limit": 3, "backoff": backoff}
+    )
+    _, text, summary = run(workflow([{"name": "step", "template": "step"}], [step]), tmp_path)
+    assert summary["tasks"]["step"]["attempts"] == attempts == int(counter.read_text()), text
+    assert said in text
+
+
 def test_failing_task_is_named_with_its_stderr_and_stops_the_run(tmp_path: Path) -> None:
     bad = container(
         "bad", "import sys; print('error: no rows for station 123', file=sys.stderr); sys.exit(1)"
@@ -422,7 +443,7 @@ def _with(change) -> dict:
             lambda t: t["spec"]["templates"][1].update(
                 outputs={"parameters": [{"name": "p", "valueFrom": {"jsonPath": "{.x}"}}]}
             ),
-            "jsonPath",
+            "valueFrom.path must be specified",  # Argo's rule for a container's outputs
         ),
         (lambda t: t.update(kind="CronWorkflow"), "cannot run a CronWorkflow"),
     ],

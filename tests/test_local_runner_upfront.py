@@ -62,6 +62,11 @@ def _argument(task: dict, value: str) -> None:
     task["arguments"] = {"parameters": [{"name": "p", "value": value}]}
 
 
+def _artifact(tpl: dict, kind: str = "outputs", **fields: object) -> None:
+    """One artifact `a` of `kind` (inputs, outputs): path /work/a, key k, unless `fields` say."""
+    tpl[kind] = {"artifacts": [{"name": "a", "path": "/work/a", "s3": {"key": "k"}, **fields}]}
+
+
 # Argo refuses these (the validator says so; `argo submit` would): (change, words).
 ARGO_REFUSES: dict[str, tuple[Change, str]] = {
     # fasttemplate (util/template/validate.go): "Cannot find end tag"
@@ -78,9 +83,7 @@ ARGO_REFUSES: dict[str, tuple[Change, str]] = {
         "has no '}}' after it",
     ),
     "unclosed {{ in an s3 key": (
-        lambda tpl, task, wf: tpl.update(
-            outputs={"artifacts": [{"name": "o", "path": "/work/o", "s3": {"key": "k/{{x"}}]}
-        ),
+        lambda tpl, task, wf: _artifact(tpl, s3={"key": "k/{{x"}),
         "'{{' at '{{x' has no '}}' after it",
     ),
     # validateWorkflowFieldNames: "[%d].name '%s' is not unique"
@@ -128,10 +131,89 @@ ARGO_REFUSES: dict[str, tuple[Change, str]] = {
         "workflow parameter name 'mark' is not unique",
     ),
     "artifact name Argo cannot read": (
-        lambda tpl, task, wf: tpl.update(
-            outputs={"artifacts": [{"name": "a b", "path": "/work/o", "s3": {"key": "k"}}]}
-        ),
+        lambda tpl, task, wf: _artifact(tpl, name="a b"),
         "output artifact name 'a b' must match [-a-zA-Z0-9_]+",
+    ),
+    # validateLeaf: "container.image may not be empty", "... already mounted in ..."
+    "no image": (
+        lambda tpl, task, wf: tpl["container"].pop("image"),
+        "container.image may not be empty",
+    ),
+    "an artifact where a volume is mounted": (
+        lambda tpl, task, wf: _artifact(tpl, "inputs", path="/work"),
+        "path '/work' already mounted in container.volumeMounts.work",
+    ),
+    # Artifact.CleanPath: "Directory traversal is not permitted"
+    "an artifact path leaving its directory": (
+        lambda tpl, task, wf: _artifact(tpl, path="/work/a/../b"),
+        "contains '..' leaving '/work/a'",
+    ),
+    # validateTemplate: "has invalid duration format in timeout"
+    "a timeout without a unit": (lambda tpl, task, wf: tpl.update(timeout="30"), "has no unit"),
+    # validateOutputs / validateOutputParameter
+    "an output parameter with value and valueFrom": (
+        lambda tpl, task, wf: tpl.update(
+            outputs={"parameters": [{"name": "p", "value": "1", "valueFrom": {"path": "/w"}}]}
+        ),
+        "has both valueFrom and value specified",
+    ),
+    # validateArgumentsValues: "value or valueFrom is required", "... or key is required"
+    "an argument without a value": (
+        lambda tpl, task, wf: (
+            _input(tpl, default="d"),
+            task.update(arguments={"parameters": [{"name": "p"}]}),
+        ),
+        "'p': value or valueFrom is required",
+    ),
+    "an argument artifact from nowhere": (
+        lambda tpl, task, wf: (
+            tpl.update(inputs={"artifacts": [{"name": "a", "path": "/work/a"}]}),
+            task.update(arguments={"artifacts": [{"name": "a"}]}),
+        ),
+        "'a': from, artifact location, or key is required",
+    ),
+    "an empty enum": (
+        lambda tpl, task, wf: wf["spec"]["arguments"]["parameters"].append(
+            {"name": "e", "value": "x", "enum": []}
+        ),
+        "'e': enum holds no value",
+    ),
+    # addItemsToScope: "only one of withItems, withParam, withSequence can be specified"; an
+    # item without the key a task names fails that item when it runs
+    "two loops": (
+        lambda tpl, task, wf: task.update(withItems=["a"], withParam='["b"]'),
+        "only one of withItems, withParam, withSequence",
+    ),
+    "an item without the key": (
+        lambda tpl, task, wf: task.update(withItems=[{"a": 1}, {"b": 2}], when="{{item.a}} == 1"),
+        "{{item.a}}: item 1 of withItems lacks it",
+    ),
+    # validateTemplateHolder: "... is not a valid RetryPolicy"; processNodeRetries, when the
+    # task first fails: "no base duration specified", "cannot be resolved to an int",
+    # "unable to parse ... as a duration"
+    "an unknown retry policy": (
+        lambda tpl, task, wf: tpl.update(retryStrategy={"limit": 1, "retryPolicy": "Never"}),
+        "'Never' is not a valid RetryPolicy",
+    ),
+    "a backoff without a duration": (
+        lambda tpl, task, wf: tpl.update(retryStrategy={"limit": 1, "backoff": {"factor": 2}}),
+        "no base duration specified for retryStrategy",
+    ),
+    "a backoff factor that is not an integer": (
+        lambda tpl, task, wf: tpl.update(
+            retryStrategy={"limit": 1, "backoff": {"duration": "1s", "factor": "1.5"}}
+        ),
+        "value '1.5' cannot be resolved to an int",
+    ),
+    "a backoff maxDuration that is no duration": (
+        lambda tpl, task, wf: tpl.update(
+            retryStrategy={"limit": 1, "backoff": {"duration": "1s", "maxDuration": "1d"}}
+        ),
+        "unable to parse '1d' as a duration",
+    ),
+    "a retry limit that is no integer": (
+        lambda tpl, task, wf: tpl.update(retryStrategy={"limit": "three"}),
+        "value 'three' cannot be resolved to an int",
     ),
 }
 

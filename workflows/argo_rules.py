@@ -13,6 +13,7 @@ from __future__ import annotations
 import graphlib
 import json
 import math
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -523,15 +524,82 @@ def _go_string(text: str, escape_html: bool) -> str:
     return "".join(escaped.get(c, c) for c in out)
 
 
+# --- numbers and durations -----------------------------------------------------------------------
+# Go's readings as Argo v4.1.2 applies them: strconv.Atoi (one optional sign, ASCII digits);
+# time.ParseDuration (memoize.maxAge; a cron `@every`); ParseStringToDuration
+# (pkg/apis/workflow/v1alpha1/utils.go: an integer is seconds, else a Go duration; retryStrategy
+# backoff duration, maxDuration and cap, a template's timeout); util/intstr/parametrizable.go
+# Int (an IntOrString: an int, or a string Atoi reads; retryStrategy limit, backoff factor).
+
+_GO_DURATION_TERM = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
+             "m": 60.0, "h": 3600.0}  # fmt: skip
+
+
+def go_integer(text: str) -> int | None:
+    """`text` as Go's strconv.Atoi reads it (an int64), or None when it cannot."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text) or abs(value := int(text)) >= 2**63:
+        return None
+    return value
+
+
+def go_duration_seconds(text: str, what: str = "maxAge") -> float:
+    """Seconds in a Go duration as `time.ParseDuration` reads it: `180s`, `24h`, `1h30m`,
+    `500ms`, `0` (no other bare number, no days, no spaces).
+
+    Raises:
+        ArgoRuleError: not a Go duration (Argo: "invalid maxAge"; `what` names the field).
+    """
+    body = text[1:] if text[:1] in ("+", "-") else text
+    sign = -1.0 if text.startswith("-") else 1.0
+    position, total = 0, 0.0
+    while position < len(body):
+        match = _GO_DURATION_TERM.match(body, position)
+        if match is None:
+            break
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        position = match.end()
+    if body != "0" and (not body or position != len(body)):
+        raise ArgoRuleError(f"invalid {what}: time: invalid duration {text!r}")
+    return sign * total
+
+
+def duration_seconds(text: str, what: str) -> float:
+    """Seconds in a duration field as Argo reads it (ParseStringToDuration): an integer is
+    seconds, anything else a Go duration (`30s`, `2m`, `1h30m`, `500ms`); a bare `1.5` is
+    neither. `what` names the field in the error.
+
+    Raises:
+        ArgoRuleError: neither an integer nor a Go duration.
+    """
+    seconds = go_integer(text)
+    if seconds is not None:
+        return float(seconds)
+    try:
+        return go_duration_seconds(text, what)
+    except ArgoRuleError:
+        raise ArgoRuleError(f"invalid {what}: unable to parse {text!r} as a duration") from None
+
+
+def int_or_string(value: Any, what: str) -> int:
+    """An IntOrString field as Argo reads it (intstr.Int): an int, or a string Atoi reads.
+
+    Raises:
+        ArgoRuleError: anything else (Argo: "value '...' cannot be resolved to an int").
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = go_integer(value) if isinstance(value, str) else None
+    if number is None:
+        raise ArgoRuleError(f"invalid {what}: value {value!r} cannot be resolved to an int")
+    return number
+
+
 # --- memoize ------------------------------------------------------------------------------------
 # Sources (Argo v4.1.2): docs/memoization.md; workflow/controller/cache/cache.go (the key's form,
 # an entry's maxAge test) and configmap_cache.go (entries: JSON with nodeID, outputs,
 # creationTimestamp, lastHitTimestamp); workflow/controller/operator.go, executeTemplate (a hit
 # needs an entry with a node id, no older than maxAge; outputs are saved when the node succeeds).
-
-_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
-             "m": 60.0, "h": 3600.0}  # fmt: skip
 
 
 def memo_key_problem(key: str) -> str | None:
@@ -539,42 +607,6 @@ def memo_key_problem(key: str) -> str | None:
     if re.fullmatch(FIELD_NAME, key):
         return None
     return f"invalid cache key: {key!r} (Argo's form: {FIELD_NAME})"
-
-
-def go_duration_seconds(text: str, what: str = "maxAge") -> float:
-    """Seconds in a Go duration as `time.ParseDuration` reads `memoize.maxAge`: `180s`, `24h`,
-    `1h30m`, `500ms` (no bare numbers, no days).
-
-    Raises:
-        ArgoRuleError: not a Go duration (Argo: "invalid maxAge"; `what` names the field).
-    """
-    body = text.strip()
-    sign = -1.0 if body.startswith("-") else 1.0
-    body = body.lstrip("+-")
-    position, total = 0, 0.0
-    while position < len(body):
-        match = _GO_DURATION.match(body, position)
-        if match is None:
-            break
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
-        position = match.end()
-    if not body or (position != len(body) and body != "0"):
-        raise ArgoRuleError(f"invalid {what}: time: invalid duration {text!r}")
-    return sign * total
-
-
-def backoff_seconds(text: str) -> float:
-    """Seconds in a `retryStrategy.backoff.duration` as Argo v4.1.2 reads it: an integer is
-    seconds, anything else a Go duration (`30s`, `2m`, `1h30m`, `500ms`); a bare `1.5` is
-    neither (pkg/apis/workflow/v1alpha1/utils.go `ParseStringToDuration`, called from
-    workflow/controller/operator.go).
-
-    Raises:
-        ArgoRuleError: neither an integer nor a Go duration.
-    """
-    if re.fullmatch(r"[+-]?\d+", text.strip()):
-        return float(int(text))
-    return go_duration_seconds(text, what="retryStrategy.backoff.duration")
 
 
 # --- DAG: depends, order, upstream -------------------------------------------------------------
@@ -865,9 +897,7 @@ def read_spec(spec: Mapping[str, Any], path: str = "$.spec") -> SpecReading:
             problems.add(f"{path}.arguments.parameters[{i}].value", f"workflow parameter {reason}")
     templates = {t.get("name"): t for t in spec.get("templates") or [] if isinstance(t, Mapping)}
     check_names(spec.get("templates"), "template", f"{path}.templates", problems, FIELD_NAME)
-    for group in ("parameters", "artifacts"):
-        items = (spec.get("arguments") or {}).get(group)
-        check_names(items, f"workflow {group[:-1]}", f"{path}.arguments.{group}", problems)
+    check_arguments(spec.get("arguments"), "workflow", f"{path}.arguments", problems)
     entrypoint = spec.get("entrypoint")
     if entrypoint is None or entrypoint not in templates:
         problems.add(f"{path}.entrypoint", f"{entrypoint!r} is not a template of this workflow")
@@ -877,16 +907,7 @@ def read_spec(spec: Mapping[str, Any], path: str = "$.spec") -> SpecReading:
         if not isinstance(template, Mapping):
             continue
         tpath = f"{path}.templates[{i}]"
-        for kind in ("inputs", "outputs"):
-            for group in ("parameters", "artifacts"):
-                items = (template.get(kind) or {}).get(group)
-                what = f"{kind[:-1]} {group[:-1]}"
-                check_names(items, what, f"{tpath}.{kind}.{group}", problems)
-        for j, param in enumerate((template.get("inputs") or {}).get("parameters") or []):
-            reason = outside_enum(param.get("name", ""), param.get("default"), param.get("enum"))
-            if reason and param.get("default") is not None:
-                problems.add(f"{tpath}.inputs.parameters[{j}].default", f"input parameter {reason}")
-        _check_memoize(template.get("memoize"), f"{tpath}.memoize", problems)
+        _check_template(template, spec, tpath, problems)
         resolve = _template_scope(template, scope.resolve)
         for key, value in template.items():
             if key == "dag" and isinstance(value, Mapping):
@@ -899,6 +920,235 @@ def read_spec(spec: Mapping[str, Any], path: str = "$.spec") -> SpecReading:
         if key != "templates":
             _check_references(value, scope.resolve, f"{path}.{key}", problems)
     return SpecReading(parameters, templates, dags, problems.items)
+
+
+# --- one template: what Argo v4.1.2 refuses in it ------------------------------------------------
+# workflow/validate/validate.go (validateInputs, validateLeaf, validateNonLeaf, validateOutputs,
+# validateOutputParameter, validateArgumentsValues, validateTemplate's timeout, validateTemplate-
+# Holder's retryPolicy; Artifact.CleanPath in pkg/apis/workflow/v1alpha1/workflow_types.go), and
+# what its controller fails a node for once it runs, although the template says so already
+# (workflow/controller/operator.go processNodeRetries: backoff and limit; executeTemplate:
+# memoize; getTimeoutAsDeadline: timeout).
+
+RETRY_POLICIES = ("Always", "OnError", "OnFailure", "OnTransientError")
+_LEAF_KINDS = ("container", "containerSet", "script", "resource", "data", "http", "plugin")
+_OUTPUT_SOURCES = ("path", "jqFilter", "jsonPath", "parameter", "expression", "supplied")
+# Fields of an argument artifact that say nothing of where it comes from (HasLocationOrKey).
+_NOT_ARTIFACT_SOURCES = frozenset({"name", "optional", "archive", "globalName", "artifactGC"})
+
+
+def _check_template(
+    template: Mapping[str, Any], spec: Mapping[str, Any], path: str, problems: Problems
+) -> None:
+    for kind in ("inputs", "outputs"):
+        for group in ("parameters", "artifacts"):
+            items = (template.get(kind) or {}).get(group)
+            check_names(items, f"{kind[:-1]} {group[:-1]}", f"{path}.{kind}.{group}", problems)
+    for j, param in enumerate((template.get("inputs") or {}).get("parameters") or []):
+        reason = outside_enum(param.get("name", ""), param.get("default"), param.get("enum"))
+        if reason and param.get("default") is not None:
+            problems.add(f"{path}.inputs.parameters[{j}].default", f"input parameter {reason}")
+    _check_memoize(template.get("memoize"), f"{path}.memoize", problems)
+    _check_retry_strategy(template.get("retryStrategy"), f"{path}.retryStrategy", problems)
+    leaf = any(template.get(kind) is not None for kind in _LEAF_KINDS)
+    if leaf:
+        _check_leaf(template, spec, path, problems)
+    elif template.get("dag") is not None or template.get("steps") is not None:
+        for key in ("activeDeadlineSeconds", "timeout"):
+            if template.get(key) is not None:
+                problems.add(f"{path}.{key}", f"{key} is only valid for leaf templates")
+    timeout = template.get("timeout")
+    if leaf and isinstance(timeout, str) and timeout and not references(timeout):
+        try:
+            duration_seconds(timeout, "timeout")
+            if go_integer(timeout) is not None:
+                raise ArgoRuleError(f"invalid timeout: {timeout!r} has no unit (e.g. 30s)")
+        except ArgoRuleError as exc:
+            problems.add(f"{path}.timeout", str(exc))
+    for j, param in enumerate((template.get("outputs") or {}).get("parameters") or []):
+        reason = _output_parameter_problem(param, template)
+        if reason:
+            problems.add(f"{path}.outputs.parameters[{j}]", reason)
+
+
+def _check_leaf(
+    template: Mapping[str, Any], spec: Mapping[str, Any], path: str, problems: Problems
+) -> None:
+    """validateLeaf and CleanPath: an image, no mount path used twice, artifact paths that
+    name one place without `..` leaving it; `parallelism` belongs to dag and steps templates."""
+    if template.get("parallelism") is not None:
+        problems.add(f"{path}.parallelism", "parallelism is only valid for steps and dag templates")
+    container = template.get("container")
+    if isinstance(container, Mapping):
+        defaults = (spec.get("templateDefaults") or {}).get("container") or {}
+        if not container.get("image") and not defaults.get("image"):
+            problems.add(f"{path}.container.image", "container.image may not be empty")
+        # Mount points first, then input artifact paths: none may take a path taken before.
+        places = [
+            (f"container.volumeMounts[{j}].mountPath", m.get("mountPath"), "container.volumeMounts",
+             m.get("name")) for j, m in enumerate(container.get("volumeMounts") or [])
+        ] + [
+            (f"inputs.artifacts[{j}].path", a.get("path"), "inputs.artifacts", a.get("name"))
+            for j, a in enumerate((template.get("inputs") or {}).get("artifacts") or [])
+        ]  # fmt: skip
+        taken: dict[Any, str] = {}
+        for field_path, place, group, name in places:
+            if place in taken:
+                problems.add(
+                    f"{path}.{field_path}", f"path {place!r} already mounted in {taken[place]}"
+                )
+            taken[place] = f"{group}.{name}"
+    for kind in ("inputs", "outputs"):
+        for j, artifact in enumerate((template.get(kind) or {}).get("artifacts") or []):
+            reason = artifact_path_problem(artifact.get("path"))
+            if reason:
+                problems.add(f"{path}.{kind}.artifacts[{j}].path", reason)
+
+
+def artifact_path_problem(path: Any) -> str | None:
+    """Why Argo refuses an artifact path of a leaf template (Artifact.CleanPath), or None: none
+    given, or a `/..` that leaves the directory before it (`/work/a/../b` leaves `/work/a`)."""
+    if not isinstance(path, str) or not path:
+        return "the artifact did not specify a path"
+    if "/../" in path:
+        safe = path.split("/../", 1)[0]
+    elif path.endswith("/.."):
+        safe = path[:-3]
+    else:
+        return None
+    cleaned = posixpath.normpath(path)
+    if safe and (not cleaned.startswith(safe + "/") or len(cleaned) <= len(safe) + 1):
+        return f"path {path!r} contains '..' leaving {safe!r}: directory traversal is not permitted"
+    return None
+
+
+def _output_parameter_problem(param: Mapping[str, Any], template: Mapping[str, Any]) -> str | None:
+    """validateOutputParameter and validateOutputs: a value or one valueFrom source; a container
+    or script template reads it from a path."""
+    name = param.get("name")
+    value_from = param.get("valueFrom")
+    if value_from is not None and param.get("value") is not None:
+        return f"output parameter {name!r} has both valueFrom and value specified, choose one"
+    if param.get("value") is not None:
+        return None
+    if not isinstance(value_from, Mapping):
+        return f"output parameter {name!r} does not have valueFrom or value specified"
+    sources = [key for key in _OUTPUT_SOURCES if value_from.get(key) not in (None, "")]
+    if len(sources) != 1:
+        return (
+            f"output parameter {name!r}: valueFrom needs exactly one of "
+            f"{', '.join(_OUTPUT_SOURCES)}; it has {', '.join(sources) or 'none'}"
+        )
+    pod = any(template.get(kind) is not None for kind in ("container", "containerSet", "script"))
+    if pod and sources != ["path"]:
+        return f"output parameter {name!r}: valueFrom.path must be specified for this template"
+    return None
+
+
+def check_arguments(arguments: Any, what: str, path: str, problems: Problems) -> None:
+    """Arguments of the workflow (`what` "workflow") or of a task ("argument"), as
+    validateArguments reads them: names, an enum is not empty, and (a task's) each parameter
+    has a value or valueFrom, each artifact a `from`, a location or a key."""
+    if not isinstance(arguments, Mapping):
+        return
+    for group in ("parameters", "artifacts"):
+        check_names(arguments.get(group), f"{what} {group[:-1]}", f"{path}.{group}", problems)
+    for i, param in enumerate(arguments.get("parameters") or []):
+        if not isinstance(param, Mapping):
+            continue
+        where = f"{path}.parameters[{i}]"
+        if param.get("enum") == []:
+            problems.add(f"{where}.enum", f"{param.get('name')!r}: enum holds no value")
+        if what != "workflow" and param.get("value") is None and param.get("valueFrom") is None:
+            problems.add(where, f"{param.get('name')!r}: value or valueFrom is required")
+    for i, artifact in enumerate(arguments.get("artifacts") or []):
+        if isinstance(artifact, Mapping) and not set(artifact) - _NOT_ARTIFACT_SOURCES:
+            problems.add(
+                f"{path}.artifacts[{i}]",
+                f"{artifact.get('name')!r}: from, artifact location, or key is required",
+            )
+
+
+def _check_loop(task: Mapping[str, Any], path: str, problems: Problems) -> None:
+    """addItemsToScope: one of withItems, withParam, withSequence; `{{item.<key>}}` in a task
+    with withItems names a key its items hold (Argo's lint: any item; its run fails an item
+    without it, so every item here)."""
+    present = [name for name in LOOP_FIELDS if task.get(name) not in (None, "", [])]
+    if len(present) > 1:
+        problems.add(path, "only one of withItems, withParam, withSequence can be specified")
+    items = task.get("withItems")
+    if not isinstance(items, list) or not items or len(present) > 1:
+        return
+    scopes = [item_scope(item) if isinstance(item, Mapping) else {} for item in items]
+    for where, text in strings({k: v for k, v in task.items() if k != "withItems"}, path):
+        for name in references(text):
+            lacking = [i for i, scope in enumerate(scopes) if name not in scope]
+            if name.startswith("item.") and lacking:
+                problems.add(where, f"{{{{{name}}}}}: item {lacking[0]} of withItems lacks it")
+
+
+def _check_retry_strategy(retry: Any, path: str, problems: Problems) -> None:
+    """A retry policy Argo knows; a literal limit, backoff duration, factor, cap and maxDuration
+    Argo can read (it reads them only when the node fails, failing it then)."""
+    if not isinstance(retry, Mapping):
+        return
+    policy = retry.get("retryPolicy")
+    if policy not in (None, "", *RETRY_POLICIES):
+        problems.add(f"{path}.retryPolicy", f"{policy!r} is not a valid RetryPolicy")
+    limit = retry.get("limit")
+    if limit is not None and not references(str(limit)):
+        try:
+            int_or_string(limit, "retryStrategy.limit")
+        except ArgoRuleError as exc:
+            problems.add(f"{path}.limit", str(exc))
+    backoff = retry.get("backoff")
+    if isinstance(backoff, Mapping) and not any(references(str(v)) for v in backoff.values()):
+        try:
+            read_backoff(backoff)
+        except ArgoRuleError as exc:
+            problems.add(f"{path}.backoff", str(exc))
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A `retryStrategy.backoff`, read: seconds before the first retry, the factor, the cap of
+    one wait and the bound of all attempts (None: not set)."""
+
+    duration_s: float
+    factor: int | None = None
+    cap_s: float | None = None
+    max_duration_s: float | None = None
+
+    def wait_seconds(self, retry: int) -> float:
+        """Seconds Argo waits before retry number `retry` (1: the first): duration *
+        factor^(retry - 1) when the factor is above 0, at most the cap."""
+        wait = self.duration_s
+        if self.factor is not None and self.factor > 0:
+            wait *= float(self.factor) ** (retry - 1)
+        return wait if self.cap_s is None else min(wait, self.cap_s)
+
+
+def read_backoff(backoff: Mapping[str, Any] | None) -> Backoff:
+    """A `retryStrategy.backoff` as processNodeRetries reads it (no backoff: no wait).
+
+    Raises:
+        ArgoRuleError: no duration ("no base duration specified for retryStrategy"), or a field
+            Argo cannot read.
+    """
+    if not backoff:
+        return Backoff(0.0)
+    if backoff.get("duration") in (None, ""):
+        raise ArgoRuleError("no base duration specified for retryStrategy (backoff.duration)")
+    factor = backoff.get("factor")
+    cap, max_duration = backoff.get("cap"), backoff.get("maxDuration")
+    return Backoff(
+        duration_seconds(str(backoff["duration"]), "retryStrategy.backoff.duration"),
+        None if factor is None else int_or_string(factor, "retryStrategy.backoff.factor"),
+        None if cap in (None, "") else duration_seconds(str(cap), "retryStrategy.backoff.cap"),
+        None
+        if max_duration in (None, "")
+        else duration_seconds(str(max_duration), "retryStrategy.backoff.maxDuration"),
+    )
 
 
 def _check_memoize(memoize: Any, path: str, problems: Problems) -> None:
@@ -1064,9 +1314,8 @@ def _read_dag_template(
             return resolve_template(ref)
 
         _check_references(task, resolve_task, tpath, problems)
-        for group in ("parameters", "artifacts"):
-            items = (task.get("arguments") or {}).get(group)
-            check_names(items, f"argument {group[:-1]}", f"{tpath}.arguments.{group}", problems)
+        check_arguments(task.get("arguments"), "argument", f"{tpath}.arguments", problems)
+        _check_loop(task, tpath, problems)
         if target is not None:
             _check_task_arguments(task, target, tpath, problems)
     return read

@@ -17,7 +17,7 @@ from hera.workflows import models as m
 
 from workflows.argo_rules import (
     Problems,
-    check_names,
+    check_arguments,
     check_workflow_arguments,
     is_dns_label,
     is_dns_subdomain,
@@ -332,9 +332,7 @@ def _check_workflow_spec(
 ) -> None:
     ref = spec.get("workflowTemplateRef")
     if ref is not None:
-        for group in ("parameters", "artifacts"):
-            items = (spec.get("arguments") or {}).get(group)
-            check_names(items, f"workflow {group[:-1]}", f"{path}.arguments.{group}", problems)
+        check_arguments(spec.get("arguments"), "workflow", f"{path}.arguments", problems)
         referenced = known_templates.get(str(ref.get("name")))
         if referenced is None:
             return  # the template lives on the cluster; nothing more to resolve offline

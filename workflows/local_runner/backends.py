@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows import retry_expression
-from workflows.argo_rules import backoff_seconds
+from workflows.argo_rules import int_or_string, read_backoff
 from workflows.local_runner.planning import CONTAINER_ROOT, LocalRunError, PlannedTask
 from workflows.local_runner.run_record import STDERR_LOG, STDOUT_LOG, TaskResult, tail
 
@@ -111,15 +111,13 @@ def attempt(
     """Run `argv` until it exits 0 or `retryStrategy.limit` retries are used up; stdout and
     stderr go to `task_dir/stdout.log` and `stderr.log`, the outcome into `result`."""
     retry = task.template.get("retryStrategy") or {}
-    limit = int(retry.get("limit", 0))
+    # All checked by planning._check_container_template before any task runs.
+    limit = int_or_string(retry.get("limit", 0), "retryStrategy.limit")
     condition = (
         retry_expression.parse(str(retry["expression"])) if retry.get("expression") else None
     )
-    backoff = retry.get("backoff") or {}
-    # Checked by planning._check_container_template before any task runs.
-    delay = backoff_seconds(str(backoff.get("duration", "0")))
-    factor = float(backoff.get("factor", 1))
-    started = time.monotonic()
+    backoff = read_backoff(retry.get("backoff"))
+    started, skipped_s = time.monotonic(), 0.0  # skipped: template waits not waited here
     for number in range(1, limit + 2):
         result.attempts = number
         # Files, not pipes: a step may leave a daemon (the model server) holding them open.
@@ -137,8 +135,18 @@ def attempt(
                 f" ({condition.text}): {last}"
             )
             break
-        backoff_s = delay * factor ** (number - 1)
+        backoff_s = backoff.wait_seconds(number)
+        # Argo does not retry when the wait would end past maxDuration from the first start,
+        # counted as on Argo: with the template's waits, not the shorter local ones.
+        bound = backoff.max_duration_s
+        if bound is not None and time.monotonic() - started + skipped_s + backoff_s > bound:
+            say(
+                f"    no retry: waiting {backoff_s:g}s more would pass the template's "
+                f"backoff.maxDuration of {bound:g}s after exit {result.exit_code}: {last}"
+            )
+            break
         wait_s = min(backoff_s, MAX_LOCAL_BACKOFF_S)
+        skipped_s += backoff_s - wait_s
         say(
             f"    retry {number}/{limit} in {wait_s:g}s (template backoff {backoff_s:g}s)"
             f" after exit {proc.returncode}: {last}"

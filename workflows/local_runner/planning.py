@@ -18,10 +18,11 @@ from workflows.argo_rules import (
     WORKFLOW_PARAMETER_PREFIX,
     ArgoRuleError,
     DependsTerm,
-    backoff_seconds,
     go_duration_seconds,
+    int_or_string,
     is_dns_subdomain,
     loop_field,
+    read_backoff,
     read_spec,
     references,
     strings,
@@ -37,6 +38,8 @@ LOOPS = ("withItems", "withParam")  # withSequence is refused by name
 # (Argo's failFast), so `.Failed`, `.Errored`, `.Omitted` could never be met.
 SUPPORTED_RESULTS = frozenset({"Succeeded", "Skipped"})
 WORKFLOW_VARIABLES = frozenset({"workflow.name", "workflow.uid", "workflow.namespace"})
+# The most retries a template may ask for here (Argo has no bound; a huge one retries without end).
+MAX_RETRY_LIMIT = 9999
 # At most this many of Argo's problems are named in the one-line error.
 PROBLEMS_SHOWN = 3
 
@@ -345,19 +348,25 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
     default_policy = "Always" if retry.get("expression") else "OnFailure"
     if retry.get("retryPolicy", default_policy) not in ("OnFailure", "Always"):
         raise BadTemplate(f"unsupported feature in {where}: retryPolicy {retry['retryPolicy']}")
+    backoff = retry.get("backoff") or {}
+    _check_fields(backoff, {"duration", "factor", "cap", "maxDuration"}, f"{where} backoff")
     try:
-        backoff_seconds(str((retry.get("backoff") or {}).get("duration", "0")))
+        read_backoff(backoff)
     except ArgoRuleError as exc:
         raise BadTemplate(f"{where}.retryStrategy: {exc}") from None
-    # `limit` is an IntOrString (Argo v4.1.2 pkg/apis/workflow/v1alpha1/workflow_types.go,
-    # RetryStrategy.Limit) meaning a whole number of retries; the bound of 9999 is ours. Checked
-    # here, not when the task first fails: "abc" was a traceback then, a huge one retried
-    # without end.
-    limit = str(retry.get("limit", "0")).strip()
-    if not re.fullmatch(r"[0-9]{1,4}", limit):
-        raise BadTemplate(
-            f"{where}.retryStrategy.limit {limit[:40]!r} must be a whole number from 0 to 9999"
-        )
+    # `limit` is an IntOrString (Argo v4.1.2 workflow_types.go, RetryStrategy.Limit): a whole
+    # number of retries, and none means no end of them (operator.go, processNodeRetries); the
+    # bound of 9999 is ours. Checked here, not when the task first fails.
+    if tpl.get("retryStrategy") is not None:
+        try:
+            limit = int_or_string(retry.get("limit"), "retryStrategy.limit")
+        except ArgoRuleError as exc:
+            raise BadTemplate(f"{where}: {exc} (a whole number from 0 to 9999)") from None
+        if not 0 <= limit <= MAX_RETRY_LIMIT:
+            raise BadTemplate(
+                f"{where}.retryStrategy.limit {limit} must be a whole number from 0 to "
+                f"{MAX_RETRY_LIMIT}"
+            )
     if retry.get("expression"):
         try:
             retry_expression.parse(str(retry["expression"]))
