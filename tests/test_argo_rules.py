@@ -26,6 +26,7 @@ from workflows.argo_rules import (
     loop_items,
     memo_key_problem,
     parse_depends,
+    read_when,
     substitute,
     workflow_parameter_values,
 )
@@ -282,7 +283,9 @@ def test_max_age_is_read_as_a_go_duration(text: str, seconds: float) -> None:
     assert go_duration_seconds(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "10", "1d", "h", "24 h", "1w"])
+@pytest.mark.parametrize(
+    "text", ["", "10", "1d", "h", "24 h", "1w", " 1h", "1h\n", "+-1h", "\u0661h"]
+)
 def test_max_age_that_go_cannot_read_is_refused(text: str) -> None:
     with pytest.raises(ArgoRuleError, match="invalid maxAge"):
         go_duration_seconds(text)
@@ -302,6 +305,44 @@ def test_backoff_duration_is_an_integer_of_seconds_or_a_go_duration(
 def test_backoff_duration_argo_cannot_read_is_refused(text: str) -> None:
     with pytest.raises(ArgoRuleError, match=r"invalid retryStrategy\.backoff\.duration"):
         duration_seconds(text, "retryStrategy.backoff.duration")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("true", True),
+        ("false", False),
+        ("7 != none", True),  # a bare word is a string (steps.go shouldExecute)
+        ("none != none", False),
+        ("7 == '7'", False),  # a number is not a string: govaluate's reflect.DeepEqual
+        ("2024 == 2024.0", True),
+        ("10 > 9", True),  # numbers in order, not their text
+        ("-1 < 0", True),
+        ("'b' > 'a'", True),  # two strings in order
+        ("yes == 'yes'", True),
+    ],
+)
+def test_when_is_read_as_argo_reads_it(text: str, value: bool) -> None:
+    assert read_when(text).holds() is value
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("true && false", "true, false or one comparison"),
+        ("a b == c", "true, false or one comparison"),
+        ("!true", "at '!true'"),
+        ("(a == b)", "'(a' is not a number"),
+        ("x.y == 1", "'x.y' is not a number"),
+        ("models:/m/1 == x", "(quote it)"),
+        ("1.2.3 == 1", "'1.2.3' is not a number"),
+        ("1 < a", "< needs two numbers or two strings"),
+        ("yes", "is not true or false"),
+    ],
+)
+def test_a_when_argo_would_not_read_is_refused_by_name(text: str, words: str) -> None:
+    with pytest.raises(ArgoRuleError, match=re.escape(words)):
+        read_when(text).holds()
 
 
 @pytest.mark.parametrize(

@@ -499,9 +499,7 @@ def test_unsupported_when_expression_fails_before_the_task_runs(tmp_path: Path) 
     template = _with(
         lambda t: t["spec"]["templates"][0]["dag"]["tasks"][0].update(when="true && false")
     )
-    with pytest.raises(
-        LocalRunError, match=r"unsupported when expression in task a: 'true && false'"
-    ):
+    with pytest.raises(LocalRunError, match=r"task a: unsupported when expression 'true && false'"):
         run_rendered(template, {}, run_dir=tmp_path / "run", lock_file=tmp_path / "lock")
 
 

@@ -19,6 +19,7 @@ from steps.revision import source_revision
 from steps.stages import CHECK_PARAMETERS, NO_CHAMPION, PIPELINE, WORKFLOW_PARAMETERS
 from steps.stages import STAGES as STAGE_DECLARATIONS
 from workflows import submit
+from workflows.argo_rules import read_backoff
 from workflows.pipeline import (
     CRON_NAME,
     GIT_COMMIT_LABEL,
@@ -334,24 +335,18 @@ def test_network_steps_retry_with_backoff_and_int_limit(resources):
             assert retry is None, stage
 
 
-def _seconds(duration: str) -> int:
-    """An Argo duration string such as `30s`, `10m`, `1h` in seconds."""
-    value, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()
-    return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
-
-
 def argo_attempt_deadlines(deadline: int, retry: dict, pod_start: int = 60) -> list[int]:
     """The pod deadline each attempt gets when every attempt fails at its own deadline, by Argo's
     rules (workflow/controller/operator.go, processNodeRetries, v4.1.2): maxDuration counts from
     the first attempt's start; no retry starts whose backoff would end past it; a retry's pod
     deadline is cut to it. `pod_start` is the time each pod needs before its deadline starts."""
-    limit, backoff = retry["limit"], retry["backoff"]
-    max_deadline = _seconds(backoff["maxDuration"])
+    limit, backoff = retry["limit"], read_backoff(retry["backoff"])
+    max_deadline = backoff.max_duration_s
     now, attempts = 0, []
     for attempt in range(1, limit + 2):
         attempts.append(deadline if attempt == 1 else min(deadline, max_deadline - now))
         finished = now + pod_start + attempts[-1]
-        wait = _seconds(backoff["duration"]) * backoff["factor"] ** (attempt - 1)
+        wait = backoff.wait_seconds(attempt)
         if attempt == limit + 1 or finished > max_deadline or finished + wait > max_deadline:
             break
         now = finished + wait
@@ -369,7 +364,7 @@ def test_every_retry_of_a_step_gets_its_whole_deadline(resources):
             worst_cases += deadline
             continue
         assert argo_attempt_deadlines(deadline, retry) == [deadline] * (retry["limit"] + 1), stage
-        worst_cases += _seconds(retry["backoff"]["maxDuration"])
+        worst_cases += read_backoff(retry["backoff"]).max_duration_s
     assert resources["workflow-template"]["spec"]["activeDeadlineSeconds"] >= worst_cases
 
 

@@ -237,7 +237,10 @@ def test_cron_parser_expands_steps_and_ranges():
     assert months == {1, 7}
 
 
-@pytest.mark.parametrize("expression", ["@weekly", "@daily", "@every 1h30m"])
+# `@every` takes what Go's time.ParseDuration reads (robfig/cron v3 parseDescriptor).
+@pytest.mark.parametrize(
+    "expression", ["@weekly", "@daily", "@every 1h30m", "@every .5h", "@every 1.h", "@every 0"]
+)
 def test_cron_parser_accepts_descriptors(expression):
     assert parse_cron(expression) is None
 
@@ -255,6 +258,8 @@ def test_cron_parser_accepts_descriptors(expression):
         ("0 0 * * funday", "'funday' is not a number"),
         ("@fortnightly", "unknown cron descriptor"),
         ("@every soon", "unknown cron descriptor"),
+        ("@every 1 h", "invalid @every duration: time: invalid duration '1 h'"),
+        ("@every 1d", "invalid duration '1d'"),
     ],
 )
 def test_cron_parser_rejects_bad_expressions(expression, message):

@@ -1,11 +1,13 @@
-"""Argo's rules for a rendered workflow spec, read in one place: `{{...}}` references and what each
-may name, DAG `depends`/`dependencies`, task order and cycles, task results, task arguments
-against template inputs, and workflow parameters.
+"""Argo's rules for a rendered workflow spec, read in one place: `{{...}}` tags and what each may
+name, names, DAG `depends`/`dependencies`, task order and cycles, task results, task arguments
+against template inputs, workflow parameters, loops, `when`, Go durations and integers, retries
+and their backoff, memoization, and what Argo refuses in one template.
 
 The offline validator (`workflows/validate_resources.py`) reports every break of these rules; the
-local runner (`workflows/local_runner/`) plans, orders and substitutes by them. Facts come from
-Argo Workflows v4.1.2: docs/variables.md (variables), docs/enhanced-depends-logic.md (`depends`),
-docs/walk-through/dag.md (`dependencies`) and workflow/validate/validate.go (what it refuses).
+local runner (`workflows/local_runner/`) plans, orders and substitutes by them; nothing else reads
+them again. Facts come from Argo Workflows v4.1.2: docs/variables.md (variables),
+docs/enhanced-depends-logic.md (`depends`), docs/walk-through/dag.md (`dependencies`),
+workflow/validate/validate.go (what it refuses), and the files each section cites.
 """
 
 from __future__ import annotations
@@ -166,6 +168,27 @@ def pure_reference(text: str) -> str | None:
     if TAG_START in raw or TAG_END in raw or raw.startswith("="):
         return None
     return raw.strip()
+
+
+def task_output(name: str) -> tuple[str, str, str] | None:
+    """(task, group, output) when `name` is `tasks.<task>.outputs.<group>[.<output>]` (group
+    `parameters`, `artifacts` or `result`; output "" when none is named), else None. Task names
+    hold no `.` (FIELD_NAME), so the parts are the dotted ones (docs/variables.md, "DAG
+    Templates")."""
+    parts = name.split(".")
+    if len(parts) < 4 or parts[0] != "tasks" or parts[2] != "outputs":
+        return None
+    return parts[1], parts[3], ".".join(parts[4:])
+
+
+def artifact_from(text: Any) -> tuple[str, str] | None:
+    """(task, output artifact) when `text` (an argument artifact's `from`) is only a reference
+    to `{{tasks.<task>.outputs.artifacts.<name>}}`, else None."""
+    name = pure_reference(text) if isinstance(text, str) else None
+    output = task_output(name) if name else None
+    if output is None or output[1] != "artifacts" or not output[2]:
+        return None
+    return output[0], output[2]
 
 
 def strings(data: Any, path: str = "$") -> Iterator[tuple[str, str]]:
@@ -340,6 +363,90 @@ def workflow_parameter_values(
         if reason:
             raise ArgoRuleError(f"workflow parameter {reason}")
     return {p["name"]: values[p["name"]] for p in declared}
+
+
+# --- when -----------------------------------------------------------------------------------------
+# Argo v4.1.2 evaluates a task's `when`, substituted, with govaluate (workflow/controller/steps.go,
+# shouldExecute; github.com/Knetic/govaluate at 7625b7f, the version its go.mod pins: parsing.go
+# and evaluationStage.go). Read here: `true`, `false`, or one comparison of two operands, each a
+# number (`2024`, `-1`, `1.5`), `true`/`false`, a quoted string, or a word of letters, digits
+# and `_` starting with a letter, which Argo turns into a string (so `x != none` needs no
+# quotes). `==`/`!=` are govaluate's reflect.DeepEqual: `7 == '7'` is false (a number and a
+# string); `<`, `<=`, `>`, `>=` compare two numbers or two strings. Anything else (`&&`, `||`,
+# `!`, parentheses, arithmetic, `x.y`, a value with a space) is refused by name.
+
+WHEN_COMPARATORS = ("==", "!=", "<=", ">=", "<", ">")
+_WHEN_TOKEN = re.compile(r"""\s*('[^']*'|"[^"]*"|==|!=|<=|>=|<|>|[^\s'"<>=!]+)""")
+
+
+@dataclass(frozen=True)
+class When:
+    """A `when`, read: one operand (a boolean), or two and the comparator between them."""
+
+    text: str
+    left: Any
+    comparator: str | None = None
+    right: Any = None
+
+    def holds(self) -> bool:
+        """Its value, as govaluate gives it.
+
+        Raises:
+            ArgoRuleError: not a boolean, or an order between a number and a string.
+        """
+        if self.comparator is None:
+            if not isinstance(self.left, bool):
+                raise ArgoRuleError(f"when {self.text!r} is not true or false")
+            return self.left
+        a, b = self.left, self.right
+        if self.comparator in ("==", "!="):
+            same = type(a) is type(b) and a == b
+            return same if self.comparator == "==" else not same
+        if not (type(a) is type(b) and isinstance(a, float | str)):
+            raise ArgoRuleError(
+                f"when {self.text!r}: {self.comparator} needs two numbers or two strings"
+            )
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[self.comparator]
+
+
+def read_when(text: str) -> When:
+    """Read a substituted `when` (see above).
+
+    Raises:
+        ArgoRuleError: outside what is read here.
+    """
+    tokens, position = [], 0
+    while position < len(text.rstrip()):
+        match = _WHEN_TOKEN.match(text, position)
+        if match is None:
+            raise ArgoRuleError(f"unsupported when expression {text!r} at {text[position:]!r}")
+        tokens.append(match.group(1))
+        position = match.end()
+    if len(tokens) == 1:
+        return When(text, _when_operand(tokens[0], text))
+    if len(tokens) != 3 or tokens[1] not in WHEN_COMPARATORS:
+        raise ArgoRuleError(
+            f"unsupported when expression {text!r}: true, false or one comparison `X op Y`"
+        )
+    return When(text, _when_operand(tokens[0], text), tokens[1], _when_operand(tokens[2], text))
+
+
+def _when_operand(token: str, text: str) -> Any:
+    if token[:1] in ("'", '"'):
+        return token[1:-1]
+    if token in ("true", "false"):
+        return token == "true"
+    if re.fullmatch(r"-?[0-9.]+", token):
+        try:
+            return float(token)
+        except ValueError:
+            pass
+    elif re.fullmatch(r"[^\W\d_]\w*", token):
+        return token
+    raise ArgoRuleError(
+        f"unsupported when expression {text!r}: {token!r} is not a number, true, false, a word "
+        "or a quoted string (quote it)"
+    )
 
 
 # --- loops: withItems / withParam and their aggregated outputs ---------------------------------

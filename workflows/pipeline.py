@@ -48,7 +48,7 @@ from steps.stages import (
     WORKFLOW_PARAMETERS,
 )
 from steps.year_items import BY_YEAR_SOURCES, resolve_years
-from workflows.argo_rules import check_parameter_names, global_output_order
+from workflows.argo_rules import Backoff, check_parameter_names, global_output_order
 from workflows.settings import PipelineSettings
 
 TEMPLATE_NAME = "dewpoint-pipeline"
@@ -149,7 +149,8 @@ def retry_budget_seconds(deadline_seconds: int, limit: int = RETRY_LIMIT) -> int
     smaller budget would leave a late failure unretried and a retry with less than its deadline.
     The waits are 30, 60, 120 s: duration * factor^(retry - 1).
     """
-    waits = sum(BACKOFF_SECONDS * BACKOFF_FACTOR**i for i in range(limit))
+    backoff = Backoff(BACKOFF_SECONDS, BACKOFF_FACTOR)
+    waits = int(sum(backoff.wait_seconds(retry) for retry in range(1, limit + 1)))
     return (limit + 1) * (deadline_seconds + POD_START_SLACK_SECONDS) + waits
 
 

@@ -6,7 +6,6 @@ Hera's models ignore unknown keys and Argo's JSON schema lacks `additionalProper
 
 from __future__ import annotations
 
-import re
 import types
 import zoneinfo
 from collections.abc import Iterable, Mapping
@@ -16,9 +15,11 @@ import pydantic
 from hera.workflows import models as m
 
 from workflows.argo_rules import (
+    ArgoRuleError,
     Problems,
     check_arguments,
     check_workflow_arguments,
+    go_duration_seconds,
     is_dns_label,
     is_dns_subdomain,
     is_label_name,
@@ -233,7 +234,6 @@ _CRON_DESCRIPTORS = {
     "@midnight",
     "@hourly",
 }
-_DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 
 
 def parse_cron(expression: str) -> list[set[int]] | None:
@@ -252,9 +252,14 @@ def parse_cron(expression: str) -> list[set[int]] | None:
     if text.startswith("@"):
         if text in _CRON_DESCRIPTORS:
             return None
-        if text.startswith("@every ") and _DURATION_RE.match(text[len("@every ") :].strip()):
-            return None
-        raise ValueError(f"unknown cron descriptor {text!r}")
+        if not text.startswith("@every "):
+            raise ValueError(f"unknown cron descriptor {text!r}")
+        # robfig/cron v3 parseDescriptor reads what follows with Go's time.ParseDuration.
+        try:
+            go_duration_seconds(text[len("@every ") :], "@every duration")
+        except ArgoRuleError as exc:
+            raise ValueError(f"unknown cron descriptor {text!r}: {exc}") from None
+        return None
     parts = text.split()
     if len(parts) != len(_CRON_FIELDS):
         raise ValueError(f"{expression!r} has {len(parts)} fields; cron needs 5")

@@ -5,7 +5,6 @@ this runner supports, then list its DAG tasks in the order they will run. Nothin
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +17,18 @@ from workflows.argo_rules import (
     WORKFLOW_PARAMETER_PREFIX,
     ArgoRuleError,
     DependsTerm,
+    artifact_from,
     go_duration_seconds,
     int_or_string,
     is_dns_subdomain,
     loop_field,
     read_backoff,
     read_spec,
+    read_when,
     references,
     strings,
     substitute,
+    task_output,
     workflow_parameter_values,
 )
 from workflows.validate_resources import validate_resources
@@ -74,16 +76,11 @@ IGNORED_PARAMETER_FIELDS = frozenset({"description", "globalName"})
 IGNORED_ARTIFACT_FIELDS = frozenset({"archive", "archiveLogs", "artifactGC", "globalName"})
 # Mount points the runner provides itself: /work is the task's work dir, /tmp stays /tmp.
 PROVIDED_MOUNTS = frozenset({CONTAINER_ROOT, "/tmp"})
-# Variables a container template may use here, beyond WORKFLOW_VARIABLES and workflow parameters.
-_CONTAINER_VARIABLE = re.compile(
-    r"^(inputs\.parameters\.[\w-]+|(inputs|outputs)\.artifacts\.[\w-]+\.path"
-    r"|outputs\.parameters\.[\w-]+\.path)$"
-)
-_TASK_PARAMETER = re.compile(r"^tasks\.[\w-]+\.outputs\.parameters\.[\w-]+$")
-_ITEM = re.compile(r"^item(\.[\w-]+)?$")
-_TASK_PARAMETERS = re.compile(r"^tasks\.([\w-]+)\.outputs\.parameters$")
-TASK_ARTIFACT = re.compile(r"^\{\{\s*tasks\.([\w-]+)\.outputs\.artifacts\.([\w-]+)\s*\}\}$")
-_COMPARISON = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+?)\s*$")
+# Variables a container template may use here, beyond WORKFLOW_VARIABLES and workflow parameters:
+# `inputs.parameters.N`, `inputs.artifacts.N.path`, `outputs.parameters.N.path`,
+# `outputs.artifacts.N.path` (whether N exists, argo_rules has checked).
+_CONTAINER_VARIABLES = {("inputs", "parameters"): 3, ("inputs", "artifacts"): 4,
+                        ("outputs", "parameters"): 4, ("outputs", "artifacts"): 4}  # fmt: skip
 
 
 class LocalRunError(StepError):
@@ -222,10 +219,10 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
         tasks.append(PlannedTask(name, dict(called), dict(raw), depends.terms, loop))
     for task in tasks:
         for a in (task.spec.get("arguments") or {}).get("artifacts") or []:
-            match = TASK_ARTIFACT.match(a.get("from") or "")
-            if match and match.group(1) in looping:
+            source = artifact_from(a.get("from"))
+            if source and source[0] in looping:
                 raise BadTemplate(
-                    f"task {task.name}: artifact {a['name']} comes from {match.group(1)}, which "
+                    f"task {task.name}: artifact {a['name']} comes from {source[0]}, which "
                     "loops: Argo aggregates the parameters of a loop's items, not their artifacts "
                     "(pass them through key-only artifacts)"
                 )
@@ -253,28 +250,6 @@ def under_work(path: Any) -> bool:
         return False
     normal = posixpath.normpath(path)
     return normal == CONTAINER_ROOT or normal.startswith(CONTAINER_ROOT + "/")
-
-
-def evaluate_when(expr: str, task: str) -> bool:
-    """A substituted `when`: `true`, `false` or one comparison `X op Y` of two operands.
-
-    Numbers compare as numbers; otherwise only `==`/`!=`, as strings (quotes stripped).
-    """
-    text = expr.strip()
-    if text in ("true", "false"):
-        return text == "true"
-    match = _COMPARISON.match(text)
-    if not match or any(token in text for token in ("&&", "||", "(", ")")):
-        raise BadTemplate(f"unsupported when expression in task {task}: {expr!r}")
-    left, op, right = match.group(1).strip("'\""), match.group(2), match.group(3).strip("'\"")
-    try:
-        a: Any = float(left)
-        b: Any = float(right)
-    except ValueError:
-        if op not in ("==", "!="):
-            raise BadTemplate(f"when in task {task}: {op} needs numbers, got {expr!r}") from None
-        a, b = left, right
-    return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
 
 
 def _check_fields(obj: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
@@ -376,7 +351,9 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
             ) from None
 
     def supported(name: str) -> bool:
-        return _global_variable(name) or bool(_CONTAINER_VARIABLE.match(name))
+        parts = name.split(".")
+        size = _CONTAINER_VARIABLES.get(tuple(parts[:2]))
+        return _global_variable(name) or (size == len(parts) and (size == 3 or parts[3] == "path"))
 
     _check_variables(container, supported, where)
     keys = [
@@ -429,13 +406,11 @@ def _check_task(
     loops = loop_field(raw) is not None
 
     def supported(name: str) -> bool:
-        whole = _TASK_PARAMETERS.match(name)
-        return (
-            _global_variable(name)
-            or bool(_TASK_PARAMETER.match(name))
-            or bool(whole and whole.group(1) in looping)
-            or (loops and bool(_ITEM.match(name)))
-        )
+        output = task_output(name)
+        if output is not None and output[1] == "parameters":  # a loop's: all its items' outputs
+            task, _, parameter = output
+            return "." not in parameter and (parameter != "" or task in looping)
+        return _global_variable(name) or (loops and (name == "item" or name.startswith("item.")))
 
     keys = [a.get("s3") for a in arguments.get("artifacts") or []]
     _check_variables(
@@ -450,8 +425,11 @@ def _check_task(
                     f"unsupported feature in {where}: withItems item {value!r} holds a list or "
                     "map (only strings, numbers, booleans, and maps of those)"
                 )
-    if raw.get("when"):  # the shape is checked now, the values once the inputs exist
-        evaluate_when(substitute(raw["when"], lambda _name: "0"), raw["name"])
+    if raw.get("when"):  # the shape is read now, the values once the inputs exist
+        try:
+            read_when(substitute(raw["when"], lambda _name: "x"))
+        except ArgoRuleError as exc:
+            raise BadTemplate(f"{where}: {exc}") from None
     for p in arguments.get("parameters") or []:
         allowed = {"name", "value"} | IGNORED_PARAMETER_FIELDS
         _check_fields(p, allowed, f"{where} argument {p['name']}")
@@ -459,7 +437,7 @@ def _check_task(
         _check_fields(a, {"name", "from", "s3"}, f"{where} argument artifact {a['name']}")
         if "s3" in a:
             _check_key_only(a, f"{where} argument artifact {a['name']}")
-        elif not TASK_ARTIFACT.match(a.get("from") or ""):
+        elif not artifact_from(a.get("from")):
             raise BadTemplate(
                 f"unsupported feature in {where}: artifact {a['name']} must come"
                 f" from one task's output artifact or a key-only s3 key, not {a.get('from')!r}"

@@ -28,6 +28,7 @@ from workflows.argo_rules import (
     loop_items,
     memo_key_problem,
     parameter_text,
+    read_when,
 )
 from workflows.local_runner.backends import (
     BACKENDS,
@@ -41,7 +42,6 @@ from workflows.local_runner.cache import LocalCache
 from workflows.local_runner.planning import (
     LocalRunError,
     PlannedTask,
-    evaluate_when,
     parallelism,
     plan,
     workflow_values,
@@ -292,13 +292,15 @@ def _run_node(run: _Run, node: _Node, scope: Mapping[str, str], result: TaskResu
     the workflow's global outputs as it ends."""
     try:
         condition = fill(node.spec.get("when", ""), scope, f"task {node.name}")
-        if condition and not evaluate_when(condition, node.name):
+        if condition and not read_when(condition).holds():
             result.phase, result.message = "Skipped", f"when '{condition}' is false"
         else:
             run.progress.started(node.name)
             _run_task(run, node, scope, result)
     except LocalRunError as exc:  # e.g. an input that a skipped task should have produced
         result.phase, result.message = "Failed", str(exc)
+    except ArgoRuleError as exc:  # a `when` that is no comparison once its values are in
+        result.phase, result.message = "Failed", f"task {node.name}: {exc}"
     except KeyboardInterrupt:  # subprocess.run has killed the step; still write run.json
         result.phase, result.message = "Failed", "interrupted"
     run.progress.ended(node.name, result, node.directory)

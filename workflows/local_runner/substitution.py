@@ -14,6 +14,7 @@ from typing import Any
 from workflows.argo_rules import (
     MissingValue,
     aggregate_outputs,
+    artifact_from,
     outside_enum,
     parameter_text,
     pure_reference,
@@ -21,7 +22,6 @@ from workflows.argo_rules import (
 )
 from workflows.local_runner.planning import (
     CONTAINER_ROOT,
-    TASK_ARTIFACT,
     LocalRunError,
     PlannedTask,
     under_work,
@@ -205,9 +205,9 @@ def artifact_sources(
         if (a.get("s3") or {}).get("key"):
             sources[a["name"]] = ArtifactSource(key=fill(a["s3"]["key"], scope, where))
     for a in (spec.get("arguments") or {}).get("artifacts") or []:
-        match = TASK_ARTIFACT.match(a.get("from") or "")
-        if match:
-            sources[a["name"]] = ArtifactSource(task=match.group(1), output=match.group(2))
+        produced = artifact_from(a.get("from"))
+        if produced:
+            sources[a["name"]] = ArtifactSource(task=produced[0], output=produced[1])
         elif (a.get("s3") or {}).get("key"):
             sources[a["name"]] = ArtifactSource(key=fill(a["s3"]["key"], scope, where))
     return sources
