@@ -757,6 +757,44 @@ def test_python_command_is_this_interpreter(tmp_path: Path) -> None:
     assert summary["tasks"]["who"]["outputs"]["parameters"]["exe"] == sys.executable
 
 
+def test_working_dir_and_image_are_substituted_as_argo_substitutes_them(tmp_path: Path) -> None:
+    """Both were used as written, `{{...}}` and all; a working directory that did not exist yet
+    crashed the run (a container runtime creates it)."""
+    where = container(
+        "where",
+        "import os, pathlib, sys; pathlib.Path(sys.argv[1]).write_text(os.getcwd())",
+        ["{{workflow.parameters.out}}"],
+        inputs={"parameters": [{"name": "d", "default": "sub"}]},
+    )
+    where["container"]["workingDir"] = "/work/{{inputs.parameters.d}}/x"
+    template = workflow([{"name": "where", "template": "where"}], [where], {"out": ""})
+    code, text, _ = run(template, tmp_path, {"out": str(tmp_path / "cwd")})
+    assert code == 0, text
+    assert (tmp_path / "cwd").read_text().endswith("/where/work/sub/x")
+
+    # The docker backend: a stand-in `docker` records the argv it is given.
+    fake = tmp_path / "docker"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "argv"}\n')
+    fake.chmod(0o755)
+    image = container("image", "pass")
+    image["container"]["image"] = "step:{{workflow.parameters.tag}}"
+    template = workflow([{"name": "image", "template": "image"}], [image], {"tag": "t1"})
+    code, text, _ = run(template, tmp_path, backend="docker", docker=str(fake))
+    assert code == 0, text
+    assert " step:t1 " in (tmp_path / "argv").read_text()
+
+
+def test_a_program_gone_when_its_task_starts_fails_the_task_not_the_run(tmp_path: Path) -> None:
+    """A program under /work is a step's to write, so nothing checks it up front; missing when
+    the task starts, it was an OSError out of the runner, with no run.json."""
+    gone = container("gone", "pass")
+    gone["container"].update(command=["/work/bin/tool"], args=[])
+    code, _, summary = run(workflow([{"name": "gone", "template": "gone"}], [gone]), tmp_path)
+    assert code == 1
+    assert summary["tasks"]["gone"]["phase"] == "Failed"
+    assert "cannot start" in summary["tasks"]["gone"]["message"]
+
+
 @pytest.mark.docker
 def test_docker_backend_runs_steps_in_the_step_image_as_the_pod_would(tmp_path: Path) -> None:
     """Real `docker run` of the step image: UID 10001, read-only root, artifacts handed over."""

@@ -25,7 +25,10 @@ Change = Callable[[dict, dict, dict], object]
 def two_tasks(change: Change) -> dict:
     """`first` (leaves the mark) then `second`; `change(template of second, task second, whole)`
     breaks the second."""
-    first = container("first", MARK, ["{{workflow.parameters.mark}}"])
+    output = {"name": "o", "valueFrom": {"path": "/work/o", "default": "x"}}
+    first = container(
+        "first", MARK, ["{{workflow.parameters.mark}}"], outputs={"parameters": [output]}
+    )
     tasks = [
         {"name": "first", "template": "first"},
         {"name": "second", "template": "second", "depends": "first"},
@@ -225,4 +228,112 @@ def test_what_argo_refuses_is_refused_by_validator_and_runner_before_any_task(
     template = two_tasks(change)
     problems = validate_resources([template])
     assert any(words in p for p in problems), problems
+    refused_up_front(template, words, tmp_path, capsys)
+
+
+def _parameter(wf: dict, name: str, value: str) -> None:
+    wf["spec"]["arguments"]["parameters"].append({"name": name, "value": value})
+
+
+def _memoize(tpl: dict, key: str, max_age: str) -> None:
+    tpl["memoize"] = {"key": key, "maxAge": max_age, "cache": {"configMap": {"name": "c"}}}
+
+
+# Argo runs these, but this runner would find out only while running (after `first` ran) that
+# it cannot: the values the template and the parameters fix already, the program, the directory.
+RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
+    "an s3 key leaving the repository": (
+        lambda tpl, task, wf: _artifact(tpl, s3={"key": "../../x"}),
+        "artifact key '../../x' is not a relative key in the repository",
+    ),
+    "an absolute s3 key": (
+        lambda tpl, task, wf: _artifact(tpl, "inputs", s3={"key": "/etc/x"}),
+        "artifact key '/etc/x' is not a relative key",
+    ),
+    "an s3 key whose '..' leaves it whatever its value": (
+        lambda tpl, task, wf: (
+            _input(tpl),
+            _argument(task, "{{tasks.first.outputs.parameters.o}}"),
+            _artifact(tpl, s3={"key": "{{inputs.parameters.p}}/../../x"}),
+        ),
+        "artifact key 'x/../../x' is not a relative key in the repository (no '/' first, no "
+        "'..' leaving it), whatever '{{inputs.parameters.p}}/../../x' holds",
+    ),
+    "an argument s3 key from a workflow parameter": (
+        lambda tpl, task, wf: (
+            _parameter(wf, "k", "a/../../b"),
+            _artifact(tpl, "inputs", s3=None),
+            tpl["inputs"]["artifacts"][0].pop("s3"),
+            task.update(
+                arguments={"artifacts": [{"name": "a", "s3": {"key": "{{workflow.parameters.k}}"}}]}
+            ),
+        ),
+        "artifact key 'a/../../b' is not a relative key",
+    ),
+    "an empty command and no args": (
+        lambda tpl, task, wf: tpl["container"].update(command=[], args=[]),
+        "the container has no command and no args",
+    ),
+    "an empty program": (
+        lambda tpl, task, wf: tpl["container"].update(command=[""]),
+        "the program to start (command[0], else args[0]) is empty",
+    ),
+    "a program that is nowhere": (
+        lambda tpl, task, wf: tpl["container"].update(command=["no-such-program-i11"]),
+        "program 'no-such-program-i11' is on no directory of the step's PATH",
+    ),
+    "a working directory of this machine": (
+        lambda tpl, task, wf: tpl["container"].update(workingDir="/etc"),
+        "workingDir '/etc' is not under /work",
+    ),
+    "a withParam that is no JSON list": (
+        lambda tpl, task, wf: task.update(withParam="{{workflow.parameters.mark}}"),
+        "withParam value could not be parsed as a JSON list",
+    ),
+    "a when a parameter makes unreadable": (
+        lambda tpl, task, wf: (
+            _parameter(wf, "k", "abc"),
+            task.update(when="{{workflow.parameters.k}} < 3"),
+        ),
+        "< needs two numbers or two strings",
+    ),
+    "a memoization key a parameter makes invalid": (
+        lambda tpl, task, wf: (
+            _parameter(wf, "k", "a b"),
+            _memoize(tpl, "{{workflow.parameters.k}}", "1h"),
+        ),
+        "memoize: invalid cache key: 'a b'",
+    ),
+    "a memoization age a parameter makes invalid": (
+        lambda tpl, task, wf: (
+            _parameter(wf, "age", "1d"),
+            _memoize(tpl, "k", "{{workflow.parameters.age}}"),
+        ),
+        "invalid maxAge: time: invalid duration '1d'",
+    ),
+    "an input outside its enum from a parameter": (
+        lambda tpl, task, wf: (
+            _parameter(wf, "k", "z"),
+            _input(tpl, enum=["a", "b"]),
+            _argument(task, "{{workflow.parameters.k}}"),
+        ),
+        "task second: input parameter p='z' not in ['a', 'b']",
+    ),
+    "an item outside the input's enum": (
+        lambda tpl, task, wf: (
+            _input(tpl, enum=["a", "b"]),
+            _argument(task, "{{item}}"),
+            task.update(withItems=["a", "c"]),
+        ),
+        "task second(1:c): input parameter p='c' not in ['a', 'b']",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "words"), RUNNER_REFUSES.values(), ids=RUNNER_REFUSES.keys())
+def test_what_only_this_runner_cannot_run_is_refused_before_any_task(
+    change: Change, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = two_tasks(change)
+    assert validate_resources([template]) == []  # Argo would take it
     refused_up_front(template, words, tmp_path, capsys)

@@ -679,14 +679,15 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
     # deploy reads it from the environment at the end of the run: checked before anything starts.
     port_from_env(SERVE_PORT_ENV, DEFAULT_SERVE_PORT)
     values = local_parameters(mlflow_port, parameters)
-    check_rendered(template, values)  # a bad -p fails before any server starts
+    backend = args.backend or "process"
+    check_rendered(template, values, backend)  # a bad -p fails before any server starts
     tracking_server_for(values, DEFAULT_ROOT, mlflow_port)
     run_dir = args.run_dir or DEFAULT_ROOT / "runs" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     code = run_rendered(
         template,
         values,
         run_dir=run_dir,
-        backend=args.backend or "process",
+        backend=backend,
         cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
     )
     if values["deploy-target"] == "local":

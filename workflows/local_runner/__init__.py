@@ -56,15 +56,21 @@ end, phase, duration) is printed as it happens; the summary is written to `<run_
 See docs/local-runner.md.
 
 Modules, by job: `planning` (Argo's rules through `workflows.argo_rules` and the offline validator,
-then the supported subset, then the run order), `substitution` (values of `{{...}}`, /work paths),
+then the supported subset, then the run order), `preflight` (every value that waits for no task,
+checked before the first task runs), `substitution` (values of `{{...}}`, /work paths),
 `backends` (process and docker, retries), `run_record` (progress lines and run.json), `cache`
 (artifact repository and memoization caches kept between runs), `runner` (the lock and the run).
 """
 
 from workflows.local_runner.backends import BACKENDS, docker_command
-from workflows.local_runner.planning import LocalRunError, check_rendered
+from workflows.local_runner.planning import LocalRunError
 from workflows.local_runner.run_record import TaskResult
-from workflows.local_runner.runner import DEFAULT_CACHE_DIR, DEFAULT_LOCK_TIMEOUT_S, run_rendered
+from workflows.local_runner.runner import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_LOCK_TIMEOUT_S,
+    check_rendered,
+    run_rendered,
+)
 
 __all__ = [
     "BACKENDS",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,8 @@ from workflows.local_runner.planning import CONTAINER_ROOT, LocalRunError, Plann
 from workflows.local_runner.run_record import STDERR_LOG, STDOUT_LOG, TaskResult, tail
 
 BACKENDS = ("process", "docker")
+# `command[0]` names that run this interpreter on the process backend.
+PYTHON_NAMES = ("python", "python3")
 DOCKER_USER = "10001:10001"
 # Retries wait at most this long locally: a laptop run should not sit out a 30 s backoff.
 MAX_LOCAL_BACKOFF_S = 1.0
@@ -57,13 +60,35 @@ def process_command(
     Raises:
         LocalRunError: the container has neither command nor args.
     """
-    if command and command[0] in ("python", "python3"):
+    if command and command[0] in PYTHON_NAMES:
         command = [sys.executable, *command[1:]]
     argv = [*command, *args]
     if not argv:
         raise LocalRunError(f"{where}: the process backend needs container.command or args")
+    return argv, process_environment(env)
+
+
+def process_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """A step's environment on the process backend: this process's, this interpreter's bin/
+    first on PATH, then `env` (the caller's extra variables and the template's)."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return argv, {**os.environ, "PATH": path, **env}
+    return {**os.environ, "PATH": path, **env}
+
+
+def missing_program(program: str, env: Mapping[str, str]) -> str | None:
+    """Why the process backend could not start `program` (argv[0]) with `env`, or None: a bare
+    name found on no directory of the step's PATH, or an absolute path outside /work (where a
+    step may write one) that is no file. Relative paths depend on the step's directory: None."""
+    if program in PYTHON_NAMES:
+        return None
+    if "/" not in program:
+        if shutil.which(program, path=process_environment(env)["PATH"]) is None:
+            return f"program {program!r} is on no directory of the step's PATH"
+        return None
+    outside_work = program.startswith("/") and not program.startswith(f"{CONTAINER_ROOT}/")
+    if outside_work and not Path(program).is_file():
+        return f"program {program!r} does not exist on this machine"
+    return None
 
 
 def env_from(
@@ -95,7 +120,7 @@ def check_env_sources(
     """Every `valueFrom` env entry can be answered, before any task runs."""
     for task in tasks:
         for item in task.template["container"].get("env") or []:
-            if "valueFrom" in item:
+            if item.get("valueFrom") is not None:
                 env_from(item, caller_env, workflow, task.name)
 
 
@@ -121,9 +146,15 @@ def attempt(
     for number in range(1, limit + 2):
         result.attempts = number
         # Files, not pipes: a step may leave a daemon (the model server) holding them open.
-        with (task_dir / STDOUT_LOG).open("wb") as so, (task_dir / STDERR_LOG).open("wb") as se:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se,
-                                  cwd=cwd, env=env, check=False)  # fmt: skip
+        try:
+            with (task_dir / STDOUT_LOG).open("wb") as so, (task_dir / STDERR_LOG).open("wb") as se:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se,
+                                      cwd=cwd, env=env, check=False)  # fmt: skip
+        except OSError as exc:  # checked up front (preflight), yet gone since: the task fails
+            result.duration_s = time.monotonic() - started
+            result.phase = "Failed"
+            result.message = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            return
         # A process killed by signal N exits 128+N in a container; subprocess says -N.
         result.exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         if proc.returncode == 0 or number > limit:

@@ -47,12 +47,12 @@ class LocalCache:
         """Where the object at `key` lives here.
 
         Raises:
-            LocalRunError: an empty or absolute key, or one with `..` segments.
+            LocalRunError: a key that names no place inside the repository (`key_problem`).
         """
-        normal = posixpath.normpath(key.strip("/")) if key.strip("/") else ""
-        if not normal or normal.startswith("..") or key.startswith("/") or normal == ".":
-            raise LocalRunError(f"artifact key {key!r} is not a relative key in the repository")
-        return self.root / "artifacts" / normal
+        problem = key_problem(key)
+        if problem:
+            raise LocalRunError(problem)
+        return self.root / "artifacts" / posixpath.normpath(key)
 
     def put(self, key: str, source: Path) -> Path:
         """Store the file or directory `source` at `key`, replacing what was there (an upload);
@@ -147,6 +147,18 @@ class LocalCache:
             yield entries
             if json.dumps(entries, sort_keys=True) != before:
                 write_text_atomically(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` names no object inside the repository here, or None: an empty or absolute key,
+    or one whose `..` segments leave it (it would be a path outside the cache directory)."""
+    normal = posixpath.normpath(key) if key else ""
+    if key.startswith("/") or normal in ("", ".") or normal == ".." or normal.startswith("../"):
+        return (
+            f"artifact key {key!r} is not a relative key in the repository (no '/' first, no "
+            "'..' leaving it)"
+        )
+    return None
 
 
 def _check_key(key: str) -> None:

@@ -111,17 +111,6 @@ class PlannedTask:
     loop: str | None = None  # withItems or withParam: the task runs once per item
 
 
-def check_rendered(template: dict, parameters: Mapping[str, str]) -> None:
-    """The checks `run_rendered` makes before running anything, without running anything.
-
-    Raises:
-        LocalRunError: an unsupported template feature, a break of Argo's rules or a bad workflow
-            parameter.
-    """
-    plan(template)
-    workflow_values(template, parameters)
-
-
 def workflow_values(template: Mapping[str, Any], given: Mapping[str, str]) -> dict[str, str]:
     """Every workflow parameter's value: `given` over the template's defaults, each checked as
     the pipeline's first task checks it (steps/check_parameters.py) when its name is one the
@@ -376,8 +365,10 @@ def _check_memoize(memoize: Mapping[str, Any], where: str) -> None:
             f"{where}: memoize.cache.configMap.name {str(config_map['name'])[:80]!r} is not a "
             "ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)"
         )
+    max_age = str(memoize.get("maxAge", ""))
     try:
-        go_duration_seconds(str(memoize.get("maxAge", "")))
+        if not references(max_age):  # else its value is read before the run (preflight)
+            go_duration_seconds(max_age)
     except ArgoRuleError as exc:
         raise BadTemplate(f"{where}: memoize {exc}") from None
 

@@ -22,11 +22,7 @@ from steps.stages import DEPLOY
 from workflows.argo_rules import (
     ArgoRuleError,
     add_global_parameter,
-    expanded_node_name,
-    go_duration_seconds,
     item_scope,
-    loop_items,
-    memo_key_problem,
     parameter_text,
     read_when,
 )
@@ -46,6 +42,7 @@ from workflows.local_runner.planning import (
     plan,
     workflow_values,
 )
+from workflows.local_runner.preflight import preflight
 from workflows.local_runner.run_record import (
     RUN_RECORD,
     Progress,
@@ -59,6 +56,8 @@ from workflows.local_runner.substitution import (
     dag_scope,
     fill,
     host_path,
+    loop_nodes,
+    memoization,
     with_items,
 )
 
@@ -130,19 +129,7 @@ def run_rendered(
     Raises:
         LocalRunError: unsupported template feature, bad parameter, busy lock, unusable run_dir.
     """
-    if backend not in BACKENDS:
-        raise LocalRunError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    tasks = plan(template)
-    values = workflow_values(template, parameters)
-    metadata = template.get("metadata") or {}
-    prefix = metadata.get("generateName") or metadata.get("name", "workflow") + "-"
-    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
-    workflow = {
-        "workflow.name": prefix + suffix,
-        "workflow.uid": str(uuid.uuid4()),
-        "workflow.namespace": metadata.get("namespace") or "default",
-        **{f"workflow.parameters.{k}": v for k, v in values.items()},
-    }
+    tasks, values, workflow = _prepare(template, parameters, backend, env or {}, docker)
     run_dir = Path(run_dir).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise LocalRunError(f"run dir {run_dir} is not empty; give each run its own directory")
@@ -157,12 +144,51 @@ def run_rendered(
     cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
     bound = parallelism(template)
     run = _Run(workflow, values, run_dir, backend, extra_env, docker, progress, cache, bound)
-    check_env_sources(tasks, extra_env, workflow)
     run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(
         Path(lock_file), lock_timeout, progress.say, what="local run", error=LocalRunError
     ):
         return _execute(run, tasks)
+
+
+def check_rendered(
+    template: dict,
+    parameters: Mapping[str, str],
+    backend: str = "process",
+    env: Mapping[str, str] | None = None,
+    docker: str = "docker",
+) -> None:
+    """The checks `run_rendered` makes before running anything, without running anything.
+
+    Raises:
+        LocalRunError: an unsupported template feature, a break of Argo's rules, a value the
+            run would refuse (BadTemplate), a bad workflow parameter (BadParameter), an
+            environment variable a step's `valueFrom` needs.
+    """
+    _prepare(template, parameters, backend, env or {}, docker)
+
+
+def _prepare(
+    template: dict, parameters: Mapping[str, str], backend: str, env: Mapping[str, str], docker: str
+) -> tuple[list[PlannedTask], dict[str, str], dict[str, str]]:
+    """(tasks in run order, workflow parameter values, workflow variables) once every check
+    that needs no task to run has passed: the template, the parameters, then the values."""
+    if backend not in BACKENDS:
+        raise LocalRunError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    tasks = plan(template)
+    values = workflow_values(template, parameters)
+    metadata = template.get("metadata") or {}
+    prefix = metadata.get("generateName") or metadata.get("name", "workflow") + "-"
+    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+    workflow = {
+        "workflow.name": prefix + suffix,
+        "workflow.uid": str(uuid.uuid4()),
+        "workflow.namespace": metadata.get("namespace") or "default",
+        **{f"workflow.parameters.{k}": v for k, v in values.items()},
+    }
+    check_env_sources(tasks, env, workflow)
+    preflight(tasks, workflow, backend, env, docker)
+    return tasks, values, workflow
 
 
 def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
@@ -229,15 +255,11 @@ def _run_loop(run: _Run, task: PlannedTask, scope: Mapping[str, str], group: Tas
     where = f"task {task.name}"
     started = time.monotonic()
     try:
-        param = (
-            fill(task.spec.get("withParam", ""), scope, where) if task.loop == "withParam" else None
-        )
-        items = loop_items(task.spec, param)
+        nodes = loop_nodes(task, scope) or []
     except (ArgoRuleError, LocalRunError) as exc:
         group.phase, group.message = "Failed", f"{where}: {exc}"
         run.progress.ended(task.name, group, run.run_dir / task.name)
         return
-    nodes = [(expanded_node_name(task.name, i, item), item) for i, item in enumerate(items)]
     group.children = {node: TaskResult() for node, _ in nodes}
     if not nodes:
         group.phase, group.message = "Skipped", f"{task.loop} has no items"
@@ -323,7 +345,7 @@ def _run_task(run: _Run, node: _Node, dag: Mapping[str, str], result: TaskResult
     # task's work dir; the docker backend mounts that dir at /work instead.
     paths = ContainerPaths(work, mapped=run.backend == "process")
     scope = container_scope(task, spec, run.workflow, dag, paths)
-    memo = _memoization(tpl, scope, where)
+    memo = memoization(tpl, scope, where)
     if memo is not None:
         key, cache_name, max_age = memo
         result.memoization = {"hit": False, "key": key, "cacheName": cache_name}
@@ -359,25 +381,26 @@ def _run_task(run: _Run, node: _Node, dag: Mapping[str, str], result: TaskResult
     args = [fill(paths.local(parameter_text(c)), scope, where) for c in container.get("args") or []]
     step_env = dict(run.env)
     for item in container.get("env") or []:
-        if "valueFrom" in item:
+        if item.get("valueFrom") is not None:
             value = env_from(item, run.env, run.workflow, task.name)
             if value is not None:
                 step_env[item["name"]] = value
         else:
-            value = parameter_text(item.get("value", ""))
+            value = parameter_text(item.get("value") if item.get("value") is not None else "")
             step_env[item["name"]] = fill(paths.local(value), scope, where)
     working_dir = container.get("workingDir")
+    working_dir = fill(paths.local(working_dir), scope, where) if working_dir else None
     if run.backend == "docker":
-        if not container.get("image"):
-            raise LocalRunError(f"{where}: the docker backend needs container.image")
         for directory in [work, *(p for p in work.rglob("*") if p.is_dir())]:
             directory.chmod(0o777)  # the step runs as UID 10001 and writes its outputs here
-        argv = docker_command(container["image"], command, args, step_env, work,
-                              working_dir=working_dir, docker=run.docker)  # fmt: skip
+        argv = docker_command(fill(container["image"], scope, where), command, args, step_env,
+                              work, working_dir=working_dir, docker=run.docker)  # fmt: skip
         cwd, proc_env = None, None
     else:
         argv, proc_env = process_command(command, args, step_env, where)
-        cwd = paths.local(working_dir) if working_dir else None
+        cwd = working_dir
+        if cwd:  # under the work dir (preflight); a container runtime creates it, so here too
+            Path(cwd).mkdir(parents=True, exist_ok=True)
 
     attempt(task, result, task_dir, argv, cwd, proc_env, run.progress.say)
     if result.exit_code == 0:
@@ -390,24 +413,6 @@ def _run_task(run: _Run, node: _Node, dag: Mapping[str, str], result: TaskResult
             run.cache.save_entry(cache_name, key, node_id, saved)
         except LocalRunError as exc:  # Argo marks the node Error when the cache refuses it
             result.phase, result.message = "Failed", f"{where}: {exc}"
-
-
-def _memoization(
-    tpl: Mapping[str, Any], scope: Mapping[str, str], where: str
-) -> tuple[str, str, float] | None:
-    """(key, ConfigMap name, maxAge in seconds) of a memoized template, else None."""
-    memoize = tpl.get("memoize")
-    if not memoize:
-        return None
-    key = fill(memoize["key"], scope, where)
-    problem = memo_key_problem(key)
-    if problem:
-        raise LocalRunError(f"{where}: memoize: {problem}")
-    try:
-        max_age = go_duration_seconds(fill(memoize["maxAge"], scope, where))
-    except ArgoRuleError as exc:
-        raise LocalRunError(f"{where}: memoize: {exc}") from None
-    return key, memoize["cache"]["configMap"]["name"], max_age
 
 
 def _saved_outputs(

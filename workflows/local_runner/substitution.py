@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from workflows.argo_rules import (
+    ArgoRuleError,
     MissingValue,
     aggregate_outputs,
     artifact_from,
+    expanded_node_name,
+    go_duration_seconds,
+    loop_items,
+    memo_key_problem,
     outside_enum,
     parameter_text,
     pure_reference,
@@ -44,6 +49,14 @@ def fill(text: Any, scope: Mapping[str, str], where: str) -> str:
         raise LocalRunError(
             f"{where}: {{{{{exc.name}}}}} has no value (did its task run?)"
         ) from None
+
+
+def known(text: Any, scope: Mapping[str, str]) -> str | None:
+    """`text` with its `{{...}}` replaced from `scope`, or None when one has no value there."""
+    try:
+        return substitute(parameter_text(text), scope)
+    except MissingValue:
+        return None
 
 
 def host_path(work: Path, container_path: str) -> Path:
@@ -142,15 +155,66 @@ def with_items(data: Any, values: Mapping[str, str]) -> Any:
     return data
 
 
+def loop_nodes(
+    task: PlannedTask, scope: Mapping[str, str], known_only: bool = False
+) -> list[tuple[str, Any]] | None:
+    """(node name, item) of each item of a looping task, as Argo names them: withItems as
+    written, withParam filled from the DAG's `scope`. `known_only`: None when withParam names a
+    value `scope` does not hold yet (a task's output, before the run).
+
+    Raises:
+        ArgoRuleError: withParam is not a JSON list of items.
+        LocalRunError: withParam names a value `scope` lacks.
+    """
+    param = None
+    if task.loop == "withParam":
+        param = known(task.spec.get("withParam", ""), scope)
+        if param is None and known_only:
+            return None
+        param = param if param is not None else fill(task.spec["withParam"], scope, "withParam")
+    items = loop_items(task.spec, param)
+    return [(expanded_node_name(task.name, i, item), item) for i, item in enumerate(items)]
+
+
+def memoization(
+    tpl: Mapping[str, Any], scope: Mapping[str, str], where: str, known_only: bool = False
+) -> tuple[str | None, str, float | None] | None:
+    """(key, ConfigMap name, maxAge in seconds) of a memoized template, else None; each checked
+    as Argo checks it when the node runs. `known_only`: a key or age `scope` cannot fill yet is
+    None instead of an error.
+
+    Raises:
+        LocalRunError: a key Argo refuses, an age that is no Go duration, a value `scope` lacks.
+    """
+    memoize = tpl.get("memoize")
+    if not memoize:
+        return None
+    key, age = (
+        (known(memoize["key"], scope), known(memoize["maxAge"], scope))
+        if known_only
+        else (fill(memoize["key"], scope, where), fill(memoize["maxAge"], scope, where))
+    )
+    problem = memo_key_problem(key) if key is not None else None
+    if problem:
+        raise LocalRunError(f"{where}: memoize: {problem}")
+    try:
+        max_age = go_duration_seconds(age) if age is not None else None
+    except ArgoRuleError as exc:
+        raise LocalRunError(f"{where}: memoize: {exc}") from None
+    return key, memoize["cache"]["configMap"]["name"], max_age
+
+
 def container_scope(
     task: PlannedTask,
     spec: Mapping[str, Any],
     workflow: Mapping[str, str],
     dag: Mapping[str, str],
     paths: ContainerPaths,
+    known_only: bool = False,
 ) -> dict[str, str]:
     """What the container template may name: workflow variables, its inputs' values and paths,
-    and its outputs' paths; `spec` is the task (one item of it, for a loop).
+    and its outputs' paths; `spec` is the task (one item of it, for a loop). `known_only`: an
+    input whose value `dag` cannot fill yet (a task's output, before the run) is left out.
 
     Raises:
         LocalRunError: an input parameter without a value or outside its enum.
@@ -171,7 +235,12 @@ def container_scope(
         if value is None:
             why = f": {given[p['name']]} names a task that did not run" if unsupplied else ""
             raise LocalRunError(f"{where}: input parameter {p['name']} has no value{why}")
-        value = fill(value, dag, where)
+        try:
+            value = fill(value, dag, where)
+        except LocalRunError:
+            if known_only:
+                continue
+            raise
         reason = outside_enum(p["name"], value, p.get("enum"))
         if reason:
             raise LocalRunError(f"{where}: input parameter {reason}")

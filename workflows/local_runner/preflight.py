@@ -1,0 +1,160 @@
+"""Before a local run starts: what it would otherwise find out only while running, found from the
+template, the workflow parameters and the backend alone, so a template that cannot run fails
+before its first task does (issue 11).
+
+`planning` checks the template's shape; here every value the run will compute that does not wait
+for a task's output is computed now and checked as the run would check it: the items of a loop
+and their keys, `when`, input parameters against their enums, memoization keys and ages,
+key-only artifact keys (also with their unknown parts set aside: `x/../../y` leaves the
+repository whatever `x` is), the program a step starts and its working directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from workflows.argo_rules import (
+    ArgoRuleError,
+    item_scope,
+    parameter_text,
+    read_when,
+    substitute,
+)
+from workflows.local_runner.backends import missing_program
+from workflows.local_runner.cache import key_problem
+from workflows.local_runner.planning import (
+    CONTAINER_ROOT,
+    BadTemplate,
+    LocalRunError,
+    PlannedTask,
+    under_work,
+)
+from workflows.local_runner.substitution import (
+    ContainerPaths,
+    container_scope,
+    known,
+    loop_nodes,
+    memoization,
+    with_items,
+)
+
+
+def preflight(
+    tasks: list[PlannedTask],
+    workflow: Mapping[str, str],
+    backend: str,
+    env: Mapping[str, str],
+    docker: str = "docker",
+) -> None:
+    """Check every value of the run that the template and `workflow` (its variables, parameters
+    included) fix already, for `backend` with the extra environment `env`.
+
+    Raises:
+        BadTemplate (exit code 2): the first problem, naming the task (or loop item) and field.
+    """
+    if backend == "docker" and shutil.which(docker) is None:
+        raise BadTemplate(f"the docker backend needs the {docker!r} program; none is on PATH")
+    for task in tasks:
+        for node, spec in _nodes(task, workflow):
+            try:
+                _check_node(task, spec, workflow, backend, env)
+            except (ArgoRuleError, LocalRunError) as exc:
+                reason = str(exc).removeprefix(f"task {task.name}: ")
+                raise BadTemplate(f"task {node}: {reason}") from None
+
+
+def _nodes(task: PlannedTask, workflow: Mapping[str, str]) -> Iterator[tuple[str, dict]]:
+    """(node name, task spec) of each node the task will run as far as known now: each item of
+    withItems, or of a withParam that names no task output; else the task as written."""
+    try:
+        nodes = loop_nodes(task, workflow, known_only=True) if task.loop else None
+    except ArgoRuleError as exc:
+        raise BadTemplate(f"task {task.name}: {exc}") from None
+    if nodes is None:
+        yield task.name, task.spec  # no loop, or its items come from a task's output
+        return
+    for node, item in nodes:
+        try:
+            yield node, with_items(task.spec, item_scope(item))
+        except LocalRunError as exc:
+            raise BadTemplate(f"task {node}: {exc}") from None
+
+
+def _check_node(
+    task: PlannedTask,
+    spec: Mapping[str, Any],
+    workflow: Mapping[str, str],
+    backend: str,
+    env: Mapping[str, str],
+) -> None:
+    """One node's values, as `runner._run_node` and `_run_task` compute them, where known."""
+    condition = known(spec.get("when", ""), workflow)
+    if condition:
+        read_when(condition).holds()
+    paths = ContainerPaths(Path(CONTAINER_ROOT), mapped=False)
+    scope = container_scope(task, spec, workflow, workflow, paths, known_only=True)
+    tpl = task.template
+    memoization(tpl, scope, f"task {task.name}", known_only=True)
+    template_keys = [a.get("s3") for a in [*_artifacts(tpl, "inputs"), *_artifacts(tpl, "outputs")]]
+    for s3, values in [
+        *((s3, scope) for s3 in template_keys),
+        *((a.get("s3"), workflow) for a in (spec.get("arguments") or {}).get("artifacts") or []),
+    ]:
+        if s3 and s3.get("key"):
+            _check_key(str(s3["key"]), values)
+    _check_container(tpl["container"], scope, backend, env)
+
+
+def _artifacts(tpl: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    return (tpl.get(kind) or {}).get("artifacts") or []
+
+
+def _check_key(key: str, scope: Mapping[str, str]) -> None:
+    """A key-only artifact's key names a place inside the repository: now, when its values are
+    known; else with each unknown value as one plain segment (`..` written around a value
+    leaves the repository whatever the value is)."""
+    value = known(key, scope)
+    skeleton = value if value is not None else substitute(key, lambda n: scope.get(n, "x"))
+    problem = key_problem(skeleton)
+    if problem:
+        raise ArgoRuleError(problem if value is not None else f"{problem}, whatever {key!r} holds")
+
+
+def _check_container(
+    container: Mapping[str, Any], scope: Mapping[str, str], backend: str, env: Mapping[str, str]
+) -> None:
+    """The program a step starts and the directory it starts in."""
+    command = [known(c, scope) for c in container.get("command") or []]
+    args = [known(a, scope) for a in container.get("args") or []]
+    argv = [*command, *args]
+    if backend == "process" and not argv:
+        raise ArgoRuleError(
+            "the container has no command and no args: the process backend has no image "
+            "entrypoint to run (use --backend docker, or give a command)"
+        )
+    if argv and argv[0] == "":
+        raise ArgoRuleError("the program to start (command[0], else args[0]) is empty")
+    step_env = {**env}
+    for item in container.get("env") or []:
+        value = known(item["value"], scope) if item.get("value") is not None else None
+        if value is not None:
+            step_env[item["name"]] = value
+    program = argv[0] if argv else None
+    if backend == "process" and program:
+        problem = missing_program(program, step_env)
+        if problem:
+            raise ArgoRuleError(problem)
+    working_dir = container.get("workingDir")
+    if working_dir is not None:
+        directory = known(working_dir, scope)
+        skeleton = directory or substitute(parameter_text(working_dir), lambda n: "x")
+        if backend == "process" and not under_work(skeleton):
+            raise ArgoRuleError(
+                f"workingDir {working_dir!r} is not under {CONTAINER_ROOT}: the process backend "
+                "runs a step in its own work directory, never in one of this machine's"
+            )
+        if not skeleton.startswith("/"):
+            raise ArgoRuleError(f"workingDir {working_dir!r} is not an absolute path")
