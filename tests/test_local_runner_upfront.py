@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import assert_bad_input
+from tests.conftest import assert_bad_input, assert_one_line_error
 from tests.test_local_runner import container, workflow
 from workflows.local_runner.__main__ import main as runner_main
 from workflows.validate_resources import validate_resources
@@ -214,6 +214,11 @@ ARGO_REFUSES: dict[str, tuple[Change, str]] = {
         ),
         "unable to parse '1d' as a duration",
     ),
+    # validateLeaf: "activeDeadlineSeconds must be a positive integer > 0 or an argo variable"
+    "a negative deadline": (
+        lambda tpl, task, wf: tpl.update(activeDeadlineSeconds=-5),
+        "activeDeadlineSeconds -5 must be a positive integer",
+    ),
     "a retry limit that is no integer": (
         lambda tpl, task, wf: tpl.update(retryStrategy={"limit": "three"}),
         "value 'three' cannot be resolved to an int",
@@ -269,6 +274,19 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
             ),
         ),
         "artifact key 'a/../../b' is not a relative key",
+    ),
+    "an artifact path with a variable (it was used as written)": (
+        lambda tpl, task, wf: (
+            _input(tpl, default="d"),
+            _artifact(tpl, path="/work/{{inputs.parameters.p}}"),
+        ),
+        "unsupported variable {{inputs.parameters.p}} in template second artifact a path",
+    ),
+    "an environment variable the caller does not have": (
+        lambda tpl, task, wf: tpl["container"].update(
+            env=[{"name": "I11_NOT_SET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+        ),
+        "set I11_NOT_SET in the environment to run locally",
     ),
     "an empty command and no args": (
         lambda tpl, task, wf: tpl["container"].update(command=[], args=[]),
@@ -337,3 +355,20 @@ def test_what_only_this_runner_cannot_run_is_refused_before_any_task(
     template = two_tasks(change)
     assert validate_resources([template]) == []  # Argo would take it
     refused_up_front(template, words, tmp_path, capsys)
+
+
+def test_a_memoization_cache_that_is_not_json_is_refused_before_any_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was read when the memoized task started, after the tasks before it had run."""
+    template = two_tasks(lambda tpl, task, wf: _memoize(tpl, "k", "1h"))
+    (tmp_path / "cache" / "memoize").mkdir(parents=True)
+    (tmp_path / "cache" / "memoize" / "c.json").write_text("{not json")
+    path, mark = tmp_path / "t.yaml", tmp_path / "mark"
+    path.write_text(yaml.safe_dump(template))
+    code = runner_main(
+        [str(path), "-p", f"mark={mark}", "--run-dir", str(tmp_path / "run"),
+         "--cache-dir", str(tmp_path / "cache")]
+    )  # fmt: skip
+    assert_one_line_error(code, capsys.readouterr().err, "memoization cache", "is not JSON")
+    assert not mark.exists()

@@ -1085,6 +1085,14 @@ def _check_leaf(
     name one place without `..` leaving it; `parallelism` belongs to dag and steps templates."""
     if template.get("parallelism") is not None:
         problems.add(f"{path}.parallelism", "parallelism is only valid for steps and dag templates")
+    deadline = template.get("activeDeadlineSeconds")
+    if deadline is not None and not references(str(deadline)):
+        seconds = deadline if isinstance(deadline, int) else go_integer(str(deadline))
+        if seconds is None or seconds < 0:
+            problems.add(
+                f"{path}.activeDeadlineSeconds",
+                f"activeDeadlineSeconds {deadline!r} must be a positive integer or a variable",
+            )
     container = template.get("container")
     if isinstance(container, Mapping):
         defaults = (spec.get("templateDefaults") or {}).get("container") or {}

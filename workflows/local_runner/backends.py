@@ -16,7 +16,12 @@ from typing import Any
 
 from workflows import retry_expression
 from workflows.argo_rules import int_or_string, read_backoff
-from workflows.local_runner.planning import CONTAINER_ROOT, LocalRunError, PlannedTask
+from workflows.local_runner.planning import (
+    CONTAINER_ROOT,
+    BadTemplate,
+    LocalRunError,
+    PlannedTask,
+)
 from workflows.local_runner.run_record import STDERR_LOG, STDOUT_LOG, TaskResult, tail
 
 BACKENDS = ("process", "docker")
@@ -117,11 +122,18 @@ def env_from(
 def check_env_sources(
     tasks: list[PlannedTask], caller_env: Mapping[str, str], workflow: Mapping[str, str]
 ) -> None:
-    """Every `valueFrom` env entry can be answered, before any task runs."""
+    """Every `valueFrom` env entry can be answered, before any task runs.
+
+    Raises:
+        BadTemplate (exit code 2): one cannot.
+    """
     for task in tasks:
         for item in task.template["container"].get("env") or []:
             if item.get("valueFrom") is not None:
-                env_from(item, caller_env, workflow, task.name)
+                try:
+                    env_from(item, caller_env, workflow, task.name)
+                except LocalRunError as exc:
+                    raise BadTemplate(str(exc)) from None
 
 
 def attempt(

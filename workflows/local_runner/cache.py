@@ -122,6 +122,11 @@ class LocalCache:
                     f"characters; Kubernetes allows {CONFIGMAP_MAX_CHARS}"
                 )
 
+    def check_entries(self, cache: str) -> None:
+        """Raise LocalRunError when ConfigMap `cache` has a file here that is not JSON."""
+        if (self.root / "memoize" / f"{cache}.json").exists():
+            self.entries(cache)
+
     def entries(self, cache: str) -> dict[str, Any]:
         """Every entry of ConfigMap `cache` (empty when it does not exist)."""
         with self._entries(cache) as entries:

@@ -88,8 +88,9 @@ class LocalRunError(StepError):
 
 
 class BadTemplate(LocalRunError):
-    """The template breaks Argo's rules or uses what the runner does not support: bad input, found
-    before any task runs."""
+    """The template breaks Argo's rules, uses what the runner does not support, or needs what
+    this machine lacks (an environment variable, a program): bad input, found before any task
+    runs."""
 
     exit_code = EXIT_BAD_INPUT
 
@@ -303,6 +304,8 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
         allowed = {"name", "path", "optional", "s3"} | IGNORED_ARTIFACT_FIELDS
         _check_fields(a, allowed, f"{where} artifact {a['name']}")
         _check_key_only(a, f"{where} artifact {a['name']}")
+        # Read as written, like an output parameter's path: a `{{...}}` in it was used literally.
+        _check_variables(a.get("path"), lambda name: False, f"{where} artifact {a['name']} path")
         if not under_work(a.get("path") or ""):
             raise BadTemplate(f"{where}: artifact {a['name']} path must be under {CONTAINER_ROOT}")
     retry = tpl.get("retryStrategy") or {}

@@ -142,6 +142,9 @@ def run_rendered(
     width = max((len(t.name) for t in tasks), default=4)
     progress = Progress(out, width)
     cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
+    for task in tasks:  # a cache file that is not JSON: refused now, not when its task starts
+        if task.template.get("memoize"):
+            cache.check_entries(task.template["memoize"]["cache"]["configMap"]["name"])
     bound = parallelism(template)
     run = _Run(workflow, values, run_dir, backend, extra_env, docker, progress, cache, bound)
     run_dir.mkdir(parents=True, exist_ok=True)
