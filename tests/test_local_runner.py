@@ -279,9 +279,13 @@ def test_failing_task_is_named_with_its_stderr_and_stops_the_run(tmp_path: Path)
         {"name": "train", "template": "bad"},
         append_task("register", depends="train"),
     ]
-    code, text, summary = run(workflow(tasks, [bad, APPEND_TEMPLATE], {"log": str(log)}), tmp_path)
+    err = io.StringIO()
+    template = workflow(tasks, [bad, APPEND_TEMPLATE], {"log": str(log)})
+    code, text, summary = run(template, tmp_path, err=err)
     assert code == 1
-    assert "error: task 'train' failed: exit code 1 after 1 attempt(s)" in text
+    # The failure is one line on stderr (it was on stdout, among the progress lines).
+    assert err.getvalue().startswith("error: task 'train' failed: exit code 1 after 1 attempt(s)")
+    assert err.getvalue().count("\n") == 1 and "error: task" not in text
     assert "| error: no rows for station 123" in text
     assert summary["phase"] == "Failed"
     assert summary["tasks"]["train"]["exit_code"] == 1
@@ -488,11 +492,14 @@ def test_artifact_of_a_skipped_task_fails_the_consumer_by_name(tmp_path: Path) -
             },
         },
     ]
-    code, text, summary = run(workflow(tasks, [make, use], {"go": "no"}), tmp_path)
+    err = io.StringIO()
+    code, _, summary = run(workflow(tasks, [make, use], {"go": "no"}), tmp_path, err=err)
     assert code == 1
     assert summary["tasks"]["make"]["phase"] == "Skipped"
     assert summary["tasks"]["use"]["phase"] == "Failed"
-    assert "error: task 'use' failed: task use: artifact f was not produced by make" in text
+    assert (
+        "error: task 'use' failed: task use: artifact f was not produced by make" in err.getvalue()
+    )
 
 
 def test_unsupported_when_expression_fails_before_the_task_runs(tmp_path: Path) -> None:
@@ -870,6 +877,20 @@ def test_command_line_runs_a_rendered_yaml_file_with_overrides(
     assert log.read_text().split() == ["a"]
     assert json.loads((run_dir / "run.json").read_text())["parameters"] == {"log": str(log)}
     assert "Succeeded" in capsys.readouterr().out
+
+
+def test_command_line_a_failed_task_is_one_error_line_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was printed to stdout, among the progress lines (issue 11)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "workflow-template.yaml"
+    bad = container("bad", "import sys; sys.exit(3)")
+    path.write_text(yaml.safe_dump(workflow([{"name": "bad", "template": "bad"}], [bad])))
+    assert runner_main([str(path), "--run-dir", str(tmp_path / "run")]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: task 'bad' failed: exit code 3"), err
+    assert "bad  Failed" in out and "error:" not in out
 
 
 @pytest.mark.parametrize(

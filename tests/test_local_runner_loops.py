@@ -4,6 +4,7 @@ hand-written templates (workflows/argo_rules.py cites the Argo sources for each 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -235,9 +236,10 @@ def test_a_failed_item_fails_the_run_by_its_node_name_and_starts_no_further_item
 ) -> None:
     log = tmp_path / "log"
     template = fan_out('["2022", "bad", "2024"]', parallelism=1)
-    code, text, summary = run(template, tmp_path, {"log": str(log)})
+    err = io.StringIO()
+    code, _, summary = run(template, tmp_path, {"log": str(log)}, err=err)
     assert code == 1
-    assert "error: task 'work(1:bad)' failed: exit code 3" in text
+    assert err.getvalue().startswith("error: task 'work(1:bad)' failed: exit code 3")
     assert log.read_text().split() == ["2022", "bad"]  # failFast: 2024 never started
     assert summary["tasks"]["work"]["phase"] == "Failed"
     assert summary["tasks"]["work"]["children"]["work(2:2024)"]["phase"] == "Pending"

@@ -492,6 +492,21 @@ def test_local_with_an_unreachable_tracking_uri_names_the_parameter(tmp_path, mo
     assert calls == [] and not (tmp_path / ".demo").exists()
 
 
+def test_local_a_failed_task_is_one_error_line_on_stderr(tmp_path, monkeypatch, capsys):
+    """The runner printed its failure line to stdout, among the progress lines (issue 11). The
+    first task refuses a parameter the up-front check is told to let through."""
+    from workflows.local_runner import planning
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(planning, "check_workflow_parameters", lambda values, parameters: None)
+    monkeypatch.setattr("workflows.demo.tracking_server_for", lambda *args: "")
+    code = submit.main(["--local", "-p", "gate-tolerance=abc", "--run-dir", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("error: task 'check-parameters' failed"), err
+    assert "check-parameters  Failed" in out and "error: task" not in out
+
+
 @pytest.mark.slow
 def test_local_by_default_does_what_make_demo_does(tmp_path, monkeypatch, capsys, demo_ports):
     """No -p at all: offline data, the local deploy target, the demo's MLflow server (started,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -238,10 +239,14 @@ def run_demo(
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     print("==> pipeline (local runner, process backend)", flush=True)
     env = {_STATE_DIR_FLAG.env: str(state_dir), _PORT_FLAG.env: str(serve_port)}
-    code = run_rendered(template, params, run_dir=run_dir, env=env, cache_dir=root / "cache")
+    failure = io.StringIO()  # the runner's one error line becomes the demo's
+    code = run_rendered(
+        template, params, run_dir=run_dir, env=env, cache_dir=root / "cache", err=failure
+    )
     pipeline_s = time.monotonic() - started - mlflow_s
     if code != 0:
-        raise StepError(f"the pipeline failed; see the task logs under {run_dir}")
+        reason = failure.getvalue().strip().removeprefix("error: ")
+        raise StepError(reason or f"the pipeline failed; see the task logs under {run_dir}")
     record = json.loads((run_dir / RUN_RECORD).read_text())
     tasks = record["tasks"]
     gate = tasks["promote"]["outputs"]["parameters"]

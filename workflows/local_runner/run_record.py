@@ -59,10 +59,12 @@ class TaskResult:
 
 @dataclass
 class Progress:
-    """Progress lines of a run, printed as they happen; task names padded to `width`."""
+    """Progress lines of a run, printed as they happen (`out`); task names padded to `width`.
+    The line that says why the run failed goes to `err`."""
 
     out: TextIO | None = None
     width: int = 4
+    err: TextIO | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def say(self, line: str) -> None:
@@ -71,6 +73,12 @@ class Progress:
         whole lines, never interleaved."""
         with self._lock:
             print(redact(line), file=self.out or sys.stdout, flush=True)
+
+    def failed(self, message: str) -> None:
+        """The one `error: <message>` line of a failed run (default stderr), redacted."""
+        with self._lock:
+            line = f"error: {one_line(message, limit=None)}"
+            print(line, file=self.err or sys.stderr, flush=True)
 
     def started(self, task: str) -> None:
         """A task starts running."""

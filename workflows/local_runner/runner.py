@@ -104,6 +104,7 @@ def run_rendered(
     docker: str = "docker",
     out: TextIO | None = None,
     cache_dir: Path | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Run the rendered WorkflowTemplate `template` locally with workflow `parameters`.
 
@@ -119,6 +120,7 @@ def run_rendered(
         lock_timeout: seconds to wait for another local run to finish before refusing.
         docker: the docker client program (docker backend only).
         out: where progress goes (default stdout).
+        err: where the one `error:` line of a failed run goes (default stderr).
         cache_dir: what a cluster keeps between runs (`workflows/local_runner/cache.py`): the
             artifact repository of key-only artifacts and the memoization ConfigMaps. Default
             `<run_dir>/cache`: a run of its own, which finds nothing cached.
@@ -140,7 +142,7 @@ def run_rendered(
     # Its steps run inside this lock: the promote CLI must not wait for it (steps/processes.py).
     extra_env[RELEASE_LOCK_ENV] = str(Path(lock_file).resolve())
     width = max((len(t.name) for t in tasks), default=4)
-    progress = Progress(out, width)
+    progress = Progress(out, width, err)
     cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
     for task in tasks:  # a cache file that is not JSON: refused now, not when its task starts
         if task.template.get("memoize"):
@@ -234,7 +236,7 @@ def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
     say(f"workflow {summary['name']} {phase} in {total:.1f}s; see {run.run_dir / RUN_RECORD}")
     if failed:
         node, message, logs = failed
-        say(f"error: task {node!r} failed: {message}; logs in {run.run_dir / logs}")
+        run.progress.failed(f"task {node!r} failed: {message}; logs in {run.run_dir / logs}")
         return 1
     return 0
 
