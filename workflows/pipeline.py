@@ -36,6 +36,7 @@ from steps.cli import EXIT_TRANSIENT
 from steps.contract import Stage, WorkflowParameter
 from steps.revision import TAG_GIT_DIRTY
 from steps.stages import (
+    CHAMPION,
     CHECK_PARAMETERS,
     DEPLOY,
     FETCH,
@@ -526,13 +527,14 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         network=True,
     )
     promote = stage_template(settings, PROMOTE, inputs=["version"], network=True)
-    # The version comes from promote's champion-version; deploy reads that version's run id (its
-    # provenance) from the registry itself, since it is not this run's when the gate refused.
+    # Deploy serves what the champion alias names when it serves, which a promote from another
+    # door may have moved since this run's promote (steps/deploy.py); it reads that version's run
+    # id (its provenance) from the registry itself, since it is not this run's when the gate
+    # refused.
     deploy = stage_template(
         settings,
         DEPLOY,
-        inputs=["version"],
-        values={"workflow-uid": "{{workflow.uid}}"},
+        values={"alias": CHAMPION, "workflow-uid": "{{workflow.uid}}"},
         env=[FieldEnv(name="POD_NAMESPACE", field_path="metadata.namespace")],
         deadline_seconds=900,
         network=True,
@@ -644,11 +646,7 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
             # Argo compares a bare word as a string: `7 != none` is true, `none != none` false
             # (argo-workflows v4.1.2 workflow/controller/steps.go, shouldExecute).
             champion = promote.get_parameter("champion-version")
-            deploy = stage_task(
-                stages["deploy"],
-                when=f"{champion.value} != {NO_CHAMPION}",
-                arguments={"version": champion},
-            )
+            deploy = stage_task(stages["deploy"], when=f"{champion.value} != {NO_CHAMPION}")
             # train's data-hash and run-id reach later tasks through the chain below.
             loops >> train >> register >> promote >> deploy
     return template
