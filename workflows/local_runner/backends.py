@@ -94,6 +94,9 @@ def check_env_sources(
 ) -> None:
     """Every `valueFrom` env entry can be answered, before any task runs."""
     for task in tasks:
+        if task.dag is not None:
+            check_env_sources(list(task.dag), caller_env, workflow)
+            continue
         for item in task.template["container"].get("env") or []:
             if "valueFrom" in item:
                 env_from(item, caller_env, workflow, task.name)

@@ -150,8 +150,9 @@ def container_scope(
     dag: Mapping[str, str],
     paths: ContainerPaths,
 ) -> dict[str, str]:
-    """What the container template may name: workflow variables, its inputs' values and paths,
-    and its outputs' paths; `spec` is the task (one item of it, for a loop).
+    """What the called template may name: workflow variables, its inputs' values and paths,
+    and its outputs' paths; `spec` is the task (one item of it, for a loop). For a dag template,
+    its input parameters (what its own tasks may name besides their outputs).
 
     Raises:
         LocalRunError: an input parameter without a value or outside its enum.
