@@ -136,12 +136,13 @@ def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_
                    "--serve-port", str(serve_port)])  # fmt: skip
 
 
-def _fetch_and_validate_only(template: dict) -> dict:
+def _fetch_and_validate_only(template: dict, also: tuple[str, ...] = ()) -> dict:
     """The rendered template cut after validate: the real check-parameters and years (fetch,
-    then validate, of each) templates and tasks, without the stages that need MLflow."""
+    then validate, of each) templates and tasks, without the stages that need MLflow (but for
+    those in `also`)."""
     cut = copy.deepcopy(template)
     entry = next(t for t in cut["spec"]["templates"] if t["name"] == cut["spec"]["entrypoint"])
-    keep = ("check-parameters", PAST, CURRENT)
+    keep = ("check-parameters", PAST, CURRENT, *also)
     entry["dag"]["tasks"] = [t for t in entry["dag"]["tasks"] if t["name"] in keep]
     return cut
 
@@ -246,6 +247,51 @@ def test_a_year_fetched_anew_is_validated_anew_while_its_old_validate_entry_stay
         "cacheName": "dewpoint-pipeline-validate-cache",
     }
     assert validate["outputs"]["parameters"]["row-count"] == str(report["rows_out"])
+
+
+def test_a_stored_year_deleted_while_its_cache_entry_stays_fails_train_naming_it_until_cleared(
+    tmp_path: Path,
+) -> None:
+    """Argo takes a memoized node's outputs as they were saved, whether or not the objects they
+    name still exist (v4.1.2 workflow/controller/cache/cache.go `Entry.Hit`; operator.go
+    executeTemplate): a year's validated dataset deleted from the artifact repository while
+    validate's entry stays is a cache hit, and train fails naming the year and what to do.
+    Deleting that year's validate entries, as docs/cluster.md says, makes the next run redo it."""
+    year, kept = dt.date.today().year - 1, dt.date.today().year - 2
+    rendered = render(PipelineSettings())["workflow-template"]
+    cache = tmp_path / "cache"
+    params = {"source": "synthetic", "years": f"{kept},{year}", "synthetic-rows": "200",
+              "mlflow-tracking-uri": f"http://127.0.0.1:{free_port()}"}  # fmt: skip
+
+    def run(name: str, template: dict) -> tuple[int, str, dict]:
+        out = io.StringIO()
+        code = run_rendered(template, params, run_dir=tmp_path / name, cache_dir=cache, out=out)
+        return code, out.getvalue(), json.loads((tmp_path / name / "run.json").read_text())
+
+    code, text, first = run("run1", _fetch_and_validate_only(rendered))
+    assert code == 0, text
+    key = first["tasks"]["check-parameters"]["outputs"]["parameters"]["data-key"]
+    validated = cache / "artifacts" / "dewpoint-pipeline" / "data" / key / "validated"
+    (validated / f"{year}.parquet").unlink()
+
+    with_train = _fetch_and_validate_only(rendered, also=("train",))
+    code, text, second = run("run2", with_train)
+    assert code == 1
+    assert year_nodes(second, PAST, "validate")[str(year)]["memoization"]["hit"] is True
+    assert second["tasks"]["train"]["phase"] == "Failed"
+    assert f"input has no part {year} (it has {kept})" in text
+    assert "delete that year's cache entries (docs/cluster.md" in text
+
+    # What docs/cluster.md says: delete the year's keys `<data-key>-<year>-*` from validate's cache.
+    path = cache / "memoize" / "dewpoint-pipeline-validate-cache.json"
+    entries = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in entries.items()
+                                if not k.startswith(f"{key}-{year}-")}))  # fmt: skip
+    code, text, third = run("run3", _fetch_and_validate_only(rendered))
+    assert code == 0, text
+    assert year_nodes(third, PAST, "fetch")[str(year)]["memoization"]["hit"] is True
+    assert year_nodes(third, PAST, "validate")[str(year)]["memoization"]["hit"] is False
+    assert (validated / f"{year}.parquet").is_file()
 
 
 # ---- the run's deadline over many years --------------------------------------------------------
