@@ -38,8 +38,8 @@ def measure(root: Path, runs: int) -> list[dict[str, float]]:
             tasks = json.loads((Path(facts["run_dir"]) / "run.json").read_text())["tasks"]
             row = {"total": total, "mlflow": float(facts["mlflow_s"])}
             # Every task of the run, as the runner recorded it (it runs them one at a time, the
-            # items of a loop in parallel): past years' fetch and validate, then the current
-            # year's fetch-current and validate-current, and so on.
+            # items of a loop in parallel): past-years and current-years (each year's fetch,
+            # then validate), then train, and so on.
             steps = {name: float(task["duration_s"]) for name, task in tasks.items()}
             row |= steps
             row["runner+demo overhead"] = total - row["mlflow"] - sum(steps.values())

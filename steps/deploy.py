@@ -1,22 +1,35 @@
 """Deploy stage: serve one registered model version on a target (`local` process or `kubernetes`).
 
-`python -m steps deploy --target {local,kubernetes} --version V`; contract in docs/steps.md.
+`python -m steps deploy --target {local,kubernetes} (--version V | --alias champion)`; contract
+in docs/steps.md.
+
+With `--alias` (the pipeline's way), deploy serves the version the alias names when it serves,
+not the one promote saw: a promote from another door (another namespace, cluster or machine,
+which the workflow mutex does not hold) may move `champion` between this run's promote and its
+deploy. After serving, the alias is read again; if it moved, the version it names now is served,
+up to ALIAS_ROUNDS times. So a deploy never ends serving a version the alias left before it
+finished, and of two racing runs, the later deploy serves the later champion (issue 10).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from steps.cli import BadInput, run
+from steps.cli import BadInput, StepError, TransientError, run
 from steps.deploy_targets.common import DeployRequest, DeployResult, fetch_verified_model
 from steps.processes import sigterm_raises
 from steps.settings import MlflowSettings
 from steps.stages import DEPLOY
-from steps.tracking import canonical_version, mlflow_session
+from steps.tracking import canonical_version, mlflow_session, registered_aliases
+
+# How many times deploy serves an alias that keeps moving under it before it gives up (exit 75):
+# a promote takes seconds and runs are weekly, so a third move within one deploy is not a race.
+ALIAS_ROUNDS = 3
 
 
 def _deploy_local(request: DeployRequest, args: argparse.Namespace) -> DeployResult:
@@ -68,6 +81,55 @@ def check_version_exists(request: DeployRequest) -> None:
         fetch_verified_model(request, Path(tmp))
 
 
+def serve_alias(
+    read: Callable[[], str], serve: Callable[[str], DeployResult], what: str
+) -> DeployResult:
+    """Serve the version `read()` names (an alias's), then read it again; while it moved, serve
+    the version it names now, at most ALIAS_ROUNDS times in all (module docstring).
+
+    Returns:
+        The last serve's result, `changed` true if any serve changed what is served.
+
+    Raises:
+        TransientError: the alias moved after each of ALIAS_ROUNDS serves (the last one served
+            stays served); a rerun serves the alias as it is then.
+        Whatever `read` and `serve` raise.
+    """
+    version = read()
+    changed = False
+    for _ in range(ALIAS_ROUNDS):
+        result = serve(version)
+        changed = changed or result.changed
+        now = read()
+        if now == version:
+            return DeployResult(served_version=version, changed=changed)
+        print(
+            f"deploy: the {what} moved from version {version} to {now} while version {version} "
+            f"was being served: serving version {now}",
+            file=sys.stderr,
+        )
+        version = now
+    raise TransientError(
+        f"the {what} moved after each of {ALIAS_ROUNDS} deploys (now version {version}; the last "
+        "one deployed stays served): another promote is moving it; rerun deploy"
+    )
+
+
+def _alias_version(client: object, model_name: str, alias: str) -> str:
+    """The version `alias` of `model_name` names now.
+
+    Raises:
+        StepError: the model has no such alias (nothing to serve; nothing is changed).
+    """
+    version = registered_aliases(client, model_name).get(alias)
+    if version is None:
+        raise StepError(
+            f"registered model {model_name!r} has no alias {alias!r}: nothing to serve "
+            "(the served model, if any, is left as it is)"
+        )
+    return version
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: parse flags, check the version exists, deploy, write outputs."""
 
@@ -87,22 +149,34 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop_local(args.state_dir, timeout=args.timeout)
             DEPLOY.write_outputs(args.outputs_dir, {"served-version": "none", "changed": stopped})
             return
-        if args.version is None:
-            raise BadInput("no model version: pass --version")
+        if (args.version is None) == (args.alias is None):
+            raise BadInput("pass --version or --alias: one model version to serve")
+        if args.alias is not None and args.run_id:
+            raise BadInput("--run-id names one version's run: not with --alias")
         settings = MlflowSettings.from_args(args)
-        request = DeployRequest(
-            model_name=settings.model_name,
-            version=canonical_version(args.version),
-            tracking_uri=settings.tracking_uri,
-            run_id=args.run_id or "",
-            workflow_uid=args.workflow_uid or "",
-        )
-        # MLflow's bounded retries and timeouts, as in the other steps (steps/tracking.py): a dead
-        # tracking server fails the step in seconds (exit 75), not after MLflow's ~250 s default.
-        with mlflow_session(settings):
+
+        def serve(version: str) -> DeployResult:
+            request = DeployRequest(
+                model_name=settings.model_name,
+                version=version,
+                tracking_uri=settings.tracking_uri,
+                run_id=args.run_id or "",
+                workflow_uid=args.workflow_uid or "",
+            )
             if args.target != "local":
                 check_version_exists(request)
-            result = _DEPLOY[args.target](request, args)
+            return _DEPLOY[args.target](request, args)
+
+        # MLflow's bounded retries and timeouts, as in the other steps (steps/tracking.py): a dead
+        # tracking server fails the step in seconds (exit 75), not after MLflow's ~250 s default.
+        with mlflow_session(settings) as client:
+            if args.alias is None:
+                result = serve(canonical_version(args.version))
+            else:
+                result = serve_alias(
+                    lambda: _alias_version(client, settings.model_name, args.alias),
+                    serve, f"alias {args.alias!r} of {settings.model_name!r}",
+                )  # fmt: skip
         DEPLOY.write_outputs(
             args.outputs_dir, {"served-version": result.served_version, "changed": result.changed}
         )

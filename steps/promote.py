@@ -74,13 +74,17 @@ from steps.model_trust import verified_model_dir
 from steps.processes import release_lock
 from steps.register import search_literal
 from steps.settings import MlflowSettings
-from steps.stages import NO_CHAMPION, PROMOTE
-from steps.tracking import canonical_version, describe_mlflow_error, error_for, mlflow_session
+from steps.stages import CHAMPION, NO_CHAMPION, PREVIOUS_CHAMPION, PROMOTE
+from steps.tracking import (
+    canonical_version,
+    describe_mlflow_error,
+    error_for,
+    mlflow_session,
+    registered_aliases,
+)
 from steps.train import read_training_frame
 from steps.validate import DEFAULT_DEWP_TOLERANCE_F, MIN_SPREAD_F
 
-CHAMPION = "champion"
-PREVIOUS_CHAMPION = "previous-champion"
 TAG_DECISION = "gate.decision"
 TAG_REASON = "gate.reason"
 TAG_NEW_RMSE = "gate.new_rmse"
@@ -331,7 +335,7 @@ def promote_if_better(
     uri = settings.tracking_uri
     with mlflow_session(settings) as client:
         try:
-            aliases = _aliases(client, name)
+            aliases = registered_aliases(client, name)
             new = client.get_model_version(name, version)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
@@ -407,7 +411,7 @@ def promote_if_better(
             )  # fmt: skip
             # Compare-and-set: the champion read right before the first write must be the one
             # judged against; otherwise judge again (another run promoted while this one scored).
-            aliases = _aliases(client, name)
+            aliases = registered_aliases(client, name)
             if moved(aliases, champion_version, attempt):
                 continue
             evidence = _evidence(
@@ -418,7 +422,7 @@ def promote_if_better(
             )
             if promoted:
                 _claim(client, uri, name, version, champion_version)
-                aliases = _aliases(client, name)
+                aliases = registered_aliases(client, name)
                 if moved(aliases, champion_version, attempt):
                     _withdraw(client, name, version)
                     continue
@@ -445,12 +449,6 @@ def promote_if_better(
         return decision
 
 
-def _aliases(client: Any, name: str) -> dict[str, str]:
-    """The registered model's aliases, versions in canonical form."""
-    aliases = client.get_registered_model(name).aliases or {}
-    return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
-
-
 def _claim(client: Any, uri: str, name: str, version: str, champion: str | None) -> None:
     """Claim `version`'s place after `champion` (module docstring); refuse if another promote
     claimed the same place and has not decided yet. The claim is withdrawn on refusal.
@@ -466,7 +464,7 @@ def _claim(client: Any, uri: str, name: str, version: str, champion: str | None)
     if not rivals:
         return
     _withdraw(client, name, version)
-    now = _aliases(client, name)
+    now = registered_aliases(client, name)
     versions = ", ".join(rival for rival, _ in rivals)
     expiry = max(expires for _, expires in rivals)
     raise TransientError(
@@ -660,7 +658,7 @@ def _move_champion(
                 "rerun promote to finish the move"
             ) from exc
         raise error_for(exc)(f"{failed}, aliases put back as they were: {cause}") from exc
-    now = _aliases(client, name).get(CHAMPION)
+    now = registered_aliases(client, name).get(CHAMPION)
     if now != version:
         raise StepError(
             f"{CHAMPION!r} of {name!r} was set to version {version} but names version {now} "

@@ -261,6 +261,9 @@ REGISTER = Stage(
 # promote's champion-version when there is no champion at all (the pipeline then has nothing to
 # deploy: workflows/pipeline.py).
 NO_CHAMPION = "none"
+# The registered model's aliases promote moves (steps/promote.py), which deploy can serve.
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
 
 PROMOTE = Stage(
     "promote",
@@ -290,7 +293,10 @@ DEPLOY = Stage(
     (
         Flag("target", Choice(TARGETS), "where the champion is served", required=True,
              parameter="deploy-target", parameter_default="kubernetes"),
-        Flag("version", VERSION.kind, "registered model version to serve"),
+        Flag("version", VERSION.kind, "registered model version to serve (or --alias)"),
+        Flag("alias", Choice((CHAMPION, PREVIOUS_CHAMPION)),
+             "serve the version this alias names, read again after serving and served again if "
+             "it moved meanwhile (or --version)"),
         MODEL_NAME,
         Flag("run-id", RUN_ID.kind,
              "provenance: the MLflow run of the model (default: the version's own, from MLflow)"),

@@ -149,6 +149,18 @@ PERMANENT_ERROR_CODES = frozenset(
 )  # fmt: skip
 
 
+def registered_aliases(client: Any, name: str) -> dict[str, str]:
+    """The aliases of registered model `name` (alias -> version, versions in canonical form),
+    read from MLflow through `client` (an `MlflowClient`); call inside `mlflow_session`.
+
+    Raises:
+        StepError: an alias names a version that is not a canonical integer.
+        mlflow.exceptions.MlflowException: the model is not registered, or MLflow failed.
+    """
+    aliases = client.get_registered_model(name).aliases or {}
+    return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
+
+
 def is_transient_mlflow_error(exc: BaseException) -> bool:
     """Whether an MLflow failure may go away on its own (no answer, a 5xx), so a retry makes
     sense; False for answers that reject the request (unknown version, bad name, no permission)."""

@@ -54,6 +54,12 @@ from steps.training_data import (
 
 PLOT_MAX_POINTS = 5000  # scatter a uniform sample: a plot of a million points says no more
 VALIDATION_ARTIFACT = "validation/validation.json"  # validate's report, on the training run
+# In the pipeline a year validate succeeded for is stored unless it was deleted after it was
+# cached: Argo takes a memoized node's outputs without checking that their objects still exist.
+MISSING_PART_HINT = (
+    "in the pipeline, a year whose validate came from the memoization cache after its stored "
+    'dataset was deleted: delete that year\'s cache entries (docs/cluster.md, "Many years")'
+)
 
 
 @dataclass(frozen=True)
@@ -511,7 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = MlflowSettings.from_args(args)
         config = TrainConfig(args.model_type, args.alpha, args.l1_ratio, args.test_size, args.seed)
         config.check()
-        parts = select_parts(find_parts(args.input), args.parts)
+        found = find_parts(args.input)
+        try:
+            parts = select_parts(found, args.parts)
+        except StepError as exc:
+            raise StepError(f"{exc}; {MISSING_PART_HINT}") from None
         result = train_on_parts(
             parts,
             settings,

@@ -61,7 +61,7 @@ def test_the_crd_cel_rules_reject_what_the_api_server_would(rendered):
     schema = argo_crd_schema("WorkflowTemplate")
     template = copy.deepcopy(rendered["workflow-template"])
     templates = template["spec"]["templates"]
-    (dag,) = [t for t in templates if "dag" in t]
+    dag = next(t for t in templates if t["name"] == template["spec"]["entrypoint"])
     dag["activeDeadlineSeconds"] = 60  # only leaf templates may have a deadline
     templates[0]["script"] = {"image": "x", "source": "true"}  # a second template type
     dag["dag"]["tasks"][1]["dependencies"] = ["check-parameters"]  # next to `depends`

@@ -187,15 +187,17 @@ def run_cli(fake: FakeKubernetes, registered: tuple[str, str], *args: str) -> li
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("which", [["--version", "2"], ["--alias", "champion"]])
 def test_cli_deploys_and_writes_outputs(
-    registered: tuple[str, str], tmp_path, capsys: pytest.CaptureFixture
+    registered: tuple[str, str], tmp_path, capsys: pytest.CaptureFixture, which: list[str]
 ) -> None:
-    _, name = registered
+    """By number, or by the alias the pipeline deploys (which names version 2 here)."""
+    tracking_uri, name = registered
+    mlflow.MlflowClient(tracking_uri).set_registered_model_alias(name, "champion", "2")
     with FakeKubernetes(f"models:/{name}/1") as fake:
         code = run_cli(
-            fake, registered, "--target", "kubernetes", "--version", "2",
-            "--outputs-dir", str(tmp_path),
-        )  # fmt: skip
+            fake, registered, "--target", "kubernetes", *which, "--outputs-dir", str(tmp_path)
+        )
 
         assert code == 0
         assert json.loads(capsys.readouterr().out) == {"changed": "true", "served-version": "2"}

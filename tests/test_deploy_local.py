@@ -594,3 +594,131 @@ def test_stop_on_a_read_only_state_directory_stops_the_servers_and_says_the_reco
     assert port_is_free("127.0.0.1", local_deploy.port)
     assert running_server(local_deploy.state_dir) is None
     assert outputs(local_deploy.run(version)) == {"served-version": version, "changed": "true"}
+
+
+# Runs the deploy step with the `champion` alias moved to the next of `moves` (versions) as each
+# serve of the local target ends: another door promoting while this deploy serves.
+ALIAS_MOVER = """
+import runpy, sys
+import mlflow
+import steps.deploy as deploy
+
+real = deploy._DEPLOY["local"]
+moves = {moves!r}
+
+def moving(*args, **kwargs):
+    result = real(*args, **kwargs)
+    if moves:
+        client = mlflow.MlflowClient({url!r})
+        client.set_registered_model_alias({name!r}, "champion", moves.pop(0))
+    return result
+
+deploy._DEPLOY["local"] = moving
+sys.argv[0] = "steps"
+runpy.run_module("steps", run_name="__main__")
+"""
+
+
+def _set_champion(registry: Registry, version: str) -> None:
+    client = mlflow.MlflowClient(registry.url)
+    client.set_registered_model_alias(registry.name, "champion", version)
+
+
+def _deploy_alias_while_it_moves(
+    deploy: LocalDeploy, moves: list[str]
+) -> subprocess.CompletedProcess:
+    registry = deploy.registry
+    script = ALIAS_MOVER.format(moves=moves, url=registry.url, name=registry.name)
+    return deploy._run([sys.executable, "-c", script], "", "--alias", "champion")
+
+
+@pytest.mark.slow
+def test_deploy_of_the_champion_alias_serves_the_version_it_names_when_deploy_ends(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """`--alias champion` (the pipeline's deploy) serves the version the alias names when deploy
+    runs (before: deploy served the version this run's promote output, so after a promote from
+    another door, run A's deploy served v1 over the champion v2)."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    _set_champion(registry, v1)
+    assert outputs(local_deploy.run("", "--alias", "champion")) == {
+        "served-version": v1, "changed": "true",
+    }  # fmt: skip
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+
+    _set_champion(registry, v2)  # promoted through another door after this run's promote
+    assert outputs(local_deploy.run("", "--alias", "champion")) == {
+        "served-version": v2, "changed": "true",
+    }  # fmt: skip
+
+    assert local_deploy.predict() == pytest.approx(expected(V2))
+    assert running_server(local_deploy.state_dir).version == v2
+
+
+@pytest.mark.slow
+def test_deploy_of_an_alias_that_moved_while_serving_serves_it_again(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """The alias moves right after deploy proved the version it read: deploy reads it again and
+    serves the version it names now, and says so."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    _set_champion(registry, v1)
+
+    result = _deploy_alias_while_it_moves(local_deploy, [v2])
+
+    assert outputs(result) == {"served-version": v2, "changed": "true"}
+    assert f"moved from version {v1} to {v2}" in result.stderr
+    assert local_deploy.predict() == pytest.approx(expected(V2))
+
+
+@pytest.mark.slow
+def test_deploy_of_an_alias_that_keeps_moving_gives_up_transiently_and_keeps_serving(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """An alias that moves after every serve: deploy stops after ALIAS_ROUNDS serves with exit
+    75 (Argo's retry, or the next run, serves it as it is then) and the last version it proved
+    stays served and recorded."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    _set_champion(registry, v1)
+
+    result = _deploy_alias_while_it_moves(local_deploy, [v2, v1, v2])
+
+    assert result.returncode == EXIT_TRANSIENT, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: the alias 'champion' of ")
+    assert "moved after each of 3 deploys" in result.stderr
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+    assert running_server(local_deploy.state_dir).version == v1
+
+
+def test_deploy_of_a_missing_alias_changes_nothing(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """No `previous-champion` alias: one error line, exit 1, nothing started or stopped."""
+    client = mlflow.MlflowClient(registry.url)
+    registry.linear(*V1)  # the registered model exists
+    with contextlib.suppress(mlflow.exceptions.MlflowException):
+        client.delete_registered_model_alias(registry.name, "previous-champion")
+
+    line = one_line_error(local_deploy.run("", "--alias", "previous-champion"))
+
+    assert f"registered model {registry.name!r} has no alias 'previous-champion'" in line
+    assert not (local_deploy.state_dir / STATE_FILE).exists()
+    assert port_is_free("127.0.0.1", local_deploy.port)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--version", "1", "--alias", "champion"], [], ["--alias", "champion", "--run-id", "a" * 32]],
+    ids=["version and alias", "neither", "run-id with alias"],
+)
+def test_deploy_needs_exactly_one_of_version_and_alias(
+    local_deploy: LocalDeploy, flags: list[str]
+) -> None:
+    result = local_deploy.run("", *flags)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert not local_deploy.state_dir.exists()

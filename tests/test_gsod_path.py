@@ -78,19 +78,26 @@ def _template() -> dict:
 
 
 def _check_and_fetch_only(template: dict) -> dict:
-    """The real rendered template with its DAG cut after fetch: the templates, parameters and
+    """The real rendered template with its DAGs cut after fetch: the templates, parameters and
     arguments stay exactly as rendered, so what reaches fetch is what a full run passes it."""
-    (dag,) = [t for t in template["spec"]["templates"] if "dag" in t]
-    dag["dag"]["tasks"] = [
-        t for t in dag["dag"]["tasks"] if t["name"] in ("check-parameters", "fetch")
-    ]
+    for dag in (t for t in template["spec"]["templates"] if "dag" in t):
+        dag["dag"]["tasks"] = [
+            t
+            for t in dag["dag"]["tasks"]
+            if t["name"] in ("check-parameters", "past-years", "current-years", "fetch")
+        ]
     return template
 
 
-def _year_item(run_dir: Path, task: str) -> dict:
-    """The one fanned-out item of `task` (fetch and validate run once per year; the fixture
-    files hold one year): its phase, outputs and artifact paths in run.json."""
-    (item,) = json.loads((run_dir / "run.json").read_text())["tasks"][task]["children"].values()
+def _year_item(run_dir: Path, step: str) -> dict:
+    """The `step` (fetch or validate) of the one year (each year is one dag node of fetch, then
+    validate; the fixture files hold one year): its phase, outputs and artifact paths."""
+    tasks = json.loads((run_dir / "run.json").read_text())["tasks"]
+    (item,) = [
+        year["tasks"][step]
+        for loop in ("past-years", "current-years")
+        for year in (tasks[loop].get("children") or {}).values()
+    ]
     return item
 
 

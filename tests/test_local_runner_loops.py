@@ -346,6 +346,12 @@ def test_a_missing_key_only_input_fails_the_task_naming_the_key(tmp_path: Path) 
     code, text, _ = run(template, tmp_path)
     assert code == 1
     assert "key 'nothing/2024' does not exist in the artifact repository" in text
+    # A prefix whose objects were all deleted is no key either: S3 has no empty directories.
+    cache = tmp_path / "cache"
+    (cache / "artifacts" / "nothing" / "2024" / "emptied").mkdir(parents=True)
+    code, text, _ = run(template, tmp_path, cache_dir=cache)
+    assert code == 1
+    assert "key 'nothing/2024' does not exist in the artifact repository" in text
 
 
 def test_an_artifact_from_a_looping_task_is_refused_up_front(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import yaml
 from steps import __version__
 from steps.contract import check_workflow_parameters
 from steps.revision import source_revision
-from steps.stages import CHECK_PARAMETERS, NO_CHAMPION, PIPELINE, WORKFLOW_PARAMETERS
+from steps.stages import CHAMPION, CHECK_PARAMETERS, NO_CHAMPION, PIPELINE, WORKFLOW_PARAMETERS
 from steps.stages import STAGES as STAGE_DECLARATIONS
 from workflows import submit
 from workflows.argo_rules import read_backoff
@@ -38,6 +38,8 @@ STAGES = ("check-parameters", "fetch", "validate", "train", "register", "promote
 NETWORK_STAGES = {"fetch", "register", "promote", "deploy"}
 # The current year's fetch and validate: the same stages through templates without `memoize`.
 CURRENT = {"fetch-current": "fetch", "validate-current": "validate"}
+# The loops over years (the entrypoint's tasks) and the dag template each calls per year.
+YEAR_LOOPS = {"past-years": "past-year", "current-years": "current-year"}
 
 
 def _stage(template: str) -> str:
@@ -163,26 +165,39 @@ def test_names_and_namespace_match_the_contract(resources):
 def test_dag_runs_the_stages_in_order_and_deploys_the_champion_whatever_the_gate_says(resources):
     """Deploy runs after every gate, refused candidates included, and serves the champion after
     the gate (a no-op when it is served already); it is skipped only when there is none."""
-    dag = _templates(resources)["pipeline"]["dag"]["tasks"]
-    assert [t["name"] for t in dag] == [*STAGES[:3], *CURRENT, *STAGES[3:]]
+    templates = _templates(resources)
+    dag = templates["pipeline"]["dag"]["tasks"]
+    assert [t["name"] for t in dag] == [STAGES[0], *YEAR_LOOPS, *STAGES[3:]]
     depends = {t["name"]: t.get("depends") for t in dag}
     assert depends == {
         "check-parameters": None,
-        "fetch": "check-parameters",
-        "validate": "fetch",
-        "fetch-current": "check-parameters",
-        "validate-current": "fetch-current",
-        "train": "validate && validate-current",
+        "past-years": "check-parameters",
+        "current-years": "check-parameters",
+        "train": "past-years && current-years",
         **{task: previous for previous, task in itertools.pairwise(STAGES[3:])},
     }
+    # Each year is one dag node: fetch, then validate of that year.
+    for loop, year_template in YEAR_LOOPS.items():
+        (task,) = [t for t in dag if t["name"] == loop]
+        inner = templates[task["template"]]["dag"]["tasks"]
+        assert task["template"] == year_template
+        assert [(t["name"], t["template"], t.get("depends")) for t in inner] == [
+            ("fetch", "fetch" if loop == "past-years" else "fetch-current", None),
+            ("validate", "validate" if loop == "past-years" else "validate-current", "fetch"),
+        ]
     deploy = dag[-1]
     champion = "{{tasks.promote.outputs.parameters.champion-version}}"
     assert deploy["when"] == f"{champion} != {NO_CHAMPION}"
     assert "promoted" not in deploy["when"]
     assert all("when" not in t for t in dag[:-1])
     arguments = {p["name"]: p["value"] for p in deploy["arguments"]["parameters"]}
-    assert arguments["version"] == champion
+    # Deploy serves what the alias names when it serves, which may be newer than what promote
+    # saw (a promote from another door: steps/deploy.py); the version is not passed.
+    assert "version" not in arguments
     assert "run-id" not in arguments, "the champion's run is not this run's after a refusal"
+    args = _templates(resources)["deploy"]["container"]["args"]
+    assert args[args.index("--alias") + 1] == CHAMPION
+    assert "--version" not in args and "--run-id" not in args
 
 
 def _contract_flags() -> dict[str, set[str]]:
@@ -249,14 +264,19 @@ def test_artifacts_and_parameters_flow_between_steps(resources):
     # The years reach fetch and validate as key-only objects under the run's data key: one per
     # year, written by fetch and validate and read back by name, never passed by `from`.
     check = "{{tasks.check-parameters.outputs.parameters.%s}}"
-    for task in ("fetch", "validate", *CURRENT):
-        items = "current-years" if task in CURRENT else "past-years"
-        assert tasks[task]["withParam"] == check % items
-        assert param(task, "data-key") == check % "data-key"
-        assert param(task, "part") == "{{item.part}}"
-        assert "artifacts" not in tasks[task]["arguments"]
-    for task in ("fetch", "fetch-current"):
-        assert param(task, "years") == "{{item.year}}"
+    for loop, year_template in YEAR_LOOPS.items():
+        assert tasks[loop]["withParam"] == check % loop
+        assert param(loop, "data-key") == check % "data-key"
+        assert param(loop, "part") == "{{item.part}}"
+        assert param(loop, "year") == "{{item.year}}"
+        inner = {t["name"]: t for t in templates[year_template]["dag"]["tasks"]}
+        for task in inner.values():
+            given = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
+            assert given["data-key"] == "{{inputs.parameters.data-key}}"
+            assert given["part"] == "{{inputs.parameters.part}}"
+            assert "artifacts" not in task["arguments"]
+        fetch = {p["name"]: p["value"] for p in inner["fetch"]["arguments"]["parameters"]}
+        assert fetch["years"] == "{{inputs.parameters.year}}"
     year = "dewpoint-pipeline/data/{{inputs.parameters.data-key}}/%s/{{inputs.parameters.part}}"
     for fetch, validate in (("fetch", "validate"), ("fetch-current", "validate-current")):
         assert key(fetch, "outputs", "dataset") == year % "fetched" + ".parquet"
@@ -271,28 +291,36 @@ def test_artifacts_and_parameters_flow_between_steps(resources):
     assert param("register", "run-id") == "{{tasks.train.outputs.parameters.run-id}}"
     assert param("register", "model-uri") == "{{tasks.train.outputs.parameters.model-uri}}"
     assert param("promote", "version") == "{{tasks.register.outputs.parameters.version}}"
-    assert param("deploy", "version") == "{{tasks.promote.outputs.parameters.champion-version}}"
 
 
 def test_past_years_are_memoized_and_the_current_year_is_not(resources):
     """One cache entry per past year, none per run: the current year's templates have no
-    `memoize` (Argo keeps every entry until its cache GC, off by default, deletes it)."""
+    `memoize` (Argo keeps every entry until its cache GC, off by default, deletes it). validate's
+    key holds the hash of the data fetch gave it, from the fetch of the same year's dag, so data
+    fetched anew is validated anew (issue 13)."""
     templates = _templates(resources)
-    for name, cache in (("fetch", "dewpoint-pipeline-fetch-cache"),
-                        ("validate", "dewpoint-pipeline-validate-cache")):  # fmt: skip
+    for name, cache, key in (
+        ("fetch", "dewpoint-pipeline-fetch-cache", "{{inputs.parameters.memo}}"),
+        ("validate", "dewpoint-pipeline-validate-cache",
+         "{{inputs.parameters.memo}}-{{inputs.parameters.data-hash}}"),
+    ):  # fmt: skip
         assert templates[name]["memoize"] == {
-            "key": "{{inputs.parameters.memo}}",
+            "key": key,
             "maxAge": "720h",
             "cache": {"configMap": {"name": cache}},
         }
         current = templates[f"{name}-current"]
         assert "memoize" not in current
-        assert "memo" not in {p["name"] for p in current["inputs"]["parameters"]}
+        assert {"memo", "data-hash"}.isdisjoint(p["name"] for p in current["inputs"]["parameters"])
         # Otherwise the same step: same command line, resources, retries and deadline.
         for field in ("container", "retryStrategy", "activeDeadlineSeconds", "volumes"):
             assert current.get(field) == templates[name].get(field), (name, field)
     memoized = {n for n, t in templates.items() if "memoize" in t}
     assert memoized == {"fetch", "validate"}
+    (validate,) = [t for t in templates["past-year"]["dag"]["tasks"] if t["name"] == "validate"]
+    given = {p["name"]: p["value"] for p in validate["arguments"]["parameters"]}
+    assert given["data-hash"] == "{{tasks.fetch.outputs.parameters.data-hash}}"
+    assert given["memo"] == "{{inputs.parameters.memo}}"
 
 
 def test_every_pod_meets_pod_security_restricted(resources):

@@ -9,11 +9,13 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from steps.check_parameters import DATA_PARAMETERS, fan_out_outputs
+from steps.dataset import read_dataset, read_validation_report
 from steps.sources.synthetic import generate_files
 from steps.year_items import WHOLE_PART, data_key, loop_items, resolve_years
 from tests.conftest import free_port
@@ -76,8 +78,14 @@ def test_check_parameters_outputs_are_the_loop_items_the_parts_and_the_key() -> 
     assert outputs["parts"] == f"2021,2023,{this_year}"
 
 
-def _children(run: dict, task: str) -> dict[str, dict]:
-    return run["tasks"][task]["children"]
+PAST, CURRENT = "past-years", "current-years"  # the loops: one dag node (fetch, validate) a year
+
+
+def year_nodes(run: dict, loop: str, step: str) -> dict[str, dict]:
+    """The `step` (fetch or validate) of every year of `loop` in a run.json, by year: each
+    year's dag node (`<loop>(<index>:...,year:<year>)`) holds its fetch and validate."""
+    items = run["tasks"][loop].get("children") or {}
+    return {re.search(r",year:(\d*)\)$", n)[1]: i["tasks"][step] for n, i in items.items()}
 
 
 @pytest.mark.slow
@@ -93,18 +101,17 @@ def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_
                                                  + f",{this_year}"})  # fmt: skip
         (run_dir,) = sorted((root / "runs").iterdir())
         first = json.loads((run_dir / "run.json").read_text())
-        for task, years in (("fetch", past), ("validate", past),
-                            ("fetch-current", [str(this_year)]),
-                            ("validate-current", [str(this_year)])):  # fmt: skip
-            children = _children(first, task)
-            assert [c.split(",year:")[1].rstrip(")") for c in children] == years
-            assert {c["phase"] for c in children.values()} == {"Succeeded"}
-            assert not any((c.get("memoization") or {}).get("hit") for c in children.values())
+        for loop, years in ((PAST, past), (CURRENT, [str(this_year)])):
+            for step in ("fetch", "validate"):
+                nodes = year_nodes(first, loop, step)
+                assert list(nodes) == years
+                assert {n["phase"] for n in nodes.values()} == {"Succeeded"}
+                assert not any(n["memoization"]["hit"] for n in nodes.values() if loop == PAST)
         # The run's data hash: SHA-256 of `<year> <fetched hash>\n` per year, in year order.
         hashes = [
-            c["outputs"]["parameters"]["data-hash"]
-            for task in ("fetch", "fetch-current")
-            for c in _children(first, task).values()
+            n["outputs"]["parameters"]["data-hash"]
+            for loop in (PAST, CURRENT)
+            for n in year_nodes(first, loop, "fetch").values()
         ]
         lines = "".join(f"{y} {h}\n" for y, h in zip([*past, str(this_year)], hashes, strict=True))
         train = first["tasks"]["train"]["outputs"]["parameters"]
@@ -114,11 +121,13 @@ def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_
         later = [past[1], str(this_year)]
         run_demo(root, mlflow_port, serve_port, {"source": "synthetic", "years": ",".join(later)})
         second = json.loads((sorted((root / "runs").iterdir())[-1] / "run.json").read_text())
-        for task in ("fetch", "validate"):
-            hits = [c["memoization"]["hit"] for c in _children(second, task).values()]
-            assert hits == [True], task
-        for task in ("fetch-current", "validate-current"):  # the current year is never reused
-            assert [c.get("memoization") for c in _children(second, task).values()] == [None], task
+        for step in ("fetch", "validate"):
+            hits = [n["memoization"]["hit"] for n in year_nodes(second, PAST, step).values()]
+            assert hits == [True], step
+            # The current year is never reused.
+            assert [n.get("memoization") for n in year_nodes(second, CURRENT, step).values()] == [
+                None
+            ], step
         lines = "".join(f"{y} {h}\n" for y, h in zip(later, hashes[1:], strict=True))
         data_hash = second["tasks"]["train"]["outputs"]["parameters"]["data-hash"]
         assert data_hash == hashlib.sha256(lines.encode()).hexdigest()
@@ -127,12 +136,13 @@ def test_demo_with_three_local_years_fans_out_and_a_rerun_takes_past_years_from_
                    "--serve-port", str(serve_port)])  # fmt: skip
 
 
-def _fetch_and_validate_only(template: dict) -> dict:
-    """The rendered template cut after validate: the real check-parameters, fetch and validate
-    templates and tasks, without the stages that need MLflow."""
+def _fetch_and_validate_only(template: dict, also: tuple[str, ...] = ()) -> dict:
+    """The rendered template cut after validate: the real check-parameters and years (fetch,
+    then validate, of each) templates and tasks, without the stages that need MLflow (but for
+    those in `also`)."""
     cut = copy.deepcopy(template)
     entry = next(t for t in cut["spec"]["templates"] if t["name"] == cut["spec"]["entrypoint"])
-    keep = ("check-parameters", "fetch", "validate", "fetch-current", "validate-current")
+    keep = ("check-parameters", PAST, CURRENT, *also)
     entry["dag"]["tasks"] = [t for t in entry["dag"]["tasks"] if t["name"] in keep]
     return cut
 
@@ -165,17 +175,123 @@ def test_a_rerun_with_every_past_year_cached_downloads_only_the_current_year(
         hits = {int(path.split("/")[-1].split(".")[0]): n for path, n in server.hits.items()}
     assert hits == {years[0]: 1, years[1]: 1, this_year: len(runs)}
     # Bounded: after the first run every cache holds the two past years' keys, and no run adds
-    # one (a key per run for the current year would add an entry per run, never pruned).
-    key = json.loads((tmp_path / "run1" / "run.json").read_text())["tasks"]["check-parameters"][
-        "outputs"]["parameters"]["data-key"]  # fmt: skip
-    expected = sorted(f"{key}-{year}" for year in years[:2])
-    assert entries == [dict.fromkeys(caches, expected)] * len(runs)
+    # one (a key per run for the current year would add an entry per run, never pruned);
+    # validate's keys also hold the hash of the data fetched, the same from run to run here.
+    first = json.loads((tmp_path / "run1" / "run.json").read_text())
+    key = first["tasks"]["check-parameters"]["outputs"]["parameters"]["data-key"]
+    fetched = year_nodes(first, PAST, "fetch")
+    expected = {
+        "dewpoint-pipeline-fetch-cache": sorted(f"{key}-{year}" for year in fetched),
+        "dewpoint-pipeline-validate-cache": sorted(
+            f"{key}-{year}-{node['outputs']['parameters']['data-hash']}"
+            for year, node in fetched.items()
+        ),
+    }
+    assert entries == [expected] * len(runs)
     last = json.loads((tmp_path / runs[-1] / "run.json").read_text())
-    for task in ("fetch", "validate"):
-        assert [c["memoization"]["hit"] for c in _children(last, task).values()] == [True, True]
-    for task in ("fetch-current", "validate-current"):
-        assert [c.get("memoization") for c in _children(last, task).values()] == [None]
+    for step in ("fetch", "validate"):
+        assert [n["memoization"]["hit"] for n in year_nodes(last, PAST, step).values()] == [
+            True,
+            True,
+        ]
+        assert [n.get("memoization") for n in year_nodes(last, CURRENT, step).values()] == [None]
     assert "2 item(s), 2 from the memoization cache" in out.getvalue()
+
+
+def test_a_year_fetched_anew_is_validated_anew_while_its_old_validate_entry_stays(
+    tmp_path: Path,
+) -> None:
+    """A past year's data changes at the source (NOAA corrects it) and only its fetch entry is
+    deleted, as a user invalidates a year (or fetch's entry expires first): the year is fetched
+    again and validated again, never taken from validate's entry for the data fetched before.
+    Before issue 13's fix validate's key was the year's alone: the new data went unvalidated and
+    train read the old validation."""
+    year = dt.date.today().year - 1
+    template = _fetch_and_validate_only(render(PipelineSettings())["workflow-template"])
+    cache = tmp_path / "cache"
+    route = f"/archive/{year}.tar.gz"
+    runs = []
+    with GsodServer() as server:
+        params = {"source": "gsod", "gsod-base-url": server.url, "years": str(year)}
+        for rows, seed in ((400, 7), (300, 8)):
+            files = dict(generate_files(rows, seed, year=year))
+            server.routes[route] = [("ok", year_archive(files))]
+            out = io.StringIO()
+            run_dir = tmp_path / f"run{len(runs) + 1}"
+            code = run_rendered(template, params, run_dir=run_dir, cache_dir=cache, out=out)
+            assert code == 0, out.getvalue()
+            runs.append(json.loads((run_dir / "run.json").read_text()))
+            if len(runs) == 1:  # the year's fetch entry goes; validate's stays
+                key = runs[0]["tasks"]["check-parameters"]["outputs"]["parameters"]["data-key"]
+                fetch_cache = cache / "memoize" / "dewpoint-pipeline-fetch-cache.json"
+                entries = json.loads(fetch_cache.read_text())
+                del entries[f"{key}-{year}"]
+                fetch_cache.write_text(json.dumps(entries))
+        downloads = server.hits[route]
+    assert downloads == 2
+    stored = cache / "artifacts" / "dewpoint-pipeline" / "data" / key
+    _, fetched = read_dataset(stored / "fetched" / f"{year}.parquet")
+    # What train reads was validated from the data fetched last, and says so.
+    report = read_validation_report(stored / "validated" / f"{year}.parquet")
+    assert (report["fetched_data_hash"], report["rows_in"]) == (fetched["data_hash"], 300)
+    written = json.loads((stored / "reports" / f"{year}.json").read_text())
+    assert written["fetched_data_hash"] == fetched["data_hash"]
+    hashes = [
+        year_nodes(r, PAST, "fetch")[str(year)]["outputs"]["parameters"]["data-hash"] for r in runs
+    ]
+    assert hashes[1] == fetched["data_hash"] != hashes[0]
+    validate = year_nodes(runs[1], PAST, "validate")[str(year)]
+    assert validate["memoization"] == {
+        "hit": False,
+        "key": f"{key}-{year}-{hashes[1]}",
+        "cacheName": "dewpoint-pipeline-validate-cache",
+    }
+    assert validate["outputs"]["parameters"]["row-count"] == str(report["rows_out"])
+
+
+def test_a_stored_year_deleted_while_its_cache_entry_stays_fails_train_naming_it_until_cleared(
+    tmp_path: Path,
+) -> None:
+    """Argo takes a memoized node's outputs as they were saved, whether or not the objects they
+    name still exist (v4.1.2 workflow/controller/cache/cache.go `Entry.Hit`; operator.go
+    executeTemplate): a year's validated dataset deleted from the artifact repository while
+    validate's entry stays is a cache hit, and train fails naming the year and what to do.
+    Deleting that year's validate entries, as docs/cluster.md says, makes the next run redo it."""
+    year, kept = dt.date.today().year - 1, dt.date.today().year - 2
+    rendered = render(PipelineSettings())["workflow-template"]
+    cache = tmp_path / "cache"
+    params = {"source": "synthetic", "years": f"{kept},{year}", "synthetic-rows": "200",
+              "mlflow-tracking-uri": f"http://127.0.0.1:{free_port()}"}  # fmt: skip
+
+    def run(name: str, template: dict) -> tuple[int, str, dict]:
+        out = io.StringIO()
+        code = run_rendered(template, params, run_dir=tmp_path / name, cache_dir=cache, out=out)
+        return code, out.getvalue(), json.loads((tmp_path / name / "run.json").read_text())
+
+    code, text, first = run("run1", _fetch_and_validate_only(rendered))
+    assert code == 0, text
+    key = first["tasks"]["check-parameters"]["outputs"]["parameters"]["data-key"]
+    validated = cache / "artifacts" / "dewpoint-pipeline" / "data" / key / "validated"
+    (validated / f"{year}.parquet").unlink()
+
+    with_train = _fetch_and_validate_only(rendered, also=("train",))
+    code, text, second = run("run2", with_train)
+    assert code == 1
+    assert year_nodes(second, PAST, "validate")[str(year)]["memoization"]["hit"] is True
+    assert second["tasks"]["train"]["phase"] == "Failed"
+    assert f"input has no part {year} (it has {kept})" in text
+    assert "delete that year's cache entries (docs/cluster.md" in text
+
+    # What docs/cluster.md says: delete the year's keys `<data-key>-<year>-*` from validate's cache.
+    path = cache / "memoize" / "dewpoint-pipeline-validate-cache.json"
+    entries = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in entries.items()
+                                if not k.startswith(f"{key}-{year}-")}))  # fmt: skip
+    code, text, third = run("run3", _fetch_and_validate_only(rendered))
+    assert code == 0, text
+    assert year_nodes(third, PAST, "fetch")[str(year)]["memoization"]["hit"] is True
+    assert year_nodes(third, PAST, "validate")[str(year)]["memoization"]["hit"] is False
+    assert (validated / f"{year}.parquet").is_file()
 
 
 # ---- the run's deadline over many years --------------------------------------------------------
@@ -200,26 +316,10 @@ def _budgets(template: dict) -> dict[str, int]:
 
 
 def _greedy_makespan(items: int, fetch: int, validate: int, slots: int) -> int:
-    """When the last per-year node ends if every node takes its whole budget and a greedy
-    scheduler (Argo's DAG `parallelism`) starts a ready node whenever a slot is free, fetches
-    in item order first, each validate as soon as its fetch is done."""
-    import heapq
-
-    running: list[tuple[int, str, int]] = []  # (end time, kind, item)
-    waiting_fetch = list(range(items))
-    ready_validate: list[int] = []
-    now = end = 0
-    while waiting_fetch or ready_validate or running:
-        while len(running) < slots and (waiting_fetch or ready_validate):
-            if waiting_fetch:
-                heapq.heappush(running, (now + fetch, "fetch", waiting_fetch.pop(0)))
-            else:
-                heapq.heappush(running, (now + validate, "validate", ready_validate.pop(0)))
-        now, kind, item = heapq.heappop(running)
-        end = max(end, now)
-        if kind == "fetch":
-            ready_validate.append(item)
-    return end
+    """When the last year ends if every node takes its whole budget: each year is one dag node
+    running fetch, then validate, and the entrypoint DAG's `parallelism` lets `slots` of them
+    run at once (Argo v4.1.2 node_counters.go, getActiveChildrenCounter counts dag nodes)."""
+    return -(-items // slots) * (fetch + validate)
 
 
 @pytest.mark.parametrize("years", [1, 2, 4, 5, 10, 25, 200])
@@ -248,10 +348,10 @@ def test_a_run_over_many_years_has_a_deadline_that_cuts_no_retry_short(years, pa
 def test_an_empty_list_of_items_skips_its_tasks_and_the_other_list_still_runs(
     tmp_path: Path, which: str
 ) -> None:
-    """Years all past: fetch-current and validate-current are Skipped (Argo v4.1.2 dag.go,
-    "Skipped, empty params"); only the current year: fetch and validate are, and no cache entry is
-    written. (train, which depends on both validates, runs after a Skipped validate-current in
-    test_gsod_path.py's whole-pipeline runs, whose one year is past.)"""
+    """Years all past: current-years is Skipped (Argo v4.1.2 dag.go, "Skipped, empty params");
+    only the current year: past-years is, and no cache entry is written. (train, which depends on
+    both loops, runs after a Skipped current-years in test_gsod_path.py's whole-pipeline runs,
+    whose one year is past.)"""
     this_year = dt.date.today().year
     years = [this_year - 2, this_year - 1] if which == "past only" else [this_year]
     template = _fetch_and_validate_only(render(PipelineSettings())["workflow-template"])
@@ -261,15 +361,9 @@ def test_an_empty_list_of_items_skips_its_tasks_and_the_other_list_still_runs(
     code = run_rendered(template, params, run_dir=tmp_path / "run", cache_dir=cache, out=out)
     assert code == 0, out.getvalue()
     tasks = json.loads((tmp_path / "run" / "run.json").read_text())["tasks"]
-    ran, skipped = (("fetch", "validate"), CURRENT) if which == "past only" else (CURRENT, PAST)
-    for task in ran:
-        assert tasks[task]["phase"] == "Succeeded" and len(tasks[task]["children"]) == len(years)
-    for task in skipped:
-        assert tasks[task]["phase"] == "Skipped", task
+    ran, skipped = (PAST, CURRENT) if which == "past only" else (CURRENT, PAST)
+    assert tasks[ran]["phase"] == "Succeeded" and len(tasks[ran]["children"]) == len(years)
+    assert tasks[skipped]["phase"] == "Skipped"
     entries = [LocalCache(cache).entries(name) for name in
                ("dewpoint-pipeline-fetch-cache", "dewpoint-pipeline-validate-cache")]  # fmt: skip
     assert [len(e) for e in entries] == ([2, 2] if which == "past only" else [0, 0])
-
-
-PAST = ("fetch", "validate")
-CURRENT = ("fetch-current", "validate-current")

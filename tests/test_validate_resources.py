@@ -29,9 +29,9 @@ def _cron(rendered: dict[str, dict]) -> dict:
     return copy.deepcopy(rendered["cron-workflow"])
 
 
-def _dag_tasks(template: dict) -> dict[str, dict]:
-    (dag,) = [t for t in template["spec"]["templates"] if "dag" in t]
-    return {task["name"]: task for task in dag["dag"]["tasks"]}
+def _dag_tasks(template: dict, dag: str = "pipeline") -> dict[str, dict]:
+    """The tasks of dag template `dag` (the entrypoint's by default) by name."""
+    return {task["name"]: task for task in _stage(template, dag)["dag"]["tasks"]}
 
 
 def _stage(template: dict, name: str) -> dict:
@@ -95,9 +95,16 @@ def test_dangling_task_reference_is_rejected(rendered):
 
 def test_reference_to_a_task_that_is_not_upstream_is_rejected(rendered):
     template = _template(rendered)
-    params = _dag_tasks(template)["validate"]["arguments"]["parameters"]
+    params = _dag_tasks(template)["past-years"]["arguments"]["parameters"]
     params[0]["value"] = "{{tasks.train.outputs.parameters.run-id}}"
-    assert "'train' is not an upstream dependency of 'validate'" in _only_problem([template])
+    assert "'train' is not an upstream dependency of 'past-years'" in _only_problem([template])
+    # In a year's dag, only that dag's tasks exist.
+    template = _template(rendered)
+    params = _dag_tasks(template, "past-year")["validate"]["arguments"]["parameters"]
+    params[0]["value"] = "{{tasks.train.outputs.parameters.run-id}}"
+    assert "{{tasks.train.outputs.parameters.run-id}}: no task named 'train' in this DAG" in (
+        _only_problem([template])
+    )
 
 
 def test_reference_to_an_undeclared_output_is_rejected(rendered):
@@ -108,7 +115,7 @@ def test_reference_to_an_undeclared_output_is_rejected(rendered):
 
 def test_undefined_workflow_and_input_parameters_are_rejected(rendered):
     template = _template(rendered)
-    _dag_tasks(template)["fetch"]["arguments"]["parameters"][0]["value"] = (
+    _dag_tasks(template, "past-year")["fetch"]["arguments"]["parameters"][0]["value"] = (
         "{{workflow.parameters.sauce}}"
     )
     _stage(template, "validate")["container"]["args"].append("{{inputs.parameters.rain}}")
@@ -126,7 +133,7 @@ def test_missing_task_argument_is_rejected(rendered):
 
 def test_dependency_on_missing_task_is_rejected(rendered):
     template = _template(rendered)
-    _dag_tasks(template)["train"]["depends"] = "validate && ghost"
+    _dag_tasks(template)["train"]["depends"] = "past-years && ghost"
     assert "depends on 'ghost'" in _only_problem([template])
 
 

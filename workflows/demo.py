@@ -252,7 +252,10 @@ def run_demo(
     gate = tasks["promote"]["outputs"]["parameters"]
 
     model_name = record["parameters"]["model-name"]
-    champion = gate["champion-version"]
+    # Deploy serves the champion alias as it is when deploy runs, which may be newer than what
+    # promote saw (steps/deploy.py); promote's is what a skipped deploy leaves.
+    deployed = tasks.get("deploy", {}).get("outputs", {}).get("parameters", {})
+    champion = deployed.get("served-version", gate["champion-version"])
     served = served_champion(state_dir, model_name, champion)
     if served is None:
         # Deploy serves the champion after every gate: this is a server gone since, or a race.
@@ -261,7 +264,7 @@ def run_demo(
         raise StepError(
             f"{what}, but the champion is {DeployRequest(model_name, champion, '').model_uri};"
             f" serve it with `{sys.executable} -m steps deploy --target local --model-name"
-            f" {model_name} --version {champion} --tracking-uri {mlflow.url} --port {serve_port}"
+            f" {model_name} --alias champion --tracking-uri {mlflow.url} --port {serve_port}"
             f" --state-dir {state_dir}`"
         )
     invocations = f"{served.url}/invocations"

@@ -36,6 +36,7 @@ from steps.cli import EXIT_TRANSIENT
 from steps.contract import Stage, WorkflowParameter
 from steps.revision import TAG_GIT_DIRTY
 from steps.stages import (
+    CHAMPION,
     CHECK_PARAMETERS,
     DEPLOY,
     FETCH,
@@ -94,7 +95,9 @@ DATA_PREFIX = "dewpoint-pipeline/data"
 # Memoization of past years (Argo v4.1.2 docs/memoization.md): the outputs of fetch and validate
 # per year are kept in these ConfigMaps (the controller creates them, labelled
 # `workflows.argoproj.io/configmap-type: Cache`); a completed year's key repeats from run to run
-# (one entry per year and data key, overwritten when it expires: configmap_cache.go `save`). The
+# (fetch: one entry per year and data key, overwritten when it expires: configmap_cache.go
+# `save`; validate: one per year, data key and data fetched, so only a past year whose data
+# changed adds one, the old one left unused until the ConfigMap is deleted). The
 # current year runs through FETCH_CURRENT and VALIDATE_CURRENT, the same steps without
 # `memoize`: a key per run would add an entry every run, and `maxAge` only ignores old entries,
 # never deletes them (workflow/controller/cache/cache.go GetOutputsWithMaxAge; deletion is the
@@ -108,6 +111,14 @@ VALIDATE_CACHE = "dewpoint-pipeline-validate-cache"
 MEMO_MAX_AGE = "720h"
 FETCH_CURRENT = "fetch-current"
 VALIDATE_CURRENT = "validate-current"
+# validate's memoization key holds the year's `memo` and fetch's output of this name.
+DATA_HASH = "data-hash"
+# One year: fetch, then validate, as one dag template per kind of year, called once per loop
+# item. A year's fetch and validate must be in one DAG for validate's arguments (its memoization
+# key) to name that year's fetch outputs; loop items of two separate tasks cannot name each
+# other's.
+PAST_YEAR = "past-year"
+CURRENT_YEAR = "current-year"
 # How many per-year pods run at once (the entrypoint DAG's `parallelism`). Argo cannot read it
 # from a workflow parameter: the field is an int64 (argoproj/argo-workflows#1780, open; #13368
 # would allow it), so it is a render setting (PipelineSettings.fan_out_parallelism).
@@ -163,10 +174,11 @@ def run_deadline_seconds(
 ) -> int:
     """A run's `activeDeadlineSeconds`: long enough for every stage's whole retry budget.
 
-    The stages run one after another, except the `per_year` ones, which run once per loop item
-    with at most `parallelism` pods at a time (the entrypoint DAG's `parallelism`). Up to
-    `parallelism` items they all run at once, so each counts once; beyond that the bound is a
-    greedy scheduler's (Graham 1966): all their work spread over the slots, plus one item's chain.
+    The stages run one after another, except the `per_year` ones, which run once per loop item,
+    one after another within the item's DAG node, with at most `parallelism` items at a time (the
+    entrypoint DAG's `parallelism`). Up to `parallelism` items they all run at once, so each
+    counts once; beyond that the bound is a greedy scheduler's (Graham 1966): all their work
+    spread over the slots, plus one item's chain.
     """
     chain = sum(_worst_case_seconds(stages[name]) for name in per_year)
     rest = sum(_worst_case_seconds(s) for name, s in stages.items() if name not in per_year)
@@ -354,11 +366,16 @@ def stage_template(
     )
 
 
-def per_year(template: Container, keys: Mapping[str, str], cache: str | None = None) -> Container:
-    """`template` (changed in place) as one loop item: artifacts named in `keys` become key-only
-    under `DATA_PREFIX/<data-key>/` (`<key>` may name other inputs) and it takes the inputs
-    `part` and `data-key`; with `cache`, also `memo`, by which it is memoized in ConfigMap
-    `cache` for MEMO_MAX_AGE.
+def per_year(
+    template: Container,
+    keys: Mapping[str, str],
+    cache: str | None = None,
+    keyed_by: Sequence[str] = (),
+) -> Container:
+    """`template` (changed in place) as one year's step: artifacts named in `keys` become
+    key-only under `DATA_PREFIX/<data-key>/` (`<key>` may name other inputs) and it takes the
+    inputs `part` and `data-key`; with `cache`, also `memo` and the inputs `keyed_by`, by which
+    (joined by `-`) it is memoized in ConfigMap `cache` for MEMO_MAX_AGE.
 
     Raises:
         KeyError: `keys` names an artifact the template does not have.
@@ -378,7 +395,7 @@ def per_year(template: Container, keys: Mapping[str, str], cache: str | None = N
         )
 
     inputs = [keyed(i) for i in template.inputs or []]
-    extra_inputs = ("part", "memo", "data-key") if cache else ("part", "data-key")
+    extra_inputs = ("part", "memo", *keyed_by, "data-key") if cache else ("part", "data-key")
     inputs += [Parameter(name=n) for n in extra_inputs if n not in {i.name for i in inputs}]
     outputs = [keyed(o) for o in template.outputs or []]
     missing = set(keys) - found
@@ -386,7 +403,7 @@ def per_year(template: Container, keys: Mapping[str, str], cache: str | None = N
         raise KeyError(f"template {template.name} has no artifact {sorted(missing)}")
     if cache:
         template.memoize = m.Memoize(
-            key=_input("memo"),
+            key="-".join(_input(name) for name in ("memo", *keyed_by)),
             max_age=MEMO_MAX_AGE,
             cache=m.Cache(config_map=m.LocalObjectReference(name=cache)),
         )
@@ -498,10 +515,14 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         "validated": "validated/{{inputs.parameters.part}}.parquet",
         "validation-report": "reports/{{inputs.parameters.part}}.json",
     }
-    # Past years: memoized. The current year (and a source not split by year): the same step
-    # with the same keys but no `memoize`, so it runs every time and adds no cache entry.
+    # Past years: memoized; validate by the year and the hash of the data fetch gave it, so data
+    # fetched anew is validated anew, never taken from the entry of the data fetched before.
+    # The current year (and a source not split by year): the same step with the same keys but
+    # no `memoize`, so it runs every time and adds no cache entry.
     fetch = per_year(fetch_template(FETCH.name), fetched, FETCH_CACHE)
-    validate = per_year(stage_template(settings, VALIDATE), validated_keys, VALIDATE_CACHE)
+    validate = per_year(
+        stage_template(settings, VALIDATE), validated_keys, VALIDATE_CACHE, keyed_by=[DATA_HASH]
+    )
     fetch_current = per_year(fetch_template(FETCH_CURRENT), fetched)
     validate_current = per_year(
         stage_template(settings, VALIDATE, name=VALIDATE_CURRENT), validated_keys
@@ -527,13 +548,14 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         network=True,
     )
     promote = stage_template(settings, PROMOTE, inputs=["version"], network=True)
-    # The version comes from promote's champion-version; deploy reads that version's run id (its
-    # provenance) from the registry itself, since it is not this run's when the gate refused.
+    # Deploy serves what the champion alias names when it serves, which a promote from another
+    # door may have moved since this run's promote (steps/deploy.py); it reads that version's run
+    # id (its provenance) from the registry itself, since it is not this run's when the gate
+    # refused.
     deploy = stage_template(
         settings,
         DEPLOY,
-        inputs=["version"],
-        values={"workflow-uid": "{{workflow.uid}}"},
+        values={"alias": CHAMPION, "workflow-uid": "{{workflow.uid}}"},
         env=[FieldEnv(name="POD_NAMESPACE", field_path="metadata.namespace")],
         deadline_seconds=900,
         network=True,
@@ -543,6 +565,23 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         for t in (check, fetch, validate, fetch_current, validate_current, train, register,
                   promote, deploy)
     }  # fmt: skip
+
+
+def _year_dag(fetch: Container, validate: Container, name: str, memoized: bool) -> DAG:
+    """The dag template `name` of one year, called once per loop item (inputs `year`, `part`,
+    with `memoized` also `memo`, and `data-key`): task `fetch` calling template `fetch`, then
+    task `validate` calling `validate`, which takes fetch's outputs of the names it has as inputs
+    (the memoized one: its key's `data-hash`). Call inside the WorkflowTemplate's context."""
+    item = ["part", "memo"] if memoized else ["part"]
+    with DAG(
+        name=name,
+        inputs=[Parameter(name=n) for n in ("year", *item, "data-key")],
+    ) as year_dag:
+        passed = {n: _input(n) for n in (*item, "data-key")}
+        fetched = stage_task(fetch, name=FETCH.name, arguments={"years": _input("year"), **passed})
+        validated = stage_task(validate, name=VALIDATE.name, upstream=(fetched,), arguments=passed)
+        fetched >> validated
+    return year_dag
 
 
 def _labels(settings: PipelineSettings) -> dict[str, str]:
@@ -609,35 +648,45 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
         template.active_deadline_seconds = run_deadline_seconds(
             stages, PER_YEAR_STAGES, len(resolve_years("")), settings.fan_out_parallelism
         )
+        # One year: fetch, then validate (steps/year_items.py). Past years through the memoized
+        # templates, the current year through the others. validate's arguments, its memoization
+        # key included, name this year's fetch outputs; Argo substitutes the dag's inputs into
+        # its tasks before it runs it (v4.1.2 workflow/controller/operator.go executeTemplate ->
+        # common.ProcessArgs, then executeDAG; the key of each template it calls is substituted
+        # from that template's own inputs the same way, before the cache is asked).
+        year_dags = {
+            items: _year_dag(stages[fetch_name], stages[validate_name], name, memoized)
+            for items, name, fetch_name, validate_name, memoized in (
+                ("past-years", PAST_YEAR, FETCH.name, VALIDATE.name, True),
+                ("current-years", CURRENT_YEAR, FETCH_CURRENT, VALIDATE_CURRENT, False),
+            )
+        }
+        # `parallelism` bounds the entrypoint DAG's active children: the years' dag nodes, each
+        # running one pod at a time, and the pods of its own tasks (v4.1.2
+        # workflow/controller/node_counters.go getActiveChildrenCounter; operator.go
+        # checkParallelism), so at most that many per-year pods run at once.
         with DAG(name=ENTRYPOINT, parallelism=settings.fan_out_parallelism):
             # Every workflow parameter is checked before any stage writes state (docs/steps.md).
             # Each task's inputs come from the earlier tasks' outputs of the same names.
             check = stage_task(stages["check-parameters"])
-            # One node per year (steps/year_items.py): fetch, then validate, of each item; past
-            # years through the memoized templates, the current year through the others. A list
-            # that is empty (no past year asked for; no current year) skips its task, which
-            # `depends` counts as done (argo-workflows v4.1.2 workflow/controller/dag.go,
-            # "Skipped, empty params"; docs/enhanced-depends-logic.md).
+            # One dag node per year, of the list check-parameters resolved. A list that is empty
+            # (no past year asked for; no current year) skips its task, which `depends` counts
+            # as done (argo-workflows v4.1.2 workflow/controller/dag.go, "Skipped, empty
+            # params"; docs/enhanced-depends-logic.md).
             loops = []
-            for items, fetch_name, validate_name, memo in (
-                ("past-years", FETCH.name, VALIDATE.name, {"memo": "{{item.memo}}"}),
-                ("current-years", FETCH_CURRENT, VALIDATE_CURRENT, {}),
-            ):
-                item = {"part": "{{item.part}}", **memo}
-                fetch = stage_task(
-                    stages[fetch_name],
-                    upstream=(check,),
-                    arguments={"years": "{{item.year}}", **item},
+            for items, year_dag in year_dags.items():
+                names = [p.name for p in year_dag.inputs or [] if p.name != "data-key"]
+                years = Task(
+                    name=items,
+                    template=year_dag,
+                    arguments=[
+                        *(Parameter(name=n, value="{{item." + n + "}}") for n in names),
+                        Parameter(name="data-key", value=check.get_parameter("data-key").value),
+                    ],
                     with_param=check.get_parameter(items),
                 )
-                validate = stage_task(
-                    stages[validate_name],
-                    upstream=(check,),
-                    arguments=item,
-                    with_param=check.get_parameter(items),
-                )
-                check >> fetch >> validate
-                loops.append(validate)
+                check >> years
+                loops.append(years)
             done: list[Task] = [check]
             for stage in ("train", "register", "promote"):
                 done.append(stage_task(stages[stage], upstream=tuple(done)))
@@ -645,11 +694,7 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
             # Argo compares a bare word as a string: `7 != none` is true, `none != none` false
             # (argo-workflows v4.1.2 workflow/controller/steps.go, shouldExecute).
             champion = promote.get_parameter("champion-version")
-            deploy = stage_task(
-                stages["deploy"],
-                when=f"{champion.value} != {NO_CHAMPION}",
-                arguments={"version": champion},
-            )
+            deploy = stage_task(stages["deploy"], when=f"{champion.value} != {NO_CHAMPION}")
             # train's data-hash and run-id reach later tasks through the chain below.
             loops >> train >> register >> promote >> deploy
     return template

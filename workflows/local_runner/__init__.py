@@ -6,9 +6,10 @@ offline validator, `workflows/validate_resources.py`, and `workflows/argo_rules.
 runner supports exactly the subset our templates use and rejects everything else by name
 (`LocalRunError`), never skipping it silently:
 
-- `spec.entrypoint` names a `dag` template whose tasks each call a `container` template; tasks run
-  one at a time in dependency order (ties keep template order). Argo would run independent tasks
-  in parallel; our pipeline is a chain, so the result is the same.
+- `spec.entrypoint` names a `dag` template whose tasks each call a `container` template or a
+  nested `dag` template (its tasks see its `{{inputs.parameters.N}}`; nodes `<dag node>.<task>`);
+  tasks run one at a time in dependency order (ties keep template order). Argo would run
+  independent tasks in parallel; our pipeline is a chain, so the result is the same.
 - `withParam`/`withItems`: one node per item, named as Argo names it, in parallel processes, at
   most `spec.parallelism` / the entrypoint DAG's `parallelism` at once; a loop's
   `{{tasks.T.outputs.parameters[.N]}}` is its items' outputs aggregated as Argo does

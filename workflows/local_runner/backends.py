@@ -128,6 +128,9 @@ def check_env_sources(
         BadTemplate (exit code 2): one cannot.
     """
     for task in tasks:
+        if task.dag is not None:
+            check_env_sources(list(task.dag), caller_env, workflow)
+            continue
         for item in task.template["container"].get("env") or []:
             if item.get("valueFrom") is not None:
                 try:

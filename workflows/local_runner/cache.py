@@ -72,9 +72,12 @@ class LocalCache:
     def get(self, key: str, target: Path) -> bool:
         """Copy the object at `key` to `target`: a file, or every file under the key as a prefix
         (a directory), as Argo's S3 driver loads a key (workflow/artifacts/s3/s3.go,
-        loadS3Artifact); False when nothing is there."""
+        loadS3Artifact); False when nothing is there, a directory without files included (a
+        bucket has no empty prefix: S3 answers NoSuchKey)."""
         source = self.artifact_path(key)
-        if not source.exists():
+        if not source.exists() or (
+            source.is_dir() and not any(p.is_file() for p in source.rglob("*"))
+        ):
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():

@@ -17,6 +17,7 @@ from workflows.argo_rules import (
     WORKFLOW_PARAMETER_PREFIX,
     ArgoRuleError,
     DependsTerm,
+    SpecReading,
     artifact_from,
     go_duration_seconds,
     int_or_string,
@@ -81,6 +82,7 @@ PROVIDED_MOUNTS = frozenset({CONTAINER_ROOT, "/tmp"})
 # `outputs.artifacts.N.path` (whether N exists, argo_rules has checked).
 _CONTAINER_VARIABLES = {("inputs", "parameters"): 3, ("inputs", "artifacts"): 4,
                         ("outputs", "parameters"): 4, ("outputs", "artifacts"): 4}  # fmt: skip
+_INPUT = "inputs.parameters."  # in a nested dag's tasks: that dag template's inputs
 
 
 class LocalRunError(StepError):
@@ -103,13 +105,15 @@ class BadParameter(LocalRunError):
 
 @dataclass(frozen=True)
 class PlannedTask:
-    """One DAG task, checked: the container template it calls and what it waits for."""
+    """One DAG task, checked: the template it calls and what it waits for."""
 
     name: str
-    template: dict[str, Any]  # the container template it calls
+    template: dict[str, Any]  # the template it calls: a container, or a dag (see `dag`)
     spec: dict[str, Any]  # the DAG task itself
     needs: tuple[DependsTerm, ...]  # every term must be met (the runner supports only `&&`)
     loop: str | None = None  # withItems or withParam: the task runs once per item
+    # The task calls a dag template (`template` is it): that DAG's tasks, planned, in run order.
+    dag: tuple[PlannedTask, ...] | None = None
 
 
 def workflow_values(template: Mapping[str, Any], given: Mapping[str, str]) -> dict[str, str]:
@@ -173,28 +177,47 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
             " it must be a dag"
         )
     _check_fields(entry, IGNORED_TEMPLATE_FIELDS | {"name", "dag"}, f"template {entry['name']}")
-    _check_fields(entry["dag"], {"tasks", "failFast"}, f"dag of {entry['name']}")
+    return _plan_dag(reading, entry, ())
+
+
+def _plan_dag(
+    reading: SpecReading, template: Mapping[str, Any], callers: tuple[str, ...]
+) -> list[PlannedTask]:
+    """The tasks of dag `template`, checked and in run order; `callers`: the dag templates whose
+    tasks call it, outermost first (none for the entrypoint)."""
+    where_dag = f"dag of {template['name']}"
+    _check_fields(template["dag"], {"tasks", "failFast"}, where_dag)
     # The runner stops at the first failure, as Argo's default `failFast: true` does (Argo v4.1.2
     # pkg/apis/workflow/v1alpha1/workflow_types.go DAGTemplate.FailFast); `false` would have Argo
     # run the other branches to the end.
-    if entry["dag"].get("failFast", True) is not True:
+    if template["dag"].get("failFast", True) is not True:
         raise BadTemplate(
-            f"unsupported feature in dag of {entry['name']}: failFast "
-            f"{entry['dag']['failFast']!r} (the runner stops at the first failure, as with true)"
+            f"unsupported feature in {where_dag}: failFast "
+            f"{template['dag']['failFast']!r} (the runner stops at the first failure, as with true)"
         )
-    dag = reading.dags[entry["name"]]
+    inputs = frozenset(p["name"] for p in (template.get("inputs") or {}).get("parameters") or [])
+    dag = reading.dags[template["name"]]
     looping = {name for name in dag.order if loop_field(dag.tasks[name])}
     tasks = []
     for name in dag.order:
         raw = dag.tasks[name]
-        where = f"task {name}"
+        where = f"task {name}" if not callers else f"task {name} of {template['name']}"
         allowed = {"name", "template", "depends", "dependencies", "when", "arguments", *LOOPS}
         _check_fields(raw, allowed, where)
         loop = loop_field(raw)
+        if loop and callers:
+            raise BadTemplate(
+                f"unsupported feature in {where}: {loop} in a nested dag (only the entrypoint's "
+                "tasks loop here)"
+            )
         if raw.get("template") not in reading.templates:
             raise BadTemplate(f"unsupported feature in {where}: no `template` (templateRef?)")
         called = reading.templates[raw["template"]]
-        _check_container_template(called)
+        inner = None
+        if isinstance(called.get("dag"), Mapping):
+            inner = tuple(_plan_nested_dag(reading, called, (*callers, template["name"])))
+        else:
+            _check_container_template(called)
         depends = dag.depends[name]
         if depends.operators - {"&&"}:
             raise BadTemplate(
@@ -205,8 +228,8 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
                 raise BadTemplate(
                     f"unsupported feature in {where}: depends term '{term.task}.{term.result}'"
                 )
-        _check_task(raw, called, where, looping)
-        tasks.append(PlannedTask(name, dict(called), dict(raw), depends.terms, loop))
+        _check_task(raw, called, where, looping, inputs)
+        tasks.append(PlannedTask(name, dict(called), dict(raw), depends.terms, loop, inner))
     for task in tasks:
         for a in (task.spec.get("arguments") or {}).get("artifacts") or []:
             source = artifact_from(a.get("from"))
@@ -217,6 +240,26 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
                     "(pass them through key-only artifacts)"
                 )
     return tasks
+
+
+def _plan_nested_dag(
+    reading: SpecReading, template: Mapping[str, Any], callers: tuple[str, ...]
+) -> list[PlannedTask]:
+    """A dag template a task calls: input parameters only (Argo substitutes them into the whole
+    template before it runs the DAG: v4.1.2 workflow/controller/operator.go executeTemplate,
+    common.ProcessArgs, then executeDAG), no outputs, memoize or retries of its own."""
+    where = f"template {template['name']}"
+    if template["name"] in callers:
+        raise BadTemplate(
+            f"unsupported feature in {where}: it calls itself ({' -> '.join(callers)} -> "
+            f"{template['name']})"
+        )
+    _check_fields(template, IGNORED_TEMPLATE_FIELDS | {"name", "dag", "inputs"}, where)
+    _check_fields(template.get("inputs") or {}, {"parameters"}, f"{where}.inputs")
+    for p in (template.get("inputs") or {}).get("parameters") or []:
+        allowed = {"name", "default", "value", "enum"} | IGNORED_PARAMETER_FIELDS
+        _check_fields(p, allowed, f"{where} input {p['name']}")
+    return _plan_dag(reading, template, callers)
 
 
 def parallelism(template: Mapping[str, Any]) -> int | None:
@@ -390,11 +433,16 @@ def _check_key_only(artifact: Mapping[str, Any], where: str) -> None:
 
 
 def _check_task(
-    raw: Mapping[str, Any], called: Mapping[str, Any], where: str, looping: set[str]
+    raw: Mapping[str, Any],
+    called: Mapping[str, Any],
+    where: str,
+    looping: set[str],
+    inputs: frozenset[str] = frozenset(),
 ) -> None:
     """Arguments are plain values, task outputs this runner hands over, or key-only artifacts;
     `when` has one shape; a loop is withItems or withParam. `looping`: the tasks that loop (their
-    `outputs.parameters` is the list of their items' outputs)."""
+    `outputs.parameters` is the list of their items' outputs); `inputs`: the input parameters of
+    the dag template the task is in."""
     arguments = raw.get("arguments") or {}
     _check_fields(arguments, {"parameters", "artifacts"}, f"{where}.arguments")
     loops = loop_field(raw) is not None
@@ -404,7 +452,11 @@ def _check_task(
         if output is not None and output[1] == "parameters":  # a loop's: all its items' outputs
             task, _, parameter = output
             return "." not in parameter and (parameter != "" or task in looping)
-        return _global_variable(name) or (loops and (name == "item" or name.startswith("item.")))
+        return (
+            _global_variable(name)
+            or (loops and (name == "item" or name.startswith("item.")))
+            or (name.startswith(_INPUT) and name[len(_INPUT) :] in inputs)
+        )
 
     keys = [a.get("s3") for a in arguments.get("artifacts") or []]
     _check_variables(

@@ -12,7 +12,7 @@ repository whatever `x` is), the program a step starts and its working directory
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,43 @@ def preflight(
     """
     if backend == "docker" and shutil.which(docker) is None:
         raise BadTemplate(f"the docker backend needs the {docker!r} program; none is on PATH")
+    _check_tasks(tasks, workflow, workflow, "", backend, env)
+
+
+def _check_tasks(
+    tasks: Sequence[PlannedTask],
+    workflow: Mapping[str, str],
+    dag: Mapping[str, str],
+    prefix: str,
+    backend: str,
+    env: Mapping[str, str],
+) -> None:
+    """`preflight` for one DAG's tasks; `dag`: what they may name besides the tasks' outputs (the
+    workflow's variables, and a nested dag's inputs, as `runner._run_dag` gives them), `prefix`:
+    the dag node's name and a dot, for a nested one."""
     for task in tasks:
-        for node, spec in _nodes(task, workflow):
+        for node, spec in _nodes(task, dag):
             try:
-                _check_node(task, spec, workflow, backend, env)
+                if task.dag is None:
+                    _check_node(task, spec, workflow, dag, backend, env)
+                    continue
+                inputs = _check_dag_node(task, spec, workflow, dag)
             except (ArgoRuleError, LocalRunError) as exc:
                 reason = str(exc).removeprefix(f"task {task.name}: ")
-                raise BadTemplate(f"task {node}: {reason}") from None
+                raise BadTemplate(f"task {prefix}{node}: {reason}") from None
+            _check_tasks(task.dag, workflow, inputs, f"{prefix}{node}.", backend, env)
+
+
+def _check_dag_node(
+    task: PlannedTask, spec: Mapping[str, Any], workflow: Mapping[str, str], dag: Mapping[str, str]
+) -> dict[str, str]:
+    """A node calling a dag template: its `when`, and the inputs its tasks will see where known
+    (`runner._run_dag_node`)."""
+    condition = known(spec.get("when", ""), dag)
+    if condition:
+        read_when(condition).holds()
+    paths = ContainerPaths(Path(CONTAINER_ROOT), mapped=False)
+    return container_scope(task, spec, workflow, dag, paths, known_only=True)
 
 
 def _nodes(task: PlannedTask, workflow: Mapping[str, str]) -> Iterator[tuple[str, dict]]:
@@ -87,21 +117,22 @@ def _check_node(
     task: PlannedTask,
     spec: Mapping[str, Any],
     workflow: Mapping[str, str],
+    dag: Mapping[str, str],
     backend: str,
     env: Mapping[str, str],
 ) -> None:
     """One node's values, as `runner._run_node` and `_run_task` compute them, where known."""
-    condition = known(spec.get("when", ""), workflow)
+    condition = known(spec.get("when", ""), dag)
     if condition:
         read_when(condition).holds()
     paths = ContainerPaths(Path(CONTAINER_ROOT), mapped=False)
-    scope = container_scope(task, spec, workflow, workflow, paths, known_only=True)
+    scope = container_scope(task, spec, workflow, dag, paths, known_only=True)
     tpl = task.template
     memoization(tpl, scope, f"task {task.name}", known_only=True)
     template_keys = [a.get("s3") for a in [*_artifacts(tpl, "inputs"), *_artifacts(tpl, "outputs")]]
     for s3, values in [
         *((s3, scope) for s3 in template_keys),
-        *((a.get("s3"), workflow) for a in (spec.get("arguments") or {}).get("artifacts") or []),
+        *((a.get("s3"), dag) for a in (spec.get("arguments") or {}).get("artifacts") or []),
     ]:
         if s3 and s3.get("key"):
             _check_key(str(s3["key"]), values)

@@ -37,6 +37,9 @@ class TaskResult:
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> host path
     # A looping task: one result per item, by node name (`task(index:item)`), in loop order.
     children: dict[str, TaskResult] | None = None
+    # A node of a dag template: one result per task of that DAG, by task name (its node is
+    # `<this node>.<task>`).
+    tasks: dict[str, TaskResult] | None = None
     # A memoized template: Argo's MemoizationStatus (`hit`, `key`, `cacheName`).
     memoization: dict[str, Any] | None = None
 
@@ -54,6 +57,8 @@ class TaskResult:
             entry["memoization"] = self.memoization
         if self.children is not None:
             entry["children"] = {name: c.as_json() for name, c in self.children.items()}
+        if self.tasks is not None:
+            entry["tasks"] = {name: t.as_json() for name, t in self.tasks.items()}
         return entry
 
 

@@ -11,7 +11,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,23 +204,12 @@ def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
     bound = "unbounded" if run.parallelism is None else str(run.parallelism)
     say(f"  backend {run.backend}, run dir {run.run_dir}, parallelism {bound}")
     failed = None
-    templates = {t.name: t.template for t in tasks}
-    for task in tasks:
-        result = run.results[task.name]
-        unmet = [t.task for t in task.needs if run.results[t.task].phase not in t.results]
-        scope = dag_scope(run.workflow, run.results, templates)
-        if unmet:
-            result.phase, result.message = "Omitted", f"needs {', '.join(unmet)}"
-            run.progress.ended(task.name, result, run.run_dir / task.name)
-        elif task.loop:
-            _run_loop(run, task, scope, result)
-        else:
-            _run_node(
-                run, _Node(task, task.spec, task.name, run.run_dir / task.name), scope, result
-            )
-        if result.phase == "Failed":
-            failed = _first_failed(task.name, result)
-            break  # Argo's failFast: no new tasks start after a failure
+    if _run_dag(run, tasks, run.results, run.workflow, run.run_dir, ""):
+        failed = next(
+            _first_failed(t.name, run.results[t.name], Path(t.name))
+            for t in tasks
+            if run.results[t.name].phase == "Failed"
+        )
     phase = "Failed" if failed else "Succeeded"
     total = time.monotonic() - started
     summary = write_run_record(
@@ -241,13 +230,54 @@ def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
     return 0
 
 
-def _first_failed(name: str, result: TaskResult) -> tuple[str, str, Path]:
-    """(node name, message, log directory under the run dir) of task `name`'s failure: its
-    first failed item's, for a loop."""
-    for index, (node, child) in enumerate((result.children or {}).items()):
+def _run_dag(
+    run: _Run,
+    tasks: Sequence[PlannedTask],
+    results: dict[str, TaskResult],
+    base: Mapping[str, str],
+    directory: Path,
+    prefix: str,
+) -> bool:
+    """Run one DAG's `tasks` in order into `results`; True when one failed (Argo's failFast: no
+    new task starts after it). `base`: what its tasks may name besides the tasks' outputs (the
+    workflow's variables, and a nested dag's inputs); a task's node is `prefix` + its name, its
+    files under `directory/<task>`."""
+    templates = {t.name: t.template for t in tasks}
+    for task in tasks:
+        result = results[task.name]
+        unmet = [t.task for t in task.needs if results[t.task].phase not in t.results]
+        scope = dag_scope(base, results, templates)
+        node = _Node(task, task.spec, prefix + task.name, directory / task.name, results)
+        if unmet:
+            result.phase, result.message = "Omitted", f"needs {', '.join(unmet)}"
+            run.progress.ended(node.name, result, node.directory)
+        elif task.loop:
+            _run_loop(run, task, scope, result)
+        else:
+            _run_node(run, node, scope, result)
+        if result.phase == "Failed":
+            return True
+    return False
+
+
+def _first_failed(node: str, result: TaskResult, logs: Path) -> tuple[str, str, Path]:
+    """(node name, message, log directory under the run dir) of the failure in node `node`
+    (logs in `logs`): its own, or its first failed item's or nested task's, innermost first."""
+    for index, (child_node, child) in enumerate((result.children or {}).items()):
         if child.phase == "Failed":
-            return node, child.message, Path(name) / str(index)
-    return name, result.message, Path(name)
+            return _first_failed(child_node, child, logs / str(index))
+    for task, child in (result.tasks or {}).items():
+        if child.phase == "Failed":
+            return _first_failed(f"{node}.{task}", child, logs / task)
+    return node, result.message, logs
+
+
+def _from_cache(result: TaskResult) -> bool:
+    """A node that ran nothing: a memoization hit, or a dag whose every task that succeeded did."""
+    if result.tasks is not None:
+        ran = [t for t in result.tasks.values() if t.phase == "Succeeded"]
+        return bool(ran) and all(_from_cache(t) for t in ran)
+    return bool((result.memoization or {}).get("hit"))
 
 
 def _run_loop(run: _Run, task: PlannedTask, scope: Mapping[str, str], group: TaskResult) -> None:
@@ -283,7 +313,7 @@ def _run_loop(run: _Run, task: PlannedTask, scope: Mapping[str, str], group: Tas
             result.phase, result.message = "Failed", f"{node}: {exc}"
         else:
             directory = run.run_dir / task.name / str(index)
-            _run_node(run, _Node(task, spec, node, directory), scope, result)
+            _run_node(run, _Node(task, spec, node, directory, run.results), scope, result)
         if result.phase == "Failed":
             stop.set()
 
@@ -299,7 +329,7 @@ def _run_loop(run: _Run, task: PlannedTask, scope: Mapping[str, str], group: Tas
         group.message = f"{len(failed)} of {len(nodes)} item(s) failed: {', '.join(failed)}"
     else:
         group.phase = "Succeeded"
-        hits = sum(bool((c.memoization or {}).get("hit")) for c in group.children.values())
+        hits = sum(_from_cache(c) for c in group.children.values())
         group.message = f"{len(nodes)} item(s), {hits} from the memoization cache"
     run.progress.ended(task.name, group, run.run_dir / task.name)
 
@@ -310,8 +340,9 @@ class _Node:
 
     task: PlannedTask
     spec: Mapping[str, Any]  # the task, its `{{item...}}` filled in for an item
-    name: str  # Argo's node name: the task's, or `task(index:item)`
+    name: str  # Argo's node name: the task's, `task(index:item)`, `<dag node>.<task>`
     directory: Path  # its logs and work dir
+    results: Mapping[str, TaskResult]  # of the tasks of its DAG: where its `from` artifacts are
 
 
 def _run_node(run: _Run, node: _Node, scope: Mapping[str, str], result: TaskResult) -> None:
@@ -323,7 +354,10 @@ def _run_node(run: _Run, node: _Node, scope: Mapping[str, str], result: TaskResu
             result.phase, result.message = "Skipped", f"when '{condition}' is false"
         else:
             run.progress.started(node.name)
-            _run_task(run, node, scope, result)
+            if node.task.dag is None:
+                _run_task(run, node, scope, result)
+            else:
+                _run_dag_node(run, node, scope, result)
     except LocalRunError as exc:  # e.g. an input that a skipped task should have produced
         result.phase, result.message = "Failed", str(exc)
     except ArgoRuleError as exc:  # a `when` that is no comparison once its values are in
@@ -337,6 +371,32 @@ def _run_node(run: _Run, node: _Node, scope: Mapping[str, str], result: TaskResu
                 if param.get("globalName") and param["name"] in result.parameters:
                     value = result.parameters[param["name"]]
                     add_global_parameter(run.outputs, param["globalName"], value)
+
+
+def _run_dag_node(run: _Run, node: _Node, dag: Mapping[str, str], result: TaskResult) -> None:
+    """A node of a dag template: its inputs from the task's arguments, then its tasks in order,
+    each node named `<node>.<task>` as Argo names them (v4.1.2 workflow/controller/dag.go,
+    taskNodeName). Its tasks see its inputs as `{{inputs.parameters.N}}`: Argo substitutes them
+    into the whole template, its tasks' arguments included, before it runs the DAG
+    (operator.go executeTemplate -> common.ProcessArgs, workflow/common/util.go)."""
+    started = time.monotonic()
+    tasks = node.task.dag or ()
+    inputs = container_scope(
+        node.task, node.spec, run.workflow, dag, ContainerPaths(node.directory, mapped=False)
+    )
+    run.progress.width = max([run.progress.width, *(len(f"{node.name}.{t.name}") for t in tasks)])
+    result.tasks = {t.name: TaskResult() for t in tasks}
+    failed = _run_dag(run, tasks, result.tasks, inputs, node.directory, f"{node.name}.")
+    result.duration_s = time.monotonic() - started
+    if failed:
+        failing = next(n for n, t in result.tasks.items() if t.phase == "Failed")
+        result.phase, result.message = "Failed", f"task {node.name}.{failing} failed"
+        return
+    ran = [t for t in result.tasks.values() if t.phase == "Succeeded"]
+    result.phase = "Succeeded"
+    result.message = (
+        f"{len(ran)} task(s), {sum(_from_cache(t) for t in ran)} from the memoization cache"
+    )
 
 
 def _run_task(run: _Run, node: _Node, dag: Mapping[str, str], result: TaskResult) -> None:
@@ -374,9 +434,13 @@ def _run_task(run: _Run, node: _Node, dag: Mapping[str, str], result: TaskResult
                     f"the artifact repository ({run.cache.root / 'artifacts'})"
                 )
             continue
-        produced = run.results[source.task].artifacts.get(source.output)
+        produced = node.results[source.task].artifacts.get(source.output)
         if produced is None:
             raise LocalRunError(f"{where}: artifact {a['name']} was not produced by {source.task}")
+        if not Path(produced).exists():  # a memoization hit names it; it was deleted since
+            raise LocalRunError(
+                f"{where}: artifact {a['name']} of {source.task} is no longer at {produced}"
+            )
         _copy(Path(produced), target)
 
     container = tpl["container"]

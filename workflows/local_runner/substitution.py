@@ -212,8 +212,9 @@ def container_scope(
     paths: ContainerPaths,
     known_only: bool = False,
 ) -> dict[str, str]:
-    """What the container template may name: workflow variables, its inputs' values and paths,
-    and its outputs' paths; `spec` is the task (one item of it, for a loop). `known_only`: an
+    """What the called template may name: workflow variables, its inputs' values and paths,
+    and its outputs' paths; `spec` is the task (one item of it, for a loop). For a dag template,
+    its input parameters (what its own tasks may name besides their outputs). `known_only`: an
     input whose value `dag` cannot fill yet (a task's output, before the run) is left out.
 
     Raises:
