@@ -26,15 +26,16 @@ merges the row unconditionally, mlflow/store/model_registry/sqlalchemy_store.py
 So a promotion first claims its place in the history: the tags `gate.claimed_at` (UTC seconds) and
 `gate.replaces` (the champion it replaces, or "none") on the new version, before any alias moves.
 It then looks for a rival: another version claiming to replace the same champion, undecided (no
-`gate.decision`) and claimed less than CLAIM_LEASE_S ago. A rival means another promote is moving
-the champion at this moment: this one withdraws its claim and stops (exit 75, one line naming the
-rival, nothing moved). Last, the champion is read again; if it moved, the gate is judged again
-against the new champion (at most MAX_REDO times). Of two promotes from one champion at most one
-moves it: each writes its claim before it reads the other's, so the later reader sees the earlier
-claim. `gate.replaces` stays on every promoted version, so the chain of champions can be read back
-from the versions even if an alias was moved by hand. Local runs are also serialised per tracking
-server and model (`steps.processes.release_lock`, held by the local runner and by the promote
-CLI), Argo runs by the template's mutex on the model name (workflows/pipeline.py).
+`gate.decision`) and claimed less than its lease ago (`gate.claim_lease_s`, written with the claim
+from `--claim-lease`; CLAIM_LEASE_S for a claim without a readable one). A rival means another
+promote is moving the champion at this moment: this one withdraws its claim and stops (exit 75, one
+line naming the rival, nothing moved). Last, the champion is read again; if it moved, the gate is
+judged again against the new champion (at most MAX_REDO times). Of two promotes from one champion
+at most one moves it: each writes its claim before it reads the other's, so the later reader sees
+the earlier claim. `gate.replaces` stays on every promoted version, so the chain of champions can
+be read back from the versions even if an alias was moved by hand. Local runs are also serialised
+per tracking server and model (`steps.processes.release_lock`, held by the local runner and by the
+promote CLI), Argo runs by the template's mutex on the model name (workflows/pipeline.py).
 
 Write order (so an alias is never half-moved and the evidence is never lost): score everything
 first; then the `gate.*` evidence tags on the new version (all but `gate.decision`); then the claim;
@@ -99,6 +100,7 @@ TAG_ANCHOR_VERSION = "gate.anchor_version"
 # The claim (module docstring): when it was made (UTC seconds), and the champion it replaces.
 TAG_CLAIMED_AT = "gate.claimed_at"
 TAG_REPLACES = "gate.replaces"
+TAG_CLAIM_LEASE = "gate.claim_lease_s"
 # Every gate tag, in write order; gate.decision last marks the set complete.
 GATE_TAGS = (TAG_REASON, TAG_NEW_RMSE, TAG_CHAMPION_RMSE, TAG_CHAMPION_VERSION, TAG_TOLERANCE,
              TAG_REFERENCE_VERSION, TAG_NEW_REFERENCE_RMSE, TAG_CHAMPION_REFERENCE_RMSE,
@@ -131,10 +133,11 @@ BAND_PERCENTILES = (1.0, 99.0)
 BAND_POINTS = 51
 # Times the gate is judged again when the champion moved while this step scored.
 MAX_REDO = 2
-# An undecided claim older than this is one whose promote died: it no longer blocks others. Far
-# above a promote's time from its claim to its alias writes (a few MLflow requests, each bounded
-# by steps/tracking.py's timeouts and retries); clocks of the machines must agree within it.
-CLAIM_LEASE_S = 3600.0
+# An undecided claim older than its lease is one whose promote died: it no longer blocks others.
+# Far above a promote's time from its claim to its alias writes (a few MLflow requests, each
+# bounded by steps/tracking.py's timeouts and retries); clocks of the machines must agree within
+# it. The default, and the lease of a claim that records none.
+CLAIM_LEASE_S: float = PROMOTE.flag("claim-lease").default
 # How long the promote CLI waits for another local promote or run of the same release.
 RELEASE_LOCK_TIMEOUT_S = 600.0
 
@@ -314,7 +317,11 @@ def anchor_of(client: Any, name: str, champion_version: str) -> str:
 
 
 def promote_if_better(
-    settings: MlflowSettings, version: str, holdout: pd.DataFrame, tolerance: float = 0.0
+    settings: MlflowSettings,
+    version: str,
+    holdout: pd.DataFrame,
+    tolerance: float = 0.0,
+    claim_lease: float = CLAIM_LEASE_S,
 ) -> GateDecision:
     """Score `version` and the current champion on `holdout`; move `champion` if the new one passes.
 
@@ -331,6 +338,8 @@ def promote_if_better(
     version = canonical_version(version)
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise BadInput(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    if not (math.isfinite(claim_lease) and claim_lease > 0):
+        raise BadInput(f"--claim-lease must be a finite number of seconds > 0, got {claim_lease}")
     name = settings.model_name
     uri = settings.tracking_uri
     with mlflow_session(settings) as client:
@@ -421,7 +430,7 @@ def promote_if_better(
                 client, uri, name, version, evidence, "before any alias moved; nothing moved"
             )
             if promoted:
-                _claim(client, uri, name, version, champion_version)
+                _claim(client, uri, name, version, champion_version, claim_lease)
                 aliases = registered_aliases(client, name)
                 if moved(aliases, champion_version, attempt):
                     _withdraw(client, name, version)
@@ -449,7 +458,9 @@ def promote_if_better(
         return decision
 
 
-def _claim(client: Any, uri: str, name: str, version: str, champion: str | None) -> None:
+def _claim(
+    client: Any, uri: str, name: str, version: str, champion: str | None, lease: float
+) -> None:
     """Claim `version`'s place after `champion` (module docstring); refuse if another promote
     claimed the same place and has not decided yet. The claim is withdrawn on refusal.
 
@@ -458,7 +469,9 @@ def _claim(client: Any, uri: str, name: str, version: str, champion: str | None)
         StepError: the claim could not be written (nothing moved).
     """
     replaces = champion or "none"
-    claim = {TAG_CLAIMED_AT: f"{time.time():.3f}", TAG_REPLACES: replaces}
+    claim = {
+        TAG_CLAIMED_AT: f"{time.time():.3f}", TAG_CLAIM_LEASE: f"{lease:g}", TAG_REPLACES: replaces,
+    }  # fmt: skip
     _write_tags(client, uri, name, version, claim, "before any alias moved; nothing moved")
     rivals = _rivals(client, name, version, replaces)
     if not rivals:
@@ -472,14 +485,14 @@ def _claim(client: Any, uri: str, name: str, version: str, champion: str | None)
         f"{versions} from the same champion (its {TAG_REPLACES} tag is undecided): "
         f"nothing moved by this one; {CHAMPION} is {now.get(CHAMPION) or 'none'}, "
         f"{PREVIOUS_CHAMPION} {now.get(PREVIOUS_CHAMPION) or 'none'}; rerun promote. If that "
-        f"promote died, its claim stops blocking at {expiry} (CLAIM_LEASE_S), or at once when "
-        f"the tag {TAG_REPLACES} is deleted from version {versions}"
+        f"promote died, its claim stops blocking at {expiry} (its {TAG_CLAIM_LEASE}), or at once "
+        f"when the tag {TAG_REPLACES} is deleted from version {versions}"
     )
 
 
 def _rivals(client: Any, name: str, version: str, replaces: str) -> list[tuple[str, str]]:
-    """Other versions of `name` claiming to replace `replaces`, undecided, claimed within
-    CLAIM_LEASE_S (a claim with no readable time counts as recent), in version order: each as
+    """Other versions of `name` claiming to replace `replaces`, undecided, claimed within their
+    lease (`_lease`; a claim with no readable time counts as recent), in version order: each as
     (version, when its claim stops blocking, UTC ISO 8601 to the second, or "never (no readable
     gate.claimed_at)")."""
     by_tag = f"tags.`{TAG_REPLACES}` = '{replaces}'"
@@ -496,9 +509,10 @@ def _rivals(client: Any, name: str, version: str, replaces: str) -> list[tuple[s
             age = time.time() - float(tags.get(TAG_CLAIMED_AT, "nan"))
         except ValueError:
             age = math.nan
-        if not age > CLAIM_LEASE_S:
+        lease = _lease(tags)
+        if not age > lease:
             expires = (
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - age + CLAIM_LEASE_S))
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - age + lease))
                 if math.isfinite(age)
                 else f"never (no readable {TAG_CLAIMED_AT})"
             )
@@ -506,13 +520,24 @@ def _rivals(client: Any, name: str, version: str, replaces: str) -> list[tuple[s
     return sorted(rivals, key=lambda rival: int(rival[0]))
 
 
+def _lease(tags: dict[str, str]) -> float:
+    """A claim's lease in seconds: its `gate.claim_lease_s` if that is a number > 0, else
+    CLAIM_LEASE_S (a claim written before leases were recorded, or a tag edited by hand)."""
+    try:
+        lease = float(tags.get(TAG_CLAIM_LEASE, "nan"))
+    except ValueError:
+        return CLAIM_LEASE_S
+    return lease if math.isfinite(lease) and lease > 0 else CLAIM_LEASE_S
+
+
 def _withdraw(client: Any, name: str, version: str) -> None:
-    """Remove this promote's claim; a failure only leaves it to expire (CLAIM_LEASE_S)."""
+    """Remove this promote's claim; a failure only leaves it to expire (its lease)."""
     try:
         client.delete_model_version_tag(name, version, TAG_REPLACES)
     except Exception as exc:
         print(f"warning: claim {TAG_REPLACES} on version {version} not withdrawn (it expires "
-              f"after {CLAIM_LEASE_S:.0f}s): {one_line(exc)}", file=sys.stderr)  # fmt: skip
+              f"at the end of its lease, {TAG_CLAIM_LEASE}): {one_line(exc)}",
+              file=sys.stderr)  # fmt: skip
 
 
 def _decided_before(new: Any, champion: str | None) -> GateDecision:
@@ -695,7 +720,9 @@ def main(argv: list[str] | None = None) -> int:
         # Two local promotes of one release take turns (the second judges against the first's
         # champion) instead of one refusing on the other's claim.
         with release_lock(settings.tracking_uri, settings.model_name, RELEASE_LOCK_TIMEOUT_S, say):
-            decision = promote_if_better(settings, version, holdout, args.tolerance)
+            decision = promote_if_better(
+                settings, version, holdout, args.tolerance, args.claim_lease
+            )
         PROMOTE.write_outputs(args.outputs_dir, decision.outputs())
 
     return run(body)

@@ -274,6 +274,10 @@ PROMOTE = Stage(
         MODEL_NAME,
         Flag("tolerance", Number(0, 1000), "how much worse in RMSE the new model may be",
              default=0.0, env="PROMOTE_TOLERANCE", units="deg F", parameter="gate-tolerance"),
+        Flag("claim-lease", Number(1, 7 * 86400),
+             "how long this promote's claim blocks promotes from the same champion if this one "
+             "dies before deciding (recorded with the claim, which the others honour)",
+             default=3600.0, env="PROMOTE_CLAIM_LEASE", units="seconds"),
         TRACKING_URI,
     ),
     outputs=(

@@ -252,20 +252,33 @@ def test_a_rerun_on_a_decided_version_keeps_its_evidence_after_the_champion_move
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("age_s", "blocks"), [(0.0, True), (CLAIM_LEASE_S - 60, True),
-                                               (CLAIM_LEASE_S + 60, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("age_s", "lease", "blocks"),
+    [
+        (0.0, None, True),
+        (CLAIM_LEASE_S - 60, None, True),  # a claim recording no lease: CLAIM_LEASE_S
+        (CLAIM_LEASE_S + 60, None, False),
+        (CLAIM_LEASE_S + 60, "junk", False),  # unreadable: CLAIM_LEASE_S
+        (120.0, "60", False),  # the claim's own lease, shorter than this promote's default
+        (CLAIM_LEASE_S + 60, str(3 * CLAIM_LEASE_S), True),  # ... or longer
+    ],
+)
 def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_lease_ends(
-    trained: Trained, age_s: float, blocks: bool
+    trained: Trained, age_s: float, lease: str | None, blocks: bool
 ) -> None:
     """Another promote's claim on the same champion, with no decision yet, means it is moving
     the champion now: this promote refuses (exit 75) naming it and moves nothing. A claim older
-    than CLAIM_LEASE_S is one whose promote died: it no longer blocks."""
+    than its lease (the `gate.claim_lease_s` it records, else CLAIM_LEASE_S) is one whose promote
+    died: it no longer blocks."""
     settings, (off, rival, good) = _fresh(trained, trained.off, trained.bad, trained.good)
     promote_if_better(settings, off, trained.holdout)
     client = mlflow.MlflowClient(settings.tracking_uri)
     client.set_model_version_tag(settings.model_name, rival, "gate.claimed_at",
                                  f"{time.time() - age_s:.3f}")  # fmt: skip
+    if lease is not None:
+        client.set_model_version_tag(settings.model_name, rival, "gate.claim_lease_s", lease)
     client.set_model_version_tag(settings.model_name, rival, "gate.replaces", off)
+    lasts = float(lease) if lease and lease != "junk" else CLAIM_LEASE_S
 
     if blocks:
         with pytest.raises(TransientError) as info:
@@ -273,16 +286,17 @@ def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_le
         assert f"raced the promote of version {rival} from the same champion" in str(info.value)
         # What frees it: the lease's end, to the second, or deleting the claim tag.
         claimed = time.time() - age_s
-        ends = {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(claimed + CLAIM_LEASE_S + d))
+        ends = {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(claimed + lasts + d))
                 for d in (-1, 0, 1)}  # fmt: skip
         assert any(f"stops blocking at {end}" in str(info.value) for end in ends), info.value
         assert f"the tag gate.replaces is deleted from version {rival}" in str(info.value)
         assert _aliases(settings) == {CHAMPION: off}
         assert "gate.replaces" not in _tags(settings, good)  # its own claim withdrawn
     else:
-        assert promote_if_better(settings, good, trained.holdout).promoted
+        assert promote_if_better(settings, good, trained.holdout, claim_lease=90.0).promoted
         assert _aliases(settings) == {CHAMPION: good, PREVIOUS_CHAMPION: off}
         assert _tags(settings, good)["gate.replaces"] == off
+        assert _tags(settings, good)["gate.claim_lease_s"] == "90"  # recorded for the others
 
 
 @pytest.mark.slow
