@@ -12,9 +12,13 @@ from steps.stages import STAGES
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI of the stage named by the first argument."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(f"usage: python -m steps {{{','.join(STAGES)}}} [--help] ...")
-        return 0 if args else EXIT_BAD_INPUT
+    usage = f"usage: python -m steps {{{','.join(STAGES)}}} [--help] ..."
+    if not args:  # bad input: one error line on stderr, as for an unknown stage
+        print(f"error: no stage given; {usage}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args[0] in ("-h", "--help"):
+        print(usage)
+        return 0
     stage, rest = args[0], args[1:]
     if stage not in STAGES:
         print(f"error: unknown stage {stage!r}; choose one of {', '.join(STAGES)}", file=sys.stderr)

@@ -261,6 +261,27 @@ def test_unknown_stage_is_bad_input() -> None:
     assert_bad_input(result.returncode, result.stderr, "unknown stage 'fetchh'", "fetch")
 
 
+@pytest.mark.parametrize(
+    ("argv", "code", "stdout", "stderr"),
+    [([], EXIT_BAD_INPUT, "", "error: no stage given; usage: python -m steps {"),
+     (["--help"], 0, "usage: python -m steps {", ""),
+     (["-h"], 0, "usage: python -m steps {", "")],
+)  # fmt: skip
+def test_no_stage_is_one_error_line_and_help_is_usage_on_stdout(
+    argv: list[str], code: int, stdout: str, stderr: str
+) -> None:
+    """No stage is bad input (issue 11): one `error:` line on stderr, exit 2, nothing on stdout;
+    asking for help is the usage on stdout, exit 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "steps", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == code
+    assert result.stdout.startswith(stdout) and (stdout or result.stdout == "")
+    assert result.stderr.startswith(stderr) and (stderr or result.stderr == "")
+    if stderr:
+        assert_bad_input(result.returncode, result.stderr, *STAGES)
+
+
 @pytest.mark.parametrize("stage", list(STAGES.values()), ids=list(STAGES))
 def test_help_lists_exactly_the_declared_flags(stage: Stage) -> None:
     """`--help` of the real CLI: the declaration is the one source of its flags."""
