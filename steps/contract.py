@@ -201,25 +201,34 @@ class CommaList:
 
 @dataclass(frozen=True)
 class Pairs:
-    """`ours=theirs,...`: a mapping of names; empty means {}."""
+    """`ours=theirs,...`: a mapping of names, each of ours one of `keys` and given once; empty
+    means {}."""
 
+    keys: tuple[str, ...]
     empty_ok: bool = True
 
     def parse(self, text: str) -> dict[str, str]:
-        """The mapping; ValueError naming the first entry that is not `name=name`."""
-        mapping = {}
+        """The mapping; ValueError naming the first entry that is not `name=name`, a name of
+        ours that is not one of `keys` or is mapped twice, or a control character."""
+        if _CONTROL.search(text):
+            raise ValueError(f"must be {self.describe()}, without control characters")
+        mapping: dict[str, str] = {}
         for item in (part.strip() for part in text.split(",")):
             if not item:
                 continue
-            ours, sep, theirs = item.partition("=")
-            if not sep or not ours.strip() or not theirs.strip():
+            ours, sep, theirs = (side.strip() for side in item.partition("="))
+            if not sep or not ours or not theirs:
                 raise ValueError(f"entries must look like temp=TEMP, got {item[:40]!r}")
-            mapping[ours.strip()] = theirs.strip()
+            if ours not in self.keys:
+                raise ValueError(f"maps {ours[:40]!r}, which is none of {', '.join(self.keys)}")
+            if ours in mapping:
+                raise ValueError(f"maps {ours!r} twice")
+            mapping[ours] = theirs
         return mapping
 
     def describe(self) -> str:
-        """`name=name pairs, comma-separated`."""
-        return "name=name pairs, comma-separated"
+        """E.g. `name=name pairs, comma-separated; names of ours: temp, dewp`."""
+        return f"name=name pairs, comma-separated; names of ours: {', '.join(self.keys)}"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from steps.cli import StepError, one_line
 from steps.files import write_atomically
 from steps.redaction import redact_values
+from steps.sources import COLUMNS
 
 SCHEMA = pa.schema(
     [
@@ -25,8 +26,7 @@ SCHEMA = pa.schema(
         pa.field("dewp", pa.float64()),
         pa.field("frshtt", pa.string()),
     ]
-)
-COLUMNS = tuple(SCHEMA.names)
+)  # its names are COLUMNS, in that order (tests/test_contract.py holds them together)
 SOURCE_METADATA_KEY = b"dewpoint.source"
 VALIDATION_METADATA_KEY = b"dewpoint.validation"
 SORT_KEYS = [(name, "ascending") for name in COLUMNS]

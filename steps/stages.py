@@ -36,7 +36,7 @@ from steps.contract import (
 from steps.deploy_targets import TARGETS
 from steps.model import MODEL_TYPES
 from steps.settings import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
-from steps.sources import DEFAULT_BASE_URL, SOURCES, SourceRequest
+from steps.sources import COLUMNS, DEFAULT_BASE_URL, SOURCES, SourceRequest
 from steps.tracking import TrackingUri
 from steps.year_items import YEARS
 
@@ -140,7 +140,7 @@ FETCH = Stage(
         Flag("table-uri", Text(_TABLE_URI, what="a CSV or Parquet path or http(s) URL"),
              "table source: CSV or Parquet path or URL", env="TABLE_URI", parameter="table-uri",
              read_with=("source", "table")),
-        Flag("column-map", Pairs(), "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)",
+        Flag("column-map", Pairs(COLUMNS), "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)",
              default={}, env="TABLE_COLUMN_MAP", parameter="column-map",
              read_with=("source", "table")),
         Flag("rows", Integer(1, 50_000_000),

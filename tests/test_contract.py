@@ -491,7 +491,7 @@ def test_kinds_describe_what_they_refuse() -> None:
         Integer(1, 10).parse("+2")  # int() reads it; a version written so is refused
     assert Number(0, 1, open_minimum=True).describe() == "a number > 0 and <= 1"
     assert CommaList(Integer(1901, 2100)).parse("2023, ,2024") == (2023, 2024)
-    assert Pairs().parse("temp=T, dewp = D") == {"temp": "T", "dewp": "D"}
+    assert Pairs(("temp", "dewp")).parse("temp=T, dewp = D") == {"temp": "T", "dewp": "D"}
     assert Boolean().parse("YES") is True
     with pytest.raises(ValueError, match="is a directory"):
         FilePath(writes=True).parse("/")
@@ -548,3 +548,25 @@ def test_a_table_uri_the_table_source_cannot_read_is_refused_up_front(uri: str) 
     assert out == ""
     for good in ("https://example.org/t.csv?X-Amz-Signature=x", "/data/t.parquet", "t.csv"):
         assert _main(CHECK_PARAMETERS, ["--source", "table", "--table-uri", good])[0] == 0
+
+
+@pytest.mark.parametrize("column_map", ["humidity=H", "temp=T,temp=U", "Temp=T", "temp"])
+def test_a_column_map_fetch_cannot_use_is_refused_by_check_parameters(column_map: str) -> None:
+    """Its names of ours are the dataset's columns, each once: a bad one failed inside fetch
+    (exit 1) after every earlier task had run (issue 11)."""
+    argv = ["--source", "table", "--table-uri", "t.csv", "--column-map", column_map]
+    code, out, err = _main(CHECK_PARAMETERS, argv)
+    assert_bad_input(code, err, "workflow parameter column-map (fetch --column-map)")
+    assert out == ""
+    good = ["--source", "table", "--table-uri", "t.csv", "--column-map", "temp=T,dewp=D"]
+    assert _main(CHECK_PARAMETERS, good)[0] == 0
+
+
+def test_the_column_map_names_the_dataset_columns() -> None:
+    """steps.sources.COLUMNS (light, read by the declarations) are the names of the dataset's
+    schema (steps/dataset.py, which needs pyarrow), in order."""
+    from steps.dataset import SCHEMA
+    from steps.sources import COLUMNS
+
+    assert tuple(SCHEMA.names) == COLUMNS
+    assert STAGES["fetch"].flag("column-map").kind.keys == COLUMNS

@@ -14,6 +14,9 @@ if TYPE_CHECKING:  # this module is read to render the workflow: no pyarrow need
 
 # Module names under steps/sources/; the fetch declaration and the workflow's enum come from here.
 SOURCES = ("gsod", "bigquery", "table", "synthetic")
+# The dataset's columns, in order: what every source yields (steps/dataset.py SCHEMA gives their
+# types) and the names a table's `--column-map` may map; here, where no pyarrow is needed.
+COLUMNS = ("station", "date", "temp", "dewp", "frshtt")
 DEFAULT_BASE_URL = "https://www.ncei.noaa.gov/data/global-summary-of-the-day"
 
 
