@@ -348,6 +348,9 @@ class Flag:
         read_with: (flag, value): the stage reads this flag only when that other flag has that
             value (`("source", "gsod")`); a non-empty value given otherwise is refused, never
             silently ignored.
+        required_with: (flag, value): the stage cannot run without a value for this flag when
+            that other flag has that value (`table-uri` with `("source", "table")`); an empty or
+            missing one is refused then, before any work.
     """
 
     name: str
@@ -362,6 +365,7 @@ class Flag:
     by_env: bool = False
     group: str | None = None
     read_with: tuple[str, str] | None = None
+    required_with: tuple[str, str] | None = None
 
     @property
     def option(self) -> str:
@@ -382,13 +386,13 @@ class Flag:
         source = source or self.option
         if raw is None:
             if self.required and self.default is None:
-                raise BadInput(f"{self.option} is required: {self._expected()}")
+                raise BadInput(f"{self.option} is required: {self.expected()}")
             return self.default
         text = raw.strip()
         if not text:
             if self.kind.empty_ok and not self.required:
                 return self.default
-            raise BadInput(f"{source} is empty: {self._expected()}")
+            raise BadInput(f"{source} is empty: {self.expected()}")
         try:
             return self.kind.parse(text)
         except ValueError as exc:
@@ -398,7 +402,8 @@ class Flag:
         """The default as it is written on the command line (empty for none)."""
         return render_value(self.default)
 
-    def _expected(self) -> str:
+    def expected(self) -> str:
+        """`give <what the kind accepts>[, in <units>]`: the end of an error line."""
         return f"give {self.kind.describe()}{_in(self.units)}"
 
 
@@ -456,8 +461,9 @@ class Stage:
             if artifact.flag not in names:
                 raise ValueError(f"stage {self.name}: artifact {artifact.name} names no flag")
         for flag in flags:
-            if flag.read_with and flag.read_with[0] not in names:
-                raise ValueError(f"stage {self.name}: {flag.option} is read with no such flag")
+            for condition in (flag.read_with, flag.required_with):
+                if condition and condition[0] not in names:
+                    raise ValueError(f"stage {self.name}: {flag.option} names no flag {condition}")
         object.__setattr__(self, "all_flags", flags)
 
     def flag(self, name: str) -> Flag:
@@ -501,13 +507,20 @@ class Stage:
                 raw, source = os.environ[flag.env], f"{flag.env} (for {flag.option})"
             setattr(namespace, flag.dest, flag.convert(raw, source))
         for flag in self.all_flags:
-            if flag.read_with and getattr(namespace, flag.dest) not in _NOT_GIVEN:
+            given = getattr(namespace, flag.dest) not in _NOT_GIVEN
+            if flag.read_with and given:
                 other, wanted = flag.read_with
                 actual = render_value(getattr(namespace, other.replace("-", "_")))
                 if actual != wanted:
                     raise BadInput(
                         f"{flag.option} is read only with --{other} {wanted}, and --{other} is "
                         f"{actual!r}: leave {flag.option} out or set --{other} {wanted}"
+                    )
+            if flag.required_with and not given:
+                other, wanted = flag.required_with
+                if render_value(getattr(namespace, other.replace("-", "_"))) == wanted:
+                    raise BadInput(
+                        f"{flag.option} is required with --{other} {wanted}: {flag.expected()}"
                     )
         return namespace
 
@@ -589,7 +602,8 @@ def check_workflow_parameters(
 ) -> None:
     """Check each value in `values` whose name is one of `parameters` against its flags; then
     refuse a non-empty value for a flag its stage would not read (`Flag.read_with`, e.g.
-    `gsod-path` with a `source` other than `gsod`).
+    `gsod-path` with a `source` other than `gsod`), and an empty or missing one (its default)
+    for a flag its stage needs then (`Flag.required_with`, e.g. `table-uri` with `source=table`).
 
     Raises:
         BadInput: for the first value a flag would refuse, naming the parameter and the flag.
@@ -599,35 +613,36 @@ def check_workflow_parameters(
         if parameter.name in values:
             parameter.check(values[parameter.name])
     for parameter in parameters:
-        if not values.get(parameter.name, "").strip():
-            continue
+        given = bool(values.get(parameter.name, parameter.default).strip())
         for stage, flag in parameter.flags:
-            if flag.read_with:
-                _check_read_with(parameter, stage, flag, values, parameters)
+            where = f"workflow parameter {parameter.name} ({stage} {flag.option})"
+            if flag.read_with and given:
+                other, actual = _condition_parameter(stage, flag.read_with, values, parameters)
+                wanted = flag.read_with[1]
+                if other and actual != wanted:
+                    raise BadInput(
+                        f"{where} is read only with {other}={wanted}, and {other} is "
+                        f"{actual!r}: leave {parameter.name} empty or set {other}={wanted}"
+                    )
+            if flag.required_with and not given:
+                other, actual = _condition_parameter(stage, flag.required_with, values, parameters)
+                if other and actual == flag.required_with[1]:
+                    raise BadInput(f"{where} is required with {other}={actual}: {flag.expected()}")
 
 
-def _check_read_with(
-    parameter: WorkflowParameter,
+def _condition_parameter(
     stage: str,
-    flag: Flag,
+    condition: tuple[str, str],
     values: Mapping[str, str],
     parameters: Sequence[WorkflowParameter],
-) -> None:
-    """BadInput if `parameter` is given while the workflow parameter that `stage` takes for
-    `flag.read_with`'s flag (if any) has another value than the one `flag` is read with."""
-    if flag.read_with is None:
-        return
-    other, wanted = flag.read_with
+) -> tuple[str | None, str]:
+    """For a condition (flag, value) of a flag of `stage` (`Flag.read_with`, `required_with`):
+    the workflow parameter that `stage` takes for that flag and its value in `values` (else its
+    default); (None, "") when the stage takes none for it."""
     for candidate in parameters:
-        if any(s == stage and f.name == other for s, f in candidate.flags):
-            actual = values.get(candidate.name, candidate.default).strip()
-            if actual != wanted:
-                raise BadInput(
-                    f"workflow parameter {parameter.name} ({stage} {flag.option}) is read only "
-                    f"with {candidate.name}={wanted}, and {candidate.name} is {actual!r}: leave "
-                    f"{parameter.name} empty or set {candidate.name}={wanted}"
-                )
-            return
+        if any(s == stage and f.name == condition[0] for s, f in candidate.flags):
+            return candidate.name, values.get(candidate.name, candidate.default).strip()
+    return None, ""
 
 
 def parameter_check_stage(name: str, parameters: Sequence[WorkflowParameter]) -> Stage:
@@ -706,7 +721,7 @@ def choices_of(kind: Kind) -> tuple[str, ...] | None:
 
 
 def _help_line(flag: Flag) -> str:
-    parts = [flag.help + _read_with(flag), f"{flag.kind.describe()}{_in(flag.units)}"]
+    parts = [flag.help + _conditions(flag), f"{flag.kind.describe()}{_in(flag.units)}"]
     if flag.env:
         parts.append(f"env {flag.env}")
     if flag.default is not None:
@@ -714,8 +729,10 @@ def _help_line(flag: Flag) -> str:
     return f"{parts[0]} ({'; '.join(parts[1:])})".replace("%", "%%")
 
 
-def _read_with(flag: Flag) -> str:
-    return f"; read only with --{flag.read_with[0]} {flag.read_with[1]}" if flag.read_with else ""
+def _conditions(flag: Flag) -> str:
+    """`; read only with --source table; required with --source table`, as they apply."""
+    said = [("read only with", flag.read_with), ("required with", flag.required_with)]
+    return "".join(f"; {what} --{c[0]} {c[1]}" for what, c in said if c)
 
 
 def _in(units: str | None) -> str:
@@ -744,7 +761,7 @@ def flag_table(stage: Stage) -> str:
         parameter = _code(flag.parameter or "")
         rows.append(
             f"| `{flag.option}` | {_code(flag.env or '')} | {values} | {default} | {parameter} "
-            f"| {flag.help}{_read_with(flag)}{f' ({flag.group})' if flag.group else ''} |"
+            f"| {flag.help}{_conditions(flag)}{f' ({flag.group})' if flag.group else ''} |"
         )
     return "\n".join(rows)
 

@@ -139,7 +139,7 @@ FETCH = Stage(
              default=DEFAULT_BASE_URL, env="GSOD_BASE_URL", parameter="gsod-base-url"),
         Flag("table-uri", Text(_TABLE_URI, what="a CSV or Parquet path or http(s) URL"),
              "table source: CSV or Parquet path or URL", env="TABLE_URI", parameter="table-uri",
-             read_with=("source", "table")),
+             read_with=("source", "table"), required_with=("source", "table")),
         Flag("column-map", Pairs(COLUMNS), "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)",
              default={}, env="TABLE_COLUMN_MAP", parameter="column-map",
              read_with=("source", "table")),

@@ -411,6 +411,42 @@ def test_check_parameters_refuses_what_any_stage_would_refuse(
         assert parameter.name in out
 
 
+REQUIRED_WITH = [
+    pytest.param(stage, flag, given, id=f"{stage.name}-{flag.name}-{given}")
+    for stage in DOCUMENTED
+    for flag in _value_flags(stage)
+    if flag.required_with
+    for given in ("absent", "empty", "blank")
+]
+
+
+@pytest.mark.parametrize(("stage", "flag", "given"), REQUIRED_WITH)
+def test_a_flag_required_with_another_flags_value_is_refused_up_front_without_it(
+    stage: Stage, flag: Flag, given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Flag.required_with` (`--table-uri` with `--source table`): the stage's CLI and
+    check-parameters refuse its absence, exit 2, before any work; it was exit 1 inside fetch,
+    after every earlier task of the workflow had run (issue 11)."""
+    other, wanted = flag.required_with or ("", "")
+    value = {"absent": None, "empty": "", "blank": "  "}[given]
+    _isolate(stage, tmp_path, monkeypatch)
+    argv = [*_argv(stage, tmp_path, flag, "")[:-1], f"--{other}={wanted}"]
+    argv += [] if value is None else [f"{flag.option}={value}"]
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, f"{flag.option} is required with --{other} {wanted}: give ")
+    assert out == "" and list(tmp_path.iterdir()) == []
+    if flag.parameter:
+        (taken,) = [
+            p.name for p in WORKFLOW_PARAMETERS if (stage.name, stage.flag(other)) in p.flags
+        ]
+        values = [f"--{taken}={wanted}"]
+        values += [] if value is None else [f"--{flag.parameter}={value}"]
+        code, out, err = _main(CHECK_PARAMETERS, values)
+        where = f"workflow parameter {flag.parameter} ({stage.name} {flag.option})"
+        assert_bad_input(code, err, f"{where} is required with {taken}={wanted}")
+        assert out == ""
+
+
 def test_check_parameters_reads_the_tracking_uri_from_its_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

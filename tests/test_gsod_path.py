@@ -156,6 +156,11 @@ def test_local_runner_fetches_from_the_gsod_path_parameter(
             ["gsod-path (fetch --path) is read only with source=gsod", "source is 'synthetic'"],
         ),
         ({"table-uri": "x.csv"}, ["table-uri (fetch --table-uri) is read only with source=table"]),
+        ({"source": "table"}, ["table-uri (fetch --table-uri) is required with source=table"]),
+        (
+            {"source": "table", "table-uri": " "},
+            ["table-uri (fetch --table-uri) is required with source=table"],
+        ),
     ],
 )
 def test_parameter_check_refuses_a_bad_or_unread_gsod_path(
