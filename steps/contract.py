@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steps.cli import BadInput, write_outputs
+from steps.files import blocking_parent, path_problem, what_is_at
 from steps.redaction import redact_value
 
 # ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
@@ -242,44 +243,56 @@ class _LocalPath:
         (ENAMETOOLONG), a path that cannot be examined, or one the kind's check refuses."""
         path = Path(text)
         try:
-            path.exists()
-        except (OSError, ValueError) as exc:  # ValueError: embedded NUL byte
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ValueError(f"is not a usable path ({reason})") from None
-        self._check(path)
+            path.exists()  # ValueError for an embedded NUL byte
+            self._check(path)  # OSError for a loop of links, a parent that may not be searched
+        except OSError as exc:
+            raise ValueError(f"is not a usable path ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            if "null byte" not in str(exc):
+                raise  # the kind's own refusal
+            raise ValueError(f"is not a usable path ({exc})") from None
         return path
 
     def _check(self, path: Path) -> None:
         """Raise ValueError saying what makes `path` unusable for this kind."""
 
 
+# The words each path kind uses come from steps.files (`what_is_at`, `path_problem`): what is
+# there (a directory, a named pipe, ...) and what the flag takes, never "does not exist" for
+# something that exists.
+_WHERE = " where the step runs"  # on this machine for the local runner; in the pod on a cluster
+
+
 def _parents_are_directories(path: Path) -> None:
     """ValueError if the nearest existing parent of `path` is not a directory (so `path` could
     never be created)."""
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot be written: {parent} is not a directory")
-            break
+    parent = blocking_parent(path)
+    if parent is not None:
+        raise ValueError(f"cannot be written: {parent} is not a directory")
 
 
 @dataclass(frozen=True)
 class FilePath(_LocalPath):
-    """A file path. `writes`: the step writes it, so an existing directory there is refused."""
+    """A file path. `writes`: the step writes it, so anything but a file there (a directory, a
+    named pipe, a device) is refused, as is a path under something that is no directory; else
+    the step reads it, so it must be a file (links followed) where the step runs."""
 
     writes: bool = False
 
     def _check(self, path: Path) -> None:
-        """For an output: not a directory, and not under something that is not one."""
         if not self.writes:
+            problem = path_problem(path, where=_WHERE)
+            if problem:
+                raise ValueError(problem)
             return
-        if path.is_dir():
-            raise ValueError("is a directory; give the path of a file to write")
+        what = what_is_at(path)
+        if what not in (None, "a file"):
+            raise ValueError(f"is {what}; give the path of a file to write")
         _parents_are_directories(path)
 
     def describe(self) -> str:
-        """`a file path (written)` or `a file path (read)`."""
-        return f"a file path ({'written' if self.writes else 'read'})"
+        """`a file path (written)` or `an existing file (read)`."""
+        return "a file path (written)" if self.writes else "an existing file (read)"
 
 
 @dataclass(frozen=True)
@@ -288,8 +301,9 @@ class ExistingPath(_LocalPath):
     for the local runner; in the pod on a cluster)."""
 
     def _check(self, path: Path) -> None:
-        if not path.exists():
-            raise ValueError("does not exist where the step runs")
+        problem = path_problem(path, ("a file", "a directory"), where=_WHERE)
+        if problem:
+            raise ValueError(problem)
 
     def describe(self) -> str:
         """`an existing file or directory (read)`."""
@@ -298,13 +312,14 @@ class ExistingPath(_LocalPath):
 
 @dataclass(frozen=True)
 class DirectoryPath(_LocalPath):
-    """A directory the step creates if needed; an existing file there, or under it, is refused
-    (before the step does any work: promote would otherwise move the champion, then fail to
-    write its outputs)."""
+    """A directory the step creates if needed; anything else there (a file, a named pipe), or a
+    path under something that is no directory, is refused (before the step does any work:
+    promote would otherwise move the champion, then fail to write its outputs)."""
 
     def _check(self, path: Path) -> None:
-        if path.exists() and not path.is_dir():
-            raise ValueError("is a file, not a directory")
+        what = what_is_at(path)
+        if what not in (None, "a directory"):
+            raise ValueError(f"is {what}, not a directory")
         _parents_are_directories(path)
 
     def describe(self) -> str:

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from steps.cli import StepError, one_line
-from steps.files import write_atomically
+from steps.files import path_problem, write_atomically
 from steps.redaction import redact_values
 from steps.sources import COLUMNS
 
@@ -221,8 +221,9 @@ def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     Raises StepError when the file is missing, is not Parquet, or lacks dataset columns.
     """
     path = Path(path)
-    if not path.is_file():
-        raise StepError(f"dataset {path} does not exist")
+    problem = path_problem(path)
+    if problem:
+        raise StepError(f"dataset {path} {problem}")
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:

@@ -1,10 +1,12 @@
 """Files written whole or not at all: write under a temporary name in the target's folder, then
 rename it over the target, so a reader never sees half a file and a failure leaves the old one.
+And what is at a path, in the words every error line about a path uses.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -55,3 +57,47 @@ def write_atomically(
 def write_text_atomically(path: Path, text: str, *, mode: int = ARTIFACT_MODE) -> Path:
     """`write_atomically` for text (UTF-8)."""
     return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode=mode)
+
+
+def what_is_at(path: Path) -> str | None:
+    """What is at `path`, links followed: `a file`, `a directory`, `a named pipe`, `a socket` or
+    `a device`; None when nothing is (a dangling link included).
+
+    Raises:
+        OSError: `path` cannot be examined (a name too long, a parent that may not be searched).
+    """
+    try:
+        mode = Path(path).stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def blocking_parent(path: Path) -> Path | None:
+    """The nearest existing parent of `path` when it is not a directory (so nothing can ever be
+    at `path`), else None."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def path_problem(path: Path, accept: tuple[str, ...] = ("a file",), where: str = "") -> str | None:
+    """None when what is at `path` is one of `accept` (`what_is_at`'s words); else what is wrong,
+    to follow the path in an error line: `does not exist<where>`, with `(<parent> is not a
+    directory)` when that is why, or `is a directory, not a file` (what is there, and what
+    would do)."""
+    what = what_is_at(path)
+    if what in accept:
+        return None
+    if what is None:
+        parent = blocking_parent(path)
+        return f"does not exist{where}" + (f" ({parent} is not a directory)" if parent else "")
+    wanted = " or ".join(a.removeprefix("a ") for a in accept)
+    return f"is {what}, not a {wanted}"

@@ -196,7 +196,7 @@ TRAIN = Stage(
     "train",
     "Fit dew point on temperature, score a seeded holdout split, log everything to MLflow.",
     (
-        Flag("input", FilePath(),
+        Flag("input", ExistingPath(),
              "validated dataset (Parquet), or a directory of them (one per year): read as one",
              required=True),
         Flag("parts", CommaList(Text(r"[A-Za-z0-9][A-Za-z0-9._-]*", what="a part name")),

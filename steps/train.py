@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from steps.cli import StepError, one_line, run
-from steps.files import write_atomically
+from steps.files import path_problem, write_atomically
 from steps.holdout_split import KEY_VERSION
 from steps.least_squares import elasticnet_fit, line_errors, linear_fit
 from steps.model import (
@@ -121,8 +121,9 @@ def read_training_frame(path: Path, what: str = "input dataset") -> pd.DataFrame
     """
     import pyarrow.parquet as pq
 
-    if not path.is_file():
-        raise StepError(f"{what} {path} does not exist")
+    problem = path_problem(path)
+    if problem:
+        raise StepError(f"{what} {path} {problem}")
     try:
         present = set(pq.read_schema(path).names)
         frame = pd.read_parquet(path, columns=[c for c in (FEATURE, TARGET) if c in present])

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from steps.cli import StepError, one_line
 from steps.dataset import SOURCE_METADATA_KEY, VALIDATION_METADATA_KEY
+from steps.files import path_problem
 from steps.holdout_split import in_holdout, row_keys
 from steps.least_squares import CoMoments
 from steps.model import FEATURE, TARGET
@@ -68,7 +69,7 @@ def find_parts(path: Path, what: str = "input dataset") -> list[DatasetPart]:
     elif path.is_file():
         files = [path]
     else:
-        raise StepError(f"{what} {path} does not exist")
+        raise StepError(f"{what} {path} {path_problem(path, ('a file', 'a directory'))}")
     return [read_part(file, what) for file in files]
 
 

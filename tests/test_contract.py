@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import io
 import math
+import os
 import re
 import resource
 import subprocess
@@ -29,6 +30,7 @@ from steps.contract import (
     Choice,
     CommaList,
     DirectoryPath,
+    ExistingPath,
     FilePath,
     Flag,
     Integer,
@@ -68,6 +70,9 @@ BAD_VALUES = {
 }
 # A valid value for each pattern-checked text flag that a stage requires.
 PATTERN_SAMPLES = {r"[0-9a-f]{32}": "a" * 32, r"[0-9a-f]{64}": "b" * 64}
+# An existing file for the paths a stage reads, outside the test's directory (which must stay
+# empty): a stage that got past parsing by mistake would fail to read it as Parquet.
+READ_FILE = Path(__file__)
 
 
 def _value_flags(stage: Stage) -> list[Flag]:
@@ -81,6 +86,8 @@ def _valid(flag: Flag, tmp: Path) -> str:
         return render_value(flag.default)
     if isinstance(kind, Choice):
         return kind.options[0]
+    if isinstance(kind, ExistingPath) or (isinstance(kind, FilePath) and not kind.writes):
+        return str(READ_FILE)
     if isinstance(kind, FilePath | DirectoryPath):
         return str(tmp / flag.name)
     if isinstance(kind, Integer):
@@ -177,30 +184,68 @@ def test_every_flag_refuses_bad_values_in_one_line(
     assert list(tmp_path.iterdir()) == [], "a refused value must stop the step before any write"
 
 
-WRITTEN_PATHS = [
-    pytest.param(stage, flag, id=f"{stage.name}-{flag.name}")
+# What each path kind takes, said here independently of the kinds' code.
+PATH_THINGS = ("nothing", "file", "directory", "named pipe", "under a file")
+TAKES = {
+    "read file": {"file"},
+    "read file or directory": {"file", "directory"},
+    "written file": {"nothing", "file"},
+    "written directory": {"nothing", "directory"},
+}
+
+
+def _path_role(kind: Any) -> str | None:
+    if isinstance(kind, FilePath):
+        return "written file" if kind.writes else "read file"
+    if isinstance(kind, ExistingPath):
+        return "read file or directory"
+    return "written directory" if isinstance(kind, DirectoryPath) else None
+
+
+PATH_CASES = [
+    pytest.param(stage, flag, thing, id=f"{stage.name}-{flag.name}-{thing}")
     for stage in DOCUMENTED
     for flag in _value_flags(stage)
-    if isinstance(flag.kind, DirectoryPath)
-    or (isinstance(flag.kind, FilePath) and flag.kind.writes)
+    if _path_role(flag.kind)
+    for thing in PATH_THINGS
 ]
 
 
-@pytest.mark.parametrize(("stage", "flag"), WRITTEN_PATHS)
-def test_a_path_to_write_under_a_file_is_refused_before_the_step_works(
-    stage: Stage, flag: Flag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("stage", "flag", "thing"), PATH_CASES)
+def test_every_path_flag_names_what_is_there_when_it_refuses_it(
+    stage: Stage, flag: Flag, thing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`promote --outputs-dir /etc/hostname/x` moved the champion, then failed to write its
-    outputs (exit 1): a path that can never be created is bad input, refused at parse."""
+    """Each path kind refuses what its flag cannot use at parse (exit 2, nothing written) and
+    says what is there: a directory given for a file to read said "does not exist", inside the
+    step (exit 1; issue 11). Only a path where nothing is (or can be) "does not exist". A path
+    to write under a file is refused too: `promote --outputs-dir /etc/hostname/x` moved the
+    champion, then failed to write its outputs."""
+    role = _path_role(flag.kind)
+    things = tmp_path / "things"
+    things.mkdir()
+    (things / "file").write_text("")
+    (things / "directory").mkdir()
+    os.mkfifo(things / "named pipe")
+    path = things / ("file/x" if thing == "under a file" else thing)
+    if thing in TAKES[str(role)]:
+        flag.convert(str(path))
+        return
     _isolate(stage, tmp_path, monkeypatch)
-    (tmp_path / "a-file").write_text("")
-    argv = _argv(stage, tmp_path, flag, str(tmp_path / "a-file" / "x"))
+    argv = _argv(stage, tmp_path, flag, str(path))
     if flag.name == "outputs-dir":
-        argv = [*argv[:-3], argv[-1]]  # only the bad --outputs-dir
+        argv = [*argv[:-3], argv[-1]]  # only the --outputs-dir under test
+    before = sorted(tmp_path.rglob("*"))
     code, out, err = _main(stage, argv)
-    assert_bad_input(code, err, flag.option, "is not a directory")
-    assert out == ""
-    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+    if thing in ("nothing", "under a file") and role.startswith("read"):
+        words = ["does not exist where the step runs"]
+        words += [f"({things / 'file'} is not a directory)"] if thing == "under a file" else []
+    elif thing == "under a file":
+        words = [f"cannot be written: {things / 'file'} is not a directory"]
+    else:
+        words = [f"is a {thing}"]
+        assert "does not exist" not in err
+    assert_bad_input(code, err, flag.option, *words)
+    assert out == "" and sorted(tmp_path.rglob("*")) == before
 
 
 ENV_CASES = [
@@ -228,7 +273,8 @@ def test_a_bad_environment_variable_is_named_in_one_line(
 
 def test_the_instances_from_the_issue(tmp_path: Path) -> None:
     """Each of these was a traceback, a usage dump or silently accepted."""
-    holdout = ["--input", "v.parquet", "--holdout-out", "h.parquet", "--plot-out", "p.png"]
+    read = str(READ_FILE)  # an existing file: the case is about the other flag
+    holdout = ["--input", read, "--holdout-out", "h.parquet", "--plot-out", "p.png"]
     cases = [
         ("fetch", ["--seed", "-1"], "--seed '-1'"),
         ("train", [*holdout, "--seed", "-1"], "--seed '-1'"),
@@ -236,11 +282,11 @@ def test_the_instances_from_the_issue(tmp_path: Path) -> None:
         ("fetch", ["--http-timeout", "nan"], "--http-timeout 'nan'"),
         ("fetch", ["--http-timeout", "inf"], "--http-timeout 'inf'"),
         ("fetch", ["--output", str(tmp_path)], "is a directory"),
-        ("validate", ["--input", "d", "--output", "o", "--report", "r", "--dewp-tolerance", "nan"],
+        ("validate", ["--input", read, "--output", "o", "--report", "r", "--dewp-tolerance", "nan"],
          "--dewp-tolerance 'nan'"),
-        ("promote", ["--holdout", "h", "--tolerance", ""], "--tolerance is empty"),
-        ("promote", ["--holdout", "h", "--tolerance", "abc"], "--tolerance 'abc'"),
-        ("promote", ["--holdout", "h", "--tolerance", "-1"], "--tolerance '-1'"),
+        ("promote", ["--holdout", read, "--tolerance", ""], "--tolerance is empty"),
+        ("promote", ["--holdout", read, "--tolerance", "abc"], "--tolerance 'abc'"),
+        ("promote", ["--holdout", read, "--tolerance", "-1"], "--tolerance '-1'"),
         ("fetch", ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         ("fetch", ["--rows"], "--rows: expected one argument"),
         ("deploy", [], "--target is required"),

@@ -365,7 +365,8 @@ def test_promote_cli_bad_input_is_one_line_and_champion_unchanged(
     if case != "no tracking uri":
         args += ["--tracking-uri", uri]
 
-    exit_code = {"no tracking uri": EXIT_BAD_INPUT, "closed port": EXIT_TRANSIENT}
+    exit_code = {"no tracking uri": EXIT_BAD_INPUT, "missing holdout": EXIT_BAD_INPUT,
+                 "closed port": EXIT_TRANSIENT}  # fmt: skip
     assert message in error_line(run_step("promote", *args), exit_code.get(case, EXIT_FAILED))
     assert not (tmp_path / "o").exists()
     assert _aliases(settings) == {CHAMPION: good}

@@ -311,7 +311,8 @@ def test_train_cli_bad_input_is_one_line_error(
         "train", "--input", str(path), "--holdout-out", str(tmp_path / "h.parquet"),
         "--plot-out", str(tmp_path / "fit.png"), "--outputs-dir", str(tmp_path / "o"), *uri,
     )  # fmt: skip
-    exit_code = EXIT_BAD_INPUT if kind == "no tracking uri" else EXIT_FAILED
+    # A missing --input is refused with the flag, before the step reads anything.
+    exit_code = EXIT_BAD_INPUT if kind in ("no tracking uri", "missing") else EXIT_FAILED
     assert message in error_line(result, exit_code)
     assert not (tmp_path / "o").exists()
     assert not (tmp_path / "h.parquet").exists()

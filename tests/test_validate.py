@@ -228,7 +228,7 @@ def test_input_that_is_not_parquet(tmp_path: Path, run_validate: RunValidate) ->
     code, _, err, _ = run_validate(path)
     assert_one_line_error(code, err, "cannot read dataset")
     code, _, err, _ = run_validate(tmp_path / "absent.parquet")
-    assert_one_line_error(code, err, "does not exist")
+    assert_bad_input(code, err, "--input", "does not exist where the step runs")
 
 
 def test_bad_flag_values_via_python_m(tmp_path: Path) -> None:

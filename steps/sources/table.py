@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from steps import gsod_format
 from steps.cli import StepError, one_line
 from steps.dataset import COLUMNS
+from steps.files import path_problem
 from steps.sources import Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
 
@@ -132,8 +133,9 @@ def fetch(request: SourceRequest) -> Fetched:
         download(uri, path, policy)
     else:
         path = Path(uri)
-        if not path.is_file():
-            raise StepError(f"--table-uri {uri} is not a file")
+        problem = path_problem(path)
+        if problem:
+            raise StepError(f"--table-uri {uri} {problem}")
     raw = read_table(path, uri)
     columns = resolve_columns(raw.column_names, request.column_map)
     table = to_dataset(raw, columns, uri)
