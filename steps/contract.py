@@ -256,6 +256,10 @@ class _LocalPath:
     def _check(self, path: Path) -> None:
         """Raise ValueError saying what makes `path` unusable for this kind."""
 
+    def written(self) -> bool:
+        """Whether the step writes at the path (else it only reads it)."""
+        return False
+
 
 # The words each path kind uses come from steps.files (`what_is_at`, `path_problem`): what is
 # there (a directory, a named pipe, ...) and what the flag takes, never "does not exist" for
@@ -294,6 +298,10 @@ class FilePath(_LocalPath):
         """`a file path (written)` or `an existing file (read)`."""
         return "a file path (written)" if self.writes else "an existing file (read)"
 
+    def written(self) -> bool:
+        """`writes`."""
+        return self.writes
+
 
 @dataclass(frozen=True)
 class ExistingPath(_LocalPath):
@@ -325,6 +333,10 @@ class DirectoryPath(_LocalPath):
     def describe(self) -> str:
         """`a directory`."""
         return "a directory"
+
+    def written(self) -> bool:
+        """Always: the step creates it and writes in it."""
+        return True
 
 
 @dataclass(frozen=True)
@@ -537,7 +549,40 @@ class Stage:
                     raise BadInput(
                         f"{flag.option} is required with --{other} {wanted}: {flag.expected()}"
                     )
+        self._refuse_shared_paths(namespace)
         return namespace
+
+    def _refuse_shared_paths(self, namespace: argparse.Namespace) -> None:
+        """BadInput when a path the stage writes is also another path of the command line: two
+        outputs at one path (`validate --output X --report X`), an output over an input, or a
+        path under a file the stage writes. The outputs are the path flags whose kind writes
+        (`_LocalPath.written`) and the declared output parameters' files in `--outputs-dir`."""
+        paths: list[tuple[str, Path, bool, bool]] = []  # (what, path, written, is a file)
+        for flag in self.all_flags:
+            value = getattr(namespace, flag.dest, None)
+            if isinstance(flag.kind, _LocalPath) and value is not None:
+                is_file = isinstance(flag.kind, FilePath)
+                paths.append((flag.option, Path(value), flag.kind.written(), is_file))
+        outputs_dir = getattr(namespace, OUTPUTS_DIR.dest, None)
+        if outputs_dir is not None:
+            paths += [(f"the output parameter file {o.name} of {OUTPUTS_DIR.option}",
+                       Path(outputs_dir) / o.name, True, True) for o in self.outputs]  # fmt: skip
+        for i, (what, path, written, is_file) in enumerate(paths):
+            for other, other_path, other_written, other_is_file in paths[:i]:
+                if not (written or other_written):
+                    continue
+                both = f"{other} and {what}"
+                if _same_path(path, other_path):
+                    hint = "give each output its own path" if written and other_written else (
+                        "an output may not replace an input; give it another path")  # fmt: skip
+                    raise BadInput(f"{both} name the same path {_shown(str(path))}: {hint}")
+                if (other_is_file and _inside(path, other_path)) or (
+                    is_file and _inside(other_path, path)
+                ):
+                    raise BadInput(
+                        f"{both} ({_shown(str(other_path))}, {_shown(str(path))}): one is under "
+                        "the other, which is a file; give each its own path"
+                    )
 
     def write_outputs(self, outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
         """`steps.cli.write_outputs`, once `outputs` are checked to be exactly the declared ones
@@ -680,6 +725,22 @@ def parameter_check_stage(name: str, parameters: Sequence[WorkflowParameter]) ->
         "before any stage runs; exit 2 naming the first bad one.",
         tuple(flags),
     )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one path once made absolute and links resolved, or one file
+    (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    """Whether `inner` is below `outer` once both are made absolute and links resolved."""
+    return Path(os.path.realpath(outer)) in Path(os.path.realpath(inner)).parents
 
 
 def _parameter_default(flag: Flag) -> str:

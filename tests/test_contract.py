@@ -202,6 +202,16 @@ def _path_role(kind: Any) -> str | None:
     return "written directory" if isinstance(kind, DirectoryPath) else None
 
 
+def _things(tmp: Path) -> Path:
+    """`tmp/things` holding a file, a directory and a named pipe, named as in PATH_THINGS."""
+    things = tmp / "things"
+    things.mkdir()
+    (things / "file").write_text("")
+    (things / "directory").mkdir()
+    os.mkfifo(things / "named pipe")
+    return things
+
+
 PATH_CASES = [
     pytest.param(stage, flag, thing, id=f"{stage.name}-{flag.name}-{thing}")
     for stage in DOCUMENTED
@@ -221,11 +231,7 @@ def test_every_path_flag_names_what_is_there_when_it_refuses_it(
     to write under a file is refused too: `promote --outputs-dir /etc/hostname/x` moved the
     champion, then failed to write its outputs."""
     role = _path_role(flag.kind)
-    things = tmp_path / "things"
-    things.mkdir()
-    (things / "file").write_text("")
-    (things / "directory").mkdir()
-    os.mkfifo(things / "named pipe")
+    things = _things(tmp_path)
     path = things / ("file/x" if thing == "under a file" else thing)
     if thing in TAKES[str(role)]:
         flag.convert(str(path))
@@ -246,6 +252,66 @@ def test_every_path_flag_names_what_is_there_when_it_refuses_it(
         assert "does not exist" not in err
     assert_bad_input(code, err, flag.option, *words)
     assert out == "" and sorted(tmp_path.rglob("*")) == before
+
+
+SHARED_PATH_CASES = [
+    pytest.param(stage, first, second, id=f"{stage.name}-{first.name}-{second.name}")
+    for stage in DOCUMENTED
+    for i, first in enumerate(_value_flags(stage))
+    for second in _value_flags(stage)[i + 1 :]
+    if _path_role(first.kind) and _path_role(second.kind)
+    and "written" in f"{_path_role(first.kind)} {_path_role(second.kind)}"
+    # a path both would take alone (a read file and a directory never are one path)
+    and TAKES[str(_path_role(first.kind))] & TAKES[str(_path_role(second.kind))]
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stage", "first", "second"), SHARED_PATH_CASES)
+def test_a_path_a_stage_writes_is_refused_when_another_path_flag_names_it_too(
+    stage: Stage, first: Flag, second: Flag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pair of path flags of a stage of which one writes, given one path that each flag
+    would take alone: exit 2 naming both, nothing written. `validate --output X --report X`
+    was accepted, and one file written over the other (issue 11); an output over an input
+    loses the input."""
+    takes = TAKES[str(_path_role(first.kind))] & TAKES[str(_path_role(second.kind))]
+    path = str(_things(tmp_path) / sorted(takes)[0])
+    _isolate(stage, tmp_path, monkeypatch)
+    argv = _argv(stage, tmp_path, first, path)
+    if "outputs-dir" in (first.name, second.name):
+        del argv[argv.index("--outputs-dir") : argv.index("--outputs-dir") + 2]
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = _main(stage, [*argv, f"{second.option}={path}"])
+    assert_bad_input(code, err, f"{first.option} and {second.option} name the same path")
+    assert out == "" and sorted(tmp_path.rglob("*")) == before
+
+
+OUTPUT_FILE_CASES = [
+    pytest.param(stage, flag, id=f"{stage.name}-{flag.name}")
+    for stage in DOCUMENTED
+    if stage.outputs
+    for flag in _value_flags(stage)
+    if _path_role(flag.kind) == "written file"
+]
+
+
+@pytest.mark.parametrize(("stage", "flag"), OUTPUT_FILE_CASES)
+def test_a_file_a_stage_writes_is_refused_where_its_output_parameters_go(
+    stage: Stage, flag: Flag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--outputs-dir D` writes `D/<name>` for each declared output parameter: a written file
+    at one of those, or an `--outputs-dir` under a written file, is refused."""
+    _isolate(stage, tmp_path, monkeypatch)
+    name = stage.outputs[-1].name
+    code, out, err = _main(stage, _argv(stage, tmp_path, flag, str(tmp_path / "outputs" / name)))
+    where = f"the output parameter file {name} of --outputs-dir"
+    assert_bad_input(code, err, f"{flag.option} and {where} name the same path")
+    assert out == "" and list(tmp_path.iterdir()) == []
+    argv = _argv(stage, tmp_path, flag, str(tmp_path / "file"))
+    argv[argv.index("--outputs-dir") + 1] = str(tmp_path / "file" / "outputs")
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, f"{flag.option} and --outputs-dir", "one is under the other")
+    assert out == "" and list(tmp_path.iterdir()) == []
 
 
 ENV_CASES = [
