@@ -15,7 +15,7 @@ from steps import __version__
 from steps.cli import run
 from steps.contract import check_workflow_parameters
 from steps.stages import CHECK_PARAMETERS, FETCH, VALIDATE, WORKFLOW_PARAMETERS
-from steps.year_items import data_key, loop_items
+from steps.year_items import BY_YEAR_SOURCES, data_key, loop_items
 
 # The parameters that decide a year's rows: every one fetch or validate reads, but the years.
 DATA_PARAMETERS = tuple(
@@ -30,7 +30,9 @@ def fan_out_outputs(values: dict[str, str], code_version: str = __version__) -> 
     loop items, JSON lists), `parts` (every item's part name, a comma list) and `data-key`
     (steps/year_items.py)."""
     source = values.get("source") or FETCH.flag("source").default
-    key = data_key(values, DATA_PARAMETERS, code_version)
+    # A source read whole (table) is one item, whose rows the years choose: they decide its data.
+    names = DATA_PARAMETERS if source in BY_YEAR_SOURCES else (*DATA_PARAMETERS, "years")
+    key = data_key(values, names, code_version)
     past, current = loop_items(source, values.get("years", ""), key)
     return {
         "past-years": json.dumps(past, separators=(",", ":")),

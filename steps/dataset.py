@@ -37,6 +37,18 @@ def empty_table() -> pa.Table:
     return SCHEMA.empty_table()
 
 
+def rows_of(table: pa.Table, years: Iterable[int], stations: Iterable[str]) -> pa.Table:
+    """The rows of `table` (dataset columns) dated in one of `years` and from one of `stations`;
+    no filter for either when it is empty (what fetch's `--years` and `--stations` mean for a
+    source that reads every row it is given: local GSOD files, a table)."""
+    years, stations = list(years), list(stations)
+    if years:
+        table = table.filter(pc.is_in(pc.year(table.column("date")), pa.array(years, pa.int64())))
+    if stations:
+        table = table.filter(pc.is_in(table.column("station"), pa.array(stations, pa.string())))
+    return table
+
+
 def conform(table: pa.Table) -> pa.Table:
     """Cast `table` to SCHEMA (column order, types) and drop any schema metadata.
 

@@ -123,10 +123,12 @@ FETCH = Stage(
              env="FETCH_SOURCE", parameter="source"),
         Flag("years", YEARS,
              "years, e.g. 2023,2024; gsod: empty = previous and current calendar year;"
-             " synthetic: --rows rows in each year given",
+             " synthetic: --rows rows in each year given; table: only the rows of these years"
+             " (empty = every row)",
              default=(), env="GSOD_YEARS", parameter="years"),
         Flag("stations", CommaList(Text(r"[A-Za-z0-9]{11}", what="an 11-character station id")),
-             "GSOD station ids (USAF + WBAN); empty = whole-year archives",
+             "GSOD station ids (USAF + WBAN); empty = whole-year archives; table: only the rows"
+             " of these stations (empty = every row)",
              default=(), env="GSOD_STATIONS", parameter="stations"),
         # A path where the step runs: on this machine for the local runner (process backend);
         # on a cluster, inside the check-parameters and fetch pods, so only with a volume
@@ -367,8 +369,8 @@ CHECK_PARAMETERS = replace(
         ),
         Output(
             "current-years",
-            "the current year and later, one loop item each, never memoized (JSON list of"
-            " {year, part}); a source that does not split by year: its one item",
+            "the current year, one loop item, never memoized (JSON list of {year, part}); a"
+            " source that does not split by year: its one item, whose year is the years given",
         ),
         Output("parts", "every item's part (the years) as a comma list: the parts train reads"),
         Output(

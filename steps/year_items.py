@@ -2,8 +2,9 @@
 
 One loop item per year: fetch and validate run once per item (Argo `withParam`), each writing
 its own dataset under `data-key` in the artifact repository; train reads them all. Past years
-are memoized by `memo` (the same key on the next run); the current year and later, and a source
-that does not split by year (`table`), get a key that never repeats, so they are never reused.
+are memoized by `memo` (the same key on the next run); the current year, and a source that does
+not split by year (`table`: one item, which keeps the rows of the years given), get a key that
+never repeats, so they are never reused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from steps.contract import CommaList, Integer
 
@@ -19,7 +21,35 @@ from steps.contract import CommaList, Integer
 # and runs as one item.
 BY_YEAR_SOURCES = ("gsod", "bigquery", "synthetic")
 WHOLE_PART = "all"  # the part name of a source that does not split by year
-YEARS = CommaList(Integer(1901, 2100))  # what fetch's --years and the `years` parameter take
+FIRST_YEAR = 1901
+
+
+@dataclass(frozen=True)
+class Year:
+    """A calendar year from FIRST_YEAR to this year, in ASCII digits: no source has a day of a
+    later year. This year is `this_year`, else today's, read at each parse (so no declaration,
+    docs table or test has to change when the year does)."""
+
+    this_year: int | None = None
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> int:
+        """The year; ValueError for anything else, saying which year this is for a later one."""
+        try:
+            year = Integer(FIRST_YEAR, 9999).parse(text)
+        except ValueError:
+            raise ValueError(f"must be {self.describe()}") from None
+        this_year = self.this_year or dt.date.today().year
+        if year > this_year:
+            raise ValueError(f"is after this year, {this_year}: give {self.describe()}")
+        return year
+
+    def describe(self) -> str:
+        """`a year from 1901 to this year`."""
+        return f"a year from {FIRST_YEAR} to this year"
+
+
+YEARS = CommaList(Year())  # what fetch's --years and the `years` parameter take
 
 
 def default_years(today: dt.date | None = None) -> tuple[int, ...]:
@@ -33,9 +63,10 @@ def resolve_years(raw_years: str, today: dt.date | None = None) -> tuple[int, ..
     and bigquery sources use it too).
 
     Raises:
-        ValueError: `raw_years` is not a comma list of years YEARS accepts.
+        ValueError: `raw_years` is not a comma list of years YEARS accepts (none after `today`'s).
     """
-    years = YEARS.parse(raw_years)
+    this_year = (today or dt.date.today()).year
+    years = CommaList(Year(this_year)).parse(raw_years)
     return tuple(sorted(set(years))) if years else default_years(today)
 
 
@@ -57,12 +88,17 @@ def loop_items(
 
     past: `{"year": fetch's --years, "part": the dataset's name, "memo": "<key>-<year>"}` for
     each year before today's (complete: reused while cached). current: `{"year", "part"}` for
-    the current year and later, fetched on every run; for a source not in BY_YEAR_SOURCES, the
-    one item `{"year": "" (the source's own rule), "part": WHOLE_PART}`.
+    the current year, fetched on every run; for a source not in BY_YEAR_SOURCES, the one item
+    `{"year": the years given (sorted, once each, comma-separated; "" for none: every row),
+    "part": WHOLE_PART}`.
+
+    Raises:
+        ValueError: `raw_years` is not a comma list of years YEARS accepts (none after `today`'s).
     """
     this_year = (today or dt.date.today()).year
     if source not in BY_YEAR_SOURCES:
-        return [], [{"year": "", "part": WHOLE_PART}]
+        given = sorted(set(CommaList(Year(this_year)).parse(raw_years)))
+        return [], [{"year": ",".join(map(str, given)), "part": WHOLE_PART}]
     past, current = [], []
     for year in resolve_years(raw_years, today):
         item = {"year": str(year), "part": str(year)}

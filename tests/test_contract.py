@@ -9,6 +9,7 @@ line naming the flag, before anything is read or written.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import importlib
 import io
 import math
@@ -718,3 +719,28 @@ def test_the_column_map_names_the_dataset_columns() -> None:
 
     assert tuple(SCHEMA.names) == COLUMNS
     assert STAGES["fetch"].flag("column-map").kind.keys == COLUMNS
+
+
+@pytest.mark.parametrize("door", ["fetch --years", "fetch GSOD_YEARS", "check-parameters"])
+def test_a_year_after_this_one_is_refused_at_every_door_naming_it_and_this_year(
+    door: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Years are read against today's date, so this test holds in any year: next year was
+    accepted (issue 11) and fetched on every run; this year still is."""
+    this_year = dt.date.today().year
+    stage = CHECK_PARAMETERS if door == "check-parameters" else STAGES["fetch"]
+    _isolate(stage, tmp_path, monkeypatch)
+    for year, refused in ((this_year + 1, True), (this_year, False)):
+        argv = ["--source", "synthetic", "--rows", "10", "--output", str(tmp_path / "d.parquet")]
+        if door == "check-parameters":
+            argv = ["--source", "synthetic", f"--years=2020,{year}"]
+        elif door == "fetch GSOD_YEARS":
+            monkeypatch.setenv("GSOD_YEARS", f"2020,{year}")
+        else:
+            argv.append(f"--years=2020,{year}")
+        code, out, err = _main(stage, argv)
+        if refused:
+            assert_bad_input(code, err, f"item '{year}' is after this year, {this_year}")
+            assert out == "" and list(tmp_path.iterdir()) == []
+        else:
+            assert (code, err) == (0, "")

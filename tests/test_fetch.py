@@ -298,7 +298,7 @@ def test_missing_path(tmp_path: Path, run_fetch: RunFetch) -> None:
 
 def test_bad_years(run_fetch: RunFetch) -> None:
     code, _, err = run_fetch("--source", "synthetic", "--years", "last year")
-    assert_bad_input(code, err, "--years", "'last year'", "from 1901 to 2100")
+    assert_bad_input(code, err, "--years", "'last year'", "a year from 1901 to this year")
 
 
 def test_unknown_source_via_python_m(tmp_path: Path) -> None:

@@ -52,6 +52,46 @@ def test_table_csv_with_column_map(tmp_path: Path, run_fetch: RunFetch) -> None:
     )
 
 
+YEARS_CSV = b"""station,date,temp,dewp
+72530094846,2022-12-31,30.0,20.0
+72530094846,2023-01-01,31.0,21.0
+72219013874,2023-06-01,80.0,60.0
+72219013874,2024-01-01,50.0,40.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "dates"),
+    [([], ["2022-12-31", "2023-01-01", "2023-06-01", "2024-01-01"]),
+     (["--years", "2023"], ["2023-01-01", "2023-06-01"]),
+     (["--years", "2024,2022"], ["2022-12-31", "2024-01-01"]),
+     (["--stations", "72219013874"], ["2023-06-01", "2024-01-01"]),
+     (["--years", "2023", "--stations", "72530094846"], ["2023-01-01"])],
+)  # fmt: skip
+def test_a_table_keeps_the_rows_of_the_years_and_stations_given(
+    args: list[str], dates: list[str], tmp_path: Path, run_fetch: RunFetch
+) -> None:
+    """`--years` and `--stations` choose a table's rows as they choose local GSOD files' rows;
+    they were silently ignored for `--source table` (issue 11)."""
+    source = tmp_path / "mine.csv"
+    source.write_bytes(YEARS_CSV)
+    code, outputs, err = run_fetch("--source", "table", "--table-uri", str(source), *args)
+    assert code == 0, err
+    table, meta = read_dataset(tmp_path / "out" / "dataset.parquet")
+    assert sorted(str(d) for d in table.column("date").to_pylist()) == dates
+    assert outputs["row-count"] == str(len(dates)) and meta["rows_read"] == 4
+
+
+def test_a_table_without_rows_of_the_years_given_is_a_one_line_error(
+    tmp_path: Path, run_fetch: RunFetch
+) -> None:
+    source = tmp_path / "mine.csv"
+    source.write_bytes(YEARS_CSV)
+    code, _, err = run_fetch("--source", "table", "--table-uri", str(source), "--years", "2021")
+    assert_one_line_error(code, err, "source table returned no rows", "years=[2021]")
+    assert not (tmp_path / "out" / "dataset.parquet").exists()
+
+
 def test_table_parquet_over_http_matches_names_without_a_map(
     tmp_path: Path, server: GsodServer, run_fetch: RunFetch
 ) -> None:

@@ -37,20 +37,39 @@ def test_empty_years_are_the_previous_and_the_current_year_and_given_ones_sorted
         resolve_years("1800", TODAY)
 
 
-def test_past_years_keep_their_memo_key_and_the_current_and_later_years_have_none() -> None:
-    past, current = loop_items("gsod", "2024,2025,2026,2027", "k", TODAY)
+def test_past_years_keep_their_memo_key_and_the_current_year_has_none() -> None:
+    past, current = loop_items("gsod", "2024,2025,2026", "k", TODAY)
     assert past == [{"year": "2024", "part": "2024", "memo": "k-2024"},
                     {"year": "2025", "part": "2025", "memo": "k-2025"}]  # fmt: skip
-    # The current year and later run through the templates without `memoize`: no key at all.
-    assert current == [{"year": "2026", "part": "2026"}, {"year": "2027", "part": "2027"}]
-    assert loop_items("gsod", "2024,2025,2026,2027", "k", TODAY) == (past, current)
+    # The current year runs through the templates without `memoize`: no key at all.
+    assert current == [{"year": "2026", "part": "2026"}]
+    assert loop_items("gsod", "2024,2025,2026", "k", TODAY) == (past, current)
     assert loop_items("gsod", "2020", "k", TODAY) == (
         [{"year": "2020", "part": "2020", "memo": "k-2020"}], []
     )  # fmt: skip
 
 
-def test_a_source_that_does_not_split_by_year_is_one_item_never_memoized() -> None:
-    assert loop_items("table", "2024", "k", TODAY) == ([], [{"year": "", "part": WHOLE_PART}])
+@pytest.mark.parametrize("source", ["gsod", "table"])
+def test_a_year_after_today_s_is_refused_naming_it_and_this_year(source: str) -> None:
+    """No source has a day of a later year: 2027 was a loop item fetched on every run (gsod: a
+    404 from NCEI, exit 1; table: silently nothing) (issue 11)."""
+    with pytest.raises(ValueError, match=r"item '2027' is after this year, 2026"):
+        loop_items(source, "2025,2027", "k", TODAY)
+    next_year = loop_items(source, "2025,2027", "k", dt.date(2027, 1, 1))  # then it is this year
+    assert "2027" in json.dumps(next_year)
+
+
+def test_a_source_that_does_not_split_by_year_is_one_item_of_the_years_given() -> None:
+    """A table is read whole, in one item never memoized; its rows are those of the years given
+    (fetch --years), every row with none: the years were silently ignored (issue 11)."""
+    assert loop_items("table", "", "k", TODAY) == ([], [{"year": "", "part": WHOLE_PART}])
+    assert loop_items("table", "2024, 2022,2024", "k", TODAY) == (
+        [], [{"year": "2022,2024", "part": WHOLE_PART}]
+    )  # fmt: skip
+    # The years decide its rows, so its data key.
+    table = {"source": "table", "table-uri": "t.csv"}
+    keys = {fan_out_outputs({**table, "years": y})["data-key"] for y in ("", "2022", "2023")}
+    assert len(keys) == 3
 
 
 @pytest.mark.parametrize("name", DATA_PARAMETERS)
@@ -322,7 +341,7 @@ def _greedy_makespan(items: int, fetch: int, validate: int, slots: int) -> int:
     return -(-items // slots) * (fetch + validate)
 
 
-@pytest.mark.parametrize("years", [1, 2, 4, 5, 10, 25, 200])
+@pytest.mark.parametrize("years", [1, 2, 4, 5, 10, 25, 120])
 @pytest.mark.parametrize("parallelism", [1, 4, 7])
 def test_a_run_over_many_years_has_a_deadline_that_cuts_no_retry_short(years, parallelism):
     """The run's activeDeadlineSeconds (its own, or else the template's) outlasts every stage
@@ -333,8 +352,8 @@ def test_a_run_over_many_years_has_a_deadline_that_cuts_no_retry_short(years, pa
     settings = PipelineSettings(fan_out_parallelism=parallelism)
     template = render(settings)["workflow-template"]
     budgets = _budgets(template)
-    first = 1901  # up to 200 years: 1901 to 2100, the range check-parameters accepts
-    chosen = ",".join(str(first + i) for i in range(years))
+    last = dt.date.today().year  # check-parameters accepts 1901 to this year
+    chosen = ",".join(str(last - i) for i in range(years))
     run = build_run_workflow(settings, {"source": "gsod", "years": chosen}).to_dict()
     deadline = run["spec"].get("activeDeadlineSeconds", template["spec"]["activeDeadlineSeconds"])
     serial = sum(b for name, b in budgets.items() if name not in ("fetch", "validate"))
@@ -367,3 +386,22 @@ def test_an_empty_list_of_items_skips_its_tasks_and_the_other_list_still_runs(
     entries = [LocalCache(cache).entries(name) for name in
                ("dewpoint-pipeline-fetch-cache", "dewpoint-pipeline-validate-cache")]  # fmt: skip
     assert [len(e) for e in entries] == ([2, 2] if which == "past only" else [0, 0])
+
+
+def test_a_table_in_the_workflow_keeps_the_rows_of_the_years_parameter(tmp_path: Path) -> None:
+    """The rendered template through the local runner: a table is one item, fetched with the
+    `years` parameter, so its dataset holds only those years' rows (they were ignored)."""
+    rows = [f"S,{year}-0{month}-01,{50 + month}.0,{40 + month}.0"
+            for year in (2021, 2022) for month in range(1, 10)]  # fmt: skip
+    table = tmp_path / "obs.csv"
+    table.write_text("station,date,temp,dewp\n" + "\n".join(rows) + "\n")
+    template = _fetch_and_validate_only(render(PipelineSettings())["workflow-template"])
+    params = {"source": "table", "table-uri": str(table), "years": "2022"}
+    out = io.StringIO()
+    # validate then refuses 9 rows (fewer than its minimum): fetch is what this test is about.
+    run_rendered(template, params, run_dir=tmp_path / "run", cache_dir=tmp_path / "c", out=out)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert list(year_nodes(run, CURRENT, "fetch")) == ["2022"]
+    (fetched,) = year_nodes(run, CURRENT, "fetch").values()
+    assert fetched["phase"] == "Succeeded", out.getvalue()
+    assert fetched["outputs"]["parameters"]["row-count"] == "9"

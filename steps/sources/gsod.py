@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from steps import gsod_format
 from steps.cli import BadInput
+from steps.dataset import rows_of
 from steps.sources import Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
 from steps.year_items import default_years
@@ -37,7 +36,7 @@ def fetch(request: SourceRequest) -> Fetched:
         table = gsod_format.parse_files(
             _local_files(Path(request.path), request.years), summary=summary
         )
-        table = _filter(table, request.years, request.stations)
+        table = rows_of(table, request.years, request.stations)
         where = {"path": str(request.path), "years": list(request.years)}
     else:
         years = request.years or default_years()
@@ -92,11 +91,3 @@ def _downloaded_files(
                         yield f"{year}/{name}", data
                 finally:
                     dest.unlink(missing_ok=True)
-
-
-def _filter(table: pa.Table, years: tuple[int, ...], stations: tuple[str, ...]) -> pa.Table:
-    if years:
-        table = table.filter(pc.is_in(pc.year(table.column("date")), pa.array(years, pa.int64())))
-    if stations:
-        table = table.filter(pc.is_in(table.column("station"), pa.array(stations, pa.string())))
-    return table

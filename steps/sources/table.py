@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from steps import gsod_format
 from steps.cli import StepError, one_line
-from steps.dataset import COLUMNS
+from steps.dataset import COLUMNS, rows_of
 from steps.files import path_problem
 from steps.sources import Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
@@ -116,7 +116,8 @@ def _convert(ours: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def fetch(request: SourceRequest) -> Fetched:
-    """Read `request.table_uri` (downloading http(s) URLs first) and map its columns.
+    """Read `request.table_uri` (downloading http(s) URLs first), map its columns and keep the
+    rows of `request.years` and `request.stations` (every row when they are empty).
 
     Raises:
         StepError: no --table-uri, a local path that is not a file, or a table that cannot be
@@ -138,6 +139,7 @@ def fetch(request: SourceRequest) -> Fetched:
             raise StepError(f"--table-uri {uri} {problem}")
     raw = read_table(path, uri)
     columns = resolve_columns(raw.column_names, request.column_map)
-    table = to_dataset(raw, columns, uri)
-    metadata = {"name": "table", "uri": uri, "columns": columns, "rows_read": raw.num_rows}
+    table = rows_of(to_dataset(raw, columns, uri), request.years, request.stations)
+    metadata = {"name": "table", "uri": uri, "columns": columns, "rows_read": raw.num_rows,
+                "years": list(request.years), "stations": list(request.stations)}  # fmt: skip
     return Fetched(table, metadata)
