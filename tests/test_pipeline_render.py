@@ -494,7 +494,7 @@ def test_render_refuses_an_invalid_schedule(tmp_path: Path, monkeypatch, capsys)
     monkeypatch.setenv("PIPELINE_SCHEDULE", "0 0 * * 9")
     assert submit.main(["--render", str(tmp_path)]) == 2  # a bad setting: bad input
     err = capsys.readouterr().err
-    assert err.startswith("error: rendered resources are invalid")
+    assert err.startswith("error: PIPELINE_SCHEDULE '0 0 * * 9': bad cron expression")
     assert "day of week field: 9" in err
     assert err.count("\n") == 1
     assert not (tmp_path / "cron-workflow.yaml").exists()

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from steps.tracking import TrackingUri
+from tests.conftest import assert_bad_input, free_port
 from tests.fake_argo import CREATOR_LABEL, FakeArgo
 from workflows import submit
-from workflows.settings import ArgoSettings, SettingsError
+from workflows.settings import SETTING_KINDS, ArgoSettings, PipelineSettings, SettingsError
 
 TEMPLATES = "workflow-templates"
 CRONS = "cron-workflows"
@@ -32,7 +33,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "PIPELINE_SCHEDULE",
         "PIPELINE_TIMEZONE",
         "PIPELINE_SUSPEND",
-        "PIPELINE_MLFLOW_TRACKING_URI",
+        *(variable for variable, _ in SETTING_KINDS.values()),
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -405,6 +406,50 @@ def test_bad_settings_from_the_environment_are_bad_input(
     assert submit.main(["--argo-server", url]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+# Values no setting's kind takes, and the instances found (issue 11), which rendered.
+BAD_SETTINGS = {"blank": " ", "two words": "x y", "control character": "x\ty"}
+FOUND = [
+    ("PIPELINE_MLFLOW_TRACKING_URI", "htp://x", "no tracking store for the scheme 'htp'"),
+    ("PIPELINE_MLFLOW_TRACKING_URI", "http://", "http:// needs a host"),
+    ("PIPELINE_MLFLOW_TRACKING_URI", "mlruns", "a file store"),
+    ("PIPELINE_IMAGE", "has space", "a container image reference"),
+    ("PIPELINE_IMAGE", "Step:1", "a container image reference"),
+    ("PIPELINE_TIMEZONE", "America", "unknown IANA time zone 'America'"),  # was a traceback
+    ("PIPELINE_NAMESPACE", "Bad_NS", "a Kubernetes namespace"),
+    ("PIPELINE_SCHEDULE", "0 0 * * 9", "day of week field: 9"),
+]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [pytest.param(variable, value, "", id=f"{variable}-{name}")
+     for variable, _ in SETTING_KINDS.values() for name, value in BAD_SETTINGS.items()]
+    + [pytest.param(*case, id=f"{case[0]}-{case[1]}") for case in FOUND],
+)  # fmt: skip
+def test_render_refuses_a_setting_its_kind_refuses_in_one_line_naming_it(
+    variable: str, value: str, needle: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Every PIPELINE_* setting is read with its kind (workflows/settings.py SETTING_KINDS),
+    before anything is rendered: `PIPELINE_MLFLOW_TRACKING_URI=htp://x make render` rendered
+    the template, to fail in train (issue 11)."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "")
+    monkeypatch.setenv(variable, value)
+    assert submit.main(["--render", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert_bad_input(2, err, variable, needle)
+    assert out == "" and not (tmp_path / "out").exists()
+
+
+def test_the_tracking_uri_setting_is_read_as_the_steps_read_it() -> None:
+    """One reading of a tracking URI: the steps' own kind, whose refusals the pipeline's
+    check-parameters would make anyway, only later."""
+    variable, kind = SETTING_KINDS["mlflow_tracking_uri"]
+    assert (variable, kind) == ("PIPELINE_MLFLOW_TRACKING_URI", TrackingUri())
+    settings = PipelineSettings.from_env({variable: "sqlite:////data/mlflow.db", "X": "y"})
+    assert settings.mlflow_tracking_uri == "sqlite:////data/mlflow.db"
+    assert PipelineSettings.from_env({variable: ""}) == PipelineSettings()  # empty: unset
 
 
 def _args(**kwargs) -> argparse.Namespace:

@@ -246,15 +246,16 @@ def parameter_text(value: Any) -> str:
 FIELD_NAME = "[a-zA-Z0-9][-a-zA-Z0-9]*"
 FIELD_NAME_MAX = 128
 PARAMETER_NAME = "[-a-zA-Z0-9_]+"
-_DNS_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_SUBDOMAIN = rf"{_DNS_LABEL}(\.{_DNS_LABEL})*"
+# An RFC 1123 label (Kubernetes apimachinery validation.IsDNS1123Label).
+DNS_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = rf"{DNS_LABEL}(\.{DNS_LABEL})*"
 _LABEL_NAME = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 
 
 def is_dns_label(text: str) -> bool:
     """Whether `text` is an RFC 1123 label (a Kubernetes namespace name): at most 63 lowercase
     letters, digits and `-`, starting and ending with a letter or digit."""
-    return bool(re.fullmatch(_DNS_LABEL, text)) and len(text) <= 63
+    return bool(re.fullmatch(DNS_LABEL, text)) and len(text) <= 63
 
 
 def is_dns_subdomain(text: str, max_length: int | None = 253) -> bool:

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from steps import __version__
-from steps.contract import Boolean, Integer
+from steps.cli import BadInput
+from steps.contract import Boolean, Flag, Integer, Kind, Text
 from steps.revision import SourceRevision, source_revision
+from steps.tracking import TrackingUri
 from workflows.argo_rules import is_dns_label
+from workflows.validate_resources import NAMESPACE, CronSchedule, TimeZone
 
 DEFAULT_NAMESPACE = "mlops"
 DEFAULT_SERVICE_ACCOUNT = "dewpoint-pipeline"
@@ -25,6 +28,18 @@ DEFAULT_MLFLOW_PORT = 5050  # local doors' MLflow server on 127.0.0.1 (make demo
 # `parallelism` is an integer field that takes no `{{...}}` (argoproj/argo-workflows#1780, open;
 # v4.1.2 api/jsonschema/schema.json, Template.parallelism `type: integer`).
 FAN_OUT_PARALLELISM = Integer(1, 1000)
+# A container image reference as Docker reads it (distribution/reference, reference.go):
+# [domain[:port]/]path[/path...][:tag][@digest], paths in lowercase.
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REFERENCE = Text(
+    rf"(?:{_DOMAIN}(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*(?::{_TAG})?(?:@{_DIGEST})?",
+    what="a container image reference (registry/name:tag or name@sha256:digest)",
+    empty_ok=False,
+    max_length=512,
+)
 
 
 class SettingsError(ValueError):
@@ -95,38 +110,50 @@ class PipelineSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
-        """Build settings from `PIPELINE_NAMESPACE`, `PIPELINE_IMAGE`, `PIPELINE_SCHEDULE`,
-        `PIPELINE_TIMEZONE`, `PIPELINE_SUSPEND`, `PIPELINE_MLFLOW_TRACKING_URI` and
-        `PIPELINE_FAN_OUT_PARALLELISM`; unset or empty variables keep the defaults.
+        """Build settings from the variables of SETTING_KINDS (`PIPELINE_NAMESPACE`, ...) and
+        `PIPELINE_SUSPEND`, each read with its kind as a step reads a flag's variable: unset or
+        empty keeps the default, anything else must be a value of the kind.
 
         Raises:
-            SettingsError: a parallelism that is not an integer from 1 to 1000.
+            SettingsError: the first variable whose value its kind refuses (blank included),
+                naming it, the value and what it takes.
         """
         env = os.environ if environ is None else environ
         base = cls()
-
-        def pick(name: str, default: str) -> str:
-            return env.get(name) or default
-
-        return cls(
-            namespace=pick("PIPELINE_NAMESPACE", base.namespace),
-            image=pick("PIPELINE_IMAGE", base.image),
-            schedule=pick("PIPELINE_SCHEDULE", base.schedule),
-            timezone=pick("PIPELINE_TIMEZONE", base.timezone),
-            suspend=parse_bool("PIPELINE_SUSPEND", env.get("PIPELINE_SUSPEND", "false")),
-            mlflow_tracking_uri=pick("PIPELINE_MLFLOW_TRACKING_URI", base.mlflow_tracking_uri),
-            fan_out_parallelism=_parallelism(
-                pick("PIPELINE_FAN_OUT_PARALLELISM", str(base.fan_out_parallelism))
-            ),
-        )
+        given = {
+            field_name: _setting(env, variable, kind, getattr(base, field_name))
+            for field_name, (variable, kind) in SETTING_KINDS.items()
+        }
+        suspend = parse_bool("PIPELINE_SUSPEND", env.get("PIPELINE_SUSPEND", "false"))
+        return cls(**given, suspend=suspend)
 
 
-def _parallelism(text: str) -> int:
-    """PIPELINE_FAN_OUT_PARALLELISM as an int from 1 to 1000, else SettingsError naming it."""
+# Each PipelineSettings field read from the environment (but `suspend`, `parse_bool`): its
+# variable and its kind, the rule a value must follow (one reading: the steps' TrackingUri for
+# the tracking URI the stages will be given, the validator's cron and time zone rules).
+SETTING_KINDS: dict[str, tuple[str, Kind]] = {
+    "namespace": ("PIPELINE_NAMESPACE", NAMESPACE),
+    "image": ("PIPELINE_IMAGE", IMAGE_REFERENCE),
+    "schedule": ("PIPELINE_SCHEDULE", CronSchedule()),
+    "timezone": ("PIPELINE_TIMEZONE", TimeZone()),
+    "mlflow_tracking_uri": ("PIPELINE_MLFLOW_TRACKING_URI", TrackingUri()),
+    "fan_out_parallelism": ("PIPELINE_FAN_OUT_PARALLELISM", FAN_OUT_PARALLELISM),
+}
+
+
+def _setting(env: Mapping[str, str], variable: str, kind: Kind, default: object) -> object:
+    """`variable`'s value in `env` read with `kind` exactly as a step reads a flag's variable
+    (`steps.contract.Flag.convert`), else `default` when it is unset or empty.
+
+    Raises:
+        SettingsError: one line naming `variable`, the value and what `kind` takes.
+    """
     try:
-        return FAN_OUT_PARALLELISM.parse(text.strip())
-    except ValueError as exc:
-        raise SettingsError(f"PIPELINE_FAN_OUT_PARALLELISM: {text[:40]!r}: {exc}") from None
+        return Flag(variable, kind, variable, default=default).convert(
+            env.get(variable) or None, variable
+        )
+    except BadInput as exc:
+        raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)

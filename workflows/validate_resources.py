@@ -9,12 +9,15 @@ from __future__ import annotations
 import types
 import zoneinfo
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
 import pydantic
 from hera.workflows import models as m
 
+from steps.contract import Text
 from workflows.argo_rules import (
+    DNS_LABEL,
     ArgoRuleError,
     Problems,
     check_arguments,
@@ -35,6 +38,16 @@ RESOURCE_MODELS: dict[str, type[pydantic.BaseModel]] = {
 API_VERSION = "argoproj.io/v1alpha1"
 # Argo: "cron workflow name ... must not be more than 52 characters long" (it appends a suffix).
 CRON_NAME_MAX = 52
+
+# A Kubernetes namespace name, as a kind of value (steps/contract.py) for the settings that take
+# one (PIPELINE_NAMESPACE); the same rule as `argo_rules.is_dns_label`.
+NAMESPACE = Text(
+    DNS_LABEL,
+    what="a Kubernetes namespace (an RFC 1123 label: at most 63 lowercase letters, digits and "
+    "'-', starting and ending with a letter or digit)",
+    empty_ok=False,
+    max_length=63,
+)
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 
@@ -266,6 +279,47 @@ def parse_cron(expression: str) -> list[set[int]] | None:
     return [_parse_cron_field(part, *spec) for part, spec in zip(parts, _CRON_FIELDS, strict=True)]
 
 
+@dataclass(frozen=True)
+class CronSchedule:
+    """A schedule as `parse_cron` reads it (Argo's cron library), as a kind of value
+    (steps/contract.py) for the settings that take one (PIPELINE_SCHEDULE)."""
+
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> str:
+        """`text`; ValueError `bad cron expression: <the field and part that do not parse>`."""
+        try:
+            parse_cron(text)
+        except ValueError as exc:
+            raise ValueError(f"bad cron expression: {exc}") from None
+        return text
+
+    def describe(self) -> str:
+        """What the kind accepts."""
+        return "a cron schedule (5 fields, or @weekly, @every 1h, ...)"
+
+
+@dataclass(frozen=True)
+class TimeZone:
+    """An IANA time zone name Python's zoneinfo knows, as a kind of value (steps/contract.py)
+    for the settings that take one (PIPELINE_TIMEZONE)."""
+
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> str:
+        """`text`; ValueError `unknown IANA time zone '<text>'`, also for a name zoneinfo cannot
+        look up at all (`America`, a directory of zones; `../x`; a NUL byte)."""
+        try:
+            zoneinfo.ZoneInfo(text)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown IANA time zone {text[:60]!r}") from None
+        return text
+
+    def describe(self) -> str:
+        """What the kind accepts."""
+        return "an IANA time zone (UTC, Europe/Berlin, ...)"
+
+
 def _parse_cron_field(
     text: str, name: str, low: int, high: int, names: Mapping[str, int]
 ) -> set[int]:
@@ -309,15 +363,15 @@ def _check_cron(spec: Mapping[str, Any], label: str, problems: Problems) -> None
         problems.add(f"{path}.schedules", "needs at least one schedule")
     for i, schedule in enumerate(schedules):
         try:
-            parse_cron(schedule)
+            CronSchedule().parse(schedule)
         except ValueError as exc:
-            problems.add(f"{path}.schedules[{i}]", f"bad cron expression: {exc}")
+            problems.add(f"{path}.schedules[{i}]", str(exc))
     timezone = spec.get("timezone")
     if timezone:
         try:
-            zoneinfo.ZoneInfo(timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            problems.add(f"{path}.timezone", f"unknown IANA time zone {timezone!r}")
+            TimeZone().parse(timezone)
+        except ValueError as exc:
+            problems.add(f"{path}.timezone", str(exc))
     policy = spec.get("concurrencyPolicy")
     if policy is not None and policy not in ("Allow", "Forbid", "Replace"):
         problems.add(f"{path}.concurrencyPolicy", f"{policy!r} is not Allow, Forbid or Replace")
