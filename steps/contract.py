@@ -354,6 +354,22 @@ class Switch:
         return "switch (no value)"
 
 
+# (flag, value or values): a condition on another flag of the stage (`Flag.read_with`, ...).
+Condition = tuple[str, str | tuple[str, ...]]
+
+
+def _wanted(condition: Condition) -> tuple[str, ...]:
+    """The values a condition's flag may have."""
+    values = condition[1]
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
+def _said(condition: Condition) -> str:
+    """`gsod`, or `gsod, bigquery or table`."""
+    values = _wanted(condition)
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
 @dataclass(frozen=True)
 class Flag:
     """One command-line flag of a stage.
@@ -372,9 +388,9 @@ class Flag:
         by_env: in a pod, pass the value through `env`, never on the command line (it may hold
             credentials, and argv is readable by every process on the node).
         group: heading for flags that only apply to one case (`target local`).
-        read_with: (flag, value): the stage reads this flag only when that other flag has that
-            value (`("source", "gsod")`); a non-empty value given otherwise is refused, never
-            silently ignored.
+        read_with: (flag, value or values): the stage reads this flag only when that other flag
+            has that value (`("source", "gsod")`) or one of those values; a non-empty value
+            given otherwise is refused, never silently ignored.
         required_with: (flag, value): the stage cannot run without a value for this flag when
             that other flag has that value (`table-uri` with `("source", "table")`); an empty or
             missing one is refused then, before any work.
@@ -391,8 +407,8 @@ class Flag:
     parameter_default: str | None = None
     by_env: bool = False
     group: str | None = None
-    read_with: tuple[str, str] | None = None
-    required_with: tuple[str, str] | None = None
+    read_with: Condition | None = None
+    required_with: Condition | None = None
 
     @property
     def option(self) -> str:
@@ -536,18 +552,19 @@ class Stage:
         for flag in self.all_flags:
             given = getattr(namespace, flag.dest) not in _NOT_GIVEN
             if flag.read_with and given:
-                other, wanted = flag.read_with
+                other, said = flag.read_with[0], _said(flag.read_with)
                 actual = render_value(getattr(namespace, other.replace("-", "_")))
-                if actual != wanted:
+                if actual not in _wanted(flag.read_with):
                     raise BadInput(
-                        f"{flag.option} is read only with --{other} {wanted}, and --{other} is "
-                        f"{actual!r}: leave {flag.option} out or set --{other} {wanted}"
+                        f"{flag.option} is read only with --{other} {said}, and --{other} is "
+                        f"{actual!r}: leave {flag.option} out or set --{other} {said}"
                     )
             if flag.required_with and not given:
-                other, wanted = flag.required_with
-                if render_value(getattr(namespace, other.replace("-", "_"))) == wanted:
+                other = flag.required_with[0]
+                actual = render_value(getattr(namespace, other.replace("-", "_")))
+                if actual in _wanted(flag.required_with):
                     raise BadInput(
-                        f"{flag.option} is required with --{other} {wanted}: {flag.expected()}"
+                        f"{flag.option} is required with --{other} {actual}: {flag.expected()}"
                     )
         self._refuse_shared_paths(namespace)
         return namespace
@@ -678,21 +695,21 @@ def check_workflow_parameters(
             where = f"workflow parameter {parameter.name} ({stage} {flag.option})"
             if flag.read_with and given:
                 other, actual = _condition_parameter(stage, flag.read_with, values, parameters)
-                wanted = flag.read_with[1]
-                if other and actual != wanted:
+                said = _said(flag.read_with)
+                if other and actual not in _wanted(flag.read_with):
                     raise BadInput(
-                        f"{where} is read only with {other}={wanted}, and {other} is "
-                        f"{actual!r}: leave {parameter.name} empty or set {other}={wanted}"
+                        f"{where} is read only with {other}={said}, and {other} is "
+                        f"{actual!r}: leave {parameter.name} empty or set {other}={said}"
                     )
             if flag.required_with and not given:
                 other, actual = _condition_parameter(stage, flag.required_with, values, parameters)
-                if other and actual == flag.required_with[1]:
+                if other and actual in _wanted(flag.required_with):
                     raise BadInput(f"{where} is required with {other}={actual}: {flag.expected()}")
 
 
 def _condition_parameter(
     stage: str,
-    condition: tuple[str, str],
+    condition: Condition,
     values: Mapping[str, str],
     parameters: Sequence[WorkflowParameter],
 ) -> tuple[str | None, str]:
@@ -808,7 +825,7 @@ def _help_line(flag: Flag) -> str:
 def _conditions(flag: Flag) -> str:
     """`; read only with --source table; required with --source table`, as they apply."""
     said = [("read only with", flag.read_with), ("required with", flag.required_with)]
-    return "".join(f"; {what} --{c[0]} {c[1]}" for what, c in said if c)
+    return "".join(f"; {what} --{c[0]} {_said(c)}" for what, c in said if c)
 
 
 def _in(units: str | None) -> str:

@@ -129,7 +129,8 @@ FETCH = Stage(
         Flag("stations", CommaList(Text(r"[A-Za-z0-9]{11}", what="an 11-character station id")),
              "GSOD station ids (USAF + WBAN); empty = whole-year archives; table: only the rows"
              " of these stations (empty = every row)",
-             default=(), env="GSOD_STATIONS", parameter="stations"),
+             default=(), env="GSOD_STATIONS", parameter="stations",
+             read_with=("source", ("gsod", "bigquery", "table"))),
         # A path where the step runs: on this machine for the local runner (process backend);
         # on a cluster, inside the check-parameters and fetch pods, so only with a volume
         # mounted there (the templates mount none) or files baked into the step image.

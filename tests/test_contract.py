@@ -139,7 +139,9 @@ def _not_read(stage: str, flag: Flag, value: str) -> bool:
     if flag.read_with is None or not value.strip():
         return False
     other, wanted = flag.read_with
-    return render_value(STAGES[stage].flag(other).default) != wanted
+    return render_value(STAGES[stage].flag(other).default) not in (
+        (wanted,) if isinstance(wanted, str) else wanted
+    )
 
 
 CASES = [
@@ -524,6 +526,51 @@ def test_check_parameters_refuses_what_any_stage_would_refuse(
         assert parameter.name in out
 
 
+# A value each flag read only with another flag's value takes (`Flag.read_with`).
+READ_WITH_SAMPLES = {"path": str(READ_FILE), "table-uri": "t.csv", "column-map": "temp=T",
+                     "stations": "72530094846"}  # fmt: skip
+READ_WITH = [
+    pytest.param(stage, flag, value, id=f"{stage.name}-{flag.name}-{value}")
+    for stage in DOCUMENTED
+    for flag in _value_flags(stage)
+    if flag.read_with
+    for value in STAGES[stage.name].flag(flag.read_with[0]).kind.options
+    if value not in ((w,) if isinstance(w := flag.read_with[1], str) else w)
+]
+
+
+def _parameter_taking(stage: Stage, name: str) -> str:
+    """The workflow parameter that `stage` takes for its flag `name`."""
+    (taken,) = [p.name for p in WORKFLOW_PARAMETERS if (stage.name, stage.flag(name)) in p.flags]
+    return taken
+
+
+def test_every_flag_read_only_with_another_has_a_sample() -> None:
+    names = {f.name for s in DOCUMENTED for f in _value_flags(s) if f.read_with}
+    assert names == set(READ_WITH_SAMPLES)
+
+
+@pytest.mark.parametrize(("stage", "flag", "other_value"), READ_WITH)
+def test_a_flag_its_stage_would_ignore_is_refused_at_every_door(
+    stage: Stage, flag: Flag, other_value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value given for a flag the stage does not read with the other flag's value is refused,
+    never silently ignored: `--stations` with `--source synthetic` was (issue 11)."""
+    other = flag.read_with[0] if flag.read_with else ""
+    value = READ_WITH_SAMPLES[flag.name]
+    _isolate(stage, tmp_path, monkeypatch)
+    argv = [*_argv(stage, tmp_path, flag, value), f"--{other}={other_value}"]
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, f"{flag.option} is read only with --{other} ")
+    assert out == "" and list(tmp_path.iterdir()) == []
+    if flag.parameter:
+        taken = _parameter_taking(stage, other)
+        code, out, err = _main(CHECK_PARAMETERS, [f"--{taken}={other_value}",
+                                                  f"--{flag.parameter}={value}"])  # fmt: skip
+        where = f"workflow parameter {flag.parameter} ({stage.name} {flag.option})"
+        assert_bad_input(code, err, f"{where} is read only with {taken}=")
+
+
 REQUIRED_WITH = [
     pytest.param(stage, flag, given, id=f"{stage.name}-{flag.name}-{given}")
     for stage in DOCUMENTED
@@ -549,9 +596,7 @@ def test_a_flag_required_with_another_flags_value_is_refused_up_front_without_it
     assert_bad_input(code, err, f"{flag.option} is required with --{other} {wanted}: give ")
     assert out == "" and list(tmp_path.iterdir()) == []
     if flag.parameter:
-        (taken,) = [
-            p.name for p in WORKFLOW_PARAMETERS if (stage.name, stage.flag(other)) in p.flags
-        ]
+        taken = _parameter_taking(stage, other)
         values = [f"--{taken}={wanted}"]
         values += [] if value is None else [f"--{flag.parameter}={value}"]
         code, out, err = _main(CHECK_PARAMETERS, values)

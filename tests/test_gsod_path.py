@@ -158,6 +158,10 @@ def test_local_runner_fetches_from_the_gsod_path_parameter(
         ({"table-uri": "x.csv"}, ["table-uri (fetch --table-uri) is read only with source=table"]),
         ({"source": "table"}, ["table-uri (fetch --table-uri) is required with source=table"]),
         (
+            {"source": "synthetic", "stations": "72530094846"},
+            ["stations (fetch --stations) is read only with source=gsod, bigquery or table"],
+        ),
+        (
             {"source": "table", "table-uri": " "},
             ["table-uri (fetch --table-uri) is required with source=table"],
         ),
