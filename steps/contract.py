@@ -340,6 +340,30 @@ class DirectoryPath(_LocalPath):
 
 
 @dataclass(frozen=True)
+class UrlOrFile:
+    """An http(s) URL with a host, which the step downloads, or else the path of a file the step
+    reads, which must be one where the step runs (as a read FilePath); `what` describes both."""
+
+    what: str
+    empty_ok: bool = True
+
+    def parse(self, text: str) -> str:
+        """`text`; ValueError for another scheme (`s3://`, `ftp://`, a bare `http://`), a control
+        character, or a path where no file is (saying what is there)."""
+        Text(what=self.what).parse(text)
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", text):  # a scheme, or a Windows drive
+            if not re.fullmatch(r"https?://[^/\s?#:@]\S*", text):
+                raise ValueError(f"must be {self.describe()}")
+            return text
+        FilePath().parse(text)
+        return text
+
+    def describe(self) -> str:
+        """`what`."""
+        return self.what
+
+
+@dataclass(frozen=True)
 class Switch:
     """A flag without a value (argparse `store_true`); no environment variable."""
 

@@ -30,6 +30,7 @@ from steps.contract import (
     Stage,
     Switch,
     Text,
+    UrlOrFile,
     parameter_check_stage,
     workflow_parameters,
 )
@@ -45,9 +46,6 @@ _UINT32 = 2**32 - 1  # numpy's seed range
 _INT64 = 2**63 - 1
 _NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # a Kubernetes (RFC 1123) name
 _URL = r"https?://\S+"
-# What the table source reads (steps/sources/table.py `fetch`): an http(s) URL with a host, or a
-# local path; `s3://`, `ftp://` or a bare `http://` passed the check and failed in fetch.
-_TABLE_URI = r"https?://[^/\s?#:@]\S*|(?![A-Za-z][A-Za-z0-9+.-]*:)\S.*"
 # A host to bind: DNS labels (letters, digits, inner '-'; RFC 1123), which covers IPv4, or an
 # IPv6 address (hex digits and ':'). `-1` passed the old `[A-Za-z0-9.:-]+` and failed at bind.
 _LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
@@ -140,7 +138,9 @@ FETCH = Stage(
              env="GSOD_PATH", parameter="gsod-path", read_with=("source", "gsod")),
         Flag("base-url", Text(_URL, what="an http(s) URL"), "GSOD archive base URL",
              default=DEFAULT_BASE_URL, env="GSOD_BASE_URL", parameter="gsod-base-url"),
-        Flag("table-uri", Text(_TABLE_URI, what="a CSV or Parquet path or http(s) URL"),
+        # What the table source reads (steps/sources/table.py `fetch`): `s3://`, `ftp://`, a
+        # bare `http://` or a path where no file is passed the check and failed in fetch.
+        Flag("table-uri", UrlOrFile("a CSV or Parquet file (read) or http(s) URL"),
              "table source: CSV or Parquet path or URL", env="TABLE_URI", parameter="table-uri",
              read_with=("source", "table"), required_with=("source", "table")),
         Flag("column-map", Pairs(COLUMNS), "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)",

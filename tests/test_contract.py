@@ -527,7 +527,7 @@ def test_check_parameters_refuses_what_any_stage_would_refuse(
 
 
 # A value each flag read only with another flag's value takes (`Flag.read_with`).
-READ_WITH_SAMPLES = {"path": str(READ_FILE), "table-uri": "t.csv", "column-map": "temp=T",
+READ_WITH_SAMPLES = {"path": str(READ_FILE), "table-uri": str(READ_FILE), "column-map": "temp=T",
                      "stations": "72530094846"}  # fmt: skip
 READ_WITH = [
     pytest.param(stage, flag, value, id=f"{stage.name}-{flag.name}-{value}")
@@ -732,15 +732,28 @@ def test_model_name_accepts_exactly_the_names_mlflow_registers(name: str) -> Non
     assert (not _refuses(flag, name)) == mlflow_accepts, (name, mlflow_accepts)
 
 
-@pytest.mark.parametrize("uri", ["http://", "https://", "s3://bucket/t.csv", "ftp://h/t.csv",
-                                 "gs://b/t.parquet", "file:///t.csv"])  # fmt: skip
-def test_a_table_uri_the_table_source_cannot_read_is_refused_up_front(uri: str) -> None:
-    """The table source reads an http(s) URL or a local path (steps/sources/table.py); these
-    passed check-parameters and failed in fetch."""
-    code, out, err = _main(CHECK_PARAMETERS, ["--source", "table", "--table-uri", uri])
-    assert_bad_input(code, err, "table-uri")
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [(uri, "must be a CSV or Parquet file (read) or http(s) URL")
+     for uri in ("http://", "https://", "s3://bucket/t.csv", "ftp://h/t.csv", "gs://b/t.parquet",
+                 "file:///t.csv")]
+    + [("{tmp}/absent.csv", "does not exist where the step runs"),
+       ("{tmp}", "is a directory, not a file")],
+)  # fmt: skip
+def test_a_table_uri_the_table_source_cannot_read_is_refused_up_front(
+    uri: str, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table source reads an http(s) URL or a file (steps/sources/table.py); these passed
+    check-parameters and failed in fetch (a local path where no file is: issue 11)."""
+    argv = ["--source", "table", "--table-uri", uri.format(tmp=tmp_path)]
+    code, out, err = _main(CHECK_PARAMETERS, argv)
+    assert_bad_input(code, err, "table-uri", needle)
     assert out == ""
-    for good in ("https://example.org/t.csv?X-Amz-Signature=x", "/data/t.parquet", "t.csv"):
+    _isolate(STAGES["fetch"], tmp_path, monkeypatch)
+    code, out, err = _main(STAGES["fetch"], [*argv, "--output", str(tmp_path / "d.parquet")])
+    assert_bad_input(code, err, "--table-uri", needle)
+    (tmp_path / "t.csv").write_text("")
+    for good in ("https://example.org/t.csv?X-Amz-Signature=x", str(tmp_path / "t.csv"), "t.csv"):
         assert _main(CHECK_PARAMETERS, ["--source", "table", "--table-uri", good])[0] == 0
 
 
@@ -748,11 +761,11 @@ def test_a_table_uri_the_table_source_cannot_read_is_refused_up_front(uri: str) 
 def test_a_column_map_fetch_cannot_use_is_refused_by_check_parameters(column_map: str) -> None:
     """Its names of ours are the dataset's columns, each once: a bad one failed inside fetch
     (exit 1) after every earlier task had run (issue 11)."""
-    argv = ["--source", "table", "--table-uri", "t.csv", "--column-map", column_map]
+    argv = ["--source", "table", "--table-uri", str(READ_FILE), "--column-map", column_map]
     code, out, err = _main(CHECK_PARAMETERS, argv)
     assert_bad_input(code, err, "workflow parameter column-map (fetch --column-map)")
     assert out == ""
-    good = ["--source", "table", "--table-uri", "t.csv", "--column-map", "temp=T,dewp=D"]
+    good = ["--source", "table", "--table-uri", str(READ_FILE), "--column-map", "temp=T,dewp=D"]
     assert _main(CHECK_PARAMETERS, good)[0] == 0
 
 

@@ -192,8 +192,10 @@ def test_a_column_map_fetch_cannot_use_is_bad_input_before_the_table_is_read(
 ) -> None:
     """A name of ours that is no dataset column was exit 1 inside fetch, after the table was read
     (issue 11); one mapped twice silently kept the last. Now the flag refuses both, exit 2."""
+    source = tmp_path / "mine.csv"
+    source.write_bytes(CSV)
     code, _, err = run_fetch(
-        "--source", "table", "--table-uri", str(tmp_path / "absent.csv"), "--column-map", column_map
+        "--source", "table", "--table-uri", str(source), "--column-map", column_map
     )
     assert_bad_input(code, err, f"--column-map {column_map!r}", needle)
 

@@ -155,7 +155,7 @@ def test_local_runner_fetches_from_the_gsod_path_parameter(
             {"gsod-path": "{folder}", "source": "synthetic"},
             ["gsod-path (fetch --path) is read only with source=gsod", "source is 'synthetic'"],
         ),
-        ({"table-uri": "x.csv"}, ["table-uri (fetch --table-uri) is read only with source=table"]),
+        ({"table-uri": __file__}, ["table-uri (fetch --table-uri) is read only with source=table"]),
         ({"source": "table"}, ["table-uri (fetch --table-uri) is required with source=table"]),
         (
             {"source": "synthetic", "stations": "72530094846"},
@@ -179,7 +179,7 @@ def test_parameter_check_refuses_a_bad_or_unread_gsod_path(
         assert needle in str(raised.value)
     # Given for the source that reads it, the same values pass.
     check_workflow_parameters({"gsod-path": str(gsod_folder)}, WORKFLOW_PARAMETERS)
-    check_workflow_parameters({"source": "table", "table-uri": "x.csv"}, WORKFLOW_PARAMETERS)
+    check_workflow_parameters({"source": "table", "table-uri": __file__}, WORKFLOW_PARAMETERS)
 
 
 def test_fetch_refuses_a_path_its_source_would_ignore(
