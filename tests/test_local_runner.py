@@ -306,6 +306,23 @@ def test_missing_output_parameter_fails_the_task(tmp_path: Path) -> None:
     assert "output parameter version: /work/outputs/version not written" in text
 
 
+def test_an_output_parameter_that_is_not_utf8_becomes_replacement_characters(
+    tmp_path: Path,
+) -> None:
+    """Bytes that are not UTF-8 in an output parameter's file: U+FFFD for each, as Go's
+    encoding/json stores such a string in the node's outputs (before: a UnicodeDecodeError
+    traceback from the runner)."""
+    writes = container(
+        "writes",
+        "import os; os.makedirs('/work/outputs'); "
+        "open('/work/outputs/v', 'wb').write(b'a\\xffb\\n')",
+        outputs={"parameters": [{"name": "v", "valueFrom": {"path": "/work/outputs/v"}}]},
+    )
+    code, text, summary = run(workflow([{"name": "w", "template": "writes"}], [writes]), tmp_path)
+    assert code == 0, text
+    assert summary["tasks"]["w"]["outputs"]["parameters"]["v"] == "a\ufffdb"
+
+
 def _minimal() -> dict:
     return workflow([{"name": "a", "template": "one"}], [container("one", "pass")])
 

@@ -357,18 +357,27 @@ def test_what_only_this_runner_cannot_run_is_refused_before_any_task(
     refused_up_front(template, words, tmp_path, capsys)
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("{not json", "is not JSON"),
+        ("[]", "is not a JSON object"),
+        ("null", "is not a JSON object"),
+    ],
+)
 def test_a_memoization_cache_that_is_not_json_is_refused_before_any_task(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, said: str
 ) -> None:
-    """It was read when the memoized task started, after the tasks before it had run."""
+    """It was read when the memoized task started, after the tasks before it had run; JSON that
+    is not an object of entries was a traceback."""
     template = two_tasks(lambda tpl, task, wf: _memoize(tpl, "k", "1h"))
     (tmp_path / "cache" / "memoize").mkdir(parents=True)
-    (tmp_path / "cache" / "memoize" / "c.json").write_text("{not json")
+    (tmp_path / "cache" / "memoize" / "c.json").write_text(content)
     path, mark = tmp_path / "t.yaml", tmp_path / "mark"
     path.write_text(yaml.safe_dump(template))
     code = runner_main(
         [str(path), "-p", f"mark={mark}", "--run-dir", str(tmp_path / "run"),
          "--cache-dir", str(tmp_path / "cache")]
     )  # fmt: skip
-    assert_one_line_error(code, capsys.readouterr().err, "memoization cache", "is not JSON")
+    assert_one_line_error(code, capsys.readouterr().err, "memoization cache", said)
     assert not mark.exists()

@@ -151,6 +151,11 @@ class LocalCache:
                 entries = json.loads(path.read_text()) if path.exists() else {}
             except ValueError as exc:
                 raise LocalRunError(f"memoization cache {path} is not JSON: {exc}") from None
+            if not isinstance(entries, dict):
+                raise LocalRunError(
+                    f"memoization cache {path} is not a JSON object of entries (a ConfigMap's "
+                    f"data) but {type(entries).__name__}: delete the file to start it afresh"
+                )
             before = json.dumps(entries, sort_keys=True)
             yield entries
             if json.dumps(entries, sort_keys=True) != before:

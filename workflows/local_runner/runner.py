@@ -542,7 +542,10 @@ def _collect_outputs(
     for p in (tpl.get("outputs") or {}).get("parameters") or []:
         path = host_path(work, p["valueFrom"]["path"])
         if path.is_file():
-            result.parameters[p["name"]] = path.read_text().rstrip("\n")
+            # Bytes that are not UTF-8 become U+FFFD, as Go's encoding/json writes a string
+            # holding them when Argo stores the node's outputs.
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            result.parameters[p["name"]] = text.rstrip("\n")
         elif "default" in p["valueFrom"]:
             result.parameters[p["name"]] = parameter_text(p["valueFrom"]["default"])
         else:
