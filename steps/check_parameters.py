@@ -14,6 +14,7 @@ from pathlib import Path
 from steps import __version__
 from steps.cli import run
 from steps.contract import check_workflow_parameters
+from steps.revision import code_fingerprint
 from steps.stages import CHECK_PARAMETERS, FETCH, VALIDATE, WORKFLOW_PARAMETERS
 from steps.year_items import BY_YEAR_SOURCES, data_key, loop_items
 
@@ -25,10 +26,15 @@ DATA_PARAMETERS = tuple(
 )
 
 
-def fan_out_outputs(values: dict[str, str], code_version: str = __version__) -> dict[str, str]:
+def fan_out_outputs(values: dict[str, str], code_version: str | None = None) -> dict[str, str]:
     """check-parameters' outputs for checked `values`: `past-years` and `current-years` (the
     loop items, JSON lists), `parts` (every item's part name, a comma list) and `data-key`
-    (steps/year_items.py)."""
+    (steps/year_items.py). `code_version` defaults to the package version and the fingerprint of
+    the steps' code (`steps.revision.code_fingerprint`): the package version alone stayed the
+    same across hundreds of commits, so a past year fetched or validated by older code was
+    reused after fetch or validate changed."""
+    if code_version is None:
+        code_version = f"{__version__}+{code_fingerprint()}"
     source = values.get("source") or FETCH.flag("source").default
     # A source read whole (table) is one item, whose rows the years choose: they decide its data.
     names = DATA_PARAMETERS if source in BY_YEAR_SOURCES else (*DATA_PARAMETERS, "years")

@@ -6,6 +6,7 @@ resources, so a served model can be traced back to the code that trained it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Mapping
@@ -85,3 +86,20 @@ def _git(cwd: Path, *args: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+def code_fingerprint(package: Path | None = None) -> str:
+    """The first 16 hex digits of SHA-256 over the Python source of the `steps` package (each
+    `*.py` below it, in path order, as its relative path, a NUL, its bytes and a NUL): it changes
+    with any edit of the code a step runs, committed or not, released or not, and is the same in
+    a checkout and in the step image built from it (which installs the same files).
+
+    Args:
+        package: the package directory; default the `steps` package this module belongs to.
+    """
+    root = package or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

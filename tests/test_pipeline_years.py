@@ -10,10 +10,12 @@ import hashlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
+from steps import check_parameters, revision
 from steps.check_parameters import DATA_PARAMETERS, fan_out_outputs
 from steps.dataset import read_dataset, read_validation_report
 from steps.sources.synthetic import generate_files
@@ -82,6 +84,26 @@ def test_every_parameter_that_decides_a_year_and_the_code_version_change_the_dat
     assert data_key(base, DATA_PARAMETERS, "1.1") != key
     # The years and the model's parameters do not: a year's data is the same for any model.
     assert data_key({**base, "years": "2020", "model-type": "e"}, DATA_PARAMETERS, "1.0") == key
+
+
+def test_any_edit_of_the_steps_code_changes_the_data_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data key's code version holds a fingerprint of the steps' source, so a past year is
+    fetched and validated again by changed code (before: the package version alone, 0.1.0 for
+    hundreds of commits, and a year validated by older code came from the cache)."""
+    package = tmp_path / "steps"
+    shutil.copytree(Path(revision.__file__).parent, package, ignore=shutil.ignore_patterns("*.pyc"))
+    before = revision.code_fingerprint(package)
+    assert before == revision.code_fingerprint()  # the same files, the same fingerprint
+    validate = package / "validate.py"
+    validate.write_text(validate.read_text() + "\n# an edit\n")
+    assert revision.code_fingerprint(package) != before
+
+    values = {"source": "synthetic", "years": "2021"}
+    key = fan_out_outputs(values)["data-key"]
+    monkeypatch.setattr(check_parameters, "code_fingerprint", lambda: "0" * 16)
+    assert fan_out_outputs(values)["data-key"] != key
 
 
 def test_check_parameters_outputs_are_the_loop_items_the_parts_and_the_key() -> None:
