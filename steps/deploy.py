@@ -24,12 +24,8 @@ from steps.cli import BadInput, StepError, TransientError, run
 from steps.deploy_targets.common import DeployRequest, DeployResult, fetch_verified_model
 from steps.processes import sigterm_raises
 from steps.settings import MlflowSettings
-from steps.stages import DEPLOY
+from steps.stages import ALIAS_ROUNDS, DEPLOY
 from steps.tracking import canonical_version, mlflow_session, registered_aliases
-
-# How many times deploy serves an alias that keeps moving under it before it gives up (exit 75):
-# a promote takes seconds and runs are weekly, so a third move within one deploy is not a race.
-ALIAS_ROUNDS = 3
 
 
 def _deploy_local(request: DeployRequest, args: argparse.Namespace) -> DeployResult:
@@ -85,33 +81,45 @@ def serve_alias(
     read: Callable[[], str], serve: Callable[[str], DeployResult], what: str
 ) -> DeployResult:
     """Serve the version `read()` names (an alias's), then read it again; while it moved, serve
-    the version it names now, at most ALIAS_ROUNDS times in all (module docstring).
+    the version it names now, at most ALIAS_ROUNDS serves in all (module docstring).
 
     Returns:
         The last serve's result, `changed` true if any serve changed what is served.
 
     Raises:
-        TransientError: the alias moved after each of ALIAS_ROUNDS serves (the last one served
-            stays served); a rerun serves the alias as it is then.
-        Whatever `read` and `serve` raise.
+        TransientError: the alias still moved after the last of ALIAS_ROUNDS serves; the version
+            served last stays served, and the line names it. A rerun serves the alias as it is.
+        StepError: the alias was removed after a version was served; the line names that version,
+            which stays served.
+        Whatever `read` and `serve` raise (before any serve, nothing was changed).
     """
-    version = read()
+    try:
+        version = read()
+    except StepError as exc:
+        message = f"{exc}: nothing to deploy; the served model, if any, is left as it is"
+        raise type(exc)(message) from exc
     changed = False
-    for _ in range(ALIAS_ROUNDS):
+    for round_ in range(1, ALIAS_ROUNDS + 1):
         result = serve(version)
         changed = changed or result.changed
-        now = read()
+        try:
+            now = read()
+        except StepError as exc:
+            message = f"{exc}: it changed after version {version} was deployed, which stays served"
+            raise type(exc)(message) from exc
         if now == version:
             return DeployResult(served_version=version, changed=changed)
+        if round_ == ALIAS_ROUNDS:
+            break
         print(
             f"deploy: the {what} moved from version {version} to {now} while version {version} "
-            f"was being served: serving version {now}",
+            f"was being deployed: deploying version {now}",
             file=sys.stderr,
         )
         version = now
     raise TransientError(
-        f"the {what} moved after each of {ALIAS_ROUNDS} deploys (now version {version}; the last "
-        "one deployed stays served): another promote is moving it; rerun deploy"
+        f"the {what} moved after each of {ALIAS_ROUNDS} deploys (now version {now}): another "
+        f"promote is moving it; version {version}, deployed last, stays served; rerun deploy"
     )
 
 
@@ -123,10 +131,7 @@ def _alias_version(client: object, model_name: str, alias: str) -> str:
     """
     version = registered_aliases(client, model_name).get(alias)
     if version is None:
-        raise StepError(
-            f"registered model {model_name!r} has no alias {alias!r}: nothing to serve "
-            "(the served model, if any, is left as it is)"
-        )
+        raise StepError(f"registered model {model_name!r} has no alias {alias!r}")
     return version
 
 
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop:
             if args.target != "local":
                 raise BadInput("--stop only applies to --target local")
+            if args.version is not None or args.alias is not None:
+                raise BadInput("--stop stops what is served: not with --version or --alias")
             from steps.deploy_targets.local import stop_local
 
             stopped = stop_local(args.state_dir, timeout=args.timeout)

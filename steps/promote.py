@@ -138,6 +138,7 @@ MAX_REDO = 2
 # bounded by steps/tracking.py's timeouts and retries); clocks of the machines must agree within
 # it. The default, and the lease of a claim that records none.
 CLAIM_LEASE_S: float = PROMOTE.flag("claim-lease").default
+CLAIM_LEASE_KIND = PROMOTE.flag("claim-lease").kind
 # How long the promote CLI waits for another local promote or run of the same release.
 RELEASE_LOCK_TIMEOUT_S = 600.0
 
@@ -338,8 +339,10 @@ def promote_if_better(
     version = canonical_version(version)
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise BadInput(f"--tolerance must be a finite number >= 0, got {tolerance}")
-    if not (math.isfinite(claim_lease) and claim_lease > 0):
-        raise BadInput(f"--claim-lease must be a finite number of seconds > 0, got {claim_lease}")
+    try:
+        CLAIM_LEASE_KIND.parse(str(claim_lease))
+    except ValueError as exc:
+        raise BadInput(f"--claim-lease {claim_lease!r}: {exc}") from None
     name = settings.model_name
     uri = settings.tracking_uri
     with mlflow_session(settings) as client:
@@ -431,7 +434,11 @@ def promote_if_better(
             )
             if promoted:
                 _claim(client, uri, name, version, champion_version, claim_lease)
-                aliases = registered_aliases(client, name)
+                try:
+                    aliases = registered_aliases(client, name)
+                except BaseException:
+                    _withdraw(client, name, version)
+                    raise
                 if moved(aliases, champion_version, attempt):
                     _withdraw(client, name, version)
                     continue
@@ -473,7 +480,11 @@ def _claim(
         TAG_CLAIMED_AT: f"{time.time():.3f}", TAG_CLAIM_LEASE: f"{lease:g}", TAG_REPLACES: replaces,
     }  # fmt: skip
     _write_tags(client, uri, name, version, claim, "before any alias moved; nothing moved")
-    rivals = _rivals(client, name, version, replaces)
+    try:
+        rivals = _rivals(client, name, version, replaces)
+    except BaseException:
+        _withdraw(client, name, version)  # a claim left behind would block every other promote
+        raise
     if not rivals:
         return
     _withdraw(client, name, version)
@@ -511,23 +522,27 @@ def _rivals(client: Any, name: str, version: str, replaces: str) -> list[tuple[s
             age = math.nan
         lease = _lease(tags)
         if not age > lease:
-            expires = (
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - age + lease))
-                if math.isfinite(age)
-                else f"never (no readable {TAG_CLAIMED_AT})"
-            )
+            expires = _utc(time.time() - age + lease, f"never (no readable {TAG_CLAIMED_AT})")
             rivals.append((canonical_version(mv.version, "a rival version"), expires))
     return sorted(rivals, key=lambda rival: int(rival[0]))
 
 
 def _lease(tags: dict[str, str]) -> float:
-    """A claim's lease in seconds: its `gate.claim_lease_s` if that is a number > 0, else
-    CLAIM_LEASE_S (a claim written before leases were recorded, or a tag edited by hand)."""
+    """A claim's lease in seconds: its `gate.claim_lease_s` if `--claim-lease` would take it,
+    else CLAIM_LEASE_S (a claim written before leases were recorded, or a tag edited by hand)."""
     try:
-        lease = float(tags.get(TAG_CLAIM_LEASE, "nan"))
+        return CLAIM_LEASE_KIND.parse(tags.get(TAG_CLAIM_LEASE, ""))
     except ValueError:
         return CLAIM_LEASE_S
-    return lease if math.isfinite(lease) and lease > 0 else CLAIM_LEASE_S
+
+
+def _utc(seconds: float, otherwise: str) -> str:
+    """`seconds` since the epoch as UTC ISO 8601 to the second; `otherwise` for a time no
+    calendar holds (NaN, or a `gate.claimed_at` edited to 1e300)."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return otherwise
 
 
 def _withdraw(client: Any, name: str, version: str) -> None:

@@ -267,6 +267,10 @@ NO_CHAMPION = "none"
 # The registered model's aliases promote moves (steps/promote.py), which deploy can serve.
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
+# How many times deploy --alias serves an alias that keeps moving under it before it gives up
+# (exit 75, steps/deploy.py): a promote takes seconds and runs are weekly, so a third move within
+# one deploy is not a race. The deploy pod's deadline allows this many --timeout waits.
+ALIAS_ROUNDS = 3
 
 PROMOTE = Stage(
     "promote",
@@ -277,10 +281,13 @@ PROMOTE = Stage(
         MODEL_NAME,
         Flag("tolerance", Number(0, 1000), "how much worse in RMSE the new model may be",
              default=0.0, env="PROMOTE_TOLERANCE", units="deg F", parameter="gate-tolerance"),
-        Flag("claim-lease", Number(1, 7 * 86400),
+        # At least 10 minutes: far above a promote's time from its claim to its alias writes,
+        # a few MLflow requests each retried for up to about 48 s (steps/tracking.py).
+        Flag("claim-lease", Number(600, 7 * 86400),
              "how long this promote's claim blocks promotes from the same champion if this one "
              "dies before deciding (recorded with the claim, which the others honour)",
-             default=3600.0, env="PROMOTE_CLAIM_LEASE", units="seconds"),
+             default=3600.0, env="PROMOTE_CLAIM_LEASE", units="seconds",
+             parameter="gate-claim-lease"),
         TRACKING_URI,
     ),
     outputs=(

@@ -596,8 +596,9 @@ def test_stop_on_a_read_only_state_directory_stops_the_servers_and_says_the_reco
     assert outputs(local_deploy.run(version)) == {"served-version": version, "changed": "true"}
 
 
-# Runs the deploy step with the `champion` alias moved to the next of `moves` (versions) as each
-# serve of the local target ends: another door promoting while this deploy serves.
+# Runs the deploy step with the `champion` alias moved to the next of `moves` (versions; None
+# deletes it) as each serve of the local target ends: another door promoting while this deploy
+# serves.
 ALIAS_MOVER = """
 import runpy, sys
 import mlflow
@@ -610,7 +611,11 @@ def moving(*args, **kwargs):
     result = real(*args, **kwargs)
     if moves:
         client = mlflow.MlflowClient({url!r})
-        client.set_registered_model_alias({name!r}, "champion", moves.pop(0))
+        to = moves.pop(0)
+        if to is None:
+            client.delete_registered_model_alias({name!r}, "champion")
+        else:
+            client.set_registered_model_alias({name!r}, "champion", to)
     return result
 
 deploy._DEPLOY["local"] = moving
@@ -687,32 +692,69 @@ def test_deploy_of_an_alias_that_keeps_moving_gives_up_transiently_and_keeps_ser
     result = _deploy_alias_while_it_moves(local_deploy, [v2, v1, v2])
 
     assert result.returncode == EXIT_TRANSIENT, result.stderr
-    assert result.stderr.splitlines()[-1].startswith("error: the alias 'champion' of ")
-    assert "moved after each of 3 deploys" in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("error: the alias 'champion' of ")
+    assert "moved after each of 3 deploys" in last
+    assert f"version {v1}, deployed last, stays served" in last
+    # It says it deploys only what it deploys: v2, then v1 again (not v2 a third time).
+    assert result.stderr.count("deploying version") == 2
     assert local_deploy.predict() == pytest.approx(expected(V1))
     assert running_server(local_deploy.state_dir).version == v1
+
+
+@pytest.mark.slow
+def test_deploy_of_an_alias_removed_while_serving_says_what_stays_served(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """The alias is deleted right after deploy served the version it named: exit 1, and the one
+    error line says that version stays served (before: "nothing to serve ... left as it is",
+    while the served model had changed)."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    outputs(local_deploy.run(v1))
+    _set_champion(registry, v2)
+
+    line = one_line_error(_deploy_alias_while_it_moves(local_deploy, [None]))
+
+    assert f"has no alias 'champion': it changed after version {v2} was deployed" in line
+    assert "stays served" in line
+    assert local_deploy.predict() == pytest.approx(expected(V2))
 
 
 def test_deploy_of_a_missing_alias_changes_nothing(
     registry: Registry, local_deploy: LocalDeploy
 ) -> None:
-    """No `previous-champion` alias: one error line, exit 1, nothing started or stopped."""
+    """No `previous-champion` alias: one error line, exit 1, nothing started or stopped: with
+    nothing served, and with a version served, which stays served."""
     client = mlflow.MlflowClient(registry.url)
-    registry.linear(*V1)  # the registered model exists
+    v1 = registry.linear(*V1)  # the registered model exists
     with contextlib.suppress(mlflow.exceptions.MlflowException):
         client.delete_registered_model_alias(registry.name, "previous-champion")
 
     line = one_line_error(local_deploy.run("", "--alias", "previous-champion"))
 
     assert f"registered model {registry.name!r} has no alias 'previous-champion'" in line
+    assert "nothing to deploy" in line
     assert not (local_deploy.state_dir / STATE_FILE).exists()
     assert port_is_free("127.0.0.1", local_deploy.port)
+
+    outputs(local_deploy.run(v1))
+    served = running_server(local_deploy.state_dir)
+    one_line_error(local_deploy.run("", "--alias", "previous-champion"))
+    assert running_server(local_deploy.state_dir) == served
+    assert local_deploy.predict() == pytest.approx(expected(V1))
 
 
 @pytest.mark.parametrize(
     "flags",
-    [["--version", "1", "--alias", "champion"], [], ["--alias", "champion", "--run-id", "a" * 32]],
-    ids=["version and alias", "neither", "run-id with alias"],
+    [
+        ["--version", "1", "--alias", "champion"],
+        [],
+        ["--alias", "champion", "--run-id", "a" * 32],
+        ["--stop", "--alias", "champion"],
+        ["--stop", "--version", "1"],
+    ],
+    ids=["version and alias", "neither", "run-id with alias", "stop and alias", "stop and version"],
 )
 def test_deploy_needs_exactly_one_of_version_and_alias(
     local_deploy: LocalDeploy, flags: list[str]

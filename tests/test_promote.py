@@ -259,8 +259,10 @@ def test_a_rerun_on_a_decided_version_keeps_its_evidence_after_the_champion_move
         (CLAIM_LEASE_S - 60, None, True),  # a claim recording no lease: CLAIM_LEASE_S
         (CLAIM_LEASE_S + 60, None, False),
         (CLAIM_LEASE_S + 60, "junk", False),  # unreadable: CLAIM_LEASE_S
-        (120.0, "60", False),  # the claim's own lease, shorter than this promote's default
+        (1000.0, "900", False),  # the claim's own lease, shorter than this promote's default
         (CLAIM_LEASE_S + 60, str(3 * CLAIM_LEASE_S), True),  # ... or longer
+        (120.0, "60", True),  # below --claim-lease's minimum: CLAIM_LEASE_S
+        (120.0, "1e300", True),  # above its maximum (before: an OverflowError traceback)
     ],
 )
 def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_lease_ends(
@@ -278,7 +280,7 @@ def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_le
     if lease is not None:
         client.set_model_version_tag(settings.model_name, rival, "gate.claim_lease_s", lease)
     client.set_model_version_tag(settings.model_name, rival, "gate.replaces", off)
-    lasts = float(lease) if lease and lease != "junk" else CLAIM_LEASE_S
+    lasts = float(lease) if lease in ("900", str(3 * CLAIM_LEASE_S)) else CLAIM_LEASE_S
 
     if blocks:
         with pytest.raises(TransientError) as info:
@@ -293,10 +295,31 @@ def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_le
         assert _aliases(settings) == {CHAMPION: off}
         assert "gate.replaces" not in _tags(settings, good)  # its own claim withdrawn
     else:
-        assert promote_if_better(settings, good, trained.holdout, claim_lease=90.0).promoted
+        assert promote_if_better(settings, good, trained.holdout, claim_lease=900.0).promoted
         assert _aliases(settings) == {CHAMPION: good, PREVIOUS_CHAMPION: off}
         assert _tags(settings, good)["gate.replaces"] == off
-        assert _tags(settings, good)["gate.claim_lease_s"] == "90"  # recorded for the others
+        assert _tags(settings, good)["gate.claim_lease_s"] == "900"  # recorded for the others
+
+
+@pytest.mark.slow
+def test_a_claim_time_no_calendar_holds_blocks_naming_it_and_leaves_no_claim_of_ours(
+    trained: Trained,
+) -> None:
+    """A rival claim whose `gate.claimed_at` was edited to 1e300: one line saying it never stops
+    blocking but for deleting its tag, and this promote's own claim withdrawn (before: an
+    OverflowError traceback, and this promote's claim left to block every later promote)."""
+    settings, (off, rival, good) = _fresh(trained, trained.off, trained.bad, trained.good)
+    promote_if_better(settings, off, trained.holdout)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    client.set_model_version_tag(settings.model_name, rival, "gate.claimed_at", "1e300")
+    client.set_model_version_tag(settings.model_name, rival, "gate.replaces", off)
+
+    with pytest.raises(TransientError) as info:
+        promote_if_better(settings, good, trained.holdout)
+
+    assert "stops blocking at never (no readable gate.claimed_at)" in str(info.value)
+    assert "gate.replaces" not in _tags(settings, good)
+    assert _aliases(settings) == {CHAMPION: off}
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from steps.cli import EXIT_TRANSIENT
 from steps.contract import Stage, WorkflowParameter
 from steps.revision import TAG_GIT_DIRTY
 from steps.stages import (
+    ALIAS_ROUNDS,
     CHAMPION,
     CHECK_PARAMETERS,
     DEPLOY,
@@ -557,7 +558,9 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
         DEPLOY,
         values={"alias": CHAMPION, "workflow-uid": "{{workflow.uid}}"},
         env=[FieldEnv(name="POD_NAMESPACE", field_path="metadata.namespace")],
-        deadline_seconds=900,
+        # Up to ALIAS_ROUNDS serves, each waiting up to --timeout for its rollout, and 5 minutes
+        # for the rest (the smoke tests, MLflow): Argo must not kill a deploy that would end.
+        deadline_seconds=int(ALIAS_ROUNDS * DEPLOY.flag("timeout").default) + 300,
         network=True,
     )
     return {
