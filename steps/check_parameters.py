@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from steps import __version__
 from steps.cli import run
-from steps.contract import check_workflow_parameters
+from steps.contract import OUTPUTS_DIR, check_workflow_parameters
 from steps.revision import code_fingerprint
 from steps.stages import CHECK_PARAMETERS, FETCH, VALIDATE, WORKFLOW_PARAMETERS
 from steps.year_items import BY_YEAR_SOURCES, data_key, loop_items
@@ -61,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
                 raw = os.environ.get(flag.env)
             if raw is not None:
                 values[flag.name] = raw
+        # --outputs-dir (or its variable) as every stage reads it, and checked before anything.
+        raw_dir, source = namespace.outputs_dir, None
+        if raw_dir is None and os.environ.get(OUTPUTS_DIR.env):
+            raw_dir = os.environ[OUTPUTS_DIR.env]
+            source = f"{OUTPUTS_DIR.env} (for {OUTPUTS_DIR.option})"
+        namespace.outputs_dir = OUTPUTS_DIR.convert(raw_dir, source)
+        CHECK_PARAMETERS.refuse_occupied_outputs(namespace)
         check_workflow_parameters(values, WORKFLOW_PARAMETERS)
-        outputs = fan_out_outputs(values)
-        print(json.dumps({"checked": sorted(values)}))
-        raw_dir = namespace.outputs_dir
-        CHECK_PARAMETERS.write_outputs(Path(raw_dir) if raw_dir else None, outputs)
+        # One JSON line on stdout, the outputs, as every step prints (docs/steps.md).
+        CHECK_PARAMETERS.write_outputs(namespace.outputs_dir, fan_out_outputs(values))
 
     return run(body)

@@ -591,7 +591,26 @@ class Stage:
                         f"{flag.option} is required with --{other} {actual}: {flag.expected()}"
                     )
         self._refuse_shared_paths(namespace)
+        self.refuse_occupied_outputs(namespace)
         return namespace
+
+    def refuse_occupied_outputs(self, namespace: argparse.Namespace) -> None:
+        """BadInput when an output parameter's file in `--outputs-dir` is taken by something a
+        file cannot replace (a directory, a named pipe): the step would fail writing its outputs
+        after its work (promote would have moved the champion), so it is refused before."""
+        outputs_dir = getattr(namespace, OUTPUTS_DIR.dest, None)
+        if outputs_dir is None:
+            return
+        written = FilePath(writes=True)
+        for output in self.outputs:
+            path = Path(outputs_dir) / output.name
+            try:
+                written.parse(str(path))
+            except ValueError as exc:
+                raise BadInput(
+                    f"{OUTPUTS_DIR.option} {_shown(str(outputs_dir))}: the file of output "
+                    f"parameter {output.name} {exc}"
+                ) from None
 
     def _refuse_shared_paths(self, namespace: argparse.Namespace) -> None:
         """BadInput when a path the stage writes is also another path of the command line: two

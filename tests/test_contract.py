@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import importlib
 import io
+import json
 import math
 import os
 import re
@@ -317,6 +318,29 @@ def test_a_file_a_stage_writes_is_refused_where_its_output_parameters_go(
     assert out == "" and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stage", [pytest.param(s, id=s.name) for s in DOCUMENTED if s.outputs])
+@pytest.mark.parametrize("occupant", ["a directory", "a named pipe"])
+def test_an_output_parameter_file_taken_by_what_a_file_cannot_replace_is_refused_before_work(
+    stage: Stage, occupant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--outputs-dir D` where `D/<output>` is a directory or a named pipe: refused at parse
+    (before: promote moved the champion, then failed writing its outputs; fetch wrote its
+    dataset, then failed)."""
+    _isolate(stage, tmp_path, monkeypatch)
+    name = stage.outputs[0].name
+    taken = tmp_path / "outputs" / name
+    taken.parent.mkdir()
+    taken.mkdir() if occupant == "a directory" else os.mkfifo(taken)
+    argv = []
+    for flag in _value_flags(stage):
+        if flag.required:
+            argv += [flag.option, _valid(flag, tmp_path)]
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = _main(stage, [*argv, "--outputs-dir", str(tmp_path / "outputs")])
+    assert_bad_input(code, err, f"the file of output parameter {name} is {occupant}")
+    assert out == "" and sorted(tmp_path.rglob("*")) == before
+
+
 ENV_CASES = [
     pytest.param(stage, flag, name, id=f"{stage.name}-{flag.env}-{name}")
     for stage in DOCUMENTED
@@ -523,7 +547,8 @@ def test_check_parameters_refuses_what_any_stage_would_refuse(
         assert_bad_input(code, err, f"workflow parameter {parameter.name} ({stage} {flag.option})")
     else:
         assert (code, err) == (0, ""), err
-        assert parameter.name in out
+        (line,) = out.splitlines()  # one JSON line, the outputs, as every step prints
+        assert "data-key" in json.loads(line)
 
 
 # A value each flag read only with another flag's value takes (`Flag.read_with`).
