@@ -197,7 +197,10 @@ def fan_out_commands(
     commands = []
     for stage in FAN_OUT:
         for item in items:
-            inputs = {**values, **item, "years": item["year"], "data-key": outputs["data-key"]}
+            inputs = {**values, **item, "years": item["year"], "data-key": outputs["data-key"],
+                      # validate's memo key holds fetch's data-hash; no command line reads it,
+                      # and nothing is memoized here.
+                      "data-hash": "unused"}  # fmt: skip
             task_work = work / stage / item["part"]
             commands.append((stage, item["part"], template_argv(spec, stage, inputs, task_work),
                              task_work))  # fmt: skip
