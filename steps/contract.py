@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from steps.cli import BadInput, write_outputs
 from steps.files import blocking_parent, path_problem, what_is_at
-from steps.redaction import redact_value
+from steps.redaction import redact_value, split_url
 
 # ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
 # version written "+2" is refused rather than read as version 2 (leading zeros stay accepted).
@@ -192,7 +192,7 @@ class CommaList:
             try:
                 values.append(self.item.parse(raw))
             except ValueError as exc:
-                raise ValueError(f"item {raw[:40]!r} {exc}") from None
+                raise ValueError(f"item {_shown(raw)} {exc}") from None
         return tuple(values)
 
     def describe(self) -> str:
@@ -219,11 +219,11 @@ class Pairs:
                 continue
             ours, sep, theirs = (side.strip() for side in item.partition("="))
             if not sep or not ours or not theirs:
-                raise ValueError(f"entries must look like temp=TEMP, got {item[:40]!r}")
+                raise ValueError(f"entries must look like temp=TEMP, got {_shown(item)}")
             if ours not in self.keys:
-                raise ValueError(f"maps {ours[:40]!r}, which is none of {', '.join(self.keys)}")
+                raise ValueError(f"maps {_shown(ours)}, which is none of {', '.join(self.keys)}")
             if ours in mapping:
-                raise ValueError(f"maps {ours!r} twice")
+                raise ValueError(f"maps {_shown(ours)} twice")
             mapping[ours] = theirs
         return mapping
 
@@ -340,6 +340,27 @@ class DirectoryPath(_LocalPath):
 
 
 @dataclass(frozen=True)
+class HttpUrl:
+    """An http(s) URL whose port, if any, is a number: a '/', '#' or '?' left unencoded in a
+    password ends the host early and puts part of the password where the port goes, which must
+    be refused here rather than by the HTTP client later (quoting it)."""
+
+    what: str = "an http(s) URL"
+    empty_ok: bool = True
+
+    def parse(self, text: str) -> str:
+        """`text`; ValueError for another scheme, white space, a control character or a port
+        that is not a number (never quoting the URL)."""
+        Text(r"https?://\S+", what=self.what).parse(text)
+        split_url(text)
+        return text
+
+    def describe(self) -> str:
+        """`what`."""
+        return self.what
+
+
+@dataclass(frozen=True)
 class UrlOrFile:
     """An http(s) URL with a host, which the step downloads, or else the path of a file the step
     reads, which must be one where the step runs (as a read FilePath); `what` describes both."""
@@ -354,6 +375,7 @@ class UrlOrFile:
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", text):  # a scheme, or a Windows drive
             if not re.fullmatch(r"https?://[^/\s?#:@]\S*", text):
                 raise ValueError(f"must be {self.describe()}")
+            split_url(text)  # a '/', '#' or '?' in a password ends the host early
             return text
         FilePath().parse(text)
         return text

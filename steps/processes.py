@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from steps.cli import StepError, TransientError
+from steps.redaction import url_port
 
 LOOPBACK = "127.0.0.1"
 PROC = Path("/proc")
@@ -341,7 +342,8 @@ def release_lock_path(tracking_uri: str, model_name: str) -> Path:
     uri = urlsplit(tracking_uri.strip())
     host = (uri.hostname or "").lower()
     host = "127.0.0.1" if host == "localhost" else host
-    netloc = f"{host}:{uri.port}" if uri.port else host
+    port = url_port(uri)
+    netloc = f"{host}:{port}" if port else host
     server = f"{uri.scheme.lower()}://{netloc}{uri.path.rstrip('/')}"
     digest = hashlib.sha256(f"{server}\n{model_name.strip()}".encode()).hexdigest()[:16]
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()

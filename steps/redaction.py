@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 MASK = "***"
+_ENCODE = "a '/', '#', '?' or '@' in a password must be percent-encoded"
 # A query parameter whose name, lower-cased, ends in one of these carries a credential.
 _SECRET_NAME = re.compile(
     r"(^|[-_.])(sig|signature|token|secret|password|passwd|pwd|credential|credentials|key|apikey"
@@ -35,6 +36,43 @@ def is_secret_parameter(name: str) -> bool:
     return bool(_SECRET_NAME.search(unquote(name).lower()))
 
 
+def url_port(parts: SplitResult) -> int | None:
+    """`parts.port` (None if the URL names none), else a ValueError that never quotes the URL.
+
+    urllib's own error quotes what it took for the port (`Port could not be cast to integer
+    value as 'hunter2'`), and a password with an unencoded '/', '#' or '?' ends the authority
+    early, so what it quotes is part of the password.
+    """
+    try:
+        return parts.port
+    except ValueError as exc:
+        if "out of range" in str(exc):  # "Port out of range 0-65535": quotes nothing
+            raise ValueError("its port is out of range 0-65535") from None
+        raise ValueError(f"its port is not a number ({_ENCODE})") from None
+
+
+def split_url(text: str) -> SplitResult:
+    """`urlsplit(text)` with its port checked (`url_port`); ValueError that never quotes the
+    URL for a broken IPv6 host, a port that is not a number, or a login whose password holds an
+    unencoded '/', '#' or '?' (which ends the authority early: `http://u:/pw@h` splits as host
+    `u`, an empty port and the path `/pw@h`)."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError("it is not a URL urllib can split (a broken [IPv6] host?)") from None
+    url_port(parts)
+    if _split_password(parts):
+        raise ValueError(_ENCODE)
+    return parts
+
+
+def _split_password(parts: SplitResult) -> bool:
+    """Whether `parts` look like a `user:password@` cut short: a ':' in the authority, no '@'
+    in it, and an '@' after it."""
+    rest = parts.path + parts.query + parts.fragment
+    return ":" in parts.netloc and "@" not in parts.netloc and "@" in rest
+
+
 def redact_url(url: str) -> str:
     """`url` with its user info and the values of secret query parameters replaced by `***`.
 
@@ -50,6 +88,10 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = MASK + "@" + netloc.rpartition("@")[2]
+    elif _split_password(parts):
+        # `u:S3C/pw@h`: a '/', '#' or '?' in the password ended the authority early, so the
+        # password's tail and the host are in the path: mask up to the last '@'.
+        return f"{parts.scheme}://{MASK}@{url.rpartition('@')[2]}"
     return urlunsplit(
         (
             parts.scheme,

@@ -23,6 +23,7 @@ from steps.contract import (
     ExistingPath,
     FilePath,
     Flag,
+    HttpUrl,
     Integer,
     Number,
     Output,
@@ -45,7 +46,6 @@ _SOURCE_DEFAULTS = SourceRequest()
 _UINT32 = 2**32 - 1  # numpy's seed range
 _INT64 = 2**63 - 1
 _NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # a Kubernetes (RFC 1123) name
-_URL = r"https?://\S+"
 # A host to bind: DNS labels (letters, digits, inner '-'; RFC 1123), which covers IPv4, or an
 # IPv6 address (hex digits and ':'). `-1` passed the old `[A-Za-z0-9.:-]+` and failed at bind.
 _LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
@@ -136,7 +136,7 @@ FETCH = Stage(
              "local directory, .tar.gz or GSOD .csv/.op file instead of HTTP (where the step"
              " runs: on a cluster a volume must hold it)",
              env="GSOD_PATH", parameter="gsod-path", read_with=("source", "gsod")),
-        Flag("base-url", Text(_URL, what="an http(s) URL"), "GSOD archive base URL",
+        Flag("base-url", HttpUrl(), "GSOD archive base URL",
              default=DEFAULT_BASE_URL, env="GSOD_BASE_URL", parameter="gsod-base-url"),
         # What the table source reads (steps/sources/table.py `fetch`): `s3://`, `ftp://`, a
         # bare `http://` or a path where no file is passed the check and failed in fetch.
@@ -334,10 +334,10 @@ DEPLOY = Stage(
         Flag("deployment", Text(_NAME, what="a Kubernetes name", max_length=253),
              "Deployment serving the model", default="model-server",
              parameter="serving-deployment", group="target kubernetes"),
-        Flag("service-url", Text(_URL, what="an http(s) URL"),
+        Flag("service-url", HttpUrl(),
              "model server URL for the smoke test (default http://<deployment>.<namespace>.svc:8080)",
              group="target kubernetes"),
-        Flag("kube-api", Text(_URL, what="an http(s) URL"),
+        Flag("kube-api", HttpUrl(),
              "Kubernetes API URL (tests); default in-cluster config, else kubeconfig",
              group="target kubernetes"),
     ),

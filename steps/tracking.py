@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
+from steps.redaction import split_url, url_port
 from steps.settings import MlflowSettings
 
 # MLflow's HTTP client, left to its defaults, retries 7 times with backoff factor 2 and waits up to
@@ -91,8 +92,8 @@ class TrackingUri:
         if re.search(r"\s", text):
             raise ValueError(f"must be {self.describe()}: white space (percent-encode it)")
         try:
-            parts = urlsplit(text)
-            port = parts.port
+            parts = split_url(text)
+            port = url_port(parts)
         except ValueError as exc:  # "Invalid IPv6 URL", a port that is not a number
             raise ValueError(f"must be {self.describe()}: {exc}") from None
         scheme = "" if re.fullmatch(r"[a-z]", parts.scheme) else parts.scheme

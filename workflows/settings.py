@@ -6,11 +6,11 @@ import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from steps import __version__
 from steps.cli import BadInput
 from steps.contract import Boolean, Flag, Integer, Kind, Text
+from steps.redaction import redact_value, split_url, url_port
 from steps.revision import SourceRevision, source_revision
 from steps.tracking import TrackingUri
 from workflows.argo_rules import is_dns_label
@@ -266,14 +266,14 @@ def check_server_url(url: str) -> None:
     Raises:
         SettingsError: naming the URL and what is wrong with it.
     """
-    shown = repr(url[:200])
+    shown = repr(redact_value(url)[:200])
     if not url.startswith(("http://", "https://")):
         raise SettingsError(f"Argo server URL {shown} must start with http:// or https://")
     try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a port that is not 0-65535
+        parts = split_url(url)
+        port = url_port(parts)  # ValueError for a port that is not 0-65535, never quoting it
     except ValueError as exc:
-        raise SettingsError(f"Argo server URL {shown} is not a URL: {exc}") from exc
+        raise SettingsError(f"Argo server URL {shown} is not a URL: {exc}") from None
     if not parts.hostname:
         raise SettingsError(f"Argo server URL {shown} names no host, e.g. http://localhost/argo/")
     if port == 0 or any(c.isspace() for c in url):

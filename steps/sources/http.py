@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from steps.cli import StepError, TransientError, one_line
+from steps.redaction import redact_value
 
 # Server-side hiccups worth another try; 4xx (404 above all) are final.
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -56,7 +58,10 @@ def download(url: str, dest: Path, policy: RetryPolicy, client: httpx.Client | N
                             out.write(chunk)
                 return dest
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise StepError(f"bad URL {url!r}: {one_line(exc)}") from exc
+                # httpx quotes a piece of the URL ("Invalid port: 'Pa'"), which may be part of
+                # a password whose '/', '#' or '?' was not encoded: never quote it back.
+                said = re.sub(r"'[^']*'", "'***'", one_line(exc))
+                raise StepError(f"bad URL {redact_value(url)!r}: {said}") from exc
             except httpx.TimeoutException as exc:
                 last = f"timed out after {policy.timeout:g}s ({type(exc).__name__})"
             except httpx.ConnectError as exc:
