@@ -841,6 +841,13 @@ class OneLineParser(argparse.ArgumentParser):
         """Called by argparse for an unknown flag, a missing value or a refused `type=`."""
         raise BadInput(f"{message} (see {self.prog} --help)")
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        """`--flag=--` is refused: argparse drops the `--` and hands back [] (Python 3.11) or
+        None instead of a string, which was a traceback or the default taken silently."""
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: '--' is no value")
+        return super()._get_values(action, arg_strings)
+
 
 def argparse_type(kind: Kind) -> Callable[[str], Any]:
     """An argparse `type=` that parses with `kind` (the same rule as a declared flag's), so a

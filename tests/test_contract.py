@@ -188,6 +188,44 @@ def test_every_flag_refuses_bad_values_in_one_line(
     assert list(tmp_path.iterdir()) == [], "a refused value must stop the step before any write"
 
 
+DASHES_CASES = [
+    pytest.param(stage, flag, id=f"{stage.name}-{flag.name}")
+    for stage in [*DOCUMENTED, CHECK_PARAMETERS]
+    for flag in _value_flags(stage)
+]
+
+
+@pytest.mark.parametrize(("stage", "flag"), DASHES_CASES)
+def test_every_flag_refuses_dashes_as_its_value_in_one_line(
+    stage: Stage, flag: Flag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--flag=--`: argparse (Python 3.11) drops the `--` and hands back a list, which was an
+    AttributeError traceback (issue 11). One error line naming the flag, exit 2, nothing written."""
+    _isolate(stage, tmp_path, monkeypatch)
+    code, out, err = _main(stage, _argv(stage, tmp_path, flag, "--"))
+    assert_bad_input(code, err, flag.option, "'--'")
+    assert out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["workflows/submit.py", "--fan-out-parallelism=--"],
+        ["-m", "workflows.local_runner", "x.yaml", "--run-dir=--"],
+        ["-m", "workflows.local_runner", "x.yaml", "--cache-dir=--"],
+    ],
+)
+def test_the_other_command_lines_refuse_dashes_as_a_value(argv: list[str], tmp_path: Path) -> None:
+    """submit.py and the local runner parse with the same OneLineParser: `--run-dir=--` was
+    silently the default run directory."""
+    run = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert_bad_input(run.returncode, run.stderr, argv[-1].partition("=")[0], "'--'")
+
+
 # What each path kind takes, said here independently of the kinds' code.
 PATH_THINGS = ("nothing", "file", "directory", "named pipe", "under a file")
 TAKES = {
