@@ -210,7 +210,8 @@ class Pairs:
 
     def parse(self, text: str) -> dict[str, str]:
         """The mapping; ValueError naming the first entry that is not `name=name`, a name of
-        ours that is not one of `keys` or is mapped twice, or a control character."""
+        ours that is not one of `keys` or is mapped twice, a source column mapped twice, or a
+        control character."""
         if _CONTROL.search(text):
             raise ValueError(f"must be {self.describe()}, without control characters")
         mapping: dict[str, str] = {}
@@ -224,6 +225,11 @@ class Pairs:
                 raise ValueError(f"maps {_shown(ours)}, which is none of {', '.join(self.keys)}")
             if ours in mapping:
                 raise ValueError(f"maps {_shown(ours)} twice")
+            if theirs in mapping.values():
+                # Two of ours read from one column: the data would pass validate as identical.
+                raise ValueError(
+                    f"maps the source column {_shown(theirs)} to two of ours: each needs its own"
+                )
             mapping[ours] = theirs
         return mapping
 

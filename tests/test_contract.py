@@ -820,7 +820,9 @@ def test_a_table_uri_the_table_source_cannot_read_is_refused_up_front(
         assert _main(CHECK_PARAMETERS, ["--source", "table", "--table-uri", good])[0] == 0
 
 
-@pytest.mark.parametrize("column_map", ["humidity=H", "temp=T,temp=U", "Temp=T", "temp"])
+@pytest.mark.parametrize(
+    "column_map", ["humidity=H", "temp=T,temp=U", "Temp=T", "temp", "temp=T,dewp=T"]
+)
 def test_a_column_map_fetch_cannot_use_is_refused_by_check_parameters(column_map: str) -> None:
     """Its names of ours are the dataset's columns, each once: a bad one failed inside fetch
     (exit 1) after every earlier task had run (issue 11)."""

@@ -185,7 +185,9 @@ def test_table_bad_input_is_a_one_line_error(
     [("temp", "temp=TEMP"), ("temp=", "temp=TEMP"), ("=T", "temp=TEMP"),
      ("humidity=H", "'humidity', which is none of station, date, temp, dewp, frshtt"),
      ("Temp=T,dewp=D", "'Temp', which is none of"),  # ours are the dataset's lower-case names
-     ("temp=T,dewp=D,temp=U", "maps 'temp' twice")],
+     ("temp=T,dewp=D,temp=U", "maps 'temp' twice"),
+     # One source column read as two of ours: dewp == temp then passed validate (issue 11).
+     ("temp=temp,dewp=temp", "maps the source column 'temp' to two of ours")],
 )  # fmt: skip
 def test_a_column_map_fetch_cannot_use_is_bad_input_before_the_table_is_read(
     column_map: str, needle: str, tmp_path: Path, run_fetch: RunFetch
