@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop_local(args.state_dir, timeout=args.timeout)
             DEPLOY.write_outputs(args.outputs_dir, {"served-version": "none", "changed": stopped})
             return
-        if (args.version is None) == (args.alias is None):
+        if args.version is not None and args.alias is not None:
+            raise BadInput("pass --version or --alias, not both: one model version to serve")
+        if args.version is None and args.alias is None:
             raise BadInput("pass --version or --alias: one model version to serve")
         if args.alias is not None and args.run_id:
             raise BadInput("--run-id names one version's run: not with --alias")

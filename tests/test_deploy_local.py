@@ -746,21 +746,22 @@ def test_deploy_of_a_missing_alias_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "flags",
+    ("flags", "needle"),
     [
-        ["--version", "1", "--alias", "champion"],
-        [],
-        ["--alias", "champion", "--run-id", "a" * 32],
-        ["--stop", "--alias", "champion"],
-        ["--stop", "--version", "1"],
+        (["--version", "1", "--alias", "champion"], "not both"),
+        ([], "pass --version or --alias:"),
+        (["--alias", "champion", "--run-id", "a" * 32], "not with --alias"),
+        (["--stop", "--alias", "champion"], "not with --version or --alias"),
+        (["--stop", "--version", "1"], "not with --version or --alias"),
     ],
     ids=["version and alias", "neither", "run-id with alias", "stop and alias", "stop and version"],
 )
 def test_deploy_needs_exactly_one_of_version_and_alias(
-    local_deploy: LocalDeploy, flags: list[str]
+    local_deploy: LocalDeploy, flags: list[str], needle: str
 ) -> None:
     result = local_deploy.run("", *flags)
 
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert needle in result.stderr, result.stderr
     assert not local_deploy.state_dir.exists()
