@@ -46,8 +46,8 @@ def url_port(parts: SplitResult) -> int | None:
     try:
         return parts.port
     except ValueError as exc:
-        if "out of range" in str(exc):  # "Port out of range 0-65535": quotes nothing
-            raise ValueError("its port is out of range 0-65535") from None
+        if str(exc) == "Port out of range 0-65535":  # urllib's, quoting nothing
+            raise ValueError(str(exc)) from None
         raise ValueError(f"its port is not a number ({_ENCODE})") from None
 
 

@@ -116,6 +116,8 @@ def test_url_port_never_quotes_the_url() -> None:
 
     assert url_port(urlsplit("http://h:8080/x")) == 8080
     assert url_port(urlsplit("http://h/x")) is None
+    with pytest.raises(ValueError, match="Port out of range 0-65535"):
+        url_port(urlsplit("http://h:99999/x"))  # urllib's own words: they quote nothing
     with pytest.raises(ValueError) as caught:
         url_port(urlsplit("http://alice:hunter2/x@h"))
     assert "hunter2" not in str(caught.value)
