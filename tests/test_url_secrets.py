@@ -121,3 +121,15 @@ def test_url_port_never_quotes_the_url() -> None:
     with pytest.raises(ValueError) as caught:
         url_port(urlsplit("http://alice:hunter2/x@h"))
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://alice:Pa?SECRETPW@h/t.csv", "http://alice:S3C/PW@h"])
+def test_the_download_never_quotes_httpx_s_url_error(url: str, tmp_path: Path) -> None:
+    """Behind the up-front checks: httpx's `Invalid port: 'Pa'` quoted part of the password."""
+    from steps.cli import StepError
+    from steps.sources.http import RetryPolicy, download
+
+    with pytest.raises(StepError) as caught:
+        download(url, tmp_path / "t.csv", RetryPolicy(retries=0, timeout=1))
+    assert "Pa" not in str(caught.value) and "S3C" not in str(caught.value), caught.value
+    assert not (tmp_path / "t.csv").exists()
