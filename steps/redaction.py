@@ -62,7 +62,10 @@ def split_url(text: str) -> SplitResult:
         raise ValueError("it is not a URL urllib can split (a broken [IPv6] host?)") from None
     url_port(parts)
     if _split_password(parts):
-        raise ValueError(_ENCODE)
+        raise ValueError(
+            f"it reads as a login cut short by its password ({_ENCODE}; an '@' in the path of "
+            "a URL with a port as %40)"
+        )
     return parts
 
 

@@ -133,8 +133,10 @@ def test_a_bad_uri_is_refused_before_any_stage_runs_in_one_line(uri, reason, tmp
 
 def test_train_refuses_a_bad_uri_from_its_environment_before_reading_its_input(tmp_path):
     env = {"MLFLOW_TRACKING_URI": "htp://mlflow:5000", "PATH": "/usr/bin:/bin"}
+    unread = tmp_path / "input.parquet"  # it exists (checked at parse) but is no Parquet
+    unread.write_text("not read")
     run = subprocess.run(
-        [sys.executable, "-m", "steps", "train", "--input", str(tmp_path / "absent.parquet"),
+        [sys.executable, "-m", "steps", "train", "--input", str(unread),
          "--holdout-out", str(tmp_path / "h.parquet"), "--plot-out", str(tmp_path / "fit.png")],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
     )  # fmt: skip
