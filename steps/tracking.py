@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
@@ -254,11 +253,11 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
         k: os.environ.get(k) for k in (*HTTP_RETRY_DEFAULTS, "MLFLOW_TRACKING_URI", _NO_URL_PRINT)
     }
     os.environ.update({k: v for k, v in HTTP_RETRY_DEFAULTS.items() if not saved_env[k]})
-    if "@" in urlsplit(settings.tracking_uri).netloc:
-        # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout when a run ends, login
-        # and all (mlflow 3.17.2 mlflow/tracking/_tracking_service/client.py `_log_url`): into the
-        # step's log, and on a cluster the pod's. Not with a login in the URI.
-        os.environ[_NO_URL_PRINT] = "true"
+    # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout when a run ends, login and
+    # all (mlflow 3.17.2 mlflow/tracking/_tracking_service/client.py `_log_url`): a login would
+    # reach the step's and the pod's log, and any such line breaks the step's promise of one JSON
+    # line on stdout (docs/steps.md). The run's id is in the step's outputs.
+    os.environ[_NO_URL_PRINT] = "true"
     try:
         # The registry URI is left unset, so it follows the tracking URI (one server for both).
         mlflow.set_tracking_uri(settings.tracking_uri)

@@ -45,6 +45,9 @@ for flag in ("--poll-seconds", "--timeout"):
 for flag in ("--mlflow-port", "--serve-port"):
     for value in ("", "0", "65536", "-5", "5.5", "nan", "\u0665\u0660\u0660\u0661"):
         BAD.append(("demo", [flag, value], f"argument {flag}: {value!r}"))
+# One port for both servers: the run trained and promoted, then deploy found it taken.
+BAD.append(("demo", ["--mlflow-port", "5077", "--serve-port", "5077"],
+            "--mlflow-port and --serve-port are both 5077"))  # fmt: skip
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

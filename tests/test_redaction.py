@@ -173,6 +173,27 @@ def test_train_against_a_server_with_a_login_in_its_uri_prints_no_credential(
     assert SECRET not in trained.stdout + trained.stderr
 
 
+@pytest.mark.slow
+def test_train_prints_one_json_line_on_stdout_without_a_login_too(
+    mlflow_server, tmp_path: Path
+) -> None:
+    """MLflow's `View run ... at:` lines went to stdout beside the outputs' JSON line when the
+    tracking URI had no login (docs/steps.md: one JSON line)."""
+    out = tmp_path / "out"
+    assert run_step(
+        "fetch", "--source", "synthetic", "--rows", "400", "--years", "2023",
+        "--output", str(out / "dataset.parquet"), "--outputs-dir", str(out / "o"),
+    ).returncode == 0  # fmt: skip
+    env = step_env(MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="one-line")
+    trained = run_step(
+        "train", "--input", str(out / "dataset.parquet"), "--holdout-out",
+        str(out / "holdout.parquet"), "--plot-out", str(out / "fit.png"), env=env,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    (line,) = trained.stdout.splitlines()
+    assert "run-id" in json.loads(line)
+
+
 def test_local_runner_progress_and_run_record_hold_no_credential(tmp_path: Path):
     from tests.test_local_runner import container, workflow
 

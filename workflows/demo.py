@@ -410,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model server: {'stopped' if model else 'not running'}")
             print(f"MLflow server: {'stopped' if mlflow_down(args.root) else 'not running'}")
         else:
+            if args.mlflow_port == args.serve_port:
+                # Found by a breaker: the run trained, registered and promoted, then deploy
+                # found the port taken by MLflow, and the new champion was not served.
+                raise BadInput(
+                    f"--mlflow-port and --serve-port are both {args.serve_port}: MLflow and the "
+                    "model server each need a port of their own"
+                )
             params = {**({"source": args.source} if args.source else {}), **dict(args.parameter)}
             _print_report(run_demo(args.root, args.mlflow_port, args.serve_port, params))
 
