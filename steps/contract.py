@@ -745,21 +745,42 @@ def workflow_parameters(stages: Iterable[Stage]) -> tuple[WorkflowParameter, ...
     return tuple(parameters)
 
 
+def _names_a_path_where_the_step_runs(flag: Flag, raw: str) -> bool:
+    """Whether `raw` for `flag` is a path looked up where the step runs (a path kind, or the
+    path form of a UrlOrFile): on a cluster that is inside the pod, not on this machine."""
+    if isinstance(flag.kind, _LocalPath):
+        return True
+    return isinstance(flag.kind, UrlOrFile) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", raw)
+
+
 def check_workflow_parameters(
-    values: Mapping[str, str], parameters: Iterable[WorkflowParameter]
+    values: Mapping[str, str],
+    parameters: Iterable[WorkflowParameter],
+    *,
+    paths_here: bool = True,
 ) -> None:
     """Check each value in `values` whose name is one of `parameters` against its flags; then
     refuse a non-empty value for a flag its stage would not read (`Flag.read_with`, e.g.
     `gsod-path` with a `source` other than `gsod`), and an empty or missing one (its default)
     for a flag its stage needs then (`Flag.required_with`, e.g. `table-uri` with `source=table`).
 
+    `paths_here=False` (submit.py's Argo door: the steps run in pods) leaves a path that is
+    looked up where the step runs (`gsod-path`, a `table-uri` file) to the workflow's first
+    task (check-parameters), which runs there; every other value is checked here.
+
     Raises:
         BadInput: for the first value a flag would refuse, naming the parameter and the flag.
     """
     parameters = tuple(parameters)
     for parameter in parameters:
-        if parameter.name in values:
-            parameter.check(values[parameter.name])
+        if parameter.name not in values:
+            continue
+        raw = values[parameter.name]
+        if not paths_here and any(
+            _names_a_path_where_the_step_runs(flag, raw) for _, flag in parameter.flags
+        ):
+            continue
+        parameter.check(raw)
     for parameter in parameters:
         given = bool(values.get(parameter.name, parameter.default).strip())
         for stage, flag in parameter.flags:

@@ -728,3 +728,34 @@ def test_without_an_argo_server_the_error_names_the_local_door(tmp_path, monkeyp
     assert err.count("\n") == 1 and err.startswith("error: no Argo server"), err
     assert "--local" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("pair", "said"),
+    [
+        ("gate-tolerance=", "workflow parameter gate-tolerance"),
+        ("gate-tolerance=abc", "workflow parameter gate-tolerance"),
+        ("gate-tolerance=-1", "workflow parameter gate-tolerance"),
+        ("synthetic-rows=0", "workflow parameter synthetic-rows"),
+        ("model-name=a/b", "workflow parameter model-name"),
+        ("mlflow-tracking-uri=htp://x", "workflow parameter mlflow-tracking-uri"),
+        ("years=2099", "workflow parameter years"),
+    ],
+)
+def test_run_now_checks_each_value_with_the_stage_declarations_before_sending(
+    argo, capsys, pair, said
+):
+    # issue 11: the Argo door sent what `--local` refuses; nothing may reach the server.
+    assert run_submit(argo, "--run-now", "-p", pair) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {said}")
+    assert err.count("\n") == 1
+    assert not argo.writes()
+
+
+def test_run_now_leaves_a_path_where_the_step_runs_to_the_pod(argo, tmp_path):
+    # gsod-path names a path inside the pod on a cluster: not looked up on this machine.
+    missing = str(tmp_path / "in-the-pod")
+    assert run_submit(argo, "--run-now", "-p", "source=gsod", "-p", f"gsod-path={missing}") == 0
+    # the conditions between parameters still hold: gsod-path without source=gsod is refused
+    assert run_submit(argo, "--run-now", "-p", "source=synthetic", "-p", "gsod-path=/x") == 2

@@ -26,9 +26,10 @@ from hera.workflows import models as m
 from hera.workflows.service import WorkflowsService
 
 from steps.cli import BadInput, StepError, one_line, run
-from steps.contract import Number, OneLineParser, argparse_type
+from steps.contract import Number, OneLineParser, argparse_type, check_workflow_parameters
 from steps.files import write_text_atomically
-from workflows.argo_rules import unknown_parameters
+from steps.stages import WORKFLOW_PARAMETERS
+from workflows.argo_rules import ArgoRuleError, unknown_parameters, workflow_parameter_values
 from workflows.pipeline import (
     CRON_NAME,
     TEMPLATE_NAME,
@@ -109,6 +110,24 @@ def _validate(resources: Mapping[str, dict]) -> None:
         raise BadInput(
             f"rendered resources are invalid (check the PIPELINE_* variables and -p values): {exc}"
         ) from exc
+
+
+def _check_values(template: Mapping[str, Any], parameters: Mapping[str, str]) -> None:
+    """Check every workflow parameter's value of a run with the stage declarations, as the local
+    runner does (`steps.contract.check_workflow_parameters`) and as the run's first task would:
+    an empty or negative `gate-tolerance`, `synthetic-rows=0`, `model-name=a/b` is refused
+    before anything is sent. A path looked up where the step runs (`gsod-path`, a `table-uri`
+    file) is inside the pod on a cluster: check-parameters checks it there.
+
+    Raises:
+        BadInput: the first value a stage's flag refuses, naming the parameter and the flag.
+    """
+    declared = ((template.get("spec") or {}).get("arguments") or {}).get("parameters") or []
+    try:
+        values = workflow_parameter_values(declared, parameters)
+    except ArgoRuleError as exc:
+        raise BadInput(str(exc)) from exc
+    check_workflow_parameters(values, WORKFLOW_PARAMETERS, paths_here=False)
 
 
 # --- talking to the Argo server ----------------------------------------------------------------
@@ -639,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             # fails here, not on the server, and leaves the installed resources as they were.
             run_dict = build_run_workflow(pipeline, parameters).to_dict()
             _validate({"workflow-template": resources["workflow-template"], "run": run_dict})
+            _check_values(resources["workflow-template"], parameters)
         client = ArgoClient(argo)
         result = client.apply_workflow_template(resources["workflow-template"])
         print(f"workflowtemplate/{TEMPLATE_NAME} {result}")
