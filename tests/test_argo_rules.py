@@ -293,6 +293,31 @@ def test_max_age_that_go_cannot_read_is_refused(text: str) -> None:
         go_duration_seconds(text)
 
 
+# Go's time.ParseDuration (time/format.go) counts in int64 nanoseconds and refuses overflow with
+# "invalid duration"; each case was checked with go1.19 `time.ParseDuration`.
+@pytest.mark.parametrize(
+    ("text", "nanoseconds"),
+    [("2562047h", 9_223_369_200_000_000_000),
+     ("9223372036854775807ns", 2**63 - 1),
+     ("2562047h47m16.854775807s", 2**63 - 1),
+     ("-9223372036854775808ns", -(2**63)),
+     ("0.99999999999999999999999h", 3_600_000_000_000)],
+)  # fmt: skip
+def test_a_go_duration_up_to_the_int64_limit_is_read(text: str, nanoseconds: int) -> None:
+    assert go_duration_seconds(text) == pytest.approx(nanoseconds / 1e9)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2562048h", "99999999999999h", "9223372036854775808ns", "2562047h47m16.854775808s",
+     "2562047.8h", "99999999999999999999s"],
+)  # fmt: skip
+def test_a_go_duration_past_the_int64_limit_is_refused_as_go_does(text: str) -> None:
+    # issue 11: `maxAge: 2562048h` passed here while Argo's Go refuses it.
+    with pytest.raises(ArgoRuleError, match="invalid maxAge: time: invalid duration"):
+        go_duration_seconds(text)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30", 30), ("30s", 30), ("1h30m", 5400), ("500ms", 0.5), ("0", 0), ("+2", 2)],

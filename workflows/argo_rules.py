@@ -640,8 +640,10 @@ def _go_string(text: str, escape_html: bool) -> str:
 # Int (an IntOrString: an int, or a string Atoi reads; retryStrategy limit, backoff factor).
 
 _GO_DURATION_TERM = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
-             "m": 60.0, "h": 3600.0}  # fmt: skip
+# Nanoseconds per unit: Go's time.Duration is an int64 of nanoseconds (time/format.go unitMap).
+_GO_UNITS = {"ns": 1, "us": 10**3, "\u00b5s": 10**3, "\u03bcs": 10**3, "ms": 10**6,
+             "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}  # fmt: skip
+_GO_INT64_LIMIT = 2**63  # time/format.go ParseDuration: `1<<63`
 
 
 def go_integer(text: str) -> int | None:
@@ -658,18 +660,51 @@ def go_duration_seconds(text: str, what: str = "maxAge") -> float:
     Raises:
         ArgoRuleError: not a Go duration (Argo: "invalid maxAge"; `what` names the field).
     """
+    invalid = ArgoRuleError(f"invalid {what}: time: invalid duration {text!r}")
     body = text[1:] if text[:1] in ("+", "-") else text
-    sign = -1.0 if text.startswith("-") else 1.0
-    position, total = 0, 0.0
+    negative = text.startswith("-")
+    position, total = 0, 0
     while position < len(body):
         match = _GO_DURATION_TERM.match(body, position)
         if match is None:
             break
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        whole, _, fraction = match.group(1).partition(".")
+        unit = _GO_UNITS[match.group(2)]
+        # Go's time/format.go ParseDuration (and leadingInt) count in uint64 nanoseconds and
+        # refuse any term or sum past 1<<63 ("invalid duration"): 2562048h overflows an int64.
+        value = int(whole or "0")
+        if value > _GO_INT64_LIMIT or value > _GO_INT64_LIMIT // unit:
+            raise invalid
+        value *= unit
+        digits, scale = _go_leading_fraction(fraction)
+        if digits:
+            value += int(float(digits) * (float(unit) / scale))
+            if value > _GO_INT64_LIMIT:
+                raise invalid
+        total += value
+        if total > _GO_INT64_LIMIT:
+            raise invalid
         position = match.end()
     if body != "0" and (not body or position != len(body)):
-        raise ArgoRuleError(f"invalid {what}: time: invalid duration {text!r}")
-    return sign * total
+        raise invalid
+    if not negative and total > _GO_INT64_LIMIT - 1:
+        raise invalid
+    return (-total if negative else total) / 10**9
+
+
+def _go_leading_fraction(digits: str) -> tuple[int, float]:
+    """The digits after a duration's `.` as Go's time/format.go leadingFraction keeps them: it
+    stops taking digits once one more would overflow (no error), and counts the scale of those
+    it took."""
+    value, scale = 0, 1.0
+    for digit in digits:
+        if value > (_GO_INT64_LIMIT - 1) // 10:
+            break
+        following = value * 10 + int(digit)
+        if following > _GO_INT64_LIMIT:
+            break
+        value, scale = following, scale * 10
+    return value, scale
 
 
 def duration_seconds(text: str, what: str) -> float:
