@@ -322,3 +322,27 @@ def test_what_a_nested_dags_task_cannot_run_is_refused_before_any_task(
     assert info.value.exit_code == 2
     assert said in str(info.value), info.value
     assert not log.exists()
+
+
+@pytest.mark.parametrize("content", ["not json", "[1]", '"x"', "5"])
+@pytest.mark.parametrize("cache_name", ["produce-cache", "check-cache"])
+def test_a_nested_templates_memoization_cache_that_is_no_object_is_refused_before_any_task(
+    tmp_path: Path, content: str, cache_name: str
+) -> None:
+    """issue 11: the up-front check looked only at top-level tasks, so a bad cache file of a
+    template inside the per-year dags failed mid-run (an AttributeError for `[1]`, `"x"`, `5`).
+    Exit 1, as for a top-level one (test_local_runner_upfront.py): the cache's state, not an
+    argument."""
+    log, cache = tmp_path / "log", tmp_path / "cache"
+    (cache / "memoize").mkdir(parents=True)
+    (cache / "memoize" / f"{cache_name}.json").write_text(content)
+    params = {**_write(tmp_path / "data", y2022="a", y2023="b"), "log": str(log)}
+    run_dir = tmp_path / "run"
+    with pytest.raises(LocalRunError, match=f"memoization cache .*{cache_name}.json") as info:
+        run_rendered(
+            years(["2022", "2023"]), params, run_dir=run_dir, cache_dir=cache,
+            lock_file=tmp_path / "lock", out=io.StringIO(),
+        )  # fmt: skip
+    assert info.value.exit_code == 1
+    assert not log.exists()
+    assert not run_dir.exists()

@@ -381,3 +381,41 @@ def test_a_memoization_cache_that_is_not_json_is_refused_before_any_task(
     )  # fmt: skip
     assert_one_line_error(code, capsys.readouterr().err, "memoization cache", said)
     assert not mark.exists()
+
+
+def _dirs_refused(tmp_path: Path, capsys, run_dir: Path, cache_dir: Path, *said: str) -> None:
+    template = two_tasks(lambda tpl, task, wf: None)
+    path, mark = tmp_path / "t.yaml", tmp_path / "mark"
+    path.write_text(yaml.safe_dump(template))
+    code = runner_main(
+        [str(path), "-p", f"mark={mark}", "--run-dir", str(run_dir), "--cache-dir", str(cache_dir)]
+    )
+    assert_bad_input(code, capsys.readouterr().err, *said)
+    assert not mark.exists()
+
+
+def test_a_run_dir_that_is_not_empty_a_file_or_under_a_file_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 11: exit 1 before; an argument that cannot work is exit 2, nothing run."""
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    (tmp_path / "file").write_text("")
+    cache = tmp_path / "cache"
+    _dirs_refused(tmp_path, capsys, tmp_path / "full", cache, "is not empty")
+    _dirs_refused(tmp_path, capsys, tmp_path / "file", cache, "run dir", "is a file")
+    _dirs_refused(tmp_path, capsys, tmp_path / "file" / "run", cache, "run dir", "not a directory")
+
+
+def test_a_cache_dir_that_is_a_file_or_under_one_is_bad_input_before_any_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 11: it failed mid-run, with no run.json."""
+    (tmp_path / "file").write_text("")
+    run_dir = tmp_path / "run"
+    _dirs_refused(tmp_path, capsys, run_dir, tmp_path / "file", "cache dir", "is a file")
+    _dirs_refused(tmp_path, capsys, run_dir, tmp_path / "file" / "c", "cache dir", "not a dir")
+    (tmp_path / "c" / "memoize").mkdir(parents=True)
+    (tmp_path / "c" / "artifacts").write_text("")
+    _dirs_refused(tmp_path, capsys, run_dir, tmp_path / "c", "cache dir", "artifacts")
+    assert not run_dir.exists()

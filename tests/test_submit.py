@@ -759,3 +759,27 @@ def test_run_now_leaves_a_path_where_the_step_runs_to_the_pod(argo, tmp_path):
     assert run_submit(argo, "--run-now", "-p", "source=gsod", "-p", f"gsod-path={missing}") == 0
     # the conditions between parameters still hold: gsod-path without source=gsod is refused
     assert run_submit(argo, "--run-now", "-p", "source=synthetic", "-p", "gsod-path=/x") == 2
+
+
+@pytest.mark.parametrize("which", ["full run dir", "run dir a file", "cache dir a file"])
+def test_local_refuses_an_unusable_run_or_cache_dir_before_mlflow_starts(
+    tmp_path, monkeypatch, capsys, which: str
+):
+    """issue 11: MLflow was started, then the run dir refused (exit 1), MLflow left running."""
+    monkeypatch.chdir(tmp_path)
+    started: list[object] = []
+    monkeypatch.setattr("workflows.demo.tracking_server_for", lambda *args: started.append(args))
+    calls = _record_local_runs(monkeypatch)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    (tmp_path / "file").write_text("")
+    run_dir, cache_dir = {
+        "full run dir": ("full", "cache"),
+        "run dir a file": ("file", "cache"),
+        "cache dir a file": ("run", "file"),
+    }[which]
+    code = submit.main(["--local", "--run-dir", run_dir, "--cache-dir", cache_dir])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert ("cache dir" if which == "cache dir a file" else "run dir") in err
+    assert started == [] and calls == []

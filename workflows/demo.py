@@ -229,14 +229,15 @@ def run_demo(
     started = time.monotonic()
     template = render(PipelineSettings())["workflow-template"]
     params = local_parameters(mlflow_port, parameters)
-    check_rendered(template, params)  # a typo in SOURCE or PARAMS fails before MLflow starts
+    run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    # A typo in SOURCE or PARAMS, a cache dir that is a file: refused before MLflow starts.
+    check_rendered(template, params, run_dir=run_dir, cache_dir=root / "cache")
     print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
     mlflow, fresh = mlflow_up(root, mlflow_port)
     mlflow_s = time.monotonic() - started
     print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {mlflow_s:.1f}s", flush=True)
 
     state_dir = root / "serve"
-    run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     print("==> pipeline (local runner, process backend)", flush=True)
     env = {_STATE_DIR_FLAG.env: str(state_dir), _PORT_FLAG.env: str(serve_port)}
     failure = io.StringIO()  # the runner's one error line becomes the demo's

@@ -700,16 +700,12 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
     port_from_env(SERVE_PORT_ENV, DEFAULT_SERVE_PORT)
     values = local_parameters(mlflow_port, parameters)
     backend = args.backend or "process"
-    check_rendered(template, values, backend)  # a bad -p fails before any server starts
-    tracking_server_for(values, DEFAULT_ROOT, mlflow_port)
     run_dir = args.run_dir or DEFAULT_ROOT / "runs" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    code = run_rendered(
-        template,
-        values,
-        run_dir=run_dir,
-        backend=backend,
-        cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
-    )
+    cache_dir = args.cache_dir or DEFAULT_CACHE_DIR
+    # A bad -p, run dir or cache dir fails before any server starts.
+    check_rendered(template, values, backend, run_dir=run_dir, cache_dir=cache_dir)
+    tracking_server_for(values, DEFAULT_ROOT, mlflow_port)
+    code = run_rendered(template, values, run_dir=run_dir, backend=backend, cache_dir=cache_dir)
     if values["deploy-target"] == "local":
         # Said where the servers' records are: `make demo-down` reads the checkout's .demo/ only.
         root = DEFAULT_ROOT.resolve()

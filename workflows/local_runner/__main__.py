@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 if every task succeeded or was skipped, 2 for a template or "
-        "workflow parameter refused before any task ran (one `error:` line on stderr), 1 "
+        "workflow parameter, run dir or cache dir refused before any task ran (one `error:` line "
+        "on stderr), 1 "
         "otherwise. What the runner supports and refuses: docs/local-runner.md.",
     )
     parser.add_argument("template", type=Path, help="rendered WorkflowTemplate, YAML or JSON")

@@ -151,6 +151,10 @@ class LocalCache:
                 entries = json.loads(path.read_text()) if path.exists() else {}
             except ValueError as exc:
                 raise LocalRunError(f"memoization cache {path} is not JSON: {exc}") from None
+            except OSError as exc:
+                raise LocalRunError(
+                    f"memoization cache {path} cannot be read: {exc.strerror or exc}"
+                ) from None
             if not isinstance(entries, dict):
                 raise LocalRunError(
                     f"memoization cache {path} is not a JSON object of entries (a ConfigMap's "

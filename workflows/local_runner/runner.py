@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from steps.cli import EXIT_BAD_INPUT
+from steps.files import blocking_parent, what_is_at
 from steps.processes import RELEASE_LOCK_ENV, exclusive_lock, release_lock_path
 from steps.stages import DEPLOY
 from workflows.argo_rules import (
@@ -129,12 +131,15 @@ def run_rendered(
         0 if every task succeeded or was skipped, 1 if a task failed.
 
     Raises:
-        LocalRunError: unsupported template feature, bad parameter, busy lock, unusable run_dir.
+        LocalRunError: unsupported template feature, bad parameter, busy lock, a memoization
+            cache file that is not a JSON object; BadDirectory (exit 2): an unusable run_dir
+            or cache_dir.
     """
     tasks, values, workflow = _prepare(template, parameters, backend, env or {}, docker)
     run_dir = Path(run_dir).resolve()
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise LocalRunError(f"run dir {run_dir} is not empty; give each run its own directory")
+    cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
+    check_directories(run_dir, cache.root)
+    check_memoization_caches(tasks, cache)
     extra_env = dict(env or {})
     if lock_file is None:
         state_dir = {**os.environ, **extra_env}.get(_STATE_DIR_FLAG.env) or _STATE_DIR_FLAG.default
@@ -143,10 +148,6 @@ def run_rendered(
     extra_env[RELEASE_LOCK_ENV] = str(Path(lock_file).resolve())
     width = max((len(t.name) for t in tasks), default=4)
     progress = Progress(out, width, err)
-    cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
-    for task in tasks:  # a cache file that is not JSON: refused now, not when its task starts
-        if task.template.get("memoize"):
-            cache.check_entries(task.template["memoize"]["cache"]["configMap"]["name"])
     bound = parallelism(template)
     run = _Run(workflow, values, run_dir, backend, extra_env, docker, progress, cache, bound)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,15 +163,73 @@ def check_rendered(
     backend: str = "process",
     env: Mapping[str, str] | None = None,
     docker: str = "docker",
+    *,
+    run_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> None:
-    """The checks `run_rendered` makes before running anything, without running anything.
+    """The checks `run_rendered` makes before running anything, without running anything; with
+    `run_dir` (and `cache_dir`) the directories and memoization cache files too, so a door that
+    starts a server first (submit.py --local, the demo) refuses them before it does.
 
     Raises:
         LocalRunError: an unsupported template feature, a break of Argo's rules, a value the
             run would refuse (BadTemplate), a bad workflow parameter (BadParameter), an
-            environment variable a step's `valueFrom` needs.
+            environment variable a step's `valueFrom` needs, an unusable run or cache
+            directory (BadDirectory), a memoization cache file that is not a JSON object.
     """
-    _prepare(template, parameters, backend, env or {}, docker)
+    tasks, _, _ = _prepare(template, parameters, backend, env or {}, docker)
+    if run_dir is not None:
+        run_dir = Path(run_dir).resolve()
+        cache = LocalCache(Path(cache_dir).resolve() if cache_dir else run_dir / "cache")
+        check_directories(run_dir, cache.root)
+        check_memoization_caches(tasks, cache)
+
+
+class BadDirectory(LocalRunError):
+    """A run or cache directory the run cannot use (a file, under a file, a run dir not empty):
+    a bad argument, refused before anything starts."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+def check_directories(run_dir: Path, cache_dir: Path) -> None:
+    """Refuse a run dir that is not a new or empty directory, and a cache dir (or its
+    `memoize`/`artifacts` folders) that is something else than a directory, or lies under one.
+
+    Raises:
+        BadDirectory: naming the directory and what is wrong with it (exit 2).
+    """
+    for what, path in (("run dir", run_dir), ("cache dir", cache_dir)):
+        try:
+            found = what_is_at(path)
+            parent = blocking_parent(path)
+        except OSError as exc:
+            raise BadDirectory(f"{what} {path} cannot be used: {exc.strerror or exc}") from None
+        if parent is not None:
+            raise BadDirectory(f"{what} {path} cannot be created: {parent} is not a directory")
+        if found not in (None, "a directory"):
+            raise BadDirectory(f"{what} {path} is {found}, not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise BadDirectory(f"run dir {run_dir} is not empty; give each run its own directory")
+    for part in ("memoize", "artifacts"):
+        found = what_is_at(cache_dir / part)
+        if found not in (None, "a directory"):
+            raise BadDirectory(f"cache dir {cache_dir} holds {found} at {part}, not a directory")
+
+
+def check_memoization_caches(tasks: Sequence[PlannedTask], cache: LocalCache) -> None:
+    """Read the cache file of every memoized template the run may call, those of the tasks of
+    nested dag templates included: one that is not a JSON object of entries is refused now,
+    not when its task starts after others have run.
+
+    Raises:
+        LocalRunError: the first such file (exit 1: the cache's state, not an argument).
+    """
+    for task in tasks:
+        if task.template.get("memoize"):
+            cache.check_entries(task.template["memoize"]["cache"]["configMap"]["name"])
+        if task.dag:
+            check_memoization_caches(task.dag, cache)
 
 
 def _prepare(
