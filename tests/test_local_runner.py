@@ -943,3 +943,44 @@ def test_a_template_nested_too_deeply_is_one_line_of_bad_input(
     assert runner_main([str(path), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nested too deeply" in err, err[:300]
+
+
+def test_a_stage_variable_left_in_the_callers_shell_does_not_reach_a_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 11: PROMOTE_CLAIM_LEASE=0 (or VALIDATE_MIN_ROWS, SYNTHETIC_SEED, ...) in the shell
+    changed a step on the process backend after earlier steps had done their work; a pod gets
+    only the env its template sets. A variable no stage flag reads still passes (PATH, HOME,
+    the user's own), as do the template's env and the caller's `env=`."""
+    from workflows.local_runner.backends import STAGE_FLAG_ENV
+
+    names = ["PROMOTE_CLAIM_LEASE", "VALIDATE_MIN_ROWS", "SYNTHETIC_SEED", "FETCH_HTTP_RETRIES",
+             "MLFLOW_EXPERIMENT_NAME", "CODE_VERSION", "DATA_HASH", "SERVE_PORT",
+             "DEPLOY_STATE_DIR", "NOT_A_STAGE_VARIABLE", "HOME"]  # fmt: skip
+    assert set(names[:-2]) <= STAGE_FLAG_ENV
+    for name in names:
+        monkeypatch.setenv(name, "from-the-shell")
+    seen = tmp_path / "seen.json"
+    code = (
+        "import json, os, sys\n"
+        "names = sys.argv[2:]\n"
+        "json.dump({n: os.environ.get(n) for n in names}, open(sys.argv[1], 'w'))\n"
+    )
+    step = container("env", code, [str(seen), *names])
+    step["container"]["env"] = [{"name": "SYNTHETIC_SEED", "value": "7"}]
+    template = workflow([{"name": "env", "template": "env"}], [step])
+    result, text, _ = run(template, tmp_path, env={"SERVE_PORT": "5099"})
+    assert result == 0, text
+    assert json.loads(seen.read_text()) == {
+        "PROMOTE_CLAIM_LEASE": None,
+        "VALIDATE_MIN_ROWS": None,
+        "SYNTHETIC_SEED": "7",  # the template's
+        "FETCH_HTTP_RETRIES": None,
+        "MLFLOW_EXPERIMENT_NAME": None,
+        "CODE_VERSION": None,
+        "DATA_HASH": None,
+        "SERVE_PORT": "5099",  # the caller's env=
+        "DEPLOY_STATE_DIR": None,
+        "NOT_A_STAGE_VARIABLE": "from-the-shell",
+        "HOME": "from-the-shell",
+    }

@@ -576,6 +576,8 @@ def test_local_by_default_does_what_make_demo_does(tmp_path, monkeypatch, capsys
             "run_dir": tmp_path / "run",
             "backend": "process",
             "cache_dir": Path(".demo/cache"),  # kept between runs: memoized years are reused
+            # where deploy serves, from the caller; no other variable a stage reads (issue 11)
+            "env": {"SERVE_PORT": str(serve_port)},
         }
         assert f"==> MLflow tracking server on 127.0.0.1:{mlflow_port}" in out
         # Run outside the checkout: `make demo-down` would not find these servers' records.

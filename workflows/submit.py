@@ -694,6 +694,7 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
         tracking_server_for,
     )
     from workflows.local_runner import DEFAULT_CACHE_DIR, check_rendered, run_rendered
+    from workflows.local_runner.runner import caller_deploy_env
 
     mlflow_port = port_from_env("MLFLOW_PORT", DEFAULT_MLFLOW_PORT)
     # deploy reads it from the environment at the end of the run: checked before anything starts.
@@ -705,7 +706,14 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
     # A bad -p, run dir or cache dir fails before any server starts.
     check_rendered(template, values, backend, run_dir=run_dir, cache_dir=cache_dir)
     tracking_server_for(values, DEFAULT_ROOT, mlflow_port)
-    code = run_rendered(template, values, run_dir=run_dir, backend=backend, cache_dir=cache_dir)
+    code = run_rendered(
+        template,
+        values,
+        run_dir=run_dir,
+        backend=backend,
+        cache_dir=cache_dir,
+        env=caller_deploy_env(),  # SERVE_PORT, DEPLOY_STATE_DIR; no other stage variable
+    )
     if values["deploy-target"] == "local":
         # Said where the servers' records are: `make demo-down` reads the checkout's .demo/ only.
         root = DEFAULT_ROOT.resolve()

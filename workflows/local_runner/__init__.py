@@ -44,10 +44,11 @@ runner supports exactly the subset our templates use and rejects everything else
   treated as absent, as in a pod when the Secret does not exist.
 
 Backend `process`: `python`/`python3` as command[0] becomes this interpreter; the step's env is the
-template's env over `env` over this process's environment (so DEPLOY_STATE_DIR, SERVE_PORT... reach
-the steps); the cwd is the caller's. Backend `docker`: `docker run --rm --network host --user
-10001:10001 --read-only --tmpfs /tmp -v <task work dir>:/work` with the template's image; only
-`env` and the template's env are passed in.
+template's env over `env` over this process's environment less every variable a stage's flag reads
+(`backends.STAGE_FLAG_ENV`: as in a pod, only the template and `env` set those; the command lines
+pass SERVE_PORT and DEPLOY_STATE_DIR on as `env`); the cwd is the caller's. Backend `docker`:
+`docker run --rm --network host --user 10001:10001 --read-only --tmpfs /tmp -v <task work
+dir>:/work` with the template's image; only `env` and the template's env are passed in.
 
 A run holds an exclusive lock for its whole duration, one per MLflow tracking server and model
 (the `mlflow-tracking-uri` and `model-name` parameters; `runner.release_lock_file`), so two local

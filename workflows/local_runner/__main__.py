@@ -18,7 +18,7 @@ import yaml
 from steps.cli import BadInput, one_line, run
 from steps.contract import OneLineParser
 from workflows.local_runner.backends import BACKENDS
-from workflows.local_runner.runner import DEFAULT_CACHE_DIR, run_rendered
+from workflows.local_runner.runner import DEFAULT_CACHE_DIR, caller_deploy_env, run_rendered
 from workflows.settings import add_parameter_overrides
 
 
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=run_dir,
             backend=args.backend,
             cache_dir=args.cache_dir,
+            env=caller_deploy_env(),
         )
 
     return run(body)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from steps.stages import STAGES
 from workflows import retry_expression
 from workflows.argo_rules import int_or_string, read_backoff
 from workflows.local_runner.planning import (
@@ -73,11 +74,23 @@ def process_command(
     return argv, process_environment(env)
 
 
+# Every variable a stage's flag reads (steps/stages.py, `Flag.env`). A pod gets only the env its
+# template sets; on the process backend one left in the caller's shell (PROMOTE_CLAIM_LEASE=0,
+# VALIDATE_MIN_ROWS, SYNTHETIC_SEED, ...) would change a step the template did not configure so,
+# e.g. promote failing after train and register had done their work. So they are not inherited.
+STAGE_FLAG_ENV = frozenset(
+    flag.env for stage in STAGES.values() for flag in stage.all_flags if flag.env
+)
+
+
 def process_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """A step's environment on the process backend: this process's, this interpreter's bin/
-    first on PATH, then `env` (the caller's extra variables and the template's)."""
+    """A step's environment on the process backend: this process's without the variables a
+    stage's flag reads (`STAGE_FLAG_ENV`), this interpreter's bin/ first on PATH, then `env`
+    (the caller's extra variables, `valueFrom` entries answered from this environment, and the
+    template's env): only those set a flag's variable, as a pod's template does."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, **env}
+    inherited = {k: v for k, v in os.environ.items() if k not in STAGE_FLAG_ENV}
+    return {**inherited, "PATH": path, **env}
 
 
 def missing_program(program: str, env: Mapping[str, str]) -> str | None:

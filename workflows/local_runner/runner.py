@@ -67,6 +67,19 @@ DEFAULT_LOCK_TIMEOUT_S = 600.0
 LOCK_FILE = "local-runner.lock"
 # deploy's --state-dir and its environment variable (steps/stages.py): the default lock's folder.
 _STATE_DIR_FLAG = DEPLOY.flag("state-dir")
+# Where a `local` deploy serves on this machine (deploy's --port and --state-dir): the command
+# lines pass them on from their caller's environment (`caller_deploy_env`); the steps inherit no
+# other variable a stage's flag reads (backends.STAGE_FLAG_ENV).
+_PORT_FLAG = DEPLOY.flag("port")
+
+
+def caller_deploy_env() -> dict[str, str]:
+    """SERVE_PORT and DEPLOY_STATE_DIR as this process's caller set them (non-empty only): the
+    `env` of `run_rendered` for a command line that serves the model here."""
+    names = (_PORT_FLAG.env, _STATE_DIR_FLAG.env)
+    return {name: os.environ[name] for name in names if name and os.environ.get(name)}
+
+
 # What the cluster keeps between runs (artifact repository, memoization ConfigMaps), for the
 # command lines and the demo; a run given no cache_dir gets one of its own.
 DEFAULT_CACHE_DIR = Path(".demo/cache")
