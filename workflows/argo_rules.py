@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from steps.contract import Text
+
 # `{{...}}` tags as Argo reads them (v4.1.2 util/template/template.go and validate.go, through
 # valyala/fasttemplate v1.2.2 NewTemplate): a tag runs from `{{` to the first `}}` after it, and a
 # `{{` with no `}}` after it makes the whole text an error (fasttemplate: "Cannot find end tag").
@@ -252,10 +254,25 @@ _DNS_SUBDOMAIN = rf"{DNS_LABEL}(\.{DNS_LABEL})*"
 _LABEL_NAME = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 
 
+# A Kubernetes namespace name, as a kind of value (steps/contract.py) for the settings that take
+# one (PIPELINE_NAMESPACE); `is_dns_label` reads the same rule.
+NAMESPACE = Text(
+    DNS_LABEL,
+    what="a Kubernetes namespace (an RFC 1123 label: at most 63 lowercase letters, digits and "
+    "'-', starting and ending with a letter or digit)",
+    empty_ok=False,
+    max_length=63,
+)
+
+
 def is_dns_label(text: str) -> bool:
     """Whether `text` is an RFC 1123 label (a Kubernetes namespace name): at most 63 lowercase
-    letters, digits and `-`, starting and ending with a letter or digit."""
-    return bool(re.fullmatch(DNS_LABEL, text)) and len(text) <= 63
+    letters, digits and `-`, starting and ending with a letter or digit (`NAMESPACE`)."""
+    try:
+        NAMESPACE.parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_dns_subdomain(text: str, max_length: int | None = 253) -> bool:

@@ -13,8 +13,8 @@ from steps.contract import Boolean, Flag, Integer, Kind, Text
 from steps.redaction import redact_value, split_url, url_port
 from steps.revision import SourceRevision, source_revision
 from steps.tracking import TrackingUri
-from workflows.argo_rules import is_dns_label
-from workflows.validate_resources import NAMESPACE, CronSchedule, TimeZone
+from workflows.argo_rules import NAMESPACE, is_dns_label
+from workflows.validate_resources import CronSchedule, TimeZone
 
 DEFAULT_NAMESPACE = "mlops"
 DEFAULT_SERVICE_ACCOUNT = "dewpoint-pipeline"

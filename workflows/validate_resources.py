@@ -15,9 +15,7 @@ from typing import Any, Union, get_args, get_origin
 import pydantic
 from hera.workflows import models as m
 
-from steps.contract import Text
 from workflows.argo_rules import (
-    DNS_LABEL,
     ArgoRuleError,
     Problems,
     check_arguments,
@@ -39,15 +37,6 @@ API_VERSION = "argoproj.io/v1alpha1"
 # Argo: "cron workflow name ... must not be more than 52 characters long" (it appends a suffix).
 CRON_NAME_MAX = 52
 
-# A Kubernetes namespace name, as a kind of value (steps/contract.py) for the settings that take
-# one (PIPELINE_NAMESPACE); the same rule as `argo_rules.is_dns_label`.
-NAMESPACE = Text(
-    DNS_LABEL,
-    what="a Kubernetes namespace (an RFC 1123 label: at most 63 lowercase letters, digits and "
-    "'-', starting and ending with a letter or digit)",
-    empty_ok=False,
-    max_length=63,
-)
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 
