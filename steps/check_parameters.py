@@ -61,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             if raw is not None:
                 values[flag.name] = raw
         # --outputs-dir (or its variable) as every stage reads it, and checked before anything.
-        raw_dir, source = namespace.outputs_dir, None
-        if raw_dir is None and os.environ.get(OUTPUTS_DIR.env):
-            raw_dir = os.environ[OUTPUTS_DIR.env]
-            source = f"{OUTPUTS_DIR.env} (for {OUTPUTS_DIR.option})"
-        namespace.outputs_dir = OUTPUTS_DIR.convert(raw_dir, source)
+        namespace.outputs_dir = OUTPUTS_DIR.read(namespace)
         CHECK_PARAMETERS.refuse_occupied_outputs(namespace)
         check_workflow_parameters(values, WORKFLOW_PARAMETERS)
         # One JSON line on stdout, the outputs, as every step prints (docs/steps.md).

@@ -493,6 +493,15 @@ class Flag:
         except ValueError as exc:
             raise BadInput(f"{source} {_shown(raw)}: {exc}{_in(self.units)}") from None
 
+    def read(self, namespace: argparse.Namespace) -> Any:
+        """The typed value: from the command line (`namespace`, raw), else from `env` (an empty
+        variable is unset), else the default (`convert`, whose BadInput names where it came
+        from)."""
+        raw, source = getattr(namespace, self.dest), None
+        if raw is None and self.env and os.environ.get(self.env):
+            raw, source = os.environ[self.env], f"{self.env} (for {self.option})"
+        return self.convert(raw, source)
+
     def default_text(self) -> str:
         """The default as it is written on the command line (empty for none)."""
         return render_value(self.default)
@@ -597,10 +606,7 @@ class Stage:
         for flag in self.all_flags:
             if isinstance(flag.kind, Switch):
                 continue
-            raw, source = getattr(namespace, flag.dest), None
-            if raw is None and flag.env and os.environ.get(flag.env):
-                raw, source = os.environ[flag.env], f"{flag.env} (for {flag.option})"
-            setattr(namespace, flag.dest, flag.convert(raw, source))
+            setattr(namespace, flag.dest, flag.read(namespace))
         for flag in self.all_flags:
             given = getattr(namespace, flag.dest) not in _NOT_GIVEN
             if flag.read_with and given:
