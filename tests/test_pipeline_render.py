@@ -86,6 +86,14 @@ def _templates(resources: dict[str, dict]) -> dict[str, dict]:
     return {t["name"]: t for t in resources["workflow-template"]["spec"]["templates"]}
 
 
+def flag_values(args: list[str]) -> dict[str, str]:
+    """A container's args, each one `--flag=value` (the only form the builders render), as
+    option -> value; an arg of any other form fails the test."""
+    pairs = [a.partition("=") for a in args]
+    assert all(a.startswith("--") and sep for a, sep, _ in pairs), args
+    return {option: value for option, _, value in pairs}
+
+
 @pytest.mark.parametrize("name", ["workflow-template.yaml", "cron-workflow.yaml"])
 def test_rendered_yaml_matches_golden(rendered_dir: Path, name: str):
     actual = yaml.safe_dump(
@@ -195,8 +203,8 @@ def test_dag_runs_the_stages_in_order_and_deploys_the_champion_whatever_the_gate
     # saw (a promote from another door: steps/deploy.py); the version is not passed.
     assert "version" not in arguments
     assert "run-id" not in arguments, "the champion's run is not this run's after a refusal"
-    args = _templates(resources)["deploy"]["container"]["args"]
-    assert args[args.index("--alias") + 1] == CHAMPION
+    args = flag_values(_templates(resources)["deploy"]["container"]["args"])
+    assert args["--alias"] == CHAMPION
     assert "--version" not in args and "--run-id" not in args
 
 
@@ -216,14 +224,35 @@ def test_every_step_flag_is_in_the_contract(resources):
     templates = _templates(resources)
     check = templates["check-parameters"]["container"]["args"]
     passed = {p.name for p in WORKFLOW_PARAMETERS if not p.by_env}
-    assert {a[2:] for a in check if a.startswith("--")} == passed | {"outputs-dir"}
+    assert {a[2:] for a in flag_values(check)} == passed | {"outputs-dir"}
     for stage in STAGES[1:]:
         container = templates[stage]["container"]
         assert container["command"] == ["python", "-m", "steps", stage]
-        used = {a for a in container["args"] if a.startswith("--")}
-        assert used <= contract[stage], stage
-        args = container["args"]
-        assert args[args.index("--outputs-dir") + 1] == "/work/outputs"
+        args = flag_values(container["args"])
+        assert set(args) <= contract[stage], stage
+        assert args["--outputs-dir"] == "/work/outputs"
+
+
+# Values a workflow parameter may hold that argparse would misread as two args `--flag VALUE`:
+# an option of its own (`--foo`, `-x`), nothing, more `=`, a negative number.
+AWKWARD_VALUES = ["--foo", "-x", "", "a=b", "--model-name=y", "-1", " -x ", "-"]
+
+
+@pytest.mark.parametrize("value", AWKWARD_VALUES)
+@pytest.mark.parametrize("stage", [CHECK_PARAMETERS, *PIPELINE], ids=lambda s: s.name)
+def test_every_parameter_value_reaches_its_step_as_given(resources, stage, value):
+    """Each rendered template's args with every input parameter set to `value`, as Argo would
+    substitute them, parse with the stage's own parser (steps/contract.py) to exactly `value`
+    for each flag that takes one: a value is never read as a flag of its own."""
+    container = _templates(resources)[stage.name]["container"]
+    args = [
+        re.sub(r"\{\{inputs\.parameters\.[^}]+\}\}", lambda _: value, a) for a in container["args"]
+    ]
+    namespace = stage.parser().parse_args(args)
+    for arg in container["args"]:
+        option, _, rendered = arg.partition("=")
+        if rendered.startswith("{{inputs.parameters."):
+            assert getattr(namespace, stage.flag(option[2:]).dest) == value, option
 
 
 def test_all_io_lives_under_work(resources):
@@ -434,8 +463,8 @@ def test_version_labels_and_image_come_from_the_package_version(resources):
     assert default_image() == f"dewpoint-pipeline/step:{__version__}"
     for stage in STAGES:
         assert _templates(resources)[stage]["container"]["image"] == default_image()
-    register_args = _templates(resources)["register"]["container"]["args"]
-    assert register_args[register_args.index("--code-version") + 1] == __version__
+    register_args = flag_values(_templates(resources)["register"]["container"]["args"])
+    assert register_args["--code-version"] == __version__
 
 
 def test_cron_schedule_and_policies(resources):
@@ -537,8 +566,8 @@ def test_each_template_is_its_stage_declaration(resources, stage):
     template = _templates(resources)[stage.name]
     container = template["container"]
     assert container["command"] == ["python", "-m", "steps", stage.name]
-    args = container["args"]
-    passed = {a for a in args if a.startswith("--")}
+    args = flag_values(container["args"])
+    passed = set(args)
     assert passed <= {f.option for f in stage.all_flags}
     env = {e["name"]: e.get("value") for e in container["env"]}
     for flag in stage.flags:
@@ -546,9 +575,7 @@ def test_each_template_is_its_stage_declaration(resources, stage):
             assert env[flag.env] == "{{inputs.parameters." + flag.parameter + "}}"
             assert flag.option not in passed
         elif flag.parameter and stage.name != "check-parameters":
-            assert (
-                args[args.index(flag.option) + 1] == "{{inputs.parameters." + flag.parameter + "}}"
-            )
+            assert args[flag.option] == "{{inputs.parameters." + flag.parameter + "}}"
     outputs = template.get("outputs", {})
     assert [p["name"] for p in outputs.get("parameters", [])] == [o.name for o in stage.outputs]
     declared_out = {a.name: a for a in stage.artifacts if a.output}
@@ -557,7 +584,7 @@ def test_each_template_is_its_stage_declaration(resources, stage):
     assert {a["name"] for a in template.get("inputs", {}).get("artifacts", [])} == set(declared_in)
     for artifact in stage.artifacts:
         where = "out" if artifact.output else "in"
-        assert args[args.index(f"--{artifact.flag}") + 1] == f"/work/{where}/{artifact.file}"
+        assert args[f"--{artifact.flag}"] == f"/work/{where}/{artifact.file}"
 
 
 def test_workflow_parameters_and_enums_come_from_the_declarations(resources):

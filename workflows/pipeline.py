@@ -245,6 +245,13 @@ def _input(name: str) -> str:
     return "{{inputs.parameters." + name + "}}"
 
 
+def _flag_arg(option: str, value: str) -> str:
+    """`--option=value` as one argument: argparse splits it at the first `=` and takes the rest
+    as the value whatever it holds (a leading `-`, more `=`, nothing at all), where `--option`
+    `value` as two would read a value like `-x` or `--foo` as an option of its own."""
+    return f"{option}={value}"
+
+
 def _mlflow_credentials_env() -> list[SecretEnv]:
     """The pipeline user's MLflow credentials, from the Secret kind/up.sh makes.
 
@@ -326,7 +333,9 @@ def stage_template(
             value = _input(input_name)
         else:
             continue
-        args += [flag.option, value]
+        # One argument, `--flag=value`: a value starting with `-` (`-p model-name=-x`) is then
+        # never read by argparse as a flag of its own, and an empty one is still a value.
+        args.append(_flag_arg(flag.option, value))
     credentials = _mlflow_credentials_env() if TRACKING_URI in stage.flags else []
     exported = GLOBAL_OUTPUTS.get(stage.name, {})
     outputs: list[Parameter | Artifact] = [
@@ -352,7 +361,7 @@ def stage_template(
         image=settings.image,
         image_pull_policy=settings.image_pull_policy,
         command=["python", "-m", "steps", stage.name],
-        args=[*args, "--outputs-dir", OUTPUTS_DIR],
+        args=[*args, _flag_arg("--outputs-dir", OUTPUTS_DIR)],
         inputs=template_inputs or None,
         outputs=[*outputs, *template_artifacts_out] or None,
         env=[*env_vars, *by_env, *credentials, *env],
