@@ -154,7 +154,7 @@ def test_stale_update_is_a_one_line_conflict_error(argo, capsys, monkeypatch):
     capsys.readouterr()
     argo.stale_puts = True
     monkeypatch.setenv("PIPELINE_IMAGE", "dewpoint-pipeline/step:next")
-    assert run_submit(argo) == 1
+    assert run_submit(argo) == 75  # changed meanwhile: running again may pass
     err = capsys.readouterr().err
     assert err.startswith("error: conflict (409) while trying to update workflowtemplate")
     assert "the object has been modified" in err
@@ -244,7 +244,8 @@ def test_wait_names_the_pod_not_the_retry_group(argo, capsys):
 
 def test_unreachable_server_is_a_one_line_error(capsys):
     port = free_port()  # nothing listens there
-    assert submit.main(["--argo-server", f"http://127.0.0.1:{port}/argo/"]) == 1
+    # Transient (75): the server may be up on the next try (docs/steps.md#exit-codes).
+    assert submit.main(["--argo-server", f"http://127.0.0.1:{port}/argo/"]) == 75
     err = capsys.readouterr().err
     url = f"http://127.0.0.1:{port}/argo/"
     assert err == f"error: cannot reach the Argo server at {url} (Connection refused)\n"
@@ -265,8 +266,29 @@ def test_silent_server_times_out():
         listener.listen()  # accepts connections, never answers
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/argo/"
         client = submit.ArgoClient(ArgoSettings(server_url=url), timeout=0.5)
-        with pytest.raises(submit.StepError, match="did not answer in time"):
+        with pytest.raises(submit.TransientError, match="did not answer in time"):
             client.get_workflow("x")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(500, 75), (502, 75), (503, 75), (504, 75), (409, 75), (400, 1), (401, 1), (403, 1),
+     (404, 1), (422, 1)],
+)  # fmt: skip
+def test_an_argo_answer_is_transient_exactly_when_a_retry_may_pass(status: int, code: int):
+    """A 5xx (the server or its ingress failing now) and a 409 (changed meanwhile: run again)
+    are exit 75; the answers a retry cannot change are exit 1."""
+    from hera.exceptions import HeraException
+
+    def answer() -> None:
+        exc = HeraException(f"status {status}")
+        exc.status_code = status
+        raise exc
+
+    client = submit.ArgoClient(ArgoSettings(server_url="http://127.0.0.1:9/argo/"))
+    with pytest.raises(submit.StepError) as raised:
+        client.call("read workflow x", answer)
+    assert raised.value.exit_code == code
 
 
 def test_wrong_token_is_401(argo, capsys):
@@ -528,13 +550,31 @@ def test_local_with_an_unreachable_tracking_uri_names_the_parameter(tmp_path, mo
     closed = f"http://127.0.0.1:{free_port()}"
     code = submit.main(["--local", "-p", f"mlflow-tracking-uri={closed}"])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1, err
+    assert code == 75 and err.count("\n") == 1, err  # transient: it may answer later
     assert f"no MLflow server answers at {closed}/health" in err
     assert (
         "workflow parameter mlflow-tracking-uri" in err
         and "leave -p mlflow-tracking-uri out" in err
     )
     assert calls == [] and not (tmp_path / ".demo").exists()
+
+
+def test_demo_with_an_unreachable_tracking_uri_is_transient_before_anything_starts(
+    tmp_path, monkeypatch, capsys
+):
+    """`make demo PARAMS=mlflow-tracking-uri=...` with nothing answering there: exit 75 in one
+    line, as `submit.py --local` does, before any MLflow server or task starts."""
+    from workflows import demo
+
+    monkeypatch.chdir(tmp_path)
+    calls = _record_local_runs(monkeypatch)
+    monkeypatch.setattr(demo, "run_rendered", lambda *a, **k: calls.append(a) or 0)
+    closed = f"http://127.0.0.1:{free_port()}"
+    code = demo.main(["up", "-p", f"mlflow-tracking-uri={closed}"])
+    err = capsys.readouterr().err
+    assert code == 75 and err.count("\n") == 1, err
+    assert f"no MLflow server answers at {closed}/health" in err
+    assert calls == [] and not (tmp_path / ".demo" / "mlflow").exists()
 
 
 def test_local_a_failed_task_is_one_error_line_on_stderr(tmp_path, monkeypatch, capsys):

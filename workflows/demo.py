@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from steps.cli import BadInput, StepError, env_default, one_line, run
+from steps.cli import BadInput, StepError, TransientError, env_default, one_line, run
 from steps.contract import OneLineParser, argparse_type
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import (
@@ -188,15 +188,15 @@ def tracking_server_for(parameters: dict[str, str], root: Path, mlflow_port: int
 
     A server that answers `/health` there is used, whoever started it. Nothing there and the URI
     is the local default (`http://127.0.0.1:<mlflow_port>`): the demo's server is started (or
-    reused) under `root`, as `make mlflow-up` does. Anything else is a StepError naming the
-    parameter to change.
+    reused) under `root`, as `make mlflow-up` does. Anything else is a TransientError (exit 75:
+    a server that is down now may answer later) naming the parameter to change.
     """
     uri = parameters["mlflow-tracking-uri"]
     if http_ok(f"{uri.rstrip('/')}/health"):
         print(f"==> MLflow tracking server at {redact(uri)} answers; using it", flush=True)
         return uri
     if uri != local_parameters(mlflow_port)["mlflow-tracking-uri"]:
-        raise StepError(
+        raise TransientError(
             f"no MLflow server answers at {redact(uri)}/health (workflow parameter"
             " mlflow-tracking-uri);"
             f" start one there, or leave -p mlflow-tracking-uri out to use the demo's server on"
@@ -232,10 +232,17 @@ def run_demo(
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     # A typo in SOURCE or PARAMS, a cache dir that is a file: refused before MLflow starts.
     check_rendered(template, params, run_dir=run_dir, cache_dir=root / "cache")
-    print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
-    mlflow, fresh = mlflow_up(root, mlflow_port)
+    if params["mlflow-tracking-uri"] != local_parameters(mlflow_port)["mlflow-tracking-uri"]:
+        # `-p mlflow-tracking-uri=...`: that server, as `submit.py --local` uses it; nothing
+        # answering there is exit 75 before the run, not a train task failing after retries.
+        mlflow_url = tracking_server_for(params, root, mlflow_port)
+    else:
+        print(f"==> MLflow tracking server on {HOST}:{mlflow_port}", flush=True)
+        mlflow, fresh = mlflow_up(root, mlflow_port)
+        mlflow_url = mlflow.url
+        took = time.monotonic() - started
+        print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {took:.1f}s", flush=True)
     mlflow_s = time.monotonic() - started
-    print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {mlflow_s:.1f}s", flush=True)
 
     state_dir = root / "serve"
     print("==> pipeline (local runner, process backend)", flush=True)
@@ -265,7 +272,7 @@ def run_demo(
         raise StepError(
             f"{what}, but the champion is {DeployRequest(model_name, champion, '').model_uri};"
             f" serve it with `{sys.executable} -m steps deploy --target local --model-name"
-            f" {model_name} --alias champion --tracking-uri {mlflow.url} --port {serve_port}"
+            f" {model_name} --alias champion --tracking-uri {mlflow_url} --port {serve_port}"
             f" --state-dir {state_dir}`"
         )
     invocations = f"{served.url}/invocations"
@@ -275,7 +282,7 @@ def run_demo(
     if response.status_code != 200:
         raise StepError(f"{invocations} answered {response.status_code}: {one_line(response.text)}")
     return {
-        "mlflow_url": mlflow.url,
+        "mlflow_url": redact(mlflow_url),
         "promoted": gate["promoted"],
         "reason": gate["reason"],
         "new_rmse": gate["new-rmse"],

@@ -25,7 +25,7 @@ from hera.exceptions import HeraException
 from hera.workflows import models as m
 from hera.workflows.service import WorkflowsService
 
-from steps.cli import BadInput, StepError, one_line, run
+from steps.cli import BadInput, StepError, TransientError, one_line, run
 from steps.contract import Number, OneLineParser, argparse_type, check_workflow_parameters
 from steps.files import write_text_atomically
 from steps.stages import WORKFLOW_PARAMETERS
@@ -178,10 +178,13 @@ class ArgoClient:
                 f"TLS verification of the Argo server at {url} failed; for a self-signed "
                 "development server set ARGO_INSECURE_SKIP_VERIFY=true or --insecure-skip-verify"
             ) from exc
-        except requests.ConnectionError as exc:
-            raise StepError(f"cannot reach the Argo server at {url} ({_reason(exc)})") from exc
+        except requests.ConnectionError as exc:  # after SSLError, one of its kind
+            # Transient (exit 75): a server down or restarting, a port-forward not up yet.
+            raise TransientError(f"cannot reach the Argo server at {url} ({_reason(exc)})") from exc
         except requests.Timeout as exc:
-            raise StepError(f"the Argo server at {url} did not answer in time ({what})") from exc
+            raise TransientError(
+                f"the Argo server at {url} did not answer in time ({what})"
+            ) from exc
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -214,13 +217,13 @@ class ArgoClient:
                     "path"
                 ) from exc
             if status == 409:
-                raise StepError(
+                raise TransientError(
                     f"conflict (409) while trying to {what}: {detail}; someone else changed it, "
                     "run again"
                 ) from exc
-            raise StepError(
-                f"Argo server error ({status}) while trying to {what}: {detail}"
-            ) from exc
+            # A 5xx (the server, or an ingress in front of it, failing for now) may pass later.
+            error = TransientError if status is not None and 500 <= status <= 599 else StepError
+            raise error(f"Argo server error ({status}) while trying to {what}: {detail}") from exc
 
     def apply_workflow_template(self, resource: dict) -> str:
         """Create or update the WorkflowTemplate; return `created`, `updated` or `unchanged`."""
