@@ -825,3 +825,64 @@ def test_local_refuses_an_unusable_run_or_cache_dir_before_mlflow_starts(
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert ("cache dir" if which == "cache dir a file" else "run dir") in err
     assert started == [] and calls == []
+
+
+# ---- every door renders with the same PIPELINE_* reading (workflows.settings.pipeline_settings) --
+
+
+class _Stop(Exception):
+    """Raised where a door would start something: the template it rendered has been seen."""
+
+
+def _rendered_by_door(door: str, tmp_path: Path, monkeypatch) -> tuple[int, dict | None]:
+    """(exit code, the WorkflowTemplate the door renders) for `door`, stopped before it starts
+    MLflow or a task."""
+    from steps.cli import BadInput
+    from workflows import demo
+
+    seen: list[dict] = []
+
+    def stop(template, *args, **kwargs):
+        seen.append(template)
+        raise BadInput("stopped by the test")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "check_rendered", stop)
+    monkeypatch.setattr("workflows.local_runner.check_rendered", stop)
+    if door == "render":
+        code = submit.main(["--render", "out"])
+        if code == 0:
+            seen.append(yaml.safe_load((tmp_path / "out" / "workflow-template.yaml").read_text()))
+    elif door == "local":
+        code = submit.main(["--local"])
+    else:
+        code = demo.main(["up", "--root", str(tmp_path / ".demo")])
+    return code, (seen[0] if seen else None)
+
+
+DOORS = ["render", "local", "demo"]
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_every_door_renders_with_the_pipeline_variables(door, tmp_path, monkeypatch, capsys):
+    """`make render`, `submit.py --local` and `make demo` read PIPELINE_* alike (the demo
+    rendered with the defaults whatever they said)."""
+    monkeypatch.setenv("PIPELINE_FAN_OUT_PARALLELISM", "7")
+    monkeypatch.setenv("PIPELINE_IMAGE", "registry.example/step:tested")
+    _, template = _rendered_by_door(door, tmp_path, monkeypatch)
+    assert template is not None, capsys.readouterr().err
+    spec = template["spec"]
+    (entry,) = [t for t in spec["templates"] if t["name"] == spec["entrypoint"]]
+    assert entry["parallelism"] == 7
+    images = {t["container"]["image"] for t in spec["templates"] if "container" in t}
+    assert images == {"registry.example/step:tested"}
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_every_door_refuses_a_bad_pipeline_variable_alike(door, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_FAN_OUT_PARALLELISM", "0")
+    code, template = _rendered_by_door(door, tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2 and template is None, err
+    assert err.count("\n") == 1 and err.startswith("error: PIPELINE_FAN_OUT_PARALLELISM"), err
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing started

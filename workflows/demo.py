@@ -44,7 +44,12 @@ from steps.stages import DEPLOY, PORT
 from workflows.local_runner import check_rendered, run_rendered
 from workflows.local_runner.run_record import RUN_RECORD
 from workflows.pipeline import render
-from workflows.settings import DEFAULT_MLFLOW_PORT, PipelineSettings, add_parameter_overrides
+from workflows.settings import (
+    DEFAULT_MLFLOW_PORT,
+    PipelineSettings,
+    add_parameter_overrides,
+    pipeline_settings,
+)
 
 DEFAULT_ROOT = Path(".demo")
 # deploy's --port and --state-dir with their environment variables, declared once in
@@ -209,7 +214,11 @@ def tracking_server_for(parameters: dict[str, str], root: Path, mlflow_port: int
 
 
 def run_demo(
-    root: Path, mlflow_port: int, serve_port: int, parameters: dict[str, str]
+    root: Path,
+    mlflow_port: int,
+    serve_port: int,
+    parameters: dict[str, str],
+    settings: PipelineSettings | None = None,
 ) -> dict[str, str]:
     """MLflow up, the pipeline through the local runner, then check what is served.
 
@@ -218,6 +227,8 @@ def run_demo(
         mlflow_port: port of the local MLflow server.
         serve_port: port of the local model server.
         parameters: workflow parameters, over the defaults of `local_parameters`.
+        settings: what the template is rendered with; default the PIPELINE_* variables
+            (`pipeline_settings`), as every door reads them.
 
     Returns:
         The facts the demo prints: URLs, gate decision, served version, prediction, timings.
@@ -227,7 +238,7 @@ def run_demo(
     """
     root = root.resolve()
     started = time.monotonic()
-    template = render(PipelineSettings())["workflow-template"]
+    template = render(settings or pipeline_settings())["workflow-template"]
     params = local_parameters(mlflow_port, parameters)
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     # A typo in SOURCE or PARAMS, a cache dir that is a file: refused before MLflow starts.
@@ -426,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                     "model server each need a port of their own"
                 )
             params = {**({"source": args.source} if args.source else {}), **dict(args.parameter)}
-            _print_report(run_demo(args.root, args.mlflow_port, args.serve_port, params))
+            settings = pipeline_settings()  # a bad PIPELINE_* variable: exit 2, nothing started
+            _print_report(run_demo(args.root, args.mlflow_port, args.serve_port, params, settings))
 
     return run(body)
 

@@ -128,6 +128,19 @@ class PipelineSettings:
         return cls(**given, suspend=suspend)
 
 
+def pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSettings:
+    """The render settings of every door (`make render`, `submit.py`, `submit.py --local`,
+    `make demo`): `PipelineSettings.from_env`, read here once for all of them.
+
+    Raises:
+        BadInput: a PIPELINE_* variable its kind refuses (one line, exit 2).
+    """
+    try:
+        return PipelineSettings.from_env(environ)
+    except SettingsError as exc:
+        raise BadInput(str(exc)) from None
+
+
 # Each PipelineSettings field read from the environment (but `suspend`, `parse_bool`): its
 # variable and its kind, the rule a value must follow (one reading: the steps' TrackingUri for
 # the tracking URI the stages will be given, the validator's cron and time zone rules).

@@ -43,6 +43,7 @@ from workflows.settings import (
     ArgoSettings,
     PipelineSettings,
     SettingsError,
+    pipeline_settings,
     resolve_namespace,
 )
 from workflows.validate_resources import check_resources
@@ -629,8 +630,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         args = build_parser().parse_args(argv)  # inside `run`: a bad flag is one error line
+        pipeline = pipeline_settings()
         try:
-            pipeline = PipelineSettings.from_env()
             namespace = resolve_namespace(args, default=pipeline.namespace)
         except SettingsError as exc:
             raise BadInput(str(exc)) from exc
