@@ -11,6 +11,17 @@ STAMP := $(VENV)/.installed
 # Steps start `mlflow` and `uvicorn` as programs: the venv's bin/ must be on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
+# A make variable reaches a program through the recipe's environment, its text exactly as given
+# (`$(value ...)`: a quote, `$` or space stays what it is, for the program to accept or refuse
+# in one `error:` line), never pasted into the recipe's shell text. `make VAR=...` and
+# `VAR=... make` alike; `override`: a variable given on the command line is exported as given.
+#
+# Exit status: GNU make exits 2 whenever a recipe fails, whatever the program's own code, and
+# adds a line `make: *** [Makefile:N: target] Error <code>` naming that code. A script that must
+# tell bad input (2) from transient (75) runs the program itself: the recipe's command line,
+# e.g. `.venv/bin/python -m workflows.demo up` or `.venv/bin/python workflows/submit.py --render
+# out` (README, "Exit codes").
+
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -32,14 +43,16 @@ test: $(STAMP) ## Run the test suite (unit + real MLflow / model-server tests); 
 # Loopback only; about 4 minutes. BENCH_ARGS=--attribution adds the half-way set-ups.
 BENCH_ARGS ?=
 .PHONY: bench-serving
+bench-serving: export MAKE_ARGS = $(value BENCH_ARGS)
 bench-serving: $(STAMP) ## Serving benchmark (needs wrk: apt-get install -y wrk): ours vs stock `mlflow models serve` vs bare ASGI floor
-	$(PY) benchmarks/bench_serving.py $(BENCH_ARGS)
+	read -ra args <<< "$$MAKE_ARGS"; $(PY) benchmarks/bench_serving.py "$${args[@]}"
 
 # Generates ~1 GB of GSOD-format files per scale step in a temp dir (removed after); a few minutes.
 BENCH_FETCH_ARGS ?= --scale 1
 .PHONY: bench-fetch
+bench-fetch: export MAKE_ARGS = $(value BENCH_FETCH_ARGS)
 bench-fetch: $(STAMP) ## Data benchmark: fetch (full-year GSOD files) + validate + fit vs a plain pyarrow.csv read; BENCH_FETCH_ARGS="--scale 4"
-	$(PY) benchmarks/bench_pipeline.py $(BENCH_FETCH_ARGS)
+	read -ra args <<< "$$MAKE_ARGS"; $(PY) benchmarks/bench_pipeline.py "$${args[@]}"
 
 .PHONY: bench-deploy
 bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op times; /ping dark time and requests refused or failed under load during a swap
@@ -59,8 +72,12 @@ BENCH_ARGS := --rounds 1 --seconds 2
 BENCH_DEMO_RUNS := 2
 endif
 .PHONY: bench-scale
+bench-scale: export MAKE_SCALES = $(value SCALES)
+bench-scale: export MAKE_BENCH_ROUNDS = $(value BENCH_ROUNDS)
+bench-scale: export MAKE_BENCH_CACHE = $(value BENCH_CACHE)
 bench-scale: $(STAMP) ## Pipeline scale benchmark at SCALES=1,4,16 years: fetch+validate+train in one task, the per-year fan-out (each task's peak RSS vs its pod limit), pyarrow read + lstsq
-	$(PY) benchmarks/bench_scale.py --scales '$(SCALES)' --rounds $(BENCH_ROUNDS) --cache-dir '$(BENCH_CACHE)'
+	$(PY) benchmarks/bench_scale.py --scales "$$MAKE_SCALES" --rounds "$$MAKE_BENCH_ROUNDS" \
+		--cache-dir "$$MAKE_BENCH_CACHE"
 
 # Each benchmark prints its own figures and ratios; the lines with ratios are repeated at the end.
 .PHONY: bench
@@ -87,11 +104,16 @@ SOURCE ?=
 # Extra workflow parameters, e.g. PARAMS="years=2024 stations=72530094846" with SOURCE=gsod.
 PARAMS ?=
 
+# The demo reads MLFLOW_PORT and SERVE_PORT itself (empty: its default); PARAMS is split at
+# white space into one `-p` each (no other shell reading: a `*`, quote or `$` stays as written).
 .PHONY: demo
+demo: export MAKE_SOURCE = $(value SOURCE)
+demo: export MAKE_PARAMS = $(value PARAMS)
+demo: export override SERVE_PORT := $(value SERVE_PORT)
+demo mlflow-up: export override MLFLOW_PORT := $(value MLFLOW_PORT)
 demo: $(STAMP) ## Run the whole pipeline locally (MLflow, local runner, served model); SOURCE=gsod for NOAA data, PARAMS="gsod-path=DIR" for local GSOD files
-	$(PY) -m workflows.demo up $(if $(SOURCE),--source '$(SOURCE)') \
-		$(if $(MLFLOW_PORT),--mlflow-port $(MLFLOW_PORT)) $(if $(SERVE_PORT),--serve-port $(SERVE_PORT)) \
-		$(foreach p,$(PARAMS),-p '$(p)')
+	read -ra words <<< "$$MAKE_PARAMS"; params=(); for p in "$${words[@]}"; do params+=(-p "$$p"); done; \
+	$(PY) -m workflows.demo up $${MAKE_SOURCE:+--source "$$MAKE_SOURCE"} "$${params[@]}"
 
 .PHONY: demo-down
 demo-down: $(STAMP) ## Stop the demo's model server and MLflow server (by the PIDs recorded in .demo/)
@@ -99,12 +121,13 @@ demo-down: $(STAMP) ## Stop the demo's model server and MLflow server (by the PI
 
 .PHONY: mlflow-up
 mlflow-up: $(STAMP) ## Start (or reuse) the demo's MLflow server on 127.0.0.1 (MLFLOW_PORT=... picks the port)
-	$(PY) -m workflows.demo mlflow-up $(if $(MLFLOW_PORT),--mlflow-port $(MLFLOW_PORT))
+	$(PY) -m workflows.demo mlflow-up
 
 BENCH_DEMO_RUNS ?= 3
 .PHONY: bench-demo
+bench-demo: export MAKE_BENCH_DEMO_RUNS = $(value BENCH_DEMO_RUNS)
 bench-demo: $(STAMP) ## Time demo runs per step, the first cold (private dir, free ports), against the 60 s goal; BENCH_DEMO_RUNS=3
-	$(PY) benchmarks/bench_demo.py --runs $(BENCH_DEMO_RUNS)
+	$(PY) benchmarks/bench_demo.py --runs "$$MAKE_BENCH_DEMO_RUNS"
 
 .PHONY: lint
 lint: $(STAMP) ## ruff check and format check; deptry: every import declared in pyproject.toml
