@@ -11,16 +11,21 @@ STAMP := $(VENV)/.installed
 # Steps start `mlflow` and `uvicorn` as programs: the venv's bin/ must be on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-# A make variable reaches a program through the recipe's environment, its text exactly as given
-# (`$(value ...)`: a quote, `$` or space stays what it is, for the program to accept or refuse
-# in one `error:` line), never pasted into the recipe's shell text. `make VAR=...` and
-# `VAR=... make` alike; `override`: a variable given on the command line is exported as given.
+# A make variable reaches a program with its text exactly as given (`$(value ...)`: a quote, `$`
+# or space stays what it is, for the program to accept or refuse in one `error:` line), through
+# the recipe's environment or as one quoted word (`shell_word`), never read by the shell.
+# `make VAR=...` and `VAR=... make` alike; `override`: one given on the command line is
+# exported as given.
 #
 # Exit status: GNU make exits 2 whenever a recipe fails, whatever the program's own code, and
 # adds a line `make: *** [Makefile:N: target] Error <code>` naming that code. A script that must
 # tell bad input (2) from transient (75) runs the program itself: the recipe's command line,
 # e.g. `.venv/bin/python -m workflows.demo up` or `.venv/bin/python workflows/submit.py --render
-# out` (README, "Exit codes").
+# out` (README, "Exit codes through make").
+
+# The same text as one quoted shell word, for recipes whose values `make -n` should show: each
+# `'` closed, escaped and reopened, nothing else read. `$(call shell_word,NAME)`.
+shell_word = '$(subst ','\'',$(value $(1)))'
 
 .PHONY: help
 help: ## List the targets
@@ -72,12 +77,8 @@ BENCH_ARGS := --rounds 1 --seconds 2
 BENCH_DEMO_RUNS := 2
 endif
 .PHONY: bench-scale
-bench-scale: export MAKE_SCALES = $(value SCALES)
-bench-scale: export MAKE_BENCH_ROUNDS = $(value BENCH_ROUNDS)
-bench-scale: export MAKE_BENCH_CACHE = $(value BENCH_CACHE)
 bench-scale: $(STAMP) ## Pipeline scale benchmark at SCALES=1,4,16 years: fetch+validate+train in one task, the per-year fan-out (each task's peak RSS vs its pod limit), pyarrow read + lstsq
-	$(PY) benchmarks/bench_scale.py --scales "$$MAKE_SCALES" --rounds "$$MAKE_BENCH_ROUNDS" \
-		--cache-dir "$$MAKE_BENCH_CACHE"
+	$(PY) benchmarks/bench_scale.py --scales $(call shell_word,SCALES) --rounds $(call shell_word,BENCH_ROUNDS) --cache-dir $(call shell_word,BENCH_CACHE)
 
 # Each benchmark prints its own figures and ratios; the lines with ratios are repeated at the end.
 .PHONY: bench
@@ -125,9 +126,8 @@ mlflow-up: $(STAMP) ## Start (or reuse) the demo's MLflow server on 127.0.0.1 (M
 
 BENCH_DEMO_RUNS ?= 3
 .PHONY: bench-demo
-bench-demo: export MAKE_BENCH_DEMO_RUNS = $(value BENCH_DEMO_RUNS)
 bench-demo: $(STAMP) ## Time demo runs per step, the first cold (private dir, free ports), against the 60 s goal; BENCH_DEMO_RUNS=3
-	$(PY) benchmarks/bench_demo.py --runs "$$MAKE_BENCH_DEMO_RUNS"
+	$(PY) benchmarks/bench_demo.py --runs $(call shell_word,BENCH_DEMO_RUNS)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff check and format check; deptry: every import declared in pyproject.toml

@@ -1,6 +1,8 @@
-"""The Makefile's doors: make variables reach the programs as given (through the environment,
-never pasted into shell text), and what `make` does with a program's exit code (README, "Exit
-codes through make")."""
+"""The Makefile's doors: make variables reach the programs as given, never read by the shell,
+and what `make` does with a program's exit code.
+
+README section: "Exit codes through make".
+"""
 
 from __future__ import annotations
 
@@ -76,6 +78,17 @@ def test_demo_hands_each_make_variable_to_the_program_as_given(tmp_path, value):
         "-p", f"model-name={value.replace(' ', '')}", "-p", "years=2024",
     ]  # fmt: skip
     assert record["env"] == {"MLFLOW_PORT": value, "SERVE_PORT": value}
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_bench_scale_hands_each_make_variable_to_the_program_as_given(tmp_path, value):
+    proc, records = _make(
+        tmp_path, "bench-scale", f"SCALES={value}", f"BENCH_ROUNDS={value}", f"BENCH_CACHE={value}"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert records[0]["argv"] == [
+        "benchmarks/bench_scale.py", "--scales", value, "--rounds", value, "--cache-dir", value,
+    ]  # fmt: skip
 
 
 def test_demo_without_variables_passes_nothing_and_variables_from_the_environment_count(tmp_path):
