@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,9 +179,66 @@ def test_run_now_submits_from_the_template_with_overrides(argo, capsys):
 def test_run_now_refuses_a_value_outside_the_enum_before_submitting(argo, capsys):
     assert run_submit(argo, "--run-now", "-p", "deploy-target=laptop") == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: rendered resources are invalid")
-    assert "deploy-target='laptop' not in ['local', 'kubernetes']" in err
+    assert (
+        err == "error: workflow parameter deploy-target='laptop' not in ['local', 'kubernetes']\n"
+    )
     assert not argo.writes()  # not the template or the cron either: refused before any write
+
+
+# Values Argo would not pass on as written (workflows.argo_rules.given_value_problem): a `{{`
+# is substituted again or, unclosed, refused; white space around one is kept by Argo (the release
+# mutex's name) and dropped by the steps.
+NOT_AS_WRITTEN = [
+    ("model-name", "a{{b", "holds '{{'"),
+    ("model-name", "{{workflow.name}}", "holds '{{'"),
+    ("model-name", "{{=sprig.upper('x')}}", "holds '{{'"),
+    ("stations", "x{{workflow.uid}}", "holds '{{'"),
+    ("model-name", "foo ", "white space around it"),
+    ("model-name", " foo", "white space around it"),
+    ("years", "2024\n", "white space around it"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "why"), NOT_AS_WRITTEN)
+def test_run_now_refuses_a_value_argo_would_not_pass_on_as_written(argo, capsys, name, value, why):
+    assert run_submit(argo, "--run-now", "-p", f"{name}={value}") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: workflow parameter {name}=") and why in err, err
+    assert err.count("\n") == 1 and not argo.writes()
+
+
+@pytest.mark.parametrize(("name", "value", "why"), NOT_AS_WRITTEN)
+def test_local_refuses_a_value_argo_would_not_pass_on_as_written(
+    tmp_path, monkeypatch, capsys, name, value, why
+):
+    monkeypatch.chdir(tmp_path)
+    calls = _record_local_runs(monkeypatch)
+    assert submit.main(["--local", "-p", f"{name}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert why in err and err.count("\n") == 1, err
+    assert calls == [] and not (tmp_path / ".demo").exists()
+
+
+@pytest.mark.parametrize(("name", "value", "why"), NOT_AS_WRITTEN)
+def test_the_offline_validator_refuses_such_a_value_in_a_workflows_arguments(name, value, why):
+    """The same rule for a Workflow written by hand (`argo submit --from`, the UI's own form is
+    Argo's): `make render`'s validator reads run arguments with it."""
+    from workflows.pipeline import build_run_workflow
+
+    settings = PipelineSettings()
+    resources = {
+        "workflow-template": submit.render(settings)["workflow-template"],
+        "run": build_run_workflow(settings, {name: value}).to_dict(),
+    }
+    with pytest.raises(submit.BadInput, match=re.escape(why)):
+        submit._validate(resources)
+
+
+def test_a_lone_closing_brace_pair_is_text_to_argo_and_to_us():
+    from workflows.argo_rules import given_value_problem
+
+    assert given_value_problem("model-name", "x }} y") is None
+    assert given_value_problem("years", "2024, 2025") is None  # white space inside is the step's
 
 
 def test_wait_prints_node_phases_and_succeeds(argo, capsys):

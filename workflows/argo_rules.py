@@ -353,6 +353,40 @@ def outside_enum(name: str, value: Any, enum: Iterable[Any] | None) -> str | Non
     return f"{name}={parameter_text(value)!r} not in {choices}"
 
 
+def given_value_problem(name: str, value: Any) -> str | None:
+    """Why a workflow parameter value given for a run (`-p name=value`) would not reach the steps
+    as written on Argo, or None.
+
+    - `{{`: Argo substitutes a value into the template's inputs, then substitutes that template's
+      text again with the workflow's variables (v4.1.2 workflow/common/util.go SubstituteParams:
+      its first `template.Replace` runs over the JSON that holds the input values), so a value's
+      own `{{workflow.name}}` is replaced and `{{=...}}` evaluated; one with no `}}` after it
+      makes fasttemplate refuse the whole text (util/template/template.go NewTemplate;
+      valyala/fasttemplate v1.2.2 template.go Reset: "Cannot find end tag") and the workflow
+      fails validation (workflow/validate/validate.go) or never starts (workflow/controller/
+      operator.go setExecWorkflow -> substituteGlobalVariables). A lone `}}` stays text.
+    - white space around it: Argo uses the text as given (the enum check, validate.go
+      validateArgumentsValues; the release mutex's name, workflow/sync/lock_name.go
+      getMutexLockName), while every step strips a value (steps/contract.py Flag.convert) and so
+      does the local release lock (steps/processes.py release_lock_path): `model-name=foo ` and
+      `foo` would be one model but two mutexes, and runs of one model would not wait for each
+      other.
+    """
+    text = parameter_text(value)
+    shown = repr(text if len(text) <= 60 else text[:57] + "...")
+    if TAG_START in text:
+        return (
+            f"workflow parameter {name}={shown} holds '{TAG_START}', which Argo reads as the start "
+            "of a variable and substitutes (or refuses, unclosed): leave it out"
+        )
+    if text != text.strip():
+        return (
+            f"workflow parameter {name}={shown} has white space around it, which Argo keeps "
+            "(its enum check, the release mutex) and the steps drop: leave it out"
+        )
+    return None
+
+
 def workflow_parameter_values(
     declared: Iterable[Mapping[str, Any]], given: Mapping[str, Any]
 ) -> dict[str, str]:
@@ -366,11 +400,16 @@ def workflow_parameter_values(
         name -> value as text, in declaration order.
 
     Raises:
-        ArgoRuleError: a given name is not declared, a value is outside its enum, or a parameter
-            has no value at all.
+        ArgoRuleError: a given name is not declared, a given value Argo would not pass on as
+            written (`given_value_problem`), a value is outside its enum, or a parameter has no
+            value at all.
     """
     declared = list(declared)
     check_parameter_names([p["name"] for p in declared], given)
+    for name, value in given.items():
+        problem = given_value_problem(name, value)
+        if problem:
+            raise ArgoRuleError(problem)
     values = {p["name"]: parameter_text(p["value"]) for p in declared if "value" in p}
     values.update({k: parameter_text(v) for k, v in given.items()})
     for param in declared:
@@ -1399,8 +1438,14 @@ def check_workflow_arguments(
         if reason:
             problems.add(f"{path}[{i}]", f"{reason} (WorkflowTemplate {template_name!r})")
             continue
-        reason = outside_enum(name, param.get("value"), declared_by_name[name].get("enum"))
-        if reason and param.get("value") is not None:
+        if param.get("value") is None:
+            continue
+        reason = given_value_problem(name, param["value"])
+        if reason:
+            problems.add(f"{path}[{i}].value", reason)
+            continue
+        reason = outside_enum(name, param["value"], declared_by_name[name].get("enum"))
+        if reason:
             problems.add(f"{path}[{i}].value", f"workflow parameter {reason}")
 
 

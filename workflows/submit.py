@@ -660,9 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_now:
             # Checked against the template offline, before anything is sent: a bad enum value
             # fails here, not on the server, and leaves the installed resources as they were.
+            _check_values(resources["workflow-template"], parameters)
             run_dict = build_run_workflow(pipeline, parameters).to_dict()
             _validate({"workflow-template": resources["workflow-template"], "run": run_dict})
-            _check_values(resources["workflow-template"], parameters)
         client = ArgoClient(argo)
         result = client.apply_workflow_template(resources["workflow-template"])
         print(f"workflowtemplate/{TEMPLATE_NAME} {result}")
