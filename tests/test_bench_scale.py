@@ -54,8 +54,9 @@ def test_fan_out_runs_the_templates_fetch_and_validate_once_per_year(tmp_path: P
     _, year, argv, work = commands[1]
     template = bench_scale.stage_templates(spec, "fetch")[0]["container"]
     assert argv[0] == sys.executable and argv[1:4] == template["command"][1:]
-    assert year == argv[argv.index("--years") + 1] == "2001"
-    assert argv[argv.index("--path") + 1] == str(folder)
-    assert argv[argv.index("--source") + 1] == "gsod"
-    assert argv[argv.index("--output") + 1] == str(work / "out" / "dataset.parquet")
+    flags = dict(a.partition("=")[::2] for a in argv[4:])  # each `--flag=value` (pipeline.py)
+    assert year == flags["--years"] == "2001"
+    assert flags["--path"] == str(folder)
+    assert flags["--source"] == "gsod"
+    assert flags["--output"] == str(work / "out" / "dataset.parquet")
     assert not any("{{" in a for _, _, argv, _ in commands for a in argv)
