@@ -628,6 +628,56 @@ class Stage:
         self.refuse_occupied_outputs(namespace)
         return namespace
 
+    def check_given(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        fixed: Callable[[str], bool],
+        where: str,
+    ) -> None:
+        """Check, before the stage runs, the values a caller has fixed already (a container's
+        literal arguments and environment): an unknown flag, a flag without its value, and each
+        value `fixed` says is final that its flag's kind refuses. Values filled in later, paths
+        (looked up where the stage runs) and switches are left to the stage. A `--help` makes
+        the stage print its help and exit 0: nothing to check then.
+
+        Args:
+            args: the arguments after `python -m steps <stage>`, as written.
+            env: the stage's environment as written (`Flag.env` is read for a flag not given).
+            fixed: whether a value as written is the one the stage will get.
+            where: what gave them, to start the error line (`template fetch`).
+
+        Raises:
+            BadInput: naming `where`, the flag (or variable) and the value.
+        """
+        if "-h" in args or "--help" in args or not self._options_fixed(args, fixed):
+            return
+        parser = self.parser()
+        parser.prog = f"{where}: python -m steps {self.name}"
+        namespace = parser.parse_args(list(args))
+        for flag in self.all_flags:
+            if isinstance(flag.kind, Switch):
+                continue
+            raw, source = getattr(namespace, flag.dest), f"{where}: {flag.option}"
+            if raw is None and flag.env and env.get(flag.env):
+                raw, source = env[flag.env], f"{where}: env {flag.env} (for {flag.option})"
+            if raw is None or not fixed(raw) or _names_a_path_where_the_step_runs(flag, raw):
+                continue
+            flag.convert(raw, source)
+
+    def _options_fixed(self, args: Sequence[str], fixed: Callable[[str], bool]) -> bool:
+        """Whether every argument that stands where a flag's name goes is fixed (one filled in
+        later might be `--rows=5`, which only the stage can read then)."""
+        switches = {f.option for f in self.all_flags if isinstance(f.kind, Switch)}
+        position = 0
+        while position < len(args):
+            arg = args[position]
+            if not fixed(arg):
+                return False
+            takes_value = arg.startswith("--") and "=" not in arg and arg not in switches
+            position += 2 if takes_value else 1
+        return True
+
     def refuse_occupied_outputs(self, namespace: argparse.Namespace) -> None:
         """BadInput when an output parameter's file in `--outputs-dir` is taken by something a
         file cannot replace (a directory, a named pipe): the step would fail writing its outputs

@@ -101,3 +101,28 @@ def path_problem(path: Path, accept: tuple[str, ...] = ("a file",), where: str =
         return f"does not exist{where}" + (f" ({parent} is not a directory)" if parent else "")
     wanted = " or ".join(a.removeprefix("a ") for a in accept)
     return f"is {what}, not a {wanted}"
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at `path`, at most `max_bytes` of them.
+
+    Opened without blocking and examined before it is read, so a named pipe (which would wait
+    for a writer for ever) or a device (`/dev/zero`, which never ends) is refused, never read;
+    a file longer than `max_bytes` is refused after reading one byte more than that, never
+    read whole into memory.
+
+    Raises:
+        ValueError: not a regular file (`is a named pipe, not a file`), or longer than
+            `max_bytes` (`is larger than N bytes`): words to follow the path in an error line.
+        OSError: it cannot be opened or read.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            found = "a directory" if stat.S_ISDIR(mode) else what_is_at(path) or "not a file"
+            raise ValueError(f"is {found}, not a file")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"is larger than {max_bytes} bytes")
+    return data

@@ -5,6 +5,10 @@ validator refuses in the same words; what only this runner cannot do, the runner
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +17,9 @@ import yaml
 
 from tests.conftest import assert_bad_input, assert_one_line_error
 from tests.test_local_runner import container, workflow
+from workflows.argo_rules import MAX_MANIFEST_BYTES
 from workflows.local_runner.__main__ import main as runner_main
+from workflows.local_runner.cache import CACHE_FILE_MAX_BYTES
 from workflows.validate_resources import validate_resources
 
 # The first task leaves a mark: a refusal up front must come before it runs.
@@ -223,7 +229,91 @@ ARGO_REFUSES: dict[str, tuple[Change, str]] = {
         lambda tpl, task, wf: tpl.update(retryStrategy={"limit": "three"}),
         "value 'three' cannot be resolved to an int",
     ),
+    # expr-lang compiles a literal `matches` pattern with Go's regexp when it compiles the
+    # expression (v1.17.8 checker/checker.go), and every lastRetry variable is a string: these
+    # fail whenever Argo evaluates them, i.e. at the first failure (a re.error traceback here)
+    "a retry expression whose pattern does not compile": (
+        lambda tpl, task, wf: _retry(tpl, 'lastRetry.message matches "("'),
+        "template second: 'lastRetry.message matches \"(\"': matches '(': missing )",
+    ),
+    "a retry expression whose pattern Go's regexp lacks": (
+        lambda tpl, task, wf: _retry(tpl, "lastRetry.message matches '(?=x)'"),
+        "Go's regexp has no assert",
+    ),
+    "a retry expression comparing a string with a number": (
+        lambda tpl, task, wf: _retry(tpl, "lastRetry.exitCode < 2"),
+        "< cannot compare string with int",
+    ),
+    "a retry expression that is no condition": (
+        lambda tpl, task, wf: _retry(tpl, "asInt(lastRetry.exitCode)"),
+        "gives int, not true or false",
+    ),
+    # a NUL byte cannot reach execve (Go's syscall.BytePtrFromString: EINVAL): the pod never
+    # starts (a ValueError traceback here, after `first` had run)
+    "a NUL byte in args": (
+        lambda tpl, task, wf: tpl["container"].update(args=["a\0b"]),
+        "container.args[0]: template second: 'a\\x00b' holds a NUL byte",
+    ),
+    "a NUL byte in command": (
+        lambda tpl, task, wf: tpl["container"]["command"].append("a\0b"),
+        "container.command[3]: template second: 'a\\x00b' holds a NUL byte",
+    ),
+    "a NUL byte in an env value": (
+        lambda tpl, task, wf: tpl["container"].update(env=[{"name": "X", "value": "\0"}]),
+        "container.env[0].value: template second: '\\x00' holds a NUL byte",
+    ),
+    "a NUL byte in workingDir": (
+        lambda tpl, task, wf: tpl["container"].update(workingDir="/work/\0"),
+        "container.workingDir: template second:",
+    ),
+    # Kubernetes IsEnvVarName (apimachinery pkg/util/validation): the pod is refused
+    "an env name holding '='": (
+        lambda tpl, task, wf: tpl["container"].update(env=[{"name": "A=B", "value": "x"}]),
+        "container.env[0].name: template second: env name 'A=B' is not an environment variable",
+    ),
+    "an empty env name": (
+        lambda tpl, task, wf: tpl["container"].update(env=[{"name": "", "value": "x"}]),
+        "env name '' is not an environment variable name",
+    ),
+    "an env name starting with a digit": (
+        lambda tpl, task, wf: tpl["container"].update(env=[{"name": "1X", "value": "x"}]),
+        "env name '1X' is not an environment variable name",
+    ),
+    # a manifest travels as JSON: YAML's .inf and .nan have no JSON form (json: unsupported value)
+    "an infinite item": (
+        lambda tpl, task, wf: task.update(withItems=[1, float("inf")]),
+        "$.spec.templates[0].dag.tasks[1].withItems[1]: inf is not a JSON number",
+    ),
+    "a NaN item": (
+        lambda tpl, task, wf: task.update(withItems=[{"a": float("nan")}]),
+        "withItems[0].a: nan is not a JSON number",
+    ),
+    "a NaN parameter": (
+        lambda tpl, task, wf: _parameter(wf, "k", float("nan")),
+        "$.spec.arguments.parameters[1].value: nan is not a JSON number",
+    ),
+    # parallelism is a Go *int64 (v4.1.2 workflow_types.go, WorkflowSpec and Template)
+    "a workflow parallelism past int64": (
+        lambda tpl, task, wf: wf["spec"].update(parallelism=10**20),
+        "$.spec.parallelism: 100000000000000000000 does not fit an int64",
+    ),
+    "a dag parallelism past int64": (
+        lambda tpl, task, wf: wf["spec"]["templates"][0].update(parallelism=-(2**63) - 1),
+        "$.spec.templates[0].parallelism: -9223372036854775809 does not fit an int64",
+    ),
+    "a parallelism written as a string": (
+        lambda tpl, task, wf: wf["spec"].update(parallelism="3"),
+        "$.spec.parallelism: '3' is not an integer",
+    ),
+    "a parallelism of true": (
+        lambda tpl, task, wf: wf["spec"].update(parallelism=True),
+        "$.spec.parallelism: True is not an integer",
+    ),
 }
+
+
+def _retry(tpl: dict, expression: str) -> None:
+    tpl["retryStrategy"] = {"limit": 1, "expression": expression}
 
 
 @pytest.mark.parametrize(("change", "words"), ARGO_REFUSES.values(), ids=ARGO_REFUSES.keys())
@@ -337,6 +427,60 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
         ),
         "task second: input parameter p='z' not in ['a', 'b']",
     ),
+    "a NUL byte a workflow parameter brings": (
+        lambda tpl, task, wf: (
+            _parameter(wf, "k", "a\0b"),
+            tpl["container"].update(env=[{"name": "X", "value": "{{workflow.parameters.k}}"}]),
+        ),
+        "task second: template second container.env[0].value: 'a\\x00b' holds a NUL byte",
+    ),
+    "a NUL byte an item brings": (
+        lambda tpl, task, wf: (
+            _input(tpl),
+            _argument(task, "{{item}}"),
+            tpl["container"].update(args=["{{inputs.parameters.p}}"]),
+            task.update(withItems=["ok", "a\0b"]),
+        ),
+        "task second(1:a\x00b): template second container.args[0]",
+    ),
+    "an env name a parameter would fill": (
+        lambda tpl, task, wf: tpl["container"].update(
+            env=[{"name": "{{workflow.parameters.mark}}", "value": "x"}]
+        ),
+        "unsupported feature in template second: env name '{{workflow.parameters.mark}}'",
+    ),
+    # Argo starts no pod while its active pods are at least spec.parallelism (operator.go
+    # checkParallelism): it would wait for ever
+    "a workflow parallelism of 0": (
+        lambda tpl, task, wf: wf["spec"].update(parallelism=0),
+        "spec.parallelism 0 must be at least 1: Argo would start no pod and wait for ever",
+    ),
+    "a negative workflow parallelism": (
+        lambda tpl, task, wf: wf["spec"].update(parallelism=-1),
+        "spec.parallelism -1 must be at least 1",
+    ),
+    # a container running `python -m steps <stage>`: its literal values are checked with the
+    # stage's declarations (steps/stages.py), as the stage checks them when it starts
+    "a literal stage flag value its kind refuses": (
+        lambda tpl, task, wf: _stage(tpl, ["--min-rows", "abc", "--report", "/work/r.json"]),
+        "template second: --min-rows 'abc': must be an integer from 1",
+    ),
+    "a literal stage flag value written with '='": (
+        lambda tpl, task, wf: _stage(tpl, ["--dewp-tolerance=200"]),
+        "template second: --dewp-tolerance '200': ",
+    ),
+    "a flag the stage does not have": (
+        lambda tpl, task, wf: _stage(tpl, ["--min-rows", "5", "--no-such-flag", "x"]),
+        "unrecognized arguments: --no-such-flag x (see template second: python -m steps",
+    ),
+    "a stage variable's literal value its flag refuses": (
+        lambda tpl, task, wf: _stage(tpl, [], env=[{"name": "VALIDATE_MIN_ROWS", "value": "-3"}]),
+        "template second: env VALIDATE_MIN_ROWS (for --min-rows) '-3': must be an integer",
+    ),
+    "a stage that does not exist": (
+        lambda tpl, task, wf: _stage(tpl, [], stage="nope"),
+        "template second: no stage 'nope' to run; choose one of check-parameters, fetch",
+    ),
     "an item outside the input's enum": (
         lambda tpl, task, wf: (
             _input(tpl, enum=["a", "b"]),
@@ -346,6 +490,11 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
         "task second(1:c): input parameter p='c' not in ['a', 'b']",
     ),
 }
+
+
+def _stage(tpl: dict, args: list[str], env: list[dict] | None = None, stage: str = "validate"):
+    """`second` runs `python -m steps <stage> args...` (with `env`)."""
+    tpl["container"].update(command=["python", "-m", "steps", stage], args=args, env=env or [])
 
 
 @pytest.mark.parametrize(("change", "words"), RUNNER_REFUSES.values(), ids=RUNNER_REFUSES.keys())
@@ -363,24 +512,43 @@ def test_what_only_this_runner_cannot_run_is_refused_before_any_task(
         ("{not json", "is not JSON"),
         ("[]", "is not a JSON object"),
         ("null", "is not a JSON object"),
+        # a ConfigMap's duplicate field is refused by Kubernetes; json.loads kept the last
+        ('{"k": {}, "k": {}}', "is not JSON: key 'k' is given twice in one object"),
+        # a named pipe hung the run (after `first` had run), /dev/zero was a MemoryError
+        (os.mkfifo, "is a named pipe, not a file"),
+        (Path("/dev/zero"), "is a device, not a file"),
+        ("{" + " " * CACHE_FILE_MAX_BYTES + "}", f"is larger than {CACHE_FILE_MAX_BYTES} bytes"),
     ],
 )
 def test_a_memoization_cache_that_is_not_json_is_refused_before_any_task(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, said: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: object, said: str
 ) -> None:
     """It was read when the memoized task started, after the tasks before it had run; JSON that
     is not an object of entries was a traceback."""
     template = two_tasks(lambda tpl, task, wf: _memoize(tpl, "k", "1h"))
     (tmp_path / "cache" / "memoize").mkdir(parents=True)
-    (tmp_path / "cache" / "memoize" / "c.json").write_text(content)
+    cache_file = tmp_path / "cache" / "memoize" / "c.json"
+    signal.signal(signal.SIGALRM, _took_too_long)
+    signal.alarm(60)  # a named pipe blocked the read for ever: fail instead
+    if isinstance(content, str):
+        cache_file.write_text(content)
+    elif isinstance(content, Path):
+        cache_file.symlink_to(content)
+    else:
+        content(cache_file)
     path, mark = tmp_path / "t.yaml", tmp_path / "mark"
     path.write_text(yaml.safe_dump(template))
     code = runner_main(
         [str(path), "-p", f"mark={mark}", "--run-dir", str(tmp_path / "run"),
          "--cache-dir", str(tmp_path / "cache")]
     )  # fmt: skip
+    signal.alarm(0)
     assert_one_line_error(code, capsys.readouterr().err, "memoization cache", said)
     assert not mark.exists()
+
+
+def _took_too_long(signum: int, frame: object) -> None:
+    raise TimeoutError("the runner blocked reading a file")
 
 
 def _dirs_refused(tmp_path: Path, capsys, run_dir: Path, cache_dir: Path, *said: str) -> None:
@@ -419,3 +587,106 @@ def test_a_cache_dir_that_is_a_file_or_under_one_is_bad_input_before_any_task(
     (tmp_path / "c" / "artifacts").write_text("")
     _dirs_refused(tmp_path, capsys, run_dir, tmp_path / "c", "cache dir", "artifacts")
     assert not run_dir.exists()
+
+
+def _runner_on(path: Path, tmp_path: Path) -> tuple[int, str]:
+    """`python -m workflows.local_runner path` in its own process (a file that blocks the read
+    would block the test otherwise): (exit code, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workflows.local_runner", str(path),
+         "--run-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert not (tmp_path / "run").exists()
+    return proc.returncode, proc.stderr
+
+
+def test_a_template_file_that_is_no_regular_file_is_refused_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """A named pipe hung the runner (waiting for a writer); /dev/zero was a MemoryError."""
+    fifo = tmp_path / "t.yaml"
+    os.mkfifo(fifo)
+    code, err = _runner_on(fifo, tmp_path)
+    assert_bad_input(code, err, f"{fifo} is a named pipe, not a file")
+    code, err = _runner_on(Path("/dev/zero"), tmp_path)
+    assert_bad_input(code, err, "/dev/zero is a device, not a file")
+
+
+def test_a_template_file_larger_than_the_apiserver_reads_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No manifest over the apiserver's 3 MiB request body (MaxRequestBodyBytes) can exist."""
+    path = tmp_path / "t.yaml"
+    path.write_text("# " + "x" * MAX_MANIFEST_BYTES + "\n")
+    code = runner_main([str(path), "--run-dir", str(tmp_path / "run")])
+    assert_bad_input(code, capsys.readouterr().err, f"is larger than {MAX_MANIFEST_BYTES} bytes")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        # the apiserver's strict field validation: "json: duplicate field"; the last one won
+        ("kind: WorkflowTemplate\nspec: {}\nkind: Workflow\n",
+         "mapping key 'kind' is given twice (line 3, column 1)"),
+        ("spec:\n  entrypoint: a\n  templates: []\n  entrypoint: b\n",
+         "mapping key 'entrypoint' is given twice (line 4, column 3)"),
+        # a billion laughs: each alias is a reference, but everything that walks it is not
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n"
+            for i in range(7)), "its aliases expand to more than 1572864 values"),
+        ("a: &a [*a]\n", "an alias refers to its own anchor"),
+        ("a: [\n", "is not a manifest Kubernetes reads: expected the node content"),
+    ],
+)  # fmt: skip
+def test_a_template_kubernetes_would_not_read_is_refused_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, words: str
+) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    code = runner_main([str(path), "--run-dir", str(tmp_path / "run")])
+    assert_bad_input(code, capsys.readouterr().err, words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_timestamp_item_is_the_string_it_is_written_as(tmp_path: Path) -> None:
+    """kubectl's YAML reading keeps `2024-01-01` a string; PyYAML's made it a date, which the
+    runner could not write as an item (a TypeError traceback before)."""
+    template = two_tasks(
+        lambda tpl, task, wf: (
+            _input(tpl),
+            _argument(task, "{{item}}"),
+            tpl["container"].update(command=["python", "-c", APPEND_ARG], args=[
+                "{{workflow.parameters.mark}}", "{{inputs.parameters.p}}"]),
+            task.update(withItems=["ITEM"]),
+        )
+    )  # fmt: skip
+    path, mark = tmp_path / "t.yaml", tmp_path / "mark"
+    path.write_text(yaml.safe_dump(template).replace("- ITEM", "- 2024-01-01"))
+    code = runner_main([str(path), "-p", f"mark={mark}", "--run-dir", str(tmp_path / "run")])
+    assert code == 0
+    assert mark.read_text() == "2024-01-01\n"
+
+
+APPEND_ARG = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+
+
+def test_a_nul_byte_from_a_tasks_output_fails_that_task_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Known only once `first` has run: the task fails by name (a ValueError traceback before)."""
+    template = two_tasks(
+        lambda tpl, task, wf: (
+            _input(tpl),
+            _argument(task, "{{tasks.first.outputs.parameters.o}}"),
+            tpl["container"].update(args=["{{inputs.parameters.p}}"]),
+        )
+    )
+    write = f"{MARK}; open('/work/o', 'w').write('a\\0b')"
+    template["spec"]["templates"][1]["container"]["command"][2] = write
+    path, mark = tmp_path / "t.yaml", tmp_path / "mark"
+    path.write_text(yaml.safe_dump(template))
+    code = runner_main([str(path), "-p", f"mark={mark}", "--run-dir", str(tmp_path / "run")])
+    assert_one_line_error(code, capsys.readouterr().err, "task 'second' failed: cannot start",
+                          "null byte")  # fmt: skip
+    assert (tmp_path / "run" / "run.json").exists()

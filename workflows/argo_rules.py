@@ -20,9 +20,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
+
+import yaml
 
 from steps.contract import Text
+from workflows import retry_expression
 
 # `{{...}}` tags as Argo reads them (v4.1.2 util/template/template.go and validate.go, through
 # valyala/fasttemplate v1.2.2 NewTemplate): a tag runs from `{{` to the first `}}` after it, and a
@@ -1149,6 +1152,16 @@ def _check_template(
             problems.add(f"{path}.inputs.parameters[{j}].default", f"input parameter {reason}")
     _check_memoize(template.get("memoize"), f"{path}.memoize", problems)
     _check_retry_strategy(template.get("retryStrategy"), f"{path}.retryStrategy", problems)
+    expression = (template.get("retryStrategy") or {}).get("expression")
+    if isinstance(expression, str) and expression and not references(expression):
+        try:
+            retry_expression.parse(expression)
+        except retry_expression.ExpressionError as exc:  # fails whenever Argo evaluates it
+            problems.add(
+                f"{path}.retryStrategy.expression", f"template {template.get('name')}: {exc}"
+            )
+        except retry_expression.UnsupportedExpression:
+            pass  # beyond the subset read here, not wrong: the local runner refuses it alone
     leaf = any(template.get(kind) is not None for kind in _LEAF_KINDS)
     if leaf:
         _check_leaf(template, spec, path, problems)
@@ -1205,6 +1218,12 @@ def _check_leaf(
                     f"{path}.{field_path}", f"path {place!r} already mounted in {taken[place]}"
                 )
             taken[place] = f"{group}.{name}"
+    for kind in ("container", "script"):
+        if isinstance(template.get(kind), Mapping):
+            for where, problem in container_problems(template[kind]):
+                problems.add(
+                    f"{path}.{kind}.{where}", f"template {template.get('name')}: {problem}"
+                )
     for kind in ("inputs", "outputs"):
         for j, artifact in enumerate((template.get(kind) or {}).get("artifacts") or []):
             reason = artifact_path_problem(artifact.get("path"))
@@ -1609,3 +1628,203 @@ def _check_references(
             reason = resolve(tag.name)
             if reason is not None:
                 problems.add(where, f"{{{{{tag.name}}}}}: {reason}")
+
+
+# --- manifests: what Kubernetes takes from a file, and what a container can be given -----------
+# A manifest reaches the apiserver as JSON (kubectl and the argo CLI convert YAML with
+# sigs.k8s.io/yaml): a value JSON has no form for (YAML's `.inf`, `.nan`, `!!binary`, `!!set`)
+# never arrives, Go's encoding/json failing "json: unsupported value: +Inf"; a mapping key written
+# twice is refused by the apiserver's strict field validation, kubectl's default since Kubernetes
+# 1.27 ("json: duplicate field"; docs: reference/using-api/api-concepts/#field-validation); a
+# timestamp-looking scalar stays the string it is written as (sigs.k8s.io/yaml's go-yaml v2 fork
+# decodes it into a string). The apiserver reads a request body of at most 3 MiB
+# (k8s.io/apiserver pkg/server/config.go, MaxRequestBodyBytes), so no larger manifest can exist
+# on a cluster; nor can one whose aliases expand past what an alias-free file of that size holds
+# (go-yaml v2 refuses "excessive aliasing" for the same reason).
+
+MAX_MANIFEST_BYTES = 3 * 1024 * 1024
+# The most values a 3 MiB file can hold written out (`[0,0,0,...]`: two bytes each).
+MAX_MANIFEST_VALUES = MAX_MANIFEST_BYTES // 2
+GO_INT64_MIN, GO_INT64_MAX = -(2**63), 2**63 - 1
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading a mapping's keys and its timestamps as Kubernetes does."""
+
+    yaml_implicit_resolvers: ClassVar = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` adds keys that the mapping's own keys override
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict) or key in seen:
+                what = "is not a scalar" if isinstance(key, list | dict) else "is given twice"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"mapping key {str(key)[:60]!r} {what}", key_node.start_mark
+                )
+            seen.add(key)
+        mapping = super().construct_mapping(node, deep=deep)
+        return {_json_key(k): v for k, v in mapping.items()}
+
+
+def _json_key(key: Any) -> Any:
+    """A scalar mapping key as sigs.k8s.io/yaml writes it into JSON: a string."""
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    return str(key) if isinstance(key, int) else key
+
+
+def read_manifests(text: str) -> list[Any]:
+    """The documents of a YAML (or JSON) manifest file as Kubernetes reads them: each empty one
+    left out, timestamps as strings, scalar keys as strings.
+
+    Raises:
+        ArgoRuleError: not YAML, a key given twice in one mapping (naming it and its line),
+            aliases that expand past MAX_MANIFEST_VALUES values or into themselves.
+    """
+    loader = _ManifestLoader(text)
+    documents = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            _expanded_size(node, {})
+            document = loader.construct_document(node)
+            if document is not None:
+                documents.append(document)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ArgoRuleError(f"{exc.problem or exc.context}{where}") from None
+    except yaml.YAMLError as exc:
+        raise ArgoRuleError(" ".join(str(exc).split())) from None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
+    """How many values `node` stands for with every alias written out.
+
+    Raises:
+        ArgoRuleError: more than MAX_MANIFEST_VALUES, or an alias inside its own anchor.
+    """
+    if id(node) in sizes:
+        size = sizes[id(node)]
+        if size is None:
+            raise ArgoRuleError(
+                f"an alias refers to its own anchor (line {node.start_mark.line + 1})"
+            )
+        return size
+    sizes[id(node)] = None
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded_size(child, sizes) for child in children)
+    if size > MAX_MANIFEST_VALUES:
+        raise ArgoRuleError(
+            f"its aliases expand to more than {MAX_MANIFEST_VALUES} values (line "
+            f"{node.start_mark.line + 1}); no manifest of {MAX_MANIFEST_BYTES} bytes, the most "
+            "Kubernetes reads, holds that many"
+        )
+    sizes[id(node)] = size
+    return size
+
+
+def json_value_problem(data: Any, path: str = "$") -> str | None:
+    """`<JSON path>: <why>` for the first value of `data` JSON cannot hold, as a manifest's values
+    travel to the apiserver (a NaN or infinite float, a value of another type than null, bool,
+    number, string, list or string-keyed map), or None."""
+    pending = [(path, data)]
+    while pending:
+        where, value = pending.pop()
+        if value is None or isinstance(value, bool | int | str):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{where}: {value} is not a JSON number (json: unsupported value)"
+            continue
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return f"{where}: key {key!r} is not a string"
+                pending.append((f"{where}.{key}", item))
+        elif isinstance(value, list | tuple):
+            pending.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        else:
+            return f"{where}: a {type(value).__name__} is not a JSON value"
+    return None
+
+
+def int64_problem(value: Any) -> str | None:
+    """Why a field Go declares `int64` (a `parallelism`, v4.1.2 workflow_types.go) cannot hold
+    `value`, or None: not a JSON integer (a bool, a string, a fraction), or outside int64."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{value!r} is not an integer"
+    if not GO_INT64_MIN <= value <= GO_INT64_MAX:
+        return f"{value} does not fit an int64 ({GO_INT64_MIN} to {GO_INT64_MAX})"
+    return None
+
+
+# An environment variable's name (Kubernetes apimachinery pkg/util/validation/validation.go,
+# envVarNameFmt, read by IsEnvVarName when the apiserver validates a pod's container env: the
+# pod Argo creates is refused, failing the node). Kubernetes 1.32+ may relax it behind the
+# RelaxedEnvironmentVariableValidation gate (any printable ASCII but '='); the strict form is
+# what every cluster accepts.
+ENV_VAR_NAME = "[-._a-zA-Z][-._a-zA-Z0-9]*"
+
+
+def env_var_name_problem(name: Any) -> str | None:
+    """Why Kubernetes refuses `name` as a container's environment variable name, or None."""
+    if isinstance(name, str) and re.fullmatch(ENV_VAR_NAME, name):
+        return None
+    return (
+        f"env name {str(name)[:60]!r} is not an environment variable name (Kubernetes "
+        f"IsEnvVarName: {ENV_VAR_NAME})"
+    )
+
+
+def c_string_problem(text: str) -> str | None:
+    """Why `text` cannot be a program's argument, environment value or directory, or None: a NUL
+    byte, which execve cannot pass (Go's syscall.BytePtrFromString refuses it with EINVAL, so
+    the container runtime cannot start the container; Python's subprocess refuses it too)."""
+    if "\0" in text:
+        return f"{text[:60]!r} holds a NUL byte, which no program can be given"
+    return None
+
+
+def container_problems(
+    container: Mapping[str, Any], fill: Callable[[str], str | None] = lambda text: text
+) -> Iterator[tuple[str, str]]:
+    """(field, why) for each value of a container the pod could not be started with: an env
+    name Kubernetes refuses (`env_var_name_problem`; one holding a `{{...}}`, which Argo fills
+    first, is left out), a NUL byte in its command, args, env values or workingDir
+    (`c_string_problem`). `fill`: the value a text takes once substituted, None while unknown
+    (default: as written)."""
+    env = [e for e in container.get("env") or [] if isinstance(e, Mapping)]
+    for j, item in enumerate(env):
+        name = item.get("name")
+        if not (isinstance(name, str) and references(name)):
+            problem = env_var_name_problem(name)
+            if problem:
+                yield f"env[{j}].name", problem
+    texts = [
+        *((f"command[{j}]", c) for j, c in enumerate(container.get("command") or [])),
+        *((f"args[{j}]", a) for j, a in enumerate(container.get("args") or [])),
+        *((f"env[{j}].value", e.get("value")) for j, e in enumerate(env)),
+        ("workingDir", container.get("workingDir")),
+        ("image", container.get("image")),
+    ]
+    for where, text in texts:
+        value = fill(text) if isinstance(text, str) else None
+        problem = c_string_problem(value) if value is not None else None
+        if problem:
+            yield where, problem

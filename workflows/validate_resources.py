@@ -21,9 +21,11 @@ from workflows.argo_rules import (
     check_arguments,
     check_workflow_arguments,
     go_duration_seconds,
+    int64_problem,
     is_dns_label,
     is_dns_subdomain,
     is_label_name,
+    json_value_problem,
     read_spec,
 )
 
@@ -72,9 +74,19 @@ def validate_resources(resources: Iterable[Mapping[str, Any]]) -> list[str]:
         if model is None:
             problems.add(f"{label} $.kind", f"unsupported kind {kind!r}")
             continue
+        not_json = json_value_problem(resource)
+        if not_json:  # Kubernetes reads a manifest as JSON: nothing else can be checked
+            problems.add(label, not_json)
+            continue
         before = len(problems.items)
         _check_fields(model, resource, f"{label} $", problems)
+        fields = problems.items[before:]
+        del problems.items[before:]
         _check_types(model, resource, label, problems)
+        # A value pydantic refuses is said once, in its words; the fields' check adds what it
+        # takes (unknown keys; "3", 2.0 or 10**20 where Go reads an int64).
+        typed = {item.split(": ", 1)[0] for item in problems.items[before:]}
+        problems.items[before:before] = [i for i in fields if i.split(": ", 1)[0] not in typed]
         if len(problems.items) > before:
             continue  # references in a malformed tree would only add noise
         if resource.get("apiVersion") != API_VERSION:
@@ -128,6 +140,8 @@ def _check_value(annotation: Any, value: Any, path: str, problems: Problems) -> 
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
         candidates = [a for a in get_args(annotation) if a is not type(None)]
+        # A scalar reads as the member of its own type first: "3" of an IntOrString is a string.
+        candidates.sort(key=lambda a: not (_plain_type(a) and isinstance(value, a)))
         for candidate in candidates:
             if _shape_matches(candidate, value):
                 _check_value(candidate, value, path, problems)
@@ -145,6 +159,16 @@ def _check_value(annotation: Any, value: Any, path: str, problems: Problems) -> 
         return
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         _check_fields(annotation, value, path, problems)
+    elif annotation is int:
+        # Argo's and Kubernetes' integers are Go int64s (or smaller) read from JSON: pydantic
+        # would take "3", 2.0 or 10**20, which decoding into an int64 refuses.
+        problem = int64_problem(value)
+        if problem:
+            problems.add(path, problem)
+
+
+def _plain_type(annotation: Any) -> bool:
+    return isinstance(annotation, type) and not issubclass(annotation, pydantic.BaseModel)
 
 
 def _shape_matches(annotation: Any, value: Any) -> bool:

@@ -13,10 +13,10 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-import yaml
-
 from steps.cli import BadInput, one_line, run
 from steps.contract import OneLineParser
+from steps.files import read_regular_file
+from workflows.argo_rules import MAX_MANIFEST_BYTES, ArgoRuleError, read_manifests
 from workflows.local_runner.backends import BACKENDS
 from workflows.local_runner.runner import DEFAULT_CACHE_DIR, caller_deploy_env, run_rendered
 from workflows.settings import add_parameter_overrides
@@ -52,19 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_template(path: Path) -> dict:
-    """The one resource in a YAML or JSON file.
+    """The one resource in a YAML or JSON file, read as Kubernetes reads a manifest
+    (`workflows.argo_rules.read_manifests`): at most MAX_MANIFEST_BYTES of a regular file.
 
     Raises:
-        BadInput: unreadable file, not YAML, or not exactly one mapping (exit 2, nothing ran).
+        BadInput: unreadable file, not a regular file (a named pipe would wait for ever), larger
+            than the apiserver reads, not YAML, a key given twice, or not exactly one mapping
+            (exit 2, nothing ran).
     """
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        data = read_regular_file(path, MAX_MANIFEST_BYTES)
+        documents = read_manifests(data.decode())
     except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise BadInput(f"{path} is not UTF-8 text: byte {exc.start}") from exc
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path} is not YAML: {one_line(exc)}") from exc
+        raise BadInput(f"{path} is not UTF-8 text: byte {exc.start}") from None
+    except ArgoRuleError as exc:
+        raise BadInput(f"{path} is not a manifest Kubernetes reads: {one_line(exc)}") from None
+    except ValueError as exc:  # read_regular_file: not a regular file, or too large
+        raise BadInput(f"{path} {exc}") from None
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise BadInput(f"{path} must hold exactly one resource, the rendered WorkflowTemplate")
     return documents[0]

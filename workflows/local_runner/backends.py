@@ -178,10 +178,13 @@ def attempt(
             with (task_dir / STDOUT_LOG).open("wb") as so, (task_dir / STDERR_LOG).open("wb") as se:
                 proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se,
                                       cwd=cwd, env=env, check=False)  # fmt: skip
-        except OSError as exc:  # checked up front (preflight), yet gone since: the task fails
+        except (OSError, ValueError) as exc:
+            # Checked up front (preflight), yet gone since, or a NUL byte that a task's output
+            # brought into an argument or variable (ValueError): the task fails.
             result.duration_s = time.monotonic() - started
             result.phase = "Failed"
-            result.message = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            result.message = f"cannot start {argv[0]!r}: {reason}"
             return
         # A process killed by signal N exits 128+N in a container; subprocess says -N.
         result.exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.files import write_text_atomically
+from steps.files import read_regular_file, write_text_atomically
 from steps.processes import exclusive_lock
 from workflows.argo_rules import memo_key_problem
 from workflows.local_runner.planning import LocalRunError
@@ -30,6 +30,12 @@ from workflows.local_runner.planning import LocalRunError
 # Kubernetes refuses a ConfigMap whose data exceeds this (docs/memoization.md, FAQ): Argo then
 # fails the node ("error creating cache entry ... Too long").
 CONFIGMAP_MAX_CHARS = 1_048_576
+# The most bytes of a cache file read: `save_entry` keeps a ConfigMap's entries within
+# CONFIGMAP_MAX_CHARS of compact JSON (ASCII: json.dumps escapes the rest) and writes them
+# indented by two spaces, at most 7 levels deep (entry, outputs, parameters, one parameter, ...),
+# which makes the shortest value, `""`, at most 6 times longer; a larger file was never written
+# here, and reading one whole (or a device such as /dev/zero) would only exhaust memory.
+CACHE_FILE_MAX_BYTES = 8 * CONFIGMAP_MAX_CHARS
 # Seconds to wait for another local run's update of the same ConfigMap file (a holder keeps it
 # for one read and write of a JSON file of at most CONFIGMAP_MAX_CHARS), then refuse.
 CACHE_LOCK_TIMEOUT_S = 30.0
@@ -148,9 +154,11 @@ class LocalCache:
             error=LocalRunError,
         ):
             try:
-                entries = json.loads(path.read_text()) if path.exists() else {}
+                entries = _read_entries(path) if path.exists() else {}
             except ValueError as exc:
                 raise LocalRunError(f"memoization cache {path} is not JSON: {exc}") from None
+            except FileRefused as exc:
+                raise LocalRunError(f"memoization cache {path} {exc}") from None
             except OSError as exc:
                 raise LocalRunError(
                     f"memoization cache {path} cannot be read: {exc.strerror or exc}"
@@ -164,6 +172,34 @@ class LocalCache:
             yield entries
             if json.dumps(entries, sort_keys=True) != before:
                 write_text_atomically(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+class FileRefused(Exception):
+    """A cache file that is no regular file, or larger than CACHE_FILE_MAX_BYTES."""
+
+
+def _read_entries(path: Path) -> Any:
+    """The JSON in cache file `path`, a key written twice in one object refused (Kubernetes
+    refuses a ConfigMap's duplicate fields; json.loads would keep the last silently).
+
+    Raises:
+        FileRefused: not a regular file, or too large (`read_regular_file`'s words).
+        ValueError: not UTF-8 JSON, or a key given twice.
+    """
+    try:
+        data = read_regular_file(path, CACHE_FILE_MAX_BYTES)
+    except ValueError as exc:  # OSError: left to the caller
+        raise FileRefused(str(exc)) from None
+    return json.loads(data.decode(), object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    entries: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in entries:
+            raise ValueError(f"key {key[:60]!r} is given twice in one object")
+        entries[key] = value
+    return entries
 
 
 def key_problem(key: str) -> str | None:

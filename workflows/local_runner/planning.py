@@ -160,8 +160,13 @@ def plan(template: Mapping[str, Any]) -> list[PlannedTask]:
     spec = template.get("spec") or {}
     allowed = IGNORED_SPEC_FIELDS | {"entrypoint", "arguments", "templates", "parallelism"}
     _check_fields(spec, allowed, "spec")
-    if parallelism(template) is not None and parallelism(template) < 1:
-        raise BadTemplate(f"parallelism {parallelism(template)} must be at least 1")
+    # An int64 (the validator has checked); Argo starts no pod while its active pods number at
+    # least spec.parallelism (v4.1.2 operator.go checkParallelism): below 1 it waits for ever.
+    if spec.get("parallelism") is not None and spec["parallelism"] < 1:
+        raise BadTemplate(
+            f"spec.parallelism {spec['parallelism']} must be at least 1: Argo would start no "
+            "pod and wait for ever"
+        )
     _check_fields(spec.get("arguments") or {}, {"parameters"}, "spec.arguments")
     for param in (spec.get("arguments") or {}).get("parameters") or []:
         allowed = {"name", "value", "enum"} | IGNORED_PARAMETER_FIELDS
@@ -264,16 +269,17 @@ def _plan_nested_dag(
 
 def parallelism(template: Mapping[str, Any]) -> int | None:
     """How many items of a looping task may run at once: the smaller of `spec.parallelism` (the
-    whole workflow's pods) and the entrypoint DAG's `parallelism` (the pods of that invocation);
-    None when neither is set (Argo then starts every item at once). Argo v4.1.2:
-    pkg/apis/workflow/v1alpha1/workflow_types.go (WorkflowSpec and Template `Parallelism`),
-    docs/parallelism.md.
+    whole workflow's pods) and the entrypoint DAG's `parallelism` (the pods of that invocation;
+    0 or less sets no bound, Template.HasParallelism); None when neither is set (Argo then
+    starts every item at once). Argo v4.1.2: pkg/apis/workflow/v1alpha1/workflow_types.go
+    (WorkflowSpec and Template `Parallelism`, both `*int64`), docs/parallelism.md.
     """
     spec = template.get("spec") or {}
     entry = next(
         (t for t in spec.get("templates") or [] if t.get("name") == spec.get("entrypoint")), {}
     )
-    bounds = [int(v) for v in (spec.get("parallelism"), entry.get("parallelism")) if v is not None]
+    bounds = [spec.get("parallelism"), entry.get("parallelism")]
+    bounds = [int(bound) for bound in bounds if bound is not None and int(bound) > 0]
     return min(bounds) if bounds else None
 
 
@@ -326,6 +332,8 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
             raise BadTemplate(f"unsupported feature in {where}: volume mount at {path}")
     for item in container.get("env") or []:
         _check_fields(item, {"name", "value", "valueFrom"}, f"{where} env {item.get('name')}")
+        if references(str(item.get("name"))):  # Argo fills it; a step here gets it as written
+            raise BadTemplate(f"unsupported feature in {where}: env name {item['name']!r}")
     inputs, outputs = tpl.get("inputs") or {}, tpl.get("outputs") or {}
     _check_fields(inputs, {"parameters", "artifacts"}, f"{where}.inputs")
     _check_fields(outputs, {"parameters", "artifacts"}, f"{where}.outputs")
@@ -384,6 +392,8 @@ def _check_container_template(tpl: Mapping[str, Any]) -> None:
             raise BadTemplate(
                 f"unsupported feature in {where}: retryStrategy.expression {exc}"
             ) from None
+        except retry_expression.ExpressionError as exc:  # fails whenever Argo evaluates it
+            raise BadTemplate(f"{where}: retryStrategy.expression {exc}") from None
 
     def supported(name: str) -> bool:
         parts = name.split(".")

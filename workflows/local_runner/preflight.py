@@ -16,14 +16,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from steps.cli import BadInput
+from steps.stages import STAGES
 from workflows.argo_rules import (
     ArgoRuleError,
+    container_problems,
     item_scope,
     parameter_text,
     read_when,
+    references,
     substitute,
 )
-from workflows.local_runner.backends import missing_program
+from workflows.local_runner.backends import PYTHON_NAMES, missing_program
 from workflows.local_runner.cache import key_problem
 from workflows.local_runner.planning import (
     CONTAINER_ROOT,
@@ -136,7 +140,7 @@ def _check_node(
     ]:
         if s3 and s3.get("key"):
             _check_key(str(s3["key"]), values)
-    _check_container(tpl["container"], scope, backend, env)
+    _check_container(tpl, scope, backend, env)
 
 
 def _artifacts(tpl: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
@@ -155,9 +159,13 @@ def _check_key(key: str, scope: Mapping[str, str]) -> None:
 
 
 def _check_container(
-    container: Mapping[str, Any], scope: Mapping[str, str], backend: str, env: Mapping[str, str]
+    tpl: Mapping[str, Any], scope: Mapping[str, str], backend: str, env: Mapping[str, str]
 ) -> None:
-    """The program a step starts and the directory it starts in."""
+    """The program a step starts, its arguments, environment and the directory it starts in."""
+    container = tpl["container"]
+    for where, problem in container_problems(container, lambda text: known(text, scope)):
+        raise ArgoRuleError(f"template {tpl['name']} container.{where}: {problem}")
+    _check_stage_arguments(tpl)
     command = [known(c, scope) for c in container.get("command") or []]
     args = [known(a, scope) for a in container.get("args") or []]
     argv = [*command, *args]
@@ -189,3 +197,31 @@ def _check_container(
             )
         if not skeleton.startswith("/"):
             raise ArgoRuleError(f"workingDir {working_dir!r} is not an absolute path")
+
+
+def _check_stage_arguments(tpl: Mapping[str, Any]) -> None:
+    """A container running one of the project's stages (`python -m steps <stage>`): the values
+    its template fixes (literal args and env values, no `{{...}}`) checked with that stage's
+    declarations (steps/stages.py), as the stage will check them when it starts."""
+    container = tpl["container"]
+    argv = [parameter_text(a) for a in [*(container.get("command") or []),
+                                        *(container.get("args") or [])]]  # fmt: skip
+    if len(argv) < 4 or argv[0] not in PYTHON_NAMES or argv[1:3] != ["-m", "steps"]:
+        return
+    stage = STAGES.get(argv[3])
+    if stage is None:
+        raise ArgoRuleError(
+            f"template {tpl['name']}: no stage {argv[3]!r} to run; choose one of "
+            f"{', '.join(STAGES)}"
+        )
+    env = {
+        str(e["name"]): parameter_text(e["value"])
+        for e in container.get("env") or []
+        if e.get("value") is not None
+    }
+    try:
+        stage.check_given(
+            argv[4:], env, lambda text: not references(text), f"template {tpl['name']}"
+        )
+    except BadInput as exc:
+        raise ArgoRuleError(str(exc)) from None
