@@ -5,6 +5,7 @@ validator refuses in the same words; what only this runner cannot do, the runner
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,10 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from steps.cli import EXIT_BAD_INPUT
 from tests.conftest import assert_bad_input, assert_one_line_error
 from tests.test_local_runner import container, workflow
 from workflows.argo_rules import MAX_MANIFEST_BYTES
+from workflows.local_runner import LocalRunError, run_rendered
 from workflows.local_runner.__main__ import main as runner_main
 from workflows.local_runner.cache import CACHE_FILE_MAX_BYTES
 from workflows.validate_resources import validate_resources
@@ -330,8 +335,8 @@ def _parameter(wf: dict, name: str, value: str) -> None:
     wf["spec"]["arguments"]["parameters"].append({"name": name, "value": value})
 
 
-def _memoize(tpl: dict, key: str, max_age: str) -> None:
-    tpl["memoize"] = {"key": key, "maxAge": max_age, "cache": {"configMap": {"name": "c"}}}
+def _memoize(tpl: dict, key: str, max_age: str, cache: str = "c") -> None:
+    tpl["memoize"] = {"key": key, "maxAge": max_age, "cache": {"configMap": {"name": cache}}}
 
 
 # Argo runs these, but this runner would find out only while running (after `first` ran) that
@@ -451,6 +456,20 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
     ),
     # Argo starts no pod while its active pods are at least spec.parallelism (operator.go
     # checkParallelism): it would wait for ever
+    # a file here is named by at most NAME_MAX (255) bytes; an S3 key or a ConfigMap name may be
+    # longer: an OSError after `first` had run (a ValueError for the NUL byte)
+    "an artifact key holding a NUL byte": (
+        lambda tpl, task, wf: _stored(tpl, "a\0b"),
+        "artifact key 'a\\x00b' holds a NUL byte, which no file name here can",
+    ),
+    "an artifact key segment longer than a file name": (
+        lambda tpl, task, wf: _stored(tpl, "a/" + "x" * 245),
+        "is 245 bytes; a file here holds at most 244",
+    ),
+    "a ConfigMap name longer than a cache file's": (
+        lambda tpl, task, wf: _memoize(tpl, "k", "1h", "c" * 237),
+        "is 237 characters; a cache file here can be named for at most 236",
+    ),
     "a workflow parallelism of 0": (
         lambda tpl, task, wf: wf["spec"].update(parallelism=0),
         "spec.parallelism 0 must be at least 1: Argo would start no pod and wait for ever",
@@ -636,7 +655,7 @@ def test_a_template_file_larger_than_the_apiserver_reads_is_refused_unread(
             f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n"
             for i in range(7)), "its aliases expand to more than 1572864 values"),
         ("a: &a [*a]\n", "an alias refers to its own anchor"),
-        ("a: [\n", "is not a manifest Kubernetes reads: expected the node content"),
+        ("a: [\n", "is not YAML Kubernetes reads: expected the node content"),
     ],
 )  # fmt: skip
 def test_a_template_kubernetes_would_not_read_is_refused_naming_the_line(
@@ -690,3 +709,90 @@ def test_a_nul_byte_from_a_tasks_output_fails_that_task_in_one_line(
     assert_one_line_error(code, capsys.readouterr().err, "task 'second' failed: cannot start",
                           "null byte")  # fmt: skip
     assert (tmp_path / "run" / "run.json").exists()
+
+
+# --- any value in any of these fields: refused up front in one line, or the run succeeds -------
+
+# Text with what broke the runner before: NUL, '=', braces, regex and expression characters.
+_TEXT = st.text(alphabet=st.sampled_from("a1 -_.=/\0{}()[]|*+?'\"<!&$:\n"), max_size=12)
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    _TEXT,
+    st.lists(_TEXT, max_size=3),
+    st.dictionaries(_TEXT, st.integers(), max_size=2),
+)
+
+
+def _set_parameter(wf: dict, value: object) -> None:
+    _parameter(wf, "k", value)  # type: ignore[arg-type]
+    wf["spec"]["templates"][2]["container"]["args"] = ["{{workflow.parameters.k}}"]
+
+
+def _stored(tpl: dict, key: object) -> None:
+    """`second` writes its output artifact `a` to `key` in the artifact repository."""
+    _artifact(tpl, s3={"key": key})
+    tpl["container"]["command"][2] = "open('/work/a', 'w').write('a')"
+
+
+# Where a value goes: (the template of `second`, task `second`, the whole template, the value).
+MUTATIONS: dict[str, Callable[[dict, dict, dict, object], object]] = {
+    "spec.parallelism": lambda tpl, task, wf, v: wf["spec"].update(parallelism=v),
+    "dag parallelism": lambda tpl, task, wf, v: wf["spec"]["templates"][0].update(parallelism=v),
+    "args": lambda tpl, task, wf, v: tpl["container"].update(args=[v]),
+    "args list": lambda tpl, task, wf, v: tpl["container"].update(args=v),
+    "env name": lambda tpl, task, wf, v: tpl["container"].update(env=[{"name": v, "value": "x"}]),
+    "env value": lambda tpl, task, wf, v: tpl["container"].update(env=[{"name": "X", "value": v}]),
+    "workingDir": lambda tpl, task, wf, v: tpl["container"].update(workingDir=v),
+    "withItems": lambda tpl, task, wf, v: task.update(withItems=v),
+    "an item": lambda tpl, task, wf, v: task.update(withItems=[v]),
+    "when": lambda tpl, task, wf, v: task.update(when=v),
+    "retry limit": lambda tpl, task, wf, v: tpl.update(retryStrategy={"limit": v}),
+    "retry expression": lambda tpl, task, wf, v: _retry(tpl, v),  # type: ignore[arg-type]
+    "backoff": lambda tpl, task, wf, v: tpl.update(
+        retryStrategy={"limit": 1, "backoff": {"duration": v}}
+    ),
+    "memoize key": lambda tpl, task, wf, v: _memoize(tpl, v, "1h"),  # type: ignore[arg-type]
+    "memoize age": lambda tpl, task, wf, v: _memoize(tpl, "k", v),  # type: ignore[arg-type]
+    "deadline": lambda tpl, task, wf, v: tpl.update(activeDeadlineSeconds=v),
+    "a workflow parameter": lambda tpl, task, wf, v: _set_parameter(wf, v),
+    "an input default": lambda tpl, task, wf, v: _input(tpl, default=v),
+    "an argument": lambda tpl, task, wf, v: (_input(tpl), _argument(task, v)),  # type: ignore[arg-type]
+    "withParam": lambda tpl, task, wf, v: task.update(withParam=v),
+    "an s3 key": lambda tpl, task, wf, v: _stored(tpl, v),
+    "an output path": lambda tpl, task, wf, v: tpl.update(
+        outputs={"parameters": [{"name": "o", "valueFrom": {"path": v}}]}
+    ),
+    "an output default": lambda tpl, task, wf, v: tpl.update(
+        outputs={"parameters": [{"name": "o", "valueFrom": {"path": "/work/o", "default": v}}]}
+    ),
+    "timeout": lambda tpl, task, wf, v: tpl.update(timeout=v),
+    "image": lambda tpl, task, wf, v: tpl["container"].update(image=v),
+}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(where=st.sampled_from(sorted(MUTATIONS)), value=_VALUES)
+def test_any_value_anywhere_is_refused_in_one_line_or_runs(
+    where: str, value: object, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The runner's promise, over generated values: exit 2 with one error line before anything
+    runs, or a run that succeeds; never a traceback, a hang, or a failure after a task ran."""
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    template = two_tasks(lambda tpl, task, wf: MUTATIONS[where](tpl, task, wf, value))
+    mark, run_dir = tmp_path / "mark", tmp_path / "run"
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = run_rendered(
+            template, {"mark": str(mark)}, run_dir=run_dir, out=out, err=err,
+            lock_file=tmp_path / "lock", cache_dir=tmp_path / "cache",
+        )  # fmt: skip
+    except LocalRunError as exc:
+        assert exc.exit_code == EXIT_BAD_INPUT, exc
+        assert not mark.exists() and not run_dir.exists()
+        return
+    assert code == 0, (out.getvalue(), err.getvalue())

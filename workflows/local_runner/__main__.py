@@ -68,7 +68,7 @@ def read_template(path: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path} is not UTF-8 text: byte {exc.start}") from None
     except ArgoRuleError as exc:
-        raise BadInput(f"{path} is not a manifest Kubernetes reads: {one_line(exc)}") from None
+        raise BadInput(f"{path} is not YAML Kubernetes reads: {one_line(exc)}") from None
     except ValueError as exc:  # read_regular_file: not a regular file, or too large
         raise BadInput(f"{path} {exc}") from None
     if len(documents) != 1 or not isinstance(documents[0], dict):

@@ -65,7 +65,7 @@ class LocalCache:
         return where it now lives."""
         target = self.artifact_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.uploading")
+        staging = target.with_name(_STAGING.format(target.name))
         _remove(staging)
         if source.is_dir():
             shutil.copytree(source, staging)
@@ -202,14 +202,44 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return entries
 
 
+# The longest file name the file systems a cache directory lives on hold (NAME_MAX of ext4, xfs,
+# btrfs, tmpfs), in bytes: an S3 key (up to 1024 bytes) or a ConfigMap name (up to 253) longer
+# than a file here can name was an OSError after earlier tasks had run.
+NAME_MAX = 255
+_STAGING = ".{}.uploading"  # `put` uploads beside the target under this name first
+
+
 def key_problem(key: str) -> str | None:
     """Why `key` names no object inside the repository here, or None: an empty or absolute key,
-    or one whose `..` segments leave it (it would be a path outside the cache directory)."""
+    one whose `..` segments leave it (it would be a path outside the cache directory), a NUL
+    byte, or a segment longer than a file name here (NAME_MAX, with `put`'s staging name)."""
     normal = posixpath.normpath(key) if key else ""
     if key.startswith("/") or normal in ("", ".") or normal == ".." or normal.startswith("../"):
         return (
             f"artifact key {key!r} is not a relative key in the repository (no '/' first, no "
             "'..' leaving it)"
+        )
+    if "\0" in key:
+        return f"artifact key {key[:60]!r} holds a NUL byte, which no file name here can"
+    for segment in normal.split("/"):
+        if len(_STAGING.format(segment).encode()) > NAME_MAX:
+            return (
+                f"artifact key segment {segment[:40]!r}... is {len(segment.encode())} bytes; a "
+                f"file here holds at most {NAME_MAX - len(_STAGING.format('').encode())}"
+            )
+    return None
+
+
+def cache_name_problem(cache: str) -> str | None:
+    """Why ConfigMap `cache` cannot be kept here, or None: its file, lock file (`_entries`) or
+    the file its update is written to first (steps.files.write_atomically: `.<file>.<8
+    characters>.tmp`) would have a name longer than NAME_MAX."""
+    names = (f"{cache}.json", f".{cache}.lock", f".{cache}.json.{'x' * 8}.tmp")
+    extra = max(len(name) for name in names) - len(cache)
+    if len(cache.encode()) + extra > NAME_MAX:
+        return (
+            f"memoize.cache.configMap.name {cache[:40]!r}... is {len(cache.encode())} characters;"
+            f" a cache file here can be named for at most {NAME_MAX - extra}"
         )
     return None
 

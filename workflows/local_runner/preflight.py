@@ -28,7 +28,7 @@ from workflows.argo_rules import (
     substitute,
 )
 from workflows.local_runner.backends import PYTHON_NAMES, missing_program
-from workflows.local_runner.cache import key_problem
+from workflows.local_runner.cache import cache_name_problem, key_problem
 from workflows.local_runner.planning import (
     CONTAINER_ROOT,
     BadTemplate,
@@ -133,6 +133,10 @@ def _check_node(
     scope = container_scope(task, spec, workflow, dag, paths, known_only=True)
     tpl = task.template
     memoization(tpl, scope, f"task {task.name}", known_only=True)
+    if tpl.get("memoize"):
+        problem = cache_name_problem(tpl["memoize"]["cache"]["configMap"]["name"])
+        if problem:
+            raise ArgoRuleError(f"template {tpl['name']}: {problem}")
     template_keys = [a.get("s3") for a in [*_artifacts(tpl, "inputs"), *_artifacts(tpl, "outputs")]]
     for s3, values in [
         *((s3, scope) for s3 in template_keys),
