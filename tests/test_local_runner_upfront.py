@@ -796,3 +796,19 @@ def test_any_value_anywhere_is_refused_in_one_line_or_runs(
         assert not mark.exists() and not run_dir.exists()
         return
     assert code == 0, (out.getvalue(), err.getvalue())
+
+
+def test_an_output_parameter_larger_than_the_apiserver_takes_fails_its_task_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Argo stores an output through the apiserver (at most 3 MiB a request); the runner read
+    the whole file into memory, whatever its size."""
+    write = f"{MARK}; open('/work/o', 'w').write('x' * {MAX_MANIFEST_BYTES + 1})"
+    template = two_tasks(lambda tpl, task, wf: None)
+    template["spec"]["templates"][1]["container"]["command"][2] = write
+    path, mark = tmp_path / "t.yaml", tmp_path / "mark"
+    path.write_text(yaml.safe_dump(template))
+    code = runner_main([str(path), "-p", f"mark={mark}", "--run-dir", str(tmp_path / "run")])
+    assert_one_line_error(
+        code, capsys.readouterr().err, "task 'first' failed: output parameter o: /work/o is larger"
+    )

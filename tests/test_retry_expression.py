@@ -8,6 +8,8 @@ variable is a string, the exit code "-1" when there is none (operator.go,
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from workflows.pipeline import RETRY_EXPRESSION
@@ -83,3 +85,37 @@ def test_run_time_errors_are_errors_not_false(expression: str) -> None:
     """As expr-lang fails (Argo then errors the node) rather than deciding silently."""
     with pytest.raises(ExpressionError):
         allows(expression, duration=12.5)
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        # expr-lang compiles a literal pattern with Go's regexp when it compiles the expression
+        ("lastRetry.message matches '('", "missing ), unterminated subpattern"),
+        ("lastRetry.message matches '[a-'", "unterminated character set"),
+        ("lastRetry.message matches '(?=a)b'", "Go's regexp has no assert"),
+        ("lastRetry.message matches '(?<!a)b'", "Go's regexp has no assert_not"),
+        ("lastRetry.message matches '(a)\\\\1'", "Go's regexp has no groupref"),
+        # every variable is a string: these fail however the attempt ended
+        ("lastRetry.exitCode < 2", "< cannot compare string with int"),
+        ("lastRetry.exitCode", "gives string, not true or false"),
+        ("asInt(lastRetry.exitCode)", "gives int, not true or false"),
+        ("lastRetry.status && true", "&& needs bool operands, not string"),
+        ("!lastRetry.status", "! needs bool operands, not string"),
+        ("-lastRetry.duration < 1", "- needs number operands, not string"),
+        ("asInt(lastRetry.exitCode) matches '1'", "matches needs two strings, not int, string"),
+        ("asInt(true) == 1", "asInt() of a bool"),
+    ],
+)  # fmt: skip
+def test_what_fails_whenever_it_is_evaluated_is_refused_when_parsed(
+    expression: str, words: str
+) -> None:
+    """It was found at the first failed attempt (a re.error traceback for a pattern)."""
+    with pytest.raises(ExpressionError, match=re.escape(words)):
+        parse(expression)
+
+
+def test_a_pattern_from_a_variable_that_does_not_compile_is_an_evaluation_error() -> None:
+    condition = parse("lastRetry.status matches lastRetry.message")
+    with pytest.raises(ExpressionError, match="missing \\)"):
+        condition.allows_retry(1, "Failed", 1.0, "(")

@@ -5,6 +5,7 @@ end, and `<run_dir>/run.json` written at the end.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Mapping
@@ -129,8 +130,16 @@ def write_run_record(
     return summary
 
 
+# The most of a log's end read for its last lines: a step may write gigabytes to stderr.
+TAIL_MAX_BYTES = 64 * 1024
+
+
 def tail(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of a log file (none if it does not exist)."""
+    """The last `lines` lines of a log file, read from its last TAIL_MAX_BYTES (none if it does
+    not exist)."""
     if not path.exists():
         return []
-    return path.read_text(errors="replace").splitlines()[-lines:]
+    with path.open("rb") as log:
+        log.seek(max(0, log.seek(0, os.SEEK_END) - TAIL_MAX_BYTES))
+        end = log.read(TAIL_MAX_BYTES)
+    return end.decode(errors="replace").splitlines()[-lines:]

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from steps.cli import EXIT_BAD_INPUT
-from steps.files import blocking_parent, what_is_at
+from steps.files import blocking_parent, read_regular_file, what_is_at
 from steps.processes import RELEASE_LOCK_ENV, exclusive_lock, release_lock_path
 from steps.stages import DEPLOY
 from workflows.argo_rules import (
+    MAX_MANIFEST_BYTES,
     ArgoRuleError,
     add_global_parameter,
     item_scope,
@@ -614,9 +615,18 @@ def _collect_outputs(
     for p in (tpl.get("outputs") or {}).get("parameters") or []:
         path = host_path(work, p["valueFrom"]["path"])
         if path.is_file():
+            # Argo reads the whole file (v4.1.2 workflow/executor/executor.go SaveParameters),
+            # then stores it through the apiserver, which takes no request over
+            # MAX_MANIFEST_BYTES: a larger value fails the task, never fills this memory.
+            try:
+                data = read_regular_file(path, MAX_MANIFEST_BYTES)
+            except ValueError as exc:
+                result.phase = "Failed"
+                result.message = f"output parameter {p['name']}: {p['valueFrom']['path']} {exc}"
+                return
             # Bytes that are not UTF-8 become U+FFFD, as Go's encoding/json writes a string
             # holding them when Argo stores the node's outputs.
-            text = path.read_bytes().decode("utf-8", errors="replace")
+            text = data.decode("utf-8", errors="replace")
             result.parameters[p["name"]] = text.rstrip("\n")
         elif "default" in p["valueFrom"]:
             result.parameters[p["name"]] = parameter_text(p["valueFrom"]["default"])
