@@ -6,7 +6,10 @@ before its first task does (issue 11).
 for a task's output is computed now and checked as the run would check it: the items of a loop
 and their keys, `when`, input parameters against their enums, memoization keys and ages,
 key-only artifact keys (also with their unknown parts set aside: `x/../../y` leaves the
-repository whatever `x` is), the program a step starts and its working directory.
+repository whatever `x` is) and ConfigMap names as files of the cache directory, the program a
+step starts, its arguments, environment (no NUL byte, env names Kubernetes takes) and working
+directory, and, for a container running one of the project's stages, the flag values its
+template fixes, checked with that stage's declarations.
 """
 
 from __future__ import annotations
@@ -213,11 +216,13 @@ def _check_stage_arguments(tpl: Mapping[str, Any]) -> None:
     if len(argv) < 4 or argv[0] not in PYTHON_NAMES or argv[1:3] != ["-m", "steps"]:
         return
     stage = STAGES.get(argv[3])
-    if stage is None:
+    if stage is None and not references(argv[3]):
         raise ArgoRuleError(
             f"template {tpl['name']}: no stage {argv[3]!r} to run; choose one of "
             f"{', '.join(STAGES)}"
         )
+    if stage is None:
+        return  # the stage is a parameter's: the stage refuses an unknown one when it starts
     env = {
         str(e["name"]): parameter_text(e["value"])
         for e in container.get("env") or []
