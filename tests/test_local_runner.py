@@ -585,6 +585,37 @@ RETRY_ON_75 = 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"'
 
 
 @pytest.mark.parametrize(
+    ("codes", "loop", "runner_code"),
+    [
+        ("75", False, 75),  # transient: the run may pass when run again
+        ("75,75,75", False, 75),  # retries used up on transient failures
+        ("75,2", False, 1),  # the last attempt decides: bad input is no reason to rerun
+        ("2", False, 1),
+        ("3", False, 1),
+        ("75", True, 75),  # a failed item of a loop, as the per-year fan-out
+    ],
+)
+def test_the_runners_exit_code_carries_a_failed_tasks_transient_exit(
+    tmp_path: Path, codes: str, loop: bool, runner_code: int
+) -> None:
+    """A run that failed on exit 75 (steps.cli.EXIT_TRANSIENT) exits 75, so `make demo`, a
+    cron job or a user can tell a rerun may pass; every other failure is 1 (it was always 1)."""
+    counter = tmp_path / "count"
+    step = container(
+        "step",
+        EXIT_WITH,
+        [str(counter), codes],
+        retryStrategy={"limit": 2, "expression": RETRY_ON_75},
+    )
+    task: dict = {"name": "step", "template": "step"}
+    if loop:
+        task["withItems"] = ["a"]
+    code, text, summary = run(workflow([task], [step]), tmp_path)
+    assert code == runner_code, text
+    assert summary["phase"] == "Failed"
+
+
+@pytest.mark.parametrize(
     ("codes", "phase", "attempts"),
     [
         ("75,75,0", "Succeeded", 3),  # transient twice, then done

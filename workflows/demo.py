@@ -18,7 +18,15 @@ from pathlib import Path
 
 import httpx
 
-from steps.cli import BadInput, StepError, TransientError, env_default, one_line, run
+from steps.cli import (
+    EXIT_TRANSIENT,
+    BadInput,
+    StepError,
+    TransientError,
+    env_default,
+    one_line,
+    run,
+)
 from steps.contract import OneLineParser, argparse_type
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import (
@@ -265,7 +273,8 @@ def run_demo(
     pipeline_s = time.monotonic() - started - mlflow_s
     if code != 0:
         reason = failure.getvalue().strip().removeprefix("error: ")
-        raise StepError(reason or f"the pipeline failed; see the task logs under {run_dir}")
+        error = TransientError if code == EXIT_TRANSIENT else StepError
+        raise error(reason or f"the pipeline failed; see the task logs under {run_dir}")
     record = json.loads((run_dir / RUN_RECORD).read_text())
     tasks = record["tasks"]
     gate = tasks["promote"]["outputs"]["parameters"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from steps.cli import EXIT_BAD_INPUT
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT
 from steps.files import blocking_parent, read_regular_file, what_is_at
 from steps.processes import RELEASE_LOCK_ENV, exclusive_lock, release_lock_path
 from steps.stages import DEPLOY
@@ -142,7 +142,8 @@ def run_rendered(
             `<run_dir>/cache`: a run of its own, which finds nothing cached.
 
     Returns:
-        0 if every task succeeded or was skipped, 1 if a task failed.
+        0 if every task succeeded or was skipped; 75 (steps.cli.EXIT_TRANSIENT) if a task
+        failed and its last attempt exited 75 (a rerun may pass); 1 for any other failure.
 
     Raises:
         LocalRunError: unsupported template feature, bad parameter, busy lock, a memoization
@@ -297,9 +298,11 @@ def _execute(run: _Run, tasks: list[PlannedTask]) -> int:
     )
     say(f"workflow {summary['name']} {phase} in {total:.1f}s; see {run.run_dir / RUN_RECORD}")
     if failed:
-        node, message, logs = failed
+        node, message, logs, code = failed
         run.progress.failed(f"task {node!r} failed: {message}; logs in {run.run_dir / logs}")
-        return 1
+        # The failed task's own "try again later" carries through (a cron or a user may rerun
+        # the whole run); any other failure of a run is 1, as `argo submit --wait` exits.
+        return EXIT_TRANSIENT if code == EXIT_TRANSIENT else EXIT_FAILED
     return 0
 
 
@@ -333,16 +336,17 @@ def _run_dag(
     return False
 
 
-def _first_failed(node: str, result: TaskResult, logs: Path) -> tuple[str, str, Path]:
-    """(node name, message, log directory under the run dir) of the failure in node `node`
-    (logs in `logs`): its own, or its first failed item's or nested task's, innermost first."""
+def _first_failed(node: str, result: TaskResult, logs: Path) -> tuple[str, str, Path, int | None]:
+    """(node name, message, log directory under the run dir, last exit code or None) of the
+    failure in node `node` (logs in `logs`): its own, or its first failed item's or nested
+    task's, innermost first."""
     for index, (child_node, child) in enumerate((result.children or {}).items()):
         if child.phase == "Failed":
             return _first_failed(child_node, child, logs / str(index))
     for task, child in (result.tasks or {}).items():
         if child.phase == "Failed":
             return _first_failed(f"{node}.{task}", child, logs / task)
-    return node, result.message, logs
+    return node, result.message, logs, result.exit_code
 
 
 def _from_cache(result: TaskResult) -> bool:
