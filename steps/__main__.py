@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from steps.cli import EXIT_BAD_INPUT
+from steps.cli import EXIT_BAD_INPUT, one_line
 from steps.stages import STAGES
 
 
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage, rest = args[0], args[1:]
     if stage not in STAGES:
-        print(f"error: unknown stage {stage!r}; choose one of {', '.join(STAGES)}", file=sys.stderr)
+        shown = one_line(repr(stage if len(stage) <= 60 else stage[:57] + "..."))
+        print(f"error: unknown stage {shown}; choose one of {', '.join(STAGES)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     module = importlib.import_module(f"steps.{stage.replace('-', '_')}")
     return module.main(rest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,15 +54,25 @@ class TransientError(StepError):
 
 def one_line(error: BaseException | str, limit: int | None = ERROR_DETAIL_CHARS) -> str:
     """The text of `error` (an exception or a string) for an error line: white space collapsed to
-    single spaces, credentials in URLs redacted (`steps.redaction`), cut at `limit` characters
+    single spaces, control characters left escaped (`\x1b`), credentials in URLs redacted
+    (`steps.redaction`), cut at `limit` characters
     with `...` (None: not cut). An exception without text gives its type name.
     """
-    text = redact(" ".join(str(error).split()))
+    text = _CONTROL.sub(_escaped, redact(" ".join(str(error).split())))
     if not text and isinstance(error, BaseException):
         text = type(error).__name__
     if limit is None or len(text) <= limit:
         return text
     return text[: limit - 3] + "..."
+
+
+# What is left to escape once white space is collapsed: C0 controls (ESC), DEL and C1 controls,
+# which a terminal would act on rather than show.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group(0)):02x}"
 
 
 def env_default(name: str, default: str | None = None) -> str | None:

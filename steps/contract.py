@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,18 @@ from typing import Any, Protocol
 
 from steps.cli import BadInput, write_outputs
 from steps.files import blocking_parent, path_problem, what_is_at
-from steps.redaction import redact_value, split_url
+from steps.redaction import redact_value, split_http_url
 
 # ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
 # version written "+2" is refused rather than read as version 2 (leading zeros stay accepted).
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 control characters and DEL
+# Characters that show as nothing: format characters (Cf: zero-width space and joiners, BOM,
+# bidi marks), unassigned and private-use code points, line/paragraph separators, and the
+# fillers and blanks Unicode classes as letters or symbols (Hangul fillers, Braille blank).
+_INVISIBLE_CATEGORIES = ("Cf", "Cn", "Co", "Cs", "Zl", "Zp")
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 _MAX_DIGITS = 64  # longer digit strings are refused before int() or float() sees them
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _NOT_GIVEN = (None, "", (), {})  # typed values that mean "not given" (a flag's empty default)
@@ -150,21 +156,40 @@ class Choice:
         return self.options
 
 
+def _invisible(char: str) -> bool:
+    """Whether `char` shows as nothing (`_INVISIBLE_CATEGORIES`, `_INVISIBLE`)."""
+    return char in _INVISIBLE or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+
+
 @dataclass(frozen=True)
 class Text:
-    """Free text, optionally matching `pattern` (described as `what`) and at most `max_length`."""
+    """Free text, optionally matching `pattern` (described as `what`) and at most `max_length`.
+
+    `visible`: a name people must see to tell apart (a registered model's, which also names the
+    pipeline's release mutex, workflows/pipeline.py MUTEX_NAME, and the local release lock):
+    refused with white space at either end (the mutex of `m ` is not the one of `m`) or any
+    invisible character (`_INVISIBLE`), so also when made only of them. Its value reaches
+    `parse` as given, not stripped (`Flag.convert`).
+    """
 
     pattern: str | None = None
     what: str = "text"
     empty_ok: bool = True
     max_length: int = 4096
+    visible: bool = False
 
     def parse(self, text: str) -> str:
         """The text; ValueError if it is too long, holds a control character (NUL, a line
-        break, ...: no flag is multi-line, and a NUL cannot reach a C library or PostgreSQL) or
-        does not match the pattern."""
+        break, ...: no flag is multi-line, and a NUL cannot reach a C library or PostgreSQL),
+        does not match the pattern, or (`visible`) is not all visible."""
         if _CONTROL.search(text):
             raise ValueError(f"must be {self.describe()}, without control characters")
+        if self.visible and text != text.strip():
+            raise ValueError(f"must be {self.describe()}, without white space at either end")
+        if self.visible and any(_invisible(c) for c in text):
+            raise ValueError(
+                f"must be {self.describe()}, without invisible characters (zero-width, fillers)"
+            )
         if len(text) > self.max_length or (
             self.pattern is not None and not re.fullmatch(self.pattern, text)
         ):
@@ -178,21 +203,26 @@ class Text:
 
 @dataclass(frozen=True)
 class CommaList:
-    """`a,b,c`: each item of the kind `item`; empty items are ignored, empty means ()."""
+    """`a,b,c`: each item of the kind `item`, each once; empty items are ignored, so empty (or
+    `,`) means (), which every door reads as "not given" (`Flag.sets`)."""
 
     item: Kind
     empty_ok: bool = True
 
     def parse(self, text: str) -> tuple[Any, ...]:
-        """The parsed items; ValueError naming the first bad one."""
+        """The parsed items; ValueError naming the first bad one, or one given twice (`2020,
+        2020` fetched the year twice through one door and was folded into one by another)."""
         values = []
         for raw in (part.strip() for part in text.split(",")):
             if not raw:
                 continue
             try:
-                values.append(self.item.parse(raw))
+                value = self.item.parse(raw)
             except ValueError as exc:
                 raise ValueError(f"item {_shown(raw)} {exc}") from None
+            if value in values:
+                raise ValueError(f"item {_shown(raw)} is given twice: give each once")
+            values.append(value)
         return tuple(values)
 
     def describe(self) -> str:
@@ -312,16 +342,29 @@ class FilePath(_LocalPath):
 @dataclass(frozen=True)
 class ExistingPath(_LocalPath):
     """A file or directory the step reads, which must exist where the step runs (on this machine
-    for the local runner; in the pod on a cluster)."""
+    for the local runner; in the pod on a cluster); a file's name must end in one of `file_ends`
+    (any case) when they are given: what the step can read (`--path`: a GSOD file or archive)."""
+
+    file_ends: tuple[str, ...] = ()
 
     def _check(self, path: Path) -> None:
         problem = path_problem(path, ("a file", "a directory"), where=_WHERE)
         if problem:
             raise ValueError(problem)
+        if what_is_at(path) == "a file":
+            _check_end(str(path), self.file_ends, "a file whose name")
 
     def describe(self) -> str:
-        """`an existing file or directory (read)`."""
-        return "an existing file or directory (read)"
+        """`an existing file or directory (read)`, with the ends a file's name may have."""
+        ends = f", a file named *{', *'.join(self.file_ends)}" if self.file_ends else ""
+        return f"an existing file or directory (read{ends})"
+
+
+def _check_end(name: str, ends: tuple[str, ...], what: str) -> None:
+    """ValueError unless `name` ends in one of `ends` (any case; none given: any end); `what`
+    says what ends so: `a file whose name`, `a URL whose path`."""
+    if ends and not name.lower().endswith(ends):
+        raise ValueError(f"is {what} ends in none of {', '.join(ends)}")
 
 
 @dataclass(frozen=True)
@@ -345,20 +388,30 @@ class DirectoryPath(_LocalPath):
         return True
 
 
+def _http_url(text: str, what: str) -> str:
+    """The path of the http(s) URL `text`; ValueError (never quoting it) for white space, a
+    control character, another scheme, no host, a port that is not from 1 to 65535 or empty,
+    or a password that ends the host early (`steps.redaction.split_http_url`)."""
+    Text(r"https?://\S+", what=what).parse(text)
+    try:
+        return split_http_url(text).path
+    except ValueError as exc:
+        raise ValueError(f"must be {what}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class HttpUrl:
-    """An http(s) URL whose port, if any, is a number: a '/', '#' or '?' left unencoded in a
-    password ends the host early and puts part of the password where the port goes, which must
-    be refused here rather than by the HTTP client later (quoting it)."""
+    """An http(s) URL with a host and, if any, a port from 1 to 65535: a '/', '#' or '?' left
+    unencoded in a password ends the host early and puts part of the password where the port
+    goes, which must be refused here rather than by the HTTP client later (quoting it), and a
+    port no server listens on would be retried as a transient failure (exit 75)."""
 
     what: str = "an http(s) URL"
     empty_ok: bool = True
 
     def parse(self, text: str) -> str:
-        """`text`; ValueError for another scheme, white space, a control character or a port
-        that is not a number (never quoting the URL)."""
-        Text(r"https?://\S+", what=self.what).parse(text)
-        split_url(text)
+        """`text`; ValueError for what `_http_url` refuses."""
+        _http_url(text, self.what)
         return text
 
     def describe(self) -> str:
@@ -369,21 +422,24 @@ class HttpUrl:
 @dataclass(frozen=True)
 class UrlOrFile:
     """An http(s) URL with a host, which the step downloads, or else the path of a file the step
-    reads, which must be one where the step runs (as a read FilePath); `what` describes both."""
+    reads, which must be one where the step runs (as a read FilePath); `what` describes both.
+    The file's name, or the URL's path, must end in one of `ends` (any case) when given: the
+    step reads the format by it."""
 
     what: str
     empty_ok: bool = True
+    ends: tuple[str, ...] = ()
 
     def parse(self, text: str) -> str:
-        """`text`; ValueError for another scheme (`s3://`, `ftp://`, a bare `http://`), a control
-        character, or a path where no file is (saying what is there)."""
+        """`text`; ValueError for another scheme (`s3://`, `ftp://`, a bare `http://`), a URL
+        `_http_url` refuses, a control character, a path where no file is (saying what is
+        there), or a name without one of `ends`."""
         Text(what=self.what).parse(text)
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", text):  # a scheme, or a Windows drive
-            if not re.fullmatch(r"https?://[^/\s?#:@]\S*", text):
-                raise ValueError(f"must be {self.describe()}")
-            split_url(text)  # a '/', '#' or '?' in a password ends the host early
+            _check_end(_http_url(text, self.describe()), self.ends, "a URL whose path")
             return text
         FilePath().parse(text)
+        _check_end(text, self.ends, "a file whose name")
         return text
 
     def describe(self) -> str:
@@ -439,10 +495,12 @@ class Flag:
         parameter_default: the workflow parameter's default when it differs from `default`.
         by_env: in a pod, pass the value through `env`, never on the command line (it may hold
             credentials, and argv is readable by every process on the node).
-        group: heading for flags that only apply to one case (`target local`).
+        env_from_pod: `env` is set by the pod itself (the downward API: POD_NAMESPACE), not by
+            a user, so a value read from it is never "set by the user" (`read_with`).
         read_with: (flag, value or values): the stage reads this flag only when that other flag
-            has that value (`("source", "gsod")`) or one of those values; a non-empty value
-            given otherwise is refused, never silently ignored.
+            has that value (`("source", "gsod")`) or one of those values; a value the user set
+            (`Flag.sets`) otherwise is refused, never silently ignored. It is also the flag's
+            heading in `--help` (`group`).
         required_with: (flag, value): the stage cannot run without a value for this flag when
             that other flag has that value (`table-uri` with `("source", "table")`); an empty or
             missing one is refused then, before any work.
@@ -458,9 +516,14 @@ class Flag:
     parameter: str | None = None
     parameter_default: str | None = None
     by_env: bool = False
-    group: str | None = None
+    env_from_pod: bool = False
     read_with: Condition | None = None
     required_with: Condition | None = None
+
+    @property
+    def group(self) -> str | None:
+        """The heading of the flags read only in one case (`target local`), from `read_with`."""
+        return f"{self.read_with[0]} {_said(self.read_with)}" if self.read_with else None
 
     @property
     def option(self) -> str:
@@ -487,20 +550,36 @@ class Flag:
         if not text:
             if self.kind.empty_ok and not self.required:
                 return self.default
-            raise BadInput(f"{source} is empty: {self.expected()}")
+            said = "empty" if not raw else "blank (only white space)"
+            raise BadInput(f"{source} is {said}: {self.expected()}")
         try:
-            return self.kind.parse(text)
+            # A visible name is checked as given: its ends are part of it (Text.visible).
+            return self.kind.parse(raw if getattr(self.kind, "visible", False) else text)
         except ValueError as exc:
             raise BadInput(f"{source} {_shown(raw)}: {exc}{_in(self.units)}") from None
 
-    def read(self, namespace: argparse.Namespace) -> Any:
-        """The typed value: from the command line (`namespace`, raw), else from `env` (an empty
-        variable is unset), else the default (`convert`, whose BadInput names where it came
-        from)."""
-        raw, source = getattr(namespace, self.dest), None
+    def given(self, namespace: argparse.Namespace) -> tuple[str | None, str | None]:
+        """(raw value, where it came from) as the user gave it: from the command line
+        (`namespace`; where None, meaning the flag), else from `env` (an empty variable is
+        unset; where `ENV (for --flag)`), else (None, None)."""
+        raw = getattr(namespace, self.dest)
         if raw is None and self.env and os.environ.get(self.env):
-            raw, source = os.environ[self.env], f"{self.env} (for {self.option})"
-        return self.convert(raw, source)
+            return os.environ[self.env], f"{self.env} (for {self.option})"
+        return raw, None
+
+    def read(self, namespace: argparse.Namespace) -> Any:
+        """The typed value: `given`, else the default (`convert`, whose BadInput names where it
+        came from)."""
+        return self.convert(*self.given(namespace))
+
+    def sets(self, value: Any) -> bool:
+        """Whether a typed value, given by the user, sets the flag: not empty once parsed (`,` is
+        no item) and not its default (nor its workflow parameter's, which the pipeline passes
+        to every task whatever the source): a default is never "set by the user"."""
+        defaults = [self.default]
+        if self.parameter_default is not None:
+            defaults.append(self.convert(self.parameter_default))
+        return value not in _NOT_GIVEN and all(value != d for d in defaults)
 
     def default_text(self) -> str:
         """The default as it is written on the command line (empty for none)."""
@@ -603,20 +682,28 @@ class Stage:
             BadInput: an unknown flag, a missing value or a value its kind refuses.
         """
         namespace = self.parser().parse_args(argv)
+        by_user: dict[str, str] = {}  # flag name -> where the user set it (`Flag.sets`)
         for flag in self.all_flags:
             if isinstance(flag.kind, Switch):
+                if getattr(namespace, flag.dest):
+                    by_user[flag.name] = flag.option
                 continue
-            setattr(namespace, flag.dest, flag.read(namespace))
-        for flag in self.all_flags:
-            given = getattr(namespace, flag.dest) not in _NOT_GIVEN
-            if flag.read_with and given:
+            raw, source = flag.given(namespace)
+            value = flag.convert(raw, source)
+            setattr(namespace, flag.dest, value)
+            if raw is not None and flag.sets(value) and not (source and flag.env_from_pod):
+                by_user[flag.name] = source or flag.option
+        for flag in self.all_flags:  # what the user set first, then what is missing
+            if flag.read_with and flag.name in by_user:
                 other, said = flag.read_with[0], _said(flag.read_with)
                 actual = render_value(getattr(namespace, other.replace("-", "_")))
                 if actual not in _wanted(flag.read_with):
                     raise BadInput(
-                        f"{flag.option} is read only with --{other} {said}, and --{other} is "
-                        f"{actual!r}: leave {flag.option} out or set --{other} {said}"
+                        f"{by_user[flag.name]} is read only with --{other} {said}, and --{other} "
+                        f"is {actual!r}: leave {flag.option} out or set --{other} {said}"
                     )
+        for flag in self.all_flags:
+            given = getattr(namespace, flag.dest) not in _NOT_GIVEN
             if flag.required_with and not given:
                 other = flag.required_with[0]
                 actual = render_value(getattr(namespace, other.replace("-", "_")))
@@ -727,6 +814,21 @@ class Stage:
                         f"{both} ({_shown(str(other_path))}, {_shown(str(path))}): one is under "
                         "the other, which is a file; give each its own path"
                     )
+                for (out, out_path), (inp, in_path), in_written in (
+                    ((what, path), (other, other_path), other_written),
+                    ((other, other_path), (what, path), written),
+                ):
+                    # `train --input D --holdout-out D/h.parquet`: the next run reads it as input.
+                    if (
+                        not in_written
+                        and what_is_at(in_path) == "a directory"
+                        and _inside(out_path, in_path)
+                    ):
+                        raise BadInput(
+                            f"{out} {_shown(str(out_path))} is inside {inp} "
+                            f"{_shown(str(in_path))}, a directory the stage reads: what it "
+                            "writes there would be read as input; give it a path outside"
+                        )
 
     def write_outputs(self, outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
         """`steps.cli.write_outputs`, once `outputs` are checked to be exactly the declared ones
@@ -816,9 +918,11 @@ def check_workflow_parameters(
     paths_here: bool = True,
 ) -> None:
     """Check each value in `values` whose name is one of `parameters` against its flags; then
-    refuse a non-empty value for a flag its stage would not read (`Flag.read_with`, e.g.
-    `gsod-path` with a `source` other than `gsod`), and an empty or missing one (its default)
-    for a flag its stage needs then (`Flag.required_with`, e.g. `table-uri` with `source=table`).
+    refuse a value that sets a flag (`Flag.sets`: not empty once parsed, not the default) its
+    stage would not read (`Flag.read_with`, e.g. `gsod-path` or `synthetic-rows=2000` with a
+    `source` other than `gsod` or `synthetic`), as the stage's own parse does; and an empty or
+    missing one (its default) for a flag its stage needs then (`Flag.required_with`, e.g.
+    `table-uri` with `source=table`).
 
     `paths_here=False` (submit.py's Argo door: the steps run in pods) leaves a path that is
     looked up where the step runs (`gsod-path`, a `table-uri` file) to the workflow's first
@@ -837,22 +941,36 @@ def check_workflow_parameters(
         ):
             continue
         parameter.check(raw)
-    for parameter in parameters:
-        given = bool(values.get(parameter.name, parameter.default).strip())
+    for parameter in parameters:  # what the user set first, then what is missing
+        raw = values.get(parameter.name)
         for stage, flag in parameter.flags:
             where = f"workflow parameter {parameter.name} ({stage} {flag.option})"
-            if flag.read_with and given:
+            if flag.read_with and raw is not None and _parameter_sets(flag, raw, paths_here):
                 other, actual = _condition_parameter(stage, flag.read_with, values, parameters)
                 said = _said(flag.read_with)
                 if other and actual not in _wanted(flag.read_with):
                     raise BadInput(
                         f"{where} is read only with {other}={said}, and {other} is "
-                        f"{actual!r}: leave {parameter.name} empty or set {other}={said}"
+                        f"{actual!r}: leave {parameter.name} at its default "
+                        f"({parameter.default!r}) or set {other}={said}"
                     )
+    for parameter in parameters:
+        given = bool(values.get(parameter.name, parameter.default).strip())
+        for stage, flag in parameter.flags:
             if flag.required_with and not given:
+                where = f"workflow parameter {parameter.name} ({stage} {flag.option})"
                 other, actual = _condition_parameter(stage, flag.required_with, values, parameters)
                 if other and actual in _wanted(flag.required_with):
                     raise BadInput(f"{where} is required with {other}={actual}: {flag.expected()}")
+
+
+def _parameter_sets(flag: Flag, raw: str, paths_here: bool) -> bool:
+    """Whether the workflow parameter value `raw` (already checked) sets `flag`, as the stage's
+    own door decides it (`Flag.sets`): `,` for a comma list and a default are not set. A path
+    looked up where the step runs, when that is not here, is set when not blank."""
+    if not paths_here and _names_a_path_where_the_step_runs(flag, raw):
+        return bool(raw.strip())
+    return flag.sets(flag.convert(raw))
 
 
 def _condition_parameter(
@@ -923,6 +1041,17 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         """Called by argparse for an unknown flag, a missing value or a refused `type=`."""
         raise BadInput(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """argparse's, but arguments it does not know are quoted as every value is (`_shown`:
+        redacted, control characters escaped, cut short), at most three of them: argparse
+        echoes them whole, an ESC or a pasted URL with its password included."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            shown = ", ".join(_shown(extra) for extra in extras[:3])
+            more = f" (and {len(extras) - 3} more)" if len(extras) > 3 else ""
+            self.error(f"unrecognized arguments: {shown}{more}")
+        return parsed
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
         """`--flag=--` is refused: argparse drops the `--` and hands back [] (Python 3.11) or
@@ -1009,7 +1138,7 @@ def flag_table(stage: Stage) -> str:
         parameter = _code(flag.parameter or "")
         rows.append(
             f"| `{flag.option}` | {_code(flag.env or '')} | {values} | {default} | {parameter} "
-            f"| {flag.help}{_conditions(flag)}{f' ({flag.group})' if flag.group else ''} |"
+            f"| {flag.help}{_conditions(flag)} |"
         )
     return "\n".join(rows)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from steps.cli import StepError, run
+from steps.cli import BadInput, StepError, run
 from steps.dataset import canonical, hash_canonical, write_dataset
 from steps.sources import SourceRequest, fetch_from
 from steps.stages import FETCH
@@ -34,11 +34,25 @@ def _describe(metadata: dict[str, object]) -> str:
     return ", ".join(f"{k}={metadata[k]}" for k in keys if metadata.get(k) not in (None, [], ""))
 
 
+def refuse_too_many_rows(source: str, rows: int, years: tuple[int, ...]) -> None:
+    """BadInput when the synthetic source would generate more rows in all (`--rows` in each of
+    `--years`) than one fetch can hold: `--rows`'s own bound (steps/stages.py
+    SYNTHETIC_MAX_ROWS). In the pipeline each fetch takes one year, so the flag's bound alone
+    holds there."""
+    limit = FETCH.flag("rows").kind.maximum
+    if source == "synthetic" and rows * max(1, len(years)) > limit:
+        raise BadInput(
+            f"--rows {rows} in each of {len(years)} --years is {rows * len(years):,} rows, over "
+            f"the {limit:,} one fetch can hold: give fewer rows or fewer years"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: `python -m steps fetch --source ... --output ...`."""
 
     def body() -> None:
         args = FETCH.parse(argv)
+        refuse_too_many_rows(args.source, args.rows, args.years)
         output: Path = args.output
         output.parent.mkdir(parents=True, exist_ok=True)
         # Scratch next to the output: in a pod only /work is writable.

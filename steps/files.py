@@ -1,15 +1,18 @@
 """Files written whole or not at all: write under a temporary name in the target's folder, then
 rename it over the target, so a reader never sees half a file and a failure leaves the old one.
-And what is at a path, in the words every error line about a path uses.
+And what is at a path, in the words every error line about a path uses; and the one way a
+step reads a file a user named: a regular file only, never more bytes than its bound.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from steps.cli import StepError, one_line
 
@@ -70,13 +73,7 @@ def what_is_at(path: Path) -> str | None:
         mode = Path(path).stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if stat.S_ISREG(mode):
-        return "a file"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    return "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return what_mode(mode)
 
 
 def blocking_parent(path: Path) -> Path | None:
@@ -103,26 +100,81 @@ def path_problem(path: Path, accept: tuple[str, ...] = ("a file",), where: str =
     return f"is {what}, not a {wanted}"
 
 
-def read_regular_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of the regular file at `path`, at most `max_bytes` of them.
+class NotRegularFile(StepError):
+    """A path a step was to read holds no regular file (a named pipe, a device, a socket, a
+    link to one): reading it would hang (a pipe) or never end (`/dev/zero`)."""
 
-    Opened without blocking and examined before it is read, so a named pipe (which would wait
-    for a writer for ever) or a device (`/dev/zero`, which never ends) is refused, never read;
-    a file longer than `max_bytes` is refused after reading one byte more than that, never
-    read whole into memory.
+
+class OverBound(StepError):
+    """A file holds more bytes than its bound allows."""
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading in binary, once it is known to be a regular file (links
+    followed).
+
+    The file is opened without blocking (O_NONBLOCK) and examined through the open descriptor
+    (`fstat`): a named pipe opened normally blocks until a writer comes, and a path checked
+    first and opened after could be swapped in between.
 
     Raises:
-        ValueError: not a regular file (`is a named pipe, not a file`), or longer than
-            `max_bytes` (`is larger than N bytes`): words to follow the path in an error line.
-        OSError: it cannot be opened or read.
+        NotRegularFile: what is there is no regular file, naming what it is.
+        OSError: the path cannot be opened (missing, no permission).
     """
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(descriptor, "rb") as file:
-        mode = os.fstat(descriptor).st_mode
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            found = "a directory" if stat.S_ISDIR(mode) else what_is_at(path) or "not a file"
-            raise ValueError(f"is {found}, not a file")
-        data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"is larger than {max_bytes} bytes")
+            raise NotRegularFile(f"{path} is {what_mode(mode)}, not a file: only files are read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(handle: BinaryIO, limit: int, name: str) -> bytes:
+    """Every byte of `handle`, refusing more than `limit`: the bytes actually read count, not a
+    size looked up before (a file that grows, or `/proc`-like files that report size 0).
+
+    Raises:
+        OverBound: more than `limit` bytes, naming `name` and the bound; no more is read.
+    """
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OverBound(f"{name}: holds over {limit:,} bytes, the bound for it; not read further")
     return data
+
+
+def read_regular(path: Path, limit: int, name: str | None = None) -> bytes:
+    """The bytes of the regular file at `path` (`open_regular`), at most `limit` of them
+    (`read_bounded`; `name` names it in the error, default the path)."""
+    with open_regular(path) as handle:
+        return read_bounded(handle, limit, name or str(path))
+
+
+# A JSON record the steps keep (deploy's state, its backend, a model copy's record) is a few
+# hundred bytes: more is no record of ours.
+JSON_RECORD_MAX_BYTES = 1024 * 1024
+
+
+def read_json_record(path: Path, limit: int = JSON_RECORD_MAX_BYTES) -> Any:
+    """The JSON value in the regular file `path` (`read_regular`: never a named pipe or a device,
+    at most `limit` bytes).
+
+    Raises:
+        NotRegularFile, OverBound: as `read_regular`.
+        OSError: it cannot be opened; ValueError: it is no JSON (UTF-8).
+    """
+    return json.loads(read_regular(path, limit))
+
+
+def what_mode(mode: int) -> str:
+    """`what_is_at`'s words for a file mode (`os.stat(...).st_mode`)."""
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device"

@@ -8,8 +8,10 @@ batches, each parsed by one pyarrow.csv call on a worker thread; a full year (~1
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import tarfile
 import zlib
 from collections import deque
@@ -25,6 +27,8 @@ import pyarrow.csv as pacsv
 
 from steps.cli import StepError, one_line
 from steps.dataset import SCHEMA, empty_table
+from steps.files import NotRegularFile, OverBound, open_regular, read_regular, what_mode
+from steps.sources import GSOD_FILE_SUFFIXES
 
 # The 28 columns of every NCEI access CSV file, in order; the header line quotes each name.
 GSOD_COLUMNS = (
@@ -66,7 +70,7 @@ _CONVERT = pacsv.ConvertOptions(
 _PARSE = pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False)
 DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 PARSE_WORKERS = 2
-GSOD_SUFFIXES = (".csv", ".op", ".op.gz")
+GSOD_SUFFIXES = GSOD_FILE_SUFFIXES
 # Size bounds, in uncompressed bytes. A GSOD station-year file is about 80 KB and a whole-year
 # archive of every station about 0.9 GiB, so these leave wide room while a decompression bomb (a
 # 4.7 MB .tar.gz holding one 1 GiB member) is refused from its tar header, before it is read.
@@ -148,11 +152,16 @@ def iter_directory(
         key=lambda name: (os.path.basename(name), name),
     )
     for name in names:
+        mode = os.stat(os.path.join(root, name)).st_mode  # links followed
+        if not stat.S_ISREG(mode):
+            # A named pipe would block the read for ever, a link to /dev/zero never end it.
+            raise NotRegularFile(f"{name} in {root} is {what_mode(mode)}: only files are read")
         check_size(name, os.stat(os.path.join(root, name)).st_size, max_file_bytes)
     pending: deque[tuple[str, Future[bytes]]] = deque()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsod-read") as pool:
         for name in names:
-            pending.append((name, pool.submit(_read_file, os.path.join(root, name))))
+            path = os.path.join(root, name)
+            pending.append((name, pool.submit(read_file, Path(path), max_file_bytes, name)))
             if len(pending) >= read_ahead:
                 done, future = pending.popleft()
                 yield done, future.result()
@@ -168,9 +177,18 @@ def _in_years(folder: str, years: Collection[int]) -> bool:
     return not years or not re.fullmatch(r"\d{4}", top) or int(top) in years
 
 
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+def read_file(path: Path, max_file_bytes: int = MAX_FILE_BYTES, name: str | None = None) -> bytes:
+    """The bytes of the GSOD file at `path`, a regular file (`steps.files.open_regular`), of at
+    most `max_file_bytes` bytes as read (not as its size said before: it may grow meanwhile).
+
+    Raises:
+        NotRegularFile: a named pipe, a device or a socket (a link to one included).
+        TooLargeError: more than `max_file_bytes` bytes; no more is read.
+    """
+    try:
+        return read_regular(path, max_file_bytes, name or str(path))
+    except OverBound as exc:
+        raise TooLargeError(str(exc)) from None
 
 
 def iter_tar(
@@ -234,10 +252,16 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return info
 
 
-def _open_tar_stream(source: Path | BinaryIO) -> tarfile.TarFile:
-    if isinstance(source, Path | str):
-        return tarfile.open(source, mode="r|gz", tarinfo=_BoundedTarInfo)
-    return tarfile.open(fileobj=source, mode="r|gz", tarinfo=_BoundedTarInfo)
+@contextlib.contextmanager
+def _open_tar_stream(source: Path | BinaryIO) -> Iterator[tarfile.TarFile]:
+    """The archive as a forward-only tar stream; a path is opened as a regular file only
+    (`steps.files.open_regular`: never a named pipe or a device)."""
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, Path | str):
+            source = stack.enter_context(open_regular(Path(source)))
+        yield stack.enter_context(
+            tarfile.open(fileobj=source, mode="r|gz", tarinfo=_BoundedTarInfo)
+        )
 
 
 def parse_files(

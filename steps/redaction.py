@@ -37,18 +37,23 @@ def is_secret_parameter(name: str) -> bool:
 
 
 def url_port(parts: SplitResult) -> int | None:
-    """`parts.port` (None if the URL names none), else a ValueError that never quotes the URL.
+    """`parts.port` (None if the URL names none), else a ValueError that never quotes the URL:
+    for a port that is not a number, outside 1-65535 (0 included: no server listens there), or
+    empty (`http://h:/`, which urllib reads as no port).
 
     urllib's own error quotes what it took for the port (`Port could not be cast to integer
     value as 'hunter2'`), and a password with an unencoded '/', '#' or '?' ends the authority
     early, so what it quotes is part of the password.
     """
     try:
-        return parts.port
+        port = parts.port
     except ValueError as exc:
         if str(exc) == "Port out of range 0-65535":  # urllib's, quoting nothing
-            raise ValueError(str(exc)) from None
+            raise ValueError("its port is not from 1 to 65535") from None
         raise ValueError(f"its port is not a number ({_ENCODE})") from None
+    if port == 0 or (port is None and parts.netloc.rpartition("@")[2].endswith(":")):
+        raise ValueError("its port is not from 1 to 65535")
+    return port
 
 
 def split_url(text: str) -> SplitResult:
@@ -66,6 +71,17 @@ def split_url(text: str) -> SplitResult:
             f"it reads as a login cut short by its password ({_ENCODE}; an '@' in the path of "
             "a URL with a port as %40)"
         )
+    return parts
+
+
+def split_http_url(text: str) -> SplitResult:
+    """`split_url(text)` of an http(s) URL that names a host; ValueError that never quotes the
+    URL for another scheme or no host (`http:///x`), besides what `split_url` refuses."""
+    parts = split_url(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("it is not an http(s) URL")
+    if not parts.hostname:
+        raise ValueError("it names no host")
     return parts
 
 

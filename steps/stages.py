@@ -38,7 +38,15 @@ from steps.contract import (
 from steps.deploy_targets import TARGETS
 from steps.model import MODEL_TYPES
 from steps.settings import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
-from steps.sources import COLUMNS, DEFAULT_BASE_URL, SOURCES, SourceRequest
+from steps.sources import (
+    COLUMNS,
+    DEFAULT_BASE_URL,
+    GSOD_ARCHIVE_SUFFIXES,
+    GSOD_FILE_SUFFIXES,
+    SOURCES,
+    TABLE_FORMATS,
+    SourceRequest,
+)
 from steps.tracking import TrackingUri
 from steps.year_items import YEARS
 
@@ -51,6 +59,17 @@ _NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # a Kubernetes (RFC 1123) name
 _LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
 _HOST = rf"{_LABEL}(\.{_LABEL})*|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"
 PORT = Integer(1, 65535)  # a TCP port
+# The sources that download over HTTP (steps/sources/http.py), so read --http-retries/-timeout.
+_DOWNLOADING = ("gsod", "table")
+# Deploy's flags read by one target only (steps/deploy_targets/): their --help heading too.
+_LOCAL, _KUBERNETES = ("target", "local"), ("target", "kubernetes")
+# What one synthetic fetch may generate, in rows, with every year it is given: it holds them all
+# (the GSOD text, then the table, sorted and hashed). Measured with `/usr/bin/time -f %M` on
+# `fetch --source synthetic --rows N`: N=1,000,000 peaked at 578 MB (about 420 bytes a row over
+# 170 MB at N=100,000 with --years), 2,000,000 at 738 MB with one year; the fetch pod's memory
+# limit is 1 GiB (workflows/pipeline.py `_SMALL`), so 1,000,000 leaves room for a slower
+# allocator or a larger library.
+SYNTHETIC_MAX_ROWS = 1_000_000
 
 # ---- MLflow connection, shared by the stages that talk to the tracking server ----------------
 TRACKING_URI = Flag(
@@ -72,6 +91,7 @@ MODEL_NAME = Flag(
         what="a registered model name (no '/' or ':'; not '.' and not starting '..')",
         empty_ok=False,
         max_length=256,
+        visible=True,
     ),
     "registered model name in MLflow",
     default=DEFAULT_MODEL_NAME,
@@ -132,33 +152,42 @@ FETCH = Stage(
         # A path where the step runs: on this machine for the local runner (process backend);
         # on a cluster, inside the check-parameters and fetch pods, so only with a volume
         # mounted there (the templates mount none) or files baked into the step image.
-        Flag("path", ExistingPath(empty_ok=True),
+        Flag("path", ExistingPath(empty_ok=True,
+                                  file_ends=(*GSOD_FILE_SUFFIXES, *GSOD_ARCHIVE_SUFFIXES)),
              "local directory, .tar.gz or GSOD .csv/.op file instead of HTTP (where the step"
              " runs: on a cluster a volume must hold it)",
              env="GSOD_PATH", parameter="gsod-path", read_with=("source", "gsod")),
         Flag("base-url", HttpUrl(), "GSOD archive base URL",
-             default=DEFAULT_BASE_URL, env="GSOD_BASE_URL", parameter="gsod-base-url"),
+             default=DEFAULT_BASE_URL, env="GSOD_BASE_URL", parameter="gsod-base-url",
+             read_with=("source", "gsod")),
         # What the table source reads (steps/sources/table.py `fetch`): `s3://`, `ftp://`, a
         # bare `http://` or a path where no file is passed the check and failed in fetch.
-        Flag("table-uri", UrlOrFile("a CSV or Parquet file (read) or http(s) URL"),
+        Flag("table-uri", UrlOrFile("a CSV or Parquet file (read) or http(s) URL",
+                                    ends=tuple(TABLE_FORMATS)),
              "table source: CSV or Parquet path or URL", env="TABLE_URI", parameter="table-uri",
              read_with=("source", "table"), required_with=("source", "table")),
         Flag("column-map", Pairs(COLUMNS), "table source: temp=TEMP,dewp=DEWP,... (ours=theirs)",
              default={}, env="TABLE_COLUMN_MAP", parameter="column-map",
              read_with=("source", "table")),
-        Flag("rows", Integer(1, 50_000_000),
-             "synthetic source: number of rows (in each year, with --years)",
+        Flag("rows", Integer(1, SYNTHETIC_MAX_ROWS),
+             "synthetic source: number of rows (in each year, with --years; rows x years at most"
+             f" {SYNTHETIC_MAX_ROWS:,}, as one fetch holds them all: about 420 bytes a row at"
+             " peak over 170 MB for Python and the libraries is about 0.6 GB, within the fetch"
+             " pod's 1 GiB memory limit)",
              default=_SOURCE_DEFAULTS.rows, env="SYNTHETIC_ROWS",
-             parameter="synthetic-rows", parameter_default="1000"),
+             parameter="synthetic-rows", parameter_default="1000",
+             read_with=("source", "synthetic")),
         Flag("seed", Integer(0, _UINT32), "synthetic source: random seed",
-             default=_SOURCE_DEFAULTS.seed, env="SYNTHETIC_SEED"),
+             default=_SOURCE_DEFAULTS.seed, env="SYNTHETIC_SEED",
+             read_with=("source", "synthetic")),
         Flag("http-retries", Integer(0, 100),
              "retries on timeouts, dropped connections and 5xx (backoff 0.5 s doubling, max 8 s);"
              " 404 and other 4xx fail at once",
-             default=_SOURCE_DEFAULTS.http_retries, env="FETCH_HTTP_RETRIES"),
+             default=_SOURCE_DEFAULTS.http_retries, env="FETCH_HTTP_RETRIES",
+             read_with=("source", _DOWNLOADING)),
         Flag("http-timeout", Number(0, 3600, open_minimum=True),
              "how long a request may wait for the server", default=_SOURCE_DEFAULTS.http_timeout,
-             env="FETCH_HTTP_TIMEOUT", units="seconds"),
+             env="FETCH_HTTP_TIMEOUT", units="seconds", read_with=("source", _DOWNLOADING)),
         Flag("output", FilePath(writes=True), "Parquet file to write",
              default=Path("dataset.parquet")),
     ),
@@ -320,26 +349,26 @@ DEPLOY = Stage(
              units="seconds"),
         TRACKING_URI,
         Flag("host", Text(_HOST, what="a host name or IP address", max_length=253),
-             "interface to bind", default="127.0.0.1", group="target local"),
+             "interface to bind", default="127.0.0.1", read_with=_LOCAL),
         Flag("port", PORT, "port to serve on", default=5001, env="SERVE_PORT",
-             group="target local"),
+             read_with=_LOCAL),
         Flag("state-dir", DirectoryPath(), "PID/port/version state and server logs",
              default=Path(".demo/serve"), env="DEPLOY_STATE_DIR",
-             group="target local"),
+             read_with=_LOCAL),
         Flag("stop", Switch(), "stop the locally served model (by its PID) and exit",
-             group="target local"),
+             read_with=_LOCAL),
         Flag("namespace", Text(_NAME, what="a Kubernetes namespace", max_length=63),
-             "namespace of the Deployment", default="mlops", env="POD_NAMESPACE",
-             group="target kubernetes"),
+             "namespace of the Deployment", default="mlops", env="POD_NAMESPACE", env_from_pod=True,
+             read_with=_KUBERNETES),
         Flag("deployment", Text(_NAME, what="a Kubernetes name", max_length=253),
              "Deployment serving the model", default="model-server",
-             parameter="serving-deployment", group="target kubernetes"),
+             parameter="serving-deployment", read_with=_KUBERNETES),
         Flag("service-url", HttpUrl(),
              "model server URL for the smoke test (default http://<deployment>.<namespace>.svc:8080)",
-             group="target kubernetes"),
+             read_with=_KUBERNETES),
         Flag("kube-api", HttpUrl(),
              "Kubernetes API URL (tests); default in-cluster config, else kubeconfig",
-             group="target kubernetes"),
+             read_with=_KUBERNETES),
     ),
     outputs=(
         Output("served-version", "the version now served (none after --stop)"),

@@ -12,7 +12,7 @@ from typing import Any
 
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
-from steps.redaction import split_url, url_port
+from steps.redaction import split_url
 from steps.settings import MlflowSettings
 
 # MLflow's HTTP client, left to its defaults, retries 7 times with backoff factor 2 and waits up to
@@ -91,8 +91,7 @@ class TrackingUri:
         if re.search(r"\s", text):
             raise ValueError(f"must be {self.describe()}: white space (percent-encode it)")
         try:
-            parts = split_url(text)
-            port = url_port(parts)
+            parts = split_url(text)  # its port checked too (`url_port`)
         except ValueError as exc:  # "Invalid IPv6 URL", a port that is not a number
             raise ValueError(f"must be {self.describe()}: {exc}") from None
         scheme = "" if re.fullmatch(r"[a-z]", parts.scheme) else parts.scheme
@@ -116,8 +115,6 @@ class TrackingUri:
             )
         if scheme in ("http", "https") and not parts.hostname:
             raise ValueError(f"must be {self.describe()}: {scheme}:// needs a host")
-        if port == 0:
-            raise ValueError(f"must be {self.describe()}: port 0")
         return text
 
     def describe(self) -> str:

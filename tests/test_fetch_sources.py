@@ -206,7 +206,8 @@ def test_table_unknown_format(tmp_path: Path, run_fetch: RunFetch) -> None:
     source = tmp_path / "mine.xlsx"
     source.write_bytes(b"PK")
     code, _, err = run_fetch("--source", "table", "--table-uri", str(source))
-    assert_one_line_error(code, err, "unknown format")
+    # Refused at parse, where check-parameters refuses it too (issue 11: it was exit 1 in fetch).
+    assert_bad_input(code, err, "--table-uri", "ends in none of .csv, .csv.gz, .parquet, .pq")
 
 
 def test_bigquery_query_is_parameterised() -> None:

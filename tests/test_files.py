@@ -3,6 +3,7 @@ full disk is one `error:` line that leaves the previous file and no temporary fi
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import stat
@@ -97,3 +98,70 @@ def test_a_full_disk_is_one_error_line_and_leaves_the_previous_output(
     assert_one_line_error(proc.returncode, proc.stderr, "cannot write", str(out))
     assert (out / written).read_text() == "previous"
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---- reading what a user named: regular files only, bounded by the bytes read ------------------
+
+
+def _fetch_gsod_path(path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "steps", "fetch", "--path", str(path), "--years", "2024",
+         "--output", str(tmp_path / "out" / "d.parquet")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("occupant", ["a link to /dev/zero", "a named pipe"])
+def test_a_gsod_directory_entry_that_is_no_file_is_refused_not_read(occupant: str, tmp_path: Path):
+    """`--path DIR` whose `x.csv` is a link to /dev/zero read without end (past the 64 MiB
+    bound, which looked at the size the link's target reports: 0); a named pipe `x.csv` hung
+    fetch for ever (issue 11). One line naming it, exit 1, no dataset."""
+    folder = tmp_path / "gsod"
+    folder.mkdir()
+    if occupant == "a named pipe":
+        os.mkfifo(folder / "x.csv")
+    else:
+        (folder / "x.csv").symlink_to("/dev/zero")
+    result = _fetch_gsod_path(folder, tmp_path)
+    what = "a named pipe" if occupant == "a named pipe" else "a device"
+    assert_one_line_error(result.returncode, result.stderr, "x.csv", f"is {what}")
+    assert not (tmp_path / "out" / "d.parquet").exists()
+
+
+def test_the_gsod_file_bound_counts_the_bytes_read_not_the_size_reported(tmp_path: Path):
+    """/proc files are regular and report size 0 whatever they hold: the bound of one GSOD file
+    applies to what is read (a file may also grow between its stat and its read)."""
+    from steps.gsod_format import TooLargeError, iter_directory, read_file
+
+    assert Path("/proc/self/maps").stat().st_size == 0
+    with pytest.raises(TooLargeError, match="holds over 16 bytes"):
+        read_file(Path("/proc/self/maps"), max_file_bytes=16)
+    (tmp_path / "x.csv").symlink_to("/proc/self/maps")
+    with pytest.raises(TooLargeError, match=r"x\.csv: holds over 16 bytes"):
+        list(iter_directory(tmp_path, max_file_bytes=16))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_the_table_reader_never_opens_a_named_pipe(suffix: str, tmp_path: Path):
+    """A table path that became a named pipe after the flag was checked: one StepError at once,
+    never a read that waits for a writer."""
+    from steps.sources.table import read_table
+
+    pipe = tmp_path / f"t{suffix}"
+    os.mkfifo(pipe)
+    with pytest.raises(StepError, match="is a named pipe, not a file"):
+        read_table(pipe, str(pipe))
+
+
+def test_open_regular_refuses_what_is_no_file_through_the_open_descriptor(tmp_path: Path):
+    from steps.files import NotRegularFile, OverBound, open_regular, read_regular
+
+    os.mkfifo(tmp_path / "pipe")
+    for path, what in ((tmp_path / "pipe", "a named pipe"), (Path("/dev/zero"), "a device"),
+                       (tmp_path, "a directory")):  # fmt: skip
+        with pytest.raises(NotRegularFile, match=f"is {what}, not a file"):
+            open_regular(path)
+    (tmp_path / "f").write_bytes(b"12345")
+    assert read_regular(tmp_path / "f", 5) == b"12345"
+    with pytest.raises(OverBound, match="f: holds over 4 bytes"):
+        read_regular(tmp_path / "f", 4)

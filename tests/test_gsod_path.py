@@ -154,7 +154,10 @@ def test_local_runner_fetches_from_the_gsod_path_parameter(
             {"gsod-path": "{folder}", "source": "synthetic"},
             ["gsod-path (fetch --path) is read only with source=gsod", "source is 'synthetic'"],
         ),
-        ({"table-uri": __file__}, ["table-uri (fetch --table-uri) is read only with source=table"]),
+        (
+            {"table-uri": "{table}"},
+            ["table-uri (fetch --table-uri) is read only with source=table"],
+        ),
         ({"source": "table"}, ["table-uri (fetch --table-uri) is required with source=table"]),
         (
             {"source": "synthetic", "stations": "72530094846"},
@@ -169,8 +172,11 @@ def test_local_runner_fetches_from_the_gsod_path_parameter(
 def test_parameter_check_refuses_a_bad_or_unread_gsod_path(
     values: dict[str, str], needles: list[str], gsod_folder: Path, tmp_path: Path
 ) -> None:
+    table = tmp_path / "t.csv"  # a table's name says its format
+    table.write_text("date,temp,dewp\n")
     filled = {
-        k: v.format(missing=tmp_path / "nowhere", folder=gsod_folder) for k, v in values.items()
+        k: v.format(missing=tmp_path / "nowhere", folder=gsod_folder, table=table)
+        for k, v in values.items()
     }
     with pytest.raises(BadInput) as raised:
         check_workflow_parameters(filled, WORKFLOW_PARAMETERS)
@@ -178,7 +184,7 @@ def test_parameter_check_refuses_a_bad_or_unread_gsod_path(
         assert needle in str(raised.value)
     # Given for the source that reads it, the same values pass.
     check_workflow_parameters({"gsod-path": str(gsod_folder)}, WORKFLOW_PARAMETERS)
-    check_workflow_parameters({"source": "table", "table-uri": __file__}, WORKFLOW_PARAMETERS)
+    check_workflow_parameters({"source": "table", "table-uri": str(table)}, WORKFLOW_PARAMETERS)
 
 
 def test_fetch_refuses_a_path_its_source_would_ignore(

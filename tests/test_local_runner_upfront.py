@@ -536,7 +536,7 @@ def test_what_only_this_runner_cannot_run_is_refused_before_any_task(
         # a named pipe hung the run (after `first` had run), /dev/zero was a MemoryError
         (os.mkfifo, "is a named pipe, not a file"),
         (Path("/dev/zero"), "is a device, not a file"),
-        ("{" + " " * CACHE_FILE_MAX_BYTES + "}", f"is larger than {CACHE_FILE_MAX_BYTES} bytes"),
+        ("{" + " " * CACHE_FILE_MAX_BYTES + "}", f"holds over {CACHE_FILE_MAX_BYTES:,} bytes"),
     ],
 )
 def test_a_memoization_cache_that_is_not_json_is_refused_before_any_task(
@@ -639,7 +639,7 @@ def test_a_template_file_larger_than_the_apiserver_reads_is_refused_unread(
     path = tmp_path / "t.yaml"
     path.write_text("# " + "x" * MAX_MANIFEST_BYTES + "\n")
     code = runner_main([str(path), "--run-dir", str(tmp_path / "run")])
-    assert_bad_input(code, capsys.readouterr().err, f"is larger than {MAX_MANIFEST_BYTES} bytes")
+    assert_bad_input(code, capsys.readouterr().err, f"holds over {MAX_MANIFEST_BYTES:,} bytes")
 
 
 @pytest.mark.parametrize(

@@ -433,7 +433,7 @@ def test_server_auth_mode_sends_no_authorization_header(capsys):
         (["--argo-server", "http://[::1"], "Argo server URL 'http://[::1' is not a URL"),
         (["--argo-server", "http://"], "Argo server URL 'http://' names no host"),
         (["--argo-server", "http:///argo/"], "names no host"),
-        (["--argo-server", "http://localhost:99999/"], "is not a URL: Port out of range"),
+        (["--argo-server", "http://localhost:99999/"], "is not a URL: its port is not from 1"),
         (["--argo-server", "http://local host/"], "has a bad port or a space in it"),
         (["--argo-server", "http://x/", "--token", "Bearer "], "the Argo token"),
         (["--argo-server", "http://x/", "--namespace", "Bad_NS"], "--namespace='Bad_NS' is not"),

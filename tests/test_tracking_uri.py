@@ -116,7 +116,7 @@ def test_a_file_store_passes_only_where_mlflow_allows_it(uri, monkeypatch):
         ("htp://mlflow:5000", "no tracking store for the scheme 'htp'"),
         ("s3://bucket/mlruns", "no tracking store for the scheme 's3'"),
         ("http://", "needs a host"),
-        ("http://mlflow:99999", "out of range"),
+        ("http://mlflow:99999", "its port is not from 1 to 65535"),
         ("mysql+a+b://db", "not a database dialect+driver"),
         ("http://mlflow :5000", "white space"),
     ],

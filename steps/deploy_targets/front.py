@@ -13,7 +13,6 @@ sent at all).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.datastructures import Headers
 
 # The model server's own request size limit and its 413, said once in the served model: the front
 # must not hold more of a body in memory than the server behind it would (issue 10).
+from steps.files import read_json_record
 from steps.served_model import MAX_REQUEST_BODY_BYTES, _too_large
 from steps.serving import REQUEST_TIMEOUT_S
 
@@ -60,7 +60,7 @@ class Front:
         stat = os.stat(self.backend_file)
         stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp != self._stamp:
-            self._backend = json.loads(self.backend_file.read_text())["url"]
+            self._backend = read_json_record(self.backend_file)["url"]
             self._stamp = stamp
         return self._backend
 

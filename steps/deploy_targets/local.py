@@ -36,7 +36,7 @@ from steps.deploy_targets.common import (
     smoke_test,
 )
 from steps.deploy_targets.front import LISTEN_FD_ENV
-from steps.files import write_text_atomically
+from steps.files import NotRegularFile, OverBound, read_json_record, write_text_atomically
 from steps.processes import (
     all_pids,
     command_line,
@@ -280,8 +280,8 @@ def _say(line: str) -> None:
 def read_state(state_dir: Path) -> ServedModel | None:
     """The server recorded in `state_dir`, or None if there is no (readable) state file."""
     try:
-        return ServedModel(**json.loads((state_dir / STATE_FILE).read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
+        return ServedModel(**read_json_record(state_dir / STATE_FILE))
+    except (OSError, ValueError, TypeError, NotRegularFile, OverBound):
         return None
 
 
@@ -448,8 +448,8 @@ def _command_lines() -> list[tuple[int, list[str]]]:
 def _rebuilt(server: _Process, front: _Process) -> ServedModel | None:
     """The record of `server` behind `front`, from its copy's `served-as.json`."""
     try:
-        copy = json.loads((Path(server.model_path).parent / COPY_RECORD).read_text())
-    except (OSError, ValueError):
+        copy = read_json_record(Path(server.model_path).parent / COPY_RECORD)
+    except (OSError, ValueError, NotRegularFile, OverBound):
         return None
     return ServedModel(
         server.pid, front.host, front.port, copy["model_uri"], copy["version"], "",
@@ -466,9 +466,9 @@ def _is_alive(served: ServedModel) -> bool:
 
 def _backend_port(state_dir: Path) -> int | None:
     try:
-        url = json.loads((state_dir / BACKEND_FILE).read_text())["url"]
+        url = read_json_record(state_dir / BACKEND_FILE)["url"]
         return int(url.rsplit(":", 1)[1])
-    except (OSError, ValueError, KeyError, IndexError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError, NotRegularFile, OverBound):
         return None
 
 

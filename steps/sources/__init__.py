@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from steps.cli import StepError
 
@@ -18,6 +20,20 @@ SOURCES = ("gsod", "bigquery", "table", "synthetic")
 # types) and the names a table's `--column-map` may map; here, where no pyarrow is needed.
 COLUMNS = ("station", "date", "temp", "dewp", "frshtt")
 DEFAULT_BASE_URL = "https://www.ncei.noaa.gov/data/global-summary-of-the-day"
+# What the gsod source reads at `--path` besides a directory (steps/sources/gsod.py), by the end
+# of the name in any case: one daily file (steps/gsod_format.py parses these), or an archive.
+GSOD_FILE_SUFFIXES = (".csv", ".op", ".op.gz")
+GSOD_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+# The table source's formats by the end of the file's name, or of a URL's path, in any case
+# (steps/sources/table.py reads each): the name decides, so a bad one is refused at parse.
+TABLE_FORMATS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def table_suffix(uri: str) -> str | None:
+    """The end of `TABLE_FORMATS` a table path or http(s) URL has (of a URL, of its path,
+    without its query or fragment), in lower case; None for none."""
+    name = urlsplit(uri).path if re.match(r"https?://", uri, re.IGNORECASE) else uri
+    return next((end for end in TABLE_FORMATS if name.lower().endswith(end)), None)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import httpx
 from steps import gsod_format
 from steps.cli import BadInput
 from steps.dataset import rows_of
-from steps.sources import Fetched, SourceRequest
+from steps.files import path_problem
+from steps.sources import GSOD_ARCHIVE_SUFFIXES, Fetched, SourceRequest
 from steps.sources.http import RetryPolicy, download
 from steps.year_items import default_years
 
@@ -57,14 +58,14 @@ def fetch(request: SourceRequest) -> Fetched:
 def _local_files(path: Path, years: tuple[int, ...] = ()) -> Iterator[tuple[str, bytes]]:
     if path.is_dir():
         return gsod_format.iter_directory(path, years=years)
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+    if path.is_file() and path.name.lower().endswith(GSOD_ARCHIVE_SUFFIXES):
         return gsod_format.iter_tar(path)
     if path.is_file() and gsod_format.is_gsod_name(path.name):
         gsod_format.check_size(str(path), path.stat().st_size)
-        return iter([(path.name, path.read_bytes())])
-    if not path.exists():
-        raise BadInput(f"--path {path} does not exist")
-    raise BadInput(f"--path {path}: expected a directory, a .tar.gz or a GSOD .csv/.op file")
+        return iter([(path.name, gsod_format.read_file(path))])
+    # Checked at parse (steps/stages.py `--path`): reached only when the path changed since.
+    problem = path_problem(path, ("a file", "a directory"))
+    raise BadInput(f"--path {path} {problem or 'is no directory, .tar.gz or GSOD .csv/.op file'}")
 
 
 def _downloaded_files(
@@ -79,8 +80,9 @@ def _downloaded_files(
                     dest = request.work_dir / f"{year}-{station}.csv"
                     download(station_url(request.base_url, year, station), dest, policy, client)
                     try:
-                        gsod_format.check_size(f"{year}/{station}.csv", dest.stat().st_size)
-                        yield f"{year}/{station}.csv", dest.read_bytes()
+                        name = f"{year}/{station}.csv"
+                        gsod_format.check_size(name, dest.stat().st_size)
+                        yield name, gsod_format.read_file(dest, name=name)
                     finally:
                         dest.unlink(missing_ok=True)
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,8 +13,8 @@ import pyarrow.parquet as pq
 from steps import gsod_format
 from steps.cli import StepError, one_line
 from steps.dataset import COLUMNS, rows_of
-from steps.files import path_problem
-from steps.sources import Fetched, SourceRequest
+from steps.files import open_regular, path_problem
+from steps.sources import TABLE_FORMATS, Fetched, SourceRequest, table_suffix
 from steps.sources.http import RetryPolicy, download
 
 REQUIRED = ("date", "temp", "dewp")
@@ -49,25 +50,33 @@ def resolve_columns(available: list[str], column_map: dict[str, str]) -> dict[st
 
 
 def read_table(path: Path, name: str) -> pa.Table:
-    """Read CSV (every column as text, converted later) or Parquet from a local file.
+    """Read CSV (every column as text, converted later) or Parquet from a local file, the
+    format chosen by `name`'s end (`steps.sources.table_suffix`, as `--table-uri` is checked).
 
     Raises:
-        StepError: the file cannot be read, or its name ends in none of .csv, .csv.gz, .parquet,
-            .pq.
+        StepError: the file cannot be read, is no regular file, or `name` ends in no format.
     """
-    lower = name.lower().split("?")[0]
+    suffix = table_suffix(name)
+    if suffix is None:
+        raise StepError(f"table {name}: unknown format, expected {', '.join(TABLE_FORMATS)}")
+
+    def opened() -> Any:
+        """The file, never a named pipe or a device (`open_regular`), gunzipped for .csv.gz."""
+        handle = open_regular(path)
+        return pa.CompressedInputStream(handle, "gzip") if suffix.endswith(".gz") else handle
+
     try:
-        if lower.endswith((".parquet", ".pq")):
-            return pq.read_table(path)
-        if lower.endswith((".csv", ".csv.gz")):
-            # Text first, so a bad value is reported by column rather than mis-inferred.
-            with pacsv.open_csv(path) as reader:
-                names = reader.schema.names
-            as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
-            return pacsv.read_csv(path, convert_options=as_text)
+        if TABLE_FORMATS[suffix] == "parquet":
+            with open_regular(path) as handle:
+                return pq.read_table(handle)
+        # Text first, so a bad value is reported by column rather than mis-inferred.
+        with opened() as handle, pacsv.open_csv(handle) as reader:
+            names = reader.schema.names
+        as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+        with opened() as handle:
+            return pacsv.read_csv(handle, convert_options=as_text)
     except (pa.ArrowInvalid, OSError) as exc:
         raise StepError(f"cannot read table {name}: {one_line(exc)}") from exc
-    raise StepError(f"table {name}: unknown format, expected .csv, .csv.gz, .parquet or .pq")
 
 
 def to_dataset(table: pa.Table, columns: dict[str, str], name: str) -> pa.Table:
@@ -127,7 +136,7 @@ def fetch(request: SourceRequest) -> Fetched:
     if not uri:
         raise StepError("table source needs --table-uri (a CSV or Parquet path or http(s) URL)")
     if uri.startswith(("http://", "https://")):
-        suffix = "".join(Path(uri.split("?")[0]).suffixes[-2:]) or ".csv"
+        suffix = table_suffix(uri) or ".csv"  # checked at parse: a format's end
         request.work_dir.mkdir(parents=True, exist_ok=True)
         path = request.work_dir / f"table{suffix}"
         policy = RetryPolicy(retries=request.http_retries, timeout=request.http_timeout)

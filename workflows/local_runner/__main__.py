@@ -15,7 +15,7 @@ from pathlib import Path
 
 from steps.cli import BadInput, one_line, run
 from steps.contract import OneLineParser
-from steps.files import read_regular_file
+from steps.files import NotRegularFile, OverBound, read_regular
 from workflows.argo_rules import MAX_MANIFEST_BYTES, ArgoRuleError, read_manifests
 from workflows.local_runner.backends import BACKENDS
 from workflows.local_runner.runner import DEFAULT_CACHE_DIR, caller_deploy_env, run_rendered
@@ -61,7 +61,7 @@ def read_template(path: Path) -> dict:
             (exit 2, nothing ran).
     """
     try:
-        data = read_regular_file(path, MAX_MANIFEST_BYTES)
+        data = read_regular(path, MAX_MANIFEST_BYTES)
         documents = read_manifests(data.decode())
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -69,8 +69,8 @@ def read_template(path: Path) -> dict:
         raise BadInput(f"{path} is not UTF-8 text: byte {exc.start}") from None
     except ArgoRuleError as exc:
         raise BadInput(f"{path} is not YAML Kubernetes reads: {one_line(exc)}") from None
-    except ValueError as exc:  # read_regular_file: not a regular file, or too large
-        raise BadInput(f"{path} {exc}") from None
+    except (NotRegularFile, OverBound) as exc:  # a named pipe would wait for ever
+        raise BadInput(str(exc)) from None
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise BadInput(f"{path} must hold exactly one resource, the rendered WorkflowTemplate")
     return documents[0]

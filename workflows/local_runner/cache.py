@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.files import read_regular_file, write_text_atomically
+from steps.files import NotRegularFile, OverBound, read_regular, write_text_atomically
 from steps.processes import exclusive_lock
 from workflows.argo_rules import memo_key_problem
 from workflows.local_runner.planning import LocalRunError
@@ -157,8 +157,8 @@ class LocalCache:
                 entries = _read_entries(path) if path.exists() else {}
             except ValueError as exc:
                 raise LocalRunError(f"memoization cache {path} is not JSON: {exc}") from None
-            except FileRefused as exc:
-                raise LocalRunError(f"memoization cache {path} {exc}") from None
+            except (NotRegularFile, OverBound) as exc:
+                raise LocalRunError(f"memoization cache: {exc}") from None
             except OSError as exc:
                 raise LocalRunError(
                     f"memoization cache {path} cannot be read: {exc.strerror or exc}"
@@ -174,22 +174,15 @@ class LocalCache:
                 write_text_atomically(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
-class FileRefused(Exception):
-    """A cache file that is no regular file, or larger than CACHE_FILE_MAX_BYTES."""
-
-
 def _read_entries(path: Path) -> Any:
     """The JSON in cache file `path`, a key written twice in one object refused (Kubernetes
     refuses a ConfigMap's duplicate fields; json.loads would keep the last silently).
 
     Raises:
-        FileRefused: not a regular file, or too large (`read_regular_file`'s words).
+        NotRegularFile, OverBound: not a regular file, or over CACHE_FILE_MAX_BYTES.
         ValueError: not UTF-8 JSON, or a key given twice.
     """
-    try:
-        data = read_regular_file(path, CACHE_FILE_MAX_BYTES)
-    except ValueError as exc:  # OSError: left to the caller
-        raise FileRefused(str(exc)) from None
+    data = read_regular(path, CACHE_FILE_MAX_BYTES)  # OSError: left to the caller
     return json.loads(data.decode(), object_pairs_hook=_unique_keys)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT
-from steps.files import blocking_parent, read_regular_file, what_is_at
+from steps.files import NotRegularFile, OverBound, blocking_parent, read_regular, what_is_at
 from steps.processes import RELEASE_LOCK_ENV, exclusive_lock, release_lock_path
 from steps.stages import DEPLOY
 from workflows.argo_rules import (
@@ -623,10 +623,10 @@ def _collect_outputs(
             # then stores it through the apiserver, which takes no request over
             # MAX_MANIFEST_BYTES: a larger value fails the task, never fills this memory.
             try:
-                data = read_regular_file(path, MAX_MANIFEST_BYTES)
-            except ValueError as exc:
+                data = read_regular(path, MAX_MANIFEST_BYTES, name=p["valueFrom"]["path"])
+            except (NotRegularFile, OverBound) as exc:
                 result.phase = "Failed"
-                result.message = f"output parameter {p['name']}: {p['valueFrom']['path']} {exc}"
+                result.message = f"output parameter {p['name']}: {exc}"
                 return
             # Bytes that are not UTF-8 become U+FFFD, as Go's encoding/json writes a string
             # holding them when Argo stores the node's outputs.
