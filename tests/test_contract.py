@@ -1208,3 +1208,21 @@ def test_a_model_name_one_cannot_see_whole_is_refused_at_every_door(
     assert_bad_input(code, err, "white space at either end" if name.strip() != name
                      else "invisible characters")  # fmt: skip
     assert out == ""
+
+
+@pytest.mark.parametrize("door", ["flag", "env", "parameter"])
+def test_a_gsod_path_file_fetch_cannot_read_is_refused_at_parse_naming_what_the_user_gave(
+    door: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GSOD_PATH=notes.txt` passed the parse and failed in fetch naming `--path`, which the user
+    never gave, and check-parameters let it through: the file's format is checked at parse now,
+    and the line names the variable (or the parameter) it came from."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("")
+    fetch = STAGES["fetch"]
+    (tmp_path / "run").mkdir()
+    code, out, err = _through(door, fetch, fetch.flag("path"), str(notes), tmp_path / "run",
+                              monkeypatch)  # fmt: skip
+    named = {"flag": "--path ", "env": "GSOD_PATH (for --path)", "parameter": "gsod-path"}[door]
+    assert_bad_input(code, err, named, "ends in none of .csv, .op, .op.gz, .tar.gz, .tgz")
+    assert out == ""
