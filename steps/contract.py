@@ -443,8 +443,8 @@ class UrlOrFile:
         return text
 
     def describe(self) -> str:
-        """`what`."""
-        return self.what
+        """`what`, with the ends a name may have."""
+        return f"{self.what}, named *{', *'.join(self.ends)}" if self.ends else self.what
 
 
 @dataclass(frozen=True)
