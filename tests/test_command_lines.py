@@ -30,10 +30,10 @@ ACTIONS = {
 }
 
 BAD = [
-    ("submit", ["--bogus"], "unrecognized arguments: --bogus"),
-    ("demo", ["--bogus"], "unrecognized arguments: --bogus"),
-    ("local runner", ["--bogus"], "unrecognized arguments: --bogus"),
-    ("docs", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("submit", ["--bogus"], "unrecognized arguments: '--bogus'"),
+    ("demo", ["--bogus"], "unrecognized arguments: '--bogus'"),
+    ("local runner", ["--bogus"], "unrecognized arguments: '--bogus'"),
+    ("docs", ["--bogus"], "unrecognized arguments: '--bogus'"),
     ("submit", ["--render"], "expected one argument"),
     ("local runner", ["--backend", "kubernetes"], "invalid choice: 'kubernetes'"),
     ("demo", ["-p", "novalue"], "'novalue' is not name=value"),
