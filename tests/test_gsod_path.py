@@ -8,8 +8,6 @@ import datetime as dt
 import io
 import json
 import math
-import shlex
-import subprocess
 import tarfile
 import uuid
 from pathlib import Path
@@ -249,18 +247,16 @@ def test_local_doors_read_gsod_when_a_gsod_path_is_given_and_no_source(tmp_path:
 
 
 def test_make_demo_passes_gsod_path_to_the_demo_and_forces_no_source(tmp_path: Path) -> None:
-    """`make demo PARAMS="gsod-path=DIR"` (dry run): the demo gets the parameter and no
-    `--source`, so it reads gsod; `SOURCE=...` still names one."""
-    from tests.model_helpers import REPO
+    """`make demo PARAMS="gsod-path=DIR"` (the recipe run with a stand-in python that records
+    its argv): the demo gets the parameter and no `--source`, so it reads gsod; `SOURCE=...`
+    still names one."""
+    from tests.test_makefile import _make
 
     def demo_argv(*make_args: str) -> list[str]:
-        text = subprocess.run(
-            ["make", "-s", "-n", "-C", str(REPO), "demo", *make_args],
-            capture_output=True, text=True, check=True, timeout=60,
-        ).stdout.replace("\\\n", " ")  # fmt: skip
-        (line,) = [ln for ln in text.splitlines() if "-m workflows.demo up" in ln]
-        words = shlex.split(line)
-        return words[words.index("workflows.demo") + 1 :]
+        proc, records = _make(tmp_path, "demo", *make_args)
+        assert proc.returncode == 0, proc.stderr
+        argv = records[-1]["argv"]
+        return argv[argv.index("workflows.demo") + 1 :]
 
     args = demo.build_parser().parse_args(demo_argv(f"PARAMS=gsod-path={tmp_path}"))
     assert args.source is None and args.parameter == [("gsod-path", str(tmp_path))]

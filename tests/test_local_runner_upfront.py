@@ -446,7 +446,7 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
             tpl["container"].update(args=["{{inputs.parameters.p}}"]),
             task.update(withItems=["ok", "a\0b"]),
         ),
-        "task second(1:a\x00b): template second container.args[0]",
+        "task second(1:a\\x00b): template second container.args[0]",  # escaped in the line
     ),
     "an env name a parameter would fill": (
         lambda tpl, task, wf: tpl["container"].update(
@@ -490,7 +490,7 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
     ),
     "a flag the stage does not have": (
         lambda tpl, task, wf: _stage(tpl, ["--min-rows", "5", "--no-such-flag", "x"]),
-        "unrecognized arguments: --no-such-flag x (see template second: python -m steps",
+        "unrecognized arguments: '--no-such-flag', 'x' (see template second: python -m steps",
     ),
     "a stage variable's literal value its flag refuses": (
         lambda tpl, task, wf: _stage(tpl, [], env=[{"name": "VALIDATE_MIN_ROWS", "value": "-3"}]),
@@ -810,5 +810,5 @@ def test_an_output_parameter_larger_than_the_apiserver_takes_fails_its_task_in_o
     path.write_text(yaml.safe_dump(template))
     code = runner_main([str(path), "-p", f"mark={mark}", "--run-dir", str(tmp_path / "run")])
     assert_one_line_error(
-        code, capsys.readouterr().err, "task 'first' failed: output parameter o: /work/o is larger"
+        code, capsys.readouterr().err, "task 'first' failed: output parameter o: /work/o: holds"
     )
