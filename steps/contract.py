@@ -39,6 +39,10 @@ _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 _MAX_DIGITS = 64  # longer digit strings are refused before int() or float() sees them
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _NOT_GIVEN = (None, "", (), {})  # typed values that mean "not given" (a flag's empty default)
+# argparse reads `--` as the end of the options: `--flag=--` reaches no flag as a value
+# (Python 3.11 argparse _get_values drops it), so no door takes it as one.
+END_OF_OPTIONS = "--"
+NOT_A_VALUE = "'--' is no value (a command line reads it as the end of the options)"
 
 
 # Every kind below is a small frozen dataclass with `empty_ok`, `parse` and `describe`.
@@ -547,6 +551,8 @@ class Flag:
                 raise BadInput(f"{self.option} is required: {self.expected()}")
             return self.default
         text = raw.strip()
+        if text == END_OF_OPTIONS:  # every door refuses it as the step's command line would
+            raise BadInput(f"{source} {NOT_A_VALUE}")
         if not text:
             if self.kind.empty_ok and not self.required:
                 return self.default
@@ -1056,8 +1062,8 @@ class OneLineParser(argparse.ArgumentParser):
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
         """`--flag=--` is refused: argparse drops the `--` and hands back [] (Python 3.11) or
         None instead of a string, which was a traceback or the default taken silently."""
-        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
-            self.error(f"argument {'/'.join(action.option_strings)}: '--' is no value")
+        if action.option_strings and action.nargs is None and arg_strings == [END_OF_OPTIONS]:
+            self.error(f"argument {'/'.join(action.option_strings)}: {NOT_A_VALUE}")
         return super()._get_values(action, arg_strings)
 
 

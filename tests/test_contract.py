@@ -218,6 +218,15 @@ def test_every_flag_refuses_dashes_as_its_value_in_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("parameter", [p.name for p in WORKFLOW_PARAMETERS])
+def test_every_workflow_parameter_refuses_dashes_up_front(parameter: str) -> None:
+    """`-p model-name=--` passed submit.py and the local runner's up-front check, then the
+    pipeline's first task refused it (the step renders `--model-name=--`): every door refuses
+    it alike, before anything runs."""
+    with pytest.raises(BadInput, match=f"workflow parameter {parameter} .*'--' is no value"):
+        check_workflow_parameters({parameter: "--"}, WORKFLOW_PARAMETERS)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
