@@ -52,6 +52,12 @@ class GsodServer:
                     self.wfile.write(body)
                     return
                 self.send_response(200)
+                if (
+                    kind == "undeclared"
+                ):  # no Content-Length: the body ends when the connection does
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if kind == "ok":
@@ -171,6 +177,32 @@ def test_http_station_files(server: GsodServer, run_fetch: RunFetch) -> None:
     )
     assert code == 0, err
     assert outputs["row-count"] == "7"
+
+
+@pytest.mark.parametrize("what", ["station", "archive"])
+@pytest.mark.parametrize("behaviour", ["ok", "undeclared"])
+def test_a_download_over_the_readers_bound_is_stopped_once_and_not_kept(
+    what: str,
+    behaviour: str,
+    tmp_path: Path,
+    server: GsodServer,
+    run_fetch: RunFetch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A station file or a year's archive past the bound its reader keeps (MAX_FILE_BYTES,
+    MAX_ARCHIVE_BYTES) is stopped there, with a Content-Length or without one: one error line,
+    exit 1, one request (no retry brings fewer bytes), no file left (it was written whole
+    first, however large)."""
+    monkeypatch.setattr(gsod_format, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(gsod_format, "MAX_ARCHIVE_BYTES", 1000)
+    big = year_archive(fixture_csvs()) + bytes(2000)
+    route = "/access/2023/01234599999.csv" if what == "station" else "/archive/2023.tar.gz"
+    server.routes[route] = [(behaviour, big)]
+    stations = ["--stations", "01234599999"] if what == "station" else []
+    code, _, err = run_fetch("--base-url", server.url, "--years", "2023", *stations)
+    assert_one_line_error(code, err, route, "over the bound of 1,000 bytes")
+    assert server.hits[route] == 1
+    assert not [p for p in tmp_path.rglob("*") if p.suffix in {".csv", ".gz"}]
 
 
 def test_http_year_archive_with_500_then_200_retries(

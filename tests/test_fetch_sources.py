@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import sys
 from pathlib import Path
 
@@ -208,6 +209,54 @@ def test_table_unknown_format(tmp_path: Path, run_fetch: RunFetch) -> None:
     code, _, err = run_fetch("--source", "table", "--table-uri", str(source))
     # Refused at parse, where check-parameters refuses it too (issue 11: it was exit 1 in fetch).
     assert_bad_input(code, err, "--table-uri", "ends in none of .csv, .csv.gz, .parquet, .pq")
+
+
+def _rows_csv(rows: int) -> bytes:
+    return b"date,temp,dewp\n" + b"2023-05-01,60.0,50.0\n" * rows
+
+
+@pytest.mark.parametrize("form", ["csv", "csv.gz", "parquet", "http", "http-undeclared"])
+def test_a_table_over_its_bound_is_refused_in_one_line_before_it_is_held(
+    form: str,
+    tmp_path: Path,
+    server: GsodServer,
+    run_fetch: RunFetch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table is read whole into memory: past TABLE_MAX_BYTES (bytes read, gunzipped, a
+    Parquet file's uncompressed data, or a download's body) it is refused, never held (it was
+    read whatever its size). Just under the bound the same table is read."""
+    from steps.sources import table as table_source
+
+    monkeypatch.setattr(table_source, "TABLE_MAX_BYTES", 4000)
+    small, big = _rows_csv(20), _rows_csv(400)  # about 0.4 kB and 8.4 kB of CSV
+    if form == "parquet":
+        path = tmp_path / "t.parquet"
+        temps = np.linspace(40.0, 80.0, 1000)  # distinct values: 8 kB a column uncompressed
+        data = pa.table({"date": ["2023-05-01"] * 1000, "temp": temps, "dewp": temps - 9})
+        pq.write_table(data, path)
+        uri = str(path)
+    elif form.startswith("http"):
+        server.routes["/t.csv"] = [("ok" if form == "http" else "undeclared", big)]
+        uri = f"{server.url}/t.csv"
+    else:
+        path = tmp_path / f"t.{form}"
+        path.write_bytes(gzip.compress(big) if form == "csv.gz" else big)
+        uri = str(path)
+    code, _, err = run_fetch("--source", "table", "--table-uri", uri)
+    assert_one_line_error(
+        code,
+        err,
+        "over the bound of 4,000 bytes"
+        if form != "csv" and form != "csv.gz"
+        else "holds over 4,000 bytes",
+    )
+    assert not (tmp_path / "out" / "dataset.parquet").exists()
+    assert not list((tmp_path).glob("**/table.csv")), "a refused download is not kept"
+    if form == "csv":
+        (tmp_path / "t.csv").write_bytes(small)
+        code, _, err = run_fetch("--source", "table", "--table-uri", uri)
+        assert code == 0, err
 
 
 def test_bigquery_query_is_parameterised() -> None:

@@ -78,7 +78,10 @@ def _downloaded_files(
             if request.stations:
                 for station in request.stations:
                     dest = request.work_dir / f"{year}-{station}.csv"
-                    download(station_url(request.base_url, year, station), dest, policy, client)
+                    download(
+                        station_url(request.base_url, year, station), dest, policy, client,
+                        max_bytes=gsod_format.MAX_FILE_BYTES,
+                    )  # fmt: skip
                     try:
                         name = f"{year}/{station}.csv"
                         gsod_format.check_size(name, dest.stat().st_size)
@@ -87,7 +90,12 @@ def _downloaded_files(
                         dest.unlink(missing_ok=True)
             else:
                 dest = request.work_dir / f"{year}.tar.gz"
-                download(archive_url(request.base_url, year), dest, policy, client)
+                # A year's archive is about 0.1 GiB (0.9 GiB of members): its members' bound,
+                # 8 GiB, leaves wide room and keeps a server from filling the disk without end.
+                download(
+                    archive_url(request.base_url, year), dest, policy, client,
+                    max_bytes=gsod_format.MAX_ARCHIVE_BYTES,
+                )  # fmt: skip
                 try:
                     for name, data in gsod_format.iter_tar(dest):
                         yield f"{year}/{name}", data

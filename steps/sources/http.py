@@ -31,11 +31,28 @@ class RetryPolicy:
         return min(self.backoff * 2**attempt, self.max_wait)
 
 
-def download(url: str, dest: Path, policy: RetryPolicy, client: httpx.Client | None = None) -> Path:
-    """Stream `url` into the file `dest`, retrying timeouts, dropped connections and 5xx.
+class DownloadTooLarge(StepError):
+    """A download declared or sent more bytes than its bound: no retry brings fewer."""
+
+
+def download(
+    url: str,
+    dest: Path,
+    policy: RetryPolicy,
+    client: httpx.Client | None = None,
+    *,
+    max_bytes: int,
+) -> Path:
+    """Stream `url` into the file `dest`, retrying timeouts, dropped connections and 5xx, and
+    writing at most `max_bytes` bytes (what the reader of that file would accept at most).
 
     A partial file from a failed attempt is removed; a final failure raises a one-line StepError
     (404 and other 4xx at once, without retrying).
+
+    Raises:
+        DownloadTooLarge: the answer's Content-Length is over `max_bytes` (nothing is read), or
+            its body goes past it (chunked or undeclared: stopped one chunk past the bound).
+        StepError / TransientError: as above.
     """
     own = client is None
     client = client or httpx.Client(timeout=policy.timeout, follow_redirects=True)
@@ -53,8 +70,15 @@ def download(url: str, dest: Path, policy: RetryPolicy, client: httpx.Client | N
                         continue
                     if response.status_code >= 400:
                         raise StepError(f"HTTP {response.status_code} from {url}")
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > max_bytes:
+                        raise _too_large(url, f"declares {int(declared):,} bytes,", max_bytes)
+                    written = 0
                     with dest.open("wb") as out:
                         for chunk in response.iter_bytes(CHUNK_BYTES):
+                            written += len(chunk)
+                            if written > max_bytes:
+                                raise _too_large(url, "goes", max_bytes)
                             out.write(chunk)
                 return dest
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
@@ -81,3 +105,11 @@ def download(url: str, dest: Path, policy: RetryPolicy, client: httpx.Client | N
     finally:
         if own:
             client.close()
+
+
+def _too_large(url: str, what: str, max_bytes: int) -> DownloadTooLarge:
+    """`url`'s answer `what` ("declares N bytes," or "goes") over the bound, as one line."""
+    return DownloadTooLarge(
+        f"{redact_value(url)}: the answer {what} over the bound of {max_bytes:,} bytes for it; "
+        "not downloaded"
+    )
