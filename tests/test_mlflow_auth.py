@@ -196,7 +196,7 @@ def test_users_job_with_a_wrong_admin_password_fails_once_without_a_retry_code(
         ({"MLFLOW_TRACKING_URI": None}, "no MLflow tracking URI"),
         ({"MLFLOW_TRACKING_USERNAME": None}, "MLFLOW_TRACKING_USERNAME/PASSWORD"),
         ({"VIEWER_PASSWORD": ""}, "set VIEWER_USERNAME and VIEWER_PASSWORD"),
-        ({"MODEL_NAME": " "}, "MODEL_NAME (for --model-name) is empty"),
+        ({"MODEL_NAME": " "}, "MODEL_NAME (for --model-name) is blank"),
         ({"MLFLOW_EXPERIMENT_NAME": "x" * 300}, "MLFLOW_EXPERIMENT_NAME (for --experiment)"),
     ],
 )
