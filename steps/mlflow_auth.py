@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steps.cli import BadInput, one_line, run
+from steps.settings import MlflowSettings
 from steps.stages import MLFLOW_AUTH
 from steps.tracking import error_for
 
@@ -134,13 +135,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         args = MLFLOW_AUTH.parse(argv)
-        if not args.tracking_uri:
-            raise BadInput("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+        settings = MlflowSettings.from_args(args)
         if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
             raise BadInput("set MLFLOW_TRACKING_USERNAME/PASSWORD to MLflow's admin user")
         users = users_from_env(os.environ)
         for line in ensure_users(
-            args.tracking_uri, users, experiment=args.experiment, model_name=args.model_name
+            settings.tracking_uri,
+            users,
+            experiment=settings.experiment,
+            model_name=settings.model_name,
         ):
             print(line)
 

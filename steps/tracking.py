@@ -12,24 +12,9 @@ from typing import Any
 
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
+from steps.mlflow_env import HTTP_RETRY_DEFAULTS
 from steps.redaction import split_url
 from steps.settings import MlflowSettings
-
-# MLflow's HTTP client, left to its defaults, retries 7 times with backoff factor 2 and waits up to
-# 120 s for each answer (mlflow 3.17.2, mlflow/environment_variables.py: MLFLOW_HTTP_REQUEST_*):
-# a dead server takes minutes to fail, a hanging one (accepts, never answers) about 17 minutes.
-# Each call is one urllib3 Retry with total/connect/read/status all set to MAX_RETRIES
-# (mlflow/utils/request_utils.py `_cached_get_request_session`), and TIMEOUT is passed to requests
-# as the wait for each connect and each read (mlflow/utils/rest_utils.py `http_request`). A step
-# is retried by Argo anyway, so every step that talks to MLflow (train, register, promote, deploy
-# on either target) fails in a bounded time: `hanging_server_bound_s` says how long. A value the
-# user set in the environment wins over these.
-HTTP_RETRY_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
 
 
 def hanging_server_bound_s(env: dict[str, str] | None = None) -> float:

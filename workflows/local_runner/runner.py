@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT
 from steps.files import NotRegularFile, OverBound, blocking_parent, read_regular, what_is_at
+from steps.mlflow_env import check_mlflow_environment
 from steps.processes import RELEASE_LOCK_ENV, exclusive_lock, release_lock_path
 from steps.stages import DEPLOY
 from workflows.argo_rules import (
@@ -36,6 +37,7 @@ from workflows.local_runner.backends import (
     docker_command,
     env_from,
     process_command,
+    process_environment,
 )
 from workflows.local_runner.cache import LocalCache
 from workflows.local_runner.planning import (
@@ -266,6 +268,9 @@ def _prepare(
         **{f"workflow.parameters.{k}": v for k, v in values.items()},
     }
     check_env_sources(tasks, env, workflow)
+    # What MLflow's client reads from the steps' environment (this process's on the process
+    # backend, only `env` in a container), refused now rather than by train's first request.
+    check_mlflow_environment(process_environment(env) if backend == "process" else env)
     preflight(tasks, workflow, backend, env, docker)
     return tasks, values, workflow
 

@@ -1,0 +1,157 @@
+"""The environment MLflow's client reads when a step talks to MLflow, checked once before anything
+runs: at the steps that talk to MLflow (`steps.settings.MlflowSettings.from_args`) and at the
+local doors that start them (the local runner, `submit.py --local`, the demo:
+`workflows/local_runner/runner.py`). MLflow reads these variables only at its first request and
+then fails with a traceback (`abc`: `ValueError: Failed to convert 'abc'`) or late with exit 75
+(`MLFLOW_HTTP_REQUEST_TIMEOUT=-1`, refused by urllib3 inside the request); here a bad one is one
+line `error: <NAME> is '<value>': ...`, exit 2, before any step ran.
+
+Facts about MLflow 3.17.2 (mlflow/environment_variables.py: each variable's type; read in
+mlflow/utils/rest_utils.py `http_request` and mlflow/utils/request_utils.py
+`_get_request_session`/`_build_socket_options`); tests/test_mlflow_env.py holds the table below to
+that module, so a variable MLflow adds is noticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from steps.cli import BadInput
+from steps.contract import Integer, Kind, Number
+
+# MLflow's HTTP client, left to its defaults, retries 7 times with backoff factor 2 and waits up to
+# 120 s for each answer (mlflow 3.17.2, mlflow/environment_variables.py: MLFLOW_HTTP_REQUEST_*):
+# a dead server takes minutes to fail, a hanging one (accepts, never answers) about 17 minutes.
+# Each call is one urllib3 Retry with total/connect/read/status all set to MAX_RETRIES
+# (mlflow/utils/request_utils.py `_cached_get_request_session`), and TIMEOUT is passed to requests
+# as the wait for each connect and each read (mlflow/utils/rest_utils.py `http_request`). A step
+# is retried by Argo anyway, so every step that talks to MLflow (train, register, promote, deploy
+# on either target) fails in a bounded time: `steps.tracking.hanging_server_bound_s` says how
+# long. A value the user set in the environment wins over these; an empty one is unset.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+@dataclass(frozen=True)
+class MlflowBoolean:
+    """A boolean as MLflow reads one: `true`, `false`, `1` or `0`, any case, nothing around it
+    (mlflow/environment_variables.py `_BooleanEnvironmentVariable.get`, which raises for `yes`,
+    which steps.contract.Boolean would take)."""
+
+    empty_ok: bool = False
+
+    def parse(self, text: str) -> bool:
+        """True or False; ValueError for anything else."""
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"must be {self.describe()}")
+        return text.lower() in ("true", "1")
+
+    def describe(self) -> str:
+        """What MLflow takes."""
+        return "true, false, 1 or 0 (any case)"
+
+
+# MLflow's caps on two of them (rest_utils.py `_validate_max_retries`, `_validate_backoff_factor`:
+# an MlflowException at the first request), themselves read from internal variables: the cap's
+# variable and its default.
+_CAPS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": ("_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT", 10),
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": ("_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT", 120),
+}
+_CAP = Integer(0, 1_000_000)
+# Linux's bounds for the keep-alive socket options MLflow sets (tcp(7); include/net/tcp.h
+# MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL 32767, MAX_TCP_KEEPCNT 127): setsockopt refuses others.
+_KEEPALIVE_SECONDS = Integer(1, 32767)
+
+# Every MLFLOW_HTTP_* variable MLflow 3.17.2's client reads (the deployments client's own
+# MLFLOW_DEPLOYMENT_CLIENT_HTTP_REQUEST_TIMEOUT is not used by the pipeline) and the values that
+# work: as MLflow parses it (int, float or MLflow's boolean), within what the request then takes.
+MLFLOW_HTTP_SETTINGS: dict[str, Kind] = {
+    # Both at least 0 and at most MLflow's cap (`_CAPS`, checked with the environment's cap).
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": _CAP,
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": _CAP,
+    # urllib3 2.x adds up to this many seconds to a backoff, which it caps at
+    # Retry.DEFAULT_BACKOFF_MAX = 120 s (urllib3/util/retry.py `get_backoff_time`): NaN waits 120 s.
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": Number(0, 120),
+    # urllib3 refuses a timeout <= 0 (urllib3/util/timeout.py `_validate_timeout`); an hour for
+    # one answer, as fetch's --http-timeout allows.
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": Integer(1, 3600),
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": MlflowBoolean(),
+    # requests' HTTPAdapter pool: at least one connection.
+    "MLFLOW_HTTP_POOL_CONNECTIONS": Integer(1, 10_000),
+    "MLFLOW_HTTP_POOL_MAXSIZE": Integer(1, 10_000),
+    "MLFLOW_HTTP_TCP_KEEPALIVE": MlflowBoolean(),
+    "MLFLOW_HTTP_TCP_KEEPALIVE_IDLE": _KEEPALIVE_SECONDS,
+    "MLFLOW_HTTP_TCP_KEEPALIVE_INTERVAL": _KEEPALIVE_SECONDS,
+    "MLFLOW_HTTP_TCP_KEEPALIVE_COUNT": Integer(1, 127),
+    **{cap: _CAP for cap, _ in _CAPS.values()},
+    # Read by TrackingUri too (a file store is refused unless it is true): MLflow raises for `yes`.
+    "MLFLOW_ALLOW_FILE_STORE": MlflowBoolean(),
+}
+
+# Credentials MLflow's client sends in a header (rest_utils.py `http_request`): the token as it is
+# (`Authorization: Bearer <token>`), so a line break or a non-latin-1 character fails in
+# http.client, whose error quotes the whole header value; user name and password as base64 of
+# their UTF-8 text, which any text but an undecodable byte (a surrogate escape) survives.
+MLFLOW_HEADER_TOKENS = ("MLFLOW_TRACKING_TOKEN",)
+MLFLOW_BASIC_AUTH = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def visible_ascii_problem(secret: str) -> str | None:
+    """What keeps `secret` out of an HTTP header sent as is (anything but visible ASCII,
+    33-126: a control character, a space, a non-ASCII character), else None; never quoting it."""
+    for position, char in enumerate(secret, 1):
+        if not "\x21" <= char <= "\x7e":
+            kind = "a control character" if char < " " or char == "\x7f" else "a space"
+            kind = "a non-ASCII character" if char > "\x7f" else kind
+            return f"holds {kind} at position {position}; a header takes visible ASCII only"
+    return None
+
+
+def _cap(name: str, env: Mapping[str, str]) -> int | None:
+    """MLflow's cap on `name`'s value from `env` (`_CAPS`), or None for an uncapped one."""
+    if name not in _CAPS:
+        return None
+    cap_name, default = _CAPS[name]
+    raw = env.get(cap_name)
+    return _CAP.parse(raw) if raw else default
+
+
+def check_mlflow_environment(env: Mapping[str, str], where: str = "") -> None:
+    """Refuse what in `env` MLflow's client would fail on at its first request: a variable of
+    MLFLOW_HTTP_SETTINGS its kind refuses (empty counts, but for those with a pipeline default,
+    HTTP_RETRY_DEFAULTS, which the steps set in its place), a token that cannot go in a header,
+    a user name or password that is no UTF-8 text. Values are never stripped: MLflow reads them
+    as they are. `where` starts the line (`the steps' environment: `).
+
+    Raises:
+        BadInput: one line naming the variable (a secret's value never shown).
+    """
+    for name, kind in MLFLOW_HTTP_SETTINGS.items():
+        raw = env.get(name)
+        if raw is None or (raw == "" and name in HTTP_RETRY_DEFAULTS):
+            continue
+        shown = repr(raw[:40] + ("..." if len(raw) > 40 else ""))
+        try:
+            value = kind.parse(raw)
+            cap = _cap(name, env)
+        except ValueError as exc:
+            raise BadInput(f"{where}{name} is {shown}: {exc} (MLflow 3.17.2 reads it)") from None
+        if cap is not None and value > cap:
+            raise BadInput(f"{where}{name} is {shown}: MLflow allows at most {cap}")
+    for name in MLFLOW_HEADER_TOKENS:
+        problem = visible_ascii_problem(env.get(name) or "")
+        if problem:
+            raise BadInput(f"{where}{name} {problem}")
+    for name in MLFLOW_BASIC_AUTH:
+        try:
+            (env.get(name) or "").encode()
+        except UnicodeEncodeError as exc:
+            raise BadInput(
+                f"{where}{name} holds a byte that is no UTF-8 at position {exc.start + 1}"
+            ) from None

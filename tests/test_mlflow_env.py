@@ -1,0 +1,193 @@
+"""The environment MLflow's client reads is checked at every door before anything runs
+(steps/mlflow_env.py), and the check is held to the pinned MLflow's own variables.
+
+Before: `MLFLOW_HTTP_REQUEST_TIMEOUT=abc` (or `nan`) was a ValueError traceback at train's first
+request, after fetch and validate had run; `MLFLOW_HTTP_REQUEST_TIMEOUT=-1` was exit 75 (urllib3
+refused it inside the request, which MLflow reports as a failed request); a token with a line
+break was quoted whole by http.client's error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steps.cli import BadInput
+from steps.contract import Integer, Number
+from steps.mlflow_env import (
+    HTTP_RETRY_DEFAULTS,
+    MLFLOW_HTTP_SETTINGS,
+    MlflowBoolean,
+    check_mlflow_environment,
+)
+from tests.conftest import assert_bad_input
+
+ROOT = Path(__file__).resolve().parents[1]
+_KIND_OF_TYPE = {int: Integer, float: Number, bool: MlflowBoolean}
+
+
+def _mlflow_variables() -> dict:
+    """MLflow's variables of its HTTP client, by name (its module's `_EnvironmentVariable`s)."""
+    import mlflow.environment_variables as variables
+
+    return {
+        var.name: var
+        for var in vars(variables).values()
+        if isinstance(var, variables._EnvironmentVariable)
+        and var.name.lstrip("_").startswith("MLFLOW_HTTP_")
+    }
+
+
+def test_every_http_variable_mlflow_reads_is_checked_with_its_type():
+    import mlflow.environment_variables as variables
+
+    found = _mlflow_variables()
+    assert set(found) | {"MLFLOW_ALLOW_FILE_STORE"} == set(MLFLOW_HTTP_SETTINGS)
+    found["MLFLOW_ALLOW_FILE_STORE"] = variables.MLFLOW_ALLOW_FILE_STORE
+    for name, var in found.items():
+        assert isinstance(MLFLOW_HTTP_SETTINGS[name], _KIND_OF_TYPE[var.type]), name
+    assert set(HTTP_RETRY_DEFAULTS) <= set(MLFLOW_HTTP_SETTINGS)
+
+
+@contextmanager
+def _environ(name: str, value: str):
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = saved
+
+
+def _mlflow_takes(name: str, value: str) -> bool:
+    """Whether MLflow reads `value` for `name` and its request code takes it (the caps of
+    rest_utils.py, urllib3's timeout rule); nothing is sent."""
+    from mlflow.utils.rest_utils import _validate_backoff_factor, _validate_max_retries
+    from urllib3.util.timeout import Timeout
+
+    var = {**_mlflow_variables()}.get(name)
+    if var is None:
+        return True
+    with _environ(name, value):
+        try:
+            read = var.get()
+            if name == "MLFLOW_HTTP_REQUEST_MAX_RETRIES":
+                _validate_max_retries(read)
+            if name == "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR":
+                _validate_backoff_factor(read)
+            if name == "MLFLOW_HTTP_REQUEST_TIMEOUT":
+                Timeout(read)
+        except Exception:
+            return False
+    return True
+
+
+_VALUE = st.one_of(
+    st.sampled_from(["", "0", "1", "-1", "10", "11", "120", "121", "1.5", "nan", "inf", "abc",
+                     "true", "FALSE", "yes", " 1", "1e3", "\u0663", "3600", "99999999"]),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=6),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(MLFLOW_HTTP_SETTINGS)), value=_VALUE)
+def test_what_the_check_takes_mlflow_takes(name, value):
+    try:
+        check_mlflow_environment({name: value})
+    except BadInput as exc:
+        assert str(exc).startswith(f"{name} is {value[:40]!r}: "), exc
+        return
+    if not (value == "" and name in HTTP_RETRY_DEFAULTS):  # the steps set their default then
+        assert _mlflow_takes(name, value), f"{name}={value!r} passed, MLflow refuses it"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MLFLOW_HTTP_REQUEST_TIMEOUT", v) for v in ("abc", "nan", "-1", "0", "1.5", "")]
+    + [("MLFLOW_HTTP_REQUEST_MAX_RETRIES", v) for v in ("11", "-1", "x")]
+    + [("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "121"), ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "nan"),
+       ("MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER", "yes"), ("MLFLOW_HTTP_TCP_KEEPALIVE", ""),
+       ("MLFLOW_HTTP_TCP_KEEPALIVE_COUNT", "200"), ("MLFLOW_HTTP_POOL_MAXSIZE", "0"),
+       ("MLFLOW_ALLOW_FILE_STORE", "yes")],
+)  # fmt: skip
+def test_a_bad_setting_is_refused_naming_it(name, value):
+    if value == "" and name in HTTP_RETRY_DEFAULTS:
+        check_mlflow_environment({name: value})  # unset: the steps' default applies
+        return
+    with pytest.raises(BadInput, match=rf"^{name} is '"):
+        check_mlflow_environment({name: value})
+
+
+def test_a_raised_cap_raises_the_bound_as_mlflow_does():
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "15"}
+    with pytest.raises(BadInput, match="MLflow allows at most 10"):
+        check_mlflow_environment(env)
+    check_mlflow_environment({**env, "_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "20"})
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "t\u00e9st", "a b", "tab\there", "\x7f"])
+def test_a_token_that_cannot_go_in_a_header_is_refused_without_showing_it(token):
+    with pytest.raises(BadInput, match="MLFLOW_TRACKING_TOKEN holds a") as caught:
+        check_mlflow_environment({"MLFLOW_TRACKING_TOKEN": token})
+    assert token not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_password_that_is_no_utf8_text_is_refused_without_showing_it():
+    with pytest.raises(BadInput, match="MLFLOW_TRACKING_PASSWORD holds a byte") as caught:
+        check_mlflow_environment({"MLFLOW_TRACKING_PASSWORD": "pw\udcff"})
+    assert "pw" not in str(caught.value)
+    check_mlflow_environment({"MLFLOW_TRACKING_PASSWORD": "p\u00e4ss w\u00f6rd"})  # base64'd
+
+
+# Every door, started as a user starts it, with arguments that would run the pipeline (or a step)
+# if the environment passed: each must refuse it in one line, exit 2, before anything runs.
+def _doors(tmp_path: Path) -> dict[str, list[str]]:
+    unread = tmp_path / "input.parquet"
+    unread.write_text("not read")
+    template = tmp_path / "template.yaml"
+    subprocess.run(
+        [sys.executable, str(ROOT / "workflows" / "submit.py"), "--render", str(tmp_path / "r")],
+        check=True, capture_output=True, cwd=tmp_path, timeout=120,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    (tmp_path / "r" / "workflow-template.yaml").rename(template)
+    return {
+        "train": [sys.executable, "-m", "steps", "train", "--input", str(unread),
+                  "--holdout-out", str(tmp_path / "h.parquet"),
+                  "--plot-out", str(tmp_path / "fit.png"),
+                  "--tracking-uri", "http://127.0.0.1:9"],
+        "deploy": [sys.executable, "-m", "steps", "deploy", "--target", "local", "--version", "1",
+                   "--state-dir", str(tmp_path / "state"), "--tracking-uri", "http://127.0.0.1:9"],
+        "local runner": [sys.executable, "-m", "workflows.local_runner", str(template),
+                         "--run-dir", str(tmp_path / "run")],
+        "submit --local": [sys.executable, str(ROOT / "workflows" / "submit.py"), "--local",
+                           "--run-dir", str(tmp_path / "run")],
+        "demo": [sys.executable, "-m", "workflows.demo", "up"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("door", ["train", "deploy", "local runner", "submit --local", "demo"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MLFLOW_HTTP_REQUEST_TIMEOUT", "abc"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "-1"),
+     ("MLFLOW_TRACKING_TOKEN", "s3cret\nX: 1")],
+)  # fmt: skip
+def test_every_door_refuses_a_bad_mlflow_variable_before_anything_runs(door, name, value, tmp_path):
+    argv = _doors(tmp_path)[door]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), name: value,
+           "MLFLOW_PORT": "5799", "SERVE_PORT": "5798"}  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+    assert_bad_input(proc.returncode, proc.stderr, f"error: {name} ")
+    assert "s3cret" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run dir, no .demo/
