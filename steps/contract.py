@@ -911,9 +911,14 @@ def workflow_parameters(stages: Iterable[Stage]) -> tuple[WorkflowParameter, ...
 
 def _names_a_path_where_the_step_runs(flag: Flag, raw: str) -> bool:
     """Whether `raw` for `flag` is a path looked up where the step runs (a path kind, or the
-    path form of a UrlOrFile): on a cluster that is inside the pod, not on this machine."""
+    path form of a UrlOrFile), or names something else only that machine can tell about (a kind
+    with `looked_up_where_the_step_runs`: a tracking URI's database driver or SQLite file): on a
+    cluster that is inside the pod, not on this machine."""
     if isinstance(flag.kind, _LocalPath):
         return True
+    looked_up = getattr(flag.kind, "looked_up_where_the_step_runs", None)
+    if looked_up is not None:
+        return bool(looked_up(raw))
     return isinstance(flag.kind, UrlOrFile) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", raw)
 
 

@@ -8,10 +8,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
+from steps.files import open_regular, what_is_at
 from steps.mlflow_env import HTTP_RETRY_DEFAULTS
 from steps.redaction import split_url
 from steps.settings import MlflowSettings
@@ -40,19 +42,31 @@ def hanging_server_bound_s(env: dict[str, str] | None = None) -> float:
 
 # The URI schemes for which MLflow 3.17.2 builds both a tracking store and a model-registry store
 # (mlflow/tracking/_tracking_service/utils.py `_register_tracking_stores`,
-# mlflow/tracking/_model_registry/utils.py `_get_store_registry`); the pipeline needs both. ""
-# is a plain path (a local file store), like a one-letter Windows drive (`C:\\mlruns`), and a
-# SQLAlchemy `dialect+driver` scheme counts as its dialect (mlflow/utils/uri.py `get_uri_scheme`,
-# `extract_db_type_from_uri`). tests/test_tracking_uri.py holds this list to MLflow's registries.
+# mlflow/tracking/_model_registry/utils.py `_get_store_registry`); the pipeline needs both, from
+# one URI. "" is a plain path (a local file store), like a one-letter Windows drive
+# (`C:\\mlruns`), and a SQLAlchemy `dialect+driver` scheme counts as its dialect
+# (mlflow/utils/uri.py `get_uri_scheme`, `extract_db_type_from_uri`). tests/test_tracking_uri.py
+# holds this list to MLflow's registries, less NOT_HERE.
 DATABASE_SCHEMES = ("postgresql", "mysql", "sqlite", "mssql")
-TRACKING_URI_SCHEMES = (
-    *("http", "https", "file", ""),
-    *DATABASE_SCHEMES,
-    *("databricks", "databricks-uc", "uc"),
-)
+TRACKING_URI_SCHEMES = (*("http", "https", "file", ""), *DATABASE_SCHEMES)
+# Schemes both registries know that the pipeline does not take, and why. `databricks-uc` and `uc`
+# (Unity Catalog) are registry URIs only: their tracking-store builder always raises "Setting the
+# tracking URI to a Unity Catalog backend is not supported" (_tracking_service/utils.py
+# `_get_databricks_uc_rest_store`), and the steps use one URI for both. `databricks` needs a
+# Databricks workspace and its credentials, which this project cannot test against: it is not
+# offered rather than offered untested (docs/steps.md).
+NOT_HERE = {
+    "databricks-uc": "is a Unity Catalog model registry, which MLflow 3.17.2 cannot track runs in",
+    "uc": "is a Unity Catalog model registry, which MLflow 3.17.2 cannot track runs in",
+    "databricks": "is a Databricks workspace, which this pipeline is not tested with",
+}
 _DRIVER = re.compile(r"[A-Za-z0-9_]+")
 # URIs MLflow takes as a whole, not by scheme (`get_store_builder`): no scheme, yet not a path.
-_WHOLE_URI_STORES = ("databricks", "databricks-uc", "uc")
+_WHOLE_URI_STORES = tuple(NOT_HERE)
+# The first 16 bytes of every SQLite database file (https://www.sqlite.org/fileformat.html, 1.3
+# "The Database Header", offset 0). A file of 0 bytes is an empty database to SQLite, which
+# writes the header at its first table.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _file_store_allowed() -> bool:
@@ -61,14 +75,74 @@ def _file_store_allowed() -> bool:
     return os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1")
 
 
+def sqlite_problem(uri: str) -> str | None:
+    """What keeps the SQLite database of `sqlite://` URI `uri` from working where the step runs,
+    else None: no file (an in-memory database, which each step would start empty), something
+    other than a regular file (a directory, a named pipe, a device: MLflow retried for 105 s,
+    then a traceback), a file that is not an SQLite database (`SQLITE_HEADER`), or no directory to
+    create it in (MLflow would create the missing directories, elsewhere than meant). A SQLite
+    `file:` URI filename is left to SQLite."""
+    from sqlalchemy.engine.url import make_url
+
+    database = make_url(uri).database
+    if not database or database == ":memory:":
+        return "is an in-memory SQLite database, which each step would start empty"
+    if database.startswith("file:"):
+        return None
+    path = Path(database)
+    try:
+        what = what_is_at(path)
+        if what is None:
+            parent = path.absolute().parent
+            if what_is_at(parent) != "a directory":
+                return f"names a database in {str(parent)[:200]!r}, which is no directory here"
+            return None
+        if what != "a file":
+            return f"names {what}, not an SQLite database file"
+        with open_regular(path) as handle:
+            head = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:  # a name too long, a file or folder that may not be read
+        return f"names a database that cannot be read here ({exc.strerror or exc})"
+    if head and head != SQLITE_HEADER:
+        return "names a file that is not an SQLite database (no 'SQLite format 3' header)"
+    return None
+
+
+def driver_problem(uri: str) -> str | None:
+    """Why SQLAlchemy cannot load the dialect and database driver of `uri` in this environment
+    (the URI's `+driver`, else the dialect's default: `psycopg` for postgresql, `pyodbc` for
+    mssql, `MySQLdb` for mysql in SQLAlchemy 2.1), else None; never quoting the URI."""
+    from sqlalchemy.engine.url import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(uri)
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        return f"names a driver SQLAlchemy does not know ({url.drivername!r})"
+    except (ArgumentError, ValueError):
+        return "is not a database URL SQLAlchemy can read"
+    try:
+        dialect.import_dbapi()
+    except (ImportError, OSError) as exc:
+        missing = getattr(exc, "name", None) or dialect.driver
+        return f"needs the database driver {missing!r} ({url.drivername}), not installed here"
+    return None
+
+
 @dataclass(frozen=True)
 class TrackingUri:
     """An MLflow tracking URI whose scheme MLflow can build a tracking and a registry store for
     (TRACKING_URI_SCHEMES), checked before any step runs rather than when train first talks to
     MLflow. Stricter than MLflow where MLflow would only fail at the first request: `http(s)://`
-    needs a host, and a port must be a number from 1 to 65535."""
+    needs a host, and a port must be a number from 1 to 65535.
+
+    `here`: also check what is looked up where the step runs (`looked_up_where_the_step_runs`):
+    a database's driver (`driver_problem`) and a SQLite file (`sqlite_problem`). Off for a URI
+    rendered into a template for pods elsewhere (`PIPELINE_MLFLOW_TRACKING_URI`)."""
 
     empty_ok: bool = False
+    here: bool = True
 
     def parse(self, text: str) -> str:
         """`text`; ValueError naming the scheme, host or port that MLflow could not use."""
@@ -81,6 +155,11 @@ class TrackingUri:
             raise ValueError(f"must be {self.describe()}: {exc}") from None
         scheme = "" if re.fullmatch(r"[a-z]", parts.scheme) else parts.scheme
         dialect, plus, driver = scheme.partition("+")
+        whole = text if text in _WHOLE_URI_STORES else None
+        if (whole or dialect) in NOT_HERE:
+            raise ValueError(
+                f"must be {self.describe()}: {whole or scheme!r} {NOT_HERE[whole or dialect]}"
+            )
         if plus and not (dialect in DATABASE_SCHEMES and _DRIVER.fullmatch(driver)):
             raise ValueError(
                 f"must be {self.describe()}: {scheme!r} is not a database dialect+driver "
@@ -92,7 +171,7 @@ class TrackingUri:
                 f"{scheme!r} (it knows {', '.join(s + ':' for s in TRACKING_URI_SCHEMES if s)} "
                 "and plain paths)"
             )
-        if dialect in ("", "file") and text not in _WHOLE_URI_STORES and not _file_store_allowed():
+        if dialect in ("", "file") and not _file_store_allowed():
             raise ValueError(
                 f"must be {self.describe()}: {text[:40]!r} is a file store, which MLflow 3.17.2 "
                 "refuses unless MLFLOW_ALLOW_FILE_STORE=true (mlflow/store/tracking/"
@@ -100,7 +179,20 @@ class TrackingUri:
             )
         if scheme in ("http", "https") and not parts.hostname:
             raise ValueError(f"must be {self.describe()}: {scheme}:// needs a host")
+        if self.here and dialect in DATABASE_SCHEMES:
+            problem = driver_problem(text) or (
+                sqlite_problem(text) if dialect == "sqlite" else None
+            )
+            if problem:
+                raise ValueError(f"must be {self.describe()}: it {problem}")
         return text
+
+    def looked_up_where_the_step_runs(self, text: str) -> bool:
+        """Whether `text` names what only the machine the step runs on can tell about (a
+        database driver, a SQLite file): on a cluster that is the pod (steps.contract
+        `check_workflow_parameters`, `paths_here`)."""
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", text)
+        return bool(scheme) and scheme.group(1).partition("+")[0] in DATABASE_SCHEMES
 
     def describe(self) -> str:
         """What the kind accepts, for `--help`, error lines and docs/steps.md."""

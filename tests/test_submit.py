@@ -524,11 +524,14 @@ def test_render_refuses_a_setting_its_kind_refuses_in_one_line_naming_it(
 
 def test_the_tracking_uri_setting_is_read_as_the_steps_read_it() -> None:
     """One reading of a tracking URI: the steps' own kind, whose refusals the pipeline's
-    check-parameters would make anyway, only later."""
+    check-parameters would make anyway, only later; but for what only a pod can tell (a SQLite
+    file, a database driver), which check-parameters looks up where it runs."""
     variable, kind = SETTING_KINDS["mlflow_tracking_uri"]
-    assert (variable, kind) == ("PIPELINE_MLFLOW_TRACKING_URI", TrackingUri())
+    assert (variable, kind) == ("PIPELINE_MLFLOW_TRACKING_URI", TrackingUri(here=False))
     settings = PipelineSettings.from_env({variable: "sqlite:////data/mlflow.db", "X": "y"})
     assert settings.mlflow_tracking_uri == "sqlite:////data/mlflow.db"
+    uri = "postgresql+psycopg://mlflow@db/mlflow"  # its driver is in the image, maybe not here
+    assert PipelineSettings.from_env({variable: uri}).mlflow_tracking_uri == uri
     assert PipelineSettings.from_env({variable: ""}) == PipelineSettings()  # empty: unset
 
 

@@ -10,15 +10,25 @@ check, `htp://mlflow:5000` passed check-parameters.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from steps.cli import EXIT_BAD_INPUT
-from steps.tracking import DATABASE_SCHEMES, TRACKING_URI_SCHEMES, TrackingUri
+from steps.tracking import (
+    DATABASE_SCHEMES,
+    NOT_HERE,
+    SQLITE_HEADER,
+    TRACKING_URI_SCHEMES,
+    TrackingUri,
+)
 from tests.conftest import assert_bad_input
 
 
@@ -50,16 +60,36 @@ def we_take(uri: str) -> bool:
     return True
 
 
-def test_the_schemes_are_exactly_those_both_mlflow_registries_know():
+def test_the_schemes_are_exactly_those_both_mlflow_registries_know_but_those_not_taken():
     from mlflow.store.db.db_types import DATABASE_ENGINES
 
     for registry in mlflow_registries():
-        assert set(registry._registry) == set(TRACKING_URI_SCHEMES)
+        assert set(registry._registry) == set(TRACKING_URI_SCHEMES) | set(NOT_HERE)
     assert set(DATABASE_SCHEMES) == set(DATABASE_ENGINES)
 
 
+@pytest.mark.parametrize("uri", ["uc:http://localhost:8080", "databricks-uc", "databricks-uc://p"])
+def test_mlflow_cannot_track_runs_in_unity_catalog(uri):
+    """Why `uc` and `databricks-uc` are in NOT_HERE: MLflow 3.17.2's tracking store builder for
+    them always raises (the pipeline uses one URI for tracking and registry); before, they passed
+    check-parameters and train failed with exit 75."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    with pytest.raises(MlflowException, match="Unity Catalog backend is not supported"):
+        _tracking_store_registry.get_store(uri)
+    with pytest.raises(ValueError, match="Unity Catalog model registry"):
+        TrackingUri().parse(uri)
+
+
+@pytest.mark.parametrize("uri", ["databricks", "databricks://profile"])
+def test_databricks_is_refused_as_untested(uri):
+    with pytest.raises(ValueError, match="Databricks workspace, which this pipeline is not tested"):
+        TrackingUri().parse(uri)
+
+
 _SCHEME = st.one_of(
-    st.sampled_from([*TRACKING_URI_SCHEMES, "htp", "s3", "gs", "ftp", "HTTP", "Https", "c", "C"]),
+    st.sampled_from([*TRACKING_URI_SCHEMES, *NOT_HERE, "htp", "s3", "gs", "HTTP", "c", "C"]),
     st.builds(
         "{}+{}".format,
         st.sampled_from([*DATABASE_SCHEMES, "postgres", "sqlitex"]),
@@ -85,18 +115,77 @@ def test_the_check_refuses_every_uri_mlflow_refuses_and_more_only_for_host_and_p
     if we_take(uri):
         assert mlflow_takes(uri), f"accepted {uri!r}, which MLflow has no store for"
     elif mlflow_takes(uri):
-        # Stricter than MLflow only where MLflow would fail at its first request.
-        with pytest.raises(ValueError, match=r"needs a host|[Pp]ort|IPv6|white space|file store"):
+        # Stricter than MLflow only where MLflow would fail at its first request (or, for the
+        # schemes NOT_HERE, where the pipeline cannot work or be tested).
+        reasons = (r"needs a host|[Pp]ort|IPv6|white space|file store|Unity Catalog|Databricks"
+                   r"|driver|SQLAlchemy|SQLite|no directory")  # fmt: skip
+        with pytest.raises(ValueError, match=reasons):
             TrackingUri().parse(uri)
 
 
 @pytest.mark.parametrize(
     "uri",
     ["http://mlflow.mlops.svc:5000", "https://mlflow.example.org/mlflow", "sqlite:///mlflow.db",
-     "postgresql+psycopg://mlflow@db:5432/mlflow", "databricks"],
+     "postgresql+psycopg://mlflow@db:5432/mlflow"],
 )  # fmt: skip
-def test_the_uris_users_give_pass(uri):
-    assert TrackingUri().parse(uri) == uri
+def test_the_uris_users_give_pass(uri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert TrackingUri(here=False).parse(uri) == uri
+    if not TrackingUri().looked_up_where_the_step_runs(uri) or uri.startswith("sqlite"):
+        assert TrackingUri().parse(uri) == uri
+
+
+def _sqlite_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """Where a `sqlite:` URI points, and what the check says (found by a breaker: a directory,
+    a FIFO or /dev/null retried for 105 s, then a traceback; a missing directory was created)."""
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "text.db").write_text("not a database, but long enough to have a header")
+    return {
+        "a directory": (f"sqlite:///{tmp_path}/dir", "names a directory, not an SQLite"),
+        "a named pipe": (f"sqlite:///{tmp_path}/fifo", "names a named pipe, not an SQLite"),
+        "a device": ("sqlite:////dev/null", "names a device, not an SQLite"),
+        "no database": (f"sqlite:///{tmp_path}/text.db", "not an SQLite database"),
+        "no directory": (f"sqlite:///{tmp_path}/none/mlflow.db", "which is no directory here"),
+        "under a file": (f"sqlite:///{tmp_path}/text.db/mlflow.db", "which is no directory here"),
+        "in memory": ("sqlite://", "in-memory SQLite database"),
+        "in memory, named": ("sqlite:///:memory:", "in-memory SQLite database"),
+    }
+
+
+SQLITE_CASES = ["a directory", "a named pipe", "a device", "no database", "no directory",
+                "under a file", "in memory", "in memory, named"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SQLITE_CASES)
+def test_a_sqlite_uri_that_names_no_database_file_is_refused(case, tmp_path):
+    uri, reason = _sqlite_cases(tmp_path)[case]
+    with pytest.raises(ValueError, match=reason):
+        TrackingUri().parse(uri)
+    assert not (tmp_path / "none").exists()
+    assert TrackingUri(here=False).parse(uri) == uri  # for a pod: looked up there
+
+
+def test_a_sqlite_database_an_empty_file_or_a_new_file_in_a_directory_passes(tmp_path):
+    (tmp_path / "db.db").write_bytes(SQLITE_HEADER + bytes(84))
+    (tmp_path / "empty.db").touch()  # SQLite takes an empty file as an empty database
+    for name in ("db.db", "empty.db", "new.db"):
+        assert TrackingUri().parse(f"sqlite:///{tmp_path}/{name}")
+
+
+@pytest.mark.parametrize(
+    ("uri", "driver"),
+    [("mssql://u:pw@db/mlflow", "pyodbc"), ("postgresql://db/mlflow", "psycopg"),
+     ("mysql://db/mlflow", "MySQLdb"), ("mysql+pymysql://db/mlflow", "pymysql"),
+     ("mysql+nosuchdriver://db/mlflow", "'mysql+nosuchdriver'")],
+)  # fmt: skip
+def test_a_database_uri_whose_driver_is_not_installed_is_refused_naming_it(uri, driver):
+    """Before: a traceback at train's first request (ModuleNotFoundError from SQLAlchemy)."""
+    if importlib.util.find_spec(driver.strip("'").split(".")[0]) is not None:
+        pytest.skip(f"{driver} is installed here")
+    with pytest.raises(ValueError, match=re.escape(driver)) as caught:
+        TrackingUri().parse(uri)
+    assert "pw" not in str(caught.value)
 
 
 @pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "mlruns", "/srv/mlruns", "C:\\mlruns"])
@@ -119,6 +208,13 @@ def test_a_file_store_passes_only_where_mlflow_allows_it(uri, monkeypatch):
         ("http://mlflow:99999", "its port is not from 1 to 65535"),
         ("mysql+a+b://db", "not a database dialect+driver"),
         ("http://mlflow :5000", "white space"),
+        ("uc:http://localhost:8080", "Unity Catalog model registry"),
+        ("databricks-uc", "Unity Catalog model registry"),
+        ("databricks", "Databricks workspace"),
+        ("sqlite:////dev/null", "names a device"),
+        ("sqlite:////nonexistent/dir/mlflow.db", "which is no directory here"),
+        ("mssql://u:pw@db/mlflow", "driver 'pyodbc'"),
+        ("mysql+nosuchdriver://db/mlflow", "driver SQLAlchemy does not know"),
     ],
 )
 def test_a_bad_uri_is_refused_before_any_stage_runs_in_one_line(uri, reason, tmp_path):
@@ -142,3 +238,17 @@ def test_train_refuses_a_bad_uri_from_its_environment_before_reading_its_input(t
     )  # fmt: skip
     assert_bad_input(run.returncode, run.stderr, "MLFLOW_TRACKING_URI", "'htp'")
     assert not (tmp_path / "h.parquet").exists()
+
+
+@pytest.mark.parametrize("uri", ["postgresql://db/mlflow", "sqlite:////data/none/mlflow.db"])
+def test_the_argo_door_leaves_what_only_the_pod_can_tell_to_the_pod(uri):
+    """submit.py's Argo door checks parameters with `paths_here=False`: a driver or SQLite file
+    is looked up by check-parameters in the pod; the local doors (and the step) look it up here."""
+    from steps.cli import BadInput
+    from steps.contract import check_workflow_parameters
+    from steps.stages import WORKFLOW_PARAMETERS
+
+    values = {"mlflow-tracking-uri": uri}
+    check_workflow_parameters(values, WORKFLOW_PARAMETERS, paths_here=False)
+    with pytest.raises(BadInput, match="mlflow-tracking-uri"):
+        check_workflow_parameters(values, WORKFLOW_PARAMETERS)

@@ -143,13 +143,15 @@ def pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSetti
 
 # Each PipelineSettings field read from the environment (but `suspend`, `parse_bool`): its
 # variable and its kind, the rule a value must follow (one reading: the steps' TrackingUri for
-# the tracking URI the stages will be given, the validator's cron and time zone rules).
+# the tracking URI the stages will be given, the validator's cron and time zone rules). The
+# tracking URI is for pods elsewhere: its database driver and SQLite file are looked up there
+# (by check-parameters), not on the machine that renders.
 SETTING_KINDS: dict[str, tuple[str, Kind]] = {
     "namespace": ("PIPELINE_NAMESPACE", NAMESPACE),
     "image": ("PIPELINE_IMAGE", IMAGE_REFERENCE),
     "schedule": ("PIPELINE_SCHEDULE", CronSchedule()),
     "timezone": ("PIPELINE_TIMEZONE", TimeZone()),
-    "mlflow_tracking_uri": ("PIPELINE_MLFLOW_TRACKING_URI", TrackingUri()),
+    "mlflow_tracking_uri": ("PIPELINE_MLFLOW_TRACKING_URI", TrackingUri(here=False)),
     "fan_out_parallelism": ("PIPELINE_FAN_OUT_PARALLELISM", FAN_OUT_PARALLELISM),
 }
 
