@@ -357,6 +357,30 @@ def test_wrong_token_is_401(argo, capsys):
     assert argo.writes() == []
 
 
+@pytest.mark.parametrize(
+    "token",
+    ["s3cret\r\nX-Injected: 1", "s3\ncret", "Bearer s3cr\u00e9t", "s3cret\u2603", "s3 cret",
+     "s3\tcret", "s3cret\x7f", "Bearer s3cret\x00"],
+)  # fmt: skip
+@pytest.mark.parametrize("where", ["--token", "ARGO_TOKEN"])
+def test_a_token_no_header_can_carry_is_refused_before_any_request_without_showing_it(
+    argo, capsys, monkeypatch, token, where
+):
+    """Found by a breaker: a token with CR/LF was quoted whole in requests' error line (exit 1),
+    a non-latin-1 one was a UnicodeEncodeError traceback."""
+    if where == "ARGO_TOKEN":
+        if "\x00" in token:
+            pytest.skip("no environment variable holds a NUL byte")
+        monkeypatch.setenv("ARGO_TOKEN", token)
+        code = run_submit(argo, token=None)
+    else:
+        code = run_submit(argo, token=token)
+    err = capsys.readouterr().err
+    assert_bad_input(code, err, "the Argo token (--token or ARGO_TOKEN) holds a")
+    assert "s3" not in err and "cret" not in err
+    assert argo.requests == []
+
+
 def test_missing_token_is_401(argo, capsys):
     assert run_submit(argo, token=None) == 1
     assert "rejected the credentials (401)" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from steps import __version__
 from steps.cli import BadInput
 from steps.contract import Boolean, Flag, Integer, Kind, Text
+from steps.mlflow_env import visible_ascii_problem
 from steps.redaction import redact_value, split_url, url_port
 from steps.revision import SourceRevision, source_revision
 from steps.tracking import TrackingUri
@@ -192,12 +193,7 @@ class ArgoSettings:
     @property
     def authorization(self) -> str | None:
         """The Authorization header value: `Bearer <token>` whether or not the prefix was given."""
-        if not self.token:
-            return None
-        token = self.token.strip()
-        if token.lower().startswith("bearer "):
-            token = token[len("bearer ") :].strip()
-        return f"Bearer {token}"
+        return f"Bearer {_bare_token(self.token)}" if self.token else None
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -297,10 +293,26 @@ def check_server_url(url: str) -> None:
 
 def _token(token: str | None) -> str | None:
     """The token as given; one that is empty after its `Bearer ` prefix is an error (an empty
-    `$(make -s argo-token)` would otherwise send no credentials and meet a 401 later)."""
-    if token is not None and token.strip().lower() in ("", "bearer"):
+    `$(make -s argo-token)` would otherwise send no credentials and meet a 401 later), and so is
+    one that cannot go in the Authorization header as it is (`visible_ascii_problem`): requests
+    quoted a token with a line break whole in its error (exit 1), and a non-latin-1 one was a
+    UnicodeEncodeError traceback. The token is never shown."""
+    if token is None:
+        return None
+    if token.strip().lower() in ("", "bearer"):
         raise SettingsError(
             "the Argo token (--token or ARGO_TOKEN) is empty after its 'Bearer ' prefix: "
             "set it to `make -s argo-token`'s output"
         )
+    problem = visible_ascii_problem(_bare_token(token))
+    if problem:
+        raise SettingsError(f"the Argo token (--token or ARGO_TOKEN) {problem}")
+    return token
+
+
+def _bare_token(token: str) -> str:
+    """`token` without white space around it and without its `Bearer ` prefix (any case)."""
+    token = token.strip()
+    if token.lower().startswith("bearer "):
+        token = token[len("bearer ") :].strip()
     return token
