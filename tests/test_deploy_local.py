@@ -283,6 +283,35 @@ def test_stop_local_stops_the_server_by_pid(registry: Registry, local_deploy: Lo
     assert outputs(local_deploy.run("", "--stop"))["changed"] == "false"
 
 
+@pytest.mark.slow
+def test_the_servers_serve_without_mlflow_s_or_argo_s_credentials(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """The model server and the front outlive the step; they held MLFLOW_TRACKING_URI and
+    MLFLOW_TRACKING_PASSWORD (and any ARGO_TOKEN) in their environment, which serving a downloaded
+    copy does not need: they start without them, and serve."""
+    version = registry.linear(*V1)
+    secrets = {
+        "MLFLOW_TRACKING_USERNAME": "u",
+        "MLFLOW_TRACKING_PASSWORD": "pw-not-for-servers",
+        "ARGO_TOKEN": "argo-not-for-servers",
+        "MLFLOW_REGISTRY_URI": registry.url,
+    }
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.url, **secrets}
+    result = subprocess.run(
+        local_deploy.command(version), capture_output=True, text=True, cwd=REPO, env=env,
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert outputs(result)["served-version"] == version
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+    pids = _serve_pids(str(local_deploy.state_dir.resolve()))
+    assert len(pids) >= 2  # the front and the model server
+    for pid in pids:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {item.partition(b"=")[0].decode() for item in environ}
+        assert not names & {*secrets, "MLFLOW_TRACKING_URI"}, (pid, names)
+
+
 def test_stale_state_file_is_not_trusted(tmp_path: Path) -> None:
     # PID 1 is alive but is not our server: it must never be signalled.
     state = {"pid": 1, "host": "127.0.0.1", "port": 5001, "model_uri": "models:/m/1"}

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -357,14 +357,32 @@ def _prove_or_stop(proc: subprocess.Popen, url: str, timeout: float, log: Path, 
     proc.returncode = 0
 
 
+# What a server started here on a local copy does not need, and so is not given: the tracking
+# server and its credentials (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD, _TOKEN, ... and
+# MLFLOW_REGISTRY_URI) and the Argo token. `mlflow models serve -m <directory>` reads the model
+# from the directory alone (tests/test_deploy_local.py serves one started without them); these
+# processes outlive the step, and their environment is readable by the user's other processes.
+_NOT_FOR_SERVERS = ("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_URI", "ARGO_TOKEN")
+
+
+def server_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default `os.environ`) without the variables `_NOT_FOR_SERVERS` names."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items() if not k.startswith(_NOT_FOR_SERVERS)}
+
+
 def _start_server(model: str, host: str, port: int, log: Path) -> subprocess.Popen:
     mlflow = mlflow_program()
     # One worker: with --workers > 1, uvicorn 0.54's supervisor respawns a worker whose model fails
     # to load instead of exiting (seen here: /ping just never answers until the timeout), so a
     # broken model would cost the whole --timeout. https://github.com/Kludex/uvicorn/issues/1115
+    # A record of an older deploy may name a `models:/` URI rather than a copy: that server reads
+    # the model from MLflow, so it keeps MLflow's settings.
+    local_copy = "://" not in model and not model.startswith(("models:", "runs:"))
     command, env = recommended_serve_command(
-        model, host=host, port=port, workers=1, mlflow_executable=str(mlflow)
-    )
+        model, host=host, port=port, workers=1, mlflow_executable=str(mlflow),
+        base_env=server_environment() if local_copy else None,
+    )  # fmt: skip
     # `models serve` execs `uvicorn` by name; it must find the one beside our mlflow.
     env["PATH"] = os.pathsep.join([str(mlflow.parent), env.get("PATH", "")])
     return _detached(command, log, env)
@@ -400,9 +418,9 @@ def _start_front(
     log = state_dir / "front.log"
     command = [sys.executable, "-m", FRONT_MODULE, host, str(port), str(state_dir / BACKEND_FILE)]
     if listening is None:
-        proc = _detached(command, log)
+        proc = _detached(command, log, server_environment())
     else:
-        env = {**os.environ, LISTEN_FD_ENV: str(listening.fileno())}
+        env = {**server_environment(), LISTEN_FD_ENV: str(listening.fileno())}
         proc = _detached(command, log, env, pass_fds=(listening.fileno(),))
     try:
         if then is not None:
