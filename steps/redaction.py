@@ -5,8 +5,9 @@ the dataset's Parquet metadata, MLflow tags and inputs, run records, the report)
 Signed URLs, by the names their query parameters carry the secret in: AWS SigV4
 (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`), Google Cloud Storage V4
 (`X-Goog-Signature`, `X-Goog-Credential`), Azure SAS (`sig`), and the usual `token=`,
-`access_token=`, `key=`, `password=`, `secret=`. The parameter stays, its value is masked, so a
-reader still sees which table or server was meant.
+`access_token=`, `key=`, `password=`, `secret=`, in the query, the fragment or as a path parameter
+(`/db;token=...`). The parameter stays, its value is masked, so a reader still sees which table or
+server was meant.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # e.g. a broken IPv6 host: mask by pattern instead
         return _redact_pieces(url)
-    if not parts.scheme or not (parts.netloc or parts.query):
+    if not parts.scheme or not (parts.netloc or parts.query or ";" in parts.path):
         return url
     netloc = parts.netloc
     if "@" in netloc:
@@ -111,15 +112,21 @@ def redact_url(url: str) -> str:
         # `u:S3C/pw@h`: a '/', '#' or '?' in the password ended the authority early, so the
         # password's tail and the host are in the path: mask up to the last '@'.
         return f"{parts.scheme}://{MASK}@{url.rpartition('@')[2]}"
-    return urlunsplit(
+    rebuilt = urlunsplit(
         (
             parts.scheme,
             netloc,
-            parts.path,
-            _redact_query(parts.query),
-            _redact_query(parts.fragment),
+            _redact_parameters(parts.path),
+            _redact_parameters(parts.query),
+            _redact_parameters(parts.fragment),
         )
     )
+    # urlunsplit drops an empty authority's `//` for a scheme urllib does not know to have one
+    # (`sqlite:///x.db` would come back `sqlite:/x.db`): put it back as it was given.
+    after = len(parts.scheme) + 1
+    if url[after:].startswith("//") and not rebuilt[after:].startswith("//"):
+        rebuilt = f"{rebuilt[:after]}//{rebuilt[after:]}"
+    return rebuilt
 
 
 def redact(text: str) -> str:
@@ -151,12 +158,18 @@ def redact_values(data: Any) -> Any:
     return data
 
 
-def _redact_query(query: str) -> str:
-    pieces = []
-    for piece in query.split("&"):
-        name, sep, _ = piece.partition("=")
-        pieces.append(f"{name}={MASK}" if sep and is_secret_parameter(name) else piece)
-    return "&".join(pieces)
+# A `name=value` parameter: in a query or fragment after `&` (or `;`, which some servers take
+# for `&`), in a path after `;` (RFC 3986 3.3 path parameters: `/db;token=...`, as JDBC-style
+# and Databricks-style URLs carry credentials); the value ends at the next separator or `/`.
+_PARAMETER = re.compile(r"(^|[;&])([^;&=/]+)=([^;&/]*)")
+
+
+def _redact_parameters(text: str) -> str:
+    """`text` (a URL's path, query or fragment) with the value of each secret parameter
+    (`is_secret_parameter`) masked."""
+    return _PARAMETER.sub(
+        lambda m: f"{m[1]}{m[2]}={MASK}" if is_secret_parameter(m[2]) else m[0], text
+    )
 
 
 def _redact_pieces(url: str) -> str:
@@ -164,4 +177,4 @@ def _redact_pieces(url: str) -> str:
     if "@" in rest.split("/", 1)[0]:
         rest = MASK + "@" + rest.split("@", 1)[1]
     base, qsep, query = rest.partition("?")
-    return scheme + sep + base + qsep + _redact_query(query)
+    return scheme + sep + _redact_parameters(base) + qsep + _redact_parameters(query)

@@ -36,6 +36,12 @@ SIGNED = {
     "token as user": f"https://{SECRET}@github.com/org/repo.git",
     "database": f"postgresql://mlflow:{SECRET}@db:5432/mlflow",
     "api key": f"https://example.org/t.parquet?api_key={SECRET}&v=2",
+    # Path parameters (RFC 3986 3.3), found by a breaker in clear: with and without a host.
+    "path token": f"https://example.org/mlflow;token={SECRET}",
+    "path password, more path": f"https://example.org/db;user=u;password={SECRET}/x?v=1",
+    "path token without host": f"sqlite:///tmp/mlflow.db;token={SECRET}",
+    "sqlite query": f"sqlite:///tmp/mlflow.db?mode=ro&password={SECRET}",
+    "query with ;": f"https://example.org/t.csv?v=1;token={SECRET}",
 }
 
 
@@ -47,6 +53,7 @@ def test_every_kind_of_credential_is_masked_and_the_rest_kept(url: str):
     # What a reader needs to know which table or server was meant stays.
     assert masked.split("://")[0] == url.split("://")[0]
     assert url.rsplit("@", 1)[-1].split("?")[0].split("#")[0].split("/")[0] in masked
+    assert masked.count("/") == url.count("/")  # `sqlite:///x` stays `sqlite:///x`
 
 
 def test_plain_urls_and_text_are_unchanged():
@@ -55,6 +62,7 @@ def test_plain_urls_and_text_are_unchanged():
         "https://example.org/t.csv?v=1&X-Amz-Date=20260101&sort=key",
         "models:/dewpoint-lr/3",
         "sqlite:///tmp/mlflow.db",
+        "https://example.org/a;v=1/b;type=i?x=2",
         "no url here, 12.8 deg F",
     ):
         assert redact(text) == text
