@@ -14,7 +14,7 @@ from typing import Any
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
 from steps.files import open_regular, what_is_at
-from steps.mlflow_env import HTTP_RETRY_DEFAULTS
+from steps.mlflow_env import HTTP_RETRY_DEFAULTS, MlflowBoolean
 from steps.redaction import split_url
 from steps.settings import MlflowSettings
 
@@ -71,8 +71,12 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 def _file_store_allowed() -> bool:
     """MLflow's own switch for its file store (mlflow/environment_variables.py,
-    MLFLOW_ALLOW_FILE_STORE, a boolean: `true` or `1`, any case)."""
-    return os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1")
+    MLFLOW_ALLOW_FILE_STORE), read as MLflow reads it; a spelling MLflow refuses is off here
+    (and refused with its name by `steps.mlflow_env.check_mlflow_environment`)."""
+    try:
+        return MlflowBoolean().parse(os.environ.get("MLFLOW_ALLOW_FILE_STORE") or "false")
+    except ValueError:
+        return False
 
 
 def sqlite_problem(uri: str) -> str | None:
