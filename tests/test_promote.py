@@ -275,8 +275,9 @@ def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_le
     settings, (off, rival, good) = _fresh(trained, trained.off, trained.bad, trained.good)
     promote_if_better(settings, off, trained.holdout)
     client = mlflow.MlflowClient(settings.tracking_uri)
+    claimed = time.time() - age_s
     client.set_model_version_tag(settings.model_name, rival, "gate.claimed_at",
-                                 f"{time.time() - age_s:.3f}")  # fmt: skip
+                                 f"{claimed:.3f}")  # fmt: skip
     if lease is not None:
         client.set_model_version_tag(settings.model_name, rival, "gate.claim_lease_s", lease)
     client.set_model_version_tag(settings.model_name, rival, "gate.replaces", off)
@@ -287,7 +288,6 @@ def test_an_undecided_claim_blocks_a_promote_from_the_same_champion_until_its_le
             promote_if_better(settings, good, trained.holdout)
         assert f"raced the promote of version {rival} from the same champion" in str(info.value)
         # What frees it: the lease's end, to the second, or deleting the claim tag.
-        claimed = time.time() - age_s
         ends = {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(claimed + lasts + d))
                 for d in (-1, 0, 1)}  # fmt: skip
         assert any(f"stops blocking at {end}" in str(info.value) for end in ends), info.value
