@@ -37,6 +37,10 @@ from steps.tracking import (
 TAG_FETCHED_HASH = "data.fetched_hash"
 TAG_VALIDATED_HASH = "data.validated_hash"
 TAG_DATA_SOURCE = "data.source"
+# How the data's units are known (steps/validate.py `units_evidence`, the weakest over the data)
+# and what that rests on; promote makes no first champion of `unchecked` data (steps/promote.py).
+TAG_DATA_UNITS = "data.units"
+TAG_DATA_UNITS_BASIS = "data.units_basis"
 # A model trained on several parts (the years, in the pipeline): their names, and per part
 # `data.part.<name>.validated_hash`, `.fetched_hash` and `.rows` (steps/train.py).
 TAG_DATA_PARTS = "data.parts"
@@ -106,7 +110,8 @@ def register_version(
         model_uri: the logged model (train's `model-uri`); default `runs:/<run_id>/model`.
         tags: provenance tags to set on the version (see `provenance_tags`). Data hash and
             source default to the run's own `data.fetched_hash` / `data.source` tags (and
-            `data.validated_hash`, `data.parts` and `data.part.*`, the years trained on and
+            `data.validated_hash`, `data.units`, `data.units_basis`, `data.parts` and
+            `data.part.*`, the years trained on and
             their hashes, are the run's); `code.git_commit`
             and `code.git_dirty` are the run's (the code that trained the model), else this
             process's (`steps.revision.source_revision`).
@@ -141,6 +146,8 @@ def register_version(
                 TAG_FETCHED_HASH,
                 TAG_VALIDATED_HASH,
                 TAG_DATA_SOURCE,
+                TAG_DATA_UNITS,
+                TAG_DATA_UNITS_BASIS,
                 TAG_GIT_COMMIT,
                 TAG_GIT_DIRTY,
             )

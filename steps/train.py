@@ -33,6 +33,8 @@ from steps.register import (
     TAG_DATA_PART_PREFIX,
     TAG_DATA_PARTS,
     TAG_DATA_SOURCE,
+    TAG_DATA_UNITS,
+    TAG_DATA_UNITS_BASIS,
     TAG_FETCHED_HASH,
     TAG_VALIDATED_HASH,
 )
@@ -51,6 +53,7 @@ from steps.training_data import (
     select_parts,
     summarize,
 )
+from steps.validate import units_of
 
 PLOT_MAX_POINTS = 5000  # scatter a uniform sample: a plot of a million points says no more
 VALIDATION_ARTIFACT = "validation/validation.json"  # validate's report, on the training run
@@ -260,6 +263,8 @@ def train_and_log(
         source=data_source,
         reports={VALIDATION_ARTIFACT: validation_report} if validation_report else {},
         parts=(),
+        # No fetch metadata here: the units are known only if validate judged every station.
+        units=units_of([(validation_report, None)]),
     )
     return _fit_and_log(
         summary, settings, config, provenance, lambda: _frame_digest(frame), holdout_out, plot_out
@@ -306,6 +311,7 @@ def train_on_parts(
         source=data_source or _parts_source(parts),
         reports=reports,
         parts=tuple(parts) if len(parts) > 1 else (),
+        units=units_of([(p.report, p.source_metadata) for p in parts]),
     )
     return _fit_and_log(
         summary, settings, config, provenance, lambda: _files_digest(parts), holdout_out, plot_out
@@ -360,6 +366,7 @@ class _Provenance:
     source: str | None
     reports: dict[str, dict[str, Any] | None]  # artifact path -> validate's report
     parts: tuple[DatasetPart, ...]  # the parts, when there are several
+    units: tuple[str, str]  # how the units are known and on what (steps.validate.units_of)
 
     def redacted(self) -> _Provenance:
         """The same with every credential in URLs masked (steps.redaction)."""
@@ -369,15 +376,19 @@ class _Provenance:
             redact(self.source) if self.source else None,
             {path: redact_values(report) for path, report in self.reports.items()},
             self.parts,
+            self.units,
         )
 
     def tags(self) -> dict[str, str]:
-        """`data.fetched_hash`, `data.validated_hash`, `data.source` (those known); with several
-        parts `data.parts` and `data.part.<name>.{validated_hash,fetched_hash,rows}`."""
+        """`data.fetched_hash`, `data.validated_hash`, `data.source` (those known), `data.units`
+        and `data.units_basis`; with several parts `data.parts` and
+        `data.part.<name>.{validated_hash,fetched_hash,rows}`."""
         tags = {
             TAG_FETCHED_HASH: self.fetched_hash,
             TAG_VALIDATED_HASH: self.validated_hash,
             TAG_DATA_SOURCE: self.source,
+            TAG_DATA_UNITS: self.units[0],
+            TAG_DATA_UNITS_BASIS: self.units[1],
         }
         if self.parts:
             tags[TAG_DATA_PARTS] = ",".join(part.name for part in self.parts)

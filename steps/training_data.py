@@ -54,6 +54,11 @@ class DatasetPart:
     source: str | None
     report: dict[str, Any] | None
 
+    @property
+    def source_metadata(self) -> dict[str, Any] | None:
+        """`source` read as fetch wrote it (JSON); None when absent or not a JSON object."""
+        return _json(self.source.encode("utf-8")) if self.source else None
+
 
 def find_parts(path: Path, what: str = "input dataset") -> list[DatasetPart]:
     """The parts at `path`: the file itself, or every `*.parquet` directly in a directory, by name.

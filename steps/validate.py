@@ -21,7 +21,8 @@ Dataset rules (the kept rows together; physical sources in steps/climate.py):
   and at each station with MIN_THUNDER_DAYS (one station in deg C among many). Checked on 11 real
   NCEI station-years (2023-2024, tropics to Antarctica): no thunder day below 40 F; the same
   files converted to deg C: every thunder day below 32. Without flags (a user's table) units are
-  judged by the gate instead (steps/promote.py: the champion's reference holdout).
+  judged by the gate instead (steps/promote.py: the champion's reference holdout; with no
+  champion, the evidence below).
 - `unit_jumps`: units, row by row. GSOD gives TEMP and DEWP in deg F to tenths (NCEI GSOD readme,
   https://www.ncei.noaa.gov/data/global-summary-of-the-day/doc/readme.txt). A row converted to
   deg C, (x - 32) / 1.8, reads (0.8 * x + 32) / 1.8 F lower than it was: 35.6 F lower at 40 F,
@@ -38,14 +39,28 @@ Dataset rules (the kept rows together; physical sources in steps/climate.py):
   16.2 F. Not seen by this rule: rows converted below about 16 F (a polar winter), and units
   switched once per station (a whole station, or every row after one date, in deg C): with
   FRSHTT flags `thunder_above_freezing` judges those station by station, without them only the
-  gate does (steps/promote.py).
+  gate does (steps/promote.py; with no champion it asks for the evidence below).
+
+How the units are known (`units_evidence`; train tags its run `data.units` with the weakest over
+its datasets, and promote makes no first champion of a chain on `unchecked` data: no reference
+judges it, and temp and dewp alone cannot tell a deg C summer from a cold deg F station):
+- `thunder`: the report's `units` counts the kept stations and those with MIN_THUNDER_DAYS
+  thunder days; when every station has them, `thunder_above_freezing` judged each one.
+- `publisher`: fetch downloaded the rows itself from NOAA at its default locations, which publish
+  TEMP and DEWP in deg F (NCEI GSOD readme, above): the gsod source at DEFAULT_BASE_URL (not
+  local `--path` files, not another `--base-url`), or the bigquery source (it reads only NOAA's
+  public `noaa_gsod` tables, steps/sources/bigquery.py TABLE_PREFIX, the same GSOD values). A
+  user's table, local files or a mirror can hold converted rows.
+- `generated`: the synthetic source, which writes deg F by construction.
+- `unchecked`: none of these (a missing or unreadable report or source counts as none).
+The source is read from the dataset's `dewpoint.source` metadata, written by fetch.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +83,7 @@ from steps.dataset import (
 )
 from steps.files import write_text_atomically
 from steps.gsod_format import FRSHTT_PATTERN, MISSING, is_sentinel
+from steps.sources import DEFAULT_BASE_URL
 from steps.stages import VALIDATE
 
 DEFAULT_DEWP_TOLERANCE_F: float = VALIDATE.flag("dewp-tolerance").default
@@ -83,6 +99,11 @@ FILTER_SLICE_ROWS = 1 << 20  # rows filtered and written at a time (one Parquet 
 # GSOD "missing" values that must not survive fetch (9999.9 for temp/dewp; 999.9 would mean a
 # column mix-up). 99.99 (PRCP) is left out: it is a possible temperature in a user's table.
 SENTINELS = sorted({MISSING["TEMP"], MISSING["WDSP"]})
+# How the units of a dataset are known (module docstring), strongest first: over several datasets
+# the weakest holds. Every one but the last is evidence enough for a first champion.
+UNITS_EVIDENCE = ("thunder", "publisher", "generated", "unchecked")
+UNCHECKED = UNITS_EVIDENCE[-1]
+UNITS_COUNTS = ("stations", "judged_by_thunder")  # the report's `units` (`dataset_rules`)
 
 
 @dataclass(frozen=True)
@@ -188,7 +209,8 @@ def check_table(
         Rule("min_rows", f"at least {policy.min_rows} rows left after dropping and filtering",
              max(0, policy.min_rows - rows_out))
     )  # fmt: skip
-    rules.extend(dataset_rules(station, temp, dewp, frshtt, selected))
+    judged_rules, units = dataset_rules(station, temp, dewp, frshtt, selected)
+    rules.extend(judged_rules)
     rules.append(unit_jumps(station, table.column("date"), temp, selected))
 
     report = {
@@ -204,6 +226,7 @@ def check_table(
                    "max_cold_thunder_fraction": MAX_COLD_THUNDER_FRACTION,
                    "unit_jump_f": UNIT_JUMP_F, "max_unit_jump_fraction": MAX_UNIT_JUMP_FRACTION},
         "rules": [{**asdict(rule), "passed": rule.passed} for rule in rules],
+        "units": units,
     }  # fmt: skip
     return table, selected, report
 
@@ -214,8 +237,10 @@ def dataset_rules(
     dewp: pa.ChunkedArray,
     frshtt: pa.ChunkedArray,
     kept: pa.ChunkedArray,
-) -> list[Rule]:
-    """The rules that judge the kept rows together (module docstring): spread and units."""
+) -> tuple[list[Rule], dict[str, int]]:
+    """The rules that judge the kept rows together (module docstring): spread and units; and
+    how units were judged, the report's `units`: `stations` (kept) and `judged_by_thunder` (those
+    with MIN_THUNDER_DAYS thunder days, each judged by `thunder_above_freezing`)."""
     rules = []
     for name, column in (("temp", temp), ("dewp", dewp)):
         spread = pc.stddev(pc.filter(column, kept)).as_py()
@@ -236,8 +261,11 @@ def dataset_rules(
     )
     measured = f"{cold} of {days} thunder days below {FREEZING_F:g} F"
     allowed = math.floor(MAX_COLD_THUNDER_FRACTION * days) if judged else days
+    station_days, station_cold, names = _per_station(station, thunder, temp)
+    stations = int(pc.count_distinct(pc.filter(station, kept)).as_py())
+    judged_stations = int((station_days >= MIN_THUNDER_DAYS).sum())
+    units = dict(zip(UNITS_COUNTS, (stations, judged_stations), strict=True))
     if cold <= allowed:  # the pool passes: judge each station too (one in deg C among many)
-        station_days, station_cold, names = _per_station(station, thunder, temp)
         station_allowed = np.floor(MAX_COLD_THUNDER_FRACTION * station_days).astype(np.int64)
         failing = (station_days >= MIN_THUNDER_DAYS) & (station_cold > station_allowed)
         if failing.any():
@@ -248,7 +276,7 @@ def dataset_rules(
                 f"{FREEZING_F:g} F ({measured} over all stations)"
             )
     rules.append(Rule("thunder_above_freezing", description, cold, allowed, measured=measured))
-    return rules
+    return rules, units
 
 
 def _per_station(
@@ -300,6 +328,47 @@ def unit_jumps(
         f"{jumps[worst]} of {pairs[worst]} day-to-day changes above {UNIT_JUMP_F:g} F, "
         f"{allowed[worst]} allowed",
     )  # fmt: skip
+
+
+def units_evidence(report: Mapping[str, Any] | None, source: Mapping[str, Any] | None) -> str:
+    """How the units of one validated dataset are known (module docstring): one of
+    UNITS_EVIDENCE, from validate's `report` and fetch's `source` metadata (None: absent)."""
+    stations, judged = _units_counts(report)
+    if stations > 0 and judged == stations:
+        return "thunder"
+    source = source or {}
+    name, base_url = source.get("name"), source.get("base_url")
+    downloaded = not source.get("path") and isinstance(base_url, str)
+    if name == "bigquery" or (
+        name == "gsod" and downloaded and base_url.rstrip("/") == DEFAULT_BASE_URL
+    ):
+        return "publisher"
+    return "generated" if name == "synthetic" else UNCHECKED
+
+
+def units_of(
+    datasets: Iterable[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]],
+) -> tuple[str, str]:
+    """(the weakest `units_evidence` over the (report, source) of each dataset, one line saying
+    what it rests on: the stations judged by thunder, the sources). UNCHECKED for none."""
+    evidence, judged, stations, names = [], 0, 0, set()
+    for report, source in datasets:
+        evidence.append(UNITS_EVIDENCE.index(units_evidence(report, source)))
+        counts = _units_counts(report)
+        stations, judged = stations + counts[0], judged + counts[1]
+        names.add(str((source or {}).get("name") or "unknown"))
+    line = (
+        f"{judged} of {stations} stations had the {MIN_THUNDER_DAYS} FRSHTT thunder days "
+        f"validate judges units by; source {', '.join(sorted(names)) or 'unknown'}"
+    )
+    return UNITS_EVIDENCE[max(evidence, default=len(UNITS_EVIDENCE) - 1)], line
+
+
+def _units_counts(report: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(stations, judged_by_thunder) of a report's `units`; (0, 0) when it has none readable."""
+    units = (report or {}).get("units")
+    counts = [units.get(k) if isinstance(units, Mapping) else 0 for k in UNITS_COUNTS]
+    return (0, 0) if not all(type(c) is int for c in counts) else (counts[0], counts[1])
 
 
 def failure_message(report: dict[str, Any]) -> str:

@@ -441,3 +441,69 @@ def test_one_station_in_deg_c_among_stations_in_deg_f_fails_on_thunder(
     failed = {r["name"] for r in report["rules"] if not r["passed"]}
     assert failed == {"thunder_above_freezing"}, validate.failure_message(report)
     assert "station 72999900099" in validate.failure_message(report)
+
+
+def test_the_report_counts_the_stations_whose_units_thunder_days_judged() -> None:
+    """The report's `units`: every kept station, and those with MIN_THUNDER_DAYS thunder days
+    (their units judged by thunder_above_freezing); flags zeroed, a station has none."""
+    years = [station_year(55.0 + 5 * i, 22.0, seed=i, station=f"7253009484{i}") for i in range(3)]
+    years[1] = years[1].assign(frshtt="000000")
+    frame = pd.concat(years, ignore_index=True)
+    policy = validate.ValidationPolicy(min_rows=50)
+
+    report = validate.check_table(pa.Table.from_pandas(frame, schema=SCHEMA), policy)[2]
+
+    assert report["passed"], validate.failure_message(report)
+    assert report["units"] == {"stations": 3, "judged_by_thunder": 2}
+    assert validate.units_evidence(report, {"name": "table"}) == "unchecked"
+    years[1] = years[0].assign(station="72530094849")  # every station has its thunder days
+    frame = pd.concat(years, ignore_index=True)
+    report = validate.check_table(pa.Table.from_pandas(frame, schema=SCHEMA), policy)[2]
+    assert validate.units_evidence(report, {"name": "table"}) == "thunder"
+
+
+GSOD = {"name": "gsod", "base_url": validate.DEFAULT_BASE_URL, "years": [2024]}
+
+
+@pytest.mark.parametrize(
+    ("units", "source", "evidence"),
+    [
+        ({"stations": 3, "judged_by_thunder": 3}, {"name": "table", "uri": "t.csv"}, "thunder"),
+        ({"stations": 3, "judged_by_thunder": 2}, {"name": "table", "uri": "t.csv"}, "unchecked"),
+        ({"stations": 0, "judged_by_thunder": 0}, None, "unchecked"),
+        ({"stations": "3", "judged_by_thunder": "3"}, None, "unchecked"),  # not counts
+        (None, GSOD, "publisher"),  # downloaded by fetch from NCEI's default location
+        (None, {**GSOD, "base_url": validate.DEFAULT_BASE_URL + "/"}, "publisher"),
+        (None, {**GSOD, "base_url": "http://127.0.0.1:8080/gsod"}, "unchecked"),  # a mirror
+        (None, {"name": "gsod", "path": "/data/gsod", "years": []}, "unchecked"),  # local files
+        (None, {**GSOD, "path": "/data/gsod"}, "unchecked"),
+        (None, {"name": "bigquery", "table": "bigquery-public-data.noaa_gsod.gsod{year}"},
+         "publisher"),
+        (None, {"name": "synthetic", "rows": 10}, "generated"),
+        (None, {"name": "table", "uri": "https://example.org/gsod.csv"}, "unchecked"),
+        (None, {}, "unchecked"),
+    ],
+)  # fmt: skip
+def test_units_evidence_comes_from_thunder_days_or_from_who_made_the_rows(
+    units: dict | None, source: dict | None, evidence: str
+) -> None:
+    report = None if units is None else {"units": units}
+    assert validate.units_evidence(report, source) == evidence
+
+
+@pytest.mark.parametrize(
+    ("datasets", "weakest"),
+    [
+        ([], "unchecked"),
+        ([({"units": {"stations": 2, "judged_by_thunder": 2}}, None), (None, GSOD)], "publisher"),
+        ([(None, GSOD), (None, {"name": "synthetic"})], "generated"),
+        ([(None, {"name": "synthetic"}), (None, {"name": "table"})], "unchecked"),
+        ([(None, None)], "unchecked"),  # a file without validate's report or fetch's source
+    ],
+)
+def test_the_units_of_several_datasets_are_the_weakest_evidence(
+    datasets: list, weakest: str
+) -> None:
+    units, basis = validate.units_of(datasets)
+    assert units == weakest
+    assert "\n" not in basis and "stations had the 5 FRSHTT thunder days" in basis
