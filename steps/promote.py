@@ -5,8 +5,17 @@ The gate is never decided by the candidate's data alone. A candidate is promoted
    is judged on (P1-P99): at most the temperature + validate's dew point tolerance (dew point
    cannot exceed temperature), at least the Magnus dew point at MIN_RH_PERCENT relative humidity
    (steps/climate.py); this holds even with no champion;
-2. its RMSE on this run's holdout is at most the champion's + tolerance;
-3. on each reference holdout, its RMSE is at most that of the reference's own version there x
+2. with no champion (the first champion of a chain, also after the `champion` alias was removed),
+   the units of its training data must be known: its training run's `data.units` tag
+   (steps/validate.py `units_evidence`: validate judged every station by FRSHTT thunder days, or
+   fetch downloaded the rows from NOAA's default locations, or generated them) is not
+   `unchecked`, and a run without the tag counts as unchecked. No reference judges a first
+   champion, and temp and dewp alone cannot decide units: a deg C summer extract reads as a cold
+   station in deg F, and its line stays in the physical band. `--trust-units` promotes it anyway,
+   on the word of whoever passes it; the reason says so. The first champion anchors every later
+   gate (rule 4), so this is the root of the chain's trust. With a champion the references judge;
+3. its RMSE on this run's holdout is at most the champion's + tolerance;
+4. on each reference holdout, its RMSE is at most that of the reference's own version there x
    (1 + REFERENCE_SLACK) + tolerance. The references are the champion's (logged by its training
    run, steps/model.py REFERENCE_HOLDOUT_ARTIFACT) and the anchor's: the reference of the first
    champion of the chain, carried forward from champion to champion in the `gate.anchor_version`
@@ -15,7 +24,7 @@ The gate is never decided by the candidate's data alone. A candidate is promoted
    against the previous champion, yet the chain as a whole is held to the first reference. A
    candidate fitted to data that is easy to fit, or in other units, cannot win on its own holdout
    and lose a reference by far.
-A champion trained before reference holdouts were logged has none: rule 3 is skipped for it and
+A champion trained before reference holdouts were logged has none: rule 4 is skipped for it and
 the reason says so. An anchor version that was deleted, or has no reference, is skipped the same
 way (the champion's reference then anchors the chain).
 
@@ -73,7 +82,7 @@ from steps.climate import dewpoint_f
 from steps.model import FEATURE, REFERENCE_HOLDOUT_ARTIFACT, TARGET
 from steps.model_trust import verified_model_dir
 from steps.processes import release_lock
-from steps.register import search_literal
+from steps.register import TAG_DATA_UNITS, TAG_DATA_UNITS_BASIS, search_literal
 from steps.settings import MlflowSettings
 from steps.stages import CHAMPION, NO_CHAMPION, PREVIOUS_CHAMPION, PROMOTE
 from steps.tracking import (
@@ -84,7 +93,7 @@ from steps.tracking import (
     registered_aliases,
 )
 from steps.train import read_training_frame
-from steps.validate import DEFAULT_DEWP_TOLERANCE_F, MIN_SPREAD_F
+from steps.validate import DEFAULT_DEWP_TOLERANCE_F, MIN_SPREAD_F, UNCHECKED
 
 TAG_DECISION = "gate.decision"
 TAG_REASON = "gate.reason"
@@ -95,8 +104,12 @@ TAG_TOLERANCE = "gate.tolerance"
 TAG_REFERENCE_VERSION = "gate.reference_version"
 TAG_NEW_REFERENCE_RMSE = "gate.new_reference_rmse"
 TAG_CHAMPION_REFERENCE_RMSE = "gate.champion_reference_rmse"
-# The version whose reference holdout anchors the gate (rule 3); carried forward by each promotion.
+# The version whose reference holdout anchors the gate (rule 4); carried forward by each promotion.
 TAG_ANCHOR_VERSION = "gate.anchor_version"
+# Rule 2: the candidate's run's data.units as read ("missing" without one; "not judged" on a
+# champion completed by hand), and whether --trust-units was given.
+TAG_UNITS = "gate.units"
+TAG_TRUST_UNITS = "gate.trust_units"
 # The claim (module docstring): when it was made (UTC seconds), and the champion it replaces.
 TAG_CLAIMED_AT = "gate.claimed_at"
 TAG_REPLACES = "gate.replaces"
@@ -104,8 +117,8 @@ TAG_CLAIM_LEASE = "gate.claim_lease_s"
 # Every gate tag, in write order; gate.decision last marks the set complete.
 GATE_TAGS = (TAG_REASON, TAG_NEW_RMSE, TAG_CHAMPION_RMSE, TAG_CHAMPION_VERSION, TAG_TOLERANCE,
              TAG_REFERENCE_VERSION, TAG_NEW_REFERENCE_RMSE, TAG_CHAMPION_REFERENCE_RMSE,
-             TAG_ANCHOR_VERSION, TAG_DECISION)  # fmt: skip
-# Rule 3: how much worse than a reference's own version a candidate may be on that reference.
+             TAG_ANCHOR_VERSION, TAG_UNITS, TAG_TRUST_UNITS, TAG_DECISION)  # fmt: skip
+# Rule 4: how much worse than a reference's own version a candidate may be on that reference.
 # The version was fitted to that data's distribution; a candidate from a newer year of the same
 # stations scores within a few percent of it there (the synthetic source's other seeds: within
 # 0.3 %), one fitted to other units or to a degenerate extract scores worse: a summer extract in
@@ -139,6 +152,7 @@ MAX_REDO = 2
 # it. The default, and the lease of a claim that records none.
 CLAIM_LEASE_S: float = PROMOTE.flag("claim-lease").default
 CLAIM_LEASE_KIND = PROMOTE.flag("claim-lease").kind
+TRUST_UNITS_PARAMETER = PROMOTE.flag("trust-units").parameter
 # How long the promote CLI waits for another local promote or run of the same release.
 RELEASE_LOCK_TIMEOUT_S = 600.0
 
@@ -185,12 +199,15 @@ def decide(
     *,
     references: tuple[ReferenceScores, ...] = (),
     out_of_band: str | None = None,
+    unchecked_units: str | None = None,
+    trust_units: bool = False,
 ) -> tuple[bool, str]:
     """The rule (module docstring): (promoted, one-line reason naming the check that decided).
 
     `out_of_band` is why the candidate's line leaves the physical band (see `physical_band`), or
     None; `references` the scores on the champion's and the anchor's reference holdouts (those
-    that exist).
+    that exist); `unchecked_units` why nothing checked the units of the candidate's data (see
+    `units_problem`), or None; `trust_units` whether to promote a first champion all the same.
     """
     if champion_version == new_version:
         return True, f"version {new_version} is already the champion (RMSE {new_rmse:.4f})"
@@ -198,10 +215,17 @@ def decide(
         stays = "champion stays" if champion_version else "no champion"
         return False, f"version {new_version} rejected: {out_of_band}; {stays}"
     if champion_version is None or champion_rmse is None:
+        if unchecked_units is not None and not trust_units:
+            return False, (
+                f"version {new_version} rejected: no champion to judge against and "
+                f"{unchecked_units}; pass --trust-units true (workflow parameter "
+                f"{TRUST_UNITS_PARAMETER}=true) if the data is in deg F"
+            )
+        trusted = f"; its units taken on trust (--trust-units): {unchecked_units}"
         return (
             True,
             f"no champion yet; version {new_version} (RMSE {new_rmse:.4f}, within the physical "
-            "band) becomes champion",
+            f"band) becomes champion{trusted if unchecked_units else ''}",
         )
     limit = f"champion version {champion_version} RMSE {champion_rmse:.4f} + tolerance {tolerance}"
     if new_rmse > champion_rmse + tolerance:
@@ -221,6 +245,23 @@ def decide(
             return False, f"version {new_version} {on_reference.format('>')}; champion stays"
         passed.append(on_reference.format("<="))
     return True, "; ".join([own, *passed])
+
+
+def units_problem(run_tags: dict[str, str] | None) -> str | None:
+    """Why nothing checked the units of the data a version was trained on (rule 2), from its
+    training run's tags (None: no run), or None when they are known."""
+    if run_tags is None or TAG_DATA_UNITS not in run_tags:
+        return (
+            f"its training run has no {TAG_DATA_UNITS} tag (logged before units were recorded, "
+            "or not by train), so its data's units count as unchecked"
+        )
+    if run_tags[TAG_DATA_UNITS] != UNCHECKED:
+        return None
+    basis = run_tags.get(TAG_DATA_UNITS_BASIS, "no basis recorded")
+    return (
+        f"validate could not check its data's units ({TAG_DATA_UNITS}={UNCHECKED}: {basis}; "
+        "nor did fetch download it from NOAA or generate it)"
+    )
 
 
 def physical_band(model: Any, temps: np.ndarray, dewp_tolerance: float) -> str | None:
@@ -323,6 +364,7 @@ def promote_if_better(
     holdout: pd.DataFrame,
     tolerance: float = 0.0,
     claim_lease: float = CLAIM_LEASE_S,
+    trust_units: bool = False,
 ) -> GateDecision:
     """Score `version` and the current champion on `holdout`; move `champion` if the new one passes.
 
@@ -355,6 +397,8 @@ def promote_if_better(
             raise
         if new.status != "READY":
             raise StepError(f"version {version} of {name!r} is {new.status}, not READY")
+        run_tags = _run_tags(client, new.run_id)
+        units_read = (run_tags or {}).get(TAG_DATA_UNITS, "missing")
 
         models: dict[str, Any] = {}  # version -> loaded pyfunc, each loaded once
         scores: dict[tuple[str, str], float] = {}  # (version, holdout) -> RMSE
@@ -420,6 +464,7 @@ def promote_if_better(
             promoted, reason = decide(
                 version, new_rmse, champion_version, champion_rmse, tolerance,
                 references=tuple(judged), out_of_band=out_of_band,
+                unchecked_units=units_problem(run_tags), trust_units=trust_units,
             )  # fmt: skip
             # Compare-and-set: the champion read right before the first write must be the one
             # judged against; otherwise judge again (another run promoted while this one scored).
@@ -428,7 +473,7 @@ def promote_if_better(
                 continue
             evidence = _evidence(
                 reason, new_rmse, champion_version, champion_rmse, tolerance, tuple(judged), anchor
-            )
+            ) | {TAG_UNITS: units_read, TAG_TRUST_UNITS: str(trust_units).lower()}
             _write_tags(
                 client, uri, name, version, evidence, "before any alias moved; nothing moved"
             )
@@ -463,6 +508,20 @@ def promote_if_better(
             break
         _log_history(client, name, decision.champion_version, new.run_id)
         return decision
+
+
+def _run_tags(client: Any, run_id: str | None) -> dict[str, str] | None:
+    """The tags of a version's training run; None when it has none or the run is gone."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        return dict(client.get_run(run_id).data.tags)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
 
 
 def _claim(
@@ -615,6 +674,8 @@ def _evidence(
         TAG_NEW_REFERENCE_RMSE: listed([repr(r.new_rmse) for r in references]),
         TAG_CHAMPION_REFERENCE_RMSE: listed([repr(r.version_rmse) for r in references]),
         TAG_ANCHOR_VERSION: anchor or "none",
+        TAG_UNITS: "not judged",
+        TAG_TRUST_UNITS: "false",
     }
 
 
@@ -736,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         # champion) instead of one refusing on the other's claim.
         with release_lock(settings.tracking_uri, settings.model_name, RELEASE_LOCK_TIMEOUT_S, say):
             decision = promote_if_better(
-                settings, version, holdout, args.tolerance, args.claim_lease
+                settings, version, holdout, args.tolerance, args.claim_lease, args.trust_units
             )
         PROMOTE.write_outputs(args.outputs_dir, decision.outputs())
 

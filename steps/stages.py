@@ -317,6 +317,10 @@ PROMOTE = Stage(
              "dies before deciding (recorded with the claim, which the others honour)",
              default=3600.0, env="PROMOTE_CLAIM_LEASE", units="seconds",
              parameter="gate-claim-lease"),
+        Flag("trust-units", Boolean(),
+             "with no champion, promote a version whose training data's units nothing checked "
+             "(its run's data.units is unchecked): the data is in deg F on your word",
+             default=False, env="PROMOTE_TRUST_UNITS", parameter="trust-units"),
         TRACKING_URI,
     ),
     outputs=(

@@ -108,6 +108,21 @@ def write_dataset(frame: pd.DataFrame, path: Path, source: dict | None = None) -
     return path
 
 
+def made_in_fahrenheit(tracking_uri: str, *run_ids: str) -> None:
+    """Tag training runs a test logged from rows it generated in deg F (`dewpoint_frame`, the
+    synthetic source) as train tags generated data: `data.units=generated` (steps/validate.py
+    `units_evidence`). train_and_log tags a frame without a report `unchecked`, and promote makes
+    no first champion of that (steps/promote.py, rule 2)."""
+    import mlflow
+
+    from steps.register import TAG_DATA_UNITS, TAG_DATA_UNITS_BASIS
+
+    client = mlflow.MlflowClient(tracking_uri)
+    for run_id in run_ids:
+        client.set_tag(run_id, TAG_DATA_UNITS, "generated")
+        client.set_tag(run_id, TAG_DATA_UNITS_BASIS, "rows the test generated in deg F")
+
+
 def make_experiment(tracking_uri: str, name: str, artifact_dir: Path) -> str:
     """Create experiment `name` with artifacts under `artifact_dir` (not ./mlruns in the cwd)."""
     import mlflow

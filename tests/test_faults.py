@@ -50,6 +50,7 @@ from tests.model_helpers import (
     REPO,
     dewpoint_frame,
     error_line,
+    made_in_fahrenheit,
     run_step,
     step_env,
     write_dataset,
@@ -352,7 +353,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         settings = MlflowSettings(server.url, model_name=MODEL, experiment="faults")
         good = dewpoint_frame(rows=1500, seed=1)
-        _, v1 = train_and_register(dewpoint_frame(rows=1500, seed=2, intercept=-9.5), settings)
+        first, v1 = train_and_register(dewpoint_frame(rows=1500, seed=2, intercept=-9.5), settings)
+        made_in_fahrenheit(server.url, first.run_id)  # the first champion's data: its units
         _, v2 = train_and_register(good, settings)
         _, v3 = train_and_register(good, settings)
         holdout = dewpoint_frame(rows=800, seed=99)

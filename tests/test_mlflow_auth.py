@@ -30,7 +30,14 @@ from tests.mlflow_auth_env import (
     secret_env,
     server_env,
 )
-from tests.model_helpers import dewpoint_frame, error_line, run_step, step_env, write_dataset
+from tests.model_helpers import (
+    dewpoint_frame,
+    error_line,
+    made_in_fahrenheit,
+    run_step,
+    step_env,
+    write_dataset,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +122,8 @@ def test_pipeline_user_moves_the_champion_read_only_users_cannot(
     users: AuthServer, as_user, tmp_path: Path
 ) -> None:
     settings = as_user("mlflow-pipeline")
-    _, first = train_and_register(dewpoint_frame(rows=400, seed=1), settings)
+    trained, first = train_and_register(dewpoint_frame(rows=400, seed=1), settings)
+    made_in_fahrenheit(settings.tracking_uri, trained.run_id)  # the first champion's data
     holdout = dewpoint_frame(rows=150, seed=2)
     assert promote_if_better(settings, first.version, holdout).promoted
     _, second = train_and_register(dewpoint_frame(rows=400, seed=3), settings)

@@ -38,8 +38,12 @@ from tests.model_helpers import (
     dewpoint_frame,
     error_line,
     in_celsius,
+    made_in_fahrenheit,
     make_experiment,
+    register_served,
     run_step,
+    station_year,
+    step_env,
     summer,
     write_dataset,
 )
@@ -68,6 +72,25 @@ def test_gate_rule(
     assert decision is promoted
     assert phrase in reason
     assert reason == decide("3", new_rmse, champion, champion_rmse, tolerance)[1]
+
+
+@pytest.mark.parametrize(
+    ("champion", "trust", "promoted", "phrase"),
+    [
+        (None, False, False, "no champion to judge against and nothing checked; pass --trust"),
+        (None, True, True, "its units taken on trust (--trust-units): nothing checked"),
+        ("1", False, True, "<="),  # with a champion its references judge, not this rule
+    ],
+)
+def test_with_no_champion_unchecked_units_decide_unless_trusted(
+    champion: str | None, trust: bool, promoted: bool, phrase: str
+) -> None:
+    decision, reason = decide(
+        "3", 2.0, champion, 2.0 if champion else None, 0.0,
+        unchecked_units="nothing checked", trust_units=trust,
+    )  # fmt: skip
+    assert (decision, "\n" in reason) == (promoted, False)
+    assert phrase in reason, reason
 
 
 def test_session_bounds_http_retries_and_restores_the_environment(
@@ -125,6 +148,7 @@ def trained(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactor
         off=train_and_log(dewpoint_frame(rows=2000, seed=2, intercept=-9.5), settings),
         bad=train_and_log(shuffled, settings, TrainConfig(model_type="elasticnet")),
     )
+    made_in_fahrenheit(settings.tracking_uri, *(r.run_id for r in (runs.good, runs.off, runs.bad)))
     # Preconditions of the scenarios below, from the fitted coefficients alone.
     good, off, bad = (_rmse(r, holdout) for r in (runs.good, runs.off, runs.bad))
     assert good < off < good + 0.5 < bad
@@ -426,6 +450,7 @@ def test_each_promote_logs_the_model_history_to_the_judged_run(
     trained: Trained, tmp_path: Path
 ) -> None:
     extra = train_and_log(dewpoint_frame(rows=300, seed=7), trained.settings)
+    made_in_fahrenheit(trained.settings.tracking_uri, extra.run_id)
     settings, (off, good, bad, never) = _fresh(
         trained, trained.off, trained.good, trained.bad, extra
     )
@@ -567,17 +592,18 @@ def test_only_a_plausible_model_becomes_champion(
     )
     if with_champion:
         champion = train_and_log(_synthetic(6000, seed=42), settings)
+        made_in_fahrenheit(settings.tracking_uri, champion.run_id)
         champion_version = register_version(settings, champion.run_id, champion.model_uri).version
         assert promote_if_better(settings, champion_version, champion.holdout).promoted
     result = train_and_log(CANDIDATES[candidate](), settings)
+    plausible = candidate == "next week's data"
+    if plausible:  # the synthetic source's rows; the others are the test's conversions
+        made_in_fahrenheit(settings.tracking_uri, result.run_id)
     version = register_version(settings, result.run_id, result.model_uri).version
 
     decision = promote_if_better(settings, version, result.holdout)
 
-    plausible = candidate == "next week's data"
-    # Data in deg C with no champion is validate's to refuse (thunder_above_freezing): the line
-    # of dew point on temperature passes near -40, where both scales meet, so no gate can see it.
-    if plausible or (candidate == "summer extract in deg C" and not with_champion):
+    if plausible:
         assert decision.promoted, decision.reason
         return
     assert not decision.promoted, decision.reason
@@ -585,8 +611,13 @@ def test_only_a_plausible_model_becomes_champion(
     aliases = _aliases(settings)
     assert aliases.get(CHAMPION) == (champion_version if with_champion else None)
     assert _tags(settings, version)["gate.decision"] == "rejected"
-    if candidate == "summer extract in deg C":
+    if candidate == "summer extract in deg C" and with_champion:
         assert f"on the reference holdout of version {champion_version}" in decision.reason
+    elif candidate == "summer extract in deg C":
+        # Its line passes near -40, where both scales meet, and stays in the band: with no
+        # champion only the unchecked units refuse it (no FRSHTT thunder days, no source).
+        assert "no champion to judge against" in decision.reason
+        assert "data.units=unchecked" in decision.reason and "--trust-units" in decision.reason
     else:
         assert "rejected:" in decision.reason
 
@@ -617,6 +648,7 @@ def test_a_chain_of_small_unit_drifts_never_makes_the_deg_c_model_champion(
         mlflow_server.url, model_name=f"drift-{uuid.uuid4().hex[:10]}", experiment="gate-drift"
     )
     first = train_and_log(_synthetic(6000, seed=42), settings)
+    made_in_fahrenheit(settings.tracking_uri, first.run_id)
     first_version = register_version(settings, first.run_id, first.model_uri).version
     assert promote_if_better(settings, first_version, first.holdout).promoted
     fractions = [min(1.0, round(step * k, 2)) for k in range(1, math.ceil(1 / step) + 1)]
@@ -659,3 +691,119 @@ def test_data_far_drier_than_any_climate_never_becomes_the_first_champion(
     assert "no champion" in decision.reason
     assert CHAMPION not in _aliases(settings)
     assert _tags(settings, version)["gate.decision"] == "rejected"
+
+
+# --- rule 2: the first champion's units ----------------------------------------------------------
+
+
+def _thunder_years(stations: int = 3) -> pd.DataFrame:
+    """Station-years in deg F with FRSHTT flags: thunder on warm humid days at every station."""
+    years = [
+        station_year(55.0 + 5 * i, 22.0, seed=i, station=f"7253009484{i}") for i in range(stations)
+    ]
+    return pd.concat(years, ignore_index=True)
+
+
+def _summer_in_celsius_without_flags() -> pd.DataFrame:
+    """The same stations' summers converted to deg C, FRSHTT zeroed (a user's table, or local
+    GSOD files edited): validate's thunder rule has nothing to judge, unit_jumps sees no mix."""
+    return in_celsius(summer(_thunder_years())).assign(frshtt="000000")
+
+
+FIRST_CHAMPIONS = {
+    # (rows written as a user's table, or None: fetched by the synthetic source; --trust-units,
+    #  promoted, data.units train tags)
+    "deg C summer, no flags": (_summer_in_celsius_without_flags, False, False, "unchecked"),
+    "deg C summer, no flags, trusted": (_summer_in_celsius_without_flags, True, True, "unchecked"),
+    "deg F with thunder days": (_thunder_years, False, True, "thunder"),
+    "synthetic source": (None, False, True, "generated"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(FIRST_CHAMPIONS))
+def test_a_first_champion_needs_evidence_of_its_units(
+    mlflow_server: MlflowServer, tmp_path: Path, case: str
+) -> None:
+    """With no champion no reference judges the candidate, and a deg C summer extract looks like
+    a cold station in deg F: its line stays in the physical band. Through the real fetch or
+    table, validate, train, register and promote CLIs, the first champion needs its units known
+    (validate judged every station by thunder days, or the source says so), or --trust-units."""
+    make_rows, trust, promoted, units = FIRST_CHAMPIONS[case]
+    name = f"units-{uuid.uuid4().hex[:10]}"
+    env = step_env(MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="gate-units",
+                   MODEL_NAME=name)  # fmt: skip
+    dataset = tmp_path / "dataset.parquet"
+    if make_rows is None:
+        fetched = run_step("fetch", "--source", "synthetic", "--rows", "2000", "--output",
+                           str(dataset), "--outputs-dir", str(tmp_path / "f"))  # fmt: skip
+        assert fetched.returncode == 0, fetched.stderr[-2000:]
+    else:
+        write_dataset(make_rows(), dataset, {"name": "table", "uri": "/data/user.csv"})
+    steps = [
+        ("validate", "--input", str(dataset), "--output", str(tmp_path / "validated.parquet"),
+         "--report", str(tmp_path / "report.json")),
+        ("train", "--input", str(tmp_path / "validated.parquet"), "--holdout-out",
+         str(tmp_path / "holdout.parquet"), "--plot-out", str(tmp_path / "fit.png")),
+    ]  # fmt: skip
+    outputs = {}
+    for stage, *args in steps:
+        done = run_step(stage, *args, "--outputs-dir", str(tmp_path / stage), env=env)
+        assert done.returncode == 0, (stage, done.stderr[-2000:])
+        outputs[stage] = json.loads(done.stdout.strip().splitlines()[-1])
+    report = json.loads((tmp_path / "report.json").read_text())
+    run = mlflow.MlflowClient(mlflow_server.url).get_run(outputs["train"]["run-id"])
+    assert run.data.tags["data.units"] == units, (report["units"], run.data.tags)
+    registered = run_step("register", "--run-id", outputs["train"]["run-id"], env=env)
+    assert registered.returncode == 0, registered.stderr[-2000:]
+    version = json.loads(registered.stdout.strip().splitlines()[-1])["version"]
+
+    done = run_step("promote", "--version", version, "--holdout", str(tmp_path / "holdout.parquet"),
+                    "--trust-units", str(trust).lower(), "--outputs-dir", str(tmp_path / "p"),
+                    env=env)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = {p.name: p.read_text() for p in (tmp_path / "p").iterdir()}
+    settings = MlflowSettings(mlflow_server.url, model_name=name)
+    assert (written["promoted"], _aliases(settings).get(CHAMPION)) == (
+        str(promoted).lower(),
+        version if promoted else None,
+    ), written["reason"]
+    tags = _tags(settings, version)
+    assert (tags["gate.units"], tags["gate.trust_units"]) == (units, str(trust).lower())
+    assert tags["data.units"] == units  # register copies it to the version
+    if units == "unchecked":
+        stations = report["units"]["stations"]
+        assert report["units"] == {"stations": stations, "judged_by_thunder": 0} and stations
+        assert f"0 of {stations} stations had the 5 FRSHTT thunder days" in written["reason"]
+        assert ("taken on trust" if trust else "pass --trust-units") in written["reason"]
+
+
+@pytest.mark.slow
+def test_a_run_without_the_units_tag_counts_as_unchecked(trained: Trained) -> None:
+    """A version whose training run was logged without `data.units` (before the tag, or not by
+    train) is no first champion: fail closed. --trust-units promotes it, saying so."""
+    settings = MlflowSettings(
+        trained.settings.tracking_uri, model_name=f"untagged-{uuid.uuid4().hex[:10]}"
+    )
+    experiment = mlflow.MlflowClient(settings.tracking_uri).get_experiment_by_name(
+        trained.settings.experiment
+    )
+    line = trained.good.coefficients
+    version = register_served(
+        settings.tracking_uri, experiment.experiment_id, settings.model_name, line
+    )
+
+    decision = promote_if_better(settings, version, trained.holdout)
+
+    assert not decision.promoted and CHAMPION not in _aliases(settings)
+    assert "has no data.units tag" in decision.reason and "--trust-units" in decision.reason
+    assert _tags(settings, version)["gate.units"] == "missing"
+    # A decision is final: a rerun with --trust-units answers the recorded rejection.
+    assert not promote_if_better(settings, version, trained.holdout, trust_units=True).promoted
+    again = register_served(
+        settings.tracking_uri, experiment.experiment_id, settings.model_name, line
+    )
+    trusted = promote_if_better(settings, again, trained.holdout, trust_units=True)
+    assert trusted.promoted and "taken on trust" in trusted.reason, trusted.reason
+    assert _tags(settings, again)["gate.trust_units"] == "true"
