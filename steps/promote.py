@@ -93,7 +93,7 @@ from steps.tracking import (
     registered_aliases,
 )
 from steps.train import read_training_frame
-from steps.validate import DEFAULT_DEWP_TOLERANCE_F, MIN_SPREAD_F, UNCHECKED
+from steps.validate import DEFAULT_DEWP_TOLERANCE_F, MIN_SPREAD_F, UNCHECKED, UNITS_EVIDENCE
 
 TAG_DECISION = "gate.decision"
 TAG_REASON = "gate.reason"
@@ -218,8 +218,9 @@ def decide(
         if unchecked_units is not None and not trust_units:
             return False, (
                 f"version {new_version} rejected: no champion to judge against and "
-                f"{unchecked_units}; pass --trust-units true (workflow parameter "
-                f"{TRUST_UNITS_PARAMETER}=true) if the data is in deg F"
+                f"{unchecked_units}; if the data is in deg F, train and promote it again with "
+                f"--trust-units true (workflow parameter {TRUST_UNITS_PARAMETER}=true), as this "
+                "decision is final"
             )
         trusted = f"; its units taken on trust (--trust-units): {unchecked_units}"
         return (
@@ -249,17 +250,19 @@ def decide(
 
 def units_problem(run_tags: dict[str, str] | None) -> str | None:
     """Why nothing checked the units of the data a version was trained on (rule 2), from its
-    training run's tags (None: no run), or None when they are known."""
-    if run_tags is None or TAG_DATA_UNITS not in run_tags:
+    training run's tags (None: no run), or None when they are known. Fail closed: a missing
+    tag, or a value train does not write, counts as unchecked."""
+    units = (run_tags or {}).get(TAG_DATA_UNITS)
+    if units is None:
         return (
             f"its training run has no {TAG_DATA_UNITS} tag (logged before units were recorded, "
             "or not by train), so its data's units count as unchecked"
         )
-    if run_tags[TAG_DATA_UNITS] != UNCHECKED:
+    if units in UNITS_EVIDENCE and units != UNCHECKED:
         return None
-    basis = run_tags.get(TAG_DATA_UNITS_BASIS, "no basis recorded")
+    basis = (run_tags or {}).get(TAG_DATA_UNITS_BASIS, "no basis recorded")
     return (
-        f"validate could not check its data's units ({TAG_DATA_UNITS}={UNCHECKED}: {basis}; "
+        f"validate could not check its data's units ({TAG_DATA_UNITS}={units}: {basis}; "
         "nor did fetch download it from NOAA or generate it)"
     )
 

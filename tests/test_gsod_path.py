@@ -269,7 +269,9 @@ def test_submit_local_and_the_demo_run_the_whole_pipeline_on_the_gsod_path(
 ) -> None:
     """`python workflows/submit.py --local -p gsod-path=FILE.tar.gz`, then the demo (what `make
     demo PARAMS="gsod-path=DIR"` runs) on the folder: a real MLflow server, the whole pipeline,
-    the champion served; each model was trained on our two stations only."""
+    the champion served; each model was trained on our two stations only. Local files are
+    anyone's (their FRSHTT flags zeroed here, so validate cannot judge units): only trust-units
+    makes a first champion of them (steps/promote.py, rule 2)."""
     from steps.deploy_targets.local import running_server, stop_local
     from workflows.demo import mlflow_down
 
@@ -283,6 +285,8 @@ def test_submit_local_and_the_demo_run_the_whole_pipeline_on_the_gsod_path(
                 f"gsod-path={gsod_archive}",
                 "-p",
                 f"years={FIXTURE_YEAR}",
+                "-p",
+                "trust-units=true",
                 "--run-dir",
                 str(run_dir),
             ]
@@ -291,6 +295,8 @@ def test_submit_local_and_the_demo_run_the_whole_pipeline_on_the_gsod_path(
         summary = json.loads((run_dir / "run.json").read_text())
         assert summary["parameters"]["source"] == "gsod"
         assert summary["parameters"]["gsod-path"] == str(gsod_archive)
+        promoted = summary["tasks"]["promote"]["outputs"]["parameters"]["reason"]
+        assert "taken on trust (--trust-units)" in promoted, promoted
         for task in ("fetch", "validate"):
             rows = _year_item(run_dir, task)["outputs"]["parameters"]["row-count"]
             assert rows == str(len(STATIONS) * DAYS)
@@ -302,7 +308,7 @@ def test_submit_local_and_the_demo_run_the_whole_pipeline_on_the_gsod_path(
             Path(".demo"),
             mlflow_port,
             serve_port,
-            {"gsod-path": str(gsod_folder), "years": FIXTURE_YEAR},
+            {"gsod-path": str(gsod_folder), "years": FIXTURE_YEAR, "trust-units": "true"},
         )
         demo_run = Path(facts["run_dir"])
         parameters = json.loads((demo_run / "run.json").read_text())["parameters"]

@@ -27,6 +27,7 @@ from steps.promote import (
     decide,
     physical_band,
     promote_if_better,
+    units_problem,
 )
 from steps.register import register_version
 from steps.settings import MlflowSettings
@@ -77,7 +78,7 @@ def test_gate_rule(
 @pytest.mark.parametrize(
     ("champion", "trust", "promoted", "phrase"),
     [
-        (None, False, False, "no champion to judge against and nothing checked; pass --trust"),
+        (None, False, False, "no champion to judge against and nothing checked; if the data"),
         (None, True, True, "its units taken on trust (--trust-units): nothing checked"),
         ("1", False, True, "<="),  # with a champion its references judge, not this rule
     ],
@@ -91,6 +92,26 @@ def test_with_no_champion_unchecked_units_decide_unless_trusted(
     )  # fmt: skip
     assert (decision, "\n" in reason) == (promoted, False)
     assert phrase in reason, reason
+
+
+@pytest.mark.parametrize(
+    ("run_tags", "known"),
+    [
+        (None, False),  # no training run
+        ({}, False),  # a run logged without the tag: fail closed
+        ({"data.units": "unchecked", "data.units_basis": "0 of 3 stations"}, False),
+        ({"data.units": "yes"}, False),  # a value train never writes
+        ({"data.units": "thunder"}, True),
+        ({"data.units": "publisher"}, True),
+        ({"data.units": "generated"}, True),
+    ],
+)
+def test_only_the_evidence_train_records_makes_units_known(
+    run_tags: dict | None, known: bool
+) -> None:
+    problem = units_problem(run_tags)
+    assert (problem is None) is known
+    assert problem is None or ("\n" not in problem and "units" in problem)
 
 
 def test_session_bounds_http_retries_and_restores_the_environment(
@@ -776,7 +797,7 @@ def test_a_first_champion_needs_evidence_of_its_units(
         stations = report["units"]["stations"]
         assert report["units"] == {"stations": stations, "judged_by_thunder": 0} and stations
         assert f"0 of {stations} stations had the 5 FRSHTT thunder days" in written["reason"]
-        assert ("taken on trust" if trust else "pass --trust-units") in written["reason"]
+        assert ("taken on trust" if trust else "again with --trust-units true") in written["reason"]
 
 
 @pytest.mark.slow
