@@ -79,6 +79,10 @@ def test_register_tags_the_version_and_reuses_it_for_the_same_run(
     assert version.tags == {
         "data.fetched_hash": DATA_HASH,  # copied from the training run
         "data.source": "synthetic",
+        # A frame with no validation report or fetch metadata: nothing checked its units.
+        "data.units": "unchecked",
+        "data.units_basis": "0 of 0 stations had the 5 FRSHTT thunder days validate judges "
+        "units by; source unknown",
         "code.version": steps.__version__,
         "code.git_commit": revision.commit,  # the commit of the code that trained it
         "code.git_dirty": str(revision.dirty).lower(),
