@@ -26,6 +26,10 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # The same text as one quoted shell word, for recipes whose values `make -n` should show: each
 # `'` closed, escaped and reopened, nothing else read. `$(call shell_word,NAME)`.
 shell_word = '$(subst ','\'',$(value $(1)))'
+# The words of the exported variable $(2), split at any white space (line breaks too: `read -ra`
+# alone stops at the first one and drops the rest), into the bash array $(1); nothing else read.
+# `read -d ''` reads to the end and so returns 1. `$(call read_words,ARRAY,VARIABLE)`.
+read_words = read -rd '' -a $(1) <<< "$$$(2)" || true
 
 .PHONY: help
 help: ## List the targets
@@ -50,14 +54,14 @@ BENCH_ARGS ?=
 .PHONY: bench-serving
 bench-serving: export MAKE_ARGS = $(value BENCH_ARGS)
 bench-serving: $(STAMP) ## Serving benchmark (needs wrk: apt-get install -y wrk): ours vs stock `mlflow models serve` vs bare ASGI floor
-	read -ra args <<< "$$MAKE_ARGS"; $(PY) benchmarks/bench_serving.py "$${args[@]}"
+	$(call read_words,args,MAKE_ARGS); $(PY) benchmarks/bench_serving.py "$${args[@]}"
 
 # Generates ~1 GB of GSOD-format files per scale step in a temp dir (removed after); a few minutes.
 BENCH_FETCH_ARGS ?= --scale 1
 .PHONY: bench-fetch
 bench-fetch: export MAKE_ARGS = $(value BENCH_FETCH_ARGS)
 bench-fetch: $(STAMP) ## Data benchmark: fetch (full-year GSOD files) + validate + fit vs a plain pyarrow.csv read; BENCH_FETCH_ARGS="--scale 4"
-	read -ra args <<< "$$MAKE_ARGS"; $(PY) benchmarks/bench_pipeline.py "$${args[@]}"
+	$(call read_words,args,MAKE_ARGS); $(PY) benchmarks/bench_pipeline.py "$${args[@]}"
 
 .PHONY: bench-deploy
 bench-deploy: $(STAMP) ## Local deploy benchmark: first deploy, swap and no-op times; /ping dark time and requests refused or failed under load during a swap
@@ -106,14 +110,14 @@ SOURCE ?=
 PARAMS ?=
 
 # The demo reads MLFLOW_PORT and SERVE_PORT itself (empty: its default); PARAMS is split at
-# white space into one `-p` each (no other shell reading: a `*`, quote or `$` stays as written).
+# white space (line breaks too) into one `-p` each (no other shell reading: a `*`, quote or `$` stays as written).
 .PHONY: demo
 demo: export MAKE_SOURCE = $(value SOURCE)
 demo: export MAKE_PARAMS = $(value PARAMS)
 demo: export override SERVE_PORT := $(value SERVE_PORT)
 demo mlflow-up: export override MLFLOW_PORT := $(value MLFLOW_PORT)
 demo: $(STAMP) ## Run the whole pipeline locally (MLflow, local runner, served model); SOURCE=gsod for NOAA data, PARAMS="gsod-path=DIR" for local GSOD files
-	read -ra words <<< "$$MAKE_PARAMS"; params=(); for p in "$${words[@]}"; do params+=(-p "$$p"); done; \
+	$(call read_words,words,MAKE_PARAMS); params=(); for p in "$${words[@]}"; do params+=(-p "$$p"); done; \
 	$(PY) -m workflows.demo up $${MAKE_SOURCE:+--source "$$MAKE_SOURCE"} "$${params[@]}"
 
 .PHONY: demo-down

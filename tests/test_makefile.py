@@ -91,6 +91,23 @@ def test_bench_scale_hands_each_make_variable_to_the_program_as_given(tmp_path, 
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("separator", ["\n", "\t", " \n\n "])
+def test_demo_reads_every_line_of_params(tmp_path, separator):
+    """`read -ra` read only the first line of PARAMS: the rest was dropped silently."""
+    proc, records = _make(tmp_path, "demo", f"PARAMS=years=2024{separator}model-name=m")
+    assert proc.returncode == 0, proc.stderr
+    (record,) = records
+    assert record["argv"][3:] == ["-p", "years=2024", "-p", "model-name=m"]
+
+
+@pytest.mark.parametrize("target", ["bench-serving", "bench-fetch"])
+def test_bench_arguments_are_read_on_every_line(tmp_path, target):
+    variable = {"bench-serving": "BENCH_ARGS", "bench-fetch": "BENCH_FETCH_ARGS"}[target]
+    proc, records = _make(tmp_path, target, f"{variable}=--a\n--b x")
+    assert proc.returncode == 0, proc.stderr
+    assert records[0]["argv"][1:] == ["--a", "--b", "x"]
+
+
 def test_demo_without_variables_passes_nothing_and_variables_from_the_environment_count(tmp_path):
     proc, records = _make(tmp_path, "demo")
     assert proc.returncode == 0, proc.stderr
