@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 
 from steps import __version__
 from steps.cli import run
-from steps.contract import OUTPUTS_DIR, check_workflow_parameters
+from steps.contract import OUTPUTS_DIR
 from steps.revision import code_fingerprint
-from steps.stages import CHECK_PARAMETERS, FETCH, VALIDATE, WORKFLOW_PARAMETERS
+from steps.stages import (
+    CHECK_PARAMETERS,
+    FETCH,
+    VALIDATE,
+    WORKFLOW_PARAMETERS,
+    check_pipeline_parameters,
+)
 from steps.year_items import BY_YEAR_SOURCES, data_key, loop_items
 
 # The parameters that decide a year's rows: every one fetch or validate reads, but the years.
@@ -23,6 +30,18 @@ DATA_PARAMETERS = tuple(
     for p in WORKFLOW_PARAMETERS
     if p.name != "years" and any(stage in (FETCH.name, VALIDATE.name) for stage, _ in p.flags)
 )
+
+
+def canonical_values(values: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """The checked `values` of the parameters `names`, each in its first flag's one spelling
+    (`Flag.canonical`), so `0100` and `100` rows, or `HTTP://` and `http://`, give one data key.
+    Not given: the parameter's default, read the same way."""
+    canonical = {}
+    for parameter in WORKFLOW_PARAMETERS:
+        if parameter.name in names:
+            raw = values.get(parameter.name, parameter.default)
+            canonical[parameter.name] = parameter.flags[0][1].canonical(raw)
+    return canonical
 
 
 def fan_out_outputs(values: dict[str, str], code_version: str | None = None) -> dict[str, str]:
@@ -37,7 +56,7 @@ def fan_out_outputs(values: dict[str, str], code_version: str | None = None) -> 
     source = values.get("source") or FETCH.flag("source").default
     # A source read whole (table) is one item, whose rows the years choose: they decide its data.
     names = DATA_PARAMETERS if source in BY_YEAR_SOURCES else (*DATA_PARAMETERS, "years")
-    key = data_key(values, names, code_version)
+    key = data_key(canonical_values(values, names), names, code_version)
     past, current = loop_items(source, values.get("years", ""), key)
     return {
         "past-years": json.dumps(past, separators=(",", ":")),
@@ -63,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         # --outputs-dir (or its variable) as every stage reads it, and checked before anything.
         namespace.outputs_dir = OUTPUTS_DIR.read(namespace)
         CHECK_PARAMETERS.refuse_occupied_outputs(namespace)
-        check_workflow_parameters(values, WORKFLOW_PARAMETERS)
+        check_pipeline_parameters(values)
         # One JSON line on stdout, the outputs, as every step prints (docs/steps.md).
         CHECK_PARAMETERS.write_outputs(namespace.outputs_dir, fan_out_outputs(values))
 

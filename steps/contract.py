@@ -13,12 +13,12 @@ variable it came from, the value and what is expected; never a traceback or a us
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,12 +37,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 control characters and DEL
 _INVISIBLE_CATEGORIES = ("Cf", "Cn", "Co", "Cs", "Zl", "Zp")
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 _MAX_DIGITS = 64  # longer digit strings are refused before int() or float() sees them
-_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _NOT_GIVEN = (None, "", (), {})  # typed values that mean "not given" (a flag's empty default)
 # argparse reads `--` as the end of the options: `--flag=--` reaches no flag as a value
 # (Python 3.11 argparse _get_values drops it), so no door takes it as one.
 END_OF_OPTIONS = "--"
 NOT_A_VALUE = "'--' is no value (a command line reads it as the end of the options)"
+# `{{...}}` tags as Argo reads them (v4.1.2 util/template/template.go and validate.go, through
+# valyala/fasttemplate v1.2.2 NewTemplate): a tag runs from `{{` to the first `}}` after it, and a
+# `{{` with no `}}` after it makes the whole text an error (fasttemplate: "Cannot find end tag").
+# Said here, where the steps can read it: a workflow parameter's value holding one is refused at
+# every door (`given_value_problem`), check-parameters included.
+TAG_START, TAG_END = "{{", "}}"
 
 
 # Every kind below is a small frozen dataclass with `empty_ok`, `parse` and `describe`.
@@ -97,15 +102,23 @@ class Number:
     empty_ok: bool = False
 
     def parse(self, text: str) -> float:
-        """The float; ValueError for NaN, infinities, non-ASCII digits and values out of range."""
+        """The float; ValueError for NaN, infinities, non-ASCII digits and values out of range.
+
+        The bounds are checked on the decimal as written (`Decimal`) as well as on the float it
+        rounds to: `599.9999999999999999999` is a float of 600.0, and passed `>= 600`."""
         if len(text) > _MAX_DIGITS or not _DECIMAL.fullmatch(text):
             raise ValueError(f"must be {self.describe()}")
         value = float(text)
-        low_ok = value > self.minimum if self.open_minimum else value >= self.minimum
-        high_ok = value < self.maximum if self.open_maximum else value <= self.maximum
-        if not (math.isfinite(value) and low_ok and high_ok):
+        if not (self._within(Decimal(text)) and self._within(Decimal(value))):
             raise ValueError(f"must be {self.describe()}")
         return value
+
+    def _within(self, value: Decimal) -> bool:
+        """Whether `value` is within the bounds (`1e-400` is within `> 0`; its float, 0.0, is
+        not, and both must be)."""
+        low, high = Decimal(str(self.minimum)), Decimal(str(self.maximum))
+        low_ok = value > low if self.open_minimum else value >= low
+        return low_ok and (value < high if self.open_maximum else value <= high)
 
     def describe(self) -> str:
         """E.g. `a number > 0 and <= 3600`."""
@@ -116,16 +129,17 @@ class Number:
 
 @dataclass(frozen=True)
 class Boolean:
-    """`true`/`false` (also `1`/`0`, `yes`/`no`, any case)."""
+    """`true` or `false`, as written: the enum Argo offers and checks (`choices`), so every door
+    takes the same two spellings (`1`, `yes` and `True` passed a step's command line and
+    check-parameters, were refused by submit.py and the runner, and gave another data key)."""
 
     empty_ok: bool = False
 
     def parse(self, text: str) -> bool:
         """True or False; ValueError for anything else."""
-        lowered = text.lower()
-        if lowered not in _TRUE + _FALSE:
+        if text not in self.choices:
             raise ValueError(f"must be {self.describe()}")
-        return lowered in _TRUE
+        return text == "true"
 
     def describe(self) -> str:
         """`true or false`."""
@@ -395,12 +409,20 @@ class DirectoryPath(_LocalPath):
 def _http_url(text: str, what: str) -> str:
     """The path of the http(s) URL `text`; ValueError (never quoting it) for white space, a
     control character, another scheme, no host, a port that is not from 1 to 65535 or empty,
-    or a password that ends the host early (`steps.redaction.split_http_url`)."""
-    Text(r"https?://\S+", what=what).parse(text)
+    or a password that ends the host early (`steps.redaction.split_http_url`). The scheme is
+    read in any case (`HTTP://`: RFC 3986 section 3.1, schemes are case-insensitive)."""
+    Text(r"(?i:https?)://\S+", what=what).parse(text)
     try:
         return split_http_url(text).path
     except ValueError as exc:
         raise ValueError(f"must be {what}: {exc}") from None
+
+
+def lower_scheme(url: str) -> str:
+    """`url` with its scheme (up to the first ':') in lower case, the one spelling of it
+    (RFC 3986 section 3.1: "should only produce lowercase scheme names"); the rest as given."""
+    scheme, colon, rest = url.partition(":")
+    return f"{scheme.lower()}{colon}{rest}"
 
 
 @dataclass(frozen=True)
@@ -414,9 +436,10 @@ class HttpUrl:
     empty_ok: bool = True
 
     def parse(self, text: str) -> str:
-        """`text`; ValueError for what `_http_url` refuses."""
+        """`text` with its scheme in lower case (`lower_scheme`); ValueError for what
+        `_http_url` refuses."""
         _http_url(text, self.what)
-        return text
+        return lower_scheme(text)
 
     def describe(self) -> str:
         """`what`."""
@@ -441,7 +464,7 @@ class UrlOrFile:
         Text(what=self.what).parse(text)
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", text):  # a scheme, or a Windows drive
             _check_end(_http_url(text, self.describe()), self.ends, "a URL whose path")
-            return text
+            return lower_scheme(text)
         FilePath().parse(text)
         _check_end(text, self.ends, "a file whose name")
         return text
@@ -563,6 +586,18 @@ class Flag:
             return self.kind.parse(raw if getattr(self.kind, "visible", False) else text)
         except ValueError as exc:
             raise BadInput(f"{source} {_shown(raw)}: {exc}{_in(self.units)}") from None
+
+    def canonical(self, raw: str) -> str:
+        """`raw`, a value the flag takes, in its one spelling: parsed and written back
+        (`render_value`: `0100` is `100`, `HTTP://h` is `http://h`); a path looked up where the
+        step runs is not looked up here, only stripped.
+
+        Raises:
+            BadInput: as `convert`, for a value the flag refuses.
+        """
+        if _names_a_path_where_the_step_runs(self, raw):
+            return raw.strip()
+        return render_value(self.convert(raw))
 
     def given(self, namespace: argparse.Namespace) -> tuple[str | None, str | None]:
         """(raw value, where it came from) as the user gave it: from the command line
@@ -734,6 +769,11 @@ class Stage:
         (looked up where the stage runs) and switches are left to the stage. A `--help` makes
         the stage print its help and exit 0: nothing to check then.
 
+        An argument filled in later is left out, and with it the arguments whose meaning it
+        decides (`literal_options`); every other one is checked, each on its own: a literal
+        `--rows=abc` beside `--source={{...}}` is refused now. The environment is read only
+        when every argument is fixed: one filled in later may set the flag instead.
+
         Args:
             args: the arguments after `python -m steps <stage>`, as written.
             env: the stage's environment as written (`Flag.env` is read for a flag not given).
@@ -743,33 +783,49 @@ class Stage:
         Raises:
             BadInput: naming `where`, the flag (or variable) and the value.
         """
-        if "-h" in args or "--help" in args or not self._options_fixed(args, fixed):
+        if "-h" in args or "--help" in args:
             return
+        literal = self.literal_options(args, fixed)
         parser = self.parser()
         parser.prog = f"{where}: python -m steps {self.name}"
-        namespace = parser.parse_args(list(args))
+        # `--rows={{...}} --rows=5`: the stage refuses a flag given twice, whatever the values.
+        named = [arg.partition("=")[0] for arg in args if arg.startswith("--") and "=" in arg]
+        for option in named:
+            if named.count(option) > 1 and fixed(option):
+                parser.error(f"argument {option}: given twice; give it once")
+        namespace = parser.parse_args(literal)
+        every_fixed = len(literal) == len(args)
         for flag in self.all_flags:
             if isinstance(flag.kind, Switch):
                 continue
             raw, source = getattr(namespace, flag.dest), f"{where}: {flag.option}"
-            if raw is None and flag.env and env.get(flag.env):
+            if raw is None and every_fixed and flag.env and env.get(flag.env):
                 raw, source = env[flag.env], f"{where}: env {flag.env} (for {flag.option})"
             if raw is None or not fixed(raw) or _names_a_path_where_the_step_runs(flag, raw):
                 continue
             flag.convert(raw, source)
 
-    def _options_fixed(self, args: Sequence[str], fixed: Callable[[str], bool]) -> bool:
-        """Whether every argument that stands where a flag's name goes is fixed (one filled in
-        later might be `--rows=5`, which only the stage can read then)."""
+    def literal_options(self, args: Sequence[str], fixed: Callable[[str], bool]) -> list[str]:
+        """The arguments of `args` whose meaning is known now: all of them when every one is
+        `fixed`; else each fixed `--flag=value` and switch, and a fixed `--flag value` pair.
+        One filled in later is left out, and unless it is `--flag=...` the argument after it
+        (it might be `--rows`, which takes the next one); so is a `--flag` whose value is."""
+        if all(fixed(arg) for arg in args):
+            return list(args)
         switches = {f.option for f in self.all_flags if isinstance(f.kind, Switch)}
+        literal: list[str] = []
         position = 0
         while position < len(args):
             arg = args[position]
-            if not fixed(arg):
-                return False
             takes_value = arg.startswith("--") and "=" not in arg and arg not in switches
-            position += 2 if takes_value else 1
-        return True
+            if not fixed(arg):  # `--x={{...}}` is one argument; `{{...}}` may be `--rows`
+                position += 1 if "=" in arg.partition("{{")[0] else 2
+                continue
+            pair = list(args[position : position + 2] if takes_value else [arg])
+            position += len(pair)
+            if arg.startswith("--") and all(fixed(a) for a in pair):
+                literal += pair
+        return literal
 
     def refuse_occupied_outputs(self, namespace: argparse.Namespace) -> None:
         """BadInput when an output parameter's file in `--outputs-dir` is taken by something a
@@ -909,6 +965,41 @@ def workflow_parameters(stages: Iterable[Stage]) -> tuple[WorkflowParameter, ...
     return tuple(parameters)
 
 
+def given_value_problem(name: str, value: Any) -> str | None:
+    """Why a workflow parameter value given for a run (`-p name=value`) would not reach the steps
+    as written on Argo, or None.
+
+    - `{{`: Argo substitutes a value into the template's inputs, then substitutes that template's
+      text again with the workflow's variables (v4.1.2 workflow/common/util.go SubstituteParams:
+      its first `template.Replace` runs over the JSON that holds the input values), so a value's
+      own `{{workflow.name}}` is replaced and `{{=...}}` evaluated; one with no `}}` after it
+      makes fasttemplate refuse the whole text (util/template/template.go NewTemplate;
+      valyala/fasttemplate v1.2.2 template.go Reset: "Cannot find end tag") and the workflow
+      fails validation (workflow/validate/validate.go) or never starts (workflow/controller/
+      operator.go setExecWorkflow -> substituteGlobalVariables). A lone `}}` stays text.
+    - white space around it: Argo uses the text as given (the enum check, validate.go
+      validateArgumentsValues; the release mutex's name, workflow/sync/lock_name.go
+      getMutexLockName), while every step strips a value (steps/contract.py Flag.convert) and so
+      does the local release lock (steps/processes.py release_lock_path): `model-name=foo ` and
+      `foo` would be one model but two mutexes, and runs of one model would not wait for each
+      other. A value of white space only is left to the flags: each reads it as empty (`Flag.
+      convert`: its default, or "is blank" for a flag that needs a value).
+    """
+    text = value if isinstance(value, str) else render_value(value)
+    shown = _shown(text)
+    if TAG_START in text:
+        return (
+            f"workflow parameter {name}={shown} holds '{TAG_START}', which Argo reads as the start "
+            "of a variable and substitutes (or refuses, unclosed): leave it out"
+        )
+    if text.strip() and text != text.strip():  # only blank: every flag reads it as empty
+        return (
+            f"workflow parameter {name}={shown} has white space around it, which Argo keeps "
+            "(its enum check, the release mutex) and the steps drop: leave it out"
+        )
+    return None
+
+
 def _names_a_path_where_the_step_runs(flag: Flag, raw: str) -> bool:
     """Whether `raw` for `flag` is a path looked up where the step runs (a path kind, or the
     path form of a UrlOrFile), or names something else only that machine can tell about (a kind
@@ -928,7 +1019,9 @@ def check_workflow_parameters(
     *,
     paths_here: bool = True,
 ) -> None:
-    """Check each value in `values` whose name is one of `parameters` against its flags; then
+    """Check each value in `values` whose name is one of `parameters` against its flags, then
+    as Argo passes it on (`given_value_problem`: check-parameters refuses what submit.py and the
+    runner refuse); then
     refuse a value that sets a flag (`Flag.sets`: not empty once parsed, not the default) its
     stage would not read (`Flag.read_with`, e.g. `gsod-path` or `synthetic-rows=2000` with a
     `source` other than `gsod` or `synthetic`), as the stage's own parse does; and an empty or
@@ -947,11 +1040,13 @@ def check_workflow_parameters(
         if parameter.name not in values:
             continue
         raw = values[parameter.name]
-        if not paths_here and any(
+        if paths_here or not any(
             _names_a_path_where_the_step_runs(flag, raw) for _, flag in parameter.flags
         ):
-            continue
-        parameter.check(raw)
+            parameter.check(raw)
+        problem = given_value_problem(parameter.name, raw)
+        if problem:
+            raise BadInput(problem)
     for parameter in parameters:  # what the user set first, then what is missing
         raw = values.get(parameter.name)
         for stage, flag in parameter.flags:
@@ -1041,13 +1136,37 @@ def _parameter_default(flag: Flag) -> str:
     return flag.parameter_default if flag.parameter_default is not None else flag.default_text()
 
 
+class _StoreOnce(argparse._StoreAction):
+    """argparse's `store` action, refusing an option given twice: argparse keeps the last one
+    silently (`--rows=5 --rows=abc`, as a template's args written by hand may hold it)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        given = getattr(parser, "_given_options", None)
+        if given is not None and option_string is not None:
+            if self.dest in given:
+                parser.error(f"argument {'/'.join(self.option_strings)}: given twice; give it once")
+            given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that raises BadInput (one line, exit 2) instead of printing usage and exiting.
 
     Every command line of the project uses it (the stages, submit.py, the demo, the local
     runner), so an unknown flag or a bad value is one `error:` line from `steps.cli.run`. Parse
-    inside the body given to `run`, or the BadInput escapes as a traceback.
+    inside the body given to `run`, or the BadInput escapes as a traceback. An option that
+    takes one value may be given once (`_StoreOnce`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """argparse's, counting the options given (`_StoreOnce`) afresh for each parse."""
+        self._given_options: set[str] = set()
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         """Called by argparse for an unknown flag, a missing value or a refused `type=`."""
@@ -1081,6 +1200,9 @@ def argparse_type(kind: Kind) -> Callable[[str], Any]:
     """
 
     def parse(text: str) -> Any:
+        if not text.strip() and not kind.empty_ok:  # `--render ''` is no directory, not `.`
+            said = "empty" if not text else "blank (only white space)"
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is {said}: give {kind.describe()}")
         try:
             return kind.parse(text.strip())
         except ValueError as exc:
@@ -1088,6 +1210,16 @@ def argparse_type(kind: Kind) -> Callable[[str], Any]:
 
     parse.__name__ = type(kind).__name__  # argparse names the type in some messages
     return parse
+
+
+def non_empty_path(text: str) -> Path:
+    """An argparse `type=` for a path a command line checks later (`--render`, `--run-dir`,
+    `--cache-dir`): `''` or white space is refused, never read as `Path('')`, the current
+    directory (`submit.py --render ''` wrote there)."""
+    if not text.strip():
+        said = "empty" if not text else "blank (only white space)"
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is {said}: give a path")
+    return Path(text)
 
 
 def render_value(value: Any) -> str:

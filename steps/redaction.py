@@ -97,7 +97,8 @@ def redact_url(url: str) -> str:
     """`url` with its user info and the values of secret query parameters replaced by `***`.
 
     `https://u:pw@host/t.csv?X-Amz-Signature=ab&v=1` -> `https://***@host/t.csv?X-Amz-Signature=***&v=1`.
-    Anything that is not a URL with a scheme comes back unchanged.
+    Anything that is not a URL with a scheme comes back unchanged, and the scheme as written
+    (`HTTP://`; urlsplit lower-cases it), so an error line quotes what the user gave.
     """
     try:
         parts = urlsplit(url)
@@ -111,7 +112,7 @@ def redact_url(url: str) -> str:
     elif _split_password(parts):
         # `u:S3C/pw@h`: a '/', '#' or '?' in the password ended the authority early, so the
         # password's tail and the host are in the path: mask up to the last '@'.
-        return f"{parts.scheme}://{MASK}@{url.rpartition('@')[2]}"
+        return f"{url[: len(parts.scheme)]}://{MASK}@{url.rpartition('@')[2]}"
     rebuilt = urlunsplit(
         (
             parts.scheme,
@@ -126,7 +127,8 @@ def redact_url(url: str) -> str:
     after = len(parts.scheme) + 1
     if url[after:].startswith("//") and not rebuilt[after:].startswith("//"):
         rebuilt = f"{rebuilt[:after]}//{rebuilt[after:]}"
-    return rebuilt
+    # The scheme as given (schemes are case-insensitive, RFC 3986 3.1; urlsplit lower-cases it).
+    return url[: len(parts.scheme)] + rebuilt[len(parts.scheme) :]
 
 
 def redact(text: str) -> str:

@@ -11,9 +11,11 @@ and TRAIN's outputs and artifacts as alike by shape, but each line is a fact sai
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from steps.cli import BadInput
 from steps.contract import (
     Artifact,
     Boolean,
@@ -32,6 +34,7 @@ from steps.contract import (
     Switch,
     Text,
     UrlOrFile,
+    check_workflow_parameters,
     parameter_check_stage,
     workflow_parameters,
 )
@@ -398,6 +401,31 @@ PIPELINE = (FETCH, VALIDATE, TRAIN, REGISTER, PROMOTE, DEPLOY)
 # The stages docs/steps.md documents, each with its generated tables.
 DOCUMENTED = (*PIPELINE, MLFLOW_AUTH)
 WORKFLOW_PARAMETERS = workflow_parameters(PIPELINE)
+
+
+def check_pipeline_parameters(values: Mapping[str, str], *, paths_here: bool = True) -> None:
+    """`check_workflow_parameters` for the pipeline's parameters, then what only the pipeline
+    knows: with `source=synthetic` each year's validate reads the `synthetic-rows` rows fetch
+    wrote for that year and fails with fewer than its `--min-rows` (which the pipeline leaves at
+    its default), so fewer rows are refused here, before any task runs, not after fetch.
+
+    Raises:
+        BadInput: the first value refused, naming the parameter.
+    """
+    check_workflow_parameters(values, WORKFLOW_PARAMETERS, paths_here=paths_here)
+    given = {p.name: p.default for p in WORKFLOW_PARAMETERS} | dict(values)
+    rows, min_rows = FETCH.flag("rows"), VALIDATE.flag("min-rows")
+    if given["source"].strip() != "synthetic" or rows.convert(given[rows.parameter]) >= (
+        min_rows.default
+    ):
+        return
+    raise BadInput(
+        f"workflow parameter {rows.parameter} ({FETCH.name} {rows.option}) "
+        f"{given[rows.parameter]!r}: each year's {VALIDATE.name} keeps at most that many rows "
+        f"and needs {min_rows.default} ({min_rows.option}); give at least {min_rows.default}"
+    )
+
+
 # The first task of the workflow: every workflow parameter checked with the flags above, so a
 # bad value stops the run before any stage writes state (steps/check_parameters.py).
 CHECK_PARAMETERS = replace(

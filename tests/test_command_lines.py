@@ -45,6 +45,25 @@ for flag in ("--poll-seconds", "--timeout"):
 for flag in ("--mlflow-port", "--serve-port"):
     for value in ("", "0", "65536", "-5", "5.5", "nan", "\u0665\u0660\u0660\u0661"):
         BAD.append(("demo", [flag, value], f"argument {flag}: {value!r}"))
+# An option that takes one value, given twice: argparse kept the last one silently.
+BAD += [
+    ("submit", ["--render", "other"], "argument --render: given twice; give it once"),
+    ("demo", ["--root", "a", "--root", "b"], "argument --root: given twice; give it once"),
+    ("local runner", ["--backend", "process", "--backend", "docker"], "argument --backend: given"),
+]
+
+
+# A path given empty (or blank) is refused: Path('') is the current directory, which
+# `submit.py --render ''` wrote into.
+EMPTY_PATHS = [
+    ("submit", ["--render", ""], "--render"),
+    ("submit", ["--local", "--run-dir", ""], "--run-dir"),
+    ("submit", ["--local", "--cache-dir", " "], "--cache-dir"),
+    ("local runner", [""], "template"),
+    ("local runner", ["t.yaml", "--run-dir", ""], "--run-dir"),
+    ("local runner", ["t.yaml", "--cache-dir", ""], "--cache-dir"),
+    ("demo", ["down", "--root", ""], "--root"),
+]
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -68,6 +87,15 @@ def test_a_bad_flag_is_one_error_line_and_exit_2(door, extra, message, tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing written: no out/, no .demo/
 
 
+@pytest.mark.parametrize(("door", "argv", "flag"), EMPTY_PATHS)
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(door, argv, flag, tmp_path):
+    proc = _run([*PROGRAMS[door], *argv], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: argument {flag}: ") and proc.stderr.count("\n") == 1
+    assert "is empty: give a path" in proc.stderr or "is blank" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_demo_refuses_one_port_for_mlflow_and_the_model_server(tmp_path):
     """Before: the run trained, registered and promoted, then deploy found the port taken by
     MLflow, and the new champion was not served."""
@@ -87,10 +115,14 @@ def test_help_still_prints_usage_and_exits_0(door, tmp_path):
 
 @pytest.mark.parametrize("value", ["\u00b2", "\u0663", "5.5", "0", "abc"])
 @pytest.mark.parametrize("variable", ["MLFLOW_PORT", "SERVE_PORT"])
-def test_a_bad_port_in_the_environment_is_one_error_line_and_exit_2(variable, value, tmp_path):
-    """`MLFLOW_PORT=²` was a ValueError traceback (str.isdigit takes it); `٣` was port 3."""
+@pytest.mark.parametrize("door", [["submit", "--local"], ["demo", "up"], ["demo", "mlflow-up"]])
+def test_a_bad_port_in_the_environment_is_one_error_line_and_exit_2(
+    door, variable, value, tmp_path
+):
+    """`MLFLOW_PORT=²` was a ValueError traceback (str.isdigit takes it); `٣` was port 3. The
+    demo named a bad variable as its flag (`argument --mlflow-port`), which no one gave."""
     proc = subprocess.run(
-        [*PROGRAMS["submit"], "--local"],
+        [*PROGRAMS[door[0]], *door[1:]],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), variable: value},
         capture_output=True,

@@ -782,7 +782,7 @@ def test_kinds_describe_what_they_refuse() -> None:
     assert Number(0, 1, open_minimum=True).describe() == "a number > 0 and <= 1"
     assert CommaList(Integer(1901, 2100)).parse("2023, ,2024") == (2023, 2024)
     assert Pairs(("temp", "dewp")).parse("temp=T, dewp = D") == {"temp": "T", "dewp": "D"}
-    assert Boolean().parse("YES") is True
+    assert Boolean().parse("true") is True and Boolean().parse("false") is False
     with pytest.raises(ValueError, match="is a directory"):
         FilePath(writes=True).parse("/")
     with pytest.raises(ValueError, match="non-empty"):
@@ -1237,3 +1237,52 @@ def test_a_gsod_path_file_fetch_cannot_read_is_refused_at_parse_naming_what_the_
     named = {"flag": "--path ", "env": "GSOD_PATH (for --path)", "parameter": "gsod-path"}[door]
     assert_bad_input(code, err, named, "ends in none of .csv, .op, .op.gz, .tar.gz, .tgz")
     assert out == ""
+
+
+# One spelling a value, the same at a stage's flag, its variable and its workflow parameter
+# (check-parameters): (stage, flag, value, taken). Argo's enum for rain-only is true/false, and
+# submit.py and the runner held to it while the rest took `1`, `yes`, `True` (issue 11).
+SPELLINGS = [
+    *(("validate", "rain-only", v, v in ("true", "false"))
+      for v in ("true", "false", "1", "0", "yes", "YES", "True", "no", "FALSE")),
+    # bounds are checked on the decimal as given: this one is a float of 600.0
+    ("promote", "claim-lease", "599.9999999999999999999", False),
+    ("promote", "claim-lease", "600", True),
+    ("promote", "claim-lease", "604800.0000000000000001", False),
+    # and on the float too: this one is a float of 0.0
+    ("fetch", "http-timeout", "1e-400", False),
+    # RFC 3986 section 3.1: schemes are case-insensitive
+    ("fetch", "base-url", "HTTP://127.0.0.1:9/gsod", True),
+    ("fetch", "base-url", "hTTpS://127.0.0.1:9/gsod", True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stage", "flag", "value", "taken", "door"),
+    [
+        pytest.param(STAGES[s], STAGES[s].flag(f), v, t, door, id=f"{s}-{f}-{v}-{door}")
+        for s, f, v, t in SPELLINGS
+        for door in _doors(STAGES[s], STAGES[s].flag(f))
+    ],
+)
+def test_each_door_of_a_flag_takes_the_same_spellings(
+    stage: Stage, flag: Flag, value: str, taken: bool, door: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    code, _, err = _through(door, stage, flag, value, tmp_path, monkeypatch, parse_only=True)
+    if taken:
+        assert (code, err) == (0, ""), err
+    else:
+        assert_bad_input(code, err, repr(value), "must be ")
+
+
+def test_an_upper_case_scheme_is_read_in_lower_case_and_quoted_as_given() -> None:
+    """`HTTP://host` was refused, and its error line quoted it as `http://` (urlsplit lower-cases
+    the scheme), so the user did not see what they had typed."""
+    from steps.redaction import redact_value
+
+    base_url = STAGES["fetch"].flag("base-url")
+    assert base_url.convert("HTTP://Host:9/X") == "http://Host:9/X"
+    assert redact_value("HTTPS://u:pw@h/t.csv?token=s") == "HTTPS://***@h/t.csv?token=***"
+    with pytest.raises(BadInput, match=re.escape("'HTTP://***@h st/x'")):
+        base_url.convert("HTTP://u:pw@h st/x")

@@ -496,6 +496,38 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
         lambda tpl, task, wf: _stage(tpl, [], env=[{"name": "VALIDATE_MIN_ROWS", "value": "-3"}]),
         "template second: env VALIDATE_MIN_ROWS (for --min-rows) '-3': must be an integer",
     ),
+    # beside a value filled in later, each literal one is still checked on its own: a single
+    # `{{...}}` skipped the whole check (issue 11)
+    "a literal flag value beside one filled in later": (
+        lambda tpl, task, wf: _stage(
+            tpl, ["--input={{workflow.parameters.mark}}", "--min-rows=abc"]
+        ),
+        "template second: --min-rows 'abc': must be an integer from 1",
+    ),
+    "a literal flag and value pair beside one filled in later": (
+        lambda tpl, task, wf: _stage(
+            tpl, ["--input", "{{workflow.parameters.mark}}", "--dewp-tolerance", "200"]
+        ),
+        "template second: --dewp-tolerance '200': ",
+    ),
+    "a literal flag the stage does not have beside one filled in later": (
+        lambda tpl, task, wf: _stage(
+            tpl, ["--no-such-flag=x", "--input={{workflow.parameters.mark}}"]
+        ),
+        "unrecognized arguments: '--no-such-flag=x' (see template second: python -m steps",
+    ),
+    "a literal flag given twice (argparse kept the last one)": (
+        lambda tpl, task, wf: _stage(
+            tpl, ["--input={{workflow.parameters.mark}}", "--min-rows=5", "--min-rows=6"]
+        ),
+        "argument --min-rows: given twice; give it once (see template second: python -m steps",
+    ),
+    "a flag given twice, once filled in later": (
+        lambda tpl, task, wf: _stage(
+            tpl, ["--min-rows={{workflow.parameters.mark}}", "--min-rows=5"]
+        ),
+        "argument --min-rows: given twice; give it once (see template second: python -m steps",
+    ),
     "a stage that does not exist": (
         lambda tpl, task, wf: _stage(tpl, [], stage="nope"),
         "template second: no stage 'nope' to run; choose one of check-parameters, fetch",
@@ -812,3 +844,24 @@ def test_an_output_parameter_larger_than_the_apiserver_takes_fails_its_task_in_o
     assert_one_line_error(
         code, capsys.readouterr().err, "task 'first' failed: output parameter o: /work/o: holds"
     )
+
+
+@pytest.mark.parametrize("name", ["synthetic-rows", "model-name", "rain-only"])
+def test_a_workflow_parameter_written_null_has_no_value_never_the_text_none(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`value: null` was read as the text 'None' and refused as one (`'None': must be an
+    integer`); Argo reads it as no value (its Parameter.Value is a pointer, nil for null)."""
+    from workflows.pipeline import build_workflow_template
+    from workflows.settings import PipelineSettings
+
+    template = build_workflow_template(PipelineSettings()).to_dict()
+    for parameter in template["spec"]["arguments"]["parameters"]:
+        if parameter["name"] == name:
+            parameter["value"] = None
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(template))
+    code = runner_main([str(path), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert_bad_input(code, err, f"workflow parameter '{name}' has no value; pass it")
+    assert "None" not in err and not (tmp_path / "run").exists()

@@ -668,7 +668,7 @@ def test_local_a_failed_task_is_one_error_line_on_stderr(tmp_path, monkeypatch, 
     from workflows.local_runner import planning
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(planning, "check_workflow_parameters", lambda values, parameters: None)
+    monkeypatch.setattr(planning, "check_pipeline_parameters", lambda values, **_: None)
     monkeypatch.setattr("workflows.demo.tracking_server_for", lambda *args: "")
     code = submit.main(["--local", "-p", "gate-tolerance=abc", "--run-dir", str(tmp_path / "r")])
     out, err = capsys.readouterr()

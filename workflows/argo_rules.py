@@ -24,13 +24,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-from steps.contract import Text
+from steps.contract import TAG_END, TAG_START, Text, given_value_problem
 from workflows import retry_expression
-
-# `{{...}}` tags as Argo reads them (v4.1.2 util/template/template.go and validate.go, through
-# valyala/fasttemplate v1.2.2 NewTemplate): a tag runs from `{{` to the first `}}` after it, and a
-# `{{` with no `}}` after it makes the whole text an error (fasttemplate: "Cannot find end tag").
-TAG_START, TAG_END = "{{", "}}"
 
 # Results a `depends` term may test (docs/enhanced-depends-logic.md); the group results apply to
 # tasks expanded by withItems/withParam/withSequence.
@@ -356,40 +351,6 @@ def outside_enum(name: str, value: Any, enum: Iterable[Any] | None) -> str | Non
     return f"{name}={parameter_text(value)!r} not in {choices}"
 
 
-def given_value_problem(name: str, value: Any) -> str | None:
-    """Why a workflow parameter value given for a run (`-p name=value`) would not reach the steps
-    as written on Argo, or None.
-
-    - `{{`: Argo substitutes a value into the template's inputs, then substitutes that template's
-      text again with the workflow's variables (v4.1.2 workflow/common/util.go SubstituteParams:
-      its first `template.Replace` runs over the JSON that holds the input values), so a value's
-      own `{{workflow.name}}` is replaced and `{{=...}}` evaluated; one with no `}}` after it
-      makes fasttemplate refuse the whole text (util/template/template.go NewTemplate;
-      valyala/fasttemplate v1.2.2 template.go Reset: "Cannot find end tag") and the workflow
-      fails validation (workflow/validate/validate.go) or never starts (workflow/controller/
-      operator.go setExecWorkflow -> substituteGlobalVariables). A lone `}}` stays text.
-    - white space around it: Argo uses the text as given (the enum check, validate.go
-      validateArgumentsValues; the release mutex's name, workflow/sync/lock_name.go
-      getMutexLockName), while every step strips a value (steps/contract.py Flag.convert) and so
-      does the local release lock (steps/processes.py release_lock_path): `model-name=foo ` and
-      `foo` would be one model but two mutexes, and runs of one model would not wait for each
-      other.
-    """
-    text = parameter_text(value)
-    shown = repr(text if len(text) <= 60 else text[:57] + "...")
-    if TAG_START in text:
-        return (
-            f"workflow parameter {name}={shown} holds '{TAG_START}', which Argo reads as the start "
-            "of a variable and substitutes (or refuses, unclosed): leave it out"
-        )
-    if text != text.strip():
-        return (
-            f"workflow parameter {name}={shown} has white space around it, which Argo keeps "
-            "(its enum check, the release mutex) and the steps drop: leave it out"
-        )
-    return None
-
-
 def workflow_parameter_values(
     declared: Iterable[Mapping[str, Any]], given: Mapping[str, Any]
 ) -> dict[str, str]:
@@ -413,7 +374,8 @@ def workflow_parameter_values(
         problem = given_value_problem(name, value)
         if problem:
             raise ArgoRuleError(problem)
-    values = {p["name"]: parameter_text(p["value"]) for p in declared if "value" in p}
+    # `value: null` is no value (Argo's Parameter.Value is a pointer, nil for null), never 'None'.
+    values = {p["name"]: parameter_text(p["value"]) for p in declared if p.get("value") is not None}
     values.update({k: parameter_text(v) for k, v in given.items()})
     for param in declared:
         name = param["name"]

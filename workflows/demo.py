@@ -27,7 +27,7 @@ from steps.cli import (
     one_line,
     run,
 )
-from steps.contract import OneLineParser, argparse_type
+from steps.contract import OneLineParser, argparse_type, non_empty_path
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import (
     ServedModel,
@@ -56,6 +56,7 @@ from workflows.settings import (
     DEFAULT_MLFLOW_PORT,
     PipelineSettings,
     add_parameter_overrides,
+    parameter_overrides,
     pipeline_settings,
 )
 
@@ -403,18 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
     """The `python -m workflows.demo` command line."""
     parser = OneLineParser(prog="python -m workflows.demo", description=__doc__)
     parser.add_argument("command", choices=("up", "down", "mlflow-up"))
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="demo state directory")
+    parser.add_argument(
+        "--root",
+        type=non_empty_path,
+        default=DEFAULT_ROOT,
+        help="demo state directory",
+    )
+    # Without the flag, the variable is read by `port_from_env` (after parsing), so a bad one is
+    # named as the variable, not as `argument --mlflow-port`.
     parser.add_argument(
         "--mlflow-port",
         type=argparse_type(PORT),
-        default=env_default("MLFLOW_PORT", str(DEFAULT_MLFLOW_PORT)),  # argparse converts it
         help=f"env MLFLOW_PORT, default {DEFAULT_MLFLOW_PORT}",
     )
     parser.add_argument(
         "--serve-port",
-        type=argparse_type(DEPLOY.flag("port").kind),  # the deploy stage's own --port rule
-        default=env_default(_PORT_FLAG.env, str(DEFAULT_SERVE_PORT)),
-        help=f"env {_PORT_FLAG.env}, default {DEFAULT_SERVE_PORT}",
+        type=argparse_type(_PORT_FLAG.kind),  # the deploy stage's own --port rule
+        help=f"env {SERVE_PORT_ENV}, default {DEFAULT_SERVE_PORT}",
     )
     parser.add_argument(
         "--source",
@@ -430,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         args = build_parser().parse_args(argv)  # inside `run`: a bad flag is one error line
+        if args.command != "down":
+            if args.mlflow_port is None:
+                args.mlflow_port = port_from_env("MLFLOW_PORT", DEFAULT_MLFLOW_PORT)
+            if args.serve_port is None:
+                args.serve_port = port_from_env(SERVE_PORT_ENV, DEFAULT_SERVE_PORT)
         if args.command == "mlflow-up":
             server, fresh = mlflow_up(args.root, args.mlflow_port)
             print(f"MLflow {'started' if fresh else 'already running'}: {server.url}")
@@ -445,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"--mlflow-port and --serve-port are both {args.serve_port}: MLflow and the "
                     "model server each need a port of their own"
                 )
-            params = {**({"source": args.source} if args.source else {}), **dict(args.parameter)}
+            given = [*([("source", args.source)] if args.source else []), *args.parameter]
+            params = parameter_overrides(given)  # `--source` and `-p source=` both: refused
             settings = pipeline_settings()  # a bad PIPELINE_* variable: exit 2, nothing started
             _print_report(run_demo(args.root, args.mlflow_port, args.serve_port, params, settings))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from steps import __version__
@@ -49,7 +49,7 @@ class SettingsError(ValueError):
 
 def parse_bool(name: str, value: str) -> bool:
     """Parse a boolean switch from an environment variable in the steps' own spellings
-    (steps.contract.Boolean: true/false, 1/0, yes/no, any case); empty is false (unset).
+    (steps.contract.Boolean: `true` or `false`, as Argo's enum); empty is false (unset).
 
     Raises:
         SettingsError: any other value, naming the variable.
@@ -72,6 +72,21 @@ def name_value_argument(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"{text!r} is not name=value")
     return name, value
+
+
+def parameter_overrides(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """`-p` overrides as name -> value, each name given once: `-p x=1 -p x=2` is refused, never
+    the last one taken silently (every door: submit.py, the local runner, the demo).
+
+    Raises:
+        BadInput: naming the first parameter given twice.
+    """
+    parameters: dict[str, str] = {}
+    for name, value in pairs:
+        if name in parameters:
+            raise BadInput(f"-p {name!r} is given twice: give each workflow parameter once")
+        parameters[name] = value
+    return parameters
 
 
 def add_parameter_overrides(parser: argparse.ArgumentParser) -> None:

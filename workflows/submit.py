@@ -26,9 +26,14 @@ from hera.workflows import models as m
 from hera.workflows.service import WorkflowsService
 
 from steps.cli import BadInput, StepError, TransientError, one_line, run
-from steps.contract import Number, OneLineParser, argparse_type, check_workflow_parameters
+from steps.contract import (
+    Number,
+    OneLineParser,
+    argparse_type,
+    non_empty_path,
+)
 from steps.files import write_text_atomically
-from steps.stages import WORKFLOW_PARAMETERS
+from steps.stages import check_pipeline_parameters
 from workflows.argo_rules import ArgoRuleError, unknown_parameters, workflow_parameter_values
 from workflows.pipeline import (
     CRON_NAME,
@@ -43,6 +48,7 @@ from workflows.settings import (
     ArgoSettings,
     PipelineSettings,
     SettingsError,
+    parameter_overrides,
     pipeline_settings,
     resolve_namespace,
 )
@@ -115,7 +121,7 @@ def _validate(resources: Mapping[str, dict]) -> None:
 
 def _check_values(template: Mapping[str, Any], parameters: Mapping[str, str]) -> None:
     """Check every workflow parameter's value of a run with the stage declarations, as the local
-    runner does (`steps.contract.check_workflow_parameters`) and as the run's first task would:
+    runner does (`steps.stages.check_pipeline_parameters`) and as the run's first task would:
     an empty or negative `gate-tolerance`, `synthetic-rows=0`, `model-name=a/b` is refused
     before anything is sent. A path looked up where the step runs (`gsod-path`, a `table-uri`
     file) is inside the pod on a cluster: check-parameters checks it there.
@@ -128,7 +134,7 @@ def _check_values(template: Mapping[str, Any], parameters: Mapping[str, str]) ->
         values = workflow_parameter_values(declared, parameters)
     except ArgoRuleError as exc:
         raise BadInput(str(exc)) from exc
-    check_workflow_parameters(values, WORKFLOW_PARAMETERS, paths_here=False)
+    check_pipeline_parameters(values, paths_here=False)
 
 
 # --- talking to the Argo server ----------------------------------------------------------------
@@ -501,13 +507,13 @@ def _failed_node(workflow: m.Workflow) -> tuple[str | None, str]:
 
 
 def parse_parameters(pairs: list[str], known: set[str]) -> dict[str, str]:
-    """Parse `-p name=value` pairs, rejecting bad syntax and names the template does not define."""
-    parameters: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
+    """Parse `-p name=value` pairs, rejecting bad syntax, a name given twice and names the
+    template does not define."""
+    split = [pair.partition("=") for pair in pairs]
+    for pair, (name, sep, _) in zip(pairs, split, strict=True):
         if not sep or not name:
             raise BadInput(f"-p {pair!r}: expected name=value")
-        parameters[name] = value
+    parameters = parameter_overrides((name, value) for name, _, value in split)
     reason = unknown_parameters(known, parameters)
     if reason:
         raise BadInput(f"-p: {reason}")
@@ -569,7 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default), render them, run the template now on Argo, or run it locally.",
     )
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--render", type=Path, metavar="DIR", help="write the YAML to DIR and exit")
+    action.add_argument(
+        "--render",
+        type=non_empty_path,  # `''` would be the current directory
+        metavar="DIR",
+        help="write the YAML to DIR and exit",
+    )
     action.add_argument(
         "--local",
         action="store_true",
@@ -602,11 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--wait limit, seconds (default {WAIT_TIMEOUT_S:g})",
     )
     parser.add_argument(
-        "--run-dir", type=Path, help="--local: run directory (default .demo/runs/<time>)"
+        "--run-dir",
+        type=non_empty_path,
+        help="--local: run directory (default .demo/runs/<time>)",
     )
     parser.add_argument(
         "--cache-dir",
-        type=Path,
+        type=non_empty_path,
         help="--local: artifact repository and memoization caches kept between runs "
         "(default .demo/cache)",
     )

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from steps.cli import BadInput, one_line, run
-from steps.contract import OneLineParser
+from steps.contract import OneLineParser, non_empty_path
 from steps.files import NotRegularFile, OverBound, read_regular
 from workflows.argo_rules import MAX_MANIFEST_BYTES, ArgoRuleError, read_manifests
 from workflows.local_runner.backends import BACKENDS
 from workflows.local_runner.runner import DEFAULT_CACHE_DIR, caller_deploy_env, run_rendered
-from workflows.settings import add_parameter_overrides
+from workflows.settings import add_parameter_overrides, parameter_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,17 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
         "on stderr), 1 "
         "otherwise. What the runner supports and refuses: docs/local-runner.md.",
     )
-    parser.add_argument("template", type=Path, help="rendered WorkflowTemplate, YAML or JSON")
+    parser.add_argument(
+        "template", type=non_empty_path, help="rendered WorkflowTemplate, YAML or JSON"
+    )
     add_parameter_overrides(parser)
     parser.add_argument(
-        "--run-dir", type=Path, help="new or empty run directory (default .demo/runs/<time>)"
+        "--run-dir",
+        type=non_empty_path,
+        help="new or empty run directory (default .demo/runs/<time>)",
     )
     parser.add_argument(
         "--backend", choices=BACKENDS, default="process", help="process (default) or docker"
     )
     parser.add_argument(
         "--cache-dir",
-        type=Path,
+        type=non_empty_path,
         default=DEFAULT_CACHE_DIR,
         help="the artifact repository of key-only artifacts and the memoization caches, kept "
         f"between runs (default {DEFAULT_CACHE_DIR})",
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.run_dir or Path(".demo") / "runs" / stamp
         return run_rendered(
             template,
-            dict(args.parameter),
+            parameter_overrides(args.parameter),
             run_dir=run_dir,
             backend=args.backend,
             cache_dir=args.cache_dir,

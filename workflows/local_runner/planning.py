@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steps.cli import EXIT_BAD_INPUT, BadInput, StepError
-from steps.contract import check_workflow_parameters
-from steps.stages import WORKFLOW_PARAMETERS
+from steps.stages import check_pipeline_parameters
 from workflows import retry_expression
 from workflows.argo_rules import (
     WORKFLOW_PARAMETER_PREFIX,
@@ -130,7 +129,7 @@ def workflow_values(template: Mapping[str, Any], given: Mapping[str, str]) -> di
     declared = (spec.get("arguments") or {}).get("parameters") or []
     try:
         values = workflow_parameter_values(declared, given)
-        check_workflow_parameters(values, WORKFLOW_PARAMETERS)
+        check_pipeline_parameters(values)
     except (ArgoRuleError, BadInput) as exc:
         raise BadParameter(str(exc)) from None
     return values

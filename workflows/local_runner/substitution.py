@@ -224,8 +224,10 @@ def container_scope(
     tpl = task.template
     scope = dict(workflow)
     arguments = spec.get("arguments") or {}
-    given = {
-        p["name"]: parameter_text(p.get("value", "")) for p in arguments.get("parameters") or []
+    given = {  # `value: null` gives no value (as Argo reads it), never the text 'None'
+        p["name"]: parameter_text(p["value"])
+        for p in arguments.get("parameters") or []
+        if p.get("value") is not None
     }
     absent = getattr(dag, "absent", frozenset())
     for p in (tpl.get("inputs") or {}).get("parameters") or []:
