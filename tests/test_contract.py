@@ -111,12 +111,31 @@ def _argv(stage: Stage, tmp: Path, flag: Flag, value: str) -> list[str]:
     return [*argv, "--outputs-dir", str(tmp / "outputs"), f"{flag.option}={value}"]
 
 
+def _last_given(argv: list[str]) -> list[str]:
+    """`argv` with each option at its last place only: a test's later `--target=kubernetes`
+    stands for the `--target` `_argv` gave (a stage refuses an option given twice)."""
+    groups: list[tuple[str | None, list[str]]] = []
+    position = 0
+    while position < len(argv):
+        arg = argv[position]
+        takes_next = position + 1 < len(argv) and not argv[position + 1].startswith("--")
+        if arg.startswith("--") and "=" not in arg and takes_next:
+            groups.append((arg, argv[position : position + 2]))
+            position += 2
+            continue
+        groups.append((arg.partition("=")[0] if arg.startswith("--") else None, [arg]))
+        position += 1
+    last = {name: index for index, (name, _) in enumerate(groups) if name}
+    return [a for i, (name, group) in enumerate(groups) if name is None or last[name] == i
+            for a in group]  # fmt: skip
+
+
 def _main(stage: Stage, argv: list[str]) -> tuple[int, str, str]:
-    """Run a stage's real `main` in this process; (exit code, stdout, stderr)."""
+    """Run a stage's real `main` in this process (`_last_given`); (exit code, stdout, stderr)."""
     module = importlib.import_module(f"steps.{stage.name.replace('-', '_')}")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = module.main(argv)
+        code = module.main(_last_given(argv))
     return code, out.getvalue(), err.getvalue()
 
 
@@ -950,7 +969,7 @@ def _through(
     if not parse_only:
         return _main(stage, argv)
     try:
-        stage.parse(argv)
+        stage.parse(_last_given(argv))
     except BadInput as exc:
         return EXIT_BAD_INPUT, "", f"error: {exc}\n"
     return 0, "", ""
@@ -1286,3 +1305,11 @@ def test_an_upper_case_scheme_is_read_in_lower_case_and_quoted_as_given() -> Non
     assert redact_value("HTTPS://u:pw@h/t.csv?token=s") == "HTTPS://***@h/t.csv?token=***"
     with pytest.raises(BadInput, match=re.escape("'HTTP://***@h st/x'")):
         base_url.convert("HTTP://u:pw@h st/x")
+
+
+@pytest.mark.parametrize("stage", DOCUMENTED, ids=lambda stage: stage.name)
+def test_a_flag_given_twice_is_refused_not_the_last_one_taken(stage: Stage) -> None:
+    """argparse keeps the last of `--x=1 --x=2` silently; every door refuses it (issue 11)."""
+    flag = next(f for f in _value_flags(stage) if not f.required)
+    with pytest.raises(BadInput, match=f"argument {flag.option}: given twice; give it once"):
+        stage.parse([f"{flag.option}=a", f"{flag.option}", "b"])

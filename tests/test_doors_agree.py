@@ -154,7 +154,7 @@ def test_a_parameter_given_twice_is_refused_naming_it(doors, door) -> None:
 
 def test_the_demo_refuses_a_source_given_as_a_flag_and_a_parameter(doors) -> None:
     code, err = doors["make demo"](["--source", "synthetic", "-p", "source=gsod"])
-    assert_bad_input(code, err, "-p 'source' is given twice")
+    assert_bad_input(code, err, "--source and -p source=... both set the source: give one")
 
 
 def test_a_data_key_has_one_spelling_per_value() -> None:

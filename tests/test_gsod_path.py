@@ -202,7 +202,7 @@ def test_a_missing_gsod_path_fails_the_first_task_with_exit_2_and_nothing_else_r
     """As on Argo, where no up-front check runs: the workflow's first task refuses it."""
     from workflows.local_runner import planning
 
-    monkeypatch.setattr(planning, "check_workflow_parameters", lambda values, parameters: None)
+    monkeypatch.setattr(planning, "check_pipeline_parameters", lambda values, **_: None)
     run_dir = tmp_path / "run"
     out = io.StringIO()
     code = run_rendered(

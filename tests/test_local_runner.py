@@ -567,7 +567,7 @@ def test_the_workflow_refuses_a_bad_parameter_in_its_first_task_and_does_not_ret
     from workflows.settings import PipelineSettings
 
     template = render(PipelineSettings())["workflow-template"]
-    monkeypatch.setattr(planning, "check_workflow_parameters", lambda values, parameters: None)
+    monkeypatch.setattr(planning, "check_pipeline_parameters", lambda values, **_: None)
     code, text, summary = run(template, tmp_path, {"gate-tolerance": "abc", "source": "synthetic"})
     assert code == 1
     check = summary["tasks"]["check-parameters"]

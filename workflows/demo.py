@@ -456,8 +456,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"--mlflow-port and --serve-port are both {args.serve_port}: MLflow and the "
                     "model server each need a port of their own"
                 )
-            given = [*([("source", args.source)] if args.source else []), *args.parameter]
-            params = parameter_overrides(given)  # `--source` and `-p source=` both: refused
+            params = parameter_overrides(args.parameter)
+            if args.source and "source" in params:  # neither wins silently
+                raise BadInput("--source and -p source=... both set the source: give one")
+            params = {**({"source": args.source} if args.source else {}), **params}
             settings = pipeline_settings()  # a bad PIPELINE_* variable: exit 2, nothing started
             _print_report(run_demo(args.root, args.mlflow_port, args.serve_port, params, settings))
 
