@@ -138,12 +138,14 @@ class LocalDeploy:
         self, version: str, *extra: str, python: tuple[str, ...] = (sys.executable, "-m", "steps")
     ) -> list[str]:
         """The deploy command line; `version` "" passes no --version (an empty number is bad
-        input: docs/steps.md). A later `--timeout` in `extra` wins."""
+        input: docs/steps.md). A `--timeout` in `extra` replaces the default 240 (a flag given
+        twice is refused)."""
         command = [*python, "deploy", "--target", "local"]
         command += ["--version", version] if version else []
         command += ["--model-name", self.registry.name]
         command += ["--tracking-uri", self.registry.url, "--port", str(self.port)]
-        return [*command, "--state-dir", str(self.state_dir), "--timeout", "240", *extra]
+        timeout = [] if "--timeout" in extra else ["--timeout", "240"]
+        return [*command, "--state-dir", str(self.state_dir), *timeout, *extra]
 
     def _run(
         self,
