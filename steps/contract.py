@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steps.cli import BadInput, write_outputs
-from steps.files import blocking_parent, path_problem, what_is_at
+from steps.files import blocking_parent, path_problem, what_is_at, write_problem
 from steps.redaction import redact_value, split_http_url
 
 # ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
@@ -329,6 +329,15 @@ def _parents_are_directories(path: Path) -> None:
         raise ValueError(f"cannot be written: {parent} is not a directory")
 
 
+def _can_write_in(directory: Path) -> None:
+    """ValueError if no file can be made in `directory` (or where it would be created:
+    `steps.files.write_problem`), so the step would fail writing after its work (promote
+    `--outputs-dir /proc/self` moved the champion, then failed)."""
+    problem = write_problem(directory)
+    if problem:
+        raise ValueError(problem)
+
+
 @dataclass(frozen=True)
 class FilePath(_LocalPath):
     """A file path. `writes`: the step writes it, so anything but a file there (a directory, a
@@ -347,6 +356,7 @@ class FilePath(_LocalPath):
         if what not in (None, "a file"):
             raise ValueError(f"is {what}; give the path of a file to write")
         _parents_are_directories(path)
+        _can_write_in(path.parent)  # written beside it, then renamed (steps.files)
 
     def describe(self) -> str:
         """`a file path (written)` or `an existing file (read)`."""
@@ -387,15 +397,21 @@ def _check_end(name: str, ends: tuple[str, ...], what: str) -> None:
 
 @dataclass(frozen=True)
 class DirectoryPath(_LocalPath):
-    """A directory the step creates if needed; anything else there (a file, a named pipe), or a
-    path under something that is no directory, is refused (before the step does any work:
-    promote would otherwise move the champion, then fail to write its outputs)."""
+    """A directory the step creates if needed; anything else there (a file, a named pipe), a
+    path under something that is no directory, or (`writable`) one where no file can be made, is
+    refused (before the step does any work: promote would otherwise move the champion, then fail
+    to write its outputs). `writable=False`: the stage checks that itself, where it writes (deploy
+    `--stop` only removes what it can from a read-only state directory)."""
+
+    writable: bool = True
 
     def _check(self, path: Path) -> None:
         what = what_is_at(path)
         if what not in (None, "a directory"):
             raise ValueError(f"is {what}, not a directory")
         _parents_are_directories(path)
+        if self.writable:
+            _can_write_in(path)
 
     def describe(self) -> str:
         """`a directory`."""

@@ -85,6 +85,29 @@ def blocking_parent(path: Path) -> Path | None:
     return None
 
 
+def write_problem(directory: Path) -> str | None:
+    """None when a file can be made in `directory` (or, while it does not exist yet, in the
+    nearest existing directory above it, where it would be made); else why not, to follow the
+    path in an error line: `cannot be written: <reason>`.
+
+    Tried for real, with a temporary file made and removed at once: permission bits say nothing
+    for root, whom only a read-only file system or a place like /proc refuses (os.access(2)
+    answers yes for root on /proc/self, where no file can be made). A path whose nearest
+    existing parent is no directory is left to `blocking_parent`'s callers: None.
+    """
+    existing = next((p for p in (Path(directory), *Path(directory).parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return None
+    try:
+        handle, name = tempfile.mkstemp(prefix=".write-check-", dir=existing)
+    except OSError as exc:
+        where = "" if existing == Path(directory) else f" (in {existing}, where it would be made)"
+        return f"cannot be written{where}: no file can be made there ({exc.strerror or exc})"
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
 def path_problem(path: Path, accept: tuple[str, ...] = ("a file",), where: str = "") -> str | None:
     """None when what is at `path` is one of `accept` (`what_is_at`'s words); else what is wrong,
     to follow the path in an error line: `does not exist<where>`, with `(<parent> is not a

@@ -359,7 +359,8 @@ DEPLOY = Stage(
              "interface to bind", default="127.0.0.1", read_with=_LOCAL),
         Flag("port", PORT, "port to serve on", default=5001, env="SERVE_PORT",
              read_with=_LOCAL),
-        Flag("state-dir", DirectoryPath(), "PID/port/version state and server logs",
+        # Its writability is deploy's to check (`serving_problem`): --stop only reads it.
+        Flag("state-dir", DirectoryPath(writable=False), "PID/port/version state and server logs",
              default=Path(".demo/serve"), env="DEPLOY_STATE_DIR",
              read_with=_LOCAL),
         Flag("stop", Switch(), "stop the locally served model (by its PID) and exit",

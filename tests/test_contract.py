@@ -344,6 +344,45 @@ def test_every_path_flag_names_what_is_there_when_it_refuses_it(
     assert out == "" and sorted(tmp_path.rglob("*")) == before
 
 
+def _written_here(flag: Flag) -> bool:
+    """Whether the stage's parse must find its flag's path writable: a file it writes, or a
+    directory it writes in (deploy's `--state-dir` is checked by deploy: `--stop` only reads)."""
+    kind = flag.kind
+    return (isinstance(kind, FilePath) and kind.writes) or (
+        isinstance(kind, DirectoryPath) and kind.writable
+    )
+
+
+# Where no file can be made, even by root (the tests run as root, whom permission bits do not
+# stop): /proc/self, a directory that exists, and a path under it, which does not.
+UNWRITABLE = {"existing directory": "/proc/self", "path under it": "/proc/self/new/x"}
+UNWRITABLE_CASES = [
+    pytest.param(stage, flag, where, id=f"{stage.name}-{flag.name}-{where}")
+    for stage in DOCUMENTED
+    for flag in _value_flags(stage)
+    if _written_here(flag) and (flag.name != "outputs-dir" or stage.outputs)
+    for where in UNWRITABLE
+    if not (isinstance(flag.kind, FilePath) and where == "existing directory")
+]
+
+
+@pytest.mark.parametrize(("stage", "flag", "where"), UNWRITABLE_CASES)
+def test_a_path_the_stage_cannot_write_is_refused_at_parse(
+    stage: Stage, flag: Flag, where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every path a stage writes, `--outputs-dir` of every stage with outputs included, is
+    refused at parse when no file can be made there: `promote --outputs-dir /proc/self` moved
+    the champion and `deploy` served a new version, then both failed writing their outputs."""
+    _isolate(stage, tmp_path, monkeypatch)
+    argv = _argv(stage, tmp_path, flag, UNWRITABLE[where])
+    if flag.name == "outputs-dir":
+        argv = [*argv[:-3], argv[-1]]  # only the --outputs-dir under test
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, flag.option, "cannot be written", "no file can be made there")
+    assert out == "" and sorted(tmp_path.rglob("*")) == before
+
+
 SHARED_PATH_CASES = [
     pytest.param(stage, first, second, id=f"{stage.name}-{first.name}-{second.name}")
     for stage in DOCUMENTED
