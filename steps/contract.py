@@ -615,13 +615,17 @@ class Flag:
             return raw.strip()
         return render_value(self.convert(raw))
 
-    def given(self, namespace: argparse.Namespace) -> tuple[str | None, str | None]:
+    def given(
+        self, namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> tuple[str | None, str | None]:
         """(raw value, where it came from) as the user gave it: from the command line
-        (`namespace`; where None, meaning the flag), else from `env` (an empty variable is
-        unset; where `ENV (for --flag)`), else (None, None)."""
+        (`namespace`; where None, meaning the flag), else from `env` in `environ` (default this
+        process's environment; an empty variable is unset; where `ENV (for --flag)`), else
+        (None, None)."""
+        environ = os.environ if environ is None else environ
         raw = getattr(namespace, self.dest)
-        if raw is None and self.env and os.environ.get(self.env):
-            return os.environ[self.env], f"{self.env} (for {self.option})"
+        if raw is None and self.env and environ.get(self.env):
+            return environ[self.env], f"{self.env} (for {self.option})"
         return raw, None
 
     def read(self, namespace: argparse.Namespace) -> Any:
@@ -820,6 +824,32 @@ class Stage:
             if raw is None or not fixed(raw) or _names_a_path_where_the_step_runs(flag, raw):
                 continue
             flag.convert(raw, source)
+
+    def given_values(
+        self, args: Sequence[str | None], env: Mapping[str, str], names: Sequence[str], where: str
+    ) -> dict[str, Any] | None:
+        """The typed values the stage will read for the flags `names` from the command line
+        `args` (after `python -m steps <stage>`) and the environment `env` (a flag not given:
+        its variable there, else its default), as its own parse reads them; None when an
+        argument is not known yet (None: filled in later) or `--help` is asked for.
+
+        Raises:
+            BadInput: a value its flag refuses, naming `where` and the flag (or variable).
+        """
+        if any(a is None for a in args) or "-h" in args or "--help" in args:
+            return None
+        parser = self.parser()
+        parser.prog = f"{where}: python -m steps {self.name}"
+        namespace = parser.parse_args([str(a) for a in args])
+        values = {}
+        for name in names:
+            flag = self.flag(name)
+            if isinstance(flag.kind, Switch):
+                values[name] = bool(getattr(namespace, flag.dest))
+                continue
+            raw, source = flag.given(namespace, env)
+            values[name] = flag.convert(raw, f"{where}: {source or flag.option}")
+        return values
 
     def literal_options(self, args: Sequence[str], fixed: Callable[[str], bool]) -> list[str]:
         """The arguments of `args` whose meaning is known now: all of them when every one is

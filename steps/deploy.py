@@ -163,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.alias is not None and args.run_id:
             raise BadInput("--run-id names one version's run: not with --alias")
         settings = MlflowSettings.from_args(args)
+        if args.target == "local":
+            from steps.deploy_targets.local import serving_problem
+
+            # Before MLflow is asked anything, as the local runner's preflight asks it.
+            problem = serving_problem(args.host, args.port, args.state_dir)
+            if problem is not None:
+                raise BadInput(problem)
 
         def serve(version: str) -> DeployResult:
             request = DeployRequest(

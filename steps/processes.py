@@ -8,6 +8,7 @@ line, read from /proc where there is one and from `ps` elsewhere (macOS has no /
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -43,16 +44,38 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """True if nothing listens on host:port (a port in TIME_WAIT counts as free)."""
+    """True if a server could listen on host:port now (`bind_problem` finds nothing)."""
+    return bind_problem(host, port) is None
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """None when a server can listen on host:port now (a port in TIME_WAIT counts as free);
+    else why not, in words to follow `cannot serve on <host>:<port>: `. Our servers listen on
+    IPv4 (`free_port`, the front and `mlflow models serve` are given an IPv4 host), so a host
+    must resolve to an IPv4 address of this machine.
+
+    Raises:
+        TransientError: the name could not be looked up now (EAI_AGAIN: no DNS answer).
+    """
+    try:
+        socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            raise TransientError(f"cannot look up host {host!r} now: {exc.strerror}") from None
+        return f"host {host!r} has no IPv4 address ({exc.strerror}); give one of this machine's"
     with socket.socket() as sock:
         # Same option uvicorn binds with (uvicorn 0.54.0 uvicorn/config.py `Config.bind_socket`),
         # so a port in TIME_WAIT counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-        return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is in use by another process"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is no address of this machine"
+            return exc.strerror or str(exc)
+        return None
 
 
 def http_ok(url: str, timeout: float = 5.0) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,15 @@ def assert_bad_input(code: int, err: str, *needles: str) -> None:
 def wait_http_ok(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     """Poll `url` until it answers 200; fail early if `proc` died (steps.processes' loop)."""
     wait_until_healthy(url, timeout=timeout, proc=proc)
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port on 127.0.0.1 this test holds listening (another program's)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture

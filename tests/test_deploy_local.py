@@ -796,3 +796,72 @@ def test_deploy_needs_exactly_one_of_version_and_alias(
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert needle in result.stderr, result.stderr
     assert not local_deploy.state_dir.exists()
+
+
+@dataclass
+class Served:
+    """A real model served through a state directory, and what must stay as it is."""
+
+    deploy: LocalDeploy
+    next_version: str  # a version a deploy would serve, were it not refused
+    server: ServedModel
+    state: str
+
+
+@pytest.fixture(scope="module")
+def served(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """v1 served on a free port (one serve for every case of the module); teardown stops it."""
+    deploy = LocalDeploy(registry, tmp_path_factory.mktemp("served") / "serve", free_port())
+    try:
+        outputs(deploy.run(registry.linear(*V1)))
+        server = running_server(deploy.state_dir)
+        assert server is not None
+        yield Served(deploy, registry.linear(*V2), server, deploy.state_text())
+    finally:
+        stop_local(deploy.state_dir)
+        _kill_servers_of(str(deploy.state_dir.resolve()))
+
+
+# Where a deploy cannot serve, or cannot write what it must: each was found only after the
+# served model had been stopped (or the new version served), which then stayed down (issue 11).
+CANNOT_SERVE = {
+    "busy port": (lambda held: ["--port", str(held)], "the port is in use by another process"),
+    "unresolvable host": (lambda _: ["--host", "nosuch.invalid"], "has no IPv4 address"),
+    "address not of this machine": (
+        lambda _: ["--host", "192.0.2.1"],
+        "192.0.2.1 is no address of this machine",
+    ),
+    "IPv6 host": (lambda _: ["--host", "::1"], "has no IPv4 address"),
+    "state dir under /proc": (lambda _: ["--state-dir", "/proc/self/serve"], "cannot be written"),
+    "outputs dir under /proc": (lambda _: ["--outputs-dir", "/proc/self"], "cannot be written"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CANNOT_SERVE)
+def test_a_host_port_or_directory_deploy_cannot_use_is_refused_and_the_served_model_stays(
+    served: Served, held_port: int, case: str
+) -> None:
+    """Refused before anything is stopped or started: one `error:` line, exit 2, and the served
+    model's processes, state file and answers as they were (before: the server was stopped as a
+    stray, then "port in use", exit 1; or v2 served, then the outputs failed)."""
+    extra, words = CANNOT_SERVE[case]
+    result = served.deploy.run(served.next_version, *extra(held_port))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+    assert running_server(served.deploy.state_dir) == served.server
+    assert pid_alive(served.server.pid) and pid_alive(served.server.front_pid)
+    assert served.deploy.state_text() == served.state
+    assert served.deploy.predict() == pytest.approx(expected(V1))
+
+
+@pytest.mark.slow
+def test_the_port_our_own_front_holds_is_one_a_redeploy_may_serve_on(served: Served) -> None:
+    """The served port is busy, but with this state directory's front: a redeploy, not refused;
+    another state directory is refused it."""
+    deploy = served.deploy
+    assert local.serving_problem("127.0.0.1", deploy.port, deploy.state_dir) is None
+    other = local.serving_problem("127.0.0.1", deploy.port, deploy.state_dir.parent / "other")
+    assert other is not None and "in use" in other

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steps.cli import EXIT_BAD_INPUT
-from tests.conftest import assert_bad_input, assert_one_line_error
+from tests.conftest import assert_bad_input, assert_one_line_error, free_port
 from tests.test_local_runner import container, workflow
 from workflows.argo_rules import MAX_MANIFEST_BYTES
 from workflows.local_runner import LocalRunError, run_rendered
@@ -596,6 +596,52 @@ def test_a_memoization_cache_that_is_not_json_is_refused_before_any_task(
     signal.alarm(0)
     assert_one_line_error(code, capsys.readouterr().err, "memoization cache", said)
     assert not mark.exists()
+
+
+def _place(tmp_path: Path, what: str) -> str:
+    """A DEPLOY_STATE_DIR that is `what`: a named pipe, a file, a path under /proc."""
+    path = tmp_path / "state"
+    if what == "a named pipe":
+        os.mkfifo(path)
+    elif what == "a file":
+        path.write_text("")
+    else:
+        return "/proc/self/serve"
+    return str(path)
+
+
+# Where a local deploy would serve (the caller's SERVE_PORT and DEPLOY_STATE_DIR, which the
+# command lines pass on as `env`), and what the run says when it cannot.
+SERVING_CASES = {
+    "busy serve port": ("SERVE_PORT", None, "the port is in use by another process"),
+    "state dir a named pipe": ("DEPLOY_STATE_DIR", "a named pipe", "is a named pipe"),
+    "state dir a file": ("DEPLOY_STATE_DIR", "a file", "is a file, not a directory"),
+    "state dir under /proc": ("DEPLOY_STATE_DIR", "under /proc", "cannot be written"),
+}
+
+
+@pytest.mark.parametrize("case", SERVING_CASES)
+def test_where_a_local_deploy_cannot_serve_is_refused_before_any_task(
+    case: str,
+    held_port: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy serve port or a state directory deploy cannot use was found by the deploy task,
+    after fetch, train and register; the run checks them first, with deploy's own check
+    (`serving_problem`), for a `--target` a workflow parameter fills in too."""
+    variable, what, words = SERVING_CASES[case]
+    env = {"SERVE_PORT": str(free_port()), "DEPLOY_STATE_DIR": str(tmp_path / "serve")}
+    env[variable] = str(held_port) if what is None else _place(tmp_path, what)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def deploy(tpl: dict, task: dict, wf: dict) -> None:
+        _stage(tpl, ["--target={{workflow.parameters.target}}", "--version=1"], stage="deploy")
+        _parameter(wf, "target", "local")
+
+    refused_up_front(two_tasks(deploy), words, tmp_path, capsys)
 
 
 def _took_too_long(signum: int, frame: object) -> None:

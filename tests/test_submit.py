@@ -912,6 +912,55 @@ def test_local_refuses_an_unusable_run_or_cache_dir_before_mlflow_starts(
     assert started == [] and calls == []
 
 
+@pytest.mark.parametrize(
+    "which", ["serve port is MLflow's", "serve port busy", "state dir a file", "state dir in /proc"]
+)
+def test_local_refuses_where_deploy_cannot_serve_before_mlflow_starts(
+    demo_ports: tuple[int, int], held_port: int, tmp_path, monkeypatch, capsys, which: str
+):
+    """issue 11: SERVE_PORT equal to MLFLOW_PORT (which the demo refused), a busy SERVE_PORT, or
+    a DEPLOY_STATE_DIR deploy cannot use was found by the deploy task, at the end of the run."""
+    mlflow_port, _ = demo_ports
+    started: list[object] = []
+    monkeypatch.setattr("workflows.demo.tracking_server_for", lambda *args: started.append(args))
+    calls = _record_local_runs(monkeypatch)
+    (tmp_path / "file").write_text("")
+    name, value, words = {
+        "serve port is MLflow's": ("SERVE_PORT", str(mlflow_port), "are both"),
+        "serve port busy": ("SERVE_PORT", str(held_port), "in use"),
+        "state dir a file": ("DEPLOY_STATE_DIR", "file", "is a file, not a directory"),
+        "state dir in /proc": ("DEPLOY_STATE_DIR", "/proc/self/serve", "cannot be written"),
+    }[which]
+    monkeypatch.setenv(name, value)
+    code = submit.main(["--local"])
+    err = capsys.readouterr().err
+    assert_bad_input(code, err, words)
+    assert started == [] and calls == []
+
+
+@pytest.mark.parametrize("which", ["serve port is MLflow's", "serve port busy"])
+def test_the_demo_refuses_a_serve_port_deploy_cannot_use_before_mlflow_starts(
+    demo_ports: tuple[int, int], held_port: int, monkeypatch, capsys, which: str
+):
+    """The demo door, by the same checks as `submit.py --local` (its state directory is its
+    own, `<root>/serve`): a busy SERVE_PORT was found by the deploy task, at the end of the run."""
+    from workflows import demo
+
+    mlflow_port, _ = demo_ports
+    started: list[object] = []
+    monkeypatch.setattr(demo, "mlflow_up", lambda *args: started.append(args))
+    monkeypatch.setattr(demo, "tracking_server_for", lambda *args: started.append(args))
+    monkeypatch.setattr(demo, "run_rendered", lambda *args, **kwargs: started.append(args))
+    port, words = {
+        "serve port is MLflow's": (mlflow_port, "are both"),
+        "serve port busy": (held_port, "in use"),
+    }[which]
+    code = demo.main(["up", "--serve-port", str(port)])
+    err = capsys.readouterr().err
+    assert_bad_input(code, err, words)
+    assert started == []
+
+
 # ---- every door renders with the same PIPELINE_* reading (workflows.settings.pipeline_settings) --
 
 

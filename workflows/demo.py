@@ -197,6 +197,17 @@ def port_from_env(name: str, default: int) -> int:
         raise BadInput(f"{name}={redact(text)[:40]!r} {exc}") from None
 
 
+def check_ports_apart(mlflow: tuple[int, str], serve: tuple[int, str]) -> None:
+    """BadInput when the MLflow server and the model server are given one port, each as
+    (port, where it was set): found by a breaker, the run trained, registered and promoted,
+    then deploy found the port taken by MLflow, and the new champion was not served."""
+    if mlflow[0] == serve[0]:
+        raise BadInput(
+            f"{mlflow[1]} and {serve[1]} are both {serve[0]}: MLflow and the model server each "
+            "need a port of their own"
+        )
+
+
 def tracking_server_for(parameters: dict[str, str], root: Path, mlflow_port: int) -> str:
     """Make sure an MLflow server answers at the run's `mlflow-tracking-uri`; return the URI.
 
@@ -250,8 +261,11 @@ def run_demo(
     template = render(settings or pipeline_settings())["workflow-template"]
     params = local_parameters(mlflow_port, parameters)
     run_dir = root / "runs" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    # A typo in SOURCE or PARAMS, a cache dir that is a file: refused before MLflow starts.
-    check_rendered(template, params, run_dir=run_dir, cache_dir=root / "cache")
+    state_dir = root / "serve"
+    env = {_STATE_DIR_FLAG.env: str(state_dir), _PORT_FLAG.env: str(serve_port)}
+    # A typo in SOURCE or PARAMS, a cache dir that is a file, a busy serve port: refused before
+    # MLflow starts.
+    check_rendered(template, params, env=env, run_dir=run_dir, cache_dir=root / "cache")
     if params["mlflow-tracking-uri"] != local_parameters(mlflow_port)["mlflow-tracking-uri"]:
         # `-p mlflow-tracking-uri=...`: that server, as `submit.py --local` uses it; nothing
         # answering there is exit 75 before the run, not a train task failing after retries.
@@ -264,9 +278,7 @@ def run_demo(
         print(f"    {'started' if fresh else 'reused'} pid {mlflow.pid} in {took:.1f}s", flush=True)
     mlflow_s = time.monotonic() - started
 
-    state_dir = root / "serve"
     print("==> pipeline (local runner, process backend)", flush=True)
-    env = {_STATE_DIR_FLAG.env: str(state_dir), _PORT_FLAG.env: str(serve_port)}
     failure = io.StringIO()  # the runner's one error line becomes the demo's
     code = run_rendered(
         template, params, run_dir=run_dir, env=env, cache_dir=root / "cache", err=failure
@@ -449,13 +461,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model server: {'stopped' if model else 'not running'}")
             print(f"MLflow server: {'stopped' if mlflow_down(args.root) else 'not running'}")
         else:
-            if args.mlflow_port == args.serve_port:
-                # Found by a breaker: the run trained, registered and promoted, then deploy
-                # found the port taken by MLflow, and the new champion was not served.
-                raise BadInput(
-                    f"--mlflow-port and --serve-port are both {args.serve_port}: MLflow and the "
-                    "model server each need a port of their own"
-                )
+            check_ports_apart(
+                (args.mlflow_port, "--mlflow-port"), (args.serve_port, "--serve-port")
+            )
             params = parameter_overrides(args.parameter)
             if args.source and "source" in params:  # neither wins silently
                 raise BadInput("--source and -p source=... both set the source: give one")

@@ -706,6 +706,7 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
         DEFAULT_ROOT,
         DEFAULT_SERVE_PORT,
         SERVE_PORT_ENV,
+        check_ports_apart,
         local_parameters,
         port_from_env,
         tracking_server_for,
@@ -715,21 +716,18 @@ def _run_local(template: dict, parameters: dict[str, str], args: argparse.Namesp
 
     mlflow_port = port_from_env("MLFLOW_PORT", DEFAULT_MLFLOW_PORT)
     # deploy reads it from the environment at the end of the run: checked before anything starts.
-    port_from_env(SERVE_PORT_ENV, DEFAULT_SERVE_PORT)
+    serve_port = port_from_env(SERVE_PORT_ENV, DEFAULT_SERVE_PORT)
+    check_ports_apart((mlflow_port, "MLFLOW_PORT"), (serve_port, SERVE_PORT_ENV))
     values = local_parameters(mlflow_port, parameters)
     backend = args.backend or "process"
     run_dir = args.run_dir or DEFAULT_ROOT / "runs" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     cache_dir = args.cache_dir or DEFAULT_CACHE_DIR
-    # A bad -p, run dir or cache dir fails before any server starts.
-    check_rendered(template, values, backend, run_dir=run_dir, cache_dir=cache_dir)
+    env = caller_deploy_env()  # SERVE_PORT, DEPLOY_STATE_DIR; no other stage variable
+    # A bad -p, run dir, cache dir, serve port or state directory fails before any server starts.
+    check_rendered(template, values, backend, env, run_dir=run_dir, cache_dir=cache_dir)
     tracking_server_for(values, DEFAULT_ROOT, mlflow_port)
     code = run_rendered(
-        template,
-        values,
-        run_dir=run_dir,
-        backend=backend,
-        cache_dir=cache_dir,
-        env=caller_deploy_env(),  # SERVE_PORT, DEPLOY_STATE_DIR; no other stage variable
+        template, values, run_dir=run_dir, backend=backend, cache_dir=cache_dir, env=env
     )
     if values["deploy-target"] == "local":
         # Said where the servers' records are: `make demo-down` reads the checkout's .demo/ only.

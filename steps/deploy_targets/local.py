@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from steps.cli import StepError
+from steps.cli import BadInput, StepError
 from steps.deploy_targets.common import (
     DeployRequest,
     DeployResult,
@@ -36,16 +36,22 @@ from steps.deploy_targets.common import (
     smoke_test,
 )
 from steps.deploy_targets.front import LISTEN_FD_ENV
-from steps.files import NotRegularFile, OverBound, read_json_record, write_text_atomically
+from steps.files import (
+    NotRegularFile,
+    OverBound,
+    read_json_record,
+    write_problem,
+    write_text_atomically,
+)
 from steps.processes import (
     all_pids,
+    bind_problem,
     command_line,
     exclusive_lock,
     flag_values,
     free_port,
     http_ok,
     is_our_process,
-    port_is_free,
     stop_process_group,
     take_listening_socket,
     wait_until_healthy,
@@ -144,22 +150,46 @@ def deploy_local(
         return _deploy_locked(request, host, port, state_dir, timeout)
 
 
-def _deploy_locked(
-    request: DeployRequest, host: str, port: int, state_dir: Path, timeout: float
-) -> DeployResult:
-    """`deploy_local`, holding the state directory's lock."""
+def serving_problem(host: str, port: int, state_dir: Path) -> str | None:
+    """Why a local deploy could not serve on host:port with `state_dir`, or None: no file can be
+    made in the state directory (`steps.files.write_problem`), or no server can listen on
+    host:port (`steps.processes.bind_problem`: a host that resolves to no IPv4 address of this
+    machine, a port another process holds), unless this state directory's own front (or model
+    server of a deploy without one) listens there already: a redeploy. Every door asks it before
+    anything runs (the deploy step, the local runner's preflight), and deploy again under its
+    lock, before it stops anything: the served model stays served."""
+    problem = write_problem(state_dir)
+    if problem is not None:
+        return f"the state directory {state_dir} {problem}"
+    if any(_ours_on(state_dir.resolve(), host, port)):
+        return None
+    problem = bind_problem(host, port)
+    return None if problem is None else f"cannot serve on {host}:{port}: {problem}"
+
+
+def _ours_on(state_dir: Path, host: str, port: int) -> tuple[ServedModel | None, _Process | None]:
+    """(the running server of `state_dir`, its front), each only if it listens on host:port."""
     old = running_server(state_dir)
     if old is not None and (old.host, old.port) != (host, port):
         old = None
     front = next((f for f in _fronts(state_dir) if (f.host, f.port) == (host, port)), None)
+    return old, front
+
+
+def _deploy_locked(
+    request: DeployRequest, host: str, port: int, state_dir: Path, timeout: float
+) -> DeployResult:
+    """`deploy_local`, holding the state directory's lock."""
+    problem = serving_problem(host, port, state_dir)
+    if problem is not None:  # before anything is stopped: what is served stays served
+        raise BadInput(problem)
+    old, front = _ours_on(state_dir, host, port)
     keep = {p for p in (old and old.pid, old and old.front_pid, front and front.pid) if p}
     for stray in [*_model_servers(state_dir), *_fronts(state_dir)]:
         if stray.pid not in keep:
             stop_process_group(stray.pid)  # a leftover of a run killed mid-deploy
     if old is None:
         _remove_state(state_dir)  # stale, if any: it names no process of ours
-    if old is None and front is None and not port_is_free(host, port):
-        raise StepError(f"port {host}:{port} is in use by a process this step did not start")
     try:
         model_path = _verified_copy(request, state_dir)
         if old is not None and old.model_uri == request.model_uri and _ping(old.url):

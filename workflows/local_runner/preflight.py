@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from steps.cli import BadInput
-from steps.stages import STAGES
+from steps.deploy_targets.local import serving_problem
+from steps.stages import DEPLOY, STAGES
 from workflows.argo_rules import (
     ArgoRuleError,
     container_problems,
@@ -188,6 +189,8 @@ def _check_container(
         value = known(item["value"], scope) if item.get("value") is not None else None
         if value is not None:
             step_env[item["name"]] = value
+    if backend == "process":
+        _check_local_serving(argv, step_env)
     program = argv[0] if argv else None
     if backend == "process" and program:
         problem = missing_program(program, step_env)
@@ -204,6 +207,29 @@ def _check_container(
             )
         if not skeleton.startswith("/"):
             raise ArgoRuleError(f"workingDir {working_dir!r} is not an absolute path")
+
+
+def _check_local_serving(argv: Sequence[str | None], env: Mapping[str, str]) -> None:
+    """A local deploy the process backend will run on this machine (`python -m steps deploy
+    --target local`): where it will serve, its port and state directory (from the caller's
+    SERVE_PORT and DEPLOY_STATE_DIR, `runner.caller_deploy_env`), checked now as the step checks
+    them first (`steps.deploy_targets.local.serving_problem`): a busy port or a state directory
+    no file can be made in failed the run only after fetch, train, register and promote."""
+    if len(argv) < 4 or argv[0] not in PYTHON_NAMES or list(argv[1:4]) != ["-m", "steps", "deploy"]:
+        return
+    try:
+        values = DEPLOY.given_values(
+            argv[4:], env, ("target", "stop", "host", "port", "state-dir"), "deploy"
+        )
+    except BadInput as exc:
+        raise ArgoRuleError(str(exc)) from None
+    if values is None or values["target"] != "local" or values["stop"]:
+        return
+    problem = serving_problem(values["host"], values["port"], values["state-dir"])
+    if problem is not None:
+        port, state_dir = DEPLOY.flag("port").env, DEPLOY.flag("state-dir").env
+        picks = f"{port} picks the port, {state_dir} the state directory"
+        raise ArgoRuleError(f"deploy --target local: {problem} ({picks})")
 
 
 def _check_stage_arguments(tpl: Mapping[str, Any]) -> None:
