@@ -138,14 +138,19 @@ class LocalDeploy:
         self, version: str, *extra: str, python: tuple[str, ...] = (sys.executable, "-m", "steps")
     ) -> list[str]:
         """The deploy command line; `version` "" passes no --version (an empty number is bad
-        input: docs/steps.md). A `--timeout` in `extra` replaces the default 240 (a flag given
-        twice is refused)."""
+        input: docs/steps.md). A `--port`, `--state-dir` or `--timeout` in `extra` replaces this
+        deploy's own (a flag given twice is refused)."""
         command = [*python, "deploy", "--target", "local"]
         command += ["--version", version] if version else []
-        command += ["--model-name", self.registry.name]
-        command += ["--tracking-uri", self.registry.url, "--port", str(self.port)]
-        timeout = [] if "--timeout" in extra else ["--timeout", "240"]
-        return [*command, "--state-dir", str(self.state_dir), *timeout, *extra]
+        command += ["--model-name", self.registry.name, "--tracking-uri", self.registry.url]
+        defaults = {
+            "--port": str(self.port),
+            "--state-dir": str(self.state_dir),
+            "--timeout": "240",
+        }
+        for flag, value in defaults.items():
+            command += [] if flag in extra else [flag, value]
+        return [*command, *extra]
 
     def _run(
         self,
