@@ -14,6 +14,7 @@ that module, so a variable MLflow adds is noticed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -94,6 +95,31 @@ MLFLOW_HTTP_SETTINGS: dict[str, Kind] = {
     "MLFLOW_ALLOW_FILE_STORE": MlflowBoolean(),
 }
 
+# The booleans of the credentials MLflow's client builds for each request (mlflow/utils/
+# credentials.py `get_default_host_creds`): `yes` was a ValueError traceback at train's first
+# request, after fetch and validate had run (a breaker, issue 11).
+MLFLOW_CREDENTIAL_SWITCHES: dict[str, Kind] = {
+    "MLFLOW_TRACKING_INSECURE_TLS": MlflowBoolean(),
+    "MLFLOW_TRACKING_AWS_SIGV4": MlflowBoolean(),
+}
+# The TLS files that credentials name, handed to requests as is (rest_utils.py `http_request`:
+# `verify=server_cert_path`, a CA bundle file or a directory of certificates; `cert=
+# client_cert_path`, a file): a missing one failed every request, retried, then exit 75.
+SERVER_CERT_PATH = "MLFLOW_TRACKING_SERVER_CERT_PATH"
+CLIENT_CERT_PATH = "MLFLOW_TRACKING_CLIENT_CERT_PATH"
+# The name of a request auth provider (mlflow/tracking/request_auth/registry.py `fetch_auth`):
+# an unknown one was a warning, then every request went without its credentials.
+AUTH_PROVIDER = "MLFLOW_TRACKING_AUTH"
+
+
+def request_auth_providers() -> set[str]:
+    """Names of the request auth providers MLflow's client finds in this Python environment
+    (its own and its `mlflow.request_auth_provider` entry points; registry.py)."""
+    from mlflow.tracking.request_auth.registry import _request_auth_provider_registry
+
+    return {provider.get_name() for provider in _request_auth_provider_registry}
+
+
 # Credentials MLflow's client sends in a header (rest_utils.py `http_request`): the token as it is
 # (`Authorization: Bearer <token>`), so a line break or a non-latin-1 character fails in
 # http.client, whose error quotes the whole header value; user name and password as base64 of
@@ -114,7 +140,8 @@ def visible_ascii_problem(secret: str) -> str | None:
 
 
 def _cap(name: str, env: Mapping[str, str]) -> int | None:
-    """MLflow's cap on `name`'s value from `env` (`_CAPS`), or None for an uncapped one."""
+    """MLflow's cap on `name`'s value from `env` (`_CAPS`), or None for an uncapped one (the cap
+    variable itself is checked first, as a setting of its own)."""
     if name not in _CAPS:
         return None
     cap_name, default = _CAPS[name]
@@ -122,28 +149,62 @@ def _cap(name: str, env: Mapping[str, str]) -> int | None:
     return _CAP.parse(raw) if raw else default
 
 
-def check_mlflow_environment(env: Mapping[str, str], where: str = "") -> None:
+def check_mlflow_environment(
+    env: Mapping[str, str], where: str = "", steps_here: bool = True
+) -> None:
     """Refuse what in `env` MLflow's client would fail on at its first request: a variable of
-    MLFLOW_HTTP_SETTINGS its kind refuses (empty counts, but for those with a pipeline default,
-    HTTP_RETRY_DEFAULTS, which the steps set in its place), a token that cannot go in a header,
-    a user name or password that is no UTF-8 text. Values are never stripped: MLflow reads them
-    as they are. `where` starts the line (`the steps' environment: `).
+    MLFLOW_HTTP_SETTINGS or MLFLOW_CREDENTIAL_SWITCHES its kind refuses (empty counts, but for
+    those with a pipeline default, HTTP_RETRY_DEFAULTS, which the steps set in its place), a value
+    over MLflow's cap (the pipeline's default included), a TLS file that is not there (or a server
+    certificate with MLFLOW_TRACKING_INSECURE_TLS, which MLflow refuses: rest_utils.py
+    MlflowHostCreds), a token that cannot go in a header, a user name or password that is no UTF-8
+    text. Values are never stripped: MLflow reads them as they are. `where` starts the line
+    (`the steps' environment: `). `steps_here` is False when the steps run elsewhere (in a
+    container), where this machine's files and plugins say nothing: then neither the TLS files
+    nor MLFLOW_TRACKING_AUTH's provider is looked for.
 
     Raises:
         BadInput: one line naming the variable (a secret's value never shown).
     """
-    for name, kind in MLFLOW_HTTP_SETTINGS.items():
+
+    def shown(raw: str) -> str:
+        return repr(raw[:40] + ("..." if len(raw) > 40 else ""))
+
+    values = {}
+    for name, kind in {**MLFLOW_HTTP_SETTINGS, **MLFLOW_CREDENTIAL_SWITCHES}.items():
         raw = env.get(name)
         if raw is None or (raw == "" and name in HTTP_RETRY_DEFAULTS):
             continue
-        shown = repr(raw[:40] + ("..." if len(raw) > 40 else ""))
         try:
-            value = kind.parse(raw)
-            cap = _cap(name, env)
+            values[name] = kind.parse(raw)
         except ValueError as exc:
-            raise BadInput(f"{where}{name} is {shown}: {exc} (MLflow 3.17.2 reads it)") from None
-        if cap is not None and value > cap:
-            raise BadInput(f"{where}{name} is {shown}: MLflow allows at most {cap}")
+            raise BadInput(
+                f"{where}{name} is {shown(raw)}: {exc} (MLflow 3.17.2 reads it)"
+            ) from None
+    for name, (cap_name, _) in _CAPS.items():
+        raw = env.get(name) or HTTP_RETRY_DEFAULTS.get(name)
+        cap = _cap(name, env)
+        if raw is not None and cap is not None and _CAP.parse(raw) > cap:
+            given = "" if env.get(name) else " (the pipeline's default)"
+            raise BadInput(
+                f"{where}{name} is {shown(raw)}{given}: MLflow allows at most {cap} ({cap_name})"
+            )
+    for name, directory_ok in ((SERVER_CERT_PATH, True), (CLIENT_CERT_PATH, False)):
+        path = env.get(name) if steps_here else None
+        if path and not (os.path.isfile(path) or (directory_ok and os.path.isdir(path))):
+            what = "a file or directory" if directory_ok else "a file"
+            raise BadInput(f"{where}{name} is {shown(path)}: not {what} where the step runs")
+    provider = env.get(AUTH_PROVIDER)
+    if steps_here and provider and provider not in request_auth_providers():
+        raise BadInput(
+            f"{where}{AUTH_PROVIDER} is {shown(provider)}: no such request auth provider here "
+            f"(choose one of {', '.join(sorted(request_auth_providers()))})"
+        )
+    if values.get("MLFLOW_TRACKING_INSECURE_TLS") and env.get(SERVER_CERT_PATH):
+        raise BadInput(
+            f"{where}MLFLOW_TRACKING_INSECURE_TLS is true and {SERVER_CERT_PATH} is set: "
+            "MLflow takes one or the other"
+        )
     for name in MLFLOW_HEADER_TOKENS:
         problem = visible_ascii_problem(env.get(name) or "")
         if problem:

@@ -105,7 +105,9 @@ def test_what_the_check_takes_mlflow_takes(name, value):
     try:
         check_mlflow_environment({name: value})
     except BadInput as exc:
-        assert str(exc).startswith(f"{name} is {value[:40]!r}: "), exc
+        # A cap below the pipeline's default is named as the cap on the capped variable.
+        named = str(exc).startswith(f"{name} is {value[:40]!r}: ") or str(exc).endswith(f"({name})")
+        assert named, exc
         return
     if not (value == "" and name in HTTP_RETRY_DEFAULTS):  # the steps set their default then
         assert _mlflow_takes(name, value), f"{name}={value!r} passed, MLflow refuses it"
@@ -180,7 +182,8 @@ def _doors(tmp_path: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("MLFLOW_HTTP_REQUEST_TIMEOUT", "abc"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "-1"),
-     ("MLFLOW_TRACKING_TOKEN", "s3cret\nX: 1")],
+     ("MLFLOW_TRACKING_TOKEN", "s3cret\nX: 1"), ("MLFLOW_TRACKING_INSECURE_TLS", "yes"),
+     ("MLFLOW_TRACKING_CLIENT_CERT_PATH", "/absent/client.pem")],
 )  # fmt: skip
 def test_every_door_refuses_a_bad_mlflow_variable_before_anything_runs(door, name, value, tmp_path):
     argv = _doors(tmp_path)[door]
@@ -191,3 +194,75 @@ def test_every_door_refuses_a_bad_mlflow_variable_before_anything_runs(door, nam
     assert_bad_input(proc.returncode, proc.stderr, f"error: {name} ")
     assert "s3cret" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run dir, no .demo/
+
+
+def test_a_cap_below_the_pipelines_default_is_refused_naming_both():
+    """Breaker (issue 11): `_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT=2` with MAX_RETRIES unset passed,
+    then the pipeline's default of 3 failed the first request; a bad cap blamed the capped one."""
+    with pytest.raises(BadInput) as caught:
+        check_mlflow_environment({"_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "2"})
+    assert str(caught.value) == (
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES is '3' (the pipeline's default): MLflow allows at most 2 "
+        "(_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)"
+    )
+    check_mlflow_environment(
+        {"_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "2", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+    )
+    with pytest.raises(BadInput, match=r"^_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT is 'abc': "):
+        check_mlflow_environment(
+            {
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                "_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "abc",
+            }
+        )
+
+
+def test_every_boolean_of_mlflows_request_credentials_is_checked():
+    """mlflow/utils/credentials.py `get_default_host_creds` reads these as MLflow booleans."""
+    import mlflow.environment_variables as variables
+
+    from steps.mlflow_env import MLFLOW_CREDENTIAL_SWITCHES
+
+    for name in MLFLOW_CREDENTIAL_SWITCHES:
+        assert isinstance(getattr(variables, name), variables._BooleanEnvironmentVariable), name
+
+
+@pytest.mark.parametrize("name", ["MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_AWS_SIGV4"])
+@pytest.mark.parametrize("value", ["yes", "", " true", "2"])
+def test_a_credential_switch_mlflow_cannot_read_is_refused(name, value):
+    """`MLFLOW_TRACKING_INSECURE_TLS=yes` was a ValueError traceback at train's first request."""
+    with pytest.raises(BadInput, match=rf"^{name} is {value!r}: "):
+        check_mlflow_environment({name: value})
+    with _environ(name, value), pytest.raises(ValueError):
+        getattr(__import__("mlflow.environment_variables").environment_variables, name).get()
+
+
+def test_tls_files_must_be_there_and_insecure_tls_excludes_a_server_certificate(tmp_path):
+    """A missing certificate failed every request, then exit 75 as if transient."""
+    (tmp_path / "ca.pem").write_text("x")
+    for name in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+        with pytest.raises(BadInput, match=rf"^{name} is '.*': not a "):
+            check_mlflow_environment({name: str(tmp_path / "absent.pem")})
+        check_mlflow_environment({name: str(tmp_path / "ca.pem")})
+    check_mlflow_environment({"MLFLOW_TRACKING_SERVER_CERT_PATH": str(tmp_path)})  # a CA dir
+    with pytest.raises(BadInput, match="not a file where"):
+        check_mlflow_environment({"MLFLOW_TRACKING_CLIENT_CERT_PATH": str(tmp_path)})
+    with pytest.raises(BadInput, match="MLflow takes one or the other"):
+        check_mlflow_environment(
+            {"MLFLOW_TRACKING_INSECURE_TLS": "true",
+             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(tmp_path / "ca.pem")}
+        )  # fmt: skip
+
+
+def test_an_unknown_request_auth_provider_is_refused_naming_the_choices():
+    """`MLFLOW_TRACKING_AUTH=bogus` was one warning, then every request went without credentials
+    (mlflow/tracking/request_auth/registry.py `fetch_auth`)."""
+    with pytest.raises(BadInput, match=r"^MLFLOW_TRACKING_AUTH is 'bogus': .*kubernetes"):
+        check_mlflow_environment({"MLFLOW_TRACKING_AUTH": "bogus"})
+    check_mlflow_environment({"MLFLOW_TRACKING_AUTH": "kubernetes"})
+    check_mlflow_environment({"MLFLOW_TRACKING_AUTH": ""})  # no provider: MLflow adds none
+    # In a container this machine's plugins say nothing, nor do its files.
+    check_mlflow_environment(
+        {"MLFLOW_TRACKING_AUTH": "bogus", "MLFLOW_TRACKING_CLIENT_CERT_PATH": "/absent.pem"},
+        steps_here=False,
+    )

@@ -270,7 +270,8 @@ def _prepare(
     check_env_sources(tasks, env, workflow)
     # What MLflow's client reads from the steps' environment (this process's on the process
     # backend, only `env` in a container), refused now rather than by train's first request.
-    check_mlflow_environment(process_environment(env) if backend == "process" else env)
+    here = backend == "process"
+    check_mlflow_environment(process_environment(env) if here else env, steps_here=here)
     preflight(tasks, workflow, backend, env, docker)
     return tasks, values, workflow
 
