@@ -123,12 +123,17 @@ def redact_url(url: str) -> str:
         )
     )
     # urlunsplit drops an empty authority's `//` for a scheme urllib does not know to have one
-    # (`sqlite:///x.db` would come back `sqlite:/x.db`): put it back as it was given.
+    # (`sqlite:///x.db` came back `sqlite:/x.db`, `sqlite:////tmp/x.db?mode=ro` as
+    # `sqlite://tmp/x.db?mode=ro`, another file): put back the slashes as they were given.
     after = len(parts.scheme) + 1
-    if url[after:].startswith("//") and not rebuilt[after:].startswith("//"):
-        rebuilt = f"{rebuilt[:after]}//{rebuilt[after:]}"
+    lost = _leading_slashes(url[after:]) - _leading_slashes(rebuilt[after:])
+    rebuilt = rebuilt[:after] + "/" * max(lost, 0) + rebuilt[after:]
     # The scheme as given (schemes are case-insensitive, RFC 3986 3.1; urlsplit lower-cases it).
     return url[: len(parts.scheme)] + rebuilt[len(parts.scheme) :]
+
+
+def _leading_slashes(text: str) -> int:
+    return len(text) - len(text.lstrip("/"))
 
 
 def redact(text: str) -> str:

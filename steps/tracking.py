@@ -84,15 +84,19 @@ def sqlite_problem(uri: str) -> str | None:
     else None: no file (an in-memory database, which each step would start empty), something
     other than a regular file (a directory, a named pipe, a device: MLflow retried for 105 s,
     then a traceback), a file that is not an SQLite database (`SQLITE_HEADER`), or no directory to
-    create it in (MLflow would create the missing directories, elsewhere than meant). A SQLite
-    `file:` URI filename is left to SQLite."""
+    create it in (MLflow would create the missing directories, elsewhere than meant), or a query
+    or fragment: SQLAlchemy 2.1's pysqlite dialect ignores an option it does not know (`?mode=ro`,
+    with a warning; `sqlalchemy/dialects/sqlite/pysqlite.py` `create_connect_args`) and keeps
+    a `#...` in the file name, and `file:` names a file in a folder `file:` unless `?uri=true`.
+    A path with no query is checked as SQLAlchemy reads it, `file:/x.db` as that relative path."""
     from sqlalchemy.engine.url import make_url
 
-    database = make_url(uri).database
+    url = make_url(uri)
+    if url.query or "#" in (url.database or ""):
+        return "has a query or fragment; give the SQLite file's path alone (sqlite:///<path>)"
+    database = url.database
     if not database or database == ":memory:":
         return "is an in-memory SQLite database, which each step would start empty"
-    if database.startswith("file:"):
-        return None
     path = Path(database)
     try:
         what = what_is_at(path)

@@ -41,6 +41,9 @@ SIGNED = {
     "path password, more path": f"https://example.org/db;user=u;password={SECRET}/x?v=1",
     "path token without host": f"sqlite:///tmp/mlflow.db;token={SECRET}",
     "sqlite query": f"sqlite:///tmp/mlflow.db?mode=ro&password={SECRET}",
+    # Found by a breaker: an absolute path came back `sqlite://tmp/...`, another file.
+    "sqlite absolute, query": f"sqlite:////tmp/mlflow.db?mode=ro&password={SECRET}",
+    "sqlite absolute, path token": f"sqlite:////tmp/mlflow.db;token={SECRET}",
     "query with ;": f"https://example.org/t.csv?v=1;token={SECRET}",
 }
 

@@ -150,11 +150,18 @@ def _sqlite_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "under a file": (f"sqlite:///{tmp_path}/text.db/mlflow.db", "which is no directory here"),
         "in memory": ("sqlite://", "in-memory SQLite database"),
         "in memory, named": ("sqlite:///:memory:", "in-memory SQLite database"),
+        # Found by a breaker: the option was ignored with a warning, the fragment became part
+        # of the file name, `file:` a folder of that name in the working directory.
+        "a query": (f"sqlite:///{tmp_path}/ok.db?mode=ro", "has a query or fragment"),
+        "a URI filename": (f"sqlite:///file:{tmp_path}/ok.db?uri=true", "has a query or"),
+        "a fragment": (f"sqlite:///{tmp_path}/ok.db#frag", "has a query or fragment"),
+        "file: without uri=true": (f"sqlite:///file:{tmp_path}/ok.db", "no directory here"),
     }
 
 
 SQLITE_CASES = ["a directory", "a named pipe", "a device", "no database", "no directory",
-                "under a file", "in memory", "in memory, named"]  # fmt: skip
+                "under a file", "in memory", "in memory, named", "a query", "a URI filename",
+                "a fragment", "file: without uri=true"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", SQLITE_CASES)
@@ -163,6 +170,7 @@ def test_a_sqlite_uri_that_names_no_database_file_is_refused(case, tmp_path):
     with pytest.raises(ValueError, match=reason):
         TrackingUri().parse(uri)
     assert not (tmp_path / "none").exists()
+    assert not Path("file:").exists()
     assert TrackingUri(here=False).parse(uri) == uri  # for a pod: looked up there
 
 
