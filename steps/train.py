@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from steps.cli import StepError, one_line, run
+from steps.cli import BadInput, StepError, one_line, run
+from steps.dataset import data_hash as hash_of_rows
 from steps.files import path_problem, write_atomically
 from steps.holdout_split import KEY_VERSION
 from steps.least_squares import elasticnet_fit, line_errors, linear_fit
@@ -46,6 +48,7 @@ from steps.training_data import (
     DatasetPart,
     TrainingSummary,
     check_split,
+    check_validated_rows,
     combined_hash,
     find_parts,
     frame_batches,
@@ -255,15 +258,16 @@ def train_and_log(
     """
     config = config or TrainConfig()
     config.check()
-    summary = summarize(frame_batches(frame), config.test_size, config.seed)
     report = validation_report or {}
+    if report.get("validated_data_hash"):  # the report describes these rows, or is refused
+        check_validated_rows("input frame", _frame_data_hash(frame), report["validated_data_hash"])
+    summary = summarize(frame_batches(frame), config.test_size, config.seed)
     provenance = _Provenance(
         fetched_hash=data_hash or report.get("fetched_data_hash"),
         validated_hash=report.get("validated_data_hash"),
         source=data_source,
         reports={VALIDATION_ARTIFACT: validation_report} if validation_report else {},
         parts=(),
-        # No fetch metadata here: the units are known only if validate judged every station.
         units=units_of([(validation_report, None)]),
     )
     return _fit_and_log(
@@ -509,6 +513,15 @@ def _frame_digest(frame: pd.DataFrame) -> str:
     usable = frame[[FEATURE, TARGET]].dropna()
     hashed = pd.util.hash_pandas_object(usable, index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def _frame_data_hash(frame: pd.DataFrame) -> str:
+    """The data hash (steps/dataset.py) of a frame's dataset columns; BadInput when it lacks one
+    (it cannot then be the rows validate kept)."""
+    try:
+        return hash_of_rows(pa.Table.from_pandas(frame, preserve_index=False))
+    except StepError as exc:
+        raise BadInput(f"input frame: {exc}") from None
 
 
 def _files_digest(parts: Sequence[DatasetPart]) -> str:

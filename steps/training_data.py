@@ -19,8 +19,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from steps.cli import StepError, one_line
-from steps.dataset import SOURCE_METADATA_KEY, VALIDATION_METADATA_KEY
+from steps.cli import BadInput, StepError, one_line
+from steps.dataset import (
+    SCHEMA,
+    SOURCE_METADATA_KEY,
+    VALIDATION_METADATA_KEY,
+    CanonicalHasher,
+    conform,
+)
 from steps.files import path_problem
 from steps.holdout_split import in_holdout, row_keys
 from steps.least_squares import CoMoments
@@ -144,7 +150,13 @@ def combined_hash(hashes: Sequence[tuple[str, str | None]]) -> str | None:
 def read_batches(parts: Sequence[DatasetPart], what: str = "input dataset") -> Iterator[pa.Table]:
     """The rows of every part in order, READ_BATCH_ROWS at a time: station, date, temp, dewp.
 
-    Raises StepError when a part lacks one of those columns or has non-numeric temp/dewp.
+    A part with validate's report is hashed as it streams (every dataset column: the data hash,
+    steps/dataset.py) and must hash to the report's `validated_data_hash`: the report, and the
+    units evidence in it, describe only the rows validate kept (steps/validate.py). Train reads
+    no other column, but the hash covers them all, so `frshtt` is read for it too.
+
+    Raises StepError when a part lacks one of those columns or has non-numeric temp/dewp;
+    BadInput when a validated part's rows are not the ones validate kept.
     """
     import pyarrow.parquet as pq
 
@@ -157,15 +169,55 @@ def read_batches(parts: Sequence[DatasetPart], what: str = "input dataset") -> I
             raise StepError(f"cannot read {where} as Parquet: {one_line(exc)}") from exc
         schema = parquet.schema_arrow
         check_columns(schema, where)
+        hasher = CanonicalHasher() if part.validated_hash else None
+        if hasher is not None and not set(SCHEMA.names) <= set(schema.names):
+            raise BadInput(f"{where} lacks dataset columns: {_NOT_VALIDATED_ROWS}")
+        columns = SCHEMA.names if hasher is not None else list(COLUMNS)
         try:
-            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=list(COLUMNS)):
-                yield pa.Table.from_batches([batch])
+            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+                table = pa.Table.from_batches([batch])
+                if hasher is not None:
+                    hasher.update(_dataset_rows(table, where))
+                    table = table.select(list(COLUMNS))
+                yield table
         except (OSError, pa.ArrowException) as exc:
             raise StepError(f"cannot read {where} as Parquet: {one_line(exc)}") from exc
         finally:
             # Hand the part's freed buffers back (jemalloc/mimalloc keep them otherwise), so one
             # part's read leaves nothing behind for the next: pyarrow.MemoryPool.release_unused.
             pa.default_memory_pool().release_unused()
+        if hasher is not None:
+            check_validated_rows(where, hasher.hexdigest(), part.validated_hash)
+
+
+# Why a validated part is refused: its rows are not the rows its own report describes.
+_NOT_VALIDATED_ROWS = (
+    "its rows are not the rows its validation report describes (changed after validate?); "
+    "validate the fetched data again"
+)
+
+
+def check_validated_rows(where: str, digest: str, validated_hash: str | None) -> None:
+    """BadInput unless rows hashing to `digest` are the ones validate kept (`validated_hash`,
+    the report's `validated_data_hash`; None: no report, nothing to hold them to)."""
+    if validated_hash is not None and digest != validated_hash:
+        raise BadInput(
+            f"{where}: {_NOT_VALIDATED_ROWS} (data hash {digest[:12]}, validate kept "
+            f"{validated_hash[:12]})"
+        )
+
+
+def _dataset_rows(table: pa.Table, where: str) -> pa.Table:
+    """A batch read with the dataset's columns, in SCHEMA as the data hash takes it (stations
+    decoded from the dictionary they are read as)."""
+    station = table.column("station")
+    if pa.types.is_dictionary(station.type):
+        index = table.schema.get_field_index("station")
+        table = table.set_column(index, "station", station.cast(pa.string()))
+    try:
+        return conform(table)
+    except StepError as exc:  # e.g. a null station: not what validate wrote
+        raise BadInput(f"{where}: {_NOT_VALIDATED_ROWS} ({exc})") from None
 
 
 def check_columns(schema: pa.Schema, where: str) -> None:

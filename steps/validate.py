@@ -53,7 +53,13 @@ judges it, and temp and dewp alone cannot tell a deg C summer from a cold deg F 
   user's table, local files or a mirror can hold converted rows.
 - `generated`: the synthetic source, which writes deg F by construction.
 - `unchecked`: none of these (a missing or unreadable report or source counts as none).
-The source is read from the dataset's `dewpoint.source` metadata, written by fetch.
+The source is read from the dataset's `dewpoint.source` metadata, written by fetch, and counts only
+for the rows fetch wrote: validate hashes the rows it reads (steps/dataset.py `data_hash`) and
+takes `publisher` or `generated` only when they hash to fetch's recorded `data_hash` (report
+`rows_as_fetched`). Rows changed after fetch (converted to deg C, one row edited) keep the
+metadata but not its evidence: they have what the rows themselves show, `thunder` or `unchecked`.
+Validate records the result in its report (`units_evidence`); train checks that the rows it fits
+hash to the report's `validated_data_hash` before it uses the report (steps/training_data.py).
 """
 
 from __future__ import annotations
@@ -73,9 +79,11 @@ from steps.cli import BadInput, StepError, run
 from steps.climate import DEWP_RANGE_F, FREEZING_F, REPORTING_RESOLUTION_F, TEMP_RANGE_F
 from steps.dataset import (
     CanonicalHasher,
+    canonical,
     conform,
     data_hash,
     duplicate_keys,
+    hash_canonical,
     in_key_order,
     is_canonical,
     read_dataset,
@@ -332,10 +340,17 @@ def unit_jumps(
 
 def units_evidence(report: Mapping[str, Any] | None, source: Mapping[str, Any] | None) -> str:
     """How the units of one validated dataset are known (module docstring): one of
-    UNITS_EVIDENCE, from validate's `report` and fetch's `source` metadata (None: absent)."""
+    UNITS_EVIDENCE, from validate's `report` and fetch's `source` metadata (None: absent, or
+    not counted because the rows are not the ones fetch wrote)."""
     stations, judged = _units_counts(report)
     if stations > 0 and judged == stations:
         return "thunder"
+    return source_evidence(source) or UNCHECKED
+
+
+def source_evidence(source: Mapping[str, Any] | None) -> str | None:
+    """`publisher` or `generated` when fetch's `source` metadata says who made the rows in deg F
+    (module docstring), else None."""
     source = source or {}
     name, base_url = source.get("name"), source.get("base_url")
     downloaded = not source.get("path") and isinstance(base_url, str)
@@ -343,25 +358,43 @@ def units_evidence(report: Mapping[str, Any] | None, source: Mapping[str, Any] |
         name == "gsod" and downloaded and base_url.rstrip("/") == DEFAULT_BASE_URL
     ):
         return "publisher"
-    return "generated" if name == "synthetic" else UNCHECKED
+    return "generated" if name == "synthetic" else None
 
 
 def units_of(
     datasets: Iterable[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]],
 ) -> tuple[str, str]:
-    """(the weakest `units_evidence` over the (report, source) of each dataset, one line saying
-    what it rests on: the stations judged by thunder, the sources). UNCHECKED for none."""
-    evidence, judged, stations, names = [], 0, 0, set()
+    """(the weakest evidence over the (report, source) of each dataset, one line saying what it
+    rests on: the stations judged by thunder, the sources). UNCHECKED for none.
+
+    A dataset's evidence is its report's `units_evidence` (validate weighed the source against
+    the rows it read); a report without one (a frame, an older report) counts thunder only."""
+    evidence, judged, stations, names, changed = [], 0, 0, set(), False
     for report, source in datasets:
-        evidence.append(UNITS_EVIDENCE.index(units_evidence(report, source)))
+        recorded = (report or {}).get("units_evidence")
+        if recorded not in UNITS_EVIDENCE:
+            recorded = units_evidence(report, None)
+        evidence.append(UNITS_EVIDENCE.index(recorded))
         counts = _units_counts(report)
         stations, judged = stations + counts[0], judged + counts[1]
         names.add(str((source or {}).get("name") or "unknown"))
+        changed = changed or (report or {}).get("rows_as_fetched") is False
     line = (
         f"{judged} of {stations} stations had the {MIN_THUNDER_DAYS} FRSHTT thunder days "
         f"validate judges units by; source {', '.join(sorted(names)) or 'unknown'}"
     )
+    if changed:
+        line += " (rows changed since fetch: the source's own evidence not counted)"
     return UNITS_EVIDENCE[max(evidence, default=len(UNITS_EVIDENCE) - 1)], line
+
+
+def rows_as_fetched(table: pa.Table, source: Mapping[str, Any]) -> bool:
+    """Whether `table` (SCHEMA) holds the rows fetch wrote: its data hash (steps/dataset.py) is
+    the `data_hash` fetch recorded in `source`."""
+    recorded = source.get("data_hash")
+    if not isinstance(recorded, str):
+        return False
+    return data_hash(table) == recorded
 
 
 def _units_counts(report: Mapping[str, Any] | None) -> tuple[int, int]:
@@ -423,6 +456,14 @@ def validate_file(
     # Two hashes, named: fetch's `data-hash` of the dataset as fetched, and (when it passes) the
     # hash of the rows kept, which train fits on and logs as its dataset digest.
     report["fetched_data_hash"] = source.get("data_hash")
+    # The source's evidence of units counts only for the rows fetch wrote (module docstring);
+    # hashed only when it would decide: thunder judged every station, or the source has none.
+    evidence = units_evidence(report, None)
+    report["rows_as_fetched"] = None
+    if evidence == UNCHECKED and source_evidence(source):
+        report["rows_as_fetched"] = rows_as_fetched(table, source)
+        evidence = units_evidence(report, source if report["rows_as_fetched"] else None)
+    report["units_evidence"] = evidence
 
     # The kept rows are filtered, hashed and written a slice at a time: the input table is the
     # only full copy of the data in memory (a filtered copy would double the peak at 16 years).
@@ -431,6 +472,8 @@ def validate_file(
             stop = min(start + FILTER_SLICE_ROWS, table.num_rows)
             yield table.slice(start, stop - start).filter(keep.slice(start, stop - start))
 
+    # Written in canonical order, so that train can hash the rows as it streams them.
+    sorted_kept: pa.Table | None = None
     if report["passed"]:
         if is_canonical(table):  # fetch's output is: the kept rows are then canonical too
             hasher = CanonicalHasher()
@@ -438,7 +481,8 @@ def validate_file(
                 hasher.update(piece)
             report["validated_data_hash"] = hasher.hexdigest()
         else:
-            report["validated_data_hash"] = data_hash(table.filter(keep))
+            sorted_kept = canonical(table.filter(keep))
+            report["validated_data_hash"] = hash_canonical(sorted_kept)
     report_text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)  # strict JSON
     write_text_atomically(report_path, report_text + "\n")
     if not report["passed"]:
@@ -451,7 +495,8 @@ def validate_file(
         "rows": report["rows_out"],
         "data_hash": report["validated_data_hash"],
     }
-    write_dataset_pieces(kept_slices(), output, metadata, validation=report)
+    pieces = kept_slices() if sorted_kept is None else [sorted_kept]
+    write_dataset_pieces(pieces, output, metadata, validation=report)
     dropped = report["dropped_missing_temp_or_dewp"] + report["removed_dewp_above_temp"]
     return {"row-count": report["rows_out"], "dropped-rows": dropped}
 

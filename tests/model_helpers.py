@@ -308,6 +308,31 @@ def in_celsius(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(temp=(frame["temp"] - 32) / 1.8, dewp=(frame["dewp"] - 32) / 1.8)
 
 
+ROW_EDITS = ("deg C", "one temp edited", "one row removed", "one flag edited")
+
+
+def edit_rows(path: Path, edit: str) -> None:
+    """Change the rows of a dataset file with pyarrow, keeping its schema metadata (fetch's
+    source and data hash, validate's report), as anyone can: one of ROW_EDITS (every temp and
+    dewp converted to deg C, the first temp 0.1 F warmer, the first row gone, the first row's
+    FRSHTT thunder flag set)."""
+    table = pq.read_table(path)
+    metadata = table.schema.metadata
+    if edit == "one row removed":
+        table = table.slice(1)
+    for name in {"deg C": ("temp", "dewp"), "one temp edited": ("temp",),
+                 "one flag edited": ("frshtt",)}.get(edit, ()):  # fmt: skip
+        values = table.column(name).to_pylist()
+        if edit == "deg C":
+            values = [None if v is None else (v - 32) / 1.8 for v in values]
+        else:
+            values[0] = values[0] + 0.1 if name == "temp" else "000010"
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, table.schema.field(index), pa.array(values))
+    assert edit in ROW_EDITS and table.schema.metadata == metadata
+    pq.write_table(table, path)
+
+
 def summer(frame: pd.DataFrame) -> pd.DataFrame:
     """June to August rows."""
     months = pd.to_datetime(frame["date"]).dt.month

@@ -37,6 +37,7 @@ from steps.train import TrainConfig, TrainResult, train_and_log
 from tests.conftest import MlflowServer, free_port
 from tests.model_helpers import (
     dewpoint_frame,
+    edit_rows,
     error_line,
     in_celsius,
     made_in_fahrenheit,
@@ -732,12 +733,15 @@ def _summer_in_celsius_without_flags() -> pd.DataFrame:
 
 
 FIRST_CHAMPIONS = {
-    # (rows written as a user's table, or None: fetched by the synthetic source; --trust-units,
-    #  promoted, data.units train tags)
+    # (rows written as a user's table, or None: fetched by the synthetic source, or a row edit
+    #  (tests/model_helpers.py edit_rows) of what it fetched; --trust-units, promoted,
+    #  data.units train tags)
     "deg C summer, no flags": (_summer_in_celsius_without_flags, False, False, "unchecked"),
     "deg C summer, no flags, trusted": (_summer_in_celsius_without_flags, True, True, "unchecked"),
     "deg F with thunder days": (_thunder_years, False, True, "thunder"),
     "synthetic source": (None, False, True, "generated"),
+    # Converted after fetch, its metadata kept: the source's evidence is no longer the rows'.
+    "synthetic source, then deg C": ("deg C", False, False, "unchecked"),
 }
 
 
@@ -755,10 +759,12 @@ def test_a_first_champion_needs_evidence_of_its_units(
     env = step_env(MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="gate-units",
                    MODEL_NAME=name)  # fmt: skip
     dataset = tmp_path / "dataset.parquet"
-    if make_rows is None:
+    if make_rows is None or isinstance(make_rows, str):
         fetched = run_step("fetch", "--source", "synthetic", "--rows", "2000", "--output",
                            str(dataset), "--outputs-dir", str(tmp_path / "f"))  # fmt: skip
         assert fetched.returncode == 0, fetched.stderr[-2000:]
+        if make_rows:
+            edit_rows(dataset, make_rows)
     else:
         write_dataset(make_rows(), dataset, {"name": "table", "uri": "/data/user.csv"})
     steps = [

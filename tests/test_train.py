@@ -10,10 +10,13 @@ import matplotlib
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, StepError
+from steps import fetch, train, validate
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, StepError
+from steps.dataset import data_hash, read_validation_report
 from steps.model import LinearCoefficients, serving_pip_requirements
 from steps.settings import MlflowSettings
 from steps.train import (
@@ -31,8 +34,11 @@ from steps.training_data import (
     read_batches,
     summarize,
 )
+from tests.conftest import assert_bad_input
 from tests.model_helpers import (
+    ROW_EDITS,
     dewpoint_frame,
+    edit_rows,
     error_line,
     make_experiment,
     run_step,
@@ -363,3 +369,47 @@ def test_the_validation_report_and_both_hashes_reach_the_run_and_the_version(
     version = client.get_model_version("dewpoint-lr", (out / "register" / "version").read_text())
     assert version.tags["data.fetched_hash"] == fetched_hash
     assert version.tags["data.validated_hash"] == report["validated_data_hash"]
+
+
+@pytest.mark.parametrize("edit", ["untouched", *ROW_EDITS])
+def test_train_refuses_rows_that_are_not_the_ones_validate_kept(
+    tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
+) -> None:
+    """validate's report (its units evidence, its validated hash) describes the rows it kept: a
+    validated file edited afterwards is refused in one line (exit 2) before any run is made."""
+    dataset, validated = tmp_path / "dataset.parquet", tmp_path / "validated.parquet"
+    assert fetch.main(["--source", "synthetic", "--rows", "600", "--output", str(dataset)]) == 0
+    policy = validate.ValidationPolicy()
+    validate.validate_file(dataset, validated, tmp_path / "validation.json", policy)
+    if edit != "untouched":
+        edit_rows(validated, edit)
+    assert read_validation_report(validated)["units_evidence"] == "generated"
+    capsys.readouterr()
+
+    code = train.main(
+        ["--input", str(validated), "--holdout-out", str(tmp_path / "holdout.parquet"),
+         "--plot-out", str(tmp_path / "fit.png"), "--tracking-uri", tracking.tracking_uri,
+         "--experiment", tracking.experiment, "--outputs-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+
+    err = capsys.readouterr().err
+    runs = mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list")
+    if edit == "untouched":  # no regression: validated rows keep their evidence
+        assert code == 0, err
+        assert [r.data.tags["data.units"] for r in runs] == ["generated"]
+        return
+    assert_bad_input(code, err, str(validated), "not the rows its validation report describes")
+    assert runs == [] and not (tmp_path / "out").exists()
+
+
+def test_a_frame_given_with_a_report_must_be_the_rows_the_report_describes(
+    tracking: MlflowSettings,
+) -> None:
+    frame = dewpoint_frame(rows=300, seed=1).assign(frshtt="000000")
+    report = {
+        "validated_data_hash": data_hash(pa.Table.from_pandas(frame)),
+        "units_evidence": "generated",
+    }
+    assert train_and_log(frame, tracking, validation_report=report).run_id
+    with pytest.raises(BadInput, match="not the rows its validation report describes"):
+        train_and_log(frame.assign(temp=frame["temp"] + 0.1), tracking, validation_report=report)

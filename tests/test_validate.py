@@ -19,8 +19,17 @@ from hypothesis import strategies as st
 from steps import fetch, validate
 from steps.climate import TEMP_RANGE_F
 from steps.dataset import SCHEMA, data_hash, read_dataset, read_validation_report, write_dataset
+from steps.sources import Fetched, SourceRequest
 from tests.conftest import assert_bad_input, assert_one_line_error
-from tests.model_helpers import gsod_access_csv, in_celsius, mixed_units, station_year, summer
+from tests.model_helpers import (
+    ROW_EDITS,
+    edit_rows,
+    gsod_access_csv,
+    in_celsius,
+    mixed_units,
+    station_year,
+    summer,
+)
 from tests.test_gsod_format import FIXTURES, fixture_bytes
 
 RunValidate = Callable[..., tuple[int, dict[str, str], str, dict]]
@@ -491,19 +500,94 @@ def test_units_evidence_comes_from_thunder_days_or_from_who_made_the_rows(
     assert validate.units_evidence(report, source) == evidence
 
 
+PUBLISHER, GENERATED = ({"units_evidence": e} for e in ("publisher", "generated"))
+
+
 @pytest.mark.parametrize(
     ("datasets", "weakest"),
     [
         ([], "unchecked"),
-        ([({"units": {"stations": 2, "judged_by_thunder": 2}}, None), (None, GSOD)], "publisher"),
-        ([(None, GSOD), (None, {"name": "synthetic"})], "generated"),
-        ([(None, {"name": "synthetic"}), (None, {"name": "table"})], "unchecked"),
+        ([({"units": {"stations": 2, "judged_by_thunder": 2}}, None), (PUBLISHER, GSOD)],
+         "publisher"),
+        ([(PUBLISHER, GSOD), (GENERATED, {"name": "synthetic"})], "generated"),
+        ([(GENERATED, {"name": "synthetic"}), ({"units_evidence": "unchecked"}, {"name": "table"})],
+         "unchecked"),
         ([(None, None)], "unchecked"),  # a file without validate's report or fetch's source
+        # Fetch's metadata alone is no evidence: only validate knows whether the rows are fetch's.
+        ([(None, GSOD)], "unchecked"),
+        ([({"units_evidence": "deg F, trust me"}, GSOD)], "unchecked"),
     ],
-)
+)  # fmt: skip
 def test_the_units_of_several_datasets_are_the_weakest_evidence(
     datasets: list, weakest: str
 ) -> None:
     units, basis = validate.units_of(datasets)
     assert units == weakest
     assert "\n" not in basis and "stations had the 5 FRSHTT thunder days" in basis
+
+
+# What fetch records for each source whose metadata is evidence of units (steps/validate.py):
+# gsod at NOAA's default location and bigquery are given their rows here (no network).
+PUBLISHED = {
+    "gsod": {**GSOD, "stations": [], "files": 3, "files_without_rows": 0},
+    "bigquery": {"name": "bigquery", "table": "bigquery-public-data.noaa_gsod.gsod{year}",
+                 "years": [2024], "stations": []},
+}  # fmt: skip
+SOURCE_EVIDENCE = {"gsod": "publisher", "bigquery": "publisher", "synthetic": "generated"}
+
+
+def fetched_from(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, thunder: bool = False
+) -> Path:
+    """The dataset fetch writes from source `kind` (its rows hashed into its metadata): the
+    synthetic source itself, or three station-years in deg F as gsod or bigquery would give them,
+    with FRSHTT flags (`thunder`: every station has its thunder days) or zeroed."""
+    if kind == "synthetic":
+        return fetched(tmp_path, "--source", "synthetic", "--rows", "2000")
+    frame = pd.concat(
+        [station_year(55.0 + 5 * i, 22.0, seed=i, station=f"7253009484{i}") for i in range(3)]
+    )
+    frame = frame if thunder else frame.assign(frshtt="000000")
+    rows = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    monkeypatch.setattr(fetch, "fetch_from", lambda name, request: Fetched(rows, PUBLISHED[kind]))
+    output = tmp_path / "dataset.parquet"
+    fetch.fetch_dataset(kind, SourceRequest(years=(2024,)), output)
+    return output
+
+
+@pytest.mark.parametrize("change", [None, *ROW_EDITS])
+@pytest.mark.parametrize("kind", ["gsod", "bigquery", "synthetic"])
+def test_the_sources_evidence_of_units_counts_only_for_the_rows_fetch_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate,
+    kind: str, change: str | None,
+) -> None:  # fmt: skip
+    """Rows changed after fetch keep fetch's metadata, not its evidence: converted to deg C they
+    would have made a first champion as `publisher`/`generated` data (adversarial review)."""
+    dataset = fetched_from(kind, tmp_path, monkeypatch)
+    if change:
+        edit_rows(dataset, change)
+
+    code, _, err, report = run_validate(dataset)
+
+    assert code == 0, err  # no thunder flags: validate cannot tell the units from the rows
+    assert read_dataset(dataset)[1]["name"] == kind
+    assert report["rows_as_fetched"] is (change is None)
+    evidence = "unchecked" if change else SOURCE_EVIDENCE[kind]
+    assert report["units_evidence"] == evidence
+    validated = tmp_path / "validated.parquet"
+    units, basis = validate.units_of(
+        [(read_validation_report(validated), read_dataset(validated)[1])]
+    )
+    assert units == evidence
+    assert ("rows changed since fetch" in basis) is bool(change)
+
+
+def test_rows_changed_after_fetch_keep_the_evidence_their_thunder_days_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate
+) -> None:
+    dataset = fetched_from("gsod", tmp_path, monkeypatch, thunder=True)
+    edit_rows(dataset, "one temp edited")
+    code, _, err, report = run_validate(dataset)
+    assert code == 0, err
+    assert report["units_evidence"] == "thunder"
+    assert report["rows_as_fetched"] is None  # thunder judged every station: nothing to hash
