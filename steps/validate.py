@@ -456,8 +456,9 @@ def validate_file(
     # Two hashes, named: fetch's `data-hash` of the dataset as fetched, and (when it passes) the
     # hash of the rows kept, which train fits on and logs as its dataset digest.
     report["fetched_data_hash"] = source.get("data_hash")
-    # The source's evidence of units counts only for the rows fetch wrote (module docstring);
-    # hashed only when it would decide: thunder judged every station, or the source has none.
+    # The source's evidence of units counts only for the rows fetch wrote (module docstring).
+    # The input is hashed only when that evidence would decide: not when thunder judged every
+    # station, nor when the source gives none (`rows_as_fetched` stays null then).
     evidence = units_evidence(report, None)
     report["rows_as_fetched"] = None
     if evidence == UNCHECKED and source_evidence(source):
