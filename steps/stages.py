@@ -355,7 +355,7 @@ DEPLOY = Stage(
              "how long to wait for a server's /ping or a rollout", default=300.0,
              units="seconds"),
         TRACKING_URI,
-        Flag("host", Text(_HOST, what="a host name or IP address", max_length=253),
+        Flag("host", Text(_HOST, what="a host name or IP address", empty_ok=False, max_length=253),
              "interface to bind", default="127.0.0.1", read_with=_LOCAL),
         Flag("port", PORT, "port to serve on", default=5001, env="SERVE_PORT",
              read_with=_LOCAL),

@@ -839,6 +839,9 @@ CANNOT_SERVE = {
     "IPv6 host": (lambda _: ["--host", "::1"], "has no IPv4 address"),
     "state dir under /proc": (lambda _: ["--state-dir", "/proc/self/serve"], "cannot be written"),
     "outputs dir under /proc": (lambda _: ["--outputs-dir", "/proc/self"], "cannot be written"),
+    # Refused at parse, as every flag that takes no empty value (before: 127.0.0.1, and served).
+    "empty host": (lambda _: ["--host", ""], "--host is empty"),
+    "blank host": (lambda _: ["--host", " "], "--host is blank"),
 }
 
 
