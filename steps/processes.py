@@ -48,6 +48,25 @@ def port_is_free(host: str, port: int) -> bool:
     return bind_problem(host, port) is None
 
 
+def ipv4_address(host: str) -> str:
+    """The IPv4 address a server given `host` listens on: `localhost`, `127.1` and `127.0.0.1`
+    are one address. The first address getaddrinfo gives for IPv4, which is the one Python's own
+    `bind` takes (CPython 3.11 Modules/socketmodule.c `setipaddr`: `getaddrinfo`, then the first
+    result's address).
+
+    Raises:
+        socket.gaierror: `host` has no IPv4 address.
+        TransientError: the name could not be looked up now (EAI_AGAIN: no DNS answer).
+    """
+    try:
+        found = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            raise TransientError(f"cannot look up host {host!r} now: {exc.strerror}") from None
+        raise
+    return found[0][4][0]
+
+
 def bind_problem(host: str, port: int) -> str | None:
     """None when a server can listen on host:port now (a port in TIME_WAIT counts as free);
     else why not, in words to follow `cannot serve on <host>:<port>: `. Our servers listen on
@@ -58,10 +77,8 @@ def bind_problem(host: str, port: int) -> str | None:
         TransientError: the name could not be looked up now (EAI_AGAIN: no DNS answer).
     """
     try:
-        socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+        ipv4_address(host)
     except socket.gaierror as exc:
-        if exc.errno == socket.EAI_AGAIN:
-            raise TransientError(f"cannot look up host {host!r} now: {exc.strerror}") from None
         return f"host {host!r} has no IPv4 address ({exc.strerror}); give one of this machine's"
     with socket.socket() as sock:
         # Same option uvicorn binds with (uvicorn 0.54.0 uvicorn/config.py `Config.bind_socket`),
@@ -215,6 +232,7 @@ def take_listening_socket(pid: int, host: str, port: int) -> socket.socket | Non
     if not inodes or not hasattr(os, "pidfd_open"):
         return None
     syscall = ctypes.CDLL(None, use_errno=True).syscall
+    address = (ipv4_address(host), port)  # as getsockname says it: `localhost` is 127.0.0.1
     for member in all_pids():
         with suppress(OSError):
             if os.getpgid(member) != pid:
@@ -230,7 +248,7 @@ def take_listening_socket(pid: int, host: str, port: int) -> socket.socket | Non
                 if copy < 0:
                     return None  # not allowed here (see above): the same for every member
                 sock = socket.socket(fileno=copy)
-                if sock.getsockname()[:2] == (host, port):
+                if sock.getsockname()[:2] == address:
                     return sock
                 sock.close()
     return None

@@ -873,3 +873,28 @@ def test_the_port_our_own_front_holds_is_one_a_redeploy_may_serve_on(served: Ser
     assert local.serving_problem("127.0.0.1", deploy.port, deploy.state_dir) is None
     other = local.serving_problem("127.0.0.1", deploy.port, deploy.state_dir.parent / "other")
     assert other is not None and "in use" in other
+
+
+def _assert_serves_as_before(served: Served) -> None:
+    """The model `served` started: same processes, same state file, same answers."""
+    assert running_server(served.deploy.state_dir) == served.server
+    assert pid_alive(served.server.pid) and pid_alive(served.server.front_pid)
+    assert served.deploy.state_text() == served.state
+    assert served.deploy.predict() == pytest.approx(expected(V1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("host", ["localhost", "127.1", "127.0.0.1"])
+def test_a_redeploy_to_the_served_address_spelled_otherwise_is_a_redeploy(
+    served: Served, host: str
+) -> None:
+    """`localhost`, `127.1` and `127.0.0.1` are one address: deploying the served version there
+    is a no-op (before: "the port is in use by another process", exit 2, for any spelling but the
+    one the served model was deployed with)."""
+    deploy = served.deploy
+    assert local.serving_problem(host, deploy.port, deploy.state_dir) is None
+
+    result = deploy.run(served.server.version, "--host", host)
+
+    assert outputs(result) == {"served-version": served.server.version, "changed": "false"}
+    _assert_serves_as_before(served)

@@ -191,10 +191,12 @@ def test_no_module_takes_a_lock_of_its_own():
     assert offenders == []
 
 
-def test_take_listening_socket_copies_the_socket_another_process_listens_on() -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.1"])
+def test_take_listening_socket_copies_the_socket_another_process_listens_on(host: str) -> None:
     """A copy of a listening socket that a process in its own session holds: the same socket
-    (connections made after that process is gone are still accepted through the copy). A port
-    nobody listens on, or one another group holds, gives None."""
+    (connections made after that process is gone are still accepted through the copy), however
+    its address is spelled (before: only as getsockname says it, `127.0.0.1`). A port nobody
+    listens on, or one another group holds, gives None."""
     listener = subprocess.Popen(
         [sys.executable, "-c", (
             "import socket, sys, time\n"
@@ -208,7 +210,7 @@ def test_take_listening_socket_copies_the_socket_another_process_listens_on() ->
         port = int(listener.stdout.readline())
         assert take_listening_socket(listener.pid, "127.0.0.1", free_port()) is None
         assert take_listening_socket(listener.pid + 10**7, "127.0.0.1", port) is None
-        copy = take_listening_socket(listener.pid, "127.0.0.1", port)
+        copy = take_listening_socket(listener.pid, host, port)
         assert copy is not None
         stop_process_group(listener.pid)
         with copy, socket.create_connection(("127.0.0.1", port), timeout=5) as client:

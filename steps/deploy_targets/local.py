@@ -51,6 +51,7 @@ from steps.processes import (
     flag_values,
     free_port,
     http_ok,
+    ipv4_address,
     is_our_process,
     stop_process_group,
     take_listening_socket,
@@ -168,12 +169,25 @@ def serving_problem(host: str, port: int, state_dir: Path) -> str | None:
 
 
 def _ours_on(state_dir: Path, host: str, port: int) -> tuple[ServedModel | None, _Process | None]:
-    """(the running server of `state_dir`, its front), each only if it listens on host:port."""
+    """(the running server of `state_dir`, its front), each only if it listens on host:port: the
+    same IPv4 address, however either host is spelled (`localhost`, `127.1`, `127.0.0.1`)."""
+    address = _address(host, port)
+    if address is None:
+        return None, None
     old = running_server(state_dir)
-    if old is not None and (old.host, old.port) != (host, port):
+    if old is not None and _address(old.host, old.port) != address:
         old = None
-    front = next((f for f in _fronts(state_dir) if (f.host, f.port) == (host, port)), None)
+    front = next((f for f in _fronts(state_dir) if _address(f.host, f.port) == address), None)
     return old, front
+
+
+def _address(host: str, port: int) -> tuple[str, int] | None:
+    """(the IPv4 address `host` names, `port`): where a server given them listens; None for a
+    host with no IPv4 address (`steps.processes.ipv4_address`)."""
+    try:
+        return ipv4_address(host), port
+    except socket.gaierror:
+        return None
 
 
 def _deploy_locked(
