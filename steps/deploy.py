@@ -70,9 +70,9 @@ _DEPLOY: dict[str, Callable[[DeployRequest, argparse.Namespace], DeployResult]] 
 
 
 def check_version_exists(request: DeployRequest) -> None:
-    """Fail before touching any server if the registry does not know this model version, or if
-    it is not this project's served model (its code would run in the model server;
-    steps/model_trust.py). The local target does this itself, on the copy it serves."""
+    """Fail before touching any server if the registry does not know this model version (bad
+    input, exit 2), or if it is not this project's served model (its code would run in the model
+    server; steps/model_trust.py). The local target does this itself, on the copy it serves."""
     with tempfile.TemporaryDirectory(prefix="dewpoint-model-check-") as tmp:
         fetch_verified_model(request, Path(tmp))
 

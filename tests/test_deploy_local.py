@@ -21,7 +21,7 @@ import httpx
 import mlflow
 import pytest
 
-from steps.cli import EXIT_TRANSIENT
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT
 from steps.deploy_targets import local
 from steps.deploy_targets.common import SMOKE_BODY
 from steps.deploy_targets.local import (
@@ -128,22 +128,25 @@ class LocalDeploy:
         """Run the deploy step in its own process; the server it starts must outlive it."""
         return self._run([sys.executable, "-m", "steps"], version, *extra)
 
-    def run_with_fault(self, version: str, where: str, fault: str) -> subprocess.CompletedProcess:
+    def run_with_fault(
+        self, version: str, where: str, fault: str, *extra: str
+    ) -> subprocess.CompletedProcess:
         """`run` with `fault` injected the first time the step reaches `where` (FAULT_POINTS) in
         its own process: a real SIGINT or SIGKILL sent to itself, a full disk, or a bug."""
         patch = FAULT_RUNNER.format(where=FAULT_POINTS[where], fault=fault)
-        return self._run([sys.executable, "-c", patch], version)
+        return self._run([sys.executable, "-c", patch], version, *extra)
 
     def command(
         self, version: str, *extra: str, python: tuple[str, ...] = (sys.executable, "-m", "steps")
     ) -> list[str]:
         """The deploy command line; `version` "" passes no --version (an empty number is bad
-        input: docs/steps.md). A `--port`, `--state-dir` or `--timeout` in `extra` replaces this
-        deploy's own (a flag given twice is refused)."""
+        input: docs/steps.md). A `--model-name`, `--port`, `--state-dir` or `--timeout` in
+        `extra` replaces this deploy's own (a flag given twice is refused)."""
         command = [*python, "deploy", "--target", "local"]
         command += ["--version", version] if version else []
-        command += ["--model-name", self.registry.name, "--tracking-uri", self.registry.url]
+        command += ["--tracking-uri", self.registry.url]
         defaults = {
+            "--model-name": self.registry.name,
             "--port": str(self.port),
             "--state-dir": str(self.state_dir),
             "--timeout": "240",
@@ -189,9 +192,9 @@ def outputs(result: subprocess.CompletedProcess) -> dict[str, str]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """Assert the step failed with exactly one `error:` line on stderr, and return it."""
-    assert result.returncode == 1, result.stdout + result.stderr
+def one_line_error(result: subprocess.CompletedProcess, code: int = EXIT_FAILED) -> str:
+    """Assert the step failed (exit `code`) with exactly one `error:` line on stderr; return it."""
+    assert result.returncode == code, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
@@ -261,14 +264,18 @@ def test_local_deploy_swaps_versions_and_keeps_serving_through_bad_ones(
     assert outputs(local_deploy.run(v2)) == {"served-version": v2, "changed": "false"}
     assert local_deploy.state_text() == state_before
 
-    # A model that cannot load, one that predicts NaN, one that is not registered: v2 stays.
+    # A model that cannot load, one that predicts NaN, one that is not registered (bad input):
+    # v2 stays.
     causes = {
-        broken: f"server exited with code 1; see {local_deploy.state_dir}/server-v{broken}-",
-        nan: "non-numeric or non-finite predictions",
-        "99": "is not registered",
+        broken: (
+            f"server exited with code 1; see {local_deploy.state_dir}/server-v{broken}-",
+            EXIT_FAILED,
+        ),
+        nan: ("non-numeric or non-finite predictions", EXIT_FAILED),
+        "99": ("is not registered", EXIT_BAD_INPUT),
     }
-    for bad, cause in causes.items():
-        assert cause in one_line_error(local_deploy.run(bad))
+    for bad, (cause, code) in causes.items():
+        assert cause in one_line_error(local_deploy.run(bad), code)
         assert local_deploy.state_text() == state_before
         assert running_server(local_deploy.state_dir) == second
         assert local_deploy.predict() == pytest.approx(expected(V2))
@@ -883,6 +890,61 @@ def _assert_serves_as_before(served: Served) -> None:
     assert served.deploy.predict() == pytest.approx(expected(V1))
 
 
+# A deploy to another port than the served model's that cannot serve there, with its error line
+# (exit 2: bad input, found before anything is stopped or started; 1: the new server failed).
+MOVE_FAILURES = {
+    "version not registered": (lambda s: ["99"], "is not registered", EXIT_BAD_INPUT),
+    "no such model": (
+        lambda s: [s.server.version, "--model-name", f"no-such-{uuid.uuid4().hex[:8]}"],
+        "is not registered",
+        EXIT_BAD_INPUT,
+    ),
+    "ping times out": (
+        lambda s: [s.next_version, "--timeout", "0.5"],
+        "did not answer 200 within 0.5s",
+        EXIT_FAILED,
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", MOVE_FAILURES)
+def test_a_deploy_to_another_port_that_fails_leaves_the_served_model_serving(
+    served: Served, case: str
+) -> None:
+    """The served model serves, and the state file names it, until the new one answers /ping and
+    predicts on its own port; a deploy that fails before leaves both as they were, and nothing on
+    the port asked for (before: the served model was stopped first, as a "stray", and nothing was
+    served after the failure; a version not registered was exit 1)."""
+    args, words, code = MOVE_FAILURES[case]
+    port = free_port()
+
+    line = one_line_error(served.deploy.run(*args(served), "--port", str(port)), code)
+
+    assert words in line
+    _assert_serves_as_before(served)
+    assert port_is_free("127.0.0.1", port)
+
+
+@pytest.mark.slow
+def test_a_deploy_to_another_port_whose_front_fails_leaves_the_served_model_serving(
+    served: Served,
+) -> None:
+    """The new version is proven, then its front on the new port fails to start: the new server
+    is stopped, and the served model still serves, recorded, through its own front."""
+    port = free_port()
+
+    failed = served.deploy.run_with_fault(
+        served.next_version, "starting the front", "bug", "--port", str(port)
+    )
+
+    assert failed.returncode != 0 and "a bug" in failed.stderr, failed.stderr
+    _assert_serves_as_before(served)
+    assert port_is_free("127.0.0.1", port)
+    copies = str(served.deploy.state_dir.resolve() / "models")
+    assert _serve_pids(copies) == [served.server.pid]  # the new model server was stopped
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("host", ["localhost", "127.1", "127.0.0.1"])
 def test_a_redeploy_to_the_served_address_spelled_otherwise_is_a_redeploy(
@@ -898,3 +960,28 @@ def test_a_redeploy_to_the_served_address_spelled_otherwise_is_a_redeploy(
 
     assert outputs(result) == {"served-version": served.server.version, "changed": "false"}
     _assert_serves_as_before(served)
+
+
+@pytest.mark.slow
+def test_a_deploy_to_another_port_moves_the_served_model_there(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """v1 served on one port, v2 deployed to another: v2 serves there, recorded; v1's server and
+    front are stopped and its port is free."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    outputs(local_deploy.run(v1))
+    first = running_server(local_deploy.state_dir)
+    assert first is not None
+    moved = dataclasses.replace(local_deploy, port=free_port())
+
+    assert outputs(moved.run(v2, "--port", str(moved.port))) == {
+        "served-version": v2,
+        "changed": "true",
+    }
+
+    assert moved.predict() == pytest.approx(expected(V2))
+    served = running_server(local_deploy.state_dir)
+    assert served is not None and (served.version, served.port) == (v2, moved.port)
+    assert not pid_alive(first.pid) and not pid_alive(first.front_pid)
+    assert port_is_free("127.0.0.1", local_deploy.port)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from steps.cli import StepError
+from steps.cli import BadInput, StepError
 
 # MLflow 3 wants the `dataframe_split` body; the old `format=pandas-split` content type is a 415
 # (mlflow 3.17.2 mlflow/pyfunc/scoring_server/__init__.py `invocations`: unrecognized parameters).
@@ -48,7 +48,9 @@ def fetch_verified_model(request: DeployRequest, dst: Path) -> Path:
     this project's served model (steps/model_trust.py); return the model directory.
 
     Raises:
-        StepError: the version is not registered, or is not our served model.
+        BadInput: the registry knows no such version (or no such model): exit 2, as for a bad
+            flag, and every caller asks before it stops or starts anything.
+        StepError: the version is not our served model.
         TransientError: MLflow unreachable, timing out or answering 5xx (exit 75).
     """
     from mlflow import MlflowClient
@@ -62,7 +64,7 @@ def fetch_verified_model(request: DeployRequest, dst: Path) -> Path:
         return verified_model_dir(client, request.model_name, request.version, dst, role="version")
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise StepError(
+            raise BadInput(
                 f"model version {request.model_name}/{request.version} is not registered "
                 f"at {request.tracking_uri}"
             ) from exc

@@ -121,11 +121,13 @@ def deploy_local(
     Order of events, so that a bad version or a registry outage never takes the old one down and
     no request is refused:
     1. download the version into `state_dir/models/`, check it is our served model (the only step
-       that needs MLflow);
+       that needs MLflow; a version it does not know is bad input), before anything is stopped;
     2. start it on a free port of its own, wait for /ping, smoke-test it (the old one still
        serves; a failure ends here);
-    3. point the front at it (rewrite `backend.json`; the first deploy starts the front), record
-       it, then stop the old server, which finishes the requests it has.
+    3. point the front at it (rewrite `backend.json`; the first deploy starts the front, and a
+       deploy to another host:port than the served model's starts and proves one there first),
+       record it, then stop the old server, which finishes the requests it has (and its front,
+       if it listens elsewhere).
     A server started but not yet serving is stopped on every exit path Python sees (an exception,
     Ctrl-C); any other is found again by its command line (`running_server`).
 
@@ -197,28 +199,35 @@ def _deploy_locked(
     problem = serving_problem(host, port, state_dir)
     if problem is not None:  # before anything is stopped: what is served stays served
         raise BadInput(problem)
+    # What serves now, on host:port or elsewhere (a deploy to another --host or --port): it
+    # serves, and the state file names it, until the new version serves on host:port.
+    current = running_server(state_dir)
     old, front = _ours_on(state_dir, host, port)
-    keep = {p for p in (old and old.pid, old and old.front_pid, front and front.pid) if p}
-    for stray in [*_model_servers(state_dir), *_fronts(state_dir)]:
-        if stray.pid not in keep:
-            stop_process_group(stray.pid)  # a leftover of a run killed mid-deploy
-    if old is None:
-        _remove_state(state_dir)  # stale, if any: it names no process of ours
     try:
+        # A version the registry does not know is bad input, found before anything is stopped.
         model_path = _verified_copy(request, state_dir)
+        keep = {p for p in (current and current.pid, current and current.front_pid) if p}
+        for stray in [*_model_servers(state_dir), *_fronts(state_dir)]:
+            if stray.pid not in keep and stray.pid != (front and front.pid):
+                stop_process_group(stray.pid)  # a leftover of a run killed mid-deploy
+        if current is None:
+            _remove_state(state_dir)  # stale, if any: it names no process of ours
         if old is not None and old.model_uri == request.model_uri and _ping(old.url):
             _write_state(state_dir, old)  # repairs the record of a server found by its command line
             return DeployResult(served_version=request.version, changed=False)
         new = _start_and_prove(request, model_path, host, free_port(host), state_dir, timeout)
         try:
-            front_pid = _switch(state_dir, new, front, old, host, port, timeout)
+            front_pid = _switch(state_dir, new, front, old, current, host, port, timeout)
         except BaseException:
             stop_process_group(new.pid)
             raise
         served = dataclasses.replace(new, port=port, backend_port=new.port, front_pid=front_pid)
         _write_state(state_dir, served)
-        if old is not None and old.pid != served.pid:
-            stop_process_group(old.pid)  # SIGTERM: it finishes its requests under way, then exits
+        # SIGTERM: each finishes its requests under way, then exits. Its front too, if it
+        # listens elsewhere (a deploy to another address); one on host:port now serves `new`.
+        for pid in (current.pid, current.front_pid) if current is not None else ():
+            if pid and pid not in (served.pid, front_pid):
+                stop_process_group(pid)
     finally:
         _prune_copies(state_dir)
     return DeployResult(served_version=request.version, changed=True)
@@ -229,15 +238,29 @@ def _switch(
     new: ServedModel,
     front: _Process | None,
     old: ServedModel | None,
+    current: ServedModel | None,
     host: str,
     port: int,
     timeout: float,
 ) -> int:
-    """Point the front at `new` (starting the front if there is none); return the front's PID."""
+    """Point a front on host:port at `new` (starting the front if there is none); return the
+    front's PID. `old` is `current` (what serves now) if it listens on host:port, else None."""
     if front is not None:
         _write_backend(state_dir, new.url)
         return front.pid
-    if old is None:
+    if current is not None and current.front_pid:
+        # A deploy to another address, from a front that serves `current` through the backend
+        # file: the new front starts and is proven through that file's backend too, then both
+        # fronts are moved to `new` (proven already). A front that does not start leaves
+        # `current` served as it was.
+        front_pid = _start_front(state_dir, host, port, timeout)
+        try:
+            _write_backend(state_dir, new.url)
+        except BaseException:
+            stop_process_group(front_pid)
+            raise
+        return front_pid
+    if old is None:  # the first deploy, or a move from a model server without a front
         _write_backend(state_dir, new.url)
         return _start_front(state_dir, host, port, timeout)
     # Served by an older deploy without a front, on the port itself. Where the kernel lets us,
