@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from steps.cli import BadInput, write_outputs
+from steps.cli import BadInput, ReservedOutputs
 from steps.files import blocking_parent, path_problem, what_is_at, write_problem
 from steps.redaction import redact_value, split_http_url
 
@@ -938,15 +938,17 @@ class Stage:
                             "writes there would be read as input; give it a path outside"
                         )
 
+    def reserve_outputs(self, outputs_dir: Path | None) -> ReservedOutputs:
+        """Its declared output parameters' files, reserved in `outputs_dir`
+        (`steps.cli.ReservedOutputs`): enter it before the stage changes anything, `write` them
+        after; a missing or extra output is a bug (ValueError)."""
+        return ReservedOutputs(outputs_dir, [o.name for o in self.outputs])
+
     def write_outputs(self, outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
-        """`steps.cli.write_outputs`, once `outputs` are checked to be exactly the declared ones
-        (the Argo template reads each of them, so a missing or extra one is a bug: ValueError)."""
-        declared = [o.name for o in self.outputs]
-        if sorted(outputs) != sorted(declared):
-            raise ValueError(
-                f"stage {self.name} wrote outputs {sorted(outputs)}; declared {sorted(declared)}"
-            )
-        write_outputs(outputs_dir, outputs)
+        """`reserve_outputs` and `write` at once, for a stage that changes nothing outside its
+        own files."""
+        with self.reserve_outputs(outputs_dir) as reserved:
+            reserved.write(outputs)
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise BadInput("--stop stops what is served: not with --version or --alias")
             from steps.deploy_targets.local import stop_local
 
-            stopped = stop_local(args.state_dir, timeout=args.timeout)
-            DEPLOY.write_outputs(args.outputs_dir, {"served-version": "none", "changed": stopped})
+            with DEPLOY.reserve_outputs(args.outputs_dir) as outputs:  # before the server stops
+                stopped = stop_local(args.state_dir, timeout=args.timeout)
+                outputs.write({"served-version": "none", "changed": stopped})
             return
         if args.version is not None and args.alias is not None:
             raise BadInput("pass --version or --alias, not both: one model version to serve")
@@ -185,16 +186,16 @@ def main(argv: list[str] | None = None) -> int:
 
         # MLflow's bounded retries and timeouts, as in the other steps (steps/tracking.py): a dead
         # tracking server fails the step in seconds (exit 75), not after MLflow's ~250 s default.
-        with mlflow_session(settings) as client:
-            if args.alias is None:
-                result = serve(canonical_version(args.version))
-            else:
-                result = serve_alias(
-                    lambda: _alias_version(client, settings.model_name, args.alias),
-                    serve, f"alias {args.alias!r} of {settings.model_name!r}",
-                )  # fmt: skip
-        DEPLOY.write_outputs(
-            args.outputs_dir, {"served-version": result.served_version, "changed": result.changed}
-        )
+        # The outputs' room first: a full disk fails before another model is served.
+        with DEPLOY.reserve_outputs(args.outputs_dir) as outputs:
+            with mlflow_session(settings) as client:
+                if args.alias is None:
+                    result = serve(canonical_version(args.version))
+                else:
+                    result = serve_alias(
+                        lambda: _alias_version(client, settings.model_name, args.alias),
+                        serve, f"alias {args.alias!r} of {settings.model_name!r}",
+                    )  # fmt: skip
+            outputs.write({"served-version": result.served_version, "changed": result.changed})
 
     return run(body)

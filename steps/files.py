@@ -10,8 +10,9 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any, BinaryIO
 
 from steps.cli import StepError, one_line
@@ -60,6 +61,103 @@ def write_atomically(
 def write_text_atomically(path: Path, text: str, *, mode: int = ARTIFACT_MODE) -> Path:
     """`write_atomically` for text (UTF-8)."""
     return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode=mode)
+
+
+# Room given to each reserved file (`ReservedFiles`): an output parameter is a version, a run
+# id, a model URI or a one-line reason, far shorter.
+RESERVED_BYTES = 4096
+
+
+class ReservedFiles:
+    """Files given their room before a stage changes anything (registers a version, moves an
+    alias, serves or stops a model) and their text after, so a full disk fails the stage before
+    the change, never after it (promote moved `champion`, then could not write its outputs).
+
+    Entering makes, for each name, a temporary file in `directory` (created if needed) holding
+    `RESERVED_BYTES` allocated with posix_fallocate(3) (glibc writes zeros where the file system
+    has no fallocate); `fill` writes each text at its start, cuts the rest and renames every
+    file to its name: text that fits is written into blocks the file already has, and a rename
+    within one directory needs none. Leaving the `with` block without `fill` removes the
+    temporary files and the directories it created, leaving the old files as they were.
+
+    Raises (entering, `fill`):
+        StepError: a file cannot be made or written (no space, a quota, a read-only file
+            system), naming it; nothing is left behind.
+    """
+
+    def __init__(self, directory: Path, names: Sequence[str], mode: int = ARTIFACT_MODE) -> None:
+        self.directory = Path(directory)
+        self.names = tuple(names)
+        self.mode = mode
+        self._made: dict[str, tuple[int, Path]] = {}  # name -> (descriptor, temporary path)
+        self._created: list[Path] = []  # directories made here, deepest last
+
+    def __enter__(self) -> ReservedFiles:
+        target = self.directory
+        try:
+            missing = [p for p in (self.directory, *self.directory.parents) if not p.exists()]
+            for folder in reversed(missing):
+                target = folder
+                folder.mkdir()
+                self._created.append(folder)
+            for name in self.names:
+                target = self.directory / name
+                handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
+                self._made[name] = (handle, Path(tmp))
+                os.fchmod(handle, self.mode)  # mkstemp makes it 0600
+                os.posix_fallocate(handle, 0, RESERVED_BYTES)
+        except OSError as exc:
+            self._discard()
+            raise StepError(f"cannot write {target}: {one_line(exc)}") from exc
+        return self
+
+    def fill(self, texts: Mapping[str, str]) -> None:
+        """Write `texts` (UTF-8), one per reserved name, and rename them into place.
+
+        Raises:
+            ValueError: the names of `texts` are not the reserved ones (a bug).
+        """
+        if sorted(texts) != sorted(self.names):
+            raise ValueError(f"reserved files {sorted(self.names)}; given {sorted(texts)}")
+        target = self.directory
+        try:
+            for name, text in texts.items():
+                target = self.directory / name
+                handle, _ = self._made[name]
+                data = text.encode("utf-8")
+                written = 0
+                while written < len(data):
+                    written += os.pwrite(handle, data[written:], written)
+                os.ftruncate(handle, len(data))
+            for name in self.names:
+                target = self.directory / name
+                handle, tmp = self._made.pop(name)
+                os.close(handle)
+                tmp.replace(target)
+        except OSError as exc:
+            raise StepError(f"cannot write {target}: {one_line(exc)}") from exc
+        self._created.clear()  # they hold the files now
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        """Close and remove the temporary files left, then the directories made (if empty)."""
+        for handle, tmp in self._made.values():
+            os.close(handle)
+            tmp.unlink(missing_ok=True)
+        self._made.clear()
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # something else was put there meanwhile: leave it
+        self._created.clear()
 
 
 def what_is_at(path: Path) -> str | None:

@@ -796,12 +796,16 @@ def main(argv: list[str] | None = None) -> int:
         def say(line: str) -> None:
             print(line, file=sys.stderr)
 
-        # Two local promotes of one release take turns (the second judges against the first's
-        # champion) instead of one refusing on the other's claim.
-        with release_lock(settings.tracking_uri, settings.model_name, RELEASE_LOCK_TIMEOUT_S, say):
-            decision = promote_if_better(
-                settings, version, holdout, args.tolerance, args.claim_lease, args.trust_units
-            )
-        PROMOTE.write_outputs(args.outputs_dir, decision.outputs())
+        # The outputs' room first: a full disk fails before `champion` moves, not after.
+        with PROMOTE.reserve_outputs(args.outputs_dir) as outputs:
+            # Two local promotes of one release take turns (the second judges against the
+            # first's champion) instead of one refusing on the other's claim.
+            with release_lock(
+                settings.tracking_uri, settings.model_name, RELEASE_LOCK_TIMEOUT_S, say
+            ):
+                decision = promote_if_better(
+                    settings, version, holdout, args.tolerance, args.claim_lease, args.trust_units
+                )
+            outputs.write(decision.outputs())
 
     return run(body)

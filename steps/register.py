@@ -336,21 +336,21 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         args = REGISTER.parse(argv)
         settings = MlflowSettings.from_args(args)
-        registered = register_version(
-            settings,
-            args.run_id,
-            args.model_uri,
-            provenance_tags(
-                data_hash=args.data_hash,
-                data_source=args.data_source,
-                code_version=args.code_version,
-                workflow_name=args.workflow_name,
-                workflow_uid=args.workflow_uid,
-            ),
-        )
-        print(registered.note(), file=sys.stderr)
-        REGISTER.write_outputs(
-            args.outputs_dir, {"model-name": registered.name, "version": registered.version}
-        )
+        # The outputs' room first: a full disk fails before a version is registered.
+        with REGISTER.reserve_outputs(args.outputs_dir) as outputs:
+            registered = register_version(
+                settings,
+                args.run_id,
+                args.model_uri,
+                provenance_tags(
+                    data_hash=args.data_hash,
+                    data_source=args.data_source,
+                    code_version=args.code_version,
+                    workflow_name=args.workflow_name,
+                    workflow_uid=args.workflow_uid,
+                ),
+            )
+            print(registered.note(), file=sys.stderr)
+            outputs.write({"model-name": registered.name, "version": registered.version})
 
     return run(body)

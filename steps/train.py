@@ -547,25 +547,27 @@ def main(argv: list[str] | None = None) -> int:
             parts = select_parts(found, args.parts)
         except StepError as exc:
             raise StepError(f"{exc}; {MISSING_PART_HINT}") from None
-        result = train_on_parts(
-            parts,
-            settings,
-            config,
-            data_hash=args.data_hash,
-            data_source=args.data_source,
-            holdout_out=args.holdout_out,
-            plot_out=args.plot_out,
-        )
-        outputs = {
-            "run-id": result.run_id,
-            "model-uri": result.model_uri,
-            "rmse": repr(result.metrics.rmse),
-            "mae": repr(result.metrics.mae),
-            "r2": repr(result.metrics.r2),
-            "data-hash": args.data_hash
-            or combined_hash([(p.name, p.fetched_hash) for p in parts])
-            or "",
-        }
-        TRAIN.write_outputs(args.outputs_dir, outputs)
+        # The outputs' room first: a full disk fails before a run is logged to MLflow.
+        with TRAIN.reserve_outputs(args.outputs_dir) as outputs:
+            result = train_on_parts(
+                parts,
+                settings,
+                config,
+                data_hash=args.data_hash,
+                data_source=args.data_source,
+                holdout_out=args.holdout_out,
+                plot_out=args.plot_out,
+            )
+            written = {
+                "run-id": result.run_id,
+                "model-uri": result.model_uri,
+                "rmse": repr(result.metrics.rmse),
+                "mae": repr(result.metrics.mae),
+                "r2": repr(result.metrics.r2),
+                "data-hash": args.data_hash
+                or combined_hash([(p.name, p.fetched_hash) for p in parts])
+                or "",
+            }
+            outputs.write(written)
 
     return run(body)

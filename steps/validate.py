@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         args = VALIDATE.parse(argv)
         policy = ValidationPolicy(args.min_rows, args.rain_only, args.dewp_tolerance)
-        outputs = validate_file(args.input, args.output, args.report, policy)
-        VALIDATE.write_outputs(args.outputs_dir, outputs)
+        with VALIDATE.reserve_outputs(args.outputs_dir) as outputs:  # a full disk fails first
+            outputs.write(validate_file(args.input, args.output, args.report, policy))
 
     return run(body)

@@ -186,11 +186,17 @@ def step_env(**extra: str) -> dict[str, str]:
 
 
 def run_step(
-    stage: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    stage: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    full_disk: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m steps <stage> args...` in a subprocess from the repository root."""
+    """Run `python -m steps <stage> args...` in a subprocess from the repository root; with
+    `full_disk`, as if the disk under that directory were full (tests/full_disk.py)."""
+    runner = ["steps"] if full_disk is None else ["tests.full_disk", str(full_disk)]
     return subprocess.run(
-        [sys.executable, "-m", "steps", stage, *args],
+        [sys.executable, "-m", *runner, stage, *args],
         cwd=REPO,
         env=env if env is not None else step_env(),
         capture_output=True,

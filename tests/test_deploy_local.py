@@ -298,6 +298,29 @@ def test_stop_local_stops_the_server_by_pid(registry: Registry, local_deploy: Lo
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("change", ["serve v2", "stop"])
+def test_a_full_disk_for_the_outputs_fails_before_what_is_served_changes(
+    change: str, registry: Registry, local_deploy: LocalDeploy, tmp_path: Path
+) -> None:
+    """The outputs' files get their room before another model is served or the server stops
+    (before: v2 was served, or the server stopped, then writing the outputs failed)."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    outputs(local_deploy.run(v1))
+    before = local_deploy.state_text()
+    full = tmp_path / "full"
+    version, extra = (v2, ()) if change == "serve v2" else ("", ("--stop",))
+    runner = [sys.executable, "-m", "tests.full_disk", str(full)]
+    result = local_deploy._run(runner, version, *extra, "--outputs-dir", str(full / "o"))
+
+    line = one_line_error(result)
+    assert f"cannot write {full / 'o'}" in line and "No space left on device" in line
+    assert local_deploy.state_text() == before
+    assert local_deploy.predict() == pytest.approx(expected(V1))
+    assert not full.exists()
+
+
+@pytest.mark.slow
 def test_the_servers_serve_without_mlflow_s_or_argo_s_credentials(
     registry: Registry, local_deploy: LocalDeploy
 ) -> None:

@@ -405,6 +405,24 @@ def test_promote_cli_writes_outputs(trained: Trained, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_full_disk_for_the_outputs_fails_promote_before_champion_moves(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """The outputs' files get their room before the alias moves (before: `champion` moved, then
+    writing the outputs failed)."""
+    settings, (good,) = _fresh(trained, trained.good)
+    outputs = tmp_path / "outputs"
+    args = ["--version", good, "--holdout", str(trained.holdout_path), "--outputs-dir"]
+    args += [str(outputs), "--tracking-uri", settings.tracking_uri]
+    result = run_step("promote", *args, "--model-name", settings.model_name, full_disk=tmp_path)
+    assert f"cannot write {outputs}" in error_line(result, EXIT_FAILED)
+    assert "No space left on device" in result.stderr
+    assert _aliases(settings) == {}
+    assert "gate.decision" not in _tags(settings, good)
+    assert not outputs.exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "message"),
     [

@@ -153,6 +153,24 @@ def test_register_cli_writes_the_version(tracking: MlflowSettings, tmp_path: Pat
     assert version.tags["workflow.uid"] == "w-1"
 
 
+def test_a_full_disk_for_the_outputs_fails_before_a_version_is_registered(
+    tracking: MlflowSettings, tmp_path: Path
+) -> None:
+    """The outputs' files get their room before the version is made (before: a version was
+    registered, then writing the outputs failed)."""
+    result = _train(tracking)
+    outputs = tmp_path / "full" / "outputs"
+    args = ["--run-id", result.run_id, "--model-uri", result.model_uri, "--tracking-uri"]
+    args += [tracking.tracking_uri, "--model-name", "full-disk", "--outputs-dir", str(outputs)]
+    done = run_step("register", *args, full_disk=tmp_path / "full")
+    assert f"cannot write {tmp_path / 'full'}" in error_line(done)
+    assert "No space left on device" in done.stderr
+    assert (
+        mlflow.MlflowClient(tracking.tracking_uri).search_model_versions("name='full-disk'") == []
+    )
+    assert not outputs.exists()
+
+
 def test_register_cli_errors_are_one_line(tracking: MlflowSettings) -> None:
     no_uri = run_step("register", "--run-id", "a" * 32, env=step_env())
     assert "no MLflow tracking URI" in error_line(no_uri, EXIT_BAD_INPUT)

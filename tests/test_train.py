@@ -293,6 +293,28 @@ def test_train_cli_writes_outputs_and_files(tracking: MlflowSettings, tmp_path: 
     assert len(pd.read_parquet(tmp_path / "out" / "holdout.parquet")) == len(holdout_rows)
 
 
+def test_a_full_disk_for_the_outputs_fails_train_before_a_run_is_logged(
+    tracking: MlflowSettings, tmp_path: Path
+) -> None:
+    """The outputs' files get their room first (before: a run was logged to MLflow, then
+    writing the outputs failed)."""
+    dataset = write_dataset(dewpoint_frame(rows=300, seed=9), tmp_path / "in" / "v.parquet")
+    full = tmp_path / "full"
+    result = run_step(
+        "train", "--input", str(dataset),
+        "--holdout-out", str(tmp_path / "out" / "holdout.parquet"),
+        "--plot-out", str(tmp_path / "out" / "fit.png"),
+        "--tracking-uri", tracking.tracking_uri, "--experiment", tracking.experiment,
+        "--outputs-dir", str(full / "outputs"), full_disk=full,
+    )  # fmt: skip
+    assert f"cannot write {full / 'outputs'}" in error_line(result)
+    assert "No space left on device" in result.stderr
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    assert client.search_runs([experiment.experiment_id]) == []
+    assert not full.exists()
+
+
 @pytest.mark.parametrize(
     ("kind", "message"),
     [

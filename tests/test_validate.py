@@ -24,9 +24,11 @@ from tests.conftest import assert_bad_input, assert_one_line_error
 from tests.model_helpers import (
     ROW_EDITS,
     edit_rows,
+    error_line,
     gsod_access_csv,
     in_celsius,
     mixed_units,
+    run_step,
     station_year,
     summer,
 )
@@ -131,6 +133,21 @@ def test_synthetic_data_passes(tmp_path: Path, run_validate: RunValidate) -> Non
     assert code == 0
     assert int(outputs["row-count"]) + int(outputs["dropped-rows"]) == 2000
     assert report["removed_dewp_above_temp"] == 0
+
+
+def test_a_full_disk_for_the_outputs_fails_validate_before_its_work(tmp_path: Path) -> None:
+    """The outputs' files get their room first (before: validate read, checked and wrote the
+    whole dataset, then failed writing its outputs)."""
+    dataset = fetched(tmp_path, "--source", "synthetic", "--rows", "2000")
+    out = tmp_path / "full"
+    result = run_step(
+        "validate", "--input", str(dataset), "--output", str(out / "validated.parquet"),
+        "--report", str(out / "validation.json"), "--outputs-dir", str(out / "outputs"),
+        full_disk=out,
+    )  # fmt: skip
+    assert f"cannot write {out / 'outputs'}" in error_line(result)
+    assert "No space left on device" in result.stderr
+    assert not out.exists()
 
 
 def test_every_broken_rule_is_listed_with_counts(tmp_path: Path, run_validate: RunValidate) -> None:
