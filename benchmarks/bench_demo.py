@@ -54,7 +54,7 @@ def measure(root: Path, runs: int) -> list[dict[str, float]]:
 
 def main() -> None:
     """Print the per-phase table and the ratio of each run to the goal."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--runs", type=int, default=2, help="demo runs (first is cold)")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]

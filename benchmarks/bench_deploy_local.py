@@ -93,7 +93,7 @@ def timed(label: str, action) -> float:
 
 def main() -> None:
     """Deploy v1, swap to v2 while watching /ping, deploy v2 again; print figures and ratios."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--timeout", type=float, default=300.0, help="per-server /ping timeout")
     parser.add_argument(
         "--rate-seconds", type=float, default=10.0, help="load time for each answers/s figure"

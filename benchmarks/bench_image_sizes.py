@@ -101,7 +101,7 @@ def build_docker_estimate(work: Path, base: str, ca_bundle: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Print each image's size, its size above the base, and the ratio to build-docker's."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--base", default="local/python-base:trixie", help="base image")
     parser.add_argument(
         "--ca-bundle",

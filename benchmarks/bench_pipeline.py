@@ -143,7 +143,7 @@ def phase_train(validated: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Generate (or take --dir), run every phase in a child process, print a table and ratios."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--scale", type=int, default=1, help="years of GSOD-sized data (1, 4, 16)")
     parser.add_argument("--dir", type=Path, help="existing GSOD files instead of generated ones")
     parser.add_argument(

@@ -425,7 +425,7 @@ def verdict(growth: float, factor: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every scale (generating or reusing cached files), print the tables and growth."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--scales", default="1,4,16", help="comma list of years (default 1,4,16)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per scale")
     parser.add_argument(

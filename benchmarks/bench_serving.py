@@ -471,7 +471,7 @@ def stop_on_exit(servers: list[Server]) -> Iterator[None]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A/B/C (default 3)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rows", default="1,1000", help="rows per request, comma list")

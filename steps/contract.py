@@ -719,9 +719,7 @@ class Stage:
 
     def parser(self) -> argparse.ArgumentParser:
         """The argparse parser: every value a string, checked afterwards by `parse`."""
-        parser = OneLineParser(
-            prog=f"python -m steps {self.name}", description=self.help, allow_abbrev=False
-        )
+        parser = OneLineParser(prog=f"python -m steps {self.name}", description=self.help)
         groups: dict[str | None, Any] = {None: parser}
         for flag in self.all_flags:
             if flag.group not in groups:
@@ -1184,16 +1182,30 @@ def _parameter_default(flag: Flag) -> str:
     return flag.parameter_default if flag.parameter_default is not None else flag.default_text()
 
 
+def _once(parser: Any, action: argparse.Action, option_string: str | None) -> None:
+    """Refuse `action`'s option when this parse has seen it already (`OneLineParser`)."""
+    given = getattr(parser, "_given_options", None)
+    if given is not None and option_string is not None:
+        if action.dest in given:
+            parser.error(f"argument {'/'.join(action.option_strings)}: given twice; give it once")
+        given.add(action.dest)
+
+
 class _StoreOnce(argparse._StoreAction):
     """argparse's `store` action, refusing an option given twice: argparse keeps the last one
     silently (`--rows=5 --rows=abc`, as a template's args written by hand may hold it)."""
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
-        given = getattr(parser, "_given_options", None)
-        if given is not None and option_string is not None:
-            if self.dest in given:
-                parser.error(f"argument {'/'.join(self.option_strings)}: given twice; give it once")
-            given.add(self.dest)
+        _once(parser, self, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _StoreTrueOnce(argparse._StoreTrueAction):
+    """argparse's `store_true` action, refusing a switch given twice (`deploy --stop --stop`),
+    as `_StoreOnce` refuses an option with a value."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        _once(parser, self, option_string)
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -1203,13 +1215,16 @@ class OneLineParser(argparse.ArgumentParser):
     Every command line of the project uses it (the stages, submit.py, the demo, the local
     runner), so an unknown flag or a bad value is one `error:` line from `steps.cli.run`. Parse
     inside the body given to `run`, or the BadInput escapes as a traceback. An option that
-    takes one value may be given once (`_StoreOnce`).
+    takes one value, and a switch, may be given once (`_StoreOnce`, `_StoreTrueOnce`). No
+    option may be abbreviated (`allow_abbrev` is always False): `--ren` for `--render` would
+    change meaning the day another flag starts with the same letters.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+        self.register("action", "store_true", _StoreTrueOnce)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
         """argparse's, counting the options given (`_StoreOnce`) afresh for each parse."""

@@ -6,12 +6,21 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from steps.cli import StepError, run
 from steps.contract import OneLineParser, fill_generated, generated_blocks
 from steps.stages import DOCUMENTED, WORKFLOW_PARAMETERS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m steps.docs` command line."""
+    parser = OneLineParser(prog="python -m steps.docs", description=__doc__)
+    parser.add_argument("path", type=Path, help="the Markdown file, e.g. docs/steps.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     """
 
     def body() -> int:
-        parser = OneLineParser(prog="python -m steps.docs", description=__doc__)
-        parser.add_argument("path", type=Path, help="the Markdown file, e.g. docs/steps.md")
-        parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         text = args.path.read_text()
         try:
             current = fill_generated(text, generated_blocks(DOCUMENTED, WORKFLOW_PARAMETERS))

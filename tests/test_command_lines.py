@@ -7,11 +7,15 @@ parse with the same OneLineParser and the same kinds (steps/contract.py)."""
 
 from __future__ import annotations
 
+import argparse
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from steps.cli import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +54,19 @@ BAD += [
     ("submit", ["--render", "other"], "argument --render: given twice; give it once"),
     ("demo", ["--root", "a", "--root", "b"], "argument --root: given twice; give it once"),
     ("local runner", ["--backend", "process", "--backend", "docker"], "argument --backend: given"),
+]
+# A switch given twice, as an option with a value: `--local --local` was taken as one.
+BAD += [
+    ("submit", ["--wait", "--wait"], "argument --wait: given twice; give it once"),
+    ("docs", ["--check"], "argument --check: given twice; give it once"),
+    ("submit", ["--insecure-skip-verify"] * 2, "argument --insecure-skip-verify: given twice"),
+]
+# An abbreviation is no option (`--ren` was read as `--render`).
+BAD += [
+    ("submit", ["--pol", "5"], "unrecognized arguments: '--pol'"),
+    ("docs", ["--che"], "unrecognized arguments: '--che'"),
+    ("local runner", ["--back", "docker"], "unrecognized arguments: '--back'"),
+    ("demo", ["--ro", "x"], "unrecognized arguments: '--ro'"),
 ]
 
 
@@ -132,3 +149,69 @@ def test_a_bad_port_in_the_environment_is_one_error_line_and_exit_2(
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"error: {variable}=") and proc.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    """The parser of every command line: each stage's, submit.py's, the demo's, the local
+    runner's and steps.docs'."""
+    from steps.docs import build_parser as docs_parser
+    from steps.stages import STAGES
+    from workflows import demo, submit
+    from workflows.local_runner.__main__ import build_parser as runner_parser
+
+    parsers = {f"steps {name}": stage.parser() for name, stage in STAGES.items()}
+    parsers |= {"submit": submit.build_parser(), "demo": demo.build_parser()}
+    return parsers | {"local runner": runner_parser(), "docs": docs_parser()}
+
+
+PARSERS = _parsers()
+
+
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+@pytest.mark.parametrize("door", sorted(PARSERS))
+def test_no_command_line_takes_an_abbreviated_option(door: str) -> None:
+    """`submit.py --ren out` rendered: an abbreviation changes meaning the day another flag
+    starts with the same letters. Each long option cut by one letter is no option."""
+    parser = PARSERS[door]
+    assert parser.allow_abbrev is False
+    options = _long_options(parser)
+    for option in options:
+        cut = option[:-1]
+        if len(cut) > 2 and cut not in options:
+            assert parser._parse_optional(cut) == (None, cut, None), (door, cut)
+
+
+@pytest.mark.parametrize("door", sorted(PARSERS))
+def test_no_command_line_takes_a_switch_twice(door: str) -> None:
+    """`deploy --stop --stop` and `submit.py --local --local` were taken as one switch; every
+    switch (and every option with a value) is refused when given twice."""
+    parser = PARSERS[door]
+    for action in parser._actions:
+        if not action.option_strings or action.nargs != 0 or "--help" in action.option_strings:
+            continue
+        option = action.option_strings[-1]
+        with pytest.raises(BadInput, match=f"argument .*{option}: given twice; give it once"):
+            parser.parse_known_args([option, option])
+
+
+def test_every_argument_parser_of_the_repository_takes_no_abbreviation() -> None:
+    """Outside OneLineParser (which always sets it), every argparse parser says
+    allow_abbrev=False: the benchmarks' command lines too."""
+    missing = []
+    for path in ROOT.rglob("*.py"):
+        if {".venv", "tests", ".git"} & set(path.relative_to(ROOT).parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", getattr(node.func, "id", None))
+            if name != "ArgumentParser":
+                continue
+            said = {k.arg: k.value for k in node.keywords}
+            value = said.get("allow_abbrev")
+            if not (isinstance(value, ast.Constant) and value.value is False):
+                missing.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert missing == []
