@@ -597,6 +597,15 @@ class Flag:
                 return self.default
             said = "empty" if not raw else "blank (only white space)"
             raise BadInput(f"{source} is {said}: {self.expected()}")
+        if raw != text and choices_of(self.kind) is not None:
+            # One of a fixed list (a boolean, a choice) is taken as given, as Argo's enum check
+            # takes it (v4.1.2 workflow/validate/validate.go validateArgumentsValues) and as
+            # check-parameters does (`given_value_problem`): `--trust-units 'true '` passed
+            # promote and was refused by check-parameters.
+            raise BadInput(
+                f"{source} {_shown(raw)}: must be {self.kind.describe()}, without white space "
+                "at either end"
+            )
         try:
             # A visible name is checked as given: its ends are part of it (Text.visible).
             return self.kind.parse(raw if getattr(self.kind, "visible", False) else text)

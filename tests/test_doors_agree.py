@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from steps import check_parameters
-from steps.cli import EXIT_BAD_INPUT
-from steps.stages import CHECK_PARAMETERS, VALIDATE
+from steps.cli import EXIT_BAD_INPUT, BadInput
+from steps.contract import Flag, choices_of
+from steps.stages import CHECK_PARAMETERS, STAGES, VALIDATE
 from tests.conftest import assert_bad_input
 from tests.fake_argo import FakeArgo
 from workflows import demo, submit
@@ -166,3 +168,35 @@ def test_a_data_key_has_one_spelling_per_value() -> None:
     url = "https://127.0.0.1:9/gsod"
     assert key(**{"gsod-base-url": "HTTPS" + url[5:]}) == key(**{"gsod-base-url": url})
     assert key(**{"rain-only": "true"}) != key(**{"rain-only": "false"})
+
+
+# Every flag of a fixed list (a boolean, a choice) of every stage, with one of its values padded.
+FIXED_LIST_FLAGS = [
+    (stage.name, flag) for stage in STAGES.values() for flag in stage.flags if choices_of(flag.kind)
+]
+
+
+@pytest.mark.parametrize("pad", ["{} ", " {}", "\t{}\t"])
+@pytest.mark.parametrize(
+    ("stage", "flag"), FIXED_LIST_FLAGS, ids=[f"{s} {f.option}" for s, f in FIXED_LIST_FLAGS]
+)
+def test_a_value_of_a_fixed_list_is_taken_as_given_by_its_stage_as_by_check_parameters(
+    stage: str, flag: Flag, pad: str
+) -> None:
+    """`promote --trust-units 'true '` was taken as true, while check-parameters (and Argo's
+    enum check) refuse `trust-units=true `: the step's own command line and its environment
+    variable refuse it too."""
+    value = pad.format(choices_of(flag.kind)[0])
+    # What the stage's parse does with each flag: read it (command line, else environment)
+    # and convert it; its required flags are not given here, so one flag at a time.
+    for argv, env in (([flag.option, value], {}), ([], {flag.env: value} if flag.env else None)):
+        if env is None:
+            continue
+        namespace = STAGES[stage].parser().parse_args(argv)
+        raw, source = flag.given(namespace, env)
+        source = source or flag.option
+        with pytest.raises(BadInput, match=rf"{re.escape(source)} .*without white space at"):
+            flag.convert(raw, source)
+    if flag.parameter:
+        code, err = _outcome(lambda: check_parameters.main([f"--{flag.parameter}={value}"]))
+        assert_bad_input(code, err, f"workflow parameter {flag.parameter}", "white space")
