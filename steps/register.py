@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.cli import StepError, one_line, run
+from steps.cli import BadInput, StepError, one_line, run
 from steps.model import MODEL_ARTIFACT_NAME
 from steps.redaction import redact
 from steps.revision import TAG_GIT_COMMIT, TAG_GIT_DIRTY, source_revision
@@ -96,6 +96,44 @@ def provenance_tags(
     return {k: v for k, v in tags.items() if v}
 
 
+def run_of_model(client: Any, model_uri: str) -> str | None:
+    """The id of the run that logged the model `model_uri` names (None: a model logged outside
+    a run): `runs:/<run id>/...`, `models:/<model id>` (train's `model-uri`), `models:/<name>/
+    <version>` or `models:/<name>@<alias>`, read as MLflow reads them (mlflow 3.17.2
+    mlflow/tracking/_model_registry/fluent.py `_register_model`, mlflow/store/artifact/utils/
+    models.py `_parse_model_uri`).
+
+    Raises:
+        BadInput: a URI of another kind (a path, `s3://`, `models:/<name>/latest` or a stage,
+            which name no one model), or one naming a model MLflow does not have.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+    from mlflow.store.artifact.utils.models import _parse_model_uri, is_models_uri
+
+    try:
+        if RunsArtifactRepository.is_runs_uri(model_uri):
+            return str(RunsArtifactRepository.parse_runs_uri(model_uri)[0])
+        parsed = _parse_model_uri(model_uri) if is_models_uri(model_uri) else None
+        if parsed is not None and parsed.model_id:
+            return client.get_logged_model(parsed.model_id).source_run_id
+        if parsed is not None and parsed.name and (parsed.version or parsed.alias):
+            version = (
+                client.get_model_version(parsed.name, parsed.version)
+                if parsed.version
+                else client.get_model_version_by_alias(parsed.name, parsed.alias)
+            )
+            return version.run_id
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise BadInput(f"--model-uri {model_uri}: {one_line(exc)}") from None
+    raise BadInput(
+        f"--model-uri {model_uri} names no one run's model: give runs:/<run-id>/model or "
+        "train's model-uri (models:/<model id>)"
+    )
+
+
 def register_version(
     settings: MlflowSettings,
     run_id: str,
@@ -140,6 +178,14 @@ def register_version(
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise StepError(f"run {run_id} not found at {settings.tracking_uri}") from exc
             raise
+        # Before anything is created: a version's run and its model must be one (a version of
+        # run A's model tagged with run B's data was left behind before).
+        model_run = run_of_model(client, model_uri)
+        if model_run != run_id:
+            raise BadInput(
+                f"--model-uri {model_uri} is the model of run {model_run}, not of --run-id "
+                f"{run_id}: give the run-id and model-uri one train run wrote"
+            )
         all_tags = {
             key: training_run.data.tags[key]
             for key in (

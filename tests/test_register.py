@@ -171,6 +171,31 @@ def test_a_full_disk_for_the_outputs_fails_before_a_version_is_registered(
     assert not outputs.exists()
 
 
+@pytest.mark.parametrize("form", ["train's model-uri", "runs:/", "models:/name/version", "path"])
+def test_a_model_uri_of_another_run_is_refused_before_anything_is_registered(
+    form: str, tracking: MlflowSettings
+) -> None:
+    """`--run-id A --model-uri <B's model>` registered B's model as a version of run A."""
+    ours, theirs = _train(tracking, seed=1), _train(tracking, seed=2)
+    model_uri = {
+        "train's model-uri": theirs.model_uri,
+        "runs:/": f"runs:/{theirs.run_id}/model",
+        "models:/name/version": "models:/other/1",
+        "path": "/tmp/model",
+    }[form]
+    if form == "models:/name/version":
+        other = MlflowSettings(tracking.tracking_uri, model_name="other")
+        assert register_version(other, theirs.run_id, theirs.model_uri).version == "1"
+    done = run_step(
+        "register", "--run-id", ours.run_id, "--model-uri", model_uri,
+        "--tracking-uri", tracking.tracking_uri, "--model-name", "mixed",
+    )  # fmt: skip
+    line = error_line(done, EXIT_BAD_INPUT)
+    assert f"--model-uri {model_uri}" in line
+    assert (theirs.run_id in line) if form != "path" else "names no one run's model" in line
+    assert mlflow.MlflowClient(tracking.tracking_uri).search_model_versions("name='mixed'") == []
+
+
 def test_register_cli_errors_are_one_line(tracking: MlflowSettings) -> None:
     no_uri = run_step("register", "--run-id", "a" * 32, env=step_env())
     assert "no MLflow tracking URI" in error_line(no_uri, EXIT_BAD_INPUT)
