@@ -14,6 +14,7 @@ that module, so a variable MLflow adds is noticed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -189,6 +190,13 @@ def check_mlflow_environment(
             raise BadInput(
                 f"{where}{name} is {shown(raw)}{given}: MLflow allows at most {cap} ({cap_name})"
             )
+    # Empty is not unset: MLflow hands `verify=''` to requests, whose adapters.py `cert_verify`
+    # takes a false value as "do not verify", so the credentials went to any server (breaker).
+    if env.get(SERVER_CERT_PATH) == "":
+        raise BadInput(
+            f"{where}{SERVER_CERT_PATH} is empty: MLflow would not verify the server's TLS "
+            "certificate at all; unset it, or name a CA bundle"
+        )
     for name, directory_ok in ((SERVER_CERT_PATH, True), (CLIENT_CERT_PATH, False)):
         path = env.get(name) if steps_here else None
         if path and not (os.path.isfile(path) or (directory_ok and os.path.isdir(path))):
@@ -200,7 +208,15 @@ def check_mlflow_environment(
             f"{where}{AUTH_PROVIDER} is {shown(provider)}: no such request auth provider here "
             f"(choose one of {', '.join(sorted(request_auth_providers()))})"
         )
-    if values.get("MLFLOW_TRACKING_INSECURE_TLS") and env.get(SERVER_CERT_PATH):
+    if values.get("MLFLOW_TRACKING_AWS_SIGV4") and (
+        steps_here and importlib.util.find_spec("requests_auth_aws_sigv4") is None
+    ):
+        # rest_utils.py `http_request` imports it at the first request: a traceback there.
+        raise BadInput(
+            f"{where}MLFLOW_TRACKING_AWS_SIGV4 is true: MLflow then signs requests with the "
+            "requests-auth-aws-sigv4 package, which is not installed here"
+        )
+    if values.get("MLFLOW_TRACKING_INSECURE_TLS") and env.get(SERVER_CERT_PATH) is not None:
         raise BadInput(
             f"{where}MLFLOW_TRACKING_INSECURE_TLS is true and {SERVER_CERT_PATH} is set: "
             "MLflow takes one or the other"

@@ -92,7 +92,9 @@ def sqlite_problem(uri: str) -> str | None:
     from sqlalchemy.engine.url import make_url
 
     url = make_url(uri)
-    if url.query or "#" in (url.database or ""):
+    # SQLAlchemy decodes `%3F`/`%23` into the file name: `x.db%3Fmode=ro` made a new, empty
+    # database `x.db?mode=ro` beside the real one (breaker).
+    if url.query or any(mark in (url.database or "") for mark in "?#"):
         return "has a query or fragment; give the SQLite file's path alone (sqlite:///<path>)"
     database = url.database
     if not database or database == ":memory:":

@@ -104,6 +104,7 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
 
     Raises:
         StepError: `path` is missing, damaged or not Parquet (`what` names it in the message).
+        BadInput: it holds a validation report without a `validated_data_hash` string.
     """
     import pyarrow.parquet as pq
 
@@ -114,11 +115,20 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
     metadata = parquet.schema_arrow.metadata or {}
     report = _json(metadata.get(VALIDATION_METADATA_KEY))
     raw_source = metadata.get(SOURCE_METADATA_KEY)
+    validated_hash = (report or {}).get("validated_data_hash")
+    # A report holds train to the rows it names; without their hash there is nothing to hold
+    # it to, and an emptied hash turned the check off while the report's units evidence
+    # still counted (adversarial review, issue 10).
+    if report is not None and not (isinstance(validated_hash, str) and validated_hash):
+        raise BadInput(
+            f"{what} {path}: its validation report names no validated_data_hash; "
+            "validate the fetched data again"
+        )
     return DatasetPart(
         name=path.name.removesuffix(".parquet"),
         path=path,
         rows=parquet.metadata.num_rows,
-        validated_hash=(report or {}).get("validated_data_hash"),
+        validated_hash=validated_hash,
         fetched_hash=(report or {}).get("fetched_data_hash"),
         source=raw_source.decode("utf-8") if raw_source else None,
         report=report,

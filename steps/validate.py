@@ -87,6 +87,7 @@ from steps.dataset import (
     in_key_order,
     is_canonical,
     read_dataset,
+    read_validation_report,
     write_dataset_pieces,
 )
 from steps.files import write_text_atomically
@@ -459,10 +460,15 @@ def validate_file(
     # The source's evidence of units counts only for the rows fetch wrote (module docstring).
     # The input is hashed only when that evidence would decide: not when thunder judged every
     # station, nor when the source gives none (`rows_as_fetched` stays null then).
+    # A file validate wrote carries the validated rows' hash as `data_hash`: validated again, it
+    # keeps only the evidence its first validate granted (validating twice cleared a "rows
+    # changed since fetch" verdict: adversarial review, issue 10).
     evidence = units_evidence(report, None)
     report["rows_as_fetched"] = None
+    earlier = read_validation_report(input_path)
     if evidence == UNCHECKED and source_evidence(source):
-        report["rows_as_fetched"] = rows_as_fetched(table, source)
+        granted = earlier is None or earlier.get("units_evidence") == source_evidence(source)
+        report["rows_as_fetched"] = granted and rows_as_fetched(table, source)
         evidence = units_evidence(report, source if report["rows_as_fetched"] else None)
     report["units_evidence"] = evidence
 

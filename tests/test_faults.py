@@ -1295,7 +1295,10 @@ def test_every_step_against_a_tracking_server_that_never_answers_fails_within_th
         seen = servers[name].requests
         assert len(seen) == attempts and len(set(seen)) == 1, (name, seen)
     assert hanging_server_bound_s(step_env()) == 48.0  # the bound README states
-    assert not out.exists() and not (tmp_path / "h.parquet").exists()
+    # No output written. The steps ran at once: one that made `outputs/` for its own folder
+    # cannot remove it while another's folder is in it, so an empty `outputs/` may stay.
+    assert [p for p in out.rglob("*") if not p.is_dir()] == []
+    assert not (tmp_path / "h.parquet").exists()
     assert cluster.patches == [] and cluster.model_uri() == f"models:/{MODEL}/{world.v2}"
     assert (world.state_dir / STATE_FILE).read_text() == state_before
     world.assert_served_unchanged()

@@ -266,3 +266,24 @@ def test_an_unknown_request_auth_provider_is_refused_naming_the_choices():
         {"MLFLOW_TRACKING_AUTH": "bogus", "MLFLOW_TRACKING_CLIENT_CERT_PATH": "/absent.pem"},
         steps_here=False,
     )
+
+
+def test_an_empty_server_certificate_is_refused_as_it_turns_verification_off():
+    """Breaker (issue 11): `MLFLOW_TRACKING_SERVER_CERT_PATH=''` passed, and MLflow's `verify=''`
+    made requests skip TLS verification: a self-signed server got the user's password."""
+    with pytest.raises(BadInput, match=r"^MLFLOW_TRACKING_SERVER_CERT_PATH is empty: .*not verify"):
+        check_mlflow_environment({"MLFLOW_TRACKING_SERVER_CERT_PATH": ""})
+    with pytest.raises(BadInput, match="is empty"):  # in a container as well
+        check_mlflow_environment({"MLFLOW_TRACKING_SERVER_CERT_PATH": ""}, steps_here=False)
+
+
+def test_sigv4_signing_needs_its_package_where_the_step_runs():
+    """`MLFLOW_TRACKING_AWS_SIGV4=true` was a ModuleNotFoundError traceback at the first request
+    (mlflow/utils/rest_utils.py imports requests_auth_aws_sigv4 there)."""
+    import importlib.util
+
+    assert importlib.util.find_spec("requests_auth_aws_sigv4") is None  # not in the lock
+    with pytest.raises(BadInput, match="requests-auth-aws-sigv4 package, which is not installed"):
+        check_mlflow_environment({"MLFLOW_TRACKING_AWS_SIGV4": "true"})
+    check_mlflow_environment({"MLFLOW_TRACKING_AWS_SIGV4": "false"})
+    check_mlflow_environment({"MLFLOW_TRACKING_AWS_SIGV4": "true"}, steps_here=False)

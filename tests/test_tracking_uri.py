@@ -155,13 +155,16 @@ def _sqlite_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "a query": (f"sqlite:///{tmp_path}/ok.db?mode=ro", "has a query or fragment"),
         "a URI filename": (f"sqlite:///file:{tmp_path}/ok.db?uri=true", "has a query or"),
         "a fragment": (f"sqlite:///{tmp_path}/ok.db#frag", "has a query or fragment"),
+        "an encoded query": (f"sqlite:///{tmp_path}/ok.db%3Fmode=ro", "has a query or"),
+        "an encoded fragment": (f"sqlite:///{tmp_path}/ok.db%23x", "has a query or"),
         "file: without uri=true": (f"sqlite:///file:{tmp_path}/ok.db", "no directory here"),
     }
 
 
 SQLITE_CASES = ["a directory", "a named pipe", "a device", "no database", "no directory",
                 "under a file", "in memory", "in memory, named", "a query", "a URI filename",
-                "a fragment", "file: without uri=true"]  # fmt: skip
+                "a fragment", "an encoded query", "an encoded fragment",
+                "file: without uri=true"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", SQLITE_CASES)

@@ -393,6 +393,15 @@ def test_the_validation_report_and_both_hashes_reach_the_run_and_the_version(
     assert version.tags["data.validated_hash"] == report["validated_data_hash"]
 
 
+def _train_file(validated: Path, tmp_path: Path, tracking: MlflowSettings) -> int:
+    """train's CLI on one validated file, its outputs in `tmp_path` (`out/`)."""
+    return train.main(
+        ["--input", str(validated), "--holdout-out", str(tmp_path / "holdout.parquet"),
+         "--plot-out", str(tmp_path / "fit.png"), "--tracking-uri", tracking.tracking_uri,
+         "--experiment", tracking.experiment, "--outputs-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("edit", ["untouched", *ROW_EDITS])
 def test_train_refuses_rows_that_are_not_the_ones_validate_kept(
     tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
@@ -408,11 +417,7 @@ def test_train_refuses_rows_that_are_not_the_ones_validate_kept(
     assert read_validation_report(validated)["units_evidence"] == "generated"
     capsys.readouterr()
 
-    code = train.main(
-        ["--input", str(validated), "--holdout-out", str(tmp_path / "holdout.parquet"),
-         "--plot-out", str(tmp_path / "fit.png"), "--tracking-uri", tracking.tracking_uri,
-         "--experiment", tracking.experiment, "--outputs-dir", str(tmp_path / "out")]
-    )  # fmt: skip
+    code = _train_file(validated, tmp_path, tracking)
 
     err = capsys.readouterr().err
     runs = mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list")
@@ -422,6 +427,37 @@ def test_train_refuses_rows_that_are_not_the_ones_validate_kept(
         return
     assert_bad_input(code, err, str(validated), "not the rows its validation report describes")
     assert runs == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("hash_value", ["", None, 12345, "deleted"])
+def test_train_refuses_a_validation_report_without_its_rows_hash(
+    tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str], hash_value
+) -> None:
+    """Breaker (issue 10): an emptied or deleted `validated_data_hash` turned train's row check
+    off while the report's `units_evidence: generated` still counted (deg C rows became a first
+    champion); a number was a TypeError traceback."""
+    import pyarrow.parquet as pq
+
+    from steps.dataset import VALIDATION_METADATA_KEY
+
+    dataset, validated = tmp_path / "dataset.parquet", tmp_path / "validated.parquet"
+    assert fetch.main(["--source", "synthetic", "--rows", "600", "--output", str(dataset)]) == 0
+    validate.validate_file(dataset, validated, tmp_path / "v.json", validate.ValidationPolicy())
+    edit_rows(validated, "deg C")
+    table = pq.read_table(validated)
+    report = json.loads(table.schema.metadata[VALIDATION_METADATA_KEY])
+    if hash_value == "deleted":
+        del report["validated_data_hash"]
+    else:
+        report["validated_data_hash"] = hash_value
+    metadata = {**table.schema.metadata, VALIDATION_METADATA_KEY: json.dumps(report).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), validated)
+    capsys.readouterr()
+
+    code = _train_file(validated, tmp_path, tracking)
+
+    assert_bad_input(code, capsys.readouterr().err, str(validated), "no validated_data_hash")
+    assert mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list") == []
 
 
 def test_a_frame_given_with_a_report_must_be_the_rows_the_report_describes(

@@ -599,6 +599,24 @@ def test_the_sources_evidence_of_units_counts_only_for_the_rows_fetch_wrote(
     assert ("rows changed since fetch" in basis) is bool(change)
 
 
+@pytest.mark.parametrize("change", [None, *ROW_EDITS])
+def test_validating_again_keeps_the_evidence_the_first_validate_granted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate, change: str | None
+) -> None:
+    """Breaker (issue 10): rows converted to deg C were `unchecked` at the first validate and
+    `generated` at a second one, whose input's `data_hash` is the validated rows' own."""
+    dataset = fetched_from("synthetic", tmp_path, monkeypatch)
+    if change:
+        edit_rows(dataset, change)
+    assert run_validate(dataset)[0] == 0
+    again = tmp_path / "again.parquet"
+    (tmp_path / "validated.parquet").rename(again)
+    code, _, err, report = run_validate(again)
+    assert code == 0, err
+    assert report["units_evidence"] == ("unchecked" if change else "generated")
+    assert report["rows_as_fetched"] is (change is None)
+
+
 def test_rows_changed_after_fetch_keep_the_evidence_their_thunder_days_give(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate
 ) -> None:
