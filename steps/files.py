@@ -132,8 +132,12 @@ class ReservedFiles:
             for name in self.names:
                 target = self.directory / name
                 handle, tmp = self._made.pop(name)
-                os.close(handle)
-                tmp.replace(target)
+                try:
+                    os.close(handle)
+                    tmp.replace(target)
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # out of `_made`: `_discard` no longer sees it
+                    raise
         except OSError as exc:
             raise StepError(f"cannot write {target}: {one_line(exc)}") from exc
         self._created.clear()  # they hold the files now

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from steps.cli import StepError
-from steps.files import write_atomically, write_text_atomically
+from steps.files import ReservedFiles, write_atomically, write_text_atomically
 from tests.conftest import assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +98,26 @@ def test_a_full_disk_is_one_error_line_and_leaves_the_previous_output(
     assert_one_line_error(proc.returncode, proc.stderr, "cannot write", str(out))
     assert (out / written).read_text() == "previous"
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("failing", ["outputs.json", "version"])
+def test_a_rename_that_fails_in_fill_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+):
+    """The rename into place refused (EPERM: an immutable target), for the first name or a
+    later one: one StepError naming the file, and no `.<name>.*.tmp` left in the directory."""
+    rename = os.replace
+
+    def refuse(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        if Path(target).name == failing:
+            raise PermissionError(1, "Operation not permitted", str(target))
+        rename(source, target)
+
+    with ReservedFiles(tmp_path, ["outputs.json", "version"]) as files:
+        monkeypatch.setattr(os, "replace", refuse)
+        with pytest.raises(StepError, match=f"cannot write {tmp_path / failing}: "):
+            files.fill({"outputs.json": "{}", "version": "3"})
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 # ---- reading what a user named: regular files only, bounded by the bytes read ------------------
