@@ -5,9 +5,10 @@ the dataset's Parquet metadata, MLflow tags and inputs, run records, the report)
 Signed URLs, by the names their query parameters carry the secret in: AWS SigV4
 (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`), Google Cloud Storage V4
 (`X-Goog-Signature`, `X-Goog-Credential`), Azure SAS (`sig`), and the usual `token=`,
-`access_token=`, `key=`, `password=`, `secret=`, in the query, the fragment or as a path parameter
-(`/db;token=...`). The parameter stays, its value is masked, so a reader still sees which table or
-server was meant.
+`access_token=`, `key=`, `password=`, `sslpassword=`, `secret=`, in the query, the fragment or as
+a path parameter (`/db;token=...`); also a connection string carried in a value (SQLAlchemy's
+`mssql+pyodbc:///?odbc_connect=...PWD%3D...`). The parameter stays, its value is masked, so a
+reader still sees which table or server was meant.
 """
 
 from __future__ import annotations
@@ -19,22 +20,45 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 MASK = "***"
 _ENCODE = "a '/', '#', '?' or '@' in a password must be percent-encoded"
-# A query parameter whose name, lower-cased, ends in one of these carries a credential.
+# A query parameter whose name, lower-cased, holds one of the long words anywhere (`sslpassword`,
+# `client_secret`, `X-Amz-Security-Token`), or a short one as a word or at its end (`sig`,
+# `x-key-id`, `sslkey`, `oauth`; not inside a word: `X-Amz-SignedHeaders` names no secret), or
+# is `odbc_connect` (SQLAlchemy's whole ODBC connection string, password included:
+# sqlalchemy/connectors/pyodbc.py, SQLAlchemy 2.1.9), carries a credential.
 _SECRET_NAME = re.compile(
-    r"(^|[-_.])(sig|signature|token|secret|password|passwd|pwd|credential|credentials|key|apikey"
-    r"|api-key|api_key|auth|authorization)$"
+    r"password|passwd|pwd|secret|token|signature|credential|apikey|api-key|api_key|authorization"
+    r"|(^|[-_.])(sig|key|auth)([-_.]|$)|(sig|key|auth)$|^odbc_connect$"
 )
+# A value holding a connection string with a password (`PWD=`, `Password=`), however encoded.
+_PASSWORD_IN_VALUE = re.compile(r"(pwd|passwd|password)\s*=", re.IGNORECASE)
 # A URL inside free text: scheme://... up to white space or a quote/bracket around it.
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}`]+")
 # `user:password@` left after that: a URI typed without its scheme (`alice:pw@host:5000`, which
 # MLflow quotes back in its "unsupported URI" error) or with an unencoded '/' in the password,
 # which ends a URL's authority early. A secret starting with '/' is a path: `models:/name@alias`.
-_USERINFO_IN_TEXT = re.compile(r"[^\s'\"<>()\[\]{}`@/:]+:[^\s'\"<>()\[\]{}`@/][^\s'\"<>@]*@")
+# It starts where a word does, and never right after the `://***@` of a login `redact_url` masked:
+# what follows there is the host (`http://u:pw@h:5000/path@x` lost `h:5000/path` to it).
+_USERINFO_IN_TEXT = re.compile(
+    r"(?<![^\s'\"<>()\[\]{}`@/:])(?<!://\*\*\*@)"
+    r"[^\s'\"<>()\[\]{}`@/:]+:[^\s'\"<>()\[\]{}`@/][^\s'\"<>@]*@"
+)
 
 
 def is_secret_parameter(name: str) -> bool:
     """True if a query parameter called `name` carries a credential (see the module docstring)."""
     return bool(_SECRET_NAME.search(unquote(name).lower()))
+
+
+def _holds_password(value: str) -> bool:
+    """True if `value`, percent-decoded (as often as it is encoded), holds `pwd=`/`password=`."""
+    for _ in range(4):
+        if _PASSWORD_IN_VALUE.search(value):
+            return True
+        decoded = unquote(value)
+        if decoded == value:
+            return False
+        value = decoded
+    return True  # encoded deeper than anyone writes by hand: take it for a secret
 
 
 def url_port(parts: SplitResult) -> int | None:
@@ -104,20 +128,21 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # e.g. a broken IPv6 host: mask by pattern instead
         return _redact_pieces(url)
-    if not parts.scheme or not (parts.netloc or parts.query or ";" in parts.path):
+    if not parts.scheme or not (parts.netloc or parts.query or parts.fragment or ";" in parts.path):
         return url
     netloc = parts.netloc
-    if "@" in netloc:
+    if "@" in netloc and _port_is_valid(parts):
         netloc = MASK + "@" + netloc.rpartition("@")[2]
-    elif _split_password(parts):
+    elif "@" in netloc or _split_password(parts):
         # `u:S3C/pw@h`: a '/', '#' or '?' in the password ended the authority early, so the
-        # password's tail and the host are in the path: mask up to the last '@'.
-        return f"{url[: len(parts.scheme)]}://{MASK}@{url.rpartition('@')[2]}"
+        # password's tail and the host are in the path: mask up to the last '@' (and the
+        # secret parameters after it: `http://u:pw@h:0/?token=...`).
+        return _redact_pieces(f"{url[: len(parts.scheme)]}://{MASK}@{url.rpartition('@')[2]}")
     rebuilt = urlunsplit(
         (
             parts.scheme,
             netloc,
-            _redact_parameters(parts.path),
+            _redact_parameters(parts.path, _PATH_PARAMETER),
             _redact_parameters(parts.query),
             _redact_parameters(parts.fragment),
         )
@@ -130,6 +155,16 @@ def redact_url(url: str) -> str:
     rebuilt = rebuilt[:after] + "/" * max(lost, 0) + rebuilt[after:]
     # The scheme as given (schemes are case-insensitive, RFC 3986 3.1; urlsplit lower-cases it).
     return url[: len(parts.scheme)] + rebuilt[len(parts.scheme) :]
+
+
+def _port_is_valid(parts: SplitResult) -> bool:
+    """Whether the authority of `parts` ends in a port `url_port` takes (or none): then it is the
+    host after its last '@', else an unencoded '/', '#' or '?' in the password cut it short."""
+    try:
+        url_port(parts)
+    except ValueError:
+        return False
+    return True
 
 
 def _leading_slashes(text: str) -> int:
@@ -166,22 +201,39 @@ def redact_values(data: Any) -> Any:
 
 
 # A `name=value` parameter: in a query or fragment after `&` (or `;`, which some servers take
-# for `&`), in a path after `;` (RFC 3986 3.3 path parameters: `/db;token=...`, as JDBC-style
-# and Databricks-style URLs carry credentials); the value ends at the next separator or `/`.
-_PARAMETER = re.compile(r"(^|[;&])([^;&=/]+)=([^;&/]*)")
+# for `&`), the value running to the next separator ('/' is data there, RFC 3986 3.4:
+# `token=ab/cd` showed `/cd`); in a path after `;` (RFC 3986 3.3 path parameters:
+# `/db;token=...`, as JDBC-style and Databricks-style URLs carry credentials), the value ending
+# at the next separator or `/`.
+_PARAMETER = re.compile(r"(^|[;&])([^;&=]+)=([^;&]*)")
+_PATH_PARAMETER = re.compile(r"(^|[;&])([^;&=/]+)=([^;&/]*)")
 
 
-def _redact_parameters(text: str) -> str:
-    """`text` (a URL's path, query or fragment) with the value of each secret parameter
-    (`is_secret_parameter`) masked."""
-    return _PARAMETER.sub(
-        lambda m: f"{m[1]}{m[2]}={MASK}" if is_secret_parameter(m[2]) else m[0], text
+def _redact_parameters(text: str, parameter: re.Pattern[str] = _PARAMETER) -> str:
+    """`text` (a URL's query or fragment; its path with `_PATH_PARAMETER`) with the value of each
+    secret parameter (`is_secret_parameter`) or of one holding a password (`_holds_password`)
+    masked."""
+    return parameter.sub(
+        lambda m: (
+            f"{m[1]}{m[2]}={MASK}" if is_secret_parameter(m[2]) or _holds_password(m[3]) else m[0]
+        ),
+        text,
     )
 
 
 def _redact_pieces(url: str) -> str:
     scheme, sep, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = MASK + "@" + rest.split("@", 1)[1]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:  # the login ends at the authority's last '@', as urllib reads it
+        rest = MASK + "@" + rest[authority.rindex("@") + 1 :]
+    rest, fsep, fragment = rest.partition("#")
     base, qsep, query = rest.partition("?")
-    return scheme + sep + _redact_parameters(base) + qsep + _redact_parameters(query)
+    return (
+        scheme
+        + sep
+        + _redact_parameters(base, _PATH_PARAMETER)
+        + qsep
+        + _redact_parameters(query)
+        + fsep
+        + _redact_parameters(fragment)
+    )

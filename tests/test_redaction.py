@@ -45,6 +45,23 @@ SIGNED = {
     "sqlite absolute, query": f"sqlite:////tmp/mlflow.db?mode=ro&password={SECRET}",
     "sqlite absolute, path token": f"sqlite:////tmp/mlflow.db;token={SECRET}",
     "query with ;": f"https://example.org/t.csv?v=1;token={SECRET}",
+    # Found by a review: a fragment with no host and no query came back unchanged.
+    "sqlite absolute, fragment token": f"sqlite:////tmp/x.db#token={SECRET}",
+    "fragment only, no host": f"sqlite:///x.db#access_token={SECRET}&v=1",
+    # Names that only hold the word, and connection strings inside a value.
+    "sslpassword": f"postgresql+psycopg2://h/db?sslpassword={SECRET}",
+    "client_secret": f"https://example.org/cb?client_secret={SECRET}&mode=ro",
+    "sslkey": f"postgresql://h/db?sslkey={SECRET}&sslmode=require",
+    "odbc_connect": f"mssql+pyodbc:///?odbc_connect=DSN%3Dx%3BPWD%3D{SECRET}",
+    "odbc_connect, no PWD": f"mssql+pyodbc://h/?odbc_connect=DRIVER%3Dx%3BUID%3D{SECRET}",
+    "Password= in a value": f"mssql://h/db?conn=Server%3Dh%3BPassword%3D{SECRET}",
+    "PWD= twice encoded": f"mssql://h/db?conn=PWD%253D{SECRET}",
+    "'/' in a query value": f"https://example.org/t.csv?token=ab/{SECRET}",
+    "broken IPv6, fragment": f"http://[::1/x?a=1#token={SECRET}",
+    "broken IPv6, '@' in password": f"http://u:p@{SECRET}@[::1/x",
+    # A login cut short ('/' in the password) or a port taken for none: the query still masked.
+    "login cut short, query": f"http://u:S3C/pw@h/t.csv?token={SECRET}",
+    "bad port, query": f"http://u:pw@h:0/t.csv?token={SECRET}",
 }
 
 
@@ -56,7 +73,12 @@ def test_every_kind_of_credential_is_masked_and_the_rest_kept(url: str):
     # What a reader needs to know which table or server was meant stays.
     assert masked.split("://")[0] == url.split("://")[0]
     assert url.rsplit("@", 1)[-1].split("?")[0].split("#")[0].split("/")[0] in masked
-    assert masked.count("/") == url.count("/")  # `sqlite:///x` stays `sqlite:///x`
+    # `sqlite:///x` stays `sqlite:///x` (a '/' inside a masked password or value goes with it).
+    assert _path(masked).count("/") == _path(url).count("/")
+
+
+def _path(url: str) -> str:
+    return url.split("?")[0].split("#")[0].rsplit("@", 1)[-1]
 
 
 def test_plain_urls_and_text_are_unchanged():
@@ -66,9 +88,24 @@ def test_plain_urls_and_text_are_unchanged():
         "models:/dewpoint-lr/3",
         "sqlite:///tmp/mlflow.db",
         "https://example.org/a;v=1/b;type=i?x=2",
+        "sqlite:///tmp/x.db?mode=ro&v=1#section",
+        "https://s3.example.org/t.csv?X-Amz-SignedHeaders=host&design=a&keyword=b",
         "no url here, 12.8 deg F",
     ):
         assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://u:pw@h:5000/path@x", "http://***@h:5000/path@x"),  # lost `h:5000/path`
+        ("see 'http://u:pw@host:5000/a@b/c' now", "see 'http://***@host:5000/a@b/c' now"),
+        # Not a port: the password's unencoded '/' cut the authority short, mask to the last '@'.
+        (f"http://u:pw@h:{SECRET}/x@host", "http://***@host"),
+    ],
+)
+def test_the_host_after_a_masked_login_stays(text: str, shown: str):
+    assert redact(text) == shown
 
 
 def test_urls_inside_messages_and_nested_values_are_masked():
