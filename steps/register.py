@@ -113,7 +113,13 @@ def run_of_model(client: Any, model_uri: str) -> str | None:
 
     try:
         if RunsArtifactRepository.is_runs_uri(model_uri):
-            return str(RunsArtifactRepository.parse_runs_uri(model_uri)[0])
+            run_id, artifact_path = RunsArtifactRepository.parse_runs_uri(model_uri)
+            if not logs_model_at(client, str(run_id), artifact_path or ""):
+                raise BadInput(
+                    f"--model-uri {model_uri}: run {run_id} logged no model at "
+                    f"{artifact_path!r} (train logs its model as {MODEL_ARTIFACT_NAME!r})"
+                )
+            return str(run_id)
         parsed = _parse_model_uri(model_uri) if is_models_uri(model_uri) else None
         if parsed is not None and parsed.model_id:
             return client.get_logged_model(parsed.model_id).source_run_id
@@ -132,6 +138,39 @@ def run_of_model(client: Any, model_uri: str) -> str | None:
         f"--model-uri {model_uri} names no one run's model: give runs:/<run-id>/model or "
         "train's model-uri (models:/<model id>)"
     )
+
+
+def logs_model_at(client: Any, run_id: str, artifact_path: str) -> bool:
+    """Whether `runs:/<run_id>/<artifact_path>` names a model MLflow can register, found as
+    MLflow 3.17.2 finds it (mlflow/tracking/_model_registry/fluent.py `_register_model`): an
+    `MLmodel` file at that artifact path of the run, else a logged model of that name whose
+    source run is `run_id`. Checked before registering, as MLflow's own "Unable to find a
+    logged_model" error carries no error code it knows (it passes the code's name where its
+    number is expected, so the code reads INTERNAL_ERROR) and looked transient: 4 attempts, then
+    exit 75, which Argo retries.
+
+    Raises:
+        mlflow.exceptions.MlflowException: the run is unknown, or MLflow failed.
+    """
+    from mlflow.models.model import MLMODEL_FILE_NAME
+
+    wanted = f"{artifact_path.strip('/')}/{MLMODEL_FILE_NAME}".lstrip("/")
+    if any(a.path == wanted for a in client.list_artifacts(run_id, artifact_path or None)):
+        return True
+    literal = search_literal(artifact_path)
+    if not artifact_path or literal is None:
+        return False
+    experiment = client.get_run(run_id).info.experiment_id
+    token = None
+    while True:
+        page = client.search_logged_models(
+            experiment_ids=[experiment], filter_string=f"name = {literal}", page_token=token
+        )
+        if any(model.source_run_id == run_id for model in page):
+            return True
+        token = page.token
+        if not token:
+            return False
 
 
 def register_version(

@@ -196,6 +196,23 @@ def test_a_model_uri_of_another_run_is_refused_before_anything_is_registered(
     assert mlflow.MlflowClient(tracking.tracking_uri).search_model_versions("name='mixed'") == []
 
 
+@pytest.mark.parametrize("artifact_path", ["", "plots", "no-such-model", "model/MLmodel"])
+def test_a_runs_uri_naming_no_model_of_the_run_is_bad_input_not_transient(
+    artifact_path: str, tracking: MlflowSettings
+) -> None:
+    """Breaker (issue 11): `runs:/<run>/plots` was 4 attempts, then exit 75 (Argo retries
+    it): MLflow's "Unable to find a logged_model" error reads as INTERNAL_ERROR."""
+    ours = _train(tracking, seed=1)
+    model_uri = f"runs:/{ours.run_id}/{artifact_path}"
+    done = run_step(
+        "register", "--run-id", ours.run_id, "--model-uri", model_uri,
+        "--tracking-uri", tracking.tracking_uri, "--model-name", "nomodel",
+    )  # fmt: skip
+    assert "logged no model at" in error_line(done, EXIT_BAD_INPUT)
+    assert "Creating a new version" not in done.stderr  # nothing was tried
+    assert mlflow.MlflowClient(tracking.tracking_uri).search_model_versions("name='nomodel'") == []
+
+
 def test_register_cli_errors_are_one_line(tracking: MlflowSettings) -> None:
     no_uri = run_step("register", "--run-id", "a" * 32, env=step_env())
     assert "no MLflow tracking URI" in error_line(no_uri, EXIT_BAD_INPUT)
