@@ -285,6 +285,9 @@ def stop_process_group(pid: int, timeout: float = STOP_GRACE_S, *, whole: bool =
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
+            # A stopped process (SIGSTOP, a debugger) acts on SIGTERM only once continued; as
+            # systemd does after its KillSignal (systemd.kill(5), SendSIGCONT=).
+            os.killpg(pid, signal.SIGCONT)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout

@@ -969,6 +969,35 @@ def test_a_deploy_to_another_port_whose_front_fails_leaves_the_served_model_serv
 
 
 @pytest.mark.slow
+def test_a_deploy_to_another_port_leaves_a_hung_served_model(
+    registry: Registry, local_deploy: LocalDeploy
+) -> None:
+    """v1's model server hangs (SIGSTOP: it takes connections and never answers), v2 is deployed
+    to another port: v2 serves there, recorded, and v1's server and front are stopped. Before,
+    the new front was proven through the backend it shared with v1's front, so every proof went
+    to the hung v1, and a move could not leave it (exit 1 after --timeout)."""
+    v1 = registry.linear(*V1)
+    v2 = registry.linear(*V2)
+    outputs(local_deploy.run(v1))
+    first = running_server(local_deploy.state_dir)
+    assert first is not None and first.front_pid
+    moved = dataclasses.replace(local_deploy, port=free_port())
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        result = moved.run(v2, "--port", str(moved.port), "--timeout", "60")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGCONT)
+
+    assert outputs(result) == {"served-version": v2, "changed": "true"}
+    assert moved.predict() == pytest.approx(expected(V2))
+    served = running_server(local_deploy.state_dir)
+    assert served is not None and (served.version, served.port) == (v2, moved.port)
+    assert not pid_alive(first.pid) and not pid_alive(first.front_pid)
+    assert port_is_free("127.0.0.1", local_deploy.port)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["localhost", "127.1", "127.0.0.1"])
 def test_a_redeploy_to_the_served_address_spelled_otherwise_is_a_redeploy(
     served: Served, host: str

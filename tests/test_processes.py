@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -117,6 +118,26 @@ def test_stop_process_group_stops_the_leader_and_its_children():
         time.sleep(0.1)
     assert not any(pid_alive(p) for p in group)
     stop_process_group(parent.pid)  # a group that is gone already is fine
+
+
+def test_stop_process_group_ends_a_stopped_group_with_sigterm_not_sigkill():
+    """A stopped server (SIGSTOP: hung, or held by a debugger) acts on SIGTERM once continued:
+    it ends by SIGTERM, as a running one does (before: SIGTERM stayed pending, and the group was
+    SIGKILLed after the whole grace period)."""
+    says_term = (
+        "import signal, sys; "
+        "signal.signal(signal.SIGTERM, lambda *_: (print('term', flush=True), sys.exit(0))); "
+        + SLEEPER
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", says_term], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout.readline().strip() == b"ready"
+    os.killpg(proc.pid, signal.SIGSTOP)
+
+    stop_process_group(proc.pid, timeout=60)
+
+    assert proc.stdout.read().strip() == b"term"  # its handler ran: SIGKILL runs none
 
 
 def _group_members(pgid: int) -> list[int]:

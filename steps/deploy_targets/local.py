@@ -252,8 +252,18 @@ def _switch(
         # A deploy to another address, from a front that serves `current` through the backend
         # file: the new front starts and is proven through that file's backend too, then both
         # fronts are moved to `new` (proven already). A front that does not start leaves
-        # `current` served as it was.
-        front_pid = _start_front(state_dir, host, port, timeout)
+        # `current` served as it was. A `current` that does not answer /ping (hung, or gone)
+        # serves nothing to keep: the fronts move to `new` first, so the new front is proven
+        # through `new` rather than through the server the move is leaving.
+        hung = not _ping(current.url)
+        if hung:
+            _write_backend(state_dir, new.url)
+        try:
+            front_pid = _start_front(state_dir, host, port, timeout)
+        except BaseException:
+            if hung:  # back as the state file has it: `new` is stopped by the caller
+                _write_backend(state_dir, current.url)
+            raise
         try:
             _write_backend(state_dir, new.url)
         except BaseException:
