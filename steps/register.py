@@ -408,7 +408,6 @@ def train_and_register(
         frame,
         settings,
         config,
-        data_hash=provenance.get("data_hash"),
         data_source=provenance.get("data_source"),
     )
     tags = provenance_tags(**provenance)

@@ -117,9 +117,8 @@ DATA_HASH = Flag(
 DATA_SOURCE = Flag(
     "data-source",
     Text(what="a description of the data's origin"),
-    "where the data came from: tag data.source (train's default: the dataset's own metadata)",
+    "where the data came from: tag data.source (default: the training run's own data.source)",
     env="DATA_SOURCE",
-    parameter="source",
 )
 RUN_ID = Flag(
     "run-id",
@@ -248,8 +247,6 @@ TRAIN = Stage(
         Flag("test-size", Number(0, 1, open_minimum=True, open_maximum=True),
              "holdout fraction", default=0.2),
         Flag("seed", Integer(0, _UINT32), "split and model seed", default=42),
-        DATA_HASH,
-        DATA_SOURCE,
         TRACKING_URI,
         EXPERIMENT,
     ),
@@ -260,8 +257,8 @@ TRAIN = Stage(
         Output("mae", "holdout MAE, deg F"),
         Output("r2", "holdout R2"),
         Output("data-hash",
-               "the data hash of the run (tag data.fetched_hash): --data-hash if given, else"
-               " the parts' fetched hashes combined (steps/training_data.py combined_hash)"),
+               "the data hash of the run (tag data.fetched_hash): the parts' fetched hashes, from"
+               " their validation reports, combined (steps/training_data.py combined_hash)"),
     ),
     artifacts=(
         Artifact("validated", "input", "validated.parquet", "validate's rows"),

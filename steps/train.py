@@ -232,7 +232,6 @@ def train_and_log(
     settings: MlflowSettings,
     config: TrainConfig | None = None,
     *,
-    data_hash: str | None = None,
     data_source: str | None = None,
     validation_report: dict[str, Any] | None = None,
     holdout_out: Path | None = None,
@@ -245,11 +244,13 @@ def train_and_log(
         frame: rows with `station`, `date` (they decide the split) and float `temp` and `dewp`.
         settings: tracking URI and experiment.
         config: model type, hyperparameters, split.
-        data_hash: fetch's `data-hash`, the dataset as fetched (tag `data.fetched_hash`).
-        data_source: where `frame` came from (URL, path or description).
-        validation_report: validate's report on these rows: logged as
-            `validation/validation.json`; its `validated_data_hash` (the rows fit here) becomes
-            the tag `data.validated_hash` and the MLflow dataset's digest.
+        data_source: where `frame` came from (URL, path or description): a frame carries no
+            metadata to take it from, so the caller's word is the `data.source` tag.
+        validation_report: validate's report on these rows (refused unless the frame's rows hash
+            to its `validated_data_hash`): logged as `validation/validation.json`; that hash
+            becomes the tag `data.validated_hash` and the MLflow dataset's digest, its
+            `fetched_data_hash` the tag `data.fetched_hash`. Without a report neither is tagged:
+            nothing ties a hash to these rows.
         holdout_out: write the holdout sample here as Parquet (promote scores on it).
         plot_out: write the fit/residual PNG here (it is logged to the run either way).
 
@@ -263,7 +264,7 @@ def train_and_log(
         check_validated_rows("input frame", _frame_data_hash(frame), report["validated_data_hash"])
     summary = summarize(frame_batches(frame), config.test_size, config.seed)
     provenance = _Provenance(
-        fetched_hash=data_hash or report.get("fetched_data_hash"),
+        fetched_hash=report.get("fetched_data_hash"),
         validated_hash=report.get("validated_data_hash"),
         source=data_source,
         reports={VALIDATION_ARTIFACT: validation_report} if validation_report else {},
@@ -280,8 +281,6 @@ def train_on_parts(
     settings: MlflowSettings,
     config: TrainConfig | None = None,
     *,
-    data_hash: str | None = None,
-    data_source: str | None = None,
     holdout_out: Path | None = None,
     plot_out: Path | None = None,
 ) -> TrainResult:
@@ -292,9 +291,10 @@ def train_on_parts(
     several, `data.validated_hash` and `data.fetched_hash` combine the parts' hashes
     (steps.training_data.combined_hash), each part's report is logged as
     `validation/<part>.json`, and the run is tagged `data.parts` (the part names, in the pipeline
-    the years) and `data.part.<name>.validated_hash` / `.fetched_hash` / `.rows`.
-    `data_hash` (fetch's `data-hash`), when given, is the fetched hash instead; `data_source`
-    the source instead of the parts' own metadata.
+    the years) and `data.part.<name>.validated_hash` / `.fetched_hash` / `.rows`. Every tag about
+    the data comes from the parts themselves (their rows, checked against their reports, and the
+    metadata validate wrote with them, steps.training_data.read_part): no caller's value can
+    tag a run with a hash or source other than those of the rows it fit.
 
     Raises StepError for unreadable parts, missing or non-numeric columns, too few rows.
     """
@@ -310,9 +310,9 @@ def train_on_parts(
     else:
         reports = {f"validation/{p.name}.json": p.report for p in parts if p.report}
     provenance = _Provenance(
-        fetched_hash=data_hash or combined_hash([(p.name, p.fetched_hash) for p in parts]),
+        fetched_hash=fetched_hash_of(parts),
         validated_hash=combined_hash([(p.name, p.validated_hash) for p in parts]),
-        source=data_source or _parts_source(parts),
+        source=_parts_source(parts),
         reports=reports,
         parts=tuple(parts) if len(parts) > 1 else (),
         units=units_of([(p.report, p.source_metadata) for p in parts]),
@@ -320,6 +320,12 @@ def train_on_parts(
     return _fit_and_log(
         summary, settings, config, provenance, lambda: _files_digest(parts), holdout_out, plot_out
     )
+
+
+def fetched_hash_of(parts: Sequence[DatasetPart]) -> str | None:
+    """The run's fetched data hash (tag `data.fetched_hash`, output `data-hash`): the parts'
+    `fetched_data_hash` from their validation reports, combined; None when a part has none."""
+    return combined_hash([(p.name, p.fetched_hash) for p in parts])
 
 
 def _parts_source(parts: Sequence[DatasetPart]) -> str:
@@ -553,8 +559,6 @@ def main(argv: list[str] | None = None) -> int:
                 parts,
                 settings,
                 config,
-                data_hash=args.data_hash,
-                data_source=args.data_source,
                 holdout_out=args.holdout_out,
                 plot_out=args.plot_out,
             )
@@ -564,9 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rmse": repr(result.metrics.rmse),
                 "mae": repr(result.metrics.mae),
                 "r2": repr(result.metrics.r2),
-                "data-hash": args.data_hash
-                or combined_hash([(p.name, p.fetched_hash) for p in parts])
-                or "",
+                "data-hash": fetched_hash_of(parts) or "",
             }
             outputs.write(written)
 

@@ -26,6 +26,7 @@ from steps.dataset import (
     VALIDATION_METADATA_KEY,
     CanonicalHasher,
     conform,
+    in_key_order,
 )
 from steps.files import path_problem
 from steps.holdout_split import in_holdout, row_keys
@@ -104,7 +105,8 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
 
     Raises:
         StepError: `path` is missing, damaged or not Parquet (`what` names it in the message).
-        BadInput: it holds a validation report without a `validated_data_hash` string.
+        BadInput: it holds a validation report without a `validated_data_hash` string, or with
+            `dewpoint.source` metadata other than what validate wrote beside it.
     """
     import pyarrow.parquet as pq
 
@@ -124,6 +126,8 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
             f"{what} {path}: its validation report names no validated_data_hash; "
             "validate the fetched data again"
         )
+    if report is not None:
+        _check_source_metadata(f"{what} {path}", report, raw_source)
     return DatasetPart(
         name=path.name.removesuffix(".parquet"),
         path=path,
@@ -133,6 +137,30 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
         source=raw_source.decode("utf-8") if raw_source else None,
         report=report,
     )
+
+
+def _check_source_metadata(where: str, report: dict[str, Any], raw_source: bytes | None) -> None:
+    """BadInput unless the file's `dewpoint.source` metadata is what validate wrote beside its
+    report (steps/validate.py `validate_file`): its `data_hash` the report's
+    `validated_data_hash`, its `fetched_data_hash` the report's. Train tags its run with that
+    metadata (`data.source`, the source named in `data.units_basis`), and the report is tied to
+    the rows by their hash (read_batches): so the source is tied to them too."""
+    source = _json(raw_source)
+    expected = {
+        "data_hash": report.get("validated_data_hash"),
+        "fetched_data_hash": report.get("fetched_data_hash"),
+    }
+    found = {key: (source or {}).get(key) for key in expected}
+    if source is None or found != expected:
+        differing = (
+            "it is missing or not a JSON object"
+            if source is None
+            else ", ".join(k for k in expected if found[k] != expected[k]) + " differ"
+        )
+        raise BadInput(
+            f"{where}: its dewpoint.source metadata is not what validate wrote beside its "
+            f"validation report ({differing}); validate the fetched data again"
+        )
 
 
 def _json(raw: bytes | None) -> dict[str, Any] | None:
@@ -165,6 +193,12 @@ def read_batches(parts: Sequence[DatasetPart], what: str = "input dataset") -> I
     units evidence in it, describe only the rows validate kept (steps/validate.py). Train reads
     no other column, but the hash covers them all, so `frshtt` is read for it too.
 
+    The data hash is of the rows in canonical order (sorted: the same rows in any order hash
+    alike), and validate writes them in that order; train hashes them in file order as they
+    stream, never holding a part whole, so it cannot sort them. A part whose rows are the ones
+    validate kept but reordered is therefore refused as well, by a message that says so (the
+    split and fit would not differ: steps/holdout_split.py decides by row content).
+
     Raises StepError when a part lacks one of those columns or has non-numeric temp/dewp;
     BadInput when a validated part's rows are not the ones validate kept.
     """
@@ -183,11 +217,14 @@ def read_batches(parts: Sequence[DatasetPart], what: str = "input dataset") -> I
         if hasher is not None and not set(SCHEMA.names) <= set(schema.names):
             raise BadInput(f"{where} lacks dataset columns: {_NOT_VALIDATED_ROWS}")
         columns = SCHEMA.names if hasher is not None else list(COLUMNS)
+        order = _KeyOrder()
         try:
             for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
                 table = pa.Table.from_batches([batch])
                 if hasher is not None:
-                    hasher.update(_dataset_rows(table, where))
+                    rows = _dataset_rows(table, where)
+                    hasher.update(rows)
+                    order.update(rows)
                     table = table.select(list(COLUMNS))
                 yield table
         except (OSError, pa.ArrowException) as exc:
@@ -197,7 +234,24 @@ def read_batches(parts: Sequence[DatasetPart], what: str = "input dataset") -> I
             # part's read leaves nothing behind for the next: pyarrow.MemoryPool.release_unused.
             pa.default_memory_pool().release_unused()
         if hasher is not None:
-            check_validated_rows(where, hasher.hexdigest(), part.validated_hash)
+            check_validated_rows(where, hasher.hexdigest(), part.validated_hash, order.ordered)
+
+
+class _KeyOrder:
+    """Whether the rows fed so far, batch after batch, are in (station, date) order."""
+
+    def __init__(self) -> None:
+        self.ordered = True
+        self._last: tuple[str, Any] | None = None
+
+    def update(self, rows: pa.Table) -> None:
+        """Take the next batch (dataset columns)."""
+        if not self.ordered or rows.num_rows == 0:
+            return
+        first = (rows.column("station")[0].as_py(), rows.column("date")[0].as_py())
+        self.ordered = (self._last is None or self._last <= first) and in_key_order(rows)
+        last = rows.num_rows - 1
+        self._last = (rows.column("station")[last].as_py(), rows.column("date")[last].as_py())
 
 
 # Why a validated part is refused: its rows are not the rows its own report describes.
@@ -205,12 +259,24 @@ _NOT_VALIDATED_ROWS = (
     "its rows are not the rows its validation report describes (changed after validate?); "
     "validate the fetched data again"
 )
+# Why a validated part whose rows are out of order is refused (read_batches).
+_NOT_IN_VALIDATED_ORDER = (
+    "its rows are not in the order validate writes them (by station, then date), and train "
+    "checks them against its validation report in file order as it streams them, so it cannot "
+    "tell reordered rows from changed ones; validate the fetched data again"
+)
 
 
-def check_validated_rows(where: str, digest: str, validated_hash: str | None) -> None:
+def check_validated_rows(
+    where: str, digest: str, validated_hash: str | None, in_order: bool = True
+) -> None:
     """BadInput unless rows hashing to `digest` are the ones validate kept (`validated_hash`,
-    the report's `validated_data_hash`; None: no report, nothing to hold them to)."""
+    the report's `validated_data_hash`; None: no report, nothing to hold them to). `in_order`:
+    whether they were hashed in (station, date) order; the message then says so when they were
+    not (a data hash taken in file order differs for the same rows reordered)."""
     if validated_hash is not None and digest != validated_hash:
+        if not in_order:  # `digest` is of the rows in file order: not their data hash
+            raise BadInput(f"{where}: {_NOT_IN_VALIDATED_ORDER}")
         raise BadInput(
             f"{where}: {_NOT_VALIDATED_ROWS} (data hash {digest[:12]}, validate kept "
             f"{validated_hash[:12]})"

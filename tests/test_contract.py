@@ -626,11 +626,9 @@ def test_a_source_added_in_steps_becomes_a_choice_everywhere(
 
 def test_workflow_parameters_take_every_flag_that_names_them() -> None:
     by_name = {p.name: p for p in WORKFLOW_PARAMETERS}
-    assert [(s, f.option) for s, f in by_name["source"].flags] == [
-        ("fetch", "--source"),
-        ("train", "--data-source"),
-        ("register", "--data-source"),
-    ]
+    # Only fetch: train tags its run with the source its data names, and register's version
+    # takes the run's tag (a workflow parameter `source` is fetch's choice, not a description).
+    assert [(s, f.option) for s, f in by_name["source"].flags] == [("fetch", "--source")]
     assert [s for s, _ in by_name["model-name"].flags] == ["register", "promote", "deploy"]
     assert by_name["synthetic-rows"].default == "1000"  # the pipeline's own default
     assert by_name["deploy-target"].default == "kubernetes"

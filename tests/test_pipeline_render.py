@@ -629,9 +629,9 @@ def test_a_misspelt_output_fails_at_render(resources):
             stage_task(validate)
         with pytest.raises(ValueError, match="takes no"):
             stage_task(validate, arguments={"dataset": fetch.get_artifact("dataset"), "x": "1"})
-        train = stage_template(settings, STAGE_DECLARATIONS["train"], inputs=["data-hash"])
+        register = stage_template(settings, STAGE_DECLARATIONS["register"], inputs=["data-hash"])
         with pytest.raises(ValueError, match="input data-hash has no value"):
-            stage_task(train, arguments={"validated": fetch.get_artifact("dataset")})
+            stage_task(register)
 
 
 def test_inputs_are_wired_from_the_last_upstream_output_of_the_same_name(resources):
@@ -645,22 +645,18 @@ def test_inputs_are_wired_from_the_last_upstream_output_of_the_same_name(resourc
         first, second = stage_task(fetch, name="first"), stage_task(fetch, name="second")
         validate = stage_template(settings, STAGE_DECLARATIONS["validate"])
         stage_task(validate, upstream=(first, second))
-        train = stage_template(settings, STAGE_DECLARATIONS["train"], inputs=["data-hash"])
+        train = stage_template(settings, STAGE_DECLARATIONS["train"])
         with pytest.raises(ValueError, match="artifact validated has no source"):
             stage_task(train, upstream=(first, second))  # fetch's `dataset` is not `validated`
+        register = stage_template(settings, STAGE_DECLARATIONS["register"], inputs=["data-hash"])
         with pytest.raises(ValueError, match="input data-hash has no value"):
-            stage_task(train, upstream=(), arguments={"validated": first.get_artifact("dataset")})
-        stage_task(
-            train,
-            name="train",
-            upstream=(second, first),
-            arguments={"validated": second.get_artifact("dataset")},
-        )
+            stage_task(register, upstream=())
+        stage_task(register, name="register", upstream=(second, first))
     tasks = {t["name"]: t for t in wt.to_dict()["spec"]["templates"][0]["dag"]["tasks"]}
     (dataset,) = tasks["validate"]["arguments"]["artifacts"]
     assert dataset == {"name": "dataset", "from": "{{tasks.second.outputs.artifacts.dataset}}"}
     (data_hash,) = [
-        p for p in tasks["train"]["arguments"]["parameters"] if p["name"] == "data-hash"
+        p for p in tasks["register"]["arguments"]["parameters"] if p["name"] == "data-hash"
     ]
     assert data_hash["value"] == "{{tasks.first.outputs.parameters.data-hash}}"
 

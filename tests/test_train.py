@@ -11,12 +11,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from steps import fetch, train, validate
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, StepError
-from steps.dataset import data_hash, read_validation_report
+from steps.dataset import (
+    SOURCE_METADATA_KEY,
+    VALIDATION_METADATA_KEY,
+    data_hash,
+    read_validation_report,
+)
 from steps.model import LinearCoefficients, serving_pip_requirements
 from steps.settings import MlflowSettings
 from steps.train import (
@@ -45,8 +51,6 @@ from tests.model_helpers import (
     split_rows,
     write_dataset,
 )
-
-DATA_HASH = "ab" * 32  # a SHA-256-shaped hash: 64 hex characters
 
 
 def test_split_is_decided_row_by_row_and_seeded() -> None:
@@ -203,7 +207,6 @@ def test_train_and_log_records_the_run(tracking: MlflowSettings, tmp_path: Path)
         frame,
         tracking,
         TrainConfig(seed=11),
-        data_hash=DATA_HASH,
         data_source="https://www.ncei.noaa.gov/data/global-summary-of-the-day/access/2024/",
         holdout_out=tmp_path / "out" / "holdout.parquet",
         plot_out=tmp_path / "out" / "fit.png",
@@ -220,8 +223,9 @@ def test_train_and_log_records_the_run(tracking: MlflowSettings, tmp_path: Path)
     assert run.data.metrics["rmse"] == pytest.approx(result.metrics.rmse)
     assert run.data.metrics["mae"] == pytest.approx(result.metrics.mae)
     assert run.data.metrics["r2"] == pytest.approx(result.metrics.r2)
-    assert run.data.tags["data.fetched_hash"] == DATA_HASH
-    assert "data.validated_hash" not in run.data.tags  # no validation report given
+    # No validation report given: no hash is tied to these rows, so none is tagged.
+    assert "data.fetched_hash" not in run.data.tags
+    assert "data.validated_hash" not in run.data.tags
     assert run.data.tags["data.source"].startswith("https://www.ncei.noaa.gov/")
 
     (dataset_input,) = run.inputs.dataset_inputs
@@ -282,7 +286,7 @@ def test_train_cli_writes_outputs_and_files(tracking: MlflowSettings, tmp_path: 
         "data-hash", "mae", "model-uri", "r2", "rmse", "run-id"
     ]  # fmt: skip
     assert {p.name: p.read_text() for p in outputs.iterdir()} == printed
-    assert printed["data-hash"] == ""  # a file fetch never hashed, and no --data-hash
+    assert printed["data-hash"] == ""  # a file without validate's report: no fetched hash
     assert float(printed["rmse"]) == pytest.approx(2.0, rel=0.25)  # the noise we put in
     assert printed["model-uri"].startswith("models:/")
 
@@ -368,7 +372,7 @@ def test_the_validation_report_and_both_hashes_reach_the_run_and_the_version(
     trained = run_step(
         "train", "--input", str(tmp_path / "validated.parquet"),
         "--holdout-out", str(tmp_path / "holdout.parquet"), "--plot-out", str(tmp_path / "fit.png"),
-        "--data-hash", fetched_hash, "--tracking-uri", tracking.tracking_uri,
+        "--tracking-uri", tracking.tracking_uri,
         "--experiment", tracking.experiment, "--outputs-dir", str(out / "train"),
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -393,13 +397,35 @@ def test_the_validation_report_and_both_hashes_reach_the_run_and_the_version(
     assert version.tags["data.validated_hash"] == report["validated_data_hash"]
 
 
+def _train_args(validated: Path, tmp_path: Path, tracking: MlflowSettings) -> list[str]:
+    """train's flags for one validated file, its outputs in `tmp_path` (`out/`)."""
+    return [
+        "--input", str(validated), "--holdout-out", str(tmp_path / "holdout.parquet"),
+        "--plot-out", str(tmp_path / "fit.png"), "--tracking-uri", tracking.tracking_uri,
+        "--experiment", tracking.experiment, "--outputs-dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+
+
 def _train_file(validated: Path, tmp_path: Path, tracking: MlflowSettings) -> int:
     """train's CLI on one validated file, its outputs in `tmp_path` (`out/`)."""
-    return train.main(
-        ["--input", str(validated), "--holdout-out", str(tmp_path / "holdout.parquet"),
-         "--plot-out", str(tmp_path / "fit.png"), "--tracking-uri", tracking.tracking_uri,
-         "--experiment", tracking.experiment, "--outputs-dir", str(tmp_path / "out")]
-    )  # fmt: skip
+    return train.main(_train_args(validated, tmp_path, tracking))
+
+
+def _assert_train_refuses(
+    validated: Path,
+    tmp_path: Path,
+    tracking: MlflowSettings,
+    capsys: pytest.CaptureFixture[str],
+    needle: str,
+) -> str:
+    """Train `validated`: refused in one line naming it and `needle` (exit 2), no run logged.
+    Returns what it wrote on stderr."""
+    capsys.readouterr()
+    code = _train_file(validated, tmp_path, tracking)
+    err = capsys.readouterr().err
+    assert_bad_input(code, err, str(validated), needle)
+    assert mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list") == []
+    return err
 
 
 @pytest.mark.parametrize("edit", ["untouched", *ROW_EDITS])
@@ -436,10 +462,6 @@ def test_train_refuses_a_validation_report_without_its_rows_hash(
     """Breaker (issue 10): an emptied or deleted `validated_data_hash` turned train's row check
     off while the report's `units_evidence: generated` still counted (deg C rows became a first
     champion); a number was a TypeError traceback."""
-    import pyarrow.parquet as pq
-
-    from steps.dataset import VALIDATION_METADATA_KEY
-
     dataset, validated = tmp_path / "dataset.parquet", tmp_path / "validated.parquet"
     assert fetch.main(["--source", "synthetic", "--rows", "600", "--output", str(dataset)]) == 0
     validate.validate_file(dataset, validated, tmp_path / "v.json", validate.ValidationPolicy())
@@ -452,12 +474,8 @@ def test_train_refuses_a_validation_report_without_its_rows_hash(
         report["validated_data_hash"] = hash_value
     metadata = {**table.schema.metadata, VALIDATION_METADATA_KEY: json.dumps(report).encode()}
     pq.write_table(table.replace_schema_metadata(metadata), validated)
-    capsys.readouterr()
 
-    code = _train_file(validated, tmp_path, tracking)
-
-    assert_bad_input(code, capsys.readouterr().err, str(validated), "no validated_data_hash")
-    assert mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list") == []
+    _assert_train_refuses(validated, tmp_path, tracking, capsys, "no validated_data_hash")
 
 
 def test_a_frame_given_with_a_report_must_be_the_rows_the_report_describes(
@@ -471,3 +489,108 @@ def test_a_frame_given_with_a_report_must_be_the_rows_the_report_describes(
     assert train_and_log(frame, tracking, validation_report=report).run_id
     with pytest.raises(BadInput, match="not the rows its validation report describes"):
         train_and_log(frame.assign(temp=frame["temp"] + 0.1), tracking, validation_report=report)
+
+
+def _validated_file(tmp_path: Path) -> tuple[Path, dict]:
+    """fetch (synthetic) then validate: the validated file and its report."""
+    dataset, validated = tmp_path / "dataset.parquet", tmp_path / "validated.parquet"
+    assert fetch.main(["--source", "synthetic", "--rows", "600", "--output", str(dataset)]) == 0
+    validate.validate_file(dataset, validated, tmp_path / "v.json", validate.ValidationPolicy())
+    return validated, read_validation_report(validated)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--data-hash", "ab" * 32), ("--data-source", "https://elsewhere.example/other.csv")],
+)
+def test_train_takes_no_flag_that_would_tag_its_data(
+    tracking: MlflowSettings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str,
+    value: str,
+) -> None:
+    """Issue 10: `--data-hash X --data-source Y` tagged a run with a hash and source that were
+    not those of the rows it fit. Every data tag now comes from the file: the flags are refused,
+    and their old environment variables change nothing."""
+    validated, report = _validated_file(tmp_path)
+    source = json.loads(pq.read_schema(validated).metadata[SOURCE_METADATA_KEY])
+    capsys.readouterr()
+
+    code = train.main([*_train_args(validated, tmp_path, tracking), flag, value])
+
+    assert_bad_input(code, capsys.readouterr().err, flag)
+    assert mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list") == []
+    monkeypatch.setenv("DATA_HASH", "ab" * 32)
+    monkeypatch.setenv("DATA_SOURCE", "https://elsewhere.example/other.csv")
+    assert _train_file(validated, tmp_path, tracking) == 0, capsys.readouterr().err
+    (run,) = mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list")
+    tags = run.data.tags
+    assert tags["data.fetched_hash"] == report["fetched_data_hash"] == source["fetched_data_hash"]
+    assert tags["data.validated_hash"] == report["validated_data_hash"] == source["data_hash"]
+    assert json.loads(tags["data.source"]) == source
+    assert tags["data.units"] == report["units_evidence"] == "generated"
+    assert (tmp_path / "out" / "data-hash").read_text() == report["fetched_data_hash"]
+
+
+# Footer edits that keep the rows (and so the report's validated hash) but make the source
+# metadata train tags its run with disagree with the report validate wrote beside it.
+FOOTER_EDITS = {
+    "source data_hash": lambda source, report: source.update(data_hash="ab" * 32),
+    "source fetched_data_hash": lambda source, report: source.update(fetched_data_hash="ab" * 32),
+    "report fetched_data_hash": lambda source, report: report.update(fetched_data_hash="ab" * 32),
+    "source removed": lambda source, report: source.clear(),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(FOOTER_EDITS))
+def test_train_refuses_source_metadata_validate_did_not_write_with_its_report(
+    tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
+) -> None:
+    validated, _ = _validated_file(tmp_path)
+    table = pq.read_table(validated)
+    metadata = dict(table.schema.metadata)
+    source = json.loads(metadata[SOURCE_METADATA_KEY])
+    report = json.loads(metadata[VALIDATION_METADATA_KEY])
+    FOOTER_EDITS[edit](source, report)
+    metadata[VALIDATION_METADATA_KEY] = json.dumps(report).encode()
+    metadata[SOURCE_METADATA_KEY] = json.dumps(source).encode() if source else b"not json"
+    pq.write_table(table.replace_schema_metadata(metadata), validated)
+
+    _assert_train_refuses(validated, tmp_path, tracking, capsys, "dewpoint.source metadata")
+
+
+def test_reordered_validated_rows_are_refused_as_out_of_order_not_as_changed(
+    tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10: the data hash does not depend on row order (steps/dataset.py sorts), but train
+    hashes a file's rows in file order as it streams them, so reordered rows were refused as
+    "not the rows its validation report describes". The split is by row content, so the model
+    would be the same; train still cannot check them without sorting the file (it never holds
+    one whole), and now says that is why."""
+    validated, report = _validated_file(tmp_path)
+    table = pq.read_table(validated)
+    reordered = table.take(pa.array(range(table.num_rows - 1, -1, -1)))
+    assert data_hash(reordered) == report["validated_data_hash"]  # the same rows, by the hash
+    # ... and the same split and fit: the split is decided by each row's content.
+    config = TrainConfig()
+    summaries = [
+        summarize([rows.select(["station", "date", "temp", "dewp"])], config.test_size, config.seed)
+        for rows in (table, reordered)
+    ]
+    assert summaries[0].train.count == summaries[1].train.count
+    assert summaries[0].holdout.count == summaries[1].holdout.count
+    pd.testing.assert_frame_equal(summaries[0].sample, summaries[1].sample)
+    first, second = (fit_line(s, config) for s in summaries)
+    assert second.coef == pytest.approx(first.coef, rel=1e-12)
+    assert second.intercept == pytest.approx(first.intercept, rel=1e-12)
+    pq.write_table(reordered.replace_schema_metadata(table.schema.metadata), validated)
+
+    err = _assert_train_refuses(
+        validated, tmp_path, tracking, capsys, "not in the order validate writes them"
+    )
+    assert "not the rows its validation report describes" not in err
+    # A frame is hashed whole (sorted): the same rows reordered are accepted there.
+    frame = table.to_pandas()
+    assert train_and_log(frame.iloc[::-1], tracking, validation_report=report).run_id
