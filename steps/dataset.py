@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +228,20 @@ def _source_metadata(source: dict[str, Any] | None) -> dict[bytes, bytes]:
     return {SOURCE_METADATA_KEY: json.dumps(redact_values(source or {}), sort_keys=True).encode()}
 
 
-def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
-    """Read a dataset written by `write_dataset`: (table in SCHEMA, source metadata dict).
+@dataclass(frozen=True)
+class StoredDataset:
+    """A dataset file as read: its rows (SCHEMA), fetch's source metadata (`{}` when absent or
+    unreadable) and validate's report (None when absent or unreadable: a file validate did not
+    write)."""
+
+    table: pa.Table
+    source: dict[str, Any]
+    report: dict[str, Any] | None
+
+
+def read_stored_dataset(path: Path) -> StoredDataset:
+    """Read a dataset written by `write_dataset` or `write_dataset_pieces`, rows and metadata in
+    one read of the file.
 
     Raises StepError when the file is missing, is not Parquet, or lacks dataset columns.
     """
@@ -240,19 +253,36 @@ def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise StepError(f"cannot read dataset {path} as Parquet: {one_line(exc)}") from exc
-    raw = (table.schema.metadata or {}).get(SOURCE_METADATA_KEY, b"{}")
-    try:
-        source = json.loads(raw)
-    except ValueError:
-        source = {}
-    return conform(table), source
+    metadata = table.schema.metadata or {}
+    return StoredDataset(
+        conform(table),
+        json_object(metadata.get(SOURCE_METADATA_KEY)) or {},
+        json_object(metadata.get(VALIDATION_METADATA_KEY)),
+    )
+
+
+def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """(table in SCHEMA, source metadata dict) of `read_stored_dataset`."""
+    stored = read_stored_dataset(path)
+    return stored.table, stored.source
 
 
 def read_validation_report(path: Path) -> dict[str, Any] | None:
-    """The validation report stored in a validated dataset's metadata; None if there is none (a
-    file validate did not write) or the file cannot be read (its reader reports that)."""
+    """The validation report stored in a validated dataset's metadata, read from its footer
+    alone; None if there is none (a file validate did not write) or the file cannot be read (its
+    reader reports that)."""
     try:
-        raw = (pq.read_schema(path).metadata or {}).get(VALIDATION_METADATA_KEY)
-        return json.loads(raw) if raw else None
-    except (OSError, pa.ArrowInvalid, ValueError):
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
         return None
+    return json_object(metadata.get(VALIDATION_METADATA_KEY))
+
+
+def json_object(raw: bytes | None) -> dict[str, Any] | None:
+    """Parquet key-value metadata read as a JSON object; None when absent, not JSON, or JSON
+    that is not an object (a list or a number describes no source and no report)."""
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -8,7 +8,6 @@ ever held whole.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from steps.dataset import (
     CanonicalHasher,
     conform,
     in_key_order,
+    json_object,
 )
 from steps.files import path_problem
 from steps.holdout_split import in_holdout, row_keys
@@ -64,7 +64,7 @@ class DatasetPart:
     @property
     def source_metadata(self) -> dict[str, Any] | None:
         """`source` read as fetch wrote it (JSON); None when absent or not a JSON object."""
-        return _json(self.source.encode("utf-8")) if self.source else None
+        return json_object(self.source.encode("utf-8")) if self.source else None
 
 
 def find_parts(path: Path, what: str = "input dataset") -> list[DatasetPart]:
@@ -115,7 +115,7 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
     except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
         raise StepError(f"cannot read {what} {path} as Parquet: {one_line(exc)}") from exc
     metadata = parquet.schema_arrow.metadata or {}
-    report = _json(metadata.get(VALIDATION_METADATA_KEY))
+    report = json_object(metadata.get(VALIDATION_METADATA_KEY))
     raw_source = metadata.get(SOURCE_METADATA_KEY)
     validated_hash = (report or {}).get("validated_data_hash")
     # A report holds train to the rows it names; without their hash there is nothing to hold
@@ -145,7 +145,7 @@ def _check_source_metadata(where: str, report: dict[str, Any], raw_source: bytes
     `validated_data_hash`, its `fetched_data_hash` the report's. Train tags its run with that
     metadata (`data.source`, the source named in `data.units_basis`), and the report is tied to
     the rows by their hash (read_batches): so the source is tied to them too."""
-    source = _json(raw_source)
+    source = json_object(raw_source)
     expected = {
         "data_hash": report.get("validated_data_hash"),
         "fetched_data_hash": report.get("fetched_data_hash"),
@@ -161,14 +161,6 @@ def _check_source_metadata(where: str, report: dict[str, Any], raw_source: bytes
             f"{where}: its dewpoint.source metadata is not what validate wrote beside its "
             f"validation report ({differing}); validate the fetched data again"
         )
-
-
-def _json(raw: bytes | None) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def combined_hash(hashes: Sequence[tuple[str, str | None]]) -> str | None:

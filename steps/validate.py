@@ -86,8 +86,7 @@ from steps.dataset import (
     hash_canonical,
     in_key_order,
     is_canonical,
-    read_dataset,
-    read_validation_report,
+    read_stored_dataset,
     write_dataset_pieces,
 )
 from steps.files import write_text_atomically
@@ -451,7 +450,9 @@ def validate_file(
 
     Returns the output parameters; raises StepError listing every failed rule.
     """
-    table, source = read_dataset(input_path)
+    # One read of the input: its rows, fetch's source and (a file validate wrote) its report.
+    stored = read_stored_dataset(input_path)
+    table, source = stored.table, stored.source
     table, keep, report = check_table(table, policy)
     report["input"] = str(input_path)
     # Two hashes, named: fetch's `data-hash` of the dataset as fetched, and (when it passes) the
@@ -465,7 +466,7 @@ def validate_file(
     # changed since fetch" verdict: adversarial review, issue 10).
     evidence = units_evidence(report, None)
     report["rows_as_fetched"] = None
-    earlier = read_validation_report(input_path)
+    earlier = stored.report
     if evidence == UNCHECKED and source_evidence(source):
         granted = earlier is None or earlier.get("units_evidence") == source_evidence(source)
         report["rows_as_fetched"] = granted and rows_as_fetched(table, source)

@@ -617,6 +617,56 @@ def test_validating_again_keeps_the_evidence_the_first_validate_granted(
     assert report["rows_as_fetched"] is (change is None)
 
 
+def test_validate_reads_its_input_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate
+) -> None:
+    """Rows, fetch's source and an earlier validate's report come from one read of the input (it
+    was two: the whole file, then its footer again for the report)."""
+    import pyarrow.parquet as pq
+
+    dataset = fetched_from("synthetic", tmp_path, monkeypatch)
+    assert run_validate(dataset)[0] == 0
+    again = tmp_path / "again.parquet"
+    (tmp_path / "validated.parquet").rename(again)
+    reads: list[str] = []
+    for name in ("read_table", "read_schema", "read_metadata", "ParquetFile"):
+        original = getattr(pq, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(pq, name, counted)
+
+    code, _, err, report = run_validate(again)
+
+    assert code == 0, err
+    assert reads == ["read_table"]
+    assert report["units_evidence"] == "generated"  # the earlier report was read: its evidence
+
+
+@pytest.mark.parametrize("key", ["dewpoint.source", "dewpoint.validation"])
+def test_metadata_that_is_json_but_not_an_object_counts_as_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate, key: str
+) -> None:
+    """A source or report that is a JSON list describes nothing: validate reads it as absent
+    (as it reads text that is not JSON), where `.get` on it was a traceback."""
+    import pyarrow.parquet as pq
+
+    dataset = fetched_from("synthetic", tmp_path, monkeypatch)
+    table = pq.read_table(dataset)
+    metadata = {**table.schema.metadata, key.encode(): b"[1, 2]"}
+    pq.write_table(table.replace_schema_metadata(metadata), dataset)
+
+    code, _, err, report = run_validate(dataset)
+
+    assert code == 0, err
+    # No source: no evidence from it; no earlier report: the source's evidence is granted.
+    assert report["units_evidence"] == ("unchecked" if key == "dewpoint.source" else "generated")
+    if key == "dewpoint.validation":
+        assert read_validation_report(dataset) is None
+
+
 def test_rows_changed_after_fetch_keep_the_evidence_their_thunder_days_give(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate
 ) -> None:
