@@ -357,3 +357,19 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def tag_value(text: str) -> str:
+    """`text` as an MLflow tag value: whole when MLflow takes it, else cut to MLflow's bound and
+    ending ` ... (cut: N characters)`, so a long description (fetch's source with every station
+    asked for) tags the run instead of failing it after the fit.
+
+    The bound is MLflow's own (mlflow 3.17.2 mlflow/utils/validation.py MAX_TAG_VAL_LENGTH,
+    8,000 characters; `_validate_tag_value` refuses longer values as INVALID_PARAMETER_VALUE).
+    """
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    if len(text) <= MAX_TAG_VAL_LENGTH:
+        return text
+    said = f" ... (cut: {len(text)} characters)"
+    return text[: MAX_TAG_VAL_LENGTH - len(said)] + said

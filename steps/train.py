@@ -43,7 +43,7 @@ from steps.register import (
 from steps.revision import MLFLOW_GIT_COMMIT_TAG, UNKNOWN, source_revision
 from steps.settings import MlflowSettings
 from steps.stages import TRAIN
-from steps.tracking import mlflow_session
+from steps.tracking import mlflow_session, tag_value
 from steps.training_data import (
     DatasetPart,
     TrainingSummary,
@@ -396,7 +396,7 @@ class _Provenance:
         tags = {
             TAG_FETCHED_HASH: self.fetched_hash,
             TAG_VALIDATED_HASH: self.validated_hash,
-            TAG_DATA_SOURCE: self.source,
+            TAG_DATA_SOURCE: tag_value(self.source) if self.source else None,
             TAG_DATA_UNITS: self.units[0],
             TAG_DATA_UNITS_BASIS: self.units[1],
         }

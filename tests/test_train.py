@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH as MAX_TAG_VALUE
+
 from steps import fetch, train, validate
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, StepError
 from steps.dataset import (
@@ -532,6 +534,34 @@ def test_train_takes_no_flag_that_would_tag_its_data(
     assert json.loads(tags["data.source"]) == source
     assert tags["data.units"] == report["units_evidence"] == "generated"
     assert (tmp_path / "out" / "data-hash").read_text() == report["fetched_data_hash"]
+
+
+def test_a_source_longer_than_mlflows_tag_limit_is_cut_in_the_tag_not_a_failed_run(
+    tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fetch's source metadata holds every station asked for (`--stations`, unbounded): 900 of
+    them is about 12,000 characters, over MLflow's 8,000 for a tag value (mlflow 3.17.2
+    mlflow/utils/validation.py MAX_TAG_VAL_LENGTH), so train failed after fitting once the tag
+    came from the data. The tag is cut, says so, and the whole text stays in the dataset."""
+    dataset, validated = tmp_path / "dataset.parquet", tmp_path / "validated.parquet"
+    assert fetch.main(["--source", "synthetic", "--rows", "600", "--output", str(dataset)]) == 0
+    table = pq.read_table(dataset)
+    metadata = dict(table.schema.metadata)
+    source = json.loads(metadata[SOURCE_METADATA_KEY])
+    source["stations"] = [f"{n:06d}99999" for n in range(900)]
+    metadata[SOURCE_METADATA_KEY] = json.dumps(source).encode()
+    pq.write_table(table.replace_schema_metadata(metadata), dataset)
+    validate.validate_file(dataset, validated, tmp_path / "v.json", validate.ValidationPolicy())
+    whole = pq.read_schema(validated).metadata[SOURCE_METADATA_KEY].decode()
+    assert len(whole) > MAX_TAG_VALUE
+
+    assert _train_file(validated, tmp_path, tracking) == 0, capsys.readouterr().err
+
+    (run,) = mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list")
+    tag = run.data.tags["data.source"]
+    assert len(tag) <= MAX_TAG_VALUE
+    kept, _, said = tag.partition(" ... ")
+    assert whole.startswith(kept) and f"{len(whole)} characters" in said
 
 
 # Footer edits that keep the rows (and so the report's validated hash) but make the source
