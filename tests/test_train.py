@@ -13,9 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH as MAX_TAG_VALUE
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from steps import fetch, train, validate
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, StepError
