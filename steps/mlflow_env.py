@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -108,6 +109,42 @@ MLFLOW_CREDENTIAL_SWITCHES: dict[str, Kind] = {
 # client_cert_path`, a file): a missing one failed every request, retried, then exit 75.
 SERVER_CERT_PATH = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 CLIENT_CERT_PATH = "MLFLOW_TRACKING_CLIENT_CERT_PATH"
+
+
+class _EncryptedKey(Exception):
+    """Raised by the password callback: the client key needs a password."""
+
+
+def _no_password() -> bytes:
+    raise _EncryptedKey
+
+
+def tls_file_problem(path: str, client: bool) -> str | None:
+    """What keeps the TLS file `path` from doing its job, else None (a directory of CA
+    certificates is not read: OpenSSL looks a certificate up in it by its hash, at the handshake).
+    The server's CA bundle (`client` False) must hold a PEM certificate; the client certificate
+    (`client` True) must also hold its unencrypted private key: requests passes one path as
+    `cert=` and urllib3 loads it with `load_cert_chain(path)`, no key file, no password
+    (urllib3/util/ssl_.py `ssl_wrap_socket`). Parsed with Python's `ssl` (OpenSSL) as urllib3
+    does; otherwise each request failed in the handshake, was retried, then exit 75.
+    """
+    if os.path.isdir(path):
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError):
+        return "holds no PEM certificate"
+    if not client:
+        return None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(path, password=_no_password)
+    except _EncryptedKey:
+        return "holds an encrypted private key; requests cannot give it a password"
+    except (ssl.SSLError, OSError, ValueError):
+        return "holds no private key that matches its certificate (both go in this one PEM file)"
+    return None
+
+
 # The name of a request auth provider (mlflow/tracking/request_auth/registry.py `fetch_auth`):
 # an unknown one was a warning, then every request went without its credentials.
 AUTH_PROVIDER = "MLFLOW_TRACKING_AUTH"
@@ -202,6 +239,9 @@ def check_mlflow_environment(
         if path and not (os.path.isfile(path) or (directory_ok and os.path.isdir(path))):
             what = "a file or directory" if directory_ok else "a file"
             raise BadInput(f"{where}{name} is {shown(path)}: not {what} where the step runs")
+        problem = tls_file_problem(path, client=not directory_ok) if path else None
+        if problem:
+            raise BadInput(f"{where}{name} {path!r} {problem}")
     provider = env.get(AUTH_PROVIDER)
     if steps_here and provider and provider not in request_auth_providers():
         raise BadInput(

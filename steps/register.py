@@ -354,7 +354,10 @@ def _create_version(
             return
         except Exception as exc:  # MlflowException or a requests error, each sent once
             if isinstance(exc, MlflowException) and not is_transient_mlflow_error(exc):
-                raise StepError(f"cannot register {model_uri} as {name}: {one_line(exc)}") from exc
+                # error_for: exit 2 for a certificate that failed verification, else 1.
+                raise error_for(exc)(
+                    f"cannot register {model_uri} as {name}: {one_line(exc)}"
+                ) from exc
             failure = exc
     raise error_for(failure)(  # no answer or 5xx each time: a retry of the step may pass
         f"cannot register {model_uri} as {name}: "

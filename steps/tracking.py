@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,19 +15,20 @@ from typing import Any
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
 from steps.files import open_regular, what_is_at
-from steps.mlflow_env import HTTP_RETRY_DEFAULTS, MlflowBoolean
+from steps.mlflow_env import HTTP_RETRY_DEFAULTS, SERVER_CERT_PATH, MlflowBoolean
 from steps.redaction import split_url
 from steps.settings import MlflowSettings
 
 
-def hanging_server_bound_s(env: dict[str, str] | None = None) -> float:
+def hanging_server_bound_s(env: dict[str, str] | None = None, uri: str = "") -> float:
     """Seconds one MLflow call waits at most, in all, on a server that accepts connections and
     never answers, with the settings of `env` (default `os.environ`; HTTP_RETRY_DEFAULTS where
     unset): 1 + MAX_RETRIES attempts, each ending after TIMEOUT seconds, and urllib3's backoff
     between them: none before the first retry, then BACKOFF_FACTOR * 2**(n-1) plus up to
     BACKOFF_JITTER seconds before retry n (urllib3 2.x, urllib3/util/retry.py
     `Retry.get_backoff_time`). The defaults give 4 x 10 + (2 + 1) + (4 + 1) = 48 s; a step fails
-    on its first call that gets no answer.
+    on its first call that gets no answer. For an `https://` URI (`uri`), the TLS check's one
+    request (`check_tls`) comes first: one TIMEOUT more.
     """
     env = os.environ if env is None else env
 
@@ -37,7 +39,8 @@ def hanging_server_bound_s(env: dict[str, str] | None = None) -> float:
     factor = setting("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
     jitter = setting("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER")
     backoff = sum(factor * 2 ** (n - 1) + jitter for n in range(2, retries + 1))
-    return (retries + 1) * setting("MLFLOW_HTTP_REQUEST_TIMEOUT") + backoff
+    attempts = retries + 1 + uri.lower().startswith("https://")
+    return attempts * setting("MLFLOW_HTTP_REQUEST_TIMEOUT") + backoff
 
 
 # The URI schemes for which MLflow 3.17.2 builds both a tracking store and a model-registry store
@@ -245,15 +248,45 @@ def registered_aliases(client: Any, name: str) -> dict[str, str]:
     return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
 
 
+def tls_verification_failure(exc: BaseException) -> str | None:
+    """Why the TLS verification of the server failed behind `exc` (OpenSSL's reason: "self-signed
+    certificate", "Hostname mismatch, ..."), else None. MLflow 3.17.2 turns requests' SSLError
+    into `MlflowException("API request to <url> failed with exception ...")`, INTERNAL_ERROR, no
+    `from` (mlflow/utils/rest_utils.py `http_request`, its last `except Exception`), so the
+    ssl.SSLCertVerificationError is found through `__context__`, then requests' SSLError's
+    MaxRetryError and its `reason`, urllib3's SSLError (urllib3/connectionpool.py `urlopen`)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or current)
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        todo += list(current.args)
+    return None
+
+
 def is_transient_mlflow_error(exc: BaseException) -> bool:
     """Whether an MLflow failure may go away on its own (no answer, a 5xx), so a retry makes
-    sense; False for answers that reject the request (unknown version, bad name, no permission)."""
+    sense; False for answers that reject the request (unknown version, bad name, no permission)
+    and for a server certificate that failed verification (`tls_verification_failure`)."""
+    if tls_verification_failure(exc) is not None:
+        return False
     return getattr(exc, "error_code", None) not in PERMANENT_ERROR_CODES
 
 
 def describe_mlflow_error(uri: str, exc: BaseException) -> str:
     """One line for an MLflow failure: an unreachable server, a server answering 5xx to every
     retry, or MLflow's own message; each names the tracking URI."""
+    reason = tls_verification_failure(exc)
+    if reason is not None:
+        return (
+            f"TLS verification of {uri} failed: {reason}; give its CA in "
+            f"{SERVER_CERT_PATH} (a PEM file or a directory of them)"
+        )
     text = one_line(exc, limit=None)
     status = re.search(r"too many (\d{3}) error responses", text)
     if status:
@@ -291,7 +324,7 @@ def local_write_error(exc: BaseException) -> OSError | None:
         seen.add(id(current))
         if (
             isinstance(current, OSError)
-            and not isinstance(current, ConnectionError)
+            and not isinstance(current, ConnectionError | ssl.SSLError)  # its errno is OpenSSL's
             and current.errno in CANNOT_WRITE_ERRNOS
         ):
             return current
@@ -313,8 +346,36 @@ def error_for(exc: BaseException) -> type[StepError]:
 
     if local_write_error(exc) is not None:
         return StepError
+    if tls_verification_failure(exc) is not None:
+        return BadInput  # the environment's TLS settings, not the server's state
     talking = isinstance(exc, MlflowException | requests.RequestException | OSError)
     return TransientError if talking and is_transient_mlflow_error(exc) else StepError
+
+
+def check_tls(uri: str) -> None:
+    """For an `https://` tracking URI, one request with no retry (MLflow's own `http_request`,
+    so its TLS settings, credentials and proxies, with max_retries=0) whose server certificate
+    must verify: urllib3 retries a failed handshake like any error (urllib3/util/retry.py
+    `Retry.increment`, the `other` branch, bounded only by `total` = MAX_RETRIES), so without this
+    a wrong CA cost 1 + MAX_RETRIES handshakes and their backoff per call. Any other outcome
+    (an answer of any status, no answer) is left to the calls that follow, which retry.
+
+    Raises:
+        BadInput: the server's certificate failed verification (`describe_mlflow_error`).
+    """
+    if not uri.lower().startswith("https://"):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        http_request(
+            get_default_host_creds(uri), "/health", "GET", max_retries=0, raise_on_status=False
+        )
+    except MlflowException as exc:
+        if tls_verification_failure(exc) is not None:
+            raise BadInput(describe_mlflow_error(uri, exc)) from None
 
 
 _NO_URL_PRINT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
@@ -345,6 +406,7 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     try:
         # The registry URI is left unset, so it follows the tracking URI (one server for both).
         mlflow.set_tracking_uri(settings.tracking_uri)
+        check_tls(settings.tracking_uri)
         yield mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     except (MlflowException, requests.RequestException) as exc:
         raise error_for(exc)(describe_mlflow_error(settings.tracking_uri, exc)) from exc

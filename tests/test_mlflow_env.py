@@ -243,14 +243,17 @@ def test_tls_files_must_be_there_and_insecure_tls_excludes_a_server_certificate(
     for name in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH"):
         with pytest.raises(BadInput, match=rf"^{name} is '.*': not a "):
             check_mlflow_environment({name: str(tmp_path / "absent.pem")})
-        check_mlflow_environment({name: str(tmp_path / "ca.pem")})
+        # Its content is read too (tests/test_tracking_tls.py: real certificates and a server).
+        with pytest.raises(BadInput, match=rf"^{name} '.*ca.pem' holds no PEM certificate$"):
+            check_mlflow_environment({name: str(tmp_path / "ca.pem")})
     check_mlflow_environment({"MLFLOW_TRACKING_SERVER_CERT_PATH": str(tmp_path)})  # a CA dir
     with pytest.raises(BadInput, match="not a file where"):
         check_mlflow_environment({"MLFLOW_TRACKING_CLIENT_CERT_PATH": str(tmp_path)})
     with pytest.raises(BadInput, match="MLflow takes one or the other"):
         check_mlflow_environment(
             {"MLFLOW_TRACKING_INSECURE_TLS": "true",
-             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(tmp_path / "ca.pem")}
+             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(tmp_path / "ca.pem")},
+            steps_here=False,
         )  # fmt: skip
 
 
