@@ -404,24 +404,40 @@ WORKFLOW_PARAMETERS = workflow_parameters(PIPELINE)
 def check_pipeline_parameters(values: Mapping[str, str], *, paths_here: bool = True) -> None:
     """`check_workflow_parameters` for the pipeline's parameters, then what only the pipeline
     knows: with `source=synthetic` each year's validate reads the `synthetic-rows` rows fetch
-    wrote for that year and fails with fewer than its `--min-rows` (which the pipeline leaves at
-    its default), so fewer rows are refused here, before any task runs, not after fetch.
+    generated for that year (with fetch's default seed) and fails with fewer than its
+    `--min-rows` left (which the pipeline leaves at its default) once it dropped the rows with a
+    missing value and, with `rain-only`, the dry days; rows validate would fail are refused here,
+    before any task runs, not after fetch (`steps.sources.synthetic.validate_problem`).
 
     Raises:
         BadInput: the first value refused, naming the parameter.
     """
+    from steps.sources.synthetic import validate_problem
+    from steps.validate import ValidationPolicy
+    from steps.year_items import resolve_years
+
     check_workflow_parameters(values, WORKFLOW_PARAMETERS, paths_here=paths_here)
     given = {p.name: p.default for p in WORKFLOW_PARAMETERS} | dict(values)
-    rows, min_rows = FETCH.flag("rows"), VALIDATE.flag("min-rows")
-    if given["source"].strip() != "synthetic" or rows.convert(given[rows.parameter]) >= (
-        min_rows.default
-    ):
+    if given["source"].strip() != "synthetic":
         return
-    raise BadInput(
-        f"workflow parameter {rows.parameter} ({FETCH.name} {rows.option}) "
-        f"{given[rows.parameter]!r}: each year's {VALIDATE.name} keeps at most that many rows "
-        f"and needs {min_rows.default} ({min_rows.option}); give at least {min_rows.default}"
+    rows, rain_only = FETCH.flag("rows"), VALIDATE.flag("rain-only")
+    policy = ValidationPolicy(
+        VALIDATE.flag("min-rows").default,
+        rain_only.convert(given[rain_only.parameter]),
+        VALIDATE.flag("dewp-tolerance").default,
     )
+    problem = validate_problem(
+        rows.convert(given[rows.parameter]),
+        FETCH.flag("seed").default,
+        resolve_years(given["years"]),
+        policy,
+    )
+    if problem:
+        raise BadInput(
+            f"workflow parameter {rows.parameter} ({FETCH.name} {rows.option}) "
+            f"{given[rows.parameter]!r}: {problem} ({VALIDATE.flag('min-rows').option}"
+            f"{', rain-only' if policy.rain_only else ''}); give more rows"
+        )
 
 
 # The first task of the workflow: every workflow parameter checked with the flags above, so a

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +19,9 @@ from steps.cli import StepError
 from steps.climate import dewpoint_f
 from steps.sources import Fetched, SourceRequest
 
+if TYPE_CHECKING:
+    from steps.validate import ValidationPolicy
+
 # Relative humidity per day: normal(RH_MEAN, RH_SD) percent, clipped to [RH_MIN, 100].
 RH_MEAN, RH_SD, RH_MIN = 70.0, 12.0, 15.0
 # Fraction of rows whose DEWP (resp. TEMP) is written as GSOD's 9999.9 "missing" sentinel.
@@ -24,6 +29,9 @@ MISSING_DEWP_FRACTION = 0.03
 MISSING_TEMP_FRACTION = 0.005
 DEFAULT_STATIONS = 8
 TEMP_MIN_F, TEMP_MAX_F = -30.0, 100.0
+# A day rains (FRSHTT's 2nd digit) with RAIN_CHANCE_HUMID when its humidity is over RAIN_HUMID_RH
+# percent, else with RAIN_CHANCE_DRY.
+RAIN_HUMID_RH, RAIN_CHANCE_HUMID, RAIN_CHANCE_DRY = 80.0, 0.6, 0.1
 # (slope, intercept) of the least-squares line of dewp on temp, 200,000 rows, seed 1.
 LINEAR_FIT = (0.958, -7.70)
 START_DATE = dt.date(2023, 1, 1)
@@ -64,7 +72,7 @@ def station_csv(station: str, start: dt.date, days: int, rng: np.random.Generato
     temp = np.clip(temp + rng.normal(0.0, 5.0, days), TEMP_MIN_F, TEMP_MAX_F)
     rh = np.clip(rng.normal(RH_MEAN, RH_SD, days), RH_MIN, 100.0)
     dewp = dewpoint_f(temp, rh)
-    rain = rng.random(days) < np.where(rh > 80.0, 0.6, 0.1)
+    rain = rng.random(days) < np.where(rh > RAIN_HUMID_RH, RAIN_CHANCE_HUMID, RAIN_CHANCE_DRY)
     fog = rh > 95.0
     snow = rain & (temp < 32.0)
     temp_missing = rng.random(days) < MISSING_TEMP_FRACTION
@@ -134,3 +142,53 @@ def fetch(request: SourceRequest) -> Fetched:
         "relation": "Magnus dew point, RH ~ clip(normal(70, 12), 15, 100) %",
     }
     return Fetched(table, metadata)
+
+
+def kept_fraction(rain_only: bool) -> float:
+    """The chance that validate keeps a generated row, each row drawn on its own: its TEMP and
+    DEWP are not missing (MISSING_TEMP_FRACTION, MISSING_DEWP_FRACTION) and, with `rain_only`, it
+    rains (RAIN_CHANCE_HUMID above RAIN_HUMID_RH percent humidity, else RAIN_CHANCE_DRY; the
+    clip at RH_MIN and 100 does not move the humid share). Nothing else drops a generated row:
+    TEMP is clipped into validate's range and DEWP, by Magnus at RH <= 100 %, is at most TEMP.
+    With the defaults: 0.965 of all rows; rain-only keeps 0.194 (the humid share is 0.20)."""
+    humid = 1 - NormalDist(RH_MEAN, RH_SD).cdf(RAIN_HUMID_RH)
+    rain = RAIN_CHANCE_HUMID * humid + RAIN_CHANCE_DRY * (1 - humid)
+    present = (1 - MISSING_TEMP_FRACTION) * (1 - MISSING_DEWP_FRACTION)
+    return present * (rain if rain_only else 1.0)
+
+
+# From `rows_sure_to_pass` on, the rows validate keeps are at least a quarter under their mean
+# only with a chance below exp(-4.5 * min_rows * kept_fraction) (Hoeffding's inequality for n
+# rows kept independently with chance p: P(kept <= n p - t) <= exp(-2 t^2 / n); at n >= 4 m / p,
+# t = n p - m >= 0.75 n p, so the bound is at most exp(-2 * 0.5625 n p^2) <= exp(-4.5 m p)):
+# with validate's default 100 rows, exp(-87) rain-only, exp(-434) otherwise.
+SURE_MARGIN = 4
+
+
+def rows_sure_to_pass(min_rows: int, rain_only: bool) -> int:
+    """The rows from which each year holds `min_rows` rows validate keeps, but for a chance
+    `SURE_MARGIN` bounds (about 1e-38 for the defaults): min_rows / kept_fraction, times 4."""
+    return math.ceil(SURE_MARGIN * min_rows / kept_fraction(rain_only))
+
+
+def validate_problem(
+    rows: int, seed: int, years: Sequence[int], policy: ValidationPolicy
+) -> str | None:
+    """Why validate with `policy` would fail a year of the pipeline's synthetic data (`rows` rows
+    for each of `years`, generated with `seed`), else None: exact below `rows_sure_to_pass`,
+    where each year is generated and checked here with validate's own rules (that few rows take
+    milliseconds a year), and from it on taken as passing (`SURE_MARGIN`), so a run of a
+    million rows is not generated twice. Fewer rows than `policy.min_rows` are never enough."""
+    from steps.validate import failure_message, validate_table
+
+    if rows < policy.min_rows:
+        return f"validate keeps at most that many rows and needs {policy.min_rows}"
+    if rows >= rows_sure_to_pass(policy.min_rows, policy.rain_only):
+        return None
+    for year in years:
+        _, report = validate_table(
+            fetch(SourceRequest(years=(year,), rows=rows, seed=seed)).table, policy
+        )
+        if not report["passed"]:
+            return f"year {year}'s validate would fail: {failure_message(report)}"
+    return None
