@@ -9,13 +9,10 @@ service was unreachable, timed out or answered 5xx: a retry may succeed).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from steps.redaction import redact
 
@@ -79,57 +76,6 @@ def env_default(name: str, default: str | None = None) -> str | None:
     """Default for a flag: the environment variable `name` if set and non-empty, else `default`."""
     value = os.environ.get(name)
     return value if value else default
-
-
-class ReservedOutputs:
-    """The output parameter files of a stage, reserved before its work (`steps.files.
-    ReservedFiles` in `outputs_dir`; None: none written) and written by `write` after it.
-
-    Enter it before any change the stage makes (in MLflow, in what is served): a disk that
-    cannot take the outputs then fails the stage before the change, never after it.
-    """
-
-    def __init__(self, outputs_dir: Path | None, names: Sequence[str]) -> None:
-        from steps.files import ReservedFiles  # steps.files imports this module
-
-        self.names = tuple(names)
-        self._files = None if outputs_dir is None else ReservedFiles(outputs_dir, self.names)
-
-    def __enter__(self) -> ReservedOutputs:
-        if self._files is not None:
-            self._files.__enter__()
-        return self
-
-    def write(self, outputs: Mapping[str, Any]) -> None:
-        """Write each output parameter to its reserved file and print all of them as one JSON
-        line. Booleans are written as `true`/`false` so Argo `when` expressions can compare them.
-
-        Raises:
-            ValueError: `outputs` are not exactly the reserved names (a bug: the Argo template
-                reads each of them).
-        """
-        if sorted(outputs) != sorted(self.names):
-            raise ValueError(f"wrote outputs {sorted(outputs)}; declared {sorted(self.names)}")
-        rendered = {k: _render(v) for k, v in outputs.items()}
-        if self._files is not None:
-            self._files.fill(rendered)
-        print(json.dumps(rendered, sort_keys=True))
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._files is not None:
-            self._files.__exit__(*exc_info)
-
-
-def write_outputs(outputs_dir: Path | None, outputs: Mapping[str, Any]) -> None:
-    """`ReservedOutputs.write` at once, for a stage that changes nothing outside its files."""
-    with ReservedOutputs(outputs_dir, list(outputs)) as reserved:
-        reserved.write(outputs)
-
-
-def _render(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def run(main: Callable[[], int | None]) -> int:

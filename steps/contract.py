@@ -22,8 +22,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from steps.cli import BadInput, ReservedOutputs
-from steps.files import blocking_parent, path_problem, what_is_at, write_problem
+from steps.cli import BadInput
+from steps.files import (
+    ReservedOutputs,
+    blocking_parent,
+    path_problem,
+    what_is_at,
+    write_problem,
+)
 from steps.redaction import redact_value, split_http_url
 
 # ASCII digits only: int() also takes "١٢", "1_000" and "+2". One spelling per number, so a model
@@ -947,7 +953,7 @@ class Stage:
 
     def reserve_outputs(self, outputs_dir: Path | None) -> ReservedOutputs:
         """Its declared output parameters' files, reserved in `outputs_dir`
-        (`steps.cli.ReservedOutputs`): enter it before the stage changes anything, `write` them
+        (`steps.files.ReservedOutputs`): enter it before the stage changes anything, `write` them
         after; a missing or extra output is a bug (ValueError)."""
         return ReservedOutputs(outputs_dir, [o.name for o in self.outputs])
 

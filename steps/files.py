@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 from steps.cli import StepError, one_line
 
@@ -73,7 +73,8 @@ class ReservedFiles:
     alias, serves or stops a model) and their text after, so a full disk fails the stage before
     the change, never after it (promote moved `champion`, then could not write its outputs).
 
-    Entering makes, for each name, a temporary file in `directory` (created if needed) holding
+    Entering makes, for each name, a temporary file in `directory` (created if needed; None:
+    no files at all, for a stage run without `--outputs-dir`) holding
     `RESERVED_BYTES` allocated with posix_fallocate(3) (glibc writes zeros where the file system
     has no fallocate); `fill` writes each text at its start, cuts the rest and renames every
     file to its name: text that fits is written into blocks the file already has, and a rename
@@ -85,14 +86,18 @@ class ReservedFiles:
             system), naming it; nothing is left behind.
     """
 
-    def __init__(self, directory: Path, names: Sequence[str], mode: int = ARTIFACT_MODE) -> None:
-        self.directory = Path(directory)
+    def __init__(
+        self, directory: Path | None, names: Sequence[str], mode: int = ARTIFACT_MODE
+    ) -> None:
+        self.directory = None if directory is None else Path(directory)
         self.names = tuple(names)
         self.mode = mode
         self._made: dict[str, tuple[int, Path]] = {}  # name -> (descriptor, temporary path)
         self._created: list[Path] = []  # directories made here, deepest last
 
-    def __enter__(self) -> ReservedFiles:
+    def __enter__(self) -> Self:
+        if self.directory is None:
+            return self
         target = self.directory
         try:
             missing = [p for p in (self.directory, *self.directory.parents) if not p.exists()]
@@ -112,13 +117,17 @@ class ReservedFiles:
         return self
 
     def fill(self, texts: Mapping[str, str]) -> None:
-        """Write `texts` (UTF-8), one per reserved name, and rename them into place.
+        """Write `texts` (UTF-8), one per reserved name, and rename them into place (no
+        directory: only the names are checked).
 
         Raises:
-            ValueError: the names of `texts` are not the reserved ones (a bug).
+            ValueError: the names of `texts` are not the reserved ones (a bug: the Argo template
+                reads each output parameter file).
         """
         if sorted(texts) != sorted(self.names):
-            raise ValueError(f"reserved files {sorted(self.names)}; given {sorted(texts)}")
+            raise ValueError(f"wrote outputs {sorted(texts)}; declared {sorted(self.names)}")
+        if self.directory is None:
+            return
         target = self.directory
         try:
             for name, text in texts.items():
@@ -162,6 +171,27 @@ class ReservedFiles:
             except OSError:
                 break  # something else was put there meanwhile: leave it
         self._created.clear()
+
+
+class ReservedOutputs(ReservedFiles):
+    """A stage's output parameter files (`ReservedFiles`), written by `write`."""
+
+    def write(self, outputs: Mapping[str, Any]) -> None:
+        """Write each output parameter to its reserved file, then print all of them as one JSON
+        line. Booleans are written as `true`/`false` so Argo `when` expressions can compare them.
+
+        Raises:
+            ValueError: `outputs` are not exactly the reserved names (`fill`).
+        """
+        rendered = {k: _render(v) for k, v in outputs.items()}
+        self.fill(rendered)
+        print(json.dumps(rendered, sort_keys=True))
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def what_is_at(path: Path) -> str | None:

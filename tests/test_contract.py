@@ -797,8 +797,12 @@ def test_a_full_disk_while_fetch_writes_is_one_line_and_keeps_the_old_dataset(
 
 
 def test_a_full_disk_while_writing_output_parameters_is_one_line(tmp_path: Path) -> None:
-    code = "from steps.cli import run, write_outputs; from pathlib import Path; import sys\n"
-    code += "sys.exit(run(lambda: write_outputs(Path(sys.argv[1]), {'reason': 'x' * 100})))"
+    code = "from steps.cli import run; from steps.files import ReservedOutputs\n"
+    code += "from pathlib import Path; import sys\n"
+    code += "def main():\n"
+    code += "    with ReservedOutputs(Path(sys.argv[1]), ['reason']) as outputs:\n"
+    code += "        outputs.write({'reason': 'x' * 100})\n"
+    code += "sys.exit(run(main))"
     result = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "o")],
         capture_output=True, text=True, timeout=120, preexec_fn=_limited(10), check=False,

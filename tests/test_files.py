@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from steps.cli import StepError
-from steps.files import ReservedFiles, write_atomically, write_text_atomically
+from steps.files import ReservedFiles, ReservedOutputs, write_atomically, write_text_atomically
 from tests.conftest import assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,6 +118,24 @@ def test_a_rename_that_fails_in_fill_leaves_no_temporary(
         with pytest.raises(StepError, match=f"cannot write {tmp_path / failing}: "):
             files.fill({"outputs.json": "{}", "version": "3"})
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("where", ["a directory", "none"])
+def test_reserved_outputs_write_their_files_or_none_and_print_one_json_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+):
+    """Without a directory (a stage run without --outputs-dir) nothing is made, not even on
+    entering; the names are checked and the outputs printed all the same."""
+    directory = tmp_path / "o" if where == "a directory" else None
+    with ReservedOutputs(directory, ["version", "moved"]) as outputs:
+        reserved = sorted(p.name.split(".")[1] for p in tmp_path.rglob(".*.tmp"))
+        assert reserved == (["moved", "version"] if directory else [])
+        with pytest.raises(ValueError, match=r"wrote outputs \['version'\]; declared"):
+            outputs.write({"version": 3})
+        outputs.write({"version": 3, "moved": True})
+    assert capsys.readouterr().out == '{"moved": "true", "version": "3"}\n'
+    written = {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == ({"version": "3", "moved": "true"} if directory else {})
 
 
 # ---- reading what a user named: regular files only, bounded by the bytes read ------------------
