@@ -67,25 +67,32 @@ def ipv4_address(host: str) -> str:
     return found[0][4][0]
 
 
-def bind_problem(host: str, port: int) -> str | None:
+def no_ipv4_address(host: str, exc: socket.gaierror) -> str:
+    """`bind_problem`'s words for a host `ipv4_address` found no address for (`exc`)."""
+    return f"host {host!r} has no IPv4 address ({exc.strerror}); give one of this machine's"
+
+
+def bind_problem(host: str, port: int, *, address: str | None = None) -> str | None:
     """None when a server can listen on host:port now (a port in TIME_WAIT counts as free);
     else why not, in words to follow `cannot serve on <host>:<port>: `. Our servers listen on
     IPv4 (`free_port`, the front and `mlflow models serve` are given an IPv4 host), so a host
-    must resolve to an IPv4 address of this machine.
+    must resolve to an IPv4 address of this machine. `address`: `ipv4_address(host)`, when the
+    caller has looked it up already (then `host` is not looked up again).
 
     Raises:
         TransientError: the name could not be looked up now (EAI_AGAIN: no DNS answer).
     """
-    try:
-        ipv4_address(host)
-    except socket.gaierror as exc:
-        return f"host {host!r} has no IPv4 address ({exc.strerror}); give one of this machine's"
+    if address is None:
+        try:
+            address = ipv4_address(host)
+        except socket.gaierror as exc:
+            return no_ipv4_address(host, exc)
     with socket.socket() as sock:
         # Same option uvicorn binds with (uvicorn 0.54.0 uvicorn/config.py `Config.bind_socket`),
         # so a port in TIME_WAIT counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock.bind((address, port))  # what bind((host, port)) binds (`ipv4_address`)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return "the port is in use by another process"

@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,14 +17,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
 import pytest
 
-from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT, BadInput
 from steps.deploy_targets import local
-from steps.deploy_targets.common import SMOKE_BODY
+from steps.deploy_targets.common import SMOKE_BODY, DeployRequest
 from steps.deploy_targets.local import (
     BACKEND_FILE,
     LOCK_FILE,
@@ -358,6 +360,36 @@ def test_stale_state_file_is_not_trusted(tmp_path: Path) -> None:
     assert read_state(tmp_path) is not None
     assert running_server(tmp_path) is None
     assert stop_local(tmp_path) is False
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.1"])
+def test_a_deploy_looks_its_host_up_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """`serving_problem` looked the host up for "our server listens there" and again for the
+    port check; a deploy then a third time for the served model on host:port, before fetching
+    the version. Now once per check, the address passed along."""
+    lookups: list[str] = []
+    lookup = socket.getaddrinfo
+
+    def counted(name: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(name)
+        return lookup(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counted)
+    state_dir, port = tmp_path / "serve", free_port()
+    assert local.serving_problem(host, port, state_dir) is None
+    assert lookups == [host]
+
+    def unknown(request: DeployRequest, state_dir: Path) -> Path:
+        raise BadInput("no such version")
+
+    lookups.clear()
+    monkeypatch.setattr(local, "_verified_copy", unknown)
+    request = DeployRequest("m", "1", "http://127.0.0.1:1")
+    with pytest.raises(BadInput, match="no such version"):
+        local.deploy_local(request, host=host, port=port, state_dir=state_dir, timeout=5)
+    assert lookups == [host]
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ from steps.processes import (
     http_ok,
     ipv4_address,
     is_our_process,
+    no_ipv4_address,
     stop_process_group,
     take_listening_socket,
     wait_until_healthy,
@@ -161,48 +162,62 @@ def serving_problem(host: str, port: int, state_dir: Path) -> str | None:
     server of a deploy without one) listens there already: a redeploy. Every door asks it before
     anything runs (the deploy step, the local runner's preflight), and deploy again under its
     lock, before it stops anything: the served model stays served."""
+    return _serving_check(host, port, state_dir)[0]
+
+
+def _serving_check(host: str, port: int, state_dir: Path) -> tuple[str | None, str]:
+    """(`serving_problem`'s answer, the IPv4 address `host` names: looked up here once, for a
+    deploy to pass along; "" when there is none)."""
     problem = write_problem(state_dir)
     if problem is not None:
-        return f"the state directory {state_dir} {problem}"
-    if any(_ours_on(state_dir.resolve(), host, port)):
-        return None
-    problem = bind_problem(host, port)
-    return None if problem is None else f"cannot serve on {host}:{port}: {problem}"
+        return f"the state directory {state_dir} {problem}", ""
+    try:
+        address = ipv4_address(host)
+    except socket.gaierror as exc:
+        return f"cannot serve on {host}:{port}: {no_ipv4_address(host, exc)}", ""
+    if any(_ours_on(state_dir.resolve(), address, port)):
+        return None, address
+    problem = bind_problem(host, port, address=address)
+    return (None if problem is None else f"cannot serve on {host}:{port}: {problem}"), address
 
 
-def _ours_on(state_dir: Path, host: str, port: int) -> tuple[ServedModel | None, _Process | None]:
-    """(the running server of `state_dir`, its front), each only if it listens on host:port: the
-    same IPv4 address, however either host is spelled (`localhost`, `127.1`, `127.0.0.1`)."""
-    address = _address(host, port)
-    if address is None:
-        return None, None
+def _ours_on(
+    state_dir: Path, address: str, port: int
+) -> tuple[ServedModel | None, _Process | None]:
+    """(the running server of `state_dir`, its front), each only if it listens on address:port
+    (`address`: the IPv4 address of the deploy's host): however its own host is spelled
+    (`localhost`, `127.1`, `127.0.0.1`)."""
     old = running_server(state_dir)
-    if old is not None and _address(old.host, old.port) != address:
+    if old is not None and not _listens_on(old.host, old.port, address, port):
         old = None
-    front = next((f for f in _fronts(state_dir) if _address(f.host, f.port) == address), None)
+    front = next(
+        (f for f in _fronts(state_dir) if _listens_on(f.host, f.port, address, port)), None
+    )
     return old, front
 
 
-def _address(host: str, port: int) -> tuple[str, int] | None:
-    """(the IPv4 address `host` names, `port`): where a server given them listens; None for a
-    host with no IPv4 address (`steps.processes.ipv4_address`)."""
+def _listens_on(host: str, port: int, address: str, at_port: int) -> bool:
+    """Whether a server given host:port listens on address:at_port: the IPv4 address `host`
+    names (`steps.processes.ipv4_address`; a host with none listens nowhere)."""
+    if port != at_port:
+        return False
     try:
-        return ipv4_address(host), port
+        return ipv4_address(host) == address
     except socket.gaierror:
-        return None
+        return False
 
 
 def _deploy_locked(
     request: DeployRequest, host: str, port: int, state_dir: Path, timeout: float
 ) -> DeployResult:
     """`deploy_local`, holding the state directory's lock."""
-    problem = serving_problem(host, port, state_dir)
+    problem, address = _serving_check(host, port, state_dir)
     if problem is not None:  # before anything is stopped: what is served stays served
         raise BadInput(problem)
     # What serves now, on host:port or elsewhere (a deploy to another --host or --port): it
     # serves, and the state file names it, until the new version serves on host:port.
     current = running_server(state_dir)
-    old, front = _ours_on(state_dir, host, port)
+    old, front = _ours_on(state_dir, address, port)
     try:
         # A version the registry does not know is bad input, found before anything is stopped.
         model_path = _verified_copy(request, state_dir)
@@ -215,9 +230,9 @@ def _deploy_locked(
         if old is not None and old.model_uri == request.model_uri and _ping(old.url):
             _write_state(state_dir, old)  # repairs the record of a server found by its command line
             return DeployResult(served_version=request.version, changed=False)
-        new = _start_and_prove(request, model_path, host, free_port(host), state_dir, timeout)
+        new = _start_and_prove(request, model_path, host, free_port(address), state_dir, timeout)
         try:
-            front_pid = _switch(state_dir, new, front, old, current, host, port, timeout)
+            front_pid = _switch(state_dir, new, front, old, current, host, address, port, timeout)
         except BaseException:
             stop_process_group(new.pid)
             raise
@@ -240,11 +255,13 @@ def _switch(
     old: ServedModel | None,
     current: ServedModel | None,
     host: str,
+    address: str,
     port: int,
     timeout: float,
 ) -> int:
     """Point a front on host:port at `new` (starting the front if there is none); return the
-    front's PID. `old` is `current` (what serves now) if it listens on host:port, else None."""
+    front's PID. `old` is `current` (what serves now) if it listens on host:port, else None.
+    `address`: the IPv4 address `host` names, looked up once per deploy (`_serving_check`)."""
     if front is not None:
         _write_backend(state_dir, new.url)
         return front.pid
@@ -280,7 +297,7 @@ def _switch(
     # must close the port before the front can bind it: connections are refused until the front
     # answers. Whatever ends this early (SIGTERM, Ctrl-C, a bug, a front that does not start),
     # the old version is served on the port again.
-    listening = take_listening_socket(old.pid, host, port)
+    listening = take_listening_socket(old.pid, address, port)
     try:
         _write_backend(state_dir, new.url)
         if listening is None:
