@@ -114,7 +114,7 @@ def run_of_model(client: Any, model_uri: str) -> str | None:
     try:
         if RunsArtifactRepository.is_runs_uri(model_uri):
             run_id, artifact_path = RunsArtifactRepository.parse_runs_uri(model_uri)
-            if not logs_model_at(client, str(run_id), artifact_path or ""):
+            if not logs_model_at(client, model_uri):
                 raise BadInput(
                     f"--model-uri {model_uri}: run {run_id} logged no model at "
                     f"{artifact_path!r} (train logs its model as {MODEL_ARTIFACT_NAME!r})"
@@ -140,37 +140,46 @@ def run_of_model(client: Any, model_uri: str) -> str | None:
     )
 
 
-def logs_model_at(client: Any, run_id: str, artifact_path: str) -> bool:
-    """Whether `runs:/<run_id>/<artifact_path>` names a model MLflow can register, found as
-    MLflow 3.17.2 finds it (mlflow/tracking/_model_registry/fluent.py `_register_model`): an
-    `MLmodel` file at that artifact path of the run, else a logged model of that name whose
-    source run is `run_id`. Checked before registering, as MLflow's own "Unable to find a
-    logged_model" error carries no error code it knows (it passes the code's name where its
-    number is expected, so the code reads INTERNAL_ERROR) and looked transient: 4 attempts, then
-    exit 75, which Argo retries.
+def logs_model_at(client: Any, model_uri: str) -> bool:
+    """Whether the `runs:/<run>/<path>` URI `model_uri` names a model MLflow can register, found
+    by MLflow 3.17.2's own look-up (mlflow/tracking/_model_registry/fluent.py `_register_model`,
+    lines 193-212): an `MLmodel` file among the run's own artifacts at that path, else a logged
+    model named the path whose source run is the run (`_get_logged_models_from_run`, lines
+    344-369, called here).
+
+    Checked before registering rather than by reading MLflow's failure: `_register_model` creates
+    the registered model (line 177) before it looks, and its "Unable to find a logged_model"
+    error passes its code's name where the number goes (line 211; mlflow/exceptions.py
+    `MlflowException.__init__` then reads it as INTERNAL_ERROR), so only its wording would tell
+    it from a server failure, which is retried and ends in exit 75.
+
+    `client.list_artifacts` is not what MLflow asks: it also lists the logged model named by the
+    path's first part (mlflow/store/artifact/runs_artifact_repo.py `_list_model_artifacts`),
+    searched for with `name = '<part>'`, a filter a quote breaks (INVALID_PARAMETER_VALUE for a
+    model MLflow registers, logged at `runs:/<run>/it's`). That filter is MLflow's grammar for
+    logged models (mlflow/utils/search_logged_model_utils.py `parse_filter_string`: the value
+    with `'` stripped at both ends, not `search_literal`'s model-version grammar), and sound for
+    every name a logged model may have: none holds a quote (mlflow/utils/validation.py
+    `_validate_logged_model_name`). A path no logged model may be named is not searched for.
 
     Raises:
         mlflow.exceptions.MlflowException: the run is unknown, or MLflow failed.
     """
+    from mlflow.exceptions import MlflowException
     from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+    from mlflow.tracking._model_registry.fluent import _get_logged_models_from_run
+    from mlflow.utils.validation import _validate_logged_model_name
 
-    wanted = f"{artifact_path.strip('/')}/{MLMODEL_FILE_NAME}".lstrip("/")
-    if any(a.path == wanted for a in client.list_artifacts(run_id, artifact_path or None)):
+    repo = RunsArtifactRepository(model_uri, tracking_uri=client.tracking_uri)
+    if MLMODEL_FILE_NAME in (a.path for a in repo._list_run_artifacts()):
         return True
-    literal = search_literal(artifact_path)
-    if not artifact_path or literal is None:
+    run_id, artifact_path = RunsArtifactRepository.parse_runs_uri(model_uri)
+    try:
+        _validate_logged_model_name(artifact_path or "")
+    except MlflowException:
         return False
-    experiment = client.get_run(run_id).info.experiment_id
-    token = None
-    while True:
-        page = client.search_logged_models(
-            experiment_ids=[experiment], filter_string=f"name = {literal}", page_token=token
-        )
-        if any(model.source_run_id == run_id for model in page):
-            return True
-        token = page.token
-        if not token:
-            return False
+    return bool(_get_logged_models_from_run(client.get_run(run_id), artifact_path))
 
 
 def register_version(

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchModelVersionUtils
 
 import steps
-from steps.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT, StepError
+from steps.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT, BadInput, StepError
 from steps.register import (
     provenance_tags,
     register_version,
@@ -25,6 +25,7 @@ from steps.register import (
 )
 from steps.revision import source_revision
 from steps.settings import MlflowSettings
+from steps.tracking import mlflow_session
 from steps.train import TrainResult, train_and_log
 from tests.conftest import MlflowServer, free_port
 from tests.model_helpers import dewpoint_frame, error_line, make_experiment, run_step, step_env
@@ -206,7 +207,57 @@ def test_a_runs_uri_naming_no_model_of_the_run_is_bad_input_not_transient(
     )  # fmt: skip
     assert "logged no model at" in error_line(done, EXIT_BAD_INPUT)
     assert "Creating a new version" not in done.stderr  # nothing was tried
-    assert mlflow.MlflowClient(tracking.tracking_uri).search_model_versions("name='nomodel'") == []
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    assert client.search_model_versions("name='nomodel'") == []
+    assert client.search_registered_models("name='nomodel'") == []  # not even the name
+
+
+# Where a run keeps a model: a logged model of that name (`log_model(name=...)`, MLflow 3), or an
+# MLflow model directory among the run's own artifacts (`save_model`, then `log_artifacts`).
+# MLflow allows quotes and a final backslash in an artifact path, and a final backslash (no
+# quote) in a logged model's name: `a\\` was refused, its name having no model-version search
+# literal (`search_literal`), which the logged-model search had borrowed.
+MODEL_PLACES = [
+    ("logged model", "lm"),
+    ("logged model", "a\\"),
+    ("run artifacts", "saved"),
+    ("run artifacts", "it's"),
+    ("run artifacts", 'dq"x'),
+    ("run artifacts", "back\\"),
+    ("run artifacts", "nested/model"),
+]
+
+
+@pytest.mark.parametrize(("how", "path"), MODEL_PLACES)
+def test_a_runs_uri_registers_the_model_wherever_the_run_keeps_it(
+    mlflow_server: MlflowServer, tmp_path: Path, how: str, path: str
+) -> None:
+    """Against a real server: `runs:/<run>/<path>` registers the model kept there, as MLflow
+    finds it; `runs:/<run>/plots` (artifacts, no model) and a path with a quote where no model
+    is are refused before anything is registered, exit 2."""
+    from sklearn.linear_model import LinearRegression
+
+    settings = MlflowSettings(mlflow_server.url, model_name=f"at-{uuid.uuid4().hex[:8]}")
+    model = LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0])
+    experiment = mlflow.MlflowClient(mlflow_server.url).create_experiment(settings.model_name)
+    with mlflow_session(settings), mlflow.start_run(experiment_id=experiment) as run:
+        if how == "logged model":
+            mlflow.sklearn.log_model(model, name=path)
+        else:
+            mlflow.sklearn.save_model(model, tmp_path / "m")
+            mlflow.log_artifacts(str(tmp_path / "m"), artifact_path=path)
+        mlflow.log_text("x", "plots/a.txt")
+        mlflow.log_text("x", "plot's/a.txt")
+    run_id = run.info.run_id
+
+    done = register_version(settings, run_id, f"runs:/{run_id}/{path}")
+    assert (done.version, done.created) == ("1", True)
+    for empty in ("plots", "plot's"):
+        with pytest.raises(BadInput, match=f"logged no model at {empty!r}") as refused:
+            register_version(settings, run_id, f"runs:/{run_id}/{empty}")
+        assert refused.value.exit_code == EXIT_BAD_INPUT
+    client = mlflow.MlflowClient(mlflow_server.url)
+    assert [v.version for v in client.search_model_versions(f"name='{done.name}'")] == ["1"]
 
 
 def test_register_cli_errors_are_one_line(tracking: MlflowSettings) -> None:
