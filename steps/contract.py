@@ -67,7 +67,8 @@ class Kind(Protocol):
     empty_ok: bool  # an empty value means "not given" (the flag's default) rather than an error
 
     def parse(self, text: str) -> Any:
-        """The typed value of `text` (already stripped, never empty)."""
+        """The typed value of `text`: never blank, and without white space at either end
+        unless the kind checks its ends itself (`parse_as_given`)."""
         ...
 
     def describe(self) -> str:
@@ -178,6 +179,26 @@ class Choice:
     def choices(self) -> tuple[str, ...]:
         """The options, in declaration order."""
         return self.options
+
+
+def parse_as_given(kind: Kind, text: str) -> Any:
+    """`kind.parse(text)` for a value that is not blank, taken as given: white space at either
+    end is refused, never dropped, by every flag and every door alike. Argo uses a value as
+    given (its enum check, v4.1.2 workflow/validate/validate.go validateArgumentsValues; the
+    release mutex, workflow/sync/lock_name.go), and so does check-parameters
+    (`given_value_problem`): `promote --tolerance ' 1'` and `SERVE_PORT=' 5001'` were read as 1
+    and 5001 by the stage and refused by check-parameters. No legitimate value arrives padded:
+    the steps write their output parameters without a newline (`steps.cli.ReservedOutputs`) and
+    Argo drops one trailing newline from an output parameter's file (v4.1.2
+    workflow/executor/executor.go SaveParameters, `strings.TrimSuffix(..., "\n")`), as the
+    local runner does (workflows/local_runner/runner.py `_collect_outputs`).
+
+    Raises:
+        ValueError: saying what is expected.
+    """
+    if text != text.strip():
+        raise ValueError(f"must be {kind.describe()}, without white space at either end")
+    return kind.parse(text)
 
 
 def _invisible(char: str) -> bool:
@@ -595,26 +616,15 @@ class Flag:
             if self.required and self.default is None:
                 raise BadInput(f"{self.option} is required: {self.expected()}")
             return self.default
-        text = raw.strip()
-        if text == END_OF_OPTIONS:  # every door refuses it as the step's command line would
-            raise BadInput(f"{source} {NOT_A_VALUE}")
-        if not text:
+        if not raw.strip():
             if self.kind.empty_ok and not self.required:
                 return self.default
             said = "empty" if not raw else "blank (only white space)"
             raise BadInput(f"{source} is {said}: {self.expected()}")
-        if raw != text and choices_of(self.kind) is not None:
-            # One of a fixed list (a boolean, a choice) is taken as given, as Argo's enum check
-            # takes it (v4.1.2 workflow/validate/validate.go validateArgumentsValues) and as
-            # check-parameters does (`given_value_problem`): `--trust-units 'true '` passed
-            # promote and was refused by check-parameters.
-            raise BadInput(
-                f"{source} {_shown(raw)}: must be {self.kind.describe()}, without white space "
-                "at either end"
-            )
+        if raw == END_OF_OPTIONS:  # every door refuses it as the step's command line would
+            raise BadInput(f"{source} {NOT_A_VALUE}")
         try:
-            # A visible name is checked as given: its ends are part of it (Text.visible).
-            return self.kind.parse(raw if getattr(self.kind, "visible", False) else text)
+            return parse_as_given(self.kind, raw)
         except ValueError as exc:
             raise BadInput(f"{source} {_shown(raw)}: {exc}{_in(self.units)}") from None
 
@@ -1040,11 +1050,11 @@ def given_value_problem(name: str, value: Any) -> str | None:
       operator.go setExecWorkflow -> substituteGlobalVariables). A lone `}}` stays text.
     - white space around it: Argo uses the text as given (the enum check, validate.go
       validateArgumentsValues; the release mutex's name, workflow/sync/lock_name.go
-      getMutexLockName), while every step strips a value (steps/contract.py Flag.convert) and so
-      does the local release lock (steps/processes.py release_lock_path): `model-name=foo ` and
-      `foo` would be one model but two mutexes, and runs of one model would not wait for each
-      other. A value of white space only is left to the flags: each reads it as empty (`Flag.
-      convert`: its default, or "is blank" for a flag that needs a value).
+      getMutexLockName): `model-name=foo ` and `foo` would be two mutexes. Every flag refuses
+      it too (`parse_as_given`); said here as well for the doors that leave a path to the pod
+      (`check_workflow_parameters`, `paths_here=False`). A value of white space only is left to
+      the flags: each reads it as empty (`Flag.convert`: its default, or "is blank" for a flag
+      that needs a value).
     """
     text = value if isinstance(value, str) else render_value(value)
     shown = _shown(text)
@@ -1056,7 +1066,7 @@ def given_value_problem(name: str, value: Any) -> str | None:
     if text.strip() and text != text.strip():  # only blank: every flag reads it as empty
         return (
             f"workflow parameter {name}={shown} has white space around it, which Argo keeps "
-            "(its enum check, the release mutex) and the steps drop: leave it out"
+            "(its enum check, the release mutex) and no step takes: leave it out"
         )
     return None
 
@@ -1282,7 +1292,7 @@ def argparse_type(kind: Kind) -> Callable[[str], Any]:
             said = "empty" if not text else "blank (only white space)"
             raise argparse.ArgumentTypeError(f"{_shown(text)} is {said}: give {kind.describe()}")
         try:
-            return kind.parse(text.strip())
+            return parse_as_given(kind, text) if text.strip() else kind.parse("")
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"{_shown(text)}: {exc}") from None
 

@@ -181,9 +181,15 @@ class ReservedOutputs(ReservedFiles):
         line. Booleans are written as `true`/`false` so Argo `when` expressions can compare them.
 
         Raises:
-            ValueError: `outputs` are not exactly the reserved names (`fill`).
+            ValueError: `outputs` are not exactly the reserved names (`fill`), or one has white
+                space at either end (a bug: the next stage takes a value as given, `steps.
+                contract.parse_as_given`). None ends in a newline: Argo would drop one (v4.1.2
+                workflow/executor/executor.go SaveParameters), not two.
         """
         rendered = {k: _render(v) for k, v in outputs.items()}
+        padded = sorted(k for k, v in rendered.items() if v != v.strip())
+        if padded:
+            raise ValueError(f"outputs {padded} have white space at either end")
         self.fill(rendered)
         print(json.dumps(rendered, sort_keys=True))
 

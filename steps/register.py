@@ -212,9 +212,10 @@ def register_version(
     """
     from mlflow.exceptions import MlflowException
 
-    # Values read back from Argo output files may carry a trailing newline.
-    run_id = (run_id or "").strip()
-    model_uri = (model_uri or "").strip() or None
+    # Taken as given: train's outputs reach here without a trailing newline (steps.cli
+    # ReservedOutputs writes none, and Argo drops one: v4.1.2 workflow/executor/executor.go
+    # SaveParameters), and the stage's parse refuses white space around a value
+    # (steps.contract.parse_as_given), so nothing is stripped here.
     if not run_id:
         raise StepError("no run id: pass --run-id (train's run-id output)")
     model_uri = model_uri or f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}"

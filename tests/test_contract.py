@@ -858,6 +858,10 @@ def test_a_stage_writes_exactly_its_declared_outputs(tmp_path: Path) -> None:
         fetch.write_outputs(tmp_path, {"row-count": 1})
     with pytest.raises(ValueError, match="declared"):
         fetch.write_outputs(tmp_path, {"row-count": 1, "data-hash": "x", "extra": 2})
+    # The next stage takes a value as given, and Argo drops one trailing newline, not two.
+    for padded in ("x\n", "x\n\n", " x"):
+        with pytest.raises(ValueError, match=r"\['data-hash'\] have white space"):
+            fetch.write_outputs(tmp_path, {"row-count": 1, "data-hash": padded})
     assert not any(tmp_path.iterdir())
     fetch.write_outputs(tmp_path, {"row-count": 1, "data-hash": "x"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data-hash", "row-count"]

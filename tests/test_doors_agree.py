@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,10 +18,11 @@ import pytest
 
 from steps import check_parameters
 from steps.cli import EXIT_BAD_INPUT, BadInput
-from steps.contract import Flag, choices_of
+from steps.contract import Flag, Stage, Switch, choices_of, render_value
 from steps.stages import CHECK_PARAMETERS, STAGES, VALIDATE
 from tests.conftest import assert_bad_input
 from tests.fake_argo import FakeArgo
+from tests.test_contract import PATTERN_SAMPLES, READ_CSV, READ_WITH_SAMPLES, _argv, _main
 from workflows import demo, submit
 from workflows.local_runner import __main__ as runner_cli
 from workflows.local_runner import check_rendered
@@ -176,33 +176,98 @@ def test_a_data_key_has_one_spelling_per_value() -> None:
     assert key(**{"rain-only": "true"}) != key(**{"rain-only": "false"})
 
 
-# Every flag of a fixed list (a boolean, a choice) of every stage, with one of its values padded.
-FIXED_LIST_FLAGS = [
-    (stage.name, flag) for stage in STAGES.values() for flag in stage.flags if choices_of(flag.kind)
+# Every flag of every stage that takes a value, each with a value it takes padded; the
+# parameters check-parameters takes are checked with each stage flag that takes them.
+VALUE_FLAGS = [
+    (stage, flag)
+    for stage in STAGES.values()
+    for flag in stage.all_flags
+    if not isinstance(flag.kind, Switch) and not (stage is CHECK_PARAMETERS and flag.parameter)
 ]
+PADS = ["{} ", " {}", "{}\n", "\t{}"]
 
 
-@pytest.mark.parametrize("pad", ["{} ", " {}", "\t{}\t"])
+def _taken_value(flag: Flag, tmp: Path) -> str:
+    """A value `flag` takes as given (`Flag.convert` accepts it), from candidates of each kind."""
+    candidates = [
+        render_value(flag.default),
+        *(choices_of(flag.kind) or ()),
+        READ_WITH_SAMPLES.get(flag.name, ""),
+        *(str(getattr(flag.kind, a)) for a in ("minimum", "maximum") if hasattr(flag.kind, a)),
+        *PATTERN_SAMPLES.values(),
+        f"sqlite:///{tmp / 'mlflow.db'}",
+        "http://127.0.0.1:5000",
+        "2020",
+        str(READ_CSV),
+        str(tmp / flag.name),
+        "x",
+    ]
+    for candidate in candidates:
+        with contextlib.suppress(BadInput):
+            if candidate.strip():
+                flag.convert(candidate)
+                return candidate
+    raise AssertionError(f"no value {flag.option} takes among {candidates}")
+
+
+@pytest.mark.parametrize("pad", PADS, ids=repr)
 @pytest.mark.parametrize(
-    ("stage", "flag"), FIXED_LIST_FLAGS, ids=[f"{s} {f.option}" for s, f in FIXED_LIST_FLAGS]
+    ("stage", "flag"), VALUE_FLAGS, ids=[f"{s.name} {f.option}" for s, f in VALUE_FLAGS]
 )
-def test_a_value_of_a_fixed_list_is_taken_as_given_by_its_stage_as_by_check_parameters(
-    stage: str, flag: Flag, pad: str
+def test_a_value_with_white_space_at_an_end_is_refused_by_its_stage_as_by_check_parameters(
+    stage: Stage, flag: Flag, pad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`promote --trust-units 'true '` was taken as true, while check-parameters (and Argo's
-    enum check) refuse `trust-units=true `: the step's own command line and its environment
-    variable refuse it too."""
-    value = pad.format(choices_of(flag.kind)[0])
-    # What the stage's parse does with each flag: read it (command line, else environment)
-    # and convert it; its required flags are not given here, so one flag at a time.
-    for argv, env in (([flag.option, value], {}), ([], {flag.env: value} if flag.env else None)):
-        if env is None:
-            continue
-        namespace = STAGES[stage].parser().parse_args(argv)
-        raw, source = flag.given(namespace, env)
-        source = source or flag.option
-        with pytest.raises(BadInput, match=rf"{re.escape(source)} .*without white space at"):
-            flag.convert(raw, source)
+    """`promote --trust-units 'true '`, `promote --tolerance ' 1'`, `SERVE_PORT=' 5001'` were
+    read without their white space by the stage, while check-parameters (and Argo, as given)
+    refuse `trust-units=true `: the stage's command line and its environment variable refuse
+    every such value too (`steps.contract.parse_as_given`), one `error:` line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    valid = _taken_value(flag, tmp_path)
+    value = pad.format(valid)
+    code, _, err = _main(stage, _argv(stage, tmp_path, flag, value))
+    assert_bad_input(code, err, flag.option, "white space at either end")
+    if flag.env:
+        argv = _argv(stage, tmp_path, flag, valid)[:-1]  # not given on the command line
+        if flag.option in argv:  # `--outputs-dir` is always given: the same, by its variable
+            del argv[argv.index(flag.option) : argv.index(flag.option) + 2]
+        monkeypatch.setenv(flag.env, value)
+        code, _, err = _main(stage, argv)
+        assert_bad_input(code, err, flag.env, "white space at either end")
+        monkeypatch.delenv(flag.env)
     if flag.parameter:
         code, err = _outcome(lambda: check_parameters.main([f"--{flag.parameter}={value}"]))
         assert_bad_input(code, err, f"workflow parameter {flag.parameter}", "white space")
+
+
+# The command lines outside the stages that take a number (`steps.contract.argparse_type`) or
+# read a port's variable (`workflows.demo.port_from_env`): (command line, environment).
+OUTSIDE = [
+    (["demo", "up", "--serve-port", "{}"], {}),
+    (["demo", "up", "--mlflow-port", "{}"], {}),
+    (["demo", "up"], {"SERVE_PORT": "{}"}),
+    (["demo", "up"], {"MLFLOW_PORT": "{}"}),
+    (["submit", "--poll-seconds", "{}"], {}),
+    (["submit", "--fan-out-parallelism", "{}"], {}),
+]
+
+
+@pytest.mark.parametrize("pad", PADS, ids=repr)
+@pytest.mark.parametrize(("argv", "env"), OUTSIDE, ids=lambda v: " ".join(v) if v else "")
+def test_a_command_line_outside_the_stages_refuses_white_space_at_an_end_of_a_value(
+    argv: list[str], env: dict[str, str], pad: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`SERVE_PORT=' 5001' make demo` and `demo up --serve-port ' 5001'` were read as 5001,
+    while the deploy stage refuses its `--port ' 5001'`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "mlflow_up", _accept)
+    monkeypatch.setattr(demo, "tracking_server_for", _accept)
+    for variable in ("MLFLOW_PORT", "SERVE_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    for name in env:
+        monkeypatch.setenv(name, pad.format("5001"))
+    program, *args = [a.replace("{}", pad.format("5")) if a == "{}" else a for a in argv]
+    main = {"demo": demo.main, "submit": lambda a: submit.main(["--render", "r", *a])}[program]
+    code, err = _outcome(lambda: main(args))
+    assert_bad_input(code, err, "white space at either end")
+    assert not (tmp_path / "r").exists()

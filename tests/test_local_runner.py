@@ -323,6 +323,23 @@ def test_an_output_parameter_that_is_not_utf8_becomes_replacement_characters(
     assert summary["tasks"]["w"]["outputs"]["parameters"]["v"] == "a\ufffdb"
 
 
+@pytest.mark.parametrize(("written", "read"), [("v", "v"), ("v\n", "v"), ("v\n\n", "v\n")])
+def test_an_output_parameter_loses_one_trailing_newline_as_on_argo(
+    tmp_path: Path, written: str, read: str
+) -> None:
+    """Argo drops one trailing newline from an output parameter's file (v4.1.2
+    workflow/executor/executor.go SaveParameters, `strings.TrimSuffix`); the runner dropped all
+    of them, so a value the next stage refuses on Argo (`v\\n`) passed locally."""
+    writes = container(
+        "writes",
+        f"import os; os.makedirs('/work/outputs'); open('/work/outputs/v', 'w').write({written!r})",
+        outputs={"parameters": [{"name": "v", "valueFrom": {"path": "/work/outputs/v"}}]},
+    )
+    code, text, summary = run(workflow([{"name": "w", "template": "writes"}], [writes]), tmp_path)
+    assert code == 0, text
+    assert summary["tasks"]["w"]["outputs"]["parameters"]["v"] == read
+
+
 def _minimal() -> dict:
     return workflow([{"name": "a", "template": "one"}], [container("one", "pass")])
 

@@ -63,10 +63,10 @@ ENTRYPOINT = "pipeline"
 # `template.Replace`), which runs before `syncManager.TryAcquire` on `execWf.Spec.Synchronization`.
 # A mutex name may hold `/`: a lock key is split as `namespace/Mutex/name` with SplitN(..., 3)
 # (workflow/sync/lock_name.go, `DecodeLockName`).
-# Argo keys the lock with the name's text as substituted, white space included, while the steps
-# strip a model name: a run's `-p model-name` with white space around it is refused before it is
-# sent or run (workflows.argo_rules.given_value_problem), or `foo ` and `foo` would be one model
-# under two locks.
+# Argo keys the lock with the name's text as substituted, white space included: a run's
+# `-p model-name` with white space around it is refused before it is sent or run
+# (workflows.argo_rules.given_value_problem), as every step refuses it (steps.contract
+# parse_as_given), or `foo ` and `foo` would be one model under two locks.
 MUTEX_NAME = "dewpoint-pipeline-release-{{workflow.parameters.model-name}}"
 ARTIFACT_REPOSITORY_CONFIGMAP = "artifact-repositories"
 GOOGLE_CREDENTIALS_SECRET = "google-credentials"

@@ -637,7 +637,9 @@ def _collect_outputs(
             # Bytes that are not UTF-8 become U+FFFD, as Go's encoding/json writes a string
             # holding them when Argo stores the node's outputs.
             text = data.decode("utf-8", errors="replace")
-            result.parameters[p["name"]] = text.rstrip("\n")
+            # One trailing newline dropped, as Argo drops it (SaveParameters: `strings.
+            # TrimSuffix(..., "\n")`); a second is kept, and the next stage refuses it.
+            result.parameters[p["name"]] = text.removesuffix("\n")
         elif "default" in p["valueFrom"]:
             result.parameters[p["name"]] = parameter_text(p["valueFrom"]["default"])
         else:
