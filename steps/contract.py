@@ -428,9 +428,12 @@ class DirectoryPath(_LocalPath):
     path under something that is no directory, or (`writable`) one where no file can be made, is
     refused (before the step does any work: promote would otherwise move the champion, then fail
     to write its outputs). `writable=False`: the stage checks that itself, where it writes (deploy
-    `--stop` only removes what it can from a read-only state directory)."""
+    `--stop` only removes what it can from a read-only state directory). `managed`: the stage
+    keeps its own files there and removes some of them (deploy's state directory, whose model
+    copies it prunes), so no other path the stage writes may be inside it (`Stage.parse`)."""
 
     writable: bool = True
+    managed: bool = False
 
     def _check(self, path: Path) -> None:
         what = what_is_at(path)
@@ -917,7 +920,8 @@ class Stage:
     def _refuse_shared_paths(self, namespace: argparse.Namespace) -> None:
         """BadInput when a path the stage writes is also another path of the command line: two
         outputs at one path (`validate --output X --report X`), an output over an input, or a
-        path under a file the stage writes. The outputs are the path flags whose kind writes
+        path under a file the stage writes, or inside a directory the stage manages
+        (`DirectoryPath.managed`). The outputs are the path flags whose kind writes
         (`_LocalPath.written`) and the declared output parameters' files in `--outputs-dir`."""
         paths: list[tuple[str, Path, bool, bool]] = []  # (what, path, written, is a file)
         for flag in self.all_flags:
@@ -960,6 +964,18 @@ class Stage:
                             f"{_shown(str(in_path))}, a directory the stage reads: what it "
                             "writes there would be read as input; give it a path outside"
                         )
+        managed = [(flag.option, Path(getattr(namespace, flag.dest))) for flag in self.all_flags
+                   if getattr(flag.kind, "managed", False) and getattr(namespace, flag.dest, None)
+                   and _read(flag, namespace)]  # fmt: skip
+        for what, path, written, _ in paths:
+            for where, directory in managed:
+                if written and _inside(path, directory):
+                    # `deploy --outputs-dir <state-dir>/models`: served, then pruned, exit 1.
+                    raise BadInput(
+                        f"{what} {_shown(str(path))} is inside {where} {_shown(str(directory))}, "
+                        "a directory the stage manages (it removes what it did not put there): "
+                        "give it a path outside"
+                    )
 
     def reserve_outputs(self, outputs_dir: Path | None) -> ReservedOutputs:
         """Its declared output parameters' files, reserved in `outputs_dir`
@@ -1185,6 +1201,14 @@ def parameter_check_stage(name: str, parameters: Sequence[WorkflowParameter]) ->
         "before any stage runs; exit 2 naming the first bad one.",
         tuple(flags),
     )
+
+
+def _read(flag: Flag, namespace: argparse.Namespace) -> bool:
+    """Whether the stage reads `flag` with the values of `namespace` (`Flag.read_with`)."""
+    if not flag.read_with:
+        return True
+    other = getattr(namespace, flag.read_with[0].replace("-", "_"))
+    return render_value(other) in _wanted(flag.read_with)
 
 
 def _same_path(a: Path, b: Path) -> bool:

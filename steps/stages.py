@@ -357,7 +357,8 @@ DEPLOY = Stage(
         Flag("port", PORT, "port to serve on", default=5001, env="SERVE_PORT",
              read_with=_LOCAL),
         # Its writability is deploy's to check (`serving_problem`): --stop only reads it.
-        Flag("state-dir", DirectoryPath(writable=False), "PID/port/version state and server logs",
+        Flag("state-dir", DirectoryPath(writable=False, managed=True),
+             "PID/port/version state and server logs",
              default=Path(".demo/serve"), env="DEPLOY_STATE_DIR",
              read_with=_LOCAL),
         Flag("stop", Switch(), "stop the locally served model (by its PID) and exit",

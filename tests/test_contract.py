@@ -443,6 +443,43 @@ def test_a_file_a_stage_writes_is_refused_where_its_output_parameters_go(
     assert out == "" and list(tmp_path.iterdir()) == []
 
 
+# (stage, a directory it manages, a path flag it writes): every pair the stages declare.
+MANAGED_CASES = [
+    pytest.param(stage, managed, written, id=f"{stage.name}-{managed.name}-{written.name}")
+    for stage in DOCUMENTED
+    for managed in _value_flags(stage)
+    if getattr(managed.kind, "managed", False)
+    for written in _value_flags(stage)
+    if written is not managed and _path_role(written.kind) in ("written file", "written directory")
+]
+
+
+def test_deploy_manages_its_state_directory() -> None:
+    assert [p.id for p in MANAGED_CASES] == ["deploy-state-dir-outputs-dir"]
+
+
+@pytest.mark.parametrize(("stage", "managed", "written"), MANAGED_CASES)
+@pytest.mark.parametrize("under", ["models", "models/x", "logs"])
+def test_a_path_a_stage_writes_is_refused_inside_a_directory_the_stage_manages(
+    stage: Stage, managed: Flag, written: Flag, under: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`deploy --outputs-dir <state-dir>/models`: deploy served the model, then pruned its
+    copies there, the reserved output files with them, and failed (exit 1). Refused at parse,
+    naming both flags, before anything is served."""
+    _isolate(stage, tmp_path, monkeypatch)
+    state = tmp_path / "state"
+    argv = _argv(stage, tmp_path, written, str(state / under))
+    if managed.read_with:  # the value with which the stage reads it
+        name, values = managed.read_with
+        argv.append(f"--{name}={values if isinstance(values, str) else values[0]}")
+    argv.append(f"{managed.option}={state}")
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, f"{written.option} ", f"is inside {managed.option} ",
+                     "a directory the stage manages")  # fmt: skip
+    assert out == "" and not state.exists()
+
+
 @pytest.mark.parametrize("stage", [pytest.param(s, id=s.name) for s in DOCUMENTED if s.outputs])
 @pytest.mark.parametrize("occupant", ["a directory", "a named pipe"])
 def test_an_output_parameter_file_taken_by_what_a_file_cannot_replace_is_refused_before_work(
