@@ -106,7 +106,8 @@ def serve_alias(
             now = read()
         except StepError as exc:
             message = f"{exc}: it changed after version {version} was deployed, which stays served"
-            raise type(exc)(message) from exc
+            # Its model deleted meanwhile is no bad input: the run's flags were good (exit 1).
+            raise (StepError if isinstance(exc, BadInput) else type(exc))(message) from exc
         if now == version:
             return DeployResult(served_version=version, changed=changed)
         if round_ == ALIAS_ROUNDS:
@@ -123,13 +124,25 @@ def serve_alias(
     )
 
 
-def _alias_version(client: object, model_name: str, alias: str) -> str:
+def _alias_version(client: object, model_name: str, alias: str, tracking_uri: str) -> str:
     """The version `alias` of `model_name` names now.
 
     Raises:
+        BadInput: the registry has no model `model_name` (exit 2, as for an unknown `--version`:
+            `steps.deploy_targets.common.fetch_verified_model`).
         StepError: the model has no such alias (nothing to serve; nothing is changed).
     """
-    version = registered_aliases(client, model_name).get(alias)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = registered_aliases(client, model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise BadInput(
+                f"registered model {model_name!r} is not registered at {tracking_uri}"
+            ) from exc
+        raise
+    version = aliases.get(alias)
     if version is None:
         raise StepError(f"registered model {model_name!r} has no alias {alias!r}")
     return version
@@ -193,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = serve(canonical_version(args.version))
                 else:
                     result = serve_alias(
-                        lambda: _alias_version(client, settings.model_name, args.alias),
+                        lambda: _alias_version(
+                            client, settings.model_name, args.alias, settings.tracking_uri
+                        ),
                         serve, f"alias {args.alias!r} of {settings.model_name!r}",
                     )  # fmt: skip
             outputs.write({"served-version": result.served_version, "changed": result.changed})

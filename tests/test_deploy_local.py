@@ -1069,3 +1069,27 @@ def test_a_deploy_to_another_port_moves_the_served_model_there(
     assert served is not None and (served.version, served.port) == (v2, moved.port)
     assert not pid_alive(first.pid) and not pid_alive(first.front_pid)
     assert port_is_free("127.0.0.1", local_deploy.port)
+
+
+@pytest.mark.parametrize("alias", ["champion", "previous-champion"])
+def test_deploy_of_an_alias_of_a_model_the_registry_does_not_have_is_bad_input(
+    registry: Registry, local_deploy: LocalDeploy, alias: str
+) -> None:
+    """`--alias champion` of a model name the registry does not have was exit 1 (MLflow's
+    RESOURCE_DOES_NOT_EXIST): bad input, exit 2, one line naming the model, as an unknown
+    `--version` is; nothing started, and what is served stays served."""
+    missing = f"{registry.name}-missing"
+    line = one_line_error(
+        local_deploy.run("", "--alias", alias, "--model-name", missing), EXIT_BAD_INPUT
+    )
+    assert f"registered model {missing!r} is not registered at {registry.url}" in line
+    assert "nothing to deploy" in line
+    assert not (local_deploy.state_dir / STATE_FILE).exists()
+    assert port_is_free("127.0.0.1", local_deploy.port)
+    if alias == "champion":  # once: serving takes a while
+        outputs(local_deploy.run(registry.linear(*V1)))
+        served = running_server(local_deploy.state_dir)
+        one_line_error(
+            local_deploy.run("", "--alias", alias, "--model-name", missing), EXIT_BAD_INPUT
+        )
+        assert running_server(local_deploy.state_dir) == served
