@@ -188,7 +188,7 @@ def parse_as_given(kind: Kind, text: str) -> Any:
     release mutex, workflow/sync/lock_name.go), and so does check-parameters
     (`given_value_problem`): `promote --tolerance ' 1'` and `SERVE_PORT=' 5001'` were read as 1
     and 5001 by the stage and refused by check-parameters. No legitimate value arrives padded:
-    the steps write their output parameters without a newline (`steps.cli.ReservedOutputs`) and
+    the steps write their output parameters without a newline (`steps.files.ReservedOutputs`) and
     Argo drops one trailing newline from an output parameter's file (v4.1.2
     workflow/executor/executor.go SaveParameters, `strings.TrimSuffix(..., "\n")`), as the
     local runner does (workflows/local_runner/runner.py `_collect_outputs`).
