@@ -45,6 +45,8 @@ TAG_DATA_UNITS_BASIS = "data.units_basis"
 # `data.part.<name>.validated_hash`, `.fetched_hash` and `.rows` (steps/train.py).
 TAG_DATA_PARTS = "data.parts"
 TAG_DATA_PART_PREFIX = "data.part."
+# Every data tag above starts so: a version's are its training run's, never a caller's.
+DATA_TAG_PREFIX = "data."
 TAG_CODE_VERSION = "code.version"
 TAG_WORKFLOW_NAME = "workflow.name"
 TAG_WORKFLOW_UID = "workflow.uid"
@@ -77,18 +79,16 @@ class RegisteredVersion:
 
 def provenance_tags(
     *,
-    data_hash: str | None = None,
-    data_source: str | None = None,
     code_version: str | None = None,
     workflow_name: str | None = None,
     workflow_uid: str | None = None,
 ) -> dict[str, str]:
-    """The version's provenance tags; the code version defaults to this package's version."""
+    """The version's provenance tags a caller gives: the code version (default: this package's
+    version) and the workflow. None is about its data: `register_version` copies those from the
+    training run, which took them from the rows it fit (steps/train.py)."""
     from steps import __version__
 
     tags = {
-        TAG_FETCHED_HASH: data_hash,
-        TAG_DATA_SOURCE: data_source,
         TAG_CODE_VERSION: code_version or __version__,
         TAG_WORKFLOW_NAME: workflow_name,
         TAG_WORKFLOW_UID: workflow_uid,
@@ -194,13 +194,13 @@ def register_version(
         settings: tracking URI and registered model name.
         run_id: the training run; it must exist.
         model_uri: the logged model (train's `model-uri`); default `runs:/<run_id>/model`.
-        tags: provenance tags to set on the version (see `provenance_tags`). Data hash and
-            source default to the run's own `data.fetched_hash` / `data.source` tags (and
-            `data.validated_hash`, `data.units`, `data.units_basis`, `data.parts` and
-            `data.part.*`, the years trained on and
-            their hashes, are the run's); `code.git_commit`
-            and `code.git_dirty` are the run's (the code that trained the model), else this
-            process's (`steps.revision.source_revision`).
+        tags: provenance tags to set on the version (see `provenance_tags`), none of them a
+            data tag (`data.*`): every data tag is copied from the run (`data.fetched_hash`,
+            `data.validated_hash`, `data.source`, `data.units`, `data.units_basis`,
+            `data.parts` and `data.part.*`, the years trained on and their hashes), which
+            train took from the rows it fit. `code.git_commit` and `code.git_dirty` are the
+            run's (the code that trained the model), else this process's
+            (`steps.revision.source_revision`).
 
     Returns:
         The run's one version; `created` is False when the run already had one (its tags are
@@ -209,10 +209,15 @@ def register_version(
     Raises:
         StepError: unknown run, MLflow unreachable after the bounded retries, a rejected
             registration, or a duplicate that an alias points at (it is not deleted).
+        ValueError: `tags` names a data tag (a caller's data tag could name data the run
+            never trained on; issue 10).
     """
     from mlflow.exceptions import MlflowException
 
-    # Taken as given: train's outputs reach here without a trailing newline (steps.cli
+    data_tags = sorted(key for key in tags or {} if key.startswith(DATA_TAG_PREFIX))
+    if data_tags:
+        raise ValueError(f"data tags come from the training run, not the caller: {data_tags}")
+    # Taken as given: train's outputs reach here without a trailing newline (steps.files
     # ReservedOutputs writes none, and Argo drops one: v4.1.2 workflow/executor/executor.go
     # SaveParameters), and the stage's parse refuses white space around a value
     # (steps.contract.parse_as_given), so nothing is stripped here.
@@ -235,26 +240,15 @@ def register_version(
                 f"--model-uri {model_uri} is the model of run {model_run}, not of --run-id "
                 f"{run_id}: give the run-id and model-uri one train run wrote"
             )
+        # Every data tag is the run's (the years trained on and their hashes too), and the
+        # code that trained the model, when the run has it.
+        run_tags = training_run.data.tags
         all_tags = {
-            key: training_run.data.tags[key]
-            for key in (
-                TAG_FETCHED_HASH,
-                TAG_VALIDATED_HASH,
-                TAG_DATA_SOURCE,
-                TAG_DATA_UNITS,
-                TAG_DATA_UNITS_BASIS,
-                TAG_GIT_COMMIT,
-                TAG_GIT_DIRTY,
-            )
-            if training_run.data.tags.get(key)
-        }
-        # Which years (parts) and their hashes the model was trained on.
-        all_tags |= {
             key: value
-            for key, value in training_run.data.tags.items()
-            if key == TAG_DATA_PARTS or key.startswith(TAG_DATA_PART_PREFIX)
+            for key, value in run_tags.items()
+            if value and (key.startswith(DATA_TAG_PREFIX) or key in (TAG_GIT_COMMIT, TAG_GIT_DIRTY))
         }
-        all_tags.update(tags or {})
+        all_tags.update(tags or {})  # no data tag among them (checked above)
         # Always set: promote and deploy refuse a version without it (steps/model_trust.py).
         all_tags.setdefault(TAG_CODE_VERSION, provenance_tags()[TAG_CODE_VERSION])
         # The code that trained the model is the run's; a run logged without it gets ours.
@@ -410,20 +404,16 @@ def train_and_register(
     """Train on `frame`, log the run and register its model: a registered version in one call.
 
     For tests and demos (deploy, end-to-end). `config` is a `steps.train.TrainConfig`;
-    `provenance` goes to `provenance_tags` (data_hash=..., workflow_uid=..., ...).
+    `provenance` goes to `provenance_tags` (code_version=..., workflow_name=...,
+    workflow_uid=...); the version's data tags are the run's, as in `register_version`.
 
     Returns:
         The `TrainResult` (run id, model URI, metrics, holdout) and the registered version.
     """
     from steps.train import train_and_log
 
-    result = train_and_log(
-        frame,
-        settings,
-        config,
-        data_source=provenance.get("data_source"),
-    )
-    tags = provenance_tags(**provenance)
+    tags = provenance_tags(**provenance)  # before training: an unknown keyword fails here
+    result = train_and_log(frame, settings, config)
     return result, register_version(settings, result.run_id, result.model_uri, tags)
 
 
@@ -440,8 +430,6 @@ def main(argv: list[str] | None = None) -> int:
                 args.run_id,
                 args.model_uri,
                 provenance_tags(
-                    data_hash=args.data_hash,
-                    data_source=args.data_source,
                     code_version=args.code_version,
                     workflow_name=args.workflow_name,
                     workflow_uid=args.workflow_uid,

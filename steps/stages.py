@@ -108,18 +108,6 @@ EXPERIMENT = Flag(
     default=DEFAULT_EXPERIMENT,
     env="MLFLOW_EXPERIMENT_NAME",
 )
-DATA_HASH = Flag(
-    "data-hash",
-    Text(r"[0-9a-f]{64}", what="a SHA-256 hex digest (fetch's data-hash)"),
-    "fetch's data-hash, of the dataset as fetched: tag data.fetched_hash",
-    env="DATA_HASH",
-)
-DATA_SOURCE = Flag(
-    "data-source",
-    Text(what="a description of the data's origin"),
-    "where the data came from: tag data.source (default: the training run's own data.source)",
-    env="DATA_SOURCE",
-)
 RUN_ID = Flag(
     "run-id",
     Text(r"[0-9a-f]{32}", what="an MLflow run id (32 hex characters)"),
@@ -275,8 +263,6 @@ REGISTER = Stage(
              "train's model-uri (default runs:/<run-id>/model)"),
         Flag("run-id", RUN_ID.kind, RUN_ID.help, required=True),
         MODEL_NAME,
-        DATA_HASH,
-        DATA_SOURCE,
         Flag("code-version", Text(what="a version string"),
              "tag code.version (default: this package's version)", env="CODE_VERSION"),
         Flag("workflow-name", Text(what="an Argo workflow name"),

@@ -1003,7 +1003,7 @@ def test_a_stage_variable_left_in_the_callers_shell_does_not_reach_a_step(
     from workflows.local_runner.backends import STAGE_FLAG_ENV
 
     names = ["PROMOTE_CLAIM_LEASE", "VALIDATE_MIN_ROWS", "SYNTHETIC_SEED", "FETCH_HTTP_RETRIES",
-             "MLFLOW_EXPERIMENT_NAME", "CODE_VERSION", "DATA_HASH", "SERVE_PORT",
+             "MLFLOW_EXPERIMENT_NAME", "CODE_VERSION", "WORKFLOW_NAME", "SERVE_PORT",
              "DEPLOY_STATE_DIR", "NOT_A_STAGE_VARIABLE", "HOME"]  # fmt: skip
     assert set(names[:-2]) <= STAGE_FLAG_ENV
     for name in names:
@@ -1026,7 +1026,7 @@ def test_a_stage_variable_left_in_the_callers_shell_does_not_reach_a_step(
         "FETCH_HTTP_RETRIES": None,
         "MLFLOW_EXPERIMENT_NAME": None,
         "CODE_VERSION": None,
-        "DATA_HASH": None,
+        "WORKFLOW_NAME": None,
         "SERVE_PORT": "5099",  # the caller's env=
         "DEPLOY_STATE_DIR": None,
         "NOT_A_STAGE_VARIABLE": "from-the-shell",

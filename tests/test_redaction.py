@@ -178,7 +178,7 @@ def test_fetch_validate_train_register_write_no_credential(signed_table: str, tm
     outputs = json.loads(trained.stdout.strip().splitlines()[-1])
     registered = run_step(
         "register", "--run-id", outputs["run-id"], "--model-uri", outputs["model-uri"],
-        "--data-source", f"https://alice:{SECRET}@example.org/t.csv?sig={SECRET}", env=env,
+        "--workflow-name", f"https://alice:{SECRET}@example.org/t.csv?sig={SECRET}", env=env,
     )  # fmt: skip
     assert registered.returncode == 0, registered.stderr
 
@@ -192,7 +192,9 @@ def test_fetch_validate_train_register_write_no_credential(signed_table: str, tm
         assert SECRET not in dataset_input.dataset.source
     version = json.loads(registered.stdout.strip().splitlines()[-1])["version"]
     tags = client.get_model_version(DEFAULT_MODEL_NAME, version).tags
-    assert tags[register.TAG_DATA_SOURCE] == "https://***@example.org/t.csv?sig=***"
+    assert tags[register.TAG_DATA_SOURCE] == train_run.data.tags["data.source"]  # the run's
+    assert tags[register.TAG_WORKFLOW_NAME] == "https://***@example.org/t.csv?sig=***"
+    assert SECRET not in json.dumps(tags)
     for step in (fetched, validated, trained, registered):
         assert SECRET not in step.stdout + step.stderr
     assert SECRET not in (out / "report.json").read_text()

@@ -15,8 +15,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchModelVersionUtils
 
 import steps
+from steps import register
 from steps.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT, BadInput, StepError
 from steps.register import (
+    TAG_DATA_PART_PREFIX,
+    TAG_DATA_SOURCE,
+    TAG_FETCHED_HASH,
+    TAG_VALIDATED_HASH,
     provenance_tags,
     register_version,
     search_literal,
@@ -27,7 +32,7 @@ from steps.revision import source_revision
 from steps.settings import MlflowSettings
 from steps.tracking import mlflow_session
 from steps.train import TrainResult, train_and_log
-from tests.conftest import MlflowServer, free_port
+from tests.conftest import MlflowServer, assert_bad_input, free_port
 from tests.model_helpers import dewpoint_frame, error_line, make_experiment, run_step, step_env
 
 
@@ -116,6 +121,59 @@ def test_train_and_register_gives_a_loadable_version_in_one_call(
 def _tags(settings: MlflowSettings, version: str) -> dict[str, str]:
     client = mlflow.MlflowClient(settings.tracking_uri)
     return client.get_model_version(settings.model_name, version).tags
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--data-hash", "ab" * 32), ("--data-source", "https://elsewhere.example/other.csv")],
+)
+def test_register_takes_no_flag_that_would_tag_its_data(
+    tracking: MlflowSettings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str,
+    value: str,
+) -> None:
+    """Issue 10: `register --data-hash X` tagged a version with a hash its run never trained on
+    (the caller's value won over the run's tag). Every data tag is the run's: the flags are
+    refused before a version exists, and their old environment variables change nothing."""
+    result = _train(tracking)
+    args = ["--run-id", result.run_id, "--tracking-uri", tracking.tracking_uri]
+    capsys.readouterr()
+
+    assert_bad_input(register.main([*args, flag, value]), capsys.readouterr().err, flag)
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    assert client.search_registered_models() == []
+
+    monkeypatch.setenv("DATA_HASH", "ab" * 32)
+    monkeypatch.setenv("DATA_SOURCE", "https://elsewhere.example/other.csv")
+    assert register.main(args) == 0, capsys.readouterr().err
+    run_tags = client.get_run(result.run_id).data.tags
+    data_tags = {k: v for k, v in _tags(tracking, "1").items() if k.startswith("data.")}
+    assert data_tags == {k: v for k, v in run_tags.items() if k.startswith("data.")}
+    assert data_tags[TAG_DATA_SOURCE] == "synthetic" and TAG_FETCHED_HASH not in data_tags
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [TAG_FETCHED_HASH, TAG_VALIDATED_HASH, TAG_DATA_SOURCE, f"{TAG_DATA_PART_PREFIX}2024.rows"],
+)
+def test_a_data_tag_from_the_caller_is_refused_before_a_version_exists(
+    tracking: MlflowSettings, tag: str
+) -> None:
+    """The functions behind the CLI hold the same rule: a caller's data tag is an error."""
+    result = _train(tracking)
+    with pytest.raises(ValueError, match="data tags come from the training run"):
+        register_version(tracking, result.run_id, result.model_uri, {tag: "x"})
+    assert mlflow.MlflowClient(tracking.tracking_uri).search_registered_models() == []
+
+
+@pytest.mark.parametrize("keyword", ["data_hash", "data_source"])
+def test_train_and_register_takes_no_data_tag(tracking: MlflowSettings, keyword: str) -> None:
+    """The helper for tests and demos: no data keyword, refused before it trains."""
+    with pytest.raises(TypeError, match=keyword):
+        train_and_register(dewpoint_frame(rows=100), tracking, **{keyword: "x"})
+    assert mlflow.search_runs(experiment_names=[tracking.experiment], output_format="list") == []
 
 
 @pytest.mark.parametrize("run_id", ["0123456789abcdef0123456789abcdef", ""])

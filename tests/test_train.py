@@ -50,6 +50,7 @@ from tests.model_helpers import (
     make_experiment,
     run_step,
     split_rows,
+    step_env,
     write_dataset,
 )
 
@@ -388,14 +389,27 @@ def test_the_validation_report_and_both_hashes_reach_the_run_and_the_version(
     logged = client.download_artifacts(run_id, "validation/validation.json", str(tmp_path / "d"))
     assert json.loads(Path(logged).read_text()) == report
 
+    # Issue 10: register's old data flags' variables, left in its environment, tag nothing; the
+    # provenance it does take (code version, workflow) still reaches the version.
     registered = run_step(
         "register", "--run-id", run_id, "--tracking-uri", tracking.tracking_uri,
-        "--outputs-dir", str(out / "register"),
+        "--outputs-dir", str(out / "register"), "--code-version", "9.9.9",
+        "--workflow-name", "dewpoint-pipeline-x", "--workflow-uid", "uid-x",
+        env=step_env(DATA_HASH="ab" * 32, DATA_SOURCE="https://elsewhere.example/other.csv"),
     )  # fmt: skip
     assert registered.returncode == 0, registered.stderr[-2000:]
     version = client.get_model_version("dewpoint-lr", (out / "register" / "version").read_text())
     assert version.tags["data.fetched_hash"] == fetched_hash
     assert version.tags["data.validated_hash"] == report["validated_data_hash"]
+    # Every data tag of the version is the run's, exactly, and no other.
+    assert {k: v for k, v in version.tags.items() if k.startswith("data.")} == {
+        k: v for k, v in run.data.tags.items() if k.startswith("data.")
+    }
+    assert (version.tags["code.version"], version.tags["workflow.name"]) == (
+        "9.9.9",
+        "dewpoint-pipeline-x",
+    )
+    assert version.tags["workflow.uid"] == "uid-x"
 
 
 def _train_args(validated: Path, tmp_path: Path, tracking: MlflowSettings) -> list[str]:

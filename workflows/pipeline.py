@@ -553,7 +553,7 @@ def _templates(settings: PipelineSettings) -> dict[str, Container]:
     register = stage_template(
         settings,
         REGISTER,
-        inputs=["model-uri", "run-id", "data-hash"],
+        inputs=["model-uri", "run-id"],
         values={
             "code-version": settings.code_version,
             "workflow-name": "{{workflow.name}}",
@@ -711,7 +711,8 @@ def build_workflow_template(settings: PipelineSettings) -> WorkflowTemplate:
             # (argo-workflows v4.1.2 workflow/controller/steps.go, shouldExecute).
             champion = promote.get_parameter("champion-version")
             deploy = stage_task(stages["deploy"], when=f"{champion.value} != {NO_CHAMPION}")
-            # train's data-hash and run-id reach later tasks through the chain below.
+            # train's run-id and model-uri reach register through the chain below (register
+            # copies every data tag from that run; train's data-hash output is for the UI).
             loops >> train >> register >> promote >> deploy
     return template
 
