@@ -23,7 +23,7 @@ import httpx
 import mlflow
 import pytest
 
-from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT, BadInput
+from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TRANSIENT, BadInput, StepError
 from steps.deploy_targets import local
 from steps.deploy_targets.common import SMOKE_BODY, DeployRequest
 from steps.deploy_targets.local import (
@@ -1027,6 +1027,77 @@ def test_a_deploy_to_another_port_leaves_a_hung_served_model(
     assert served is not None and (served.version, served.port) == (v2, moved.port)
     assert not pid_alive(first.pid) and not pid_alive(first.front_pid)
     assert port_is_free("127.0.0.1", local_deploy.port)
+
+
+def _recorded_with_front(state_dir: Path) -> ServedModel:
+    """What a deploy records: clients' port 5001 (its front), its model server on 41001."""
+    return ServedModel(
+        pid=111, host="127.0.0.1", port=5001, model_uri="models:/m/1", version="1", log="",
+        model_path=str(state_dir / "models" / "v1" / "model"), backend_port=41001, front_pid=222,
+    )  # fmt: skip
+
+
+def _backend_of(state_dir: Path) -> str:
+    return json.loads((state_dir / BACKEND_FILE).read_text())["url"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [StepError("starting the front on port 6001 failed: ..."), KeyboardInterrupt()],
+    ids=["front proof fails", "Ctrl-C mid-move"],
+)
+def test_a_failed_move_from_a_hung_model_points_the_fronts_back_at_its_model_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """Breaker 55: the fronts had been pointed back at `current.url`, the old front's own
+    address, so it forwarded every request to itself and the recorded server was no longer
+    found (`running_server`): a model that hung only briefly was never served again."""
+    current = _recorded_with_front(tmp_path)
+    local._write_backend(tmp_path, current.backend_url)  # as the first deploy left it
+    new = ServedModel(333, "127.0.0.1", 42002, "models:/m/2", "2", "", model_path="x")
+    monkeypatch.setattr(local, "_ping", lambda url: False)  # the served model hangs
+    moved_first = []
+
+    def front_fails(*args: object, **kwargs: object) -> int:
+        moved_first.append(_backend_of(tmp_path))
+        raise failure
+
+    monkeypatch.setattr(local, "_start_front", front_fails)
+    with pytest.raises(type(failure)):
+        local._switch(tmp_path, new, None, None, current, "127.0.0.1", "127.0.0.1", 6001, 5.0)
+
+    assert moved_first == [new.url]  # proven through `new`, not the hung one
+    assert _backend_of(tmp_path) == current.backend_url == "http://127.0.0.1:41001"
+
+
+def test_a_failed_second_backend_write_from_a_hung_model_leaves_the_backend_as_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Breaker 55: the write after the new front was proven failed (a full disk): the new front
+    was stopped, but backend.json kept naming `new`, which the caller stops next, while the
+    state file names `current`."""
+    current = _recorded_with_front(tmp_path)
+    local._write_backend(tmp_path, current.backend_url)
+    new = ServedModel(333, "127.0.0.1", 42002, "models:/m/2", "2", "", model_path="x")
+    monkeypatch.setattr(local, "_ping", lambda url: False)
+    monkeypatch.setattr(local, "_start_front", lambda *a, **k: 444)
+    stopped = []
+    monkeypatch.setattr(local, "stop_process_group", lambda pid, *a, **k: stopped.append(pid))
+    writes = []
+    real_write = local._write_backend
+
+    def write(state_dir: Path, url: str) -> None:
+        writes.append(url)
+        if len(writes) == 2:  # the write after the new front is proven
+            raise StepError("cannot write backend.json: No space left on device")
+        real_write(state_dir, url)
+
+    monkeypatch.setattr(local, "_write_backend", write)
+    with pytest.raises(StepError):
+        local._switch(tmp_path, new, None, None, current, "127.0.0.1", "127.0.0.1", 6001, 5.0)
+
+    assert stopped == [444]
+    assert _backend_of(tmp_path) == current.backend_url
 
 
 @pytest.mark.slow

@@ -272,19 +272,19 @@ def _switch(
         # `current` served as it was. A `current` that does not answer /ping (hung, or gone)
         # serves nothing to keep: the fronts move to `new` first, so the new front is proven
         # through `new` rather than through the server the move is leaving.
-        hung = not _ping(current.url)
+        hung = not _ping(current.backend_url)
         if hung:
             _write_backend(state_dir, new.url)
         try:
             front_pid = _start_front(state_dir, host, port, timeout)
+            try:
+                _write_backend(state_dir, new.url)
+            except BaseException:
+                stop_process_group(front_pid)
+                raise
         except BaseException:
-            if hung:  # back as the state file has it: `new` is stopped by the caller
-                _write_backend(state_dir, current.url)
-            raise
-        try:
-            _write_backend(state_dir, new.url)
-        except BaseException:
-            stop_process_group(front_pid)
+            if hung:  # back to `current`'s model server, as the state file has it: the caller
+                _write_backend(state_dir, current.backend_url)  # stops `new`
             raise
         return front_pid
     if old is None:  # the first deploy, or a move from a model server without a front
