@@ -30,6 +30,8 @@ SCHEMA = pa.schema(
 )  # its names are COLUMNS, in that order (tests/test_contract.py holds them together)
 SOURCE_METADATA_KEY = b"dewpoint.source"
 VALIDATION_METADATA_KEY = b"dewpoint.validation"
+# validate's report key: SHA-256 of the `dewpoint.source` bytes it wrote beside the report.
+SOURCE_DIGEST_KEY = "source_metadata_sha256"
 SORT_KEYS = [(name, "ascending") for name in COLUMNS]
 
 
@@ -224,8 +226,20 @@ def write_dataset_pieces(
 
 
 def _source_metadata(source: dict[str, Any] | None) -> dict[bytes, bytes]:
-    """The Parquet key-value metadata for `source`: JSON, with no credential left in clear."""
-    return {SOURCE_METADATA_KEY: json.dumps(redact_values(source or {}), sort_keys=True).encode()}
+    """The Parquet key-value metadata for `source`."""
+    return {SOURCE_METADATA_KEY: source_metadata_bytes(source)}
+
+
+def source_metadata_bytes(source: dict[str, Any] | None) -> bytes:
+    """The exact `dewpoint.source` bytes written for `source`: JSON (UTF-8), keys sorted, with no
+    credential left in clear."""
+    return json.dumps(redact_values(source or {}), sort_keys=True).encode()
+
+
+def source_metadata_digest(raw: bytes) -> str:
+    """SHA-256 (hex) of `dewpoint.source` bytes: validate's report names the one it wrote
+    (SOURCE_DIGEST_KEY), so train can tell them from any other."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -279,10 +293,13 @@ def read_validation_report(path: Path) -> dict[str, Any] | None:
 
 
 def json_object(raw: bytes | None) -> dict[str, Any] | None:
-    """Parquet key-value metadata read as a JSON object; None when absent, not JSON, or JSON
-    that is not an object (a list or a number describes no source and no report)."""
-    try:
-        value = json.loads(raw) if raw else None
+    """Parquet key-value metadata read as a JSON object; None when absent, not UTF-8 JSON, or JSON
+    that is not an object (a list or a number describes no source and no report).
+
+    Only UTF-8, what every writer here writes: `json.loads` of bytes also takes UTF-16 and
+    UTF-32, which train then could not decode as its `data.source` text (breaker, issue 10)."""
+    try:  # UnicodeDecodeError is a ValueError
+        value = json.loads(raw.decode("utf-8")) if raw else None
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

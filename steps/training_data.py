@@ -21,12 +21,14 @@ import pyarrow.compute as pc
 from steps.cli import BadInput, StepError, one_line
 from steps.dataset import (
     SCHEMA,
+    SOURCE_DIGEST_KEY,
     SOURCE_METADATA_KEY,
     VALIDATION_METADATA_KEY,
     CanonicalHasher,
     conform,
     in_key_order,
     json_object,
+    source_metadata_digest,
 )
 from steps.files import path_problem
 from steps.holdout_split import in_holdout, row_keys
@@ -105,8 +107,10 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
 
     Raises:
         StepError: `path` is missing, damaged or not Parquet (`what` names it in the message).
-        BadInput: it holds a validation report without a `validated_data_hash` string, or with
-            `dewpoint.source` metadata other than what validate wrote beside it.
+        BadInput: its `dewpoint.validation` metadata is not a UTF-8 JSON object; it holds a
+            validation report without a `validated_data_hash` or SOURCE_DIGEST_KEY string, or
+            with `dewpoint.source` metadata other than the bytes validate wrote beside it; its
+            `dewpoint.source` metadata is not UTF-8 text.
     """
     import pyarrow.parquet as pq
 
@@ -115,8 +119,14 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
     except Exception as exc:  # pyarrow raises several types for a damaged or foreign file
         raise StepError(f"cannot read {what} {path} as Parquet: {one_line(exc)}") from exc
     metadata = parquet.schema_arrow.metadata or {}
-    report = json_object(metadata.get(VALIDATION_METADATA_KEY))
+    raw_report = metadata.get(VALIDATION_METADATA_KEY)
+    report = json_object(raw_report)
     raw_source = metadata.get(SOURCE_METADATA_KEY)
+    if raw_report is not None and report is None:  # else it would pass as a file without one
+        raise BadInput(
+            f"{what} {path}: its dewpoint.validation metadata is not a UTF-8 JSON object; "
+            "validate the fetched data again"
+        )
     validated_hash = (report or {}).get("validated_data_hash")
     # A report holds train to the rows it names; without their hash there is nothing to hold
     # it to, and an emptied hash turned the check off while the report's units evidence
@@ -128,23 +138,41 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
         )
     if report is not None:
         _check_source_metadata(f"{what} {path}", report, raw_source)
+    try:  # it becomes the run's `data.source` tag, text
+        source = raw_source.decode("utf-8") if raw_source else None
+    except UnicodeDecodeError:
+        raise BadInput(f"{what} {path}: its dewpoint.source metadata is not UTF-8 text") from None
     return DatasetPart(
         name=path.name.removesuffix(".parquet"),
         path=path,
         rows=parquet.metadata.num_rows,
         validated_hash=validated_hash,
         fetched_hash=(report or {}).get("fetched_data_hash"),
-        source=raw_source.decode("utf-8") if raw_source else None,
+        source=source,
         report=report,
     )
 
 
 def _check_source_metadata(where: str, report: dict[str, Any], raw_source: bytes | None) -> None:
     """BadInput unless the file's `dewpoint.source` metadata is what validate wrote beside its
-    report (steps/validate.py `validate_file`): its `data_hash` the report's
-    `validated_data_hash`, its `fetched_data_hash` the report's. Train tags its run with that
-    metadata (`data.source`, the source named in `data.units_basis`), and the report is tied to
-    the rows by their hash (read_batches): so the source is tied to them too."""
+    report (steps/validate.py `validate_file`): the very bytes whose SHA-256 the report names
+    (SOURCE_DIGEST_KEY), their `data_hash` the report's `validated_data_hash`, their
+    `fetched_data_hash` the report's. Train tags its run with that metadata (`data.source`, the
+    source named in `data.units_basis`), and the report is tied to the rows by their hash
+    (read_batches): so the source is tied to them too. Comparing the two hashes alone let every
+    other field be rewritten (synthetic rows tagged `bigquery`: breaker, issue 10)."""
+    digest = report.get(SOURCE_DIGEST_KEY)
+    if not (isinstance(digest, str) and digest):
+        raise BadInput(
+            f"{where}: its validation report names no {SOURCE_DIGEST_KEY} (an older validate "
+            "wrote it); validate the fetched data again"
+        )
+    if raw_source is None or source_metadata_digest(raw_source) != digest:
+        raise BadInput(
+            f"{where}: its dewpoint.source metadata is not what validate wrote beside its "
+            f"validation report (its SHA-256 is not the report's {SOURCE_DIGEST_KEY}); "
+            "validate the fetched data again"
+        )
     source = json_object(raw_source)
     expected = {
         "data_hash": report.get("validated_data_hash"),

@@ -78,6 +78,7 @@ import pyarrow.compute as pc
 from steps.cli import BadInput, StepError, run
 from steps.climate import DEWP_RANGE_F, FREEZING_F, REPORTING_RESOLUTION_F, TEMP_RANGE_F
 from steps.dataset import (
+    SOURCE_DIGEST_KEY,
     CanonicalHasher,
     canonical,
     conform,
@@ -87,6 +88,8 @@ from steps.dataset import (
     in_key_order,
     is_canonical,
     read_stored_dataset,
+    source_metadata_bytes,
+    source_metadata_digest,
     write_dataset_pieces,
 )
 from steps.files import write_text_atomically
@@ -491,18 +494,20 @@ def validate_file(
         else:
             sorted_kept = canonical(table.filter(keep))
             report["validated_data_hash"] = hash_canonical(sorted_kept)
-    report_text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)  # strict JSON
-    write_text_atomically(report_path, report_text + "\n")
-    if not report["passed"]:
-        raise StepError(failure_message(report))
     # Keep the source description; rows and hash must describe this file, not fetch's.
     metadata = {
         **source,
         "fetched_rows": source.get("rows"),
         "fetched_data_hash": source.get("data_hash"),
         "rows": report["rows_out"],
-        "data_hash": report["validated_data_hash"],
+        "data_hash": report.get("validated_data_hash"),
     }
+    if report["passed"]:  # train refuses source metadata other than these bytes (read_part)
+        report[SOURCE_DIGEST_KEY] = source_metadata_digest(source_metadata_bytes(metadata))
+    report_text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)  # strict JSON
+    write_text_atomically(report_path, report_text + "\n")
+    if not report["passed"]:
+        raise StepError(failure_message(report))
     pieces = kept_slices() if sorted_kept is None else [sorted_kept]
     write_dataset_pieces(pieces, output, metadata, validation=report)
     dropped = report["dropped_missing_temp_or_dewp"] + report["removed_dewp_above_temp"]

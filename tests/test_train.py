@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from steps import fetch, train, validate
 from steps.cli import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, StepError
 from steps.dataset import (
+    SOURCE_DIGEST_KEY,
     SOURCE_METADATA_KEY,
     VALIDATION_METADATA_KEY,
     data_hash,
@@ -577,11 +579,23 @@ def test_a_source_longer_than_mlflows_tag_limit_is_cut_in_the_tag_not_a_failed_r
     assert whole.startswith(kept) and f"{len(whole)} characters" in said
 
 
+def _edit_footer(path: Path, edit: Callable[[dict[bytes, bytes]], None]) -> None:
+    """Rewrite `path` with its rows kept and `edit` applied to its key-value metadata."""
+    table = pq.read_table(path)
+    metadata = dict(table.schema.metadata)
+    edit(metadata)
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
 # Footer edits that keep the rows (and so the report's validated hash) but make the source
-# metadata train tags its run with disagree with the report validate wrote beside it.
+# metadata train tags its run with disagree with the report validate wrote beside it. Breaker 55
+# (issue 10): with both hashes kept, `name` and `url` were rewritten and tagged the run
+# (`data.source`, `data.units_basis`) as BigQuery's rows.
 FOOTER_EDITS = {
     "source data_hash": lambda source, report: source.update(data_hash="ab" * 32),
     "source fetched_data_hash": lambda source, report: source.update(fetched_data_hash="ab" * 32),
+    "source name and url": lambda source, report: source.update(name="bigquery", url="https://x"),
+    "source re-encoded": lambda source, report: None,  # the same JSON, other bytes (indented)
     "report fetched_data_hash": lambda source, report: report.update(fetched_data_hash="ab" * 32),
     "source removed": lambda source, report: source.clear(),
 }
@@ -591,17 +605,75 @@ FOOTER_EDITS = {
 def test_train_refuses_source_metadata_validate_did_not_write_with_its_report(
     tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
 ) -> None:
+    """read_part's promise: `dewpoint.source` metadata other than the bytes validate wrote
+    beside its report (the report's source_metadata_sha256) is refused, exit 2, one line."""
     validated, _ = _validated_file(tmp_path)
-    table = pq.read_table(validated)
-    metadata = dict(table.schema.metadata)
-    source = json.loads(metadata[SOURCE_METADATA_KEY])
-    report = json.loads(metadata[VALIDATION_METADATA_KEY])
-    FOOTER_EDITS[edit](source, report)
-    metadata[VALIDATION_METADATA_KEY] = json.dumps(report).encode()
-    metadata[SOURCE_METADATA_KEY] = json.dumps(source).encode() if source else b"not json"
-    pq.write_table(table.replace_schema_metadata(metadata), validated)
+
+    def forge(metadata: dict[bytes, bytes]) -> None:
+        source = json.loads(metadata[SOURCE_METADATA_KEY])
+        report = json.loads(metadata[VALIDATION_METADATA_KEY])
+        FOOTER_EDITS[edit](source, report)
+        metadata[VALIDATION_METADATA_KEY] = json.dumps(report).encode()
+        if edit != "report fetched_data_hash":  # the source bytes validate wrote stay
+            source_text = json.dumps(source, indent=1 if edit == "source re-encoded" else None)
+            metadata[SOURCE_METADATA_KEY] = source_text.encode() if source else b"not json"
+
+    _edit_footer(validated, forge)
 
     _assert_train_refuses(validated, tmp_path, tracking, capsys, "dewpoint.source metadata")
+
+
+def test_train_refuses_a_validation_report_without_its_source_digest(
+    tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report written by a validate older than SOURCE_DIGEST_KEY cannot tie the source
+    metadata to it: train asks for the data to be validated again."""
+    validated, _ = _validated_file(tmp_path)
+
+    def older_report(metadata: dict[bytes, bytes]) -> None:
+        report = json.loads(metadata[VALIDATION_METADATA_KEY])
+        del report[SOURCE_DIGEST_KEY]
+        metadata[VALIDATION_METADATA_KEY] = json.dumps(report).encode()
+
+    _edit_footer(validated, older_report)
+
+    err = _assert_train_refuses(validated, tmp_path, tracking, capsys, SOURCE_DIGEST_KEY)
+    assert "validate the fetched data again" in err
+
+
+def _in_utf16(key: bytes) -> Callable[[dict[bytes, bytes]], None]:
+    def edit(metadata: dict[bytes, bytes]) -> None:
+        metadata[key] = json.dumps(json.loads(metadata[key])).encode("utf-16")
+
+    return edit
+
+
+# Breaker 55 (issue 10): metadata bytes that are not UTF-8 were a UnicodeDecodeError traceback
+# (UTF-16 JSON passed the metadata check, `json.loads` takes it) or passed as a file without a
+# report. Each case: (the file is validate's output, else fetch's; the footer edit).
+NOT_UTF8_FOOTERS = {
+    "UTF-16 source with a report": (True, _in_utf16(SOURCE_METADATA_KEY)),
+    "UTF-16 report": (True, _in_utf16(VALIDATION_METADATA_KEY)),
+    "non-UTF-8 source without a report": (
+        False,
+        lambda metadata: metadata.update({SOURCE_METADATA_KEY: b"\xff\xfe\x00junk"}),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_UTF8_FOOTERS))
+def test_metadata_that_is_not_utf8_is_one_error_line(
+    tracking: MlflowSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    validated_by_validate, edit = NOT_UTF8_FOOTERS[case]
+    if validated_by_validate:
+        path, _ = _validated_file(tmp_path)
+    else:
+        path = tmp_path / "dataset.parquet"
+        assert fetch.main(["--source", "synthetic", "--rows", "600", "--output", str(path)]) == 0
+    _edit_footer(path, edit)
+
+    _assert_train_refuses(path, tmp_path, tracking, capsys, "dewpoint.")
 
 
 def test_reordered_validated_rows_are_refused_as_out_of_order_not_as_changed(

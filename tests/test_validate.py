@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import subprocess
 import sys
@@ -12,13 +13,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steps import fetch, validate
 from steps.climate import TEMP_RANGE_F
-from steps.dataset import SCHEMA, data_hash, read_dataset, read_validation_report, write_dataset
+from steps.dataset import (
+    SCHEMA,
+    SOURCE_DIGEST_KEY,
+    SOURCE_METADATA_KEY,
+    data_hash,
+    read_dataset,
+    read_validation_report,
+    write_dataset,
+)
 from steps.sources import Fetched, SourceRequest
 from tests.conftest import assert_bad_input, assert_one_line_error
 from tests.model_helpers import (
@@ -116,6 +126,9 @@ def test_gsod_fixtures_pass_dropping_missing_values(
     assert report["validated_data_hash"] == data_hash(kept)
     assert report["fetched_data_hash"] == source["fetched_data_hash"]
     assert read_validation_report(tmp_path / "validated.parquet") == report
+    # ... and the digest of the exact source metadata bytes written beside it (train checks it).
+    raw_source = pq.read_schema(tmp_path / "validated.parquet").metadata[SOURCE_METADATA_KEY]
+    assert report[SOURCE_DIGEST_KEY] == hashlib.sha256(raw_source).hexdigest()
 
 
 def test_rain_only_keeps_rain_and_drizzle_days(tmp_path: Path, run_validate: RunValidate) -> None:
@@ -645,17 +658,32 @@ def test_validate_reads_its_input_once(
     assert report["units_evidence"] == "generated"  # the earlier report was read: its evidence
 
 
-@pytest.mark.parametrize("key", ["dewpoint.source", "dewpoint.validation"])
-def test_metadata_that_is_json_but_not_an_object_counts_as_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_validate: RunValidate, key: str
-) -> None:
-    """A source or report that is a JSON list describes nothing: validate reads it as absent
-    (as it reads text that is not JSON), where `.get` on it was a traceback."""
-    import pyarrow.parquet as pq
+# Metadata values that are no UTF-8 JSON object. A JSON list describes nothing (`.get` on it was a
+# traceback); UTF-16 JSON, which `json.loads` of bytes takes, is not what fetch or validate write,
+# and train could not decode it as text (breaker, issue 10). The report in UTF-16 says
+# `unchecked`: read, it would withhold the source's evidence.
+NOT_UTF8_JSON_OBJECTS = {
+    "JSON list": lambda source: b"[1, 2]",
+    "UTF-16 JSON": lambda source: json.dumps(source).encode("utf-16"),
+}
 
+
+@pytest.mark.parametrize("key", ["dewpoint.source", "dewpoint.validation"])
+@pytest.mark.parametrize("value", sorted(NOT_UTF8_JSON_OBJECTS))
+def test_metadata_that_is_not_a_utf8_json_object_counts_as_none(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run_validate: RunValidate,
+    key: str,
+    value: str,
+) -> None:
+    """A source or report that is not a UTF-8 JSON object: validate reads it as absent (as it
+    reads text that is not JSON)."""
     dataset = fetched_from("synthetic", tmp_path, monkeypatch)
     table = pq.read_table(dataset)
-    metadata = {**table.schema.metadata, key.encode(): b"[1, 2]"}
+    source = json.loads(table.schema.metadata[SOURCE_METADATA_KEY])
+    written = source if key == "dewpoint.source" else {"units_evidence": "unchecked"}
+    metadata = {**table.schema.metadata, key.encode(): NOT_UTF8_JSON_OBJECTS[value](written)}
     pq.write_table(table.replace_schema_metadata(metadata), dataset)
 
     code, _, err, report = run_validate(dataset)
