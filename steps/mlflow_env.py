@@ -132,8 +132,15 @@ def tls_file_problem(path: str, client: bool) -> str | None:
         return None
     try:
         ssl.create_default_context(cafile=path)
-    except (ssl.SSLError, OSError, ValueError):
-        return "holds no PEM certificate"
+    except ssl.SSLError as exc:
+        # OpenSSL 3.0 (Python 3.11's `load_verify_locations`, X509_load_cert_crl_file) says
+        # NO_CERTIFICATE_OR_CRL_FOUND for a file with no PEM block, and "PEM lib" (no reason
+        # name) when a block cannot be read, even beside good ones: seen by experiment.
+        if getattr(exc, "reason", None) == "NO_CERTIFICATE_OR_CRL_FOUND":
+            return "holds no PEM certificate"
+        return "holds a PEM block that cannot be read (damaged or cut short)"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
     if not client:
         return None
     try:

@@ -15,9 +15,21 @@ from typing import Any
 from steps.cli import CANNOT_WRITE_ERRNOS, BadInput, StepError, TransientError, one_line
 from steps.contract import Text
 from steps.files import open_regular, what_is_at
-from steps.mlflow_env import HTTP_RETRY_DEFAULTS, SERVER_CERT_PATH, MlflowBoolean
+from steps.mlflow_env import (
+    CLIENT_CERT_PATH,
+    HTTP_RETRY_DEFAULTS,
+    SERVER_CERT_PATH,
+    MlflowBoolean,
+)
 from steps.redaction import split_url
 from steps.settings import MlflowSettings
+
+
+def http_setting(name: str, env: Any = None) -> float:
+    """The MLflow HTTP setting `name` (MLFLOW_HTTP_REQUEST_*) in `env` (default `os.environ`),
+    else its HTTP_RETRY_DEFAULTS value."""
+    env = os.environ if env is None else env
+    return float(env.get(name) or HTTP_RETRY_DEFAULTS[name])
 
 
 def hanging_server_bound_s(env: dict[str, str] | None = None, uri: str = "") -> float:
@@ -28,12 +40,12 @@ def hanging_server_bound_s(env: dict[str, str] | None = None, uri: str = "") -> 
     BACKOFF_JITTER seconds before retry n (urllib3 2.x, urllib3/util/retry.py
     `Retry.get_backoff_time`). The defaults give 4 x 10 + (2 + 1) + (4 + 1) = 48 s; a step fails
     on its first call that gets no answer. For an `https://` URI (`uri`), the TLS check's one
-    request (`check_tls`) comes first: one TIMEOUT more.
+    request (`check_tls`) comes first: one TIMEOUT more (its second handshake follows only an EOF,
+    which a server that never answers does not send).
     """
-    env = os.environ if env is None else env
 
     def setting(name: str) -> float:
-        return float(env.get(name) or HTTP_RETRY_DEFAULTS[name])
+        return http_setting(name, env)
 
     retries = int(setting("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
     factor = setting("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
@@ -248,13 +260,12 @@ def registered_aliases(client: Any, name: str) -> dict[str, str]:
     return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
 
 
-def tls_verification_failure(exc: BaseException) -> str | None:
-    """Why the TLS verification of the server failed behind `exc` (OpenSSL's reason: "self-signed
-    certificate", "Hostname mismatch, ..."), else None. MLflow 3.17.2 turns requests' SSLError
-    into `MlflowException("API request to <url> failed with exception ...")`, INTERNAL_ERROR, no
-    `from` (mlflow/utils/rest_utils.py `http_request`, its last `except Exception`), so the
-    ssl.SSLCertVerificationError is found through `__context__`, then requests' SSLError's
-    MaxRetryError and its `reason`, urllib3's SSLError (urllib3/connectionpool.py `urlopen`)."""
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it: MLflow 3.17.2 turns requests' SSLError into
+    `MlflowException("API request to <url> failed with exception ...")`, INTERNAL_ERROR, no
+    `from` (mlflow/utils/rest_utils.py `http_request`, its last `except Exception`), so OpenSSL's
+    ssl.SSLError is found through `__context__`, then requests' SSLError's MaxRetryError and its
+    `reason`, urllib3's SSLError (urllib3/connectionpool.py `urlopen`), and their `args`."""
     seen: set[int] = set()
     todo: list[object] = [exc]
     while todo:
@@ -262,10 +273,106 @@ def tls_verification_failure(exc: BaseException) -> str | None:
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return str(current.verify_message or current.reason or current)
+        yield current
         todo += [current.__cause__, current.__context__, getattr(current, "reason", None)]
         todo += list(current.args)
+
+
+def tls_verification_failure(exc: BaseException) -> str | None:
+    """Why the TLS verification of the server failed behind `exc` (OpenSSL's reason: "self-signed
+    certificate", "Hostname mismatch, ..."), else None (`_exception_chain`)."""
+    for current in _exception_chain(exc):
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or current)
+    return None
+
+
+# Handshakes that fail the same way on every try, by OpenSSL's reason (`ssl.SSLError.reason`, the
+# name of OpenSSL's SSL_R_* code; Python's Modules/_ssl.c `fill_and_set_sslerror`), each what
+# Python 3.11 with OpenSSL 3.0 reports, seen by experiment (tests/test_tracking_tls.py makes each):
+# - WRONG_VERSION_NUMBER: the first bytes back are no TLS record ("HTTP/1.0 400 ..." of a
+#   plain-HTTP server); OpenSSL 3.2 and later say "record layer failure" instead, a reason
+#   Python 3.11's table does not name (`reason` None, text "[SSL] record layer failure": urllib3
+#   pull 3271, cherrypy issue 2026), hence the match on the text too (`_ssl_reason`).
+# - TLSV13_ALERT_CERTIFICATE_REQUIRED: a TLS 1.3 server that requires a client certificate got
+#   none (RFC 8446 section 4.4.2.4: the `certificate_required` alert).
+# - SSLV3_ALERT_HANDSHAKE_FAILURE: the same at TLS 1.2 (OpenSSL's server sends `handshake_failure`
+#   below TLS 1.3, `certificate_required` at 1.3, when `SSL_VERIFY_FAIL_IF_NO_PEER_CERT` finds
+#   none: ssl/statem/statem_srvr.c `tls_process_client_certificate`), or no version or cipher in
+#   common.
+# - TLSV1_ALERT_UNKNOWN_CA: the server does not trust the client certificate given.
+# A handshake that hangs (a timeout) or is cut (a reset, an EOF) stays transient.
+_CLIENT_CERT = f"a PEM file with the certificate and its unencrypted key, in {CLIENT_CERT_PATH}"
+_NOT_TLS = "does not speak TLS (a plain-HTTP server?): use http:// if so"
+TLS_REFUSALS = {
+    "WRONG_VERSION_NUMBER": _NOT_TLS,
+    "RECORD_LAYER_FAILURE": _NOT_TLS,
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+        f"requires a TLS client certificate and none was sent: give {_CLIENT_CERT}"
+    ),
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "refused the TLS handshake (handshake failure): it may require a client certificate "
+        f"({_CLIENT_CERT}) or share no TLS version or cipher with this client"
+    ),
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        f"does not trust the TLS client certificate given (unknown CA): check {CLIENT_CERT_PATH}"
+    ),
+}
+
+
+def _ssl_reason(error: ssl.SSLError) -> str:
+    """OpenSSL's reason name of `error` ("WRONG_VERSION_NUMBER"), else its reason text in that
+    form ("[SSL] record layer failure (_ssl.c:1006)" gives "RECORD_LAYER_FAILURE")."""
+    text = re.search(r"\] ([a-z0-9 ]+?) \(", str(error))
+    return getattr(error, "reason", None) or (
+        text.group(1).upper().replace(" ", "_") if text else ""
+    )
+
+
+def tls_refusal(exc: BaseException) -> str | None:
+    """Why the server's TLS handshake failed for good behind `exc` (`TLS_REFUSALS`), else None."""
+    for current in _exception_chain(exc):
+        if isinstance(current, ssl.SSLError) and _ssl_reason(current) in TLS_REFUSALS:
+            return TLS_REFUSALS[_ssl_reason(current)]
+    return None
+
+
+def tls_alert_after_handshake(uri: str) -> ssl.SSLError | None:
+    """The TLS error of one more handshake with `uri`'s server, then one read, within one
+    MLFLOW_HTTP_REQUEST_TIMEOUT, or None (none, no answer, or a proxy in between: then unknown).
+    A TLS 1.3 client's handshake ends before the server has checked its certificate (RFC 8446
+    section 4.4.2.4): a server that requires one sends its `certificate_required` alert and closes,
+    and urllib3, which writes its request at once, mostly sees only `SSLEOFError` (EOF occurred in
+    violation of protocol), seen by experiment. Reading before writing gets the alert. The server
+    certificate is not verified here (`check_tls`'s request did that); a client certificate is
+    sent as MLflow's requests would send it (`cert=` MLFLOW_TRACKING_CLIENT_CERT_PATH)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    import requests.utils
+
+    if requests.utils.get_environ_proxies(uri):
+        return None
+    parts = urlsplit(uri)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    client_cert = os.environ.get(CLIENT_CERT_PATH)
+    timeout = http_setting("MLFLOW_HTTP_REQUEST_TIMEOUT")
+    deadline = time.monotonic() + timeout
+    try:
+        if client_cert:
+            context.load_cert_chain(client_cert)
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout) as raw:
+            raw.settimeout(max(deadline - time.monotonic(), 0.001))
+            with context.wrap_socket(raw, server_hostname=parts.hostname) as tls:
+                tls.settimeout(max(deadline - time.monotonic(), 0.001))
+                tls.recv(1)
+    except ssl.SSLError as exc:
+        return exc
+    except (OSError, ValueError):
+        return None
     return None
 
 
@@ -357,11 +464,14 @@ def check_tls(uri: str) -> None:
     so its TLS settings, credentials and proxies, with max_retries=0) whose server certificate
     must verify: urllib3 retries a failed handshake like any error (urllib3/util/retry.py
     `Retry.increment`, the `other` branch, bounded only by `total` = MAX_RETRIES), so without this
-    a wrong CA cost 1 + MAX_RETRIES handshakes and their backoff per call. Any other outcome
-    (an answer of any status, no answer) is left to the calls that follow, which retry.
+    a wrong CA cost 1 + MAX_RETRIES handshakes and their backoff per call. A handshake the server
+    refuses for good (`tls_refusal`: no client certificate, not TLS at all) is bad input too; an
+    EOF in the handshake is looked into once more (`tls_alert_after_handshake`). Any other outcome
+    (an answer of any status, no answer, a reset) is left to the calls that follow, which retry.
 
     Raises:
-        BadInput: the server's certificate failed verification (`describe_mlflow_error`).
+        BadInput: the server's certificate failed verification (`describe_mlflow_error`), or the
+            server refused the handshake (`tls_refusal`).
     """
     if not uri.lower().startswith("https://"):
         return
@@ -376,6 +486,12 @@ def check_tls(uri: str) -> None:
     except MlflowException as exc:
         if tls_verification_failure(exc) is not None:
             raise BadInput(describe_mlflow_error(uri, exc)) from None
+        refusal = tls_refusal(exc)
+        if refusal is None and any(isinstance(e, ssl.SSLEOFError) for e in _exception_chain(exc)):
+            alert = tls_alert_after_handshake(uri)
+            refusal = None if alert is None else tls_refusal(alert)
+        if refusal is not None:
+            raise BadInput(f"the TLS server at {uri} {refusal}") from None
 
 
 _NO_URL_PRINT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
