@@ -631,7 +631,9 @@ def _decided_before(new: Any, champion: str | None) -> GateDecision:
             return None
 
     if tags[TAG_DECISION] == "rejected":
-        reason = tags.get(TAG_REASON) or f"version {version} was rejected before"
+        # Taken from MLflow, where anyone may edit it: written as an output parameter, whose
+        # value has no white space at either end (steps.files.ReservedOutputs.write).
+        reason = tags.get(TAG_REASON, "").strip() or f"version {version} was rejected before"
     else:
         reason = (
             f"version {version} was promoted before and replaced since; champion is version "

@@ -24,6 +24,7 @@ from steps.promote import (
     CHAMPION,
     CLAIM_LEASE_S,
     PREVIOUS_CHAMPION,
+    TAG_REASON,
     decide,
     physical_band,
     promote_if_better,
@@ -402,6 +403,14 @@ def test_promote_cli_writes_outputs(trained: Trained, tmp_path: Path) -> None:
     written = {p.name: p.read_text() for p in outputs.iterdir()}
     assert (written["promoted"], written["champion-version"]) == ("false", good)
     assert float(written["champion-rmse"]) == pytest.approx(_rmse(trained.good, trained.holdout))
+
+    # A recorded reason anyone can edit in MLflow's UI, with white space around it: a rerun
+    # writes it without (before: a traceback, as outputs with white space around are a bug).
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    client.set_model_version_tag(settings.model_name, bad, TAG_REASON, " edited by hand\n")
+    done = run_step("promote", "--version", bad, *common)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (outputs / "reason").read_text() == "edited by hand"
 
 
 @pytest.mark.slow
