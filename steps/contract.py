@@ -817,8 +817,10 @@ class Stage:
 
         An argument filled in later is left out, and with it the arguments whose meaning it
         decides (`literal_options`); every other one is checked, each on its own: a literal
-        `--rows=abc` beside `--source={{...}}` is refused now. The environment is read only
-        when every argument is fixed: one filled in later may set the flag instead.
+        `--rows=abc` beside `--source={{...}}` is refused now. A flag's variable in the
+        environment is read when no argument names the flag and none filled in later could
+        (`_options_named`): `--rain-only={{...}}` sets only --rain-only, while a whole
+        `{{...}}` argument may be any option.
 
         Args:
             args: the arguments after `python -m steps <stage>`, as written.
@@ -840,16 +842,38 @@ class Stage:
             if named.count(option) > 1 and fixed(option):
                 parser.error(f"argument {option}: given twice; give it once")
         namespace = parser.parse_args(literal)
-        every_fixed = len(literal) == len(args)
+        named = self._options_named(args, fixed)
         for flag in self.all_flags:
             if isinstance(flag.kind, Switch):
                 continue
             raw, source = getattr(namespace, flag.dest), f"{where}: {flag.option}"
-            if raw is None and every_fixed and flag.env and env.get(flag.env):
+            unnamed = named is not None and flag.option not in named
+            if raw is None and unnamed and flag.env and env.get(flag.env):
                 raw, source = env[flag.env], f"{where}: env {flag.env} (for {flag.option})"
             if raw is None or not fixed(raw) or _names_a_path_where_the_step_runs(flag, raw):
                 continue
             flag.convert(raw, source)
+
+    def _options_named(self, args: Sequence[str], fixed: Callable[[str], bool]) -> set[str] | None:
+        """The options `args` name (`--x=v`, `--x v`), or None when an argument filled in later
+        could be an option itself: a `--{{...}}` name, or a `{{...}}` that is no value of the
+        option before it."""
+        takes_value = {f.option for f in self.all_flags if not isinstance(f.kind, Switch)}
+        named: set[str] = set()
+        value_next = False
+        for arg in args:
+            if value_next:
+                value_next = False
+                continue
+            if arg.startswith("--"):
+                option, equals, _ = arg.partition("=")
+                if not fixed(option):
+                    return None
+                named.add(option)
+                value_next = not equals and option in takes_value
+            elif not fixed(arg):
+                return None
+        return named
 
     def given_values(
         self, args: Sequence[str | None], env: Mapping[str, str], names: Sequence[str], where: str

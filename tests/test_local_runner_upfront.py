@@ -496,6 +496,24 @@ RUNNER_REFUSES: dict[str, tuple[Change, str]] = {
         lambda tpl, task, wf: _stage(tpl, [], env=[{"name": "VALIDATE_MIN_ROWS", "value": "-3"}]),
         "template second: env VALIDATE_MIN_ROWS (for --min-rows) '-3': must be an integer",
     ),
+    # a stage variable beside an argument filled in later that can only set another flag
+    # (breaker 58: checked only when every argument was fixed, so validate failed after fetch)
+    "a stage variable's literal value beside another flag filled in later": (
+        lambda tpl, task, wf: _stage(
+            tpl,
+            ["--rain-only={{workflow.parameters.mark}}"],
+            env=[{"name": "VALIDATE_MIN_ROWS", "value": " 5"}],
+        ),
+        "template second: env VALIDATE_MIN_ROWS (for --min-rows) ' 5': must be an integer",
+    ),
+    "a stage variable's literal value beside a flag and its value filled in later": (
+        lambda tpl, task, wf: _stage(
+            tpl,
+            ["--input", "{{workflow.parameters.mark}}"],
+            env=[{"name": "VALIDATE_MIN_ROWS", "value": "abc"}],
+        ),
+        "template second: env VALIDATE_MIN_ROWS (for --min-rows) 'abc': must be an integer",
+    ),
     # beside a value filled in later, each literal one is still checked on its own: a single
     # `{{...}}` skipped the whole check (issue 11)
     "a literal flag value beside one filled in later": (
