@@ -25,7 +25,13 @@ from steps.deploy_targets.common import DeployRequest, DeployResult, fetch_verif
 from steps.processes import sigterm_raises
 from steps.settings import MlflowSettings
 from steps.stages import ALIAS_ROUNDS, DEPLOY
-from steps.tracking import canonical_version, mlflow_session, registered_aliases
+from steps.tracking import (
+    canonical_version,
+    mlflow_session,
+    named_by_input,
+    not_in_registry,
+    registered_aliases,
+)
 
 
 def _deploy_local(request: DeployRequest, args: argparse.Namespace) -> DeployResult:
@@ -128,23 +134,14 @@ def _alias_version(client: object, model_name: str, alias: str, tracking_uri: st
     """The version `alias` of `model_name` names now.
 
     Raises:
-        BadInput: the registry has no model `model_name` (exit 2, as for an unknown `--version`:
-            `steps.deploy_targets.common.fetch_verified_model`).
-        StepError: the model has no such alias (nothing to serve; nothing is changed).
+        BadInput: the registry has no model `model_name`, or the model has no such alias (exit 2,
+            as for an unknown `--version`: `steps.tracking.named_by_input`); nothing to serve.
     """
-    from mlflow.exceptions import MlflowException
-
-    try:
+    with named_by_input(f"registered model {model_name!r}", tracking_uri):
         aliases = registered_aliases(client, model_name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise BadInput(
-                f"registered model {model_name!r} is not registered at {tracking_uri}"
-            ) from exc
-        raise
     version = aliases.get(alias)
     if version is None:
-        raise StepError(f"registered model {model_name!r} has no alias {alias!r}")
+        raise not_in_registry(f"alias {alias!r} of registered model {model_name!r}", tracking_uri)
     return version
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from steps.cli import BadInput, one_line, run
 from steps.settings import MlflowSettings
 from steps.stages import MLFLOW_AUTH
-from steps.tracking import error_for
+from steps.tracking import DOES_NOT_EXIST, error_for
 
 ROLES = ("PIPELINE", "MODEL_SERVER", "VIEWER")
 # The pipeline logs runs and models (EDIT on the experiment) and registers versions, moves and
@@ -114,7 +114,7 @@ def _user_exists(auth: Any, username: str) -> bool:
         auth.get_user(username)
         return True
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if exc.error_code == DOES_NOT_EXIST:
             return False
         raise
 
@@ -125,7 +125,7 @@ def _registered_model(client: Any, name: str) -> Any:
     try:
         return client.get_registered_model(name)
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if exc.error_code == DOES_NOT_EXIST:
             return None
         raise
 

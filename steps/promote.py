@@ -86,10 +86,12 @@ from steps.register import TAG_DATA_UNITS, TAG_DATA_UNITS_BASIS, search_literal
 from steps.settings import MlflowSettings
 from steps.stages import CHAMPION, NO_CHAMPION, PREVIOUS_CHAMPION, PROMOTE
 from steps.tracking import (
+    DOES_NOT_EXIST,
     canonical_version,
     describe_mlflow_error,
     error_for,
     mlflow_session,
+    named_by_input,
     registered_aliases,
 )
 from steps.train import read_training_frame
@@ -337,7 +339,7 @@ def reference_holdout(client: Any, name: str, version: str) -> pd.DataFrame | No
     try:
         run_id = client.get_model_version(name, version).run_id
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if exc.error_code == DOES_NOT_EXIST:
             return None
         raise
     if not run_id:
@@ -376,10 +378,11 @@ def promote_if_better(
     the module docstring for the compare-and-set and the order of writes.
 
     Raises:
-        StepError: a version that is not a positive integer or not READY, MLflow failures (one
-            line saying what, if anything, moved), the champion moving on every try.
+        BadInput: a version that is not a positive integer, a model or version the registry does
+            not have (`steps.tracking.named_by_input`); nothing is written.
+        StepError: a version that is not READY, MLflow failures (one line saying what, if
+            anything, moved), the champion moving on every try.
     """
-    from mlflow.exceptions import MlflowException
 
     version = canonical_version(version)
     if not (math.isfinite(tolerance) and tolerance >= 0):
@@ -391,13 +394,10 @@ def promote_if_better(
     name = settings.model_name
     uri = settings.tracking_uri
     with mlflow_session(settings) as client:
-        try:
+        with named_by_input(f"registered model {name!r}", uri):
             aliases = registered_aliases(client, name)
+        with named_by_input(f"version {version} of registered model {name!r}", uri):
             new = client.get_model_version(name, version)
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise StepError(f"model {name!r} has no version {version} at {uri}") from exc
-            raise
         if new.status != "READY":
             raise StepError(f"version {version} of {name!r} is {new.status}, not READY")
         run_tags = _run_tags(client, new.run_id)
@@ -522,7 +522,7 @@ def _run_tags(client: Any, run_id: str | None) -> dict[str, str] | None:
     try:
         return dict(client.get_run(run_id).data.tags)
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if exc.error_code == DOES_NOT_EXIST:
             return None
         raise
 
@@ -782,7 +782,7 @@ def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> N
     try:
         client.delete_registered_model_alias(name, alias)
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+        if exc.error_code != DOES_NOT_EXIST:
             raise
 
 

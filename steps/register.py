@@ -24,11 +24,13 @@ from steps.revision import TAG_GIT_COMMIT, TAG_GIT_DIRTY, source_revision
 from steps.settings import MlflowSettings
 from steps.stages import REGISTER
 from steps.tracking import (
+    DOES_NOT_EXIST,
     canonical_version,
     describe_mlflow_error,
     error_for,
     is_transient_mlflow_error,
     mlflow_session,
+    named_by_input,
 )
 
 # Tag names on the model version; promote and deploy read the same names.
@@ -131,7 +133,7 @@ def run_of_model(client: Any, model_uri: str) -> str | None:
             )
             return version.run_id
     except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if exc.error_code not in (DOES_NOT_EXIST, "INVALID_PARAMETER_VALUE"):
             raise
         raise BadInput(f"--model-uri {model_uri}: {one_line(exc)}") from None
     raise BadInput(
@@ -212,7 +214,6 @@ def register_version(
         ValueError: `tags` names a data tag (a caller's data tag could name data the run
             never trained on; issue 10).
     """
-    from mlflow.exceptions import MlflowException
 
     data_tags = sorted(key for key in tags or {} if key.startswith(DATA_TAG_PREFIX))
     if data_tags:
@@ -226,12 +227,8 @@ def register_version(
     model_uri = model_uri or f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}"
     name = settings.model_name
     with mlflow_session(settings) as client:
-        try:
+        with named_by_input(f"run {run_id!r}", settings.tracking_uri):
             training_run = client.get_run(run_id)
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise StepError(f"run {run_id} not found at {settings.tracking_uri}") from exc
-            raise
         # Before anything is created: a version's run and its model must be one (a version of
         # run A's model tagged with run B's data was left behind before).
         model_run = run_of_model(client, model_uri)
@@ -389,7 +386,7 @@ def _remove_duplicates(
         try:
             client.delete_model_version(name, mv.version)
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # a lost answer: already gone
+            if exc.error_code != DOES_NOT_EXIST:  # a lost answer: already gone
                 raise
         removed.append(str(mv.version))
     return tuple(removed)

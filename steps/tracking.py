@@ -238,10 +238,13 @@ def canonical_version(text: object, what: str = "--version") -> str:
     return str(int(value))
 
 
+# MLflow's error code for a registered model, version, alias or run it does not have (mlflow
+# 3.17.2 mlflow/protos/databricks.proto `RESOURCE_DOES_NOT_EXIST`).
+DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 # MLflow error codes that say the request itself is wrong: sending it again gives the same answer.
 PERMANENT_ERROR_CODES = frozenset(
     {
-        "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+        "INVALID_PARAMETER_VALUE", DOES_NOT_EXIST, "RESOURCE_ALREADY_EXISTS",
         "ALREADY_EXISTS", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST", "NOT_FOUND",
         "INVALID_STATE", "ENDPOINT_NOT_FOUND", "FEATURE_DISABLED",
     }
@@ -258,6 +261,33 @@ def registered_aliases(client: Any, name: str) -> dict[str, str]:
     """
     aliases = client.get_registered_model(name).aliases or {}
     return {alias: canonical_version(v, f"alias {alias!r}") for alias, v in aliases.items()}
+
+
+@contextmanager
+def named_by_input(what: str, tracking_uri: str) -> Iterator[None]:
+    """Inside, MLflow's DOES_NOT_EXIST is bad input: `what` (a registered model, model version or
+    run that a flag names, e.g. "version 7 of registered model 'm'") is not at `tracking_uri`. One
+    rule for every stage: a name the registry does not know is exit 2, as a bad flag is
+    (docs/steps.md "Exit codes"). Wrap only the look-ups a step makes before it writes or starts
+    anything, since exit 2 promises that nothing was changed.
+
+    Raises:
+        BadInput: `not_in_registry(what, tracking_uri)`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code != DOES_NOT_EXIST:
+            raise
+        raise not_in_registry(what, tracking_uri) from exc
+
+
+def not_in_registry(what: str, tracking_uri: str) -> BadInput:
+    """The one error line for `what` (a registered model, version, alias or run) that the MLflow
+    at `tracking_uri` does not have: bad input, exit 2 (`named_by_input`)."""
+    return BadInput(f"{what} does not exist at {tracking_uri}")
 
 
 def _exception_chain(exc: BaseException) -> Iterator[BaseException]:

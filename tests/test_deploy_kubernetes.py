@@ -215,7 +215,7 @@ def test_cli_deploys_and_writes_outputs(
 @pytest.mark.parametrize(
     ("args", "message", "exit_code"),
     [
-        (["--target", "kubernetes", "--version", "7"], "is not registered", EXIT_BAD_INPUT),
+        (["--target", "kubernetes", "--version", "7"], "does not exist at", EXIT_BAD_INPUT),
         (["--target", "kubernetes", "--version", "two"], "--version 'two': must be an integer",
          EXIT_BAD_INPUT),
         (["--target", "moon"], "--target 'moon': must be one of local, kubernetes",

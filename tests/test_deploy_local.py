@@ -274,7 +274,7 @@ def test_local_deploy_swaps_versions_and_keeps_serving_through_bad_ones(
             EXIT_FAILED,
         ),
         nan: ("non-numeric or non-finite predictions", EXIT_FAILED),
-        "99": ("is not registered", EXIT_BAD_INPUT),
+        "99": ("does not exist at", EXIT_BAD_INPUT),
     }
     for bad, (cause, code) in causes.items():
         assert cause in one_line_error(local_deploy.run(bad), code)
@@ -814,7 +814,8 @@ def test_deploy_of_an_alias_removed_while_serving_says_what_stays_served(
 
     line = one_line_error(_deploy_alias_while_it_moves(local_deploy, [None]))
 
-    assert f"has no alias 'champion': it changed after version {v2} was deployed" in line
+    what = f"alias 'champion' of registered model {registry.name!r}"
+    assert f"{what} does not exist at {registry.url}: it changed after version {v2}" in line
     assert "stays served" in line
     assert local_deploy.predict() == pytest.approx(expected(V2))
 
@@ -822,23 +823,25 @@ def test_deploy_of_an_alias_removed_while_serving_says_what_stays_served(
 def test_deploy_of_a_missing_alias_changes_nothing(
     registry: Registry, local_deploy: LocalDeploy
 ) -> None:
-    """No `previous-champion` alias: one error line, exit 1, nothing started or stopped: with
-    nothing served, and with a version served, which stays served."""
+    """No `previous-champion` alias: one error line, exit 2 (bad input, as every name the registry
+    does not have), nothing started or stopped: with nothing served, and with a version served,
+    which stays served."""
     client = mlflow.MlflowClient(registry.url)
     v1 = registry.linear(*V1)  # the registered model exists
     with contextlib.suppress(mlflow.exceptions.MlflowException):
         client.delete_registered_model_alias(registry.name, "previous-champion")
 
-    line = one_line_error(local_deploy.run("", "--alias", "previous-champion"))
+    line = one_line_error(local_deploy.run("", "--alias", "previous-champion"), EXIT_BAD_INPUT)
 
-    assert f"registered model {registry.name!r} has no alias 'previous-champion'" in line
+    what = f"alias 'previous-champion' of registered model {registry.name!r}"
+    assert f"{what} does not exist at {registry.url}" in line
     assert "nothing to deploy" in line
     assert not (local_deploy.state_dir / STATE_FILE).exists()
     assert port_is_free("127.0.0.1", local_deploy.port)
 
     outputs(local_deploy.run(v1))
     served = running_server(local_deploy.state_dir)
-    one_line_error(local_deploy.run("", "--alias", "previous-champion"))
+    one_line_error(local_deploy.run("", "--alias", "previous-champion"), EXIT_BAD_INPUT)
     assert running_server(local_deploy.state_dir) == served
     assert local_deploy.predict() == pytest.approx(expected(V1))
 
@@ -948,10 +951,10 @@ def _assert_serves_as_before(served: Served) -> None:
 # A deploy to another port than the served model's that cannot serve there, with its error line
 # (exit 2: bad input, found before anything is stopped or started; 1: the new server failed).
 MOVE_FAILURES = {
-    "version not registered": (lambda s: ["99"], "is not registered", EXIT_BAD_INPUT),
+    "version not registered": (lambda s: ["99"], "does not exist at", EXIT_BAD_INPUT),
     "no such model": (
         lambda s: [s.server.version, "--model-name", f"no-such-{uuid.uuid4().hex[:8]}"],
-        "is not registered",
+        "does not exist at",
         EXIT_BAD_INPUT,
     ),
     "ping times out": (
@@ -1153,7 +1156,7 @@ def test_deploy_of_an_alias_of_a_model_the_registry_does_not_have_is_bad_input(
     line = one_line_error(
         local_deploy.run("", "--alias", alias, "--model-name", missing), EXIT_BAD_INPUT
     )
-    assert f"registered model {missing!r} is not registered at {registry.url}" in line
+    assert f"registered model {missing!r} does not exist at {registry.url}" in line
     assert "nothing to deploy" in line
     assert not (local_deploy.state_dir / STATE_FILE).exists()
     assert port_is_free("127.0.0.1", local_deploy.port)

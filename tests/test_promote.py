@@ -435,7 +435,7 @@ def test_a_full_disk_for_the_outputs_fails_promote_before_champion_moves(
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("unknown version", "has no version 7"),
+        ("unknown version", "version 7 of registered model"),
         ("missing holdout", "does not exist"),
         ("holdout without dewp", "lacks column(s) dewp"),
         ("no tracking uri", "no MLflow tracking URI"),
@@ -462,7 +462,7 @@ def test_promote_cli_bad_input_is_one_line_and_champion_unchanged(
         args += ["--tracking-uri", uri]
 
     exit_code = {"no tracking uri": EXIT_BAD_INPUT, "missing holdout": EXIT_BAD_INPUT,
-                 "closed port": EXIT_TRANSIENT}  # fmt: skip
+                 "unknown version": EXIT_BAD_INPUT, "closed port": EXIT_TRANSIENT}  # fmt: skip
     assert message in error_line(run_step("promote", *args), exit_code.get(case, EXIT_FAILED))
     assert not (tmp_path / "o").exists()
     assert _aliases(settings) == {CHAMPION: good}

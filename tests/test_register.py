@@ -324,7 +324,7 @@ def test_register_cli_errors_are_one_line(tracking: MlflowSettings) -> None:
     bad_id = run_step("register", "--run-id", "abc", "--tracking-uri", tracking.tracking_uri)
     assert "--run-id 'abc': must be an MLflow run id" in error_line(bad_id, EXIT_BAD_INPUT)
     unknown = run_step("register", "--run-id", "f" * 32, "--tracking-uri", tracking.tracking_uri)
-    assert "not found" in error_line(unknown)
+    assert "does not exist at" in error_line(unknown, EXIT_BAD_INPUT)
 
 
 @pytest.mark.slow

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from steps.cli import BadInput, StepError
+from steps.cli import StepError
 
 # MLflow 3 wants the `dataframe_split` body; the old `format=pandas-split` content type is a 415
 # (mlflow 3.17.2 mlflow/pyfunc/scoring_server/__init__.py `invocations`: unrecognized parameters).
@@ -43,33 +45,55 @@ class DeployResult:
     changed: bool
 
 
+@contextmanager
+def _looking_up(request: DeployRequest) -> Iterator[None]:
+    """Inside, MLflow's failures become one line about `request`'s version: bad input when the
+    registry lacks its model or version (`steps.tracking.named_by_input`), else
+    `steps.tracking.error_for`'s class (exit 75 when a retry may pass)."""
+    from mlflow.exceptions import MlflowException
+
+    from steps.tracking import describe_mlflow_error, error_for, named_by_input
+
+    what = f"version {request.version} of registered model {request.model_name!r}"
+    try:
+        with named_by_input(what, request.tracking_uri):
+            yield
+    except MlflowException as exc:
+        why = describe_mlflow_error(request.tracking_uri, exc)
+        raise error_for(exc)(f"cannot look up {request.model_uri}: {why}") from exc
+
+
+def check_registered(request: DeployRequest) -> None:
+    """Look `request`'s version up in the registry, downloading nothing: the first thing a deploy
+    does, before it takes a lock, creates a directory or stops anything.
+
+    Raises:
+        BadInput: the registry knows no such version (or no such model): exit 2, as for a bad flag.
+        TransientError: MLflow unreachable, timing out or answering 5xx (exit 75).
+    """
+    from mlflow import MlflowClient
+
+    with _looking_up(request):
+        client = MlflowClient(tracking_uri=request.tracking_uri)
+        client.get_model_version(request.model_name, request.version)
+
+
 def fetch_verified_model(request: DeployRequest, dst: Path) -> Path:
     """Look `request`'s version up in the registry, download it into `dst` and check that it is
     this project's served model (steps/model_trust.py); return the model directory.
 
     Raises:
-        BadInput: the registry knows no such version (or no such model): exit 2, as for a bad
-            flag, and every caller asks before it stops or starts anything.
+        BadInput: the registry knows no such version (or no such model), as `check_registered`.
         StepError: the version is not our served model.
         TransientError: MLflow unreachable, timing out or answering 5xx (exit 75).
     """
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from steps.model_trust import verified_model_dir
-    from steps.tracking import describe_mlflow_error, error_for
 
-    client = MlflowClient(tracking_uri=request.tracking_uri)
-    try:
+    with _looking_up(request):
+        client = MlflowClient(tracking_uri=request.tracking_uri)
         return verified_model_dir(client, request.model_name, request.version, dst, role="version")
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise BadInput(
-                f"model version {request.model_name}/{request.version} is not registered "
-                f"at {request.tracking_uri}"
-            ) from exc
-        why = describe_mlflow_error(request.tracking_uri, exc)
-        raise error_for(exc)(f"cannot look up {request.model_uri}: {why}") from exc
 
 
 def smoke_test(base_url: str, timeout: float = 30.0) -> list[float]:

@@ -32,6 +32,7 @@ from steps.cli import BadInput, StepError
 from steps.deploy_targets.common import (
     DeployRequest,
     DeployResult,
+    check_registered,
     fetch_verified_model,
     smoke_test,
 )
@@ -148,6 +149,9 @@ def deploy_local(
         TransientError: MLflow unreachable while looking the version up; nothing was touched.
             Or another deploy or `--stop` of `state_dir` held it for `timeout` seconds.
     """
+    # A version the registry does not know is bad input, refused before the state directory is
+    # made, locked or pruned (before, a refused version still pruned the unused model copies).
+    check_registered(request)
     state_dir = state_dir.resolve()  # command lines name the state directory by absolute path
     state_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(state_dir / LOCK_FILE, timeout, _say, what="deploy"):
