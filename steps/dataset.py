@@ -281,17 +281,6 @@ def read_dataset(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     return stored.table, stored.source
 
 
-def read_validation_report(path: Path) -> dict[str, Any] | None:
-    """The validation report stored in a validated dataset's metadata, read from its footer
-    alone; None if there is none (a file validate did not write) or the file cannot be read (its
-    reader reports that)."""
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return None
-    return json_object(metadata.get(VALIDATION_METADATA_KEY))
-
-
 def json_object(raw: bytes | None) -> dict[str, Any] | None:
     """Parquet key-value metadata read as a JSON object; None when absent, not UTF-8 JSON, or JSON
     that is not an object (a list or a number describes no source and no report).

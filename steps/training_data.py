@@ -52,7 +52,9 @@ class DatasetPart:
     """One validated dataset file; in the pipeline each is one year, named by it.
 
     `validated_hash`/`fetched_hash`/`report`/`source` come from the metadata validate and fetch
-    store in the file (None when absent); `rows` is the file's row count.
+    store in the file (None when absent): `source` is the `dewpoint.source` text, and
+    `source_metadata` the same read as fetch wrote it (JSON; None when absent or not a JSON
+    object); `rows` is the file's row count.
     """
 
     name: str
@@ -61,12 +63,8 @@ class DatasetPart:
     validated_hash: str | None
     fetched_hash: str | None
     source: str | None
+    source_metadata: dict[str, Any] | None
     report: dict[str, Any] | None
-
-    @property
-    def source_metadata(self) -> dict[str, Any] | None:
-        """`source` read as fetch wrote it (JSON); None when absent or not a JSON object."""
-        return json_object(self.source.encode("utf-8")) if self.source else None
 
 
 def find_parts(path: Path, what: str = "input dataset") -> list[DatasetPart]:
@@ -136,8 +134,9 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
             f"{what} {path}: its validation report names no validated_data_hash; "
             "validate the fetched data again"
         )
+    source_metadata = json_object(raw_source)  # parsed once, here
     if report is not None:
-        _check_source_metadata(f"{what} {path}", report, raw_source)
+        _check_source_metadata(f"{what} {path}", report, raw_source, source_metadata)
     try:  # it becomes the run's `data.source` tag, text
         source = raw_source.decode("utf-8") if raw_source else None
     except UnicodeDecodeError:
@@ -149,13 +148,20 @@ def read_part(path: Path, what: str = "input dataset") -> DatasetPart:
         validated_hash=validated_hash,
         fetched_hash=(report or {}).get("fetched_data_hash"),
         source=source,
+        source_metadata=source_metadata,
         report=report,
     )
 
 
-def _check_source_metadata(where: str, report: dict[str, Any], raw_source: bytes | None) -> None:
+def _check_source_metadata(
+    where: str,
+    report: dict[str, Any],
+    raw_source: bytes | None,
+    source: dict[str, Any] | None,
+) -> None:
     """BadInput unless the file's `dewpoint.source` metadata is what validate wrote beside its
-    report (steps/validate.py `validate_file`): the very bytes whose SHA-256 the report names
+    report (steps/validate.py `validate_file`), `source` being those bytes read as JSON
+    (`json_object`): the very bytes whose SHA-256 the report names
     (SOURCE_DIGEST_KEY), their `data_hash` the report's `validated_data_hash`, their
     `fetched_data_hash` the report's. Train tags its run with that metadata (`data.source`, the
     source named in `data.units_basis`), and the report is tied to the rows by their hash
@@ -173,7 +179,6 @@ def _check_source_metadata(where: str, report: dict[str, Any], raw_source: bytes
             f"validation report (its SHA-256 is not the report's {SOURCE_DIGEST_KEY}); "
             "validate the fetched data again"
         )
-    source = json_object(raw_source)
     expected = {
         "data_hash": report.get("validated_data_hash"),
         "fetched_data_hash": report.get("fetched_data_hash"),

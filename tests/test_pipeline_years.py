@@ -17,8 +17,9 @@ import pytest
 
 from steps import check_parameters, revision
 from steps.check_parameters import DATA_PARAMETERS, fan_out_outputs
-from steps.dataset import read_dataset, read_validation_report
+from steps.dataset import read_dataset
 from steps.sources.synthetic import generate_files
+from steps.training_data import read_part
 from steps.year_items import WHOLE_PART, data_key, loop_items, resolve_years
 from tests.conftest import free_port
 from tests.test_fetch import GsodServer, year_archive
@@ -275,7 +276,7 @@ def test_a_year_fetched_anew_is_validated_anew_while_its_old_validate_entry_stay
     stored = cache / "artifacts" / "dewpoint-pipeline" / "data" / key
     _, fetched = read_dataset(stored / "fetched" / f"{year}.parquet")
     # What train reads was validated from the data fetched last, and says so.
-    report = read_validation_report(stored / "validated" / f"{year}.parquet")
+    report = read_part(stored / "validated" / f"{year}.parquet").report
     assert (report["fetched_data_hash"], report["rows_in"]) == (fetched["data_hash"], 300)
     written = json.loads((stored / "reports" / f"{year}.json").read_text())
     assert written["fetched_data_hash"] == fetched["data_hash"]

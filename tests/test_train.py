@@ -24,7 +24,6 @@ from steps.dataset import (
     SOURCE_METADATA_KEY,
     VALIDATION_METADATA_KEY,
     data_hash,
-    read_validation_report,
 )
 from steps.model import LinearCoefficients, serving_pip_requirements
 from steps.settings import MlflowSettings
@@ -41,6 +40,7 @@ from steps.training_data import (
     find_parts,
     frame_batches,
     read_batches,
+    read_part,
     summarize,
 )
 from tests.conftest import assert_bad_input
@@ -457,7 +457,7 @@ def test_train_refuses_rows_that_are_not_the_ones_validate_kept(
     validate.validate_file(dataset, validated, tmp_path / "validation.json", policy)
     if edit != "untouched":
         edit_rows(validated, edit)
-    assert read_validation_report(validated)["units_evidence"] == "generated"
+    assert read_part(validated).report["units_evidence"] == "generated"
     capsys.readouterr()
 
     code = _train_file(validated, tmp_path, tracking)
@@ -513,7 +513,7 @@ def _validated_file(tmp_path: Path) -> tuple[Path, dict]:
     dataset, validated = tmp_path / "dataset.parquet", tmp_path / "validated.parquet"
     assert fetch.main(["--source", "synthetic", "--rows", "600", "--output", str(dataset)]) == 0
     validate.validate_file(dataset, validated, tmp_path / "v.json", validate.ValidationPolicy())
-    return validated, read_validation_report(validated)
+    return validated, read_part(validated).report
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,10 @@ from steps.dataset import (
     SOURCE_METADATA_KEY,
     data_hash,
     read_dataset,
-    read_validation_report,
     write_dataset,
 )
 from steps.sources import Fetched, SourceRequest
+from steps.training_data import read_part
 from tests.conftest import assert_bad_input, assert_one_line_error
 from tests.model_helpers import (
     ROW_EDITS,
@@ -125,7 +125,7 @@ def test_gsod_fixtures_pass_dropping_missing_values(
     # Both hashes named in the report, and the report stored with the rows it describes.
     assert report["validated_data_hash"] == data_hash(kept)
     assert report["fetched_data_hash"] == source["fetched_data_hash"]
-    assert read_validation_report(tmp_path / "validated.parquet") == report
+    assert read_part(tmp_path / "validated.parquet").report == report
     # ... and the digest of the exact source metadata bytes written beside it (train checks it).
     raw_source = pq.read_schema(tmp_path / "validated.parquet").metadata[SOURCE_METADATA_KEY]
     assert report[SOURCE_DIGEST_KEY] == hashlib.sha256(raw_source).hexdigest()
@@ -605,9 +605,7 @@ def test_the_sources_evidence_of_units_counts_only_for_the_rows_fetch_wrote(
     evidence = "unchecked" if change else SOURCE_EVIDENCE[kind]
     assert report["units_evidence"] == evidence
     validated = tmp_path / "validated.parquet"
-    units, basis = validate.units_of(
-        [(read_validation_report(validated), read_dataset(validated)[1])]
-    )
+    units, basis = validate.units_of([(read_part(validated).report, read_dataset(validated)[1])])
     assert units == evidence
     assert ("rows changed since fetch" in basis) is bool(change)
 
@@ -692,7 +690,7 @@ def test_metadata_that_is_not_a_utf8_json_object_counts_as_none(
     # No source: no evidence from it; no earlier report: the source's evidence is granted.
     assert report["units_evidence"] == ("unchecked" if key == "dewpoint.source" else "generated")
     if key == "dewpoint.validation":
-        assert read_validation_report(dataset) is None
+        assert read_part(dataset).report is None
 
 
 def test_rows_changed_after_fetch_keep_the_evidence_their_thunder_days_give(
