@@ -110,7 +110,7 @@ def test_workflow_parameter_values_default_override_enum_and_missing():
 
 def test_unknown_workflow_parameter_has_one_wording_everywhere(template, tmp_path: Path):
     """Runner, submit -p, one-off runs and CronWorkflow arguments all say it the same way."""
-    wording = re.compile(r"unknown workflow parameter\(s\) sauce; known: [a-z-]+(, [a-z-]+)+")
+    wording = re.compile(r"unknown workflow parameter\(s\) 'sauce'; known: [a-z-]+(, [a-z-]+)+")
     said: list[str] = []
     with pytest.raises(LocalRunError) as runner:
         run_rendered(template, {"sauce": "x"}, run_dir=tmp_path / "run")

@@ -271,3 +271,32 @@ def test_a_command_line_outside_the_stages_refuses_white_space_at_an_end_of_a_va
     code, err = _outcome(lambda: main(args))
     assert_bad_input(code, err, "white space at either end")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", [" model-name", "model-name\t", "model\u200bname"], ids=repr)
+@pytest.mark.parametrize(
+    "door", ["submit --run-now", "submit --local", "local runner", "make demo"]
+)
+def test_an_unknown_parameter_name_is_quoted_so_what_hides_in_it_shows(doors, door, name) -> None:
+    """`-p ' model-name=m'` was refused as `unknown workflow parameter(s) model-name`, the one
+    name it knows, with its white space lost in the line: the name is quoted as given."""
+    code, err = doors[door](["-p", f"{name}=m"])
+    assert_bad_input(code, err, f"unknown workflow parameter(s) {name!r}; known: ")
+
+
+@pytest.mark.parametrize("value", [" ", "\t", " \n "], ids=repr)
+@pytest.mark.parametrize("variable", ["SERVE_PORT", "MLFLOW_PORT"])
+def test_a_blank_port_variable_is_quoted_as_given(
+    variable: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SERVE_PORT=' ' make demo` said `SERVE_PORT='' must be an integer`: the value was
+    stripped before it was shown. It is quoted as given and called blank, as `demo up
+    --serve-port ' '` and the deploy stage's own SERVE_PORT say it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "mlflow_up", _accept)
+    monkeypatch.setattr(demo, "tracking_server_for", _accept)
+    for name in ("MLFLOW_PORT", "SERVE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, value)
+    code, err = _outcome(lambda: demo.main(["up"]))
+    assert_bad_input(code, err, f"{variable}={value!r} is blank (only white space): give ")

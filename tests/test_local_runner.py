@@ -549,7 +549,7 @@ def test_bad_workflow_parameters_are_one_line_errors(tmp_path: Path) -> None:
         [{"name": "a", "template": "one"}], [container("one", "pass")], {"source": "gsod"}
     )
     template["spec"]["arguments"]["parameters"][0]["enum"] = ["gsod", "synthetic"]
-    with pytest.raises(LocalRunError, match=r"unknown workflow parameter\(s\) sauce"):
+    with pytest.raises(LocalRunError, match=r"unknown workflow parameter\(s\) 'sauce'"):
         run_rendered(template, {"sauce": "x"}, run_dir=tmp_path / "r1")
     with pytest.raises(LocalRunError, match=r"source='nope' not in \['gsod', 'synthetic'\]"):
         run_rendered(template, {"source": "nope"}, run_dir=tmp_path / "r2")

@@ -451,7 +451,7 @@ def test_server_auth_mode_sends_no_authorization_header(capsys):
     [
         (["--wait"], "--wait follows a run: add --run-now"),
         (["--run-now", "-p", "source"], "-p 'source': expected name=value"),
-        (["--local", "-p", "sorce=gsod"], "-p: unknown workflow parameter(s) sorce; known: "),
+        (["--local", "-p", "sorce=gsod"], "-p: unknown workflow parameter(s) 'sorce'; known: "),
         (["--argo-server", "localhost:2746"], "must start with http:// or https://"),
         # A server URL no request could go to is bad input, named before anything is sent.
         (["--argo-server", "http://[::1"], "Argo server URL 'http://[::1' is not a URL"),

@@ -170,7 +170,7 @@ def test_cron_argument_the_template_lacks_is_rejected(rendered):
     cron = _cron(rendered)
     cron["spec"]["workflowSpec"]["arguments"] = {"parameters": [{"name": "sorce", "value": "x"}]}
     problem = _only_problem([rendered["workflow-template"], cron])
-    assert "parameters[0]: unknown workflow parameter(s) sorce; known: " in problem
+    assert "parameters[0]: unknown workflow parameter(s) 'sorce'; known: " in problem
     assert "(WorkflowTemplate 'dewpoint-pipeline')" in problem
 
 

@@ -327,13 +327,15 @@ def unknown_parameters(known: Iterable[str], given: Iterable[str]) -> str | None
     """Why `given` names parameters outside `known`, or None when it does not.
 
     This is the one wording of "unknown workflow parameter" (local runner, submit, one-off runs,
-    CronWorkflow and Workflow arguments against their WorkflowTemplate).
+    CronWorkflow and Workflow arguments against their WorkflowTemplate). Each unknown name is
+    quoted as Python writes it (`repr`), so white space in it shows: `-p ' model-name=m'`.
     """
     known = sorted(set(known))
     unknown = sorted(set(given) - set(known))
     if not unknown:
         return None
-    return f"unknown workflow parameter(s) {', '.join(unknown)}; known: {', '.join(known)}"
+    shown = ", ".join(repr(name) for name in unknown)
+    return f"unknown workflow parameter(s) {shown}; known: {', '.join(known)}"
 
 
 def check_parameter_names(known: Iterable[str], given: Iterable[str]) -> None:

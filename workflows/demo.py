@@ -27,7 +27,7 @@ from steps.cli import (
     one_line,
     run,
 )
-from steps.contract import OneLineParser, argparse_type, non_empty_path, parse_as_given
+from steps.contract import OneLineParser, argparse_type, non_empty_path
 from steps.deploy_targets.common import DeployRequest
 from steps.deploy_targets.local import (
     ServedModel,
@@ -190,13 +190,16 @@ def port_from_env(name: str, default: int) -> int:
     Raises:
         BadInput: the variable is set to something that is not a port number (exit 2).
     """
-    text = env_default(name, str(default)) or str(default)
-    text = text if text.strip() else ""  # blank reads as empty, as at every flag
+    text = env_default(name)  # an empty variable is unset, as at every flag
+    if text is None:
+        return default
     try:
-        # As given, as the stages take SERVE_PORT (`parse_as_given`): ` 5001` is refused.
-        return int(parse_as_given(PORT, text))  # ASCII digits only: `²` or `٣` is not a port
-    except ValueError as exc:
-        raise BadInput(f"{name}={redact(text)[:40]!r} {exc}") from None
+        # As given and quoted as given, as the stages take SERVE_PORT (`argparse_type`, whose
+        # `parse_as_given` refuses ` 5001`, and which calls `' '` blank): ASCII digits only,
+        # `²` or `٣` is not a port.
+        return int(argparse_type(PORT)(text))
+    except argparse.ArgumentTypeError as exc:
+        raise BadInput(f"{name}={exc}") from None
 
 
 def check_ports_apart(mlflow: tuple[int, str], serve: tuple[int, str]) -> None:
