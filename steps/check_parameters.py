@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             if raw is not None:
                 values[flag.name] = raw
         # --outputs-dir (or its variable) as every stage reads it, and checked before anything.
-        namespace.outputs_dir = OUTPUTS_DIR.read(namespace)
-        CHECK_PARAMETERS.refuse_occupied_outputs(namespace)
+        raw, source = OUTPUTS_DIR.given(namespace)
+        namespace.outputs_dir = OUTPUTS_DIR.convert(raw, source)
+        CHECK_PARAMETERS.refuse_occupied_outputs(namespace, source or OUTPUTS_DIR.option)
         check_pipeline_parameters(values)
         # One JSON line on stdout, the outputs, as every step prints (docs/steps.md).
         CHECK_PARAMETERS.write_outputs(namespace.outputs_dir, fan_out_outputs(values))

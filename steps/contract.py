@@ -656,11 +656,6 @@ class Flag:
             return environ[self.env], f"{self.env} (for {self.option})"
         return raw, None
 
-    def read(self, namespace: argparse.Namespace) -> Any:
-        """The typed value: `given`, else the default (`convert`, whose BadInput names where it
-        came from)."""
-        return self.convert(*self.given(namespace))
-
     def sets(self, value: Any) -> bool:
         """Whether a typed value, given by the user, sets the flag: not empty once parsed (`,` is
         no item) and not its default (nor its workflow parameter's, which the pipeline passes
@@ -770,6 +765,7 @@ class Stage:
         """
         namespace = self.parser().parse_args(argv)
         by_user: dict[str, str] = {}  # flag name -> where the user set it (`Flag.sets`)
+        named: dict[str, str] = {}  # flag name -> where its value came from, for error lines
         for flag in self.all_flags:
             if isinstance(flag.kind, Switch):
                 if getattr(namespace, flag.dest):
@@ -778,6 +774,7 @@ class Stage:
             raw, source = flag.given(namespace)
             value = flag.convert(raw, source)
             setattr(namespace, flag.dest, value)
+            named[flag.name] = source or flag.option
             if raw is not None and flag.sets(value) and not (source and flag.env_from_pod):
                 by_user[flag.name] = source or flag.option
         for flag in self.all_flags:  # what the user set first, then what is missing
@@ -798,8 +795,8 @@ class Stage:
                     raise BadInput(
                         f"{flag.option} is required with --{other} {actual}: {flag.expected()}"
                     )
-        self._refuse_shared_paths(namespace)
-        self.refuse_occupied_outputs(namespace)
+        self._refuse_shared_paths(namespace, named)
+        self.refuse_occupied_outputs(namespace, named[OUTPUTS_DIR.name])
         return namespace
 
     def check_given(
@@ -923,10 +920,13 @@ class Stage:
                 literal += pair
         return literal
 
-    def refuse_occupied_outputs(self, namespace: argparse.Namespace) -> None:
+    def refuse_occupied_outputs(
+        self, namespace: argparse.Namespace, where: str = OUTPUTS_DIR.option
+    ) -> None:
         """BadInput when an output parameter's file in `--outputs-dir` is taken by something a
         file cannot replace (a directory, a named pipe): the step would fail writing its outputs
-        after its work (promote would have moved the champion), so it is refused before."""
+        after its work (promote would have moved the champion), so it is refused before. `where`
+        names where the directory came from (`STEP_OUTPUTS_DIR (for --outputs-dir)`)."""
         outputs_dir = getattr(namespace, OUTPUTS_DIR.dest, None)
         if outputs_dir is None:
             return
@@ -937,25 +937,26 @@ class Stage:
                 written.parse(str(path))
             except ValueError as exc:
                 raise BadInput(
-                    f"{OUTPUTS_DIR.option} {_shown(str(outputs_dir))}: the file of output "
+                    f"{where} {_shown(str(outputs_dir))}: the file of output "
                     f"parameter {output.name} {exc}"
                 ) from None
 
-    def _refuse_shared_paths(self, namespace: argparse.Namespace) -> None:
+    def _refuse_shared_paths(self, namespace: argparse.Namespace, named: Mapping[str, str]) -> None:
         """BadInput when a path the stage writes is also another path of the command line: two
         outputs at one path (`validate --output X --report X`), an output over an input, or a
         path under a file the stage writes, or inside a directory the stage manages
         (`DirectoryPath.managed`). The outputs are the path flags whose kind writes
-        (`_LocalPath.written`) and the declared output parameters' files in `--outputs-dir`."""
+        (`_LocalPath.written`) and the declared output parameters' files in `--outputs-dir`.
+        `named`: flag name -> where its value came from (the flag, or `ENV (for --flag)`)."""
         paths: list[tuple[str, Path, bool, bool]] = []  # (what, path, written, is a file)
         for flag in self.all_flags:
             value = getattr(namespace, flag.dest, None)
             if isinstance(flag.kind, _LocalPath) and value is not None:
                 is_file = isinstance(flag.kind, FilePath)
-                paths.append((flag.option, Path(value), flag.kind.written(), is_file))
+                paths.append((named[flag.name], Path(value), flag.kind.written(), is_file))
         outputs_dir = getattr(namespace, OUTPUTS_DIR.dest, None)
         if outputs_dir is not None:
-            paths += [(f"the output parameter file {o.name} of {OUTPUTS_DIR.option}",
+            paths += [(f"the output parameter file {o.name} of {named[OUTPUTS_DIR.name]}",
                        Path(outputs_dir) / o.name, True, True) for o in self.outputs]  # fmt: skip
         for i, (what, path, written, is_file) in enumerate(paths):
             for other, other_path, other_written, other_is_file in paths[:i]:
@@ -988,9 +989,9 @@ class Stage:
                             f"{_shown(str(in_path))}, a directory the stage reads: what it "
                             "writes there would be read as input; give it a path outside"
                         )
-        managed = [(flag.option, Path(getattr(namespace, flag.dest))) for flag in self.all_flags
-                   if getattr(flag.kind, "managed", False) and getattr(namespace, flag.dest, None)
-                   and _read(flag, namespace)]  # fmt: skip
+        managed = [(named[f.name], Path(getattr(namespace, f.dest))) for f in self.all_flags
+                   if getattr(f.kind, "managed", False) and getattr(namespace, f.dest, None)
+                   and _read(f, namespace)]  # fmt: skip
         for what, path, written, _ in paths:
             for where, directory in managed:
                 if written and _inside(path, directory):

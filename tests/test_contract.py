@@ -480,14 +480,65 @@ def test_a_path_a_stage_writes_is_refused_inside_a_directory_the_stage_manages(
     assert out == "" and not state.exists()
 
 
-@pytest.mark.parametrize("stage", [pytest.param(s, id=s.name) for s in DOCUMENTED if s.outputs])
+def _given_by(
+    door: str, flag: Flag, value: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], str]:
+    """`argv` giving `flag` the value `value` by `door` (`flag`, or `env`: its variable, the
+    flag left out of `argv`), and how an error line names it then."""
+    if door == "flag":
+        return [*argv, f"{flag.option}={value}"], flag.option
+    monkeypatch.setenv(str(flag.env), value)
+    kept = [a for a in argv if not a.startswith(f"{flag.option}=")]
+    if flag.option in kept:
+        del kept[kept.index(flag.option) : kept.index(flag.option) + 2]
+    return kept, f"{flag.env} (for {flag.option})"
+
+
+MANAGED_DOOR_CASES = [
+    pytest.param(*case.values, by_managed, by_written,
+                 id=f"{case.id}-{by_managed}-{by_written}")
+    for case in MANAGED_CASES
+    for by_managed in ("flag", "env") if by_managed == "flag" or case.values[1].env
+    for by_written in ("flag", "env") if by_written == "flag" or case.values[2].env
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stage", "managed", "written", "by_managed", "by_written"),
+                         MANAGED_DOOR_CASES)  # fmt: skip
+def test_a_path_refused_inside_a_managed_directory_is_named_by_where_it_came_from(
+    stage: Stage, managed: Flag, written: Flag, by_managed: str, by_written: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`DEPLOY_STATE_DIR=S deploy --outputs-dir S/o` was refused naming `--state-dir`, which
+    the user never gave (and `STEP_OUTPUTS_DIR` was named `--outputs-dir`): the line names the
+    variable the value came from, as every other refusal of a value does."""
+    _isolate(stage, tmp_path, monkeypatch)
+    state = tmp_path / "state"
+    argv = [a for f in _value_flags(stage) if f.required and f not in (managed, written)
+            for a in (f.option, _valid(f, tmp_path))]  # fmt: skip
+    if managed.read_with:  # the value with which the stage reads it
+        name, values = managed.read_with
+        argv.append(f"--{name}={values if isinstance(values, str) else values[0]}")
+    argv, written_named = _given_by(by_written, written, str(state / "o"), argv, monkeypatch)
+    argv, managed_named = _given_by(by_managed, managed, str(state), argv, monkeypatch)
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, f"error: {written_named} '", f"is inside {managed_named} '",
+                     "a directory the stage manages")  # fmt: skip
+    assert out == "" and not state.exists()
+
+
+@pytest.mark.parametrize(
+    "stage", [pytest.param(s, id=s.name) for s in (CHECK_PARAMETERS, *DOCUMENTED) if s.outputs]
+)
 @pytest.mark.parametrize("occupant", ["a directory", "a named pipe"])
+@pytest.mark.parametrize("door", ["flag", "env"])
 def test_an_output_parameter_file_taken_by_what_a_file_cannot_replace_is_refused_before_work(
-    stage: Stage, occupant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stage: Stage, occupant: str, door: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--outputs-dir D` where `D/<output>` is a directory or a named pipe: refused at parse
     (before: promote moved the champion, then failed writing its outputs; fetch wrote its
-    dataset, then failed)."""
+    dataset, then failed), naming where D came from (`STEP_OUTPUTS_DIR`: it was named
+    `--outputs-dir`)."""
     _isolate(stage, tmp_path, monkeypatch)
     name = stage.outputs[0].name
     taken = tmp_path / "outputs" / name
@@ -498,8 +549,11 @@ def test_an_output_parameter_file_taken_by_what_a_file_cannot_replace_is_refused
         if flag.required:
             argv += [flag.option, _valid(flag, tmp_path)]
     before = sorted(tmp_path.rglob("*"))
-    code, out, err = _main(stage, [*argv, "--outputs-dir", str(tmp_path / "outputs")])
-    assert_bad_input(code, err, f"the file of output parameter {name} is {occupant}")
+    flag = stage.flag("outputs-dir")
+    argv, named = _given_by(door, flag, str(tmp_path / "outputs"), argv, monkeypatch)
+    code, out, err = _main(stage, argv)
+    assert_bad_input(code, err, f"error: {named} '",
+                     f"the file of output parameter {name} is {occupant}")  # fmt: skip
     assert out == "" and sorted(tmp_path.rglob("*")) == before
 
 
