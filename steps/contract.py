@@ -36,7 +36,7 @@ from steps.redaction import redact_value, split_http_url
 # version written "+2" is refused rather than read as version 2 (leading zeros stay accepted).
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 control characters and DEL
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters and DEL
 # Characters that show as nothing: format characters (Cf: zero-width space and joiners, BOM,
 # bidi marks), unassigned and private-use code points, line/paragraph separators, and the
 # fillers and blanks Unicode classes as letters or symbols (Hangul fillers, Braille blank).
@@ -206,15 +206,41 @@ def _invisible(char: str) -> bool:
     return char in _INVISIBLE or unicodedata.category(char) in _INVISIBLE_CATEGORIES
 
 
+def _unseen(text: str) -> str | None:
+    """What `text` holds that does not show as itself, as the end of `must be ..., without `:
+    control characters (NUL, a line break, ESC, NEL: no value is multi-line, and a NUL cannot
+    reach a C library or PostgreSQL), or invisible characters (`_invisible`: a zero-width space,
+    a BOM, a bidi mark, U+2028); None for neither. Every Text value, each item of a comma list
+    and each name of a pair is refused with either: two names that differ only there look alike
+    in MLflow, Argo and an error line."""
+    if _CONTROL.search(text):
+        return "control characters"
+    if any(_invisible(c) for c in text):
+        return "invisible characters (zero-width, fillers, line separators)"
+    return None
+
+
+def _item_problem(text: str) -> str | None:
+    """Why one item of a value (a comma list's item, a name of a pair) is not taken as given,
+    as the end of `must be ..., without `: white space at either end (as `parse_as_given` says
+    of a whole value: `2023\\n,2024` is refused, never read as 2023 and 2024), or what `_unseen`
+    finds; None for neither."""
+    if text != text.strip():
+        return "white space at either end"
+    return _unseen(text)
+
+
 @dataclass(frozen=True)
 class Text:
     """Free text, optionally matching `pattern` (described as `what`) and at most `max_length`.
 
+    No Text takes a control or an invisible character (`_unseen`): a zero-width space in a
+    workflow UID or an experiment name made a value no one could tell from another.
     `visible`: a name people must see to tell apart (a registered model's, which also names the
     pipeline's release mutex, workflows/pipeline.py MUTEX_NAME, and the local release lock):
-    refused with white space at either end (the mutex of `m ` is not the one of `m`) or any
-    invisible character (`_INVISIBLE`), so also when made only of them. Its value reaches
-    `parse` as given, not stripped (`Flag.convert`).
+    refused with white space at either end (the mutex of `m ` is not the one of `m`) even where
+    `parse` is called directly; through a flag every value is taken as given (`Flag.convert`,
+    `parse_as_given`).
     """
 
     pattern: str | None = None
@@ -224,17 +250,13 @@ class Text:
     visible: bool = False
 
     def parse(self, text: str) -> str:
-        """The text; ValueError if it is too long, holds a control character (NUL, a line
-        break, ...: no flag is multi-line, and a NUL cannot reach a C library or PostgreSQL),
-        does not match the pattern, or (`visible`) is not all visible."""
-        if _CONTROL.search(text):
-            raise ValueError(f"must be {self.describe()}, without control characters")
+        """The text; ValueError if it is too long, holds a control or invisible character
+        (`_unseen`), does not match the pattern, or (`visible`) has white space at either end."""
+        unseen = _unseen(text)
+        if unseen:
+            raise ValueError(f"must be {self.describe()}, without {unseen}")
         if self.visible and text != text.strip():
             raise ValueError(f"must be {self.describe()}, without white space at either end")
-        if self.visible and any(_invisible(c) for c in text):
-            raise ValueError(
-                f"must be {self.describe()}, without invisible characters (zero-width, fillers)"
-            )
         if len(text) > self.max_length or (
             self.pattern is not None and not re.fullmatch(self.pattern, text)
         ):
@@ -248,20 +270,26 @@ class Text:
 
 @dataclass(frozen=True)
 class CommaList:
-    """`a,b,c`: each item of the kind `item`, each once; empty items are ignored, so empty (or
-    `,`) means (), which every door reads as "not given" (`Flag.sets`)."""
+    """`a,b,c`: each item of the kind `item`, each once, taken as given (`_item_problem`: no
+    white space around it, so `a, b` is refused too); empty items are ignored, so empty (or
+    `,`, or only white space, as every flag reads it: `Flag.convert`) means (), which every
+    door reads as "not given" (`Flag.sets`)."""
 
     item: Kind
     empty_ok: bool = True
 
     def parse(self, text: str) -> tuple[Any, ...]:
-        """The parsed items; ValueError naming the first bad one, or one given twice (`2020,
-        2020` fetched the year twice through one door and was folded into one by another)."""
-        values = []
-        for raw in (part.strip() for part in text.split(",")):
+        """The parsed items; ValueError naming the first bad one (`_item_problem`, or refused by
+        the item's kind), or one given twice (`2020,2020` fetched the year twice through one
+        door and was folded into one by another)."""
+        values: list[Any] = []
+        for raw in text.split(",") if text.strip() else ():
             if not raw:
                 continue
+            problem = _item_problem(raw)
             try:
+                if problem:
+                    raise ValueError(f"must be {self.item.describe()}, without {problem}")
                 value = self.item.parse(raw)
             except ValueError as exc:
                 raise ValueError(f"item {_shown(raw)} {exc}") from None
@@ -277,25 +305,30 @@ class CommaList:
 
 @dataclass(frozen=True)
 class Pairs:
-    """`ours=theirs,...`: a mapping of names, each of ours one of `keys` and given once; empty
-    means {}."""
+    """`ours=theirs,...`: a mapping of names, each of ours one of `keys` and given once, each
+    name taken as given (`_item_problem`: `temp= TEMP` or `temp=TEMP, dewp=DEWP` is refused);
+    empty (or only white space, as every flag reads it: `Flag.convert`) means {}."""
 
     keys: tuple[str, ...]
     empty_ok: bool = True
 
     def parse(self, text: str) -> dict[str, str]:
-        """The mapping; ValueError naming the first entry that is not `name=name`, a name of
-        ours that is not one of `keys` or is mapped twice, a source column mapped twice, or a
-        control character."""
-        if _CONTROL.search(text):
-            raise ValueError(f"must be {self.describe()}, without control characters")
+        """The mapping; ValueError naming the first entry that is not `name=name`, holds a name
+        with white space around it or a control or invisible character (`_item_problem`), maps
+        a name of ours that is not one of `keys` or is mapped twice, or a source column mapped
+        twice."""
         mapping: dict[str, str] = {}
-        for item in (part.strip() for part in text.split(",")):
+        for item in text.split(",") if text.strip() else ():
             if not item:
                 continue
-            ours, sep, theirs = (side.strip() for side in item.partition("="))
+            ours, sep, theirs = item.partition("=")
             if not sep or not ours or not theirs:
                 raise ValueError(f"entries must look like temp=TEMP, got {_shown(item)}")
+            problem = _item_problem(ours) or _item_problem(theirs)
+            if problem:
+                raise ValueError(
+                    f"entries must look like temp=TEMP, without {problem}, got {_shown(item)}"
+                )
             if ours not in self.keys:
                 raise ValueError(f"maps {_shown(ours)}, which is none of {', '.join(self.keys)}")
             if ours in mapping:

@@ -931,8 +931,12 @@ def test_kinds_describe_what_they_refuse() -> None:
     with pytest.raises(ValueError, match="must be an integer"):
         Integer(1, 10).parse("+2")  # int() reads it; a version written so is refused
     assert Number(0, 1, open_minimum=True).describe() == "a number > 0 and <= 1"
-    assert CommaList(Integer(1901, 2100)).parse("2023, ,2024") == (2023, 2024)
-    assert Pairs(("temp", "dewp")).parse("temp=T, dewp = D") == {"temp": "T", "dewp": "D"}
+    assert CommaList(Integer(1901, 2100)).parse("2023,,2024") == (2023, 2024)  # no item
+    with pytest.raises(ValueError, match=r"item ' ' must be .*, without white space at either"):
+        CommaList(Integer(1901, 2100)).parse("2023, ,2024")  # an item, as given: not a year
+    assert Pairs(("temp", "dewp")).parse("temp=T,dewp=D D") == {"temp": "T", "dewp": "D D"}
+    with pytest.raises(ValueError, match="without white space at either end, got ' dewp = D'"):
+        Pairs(("temp", "dewp")).parse("temp=T, dewp = D")
     assert Boolean().parse("true") is True and Boolean().parse("false") is False
     with pytest.raises(ValueError, match="is a directory"):
         FilePath(writes=True).parse("/")
@@ -1195,9 +1199,16 @@ def test_a_table_in_no_format_the_source_reads_is_refused_at_parse_in_every_door
 COMMA_LIST_CASES = _door_cases(lambda flag: isinstance(flag.kind, CommaList))
 
 
-def _item(flag: Flag) -> str:
-    """A valid item of a comma list flag."""
-    return {"years": "2020", "stations": "72530094846"}.get(flag.name, "a")
+def _item(flag: Flag, second: bool = False) -> str:
+    """A valid item of a comma list flag (`second`: another one)."""
+    items = {"years": ("2020", "2021"), "stations": ("72530094846", "72530094847")}
+    return items.get(flag.name, ("a", "b"))[second]
+
+
+def _named(door: str, flag: Flag) -> str:
+    """How an error line names `flag` when its value came in by `door` (`_doors`)."""
+    return {"flag": f"{flag.option} ", "env": f"{flag.env} (for {flag.option})",
+            "parameter": f"workflow parameter {flag.parameter} "}[door]  # fmt: skip
 
 
 @pytest.mark.parametrize(("stage", "flag", "door"), COMMA_LIST_CASES)
@@ -1207,8 +1218,84 @@ def test_a_comma_list_item_given_twice_is_refused_at_every_door(
     """`--years 2020,2020` fetched 2020 twice through fetch's CLI while check-parameters folded
     it into one year: every door now refuses it alike."""
     item = _item(flag)
-    code, out, err = _through(door, stage, flag, f"{item}, {item}", tmp_path, monkeypatch)
+    code, out, err = _through(door, stage, flag, f"{item},{item}", tmp_path, monkeypatch)
     assert_bad_input(code, err, f"item '{item}' is given twice")
+    assert out == ""
+
+
+# Values hiding something in a part of them, by kind (the value as a whole has no white space at
+# either end: that is `parse_as_given`'s). A comma list: `{}` stands for the bad item's valid
+# text, `{other}` for another valid item; (value, the bad item).
+HIDDEN_IN_AN_ITEM = {
+    "line-break": ("{}\n,{other}", "{}\n"),
+    "space-after-comma": ("{other}, {}", " {}"),
+    "space-before-comma": ("{} ,{other}", "{} "),
+    "tab": ("{other},\t{}", "\t{}"),
+    "U+2028": ("{}\u2028,{other}", "{}\u2028"),
+    "U+2029": ("{other},\u2029{}", "\u2029{}"),
+    "NEL": ("{}\x85,{other}", "{}\x85"),
+    "ESC": ("{}\x1b,{other}", "{}\x1b"),
+    "zero-width-space": ("{other},\u200b{}", "\u200b{}"),
+    "BOM": ("{}\ufeff,{other}", "{}\ufeff"),
+}
+# Pairs: (value, its bad entry): white space around a name, or a hidden character.
+HIDDEN_IN_A_PAIR = [
+    ("temp= TEMP,dewp=DEWP", "temp= TEMP"),
+    ("temp =TEMP,dewp=DEWP", "temp =TEMP"),
+    ("temp=TEMP, dewp=DEWP", " dewp=DEWP"),
+    ("temp=TEMP\n,dewp=DEWP", "temp=TEMP\n"),
+    ("temp=TEMP\u2028,dewp=DEWP", "temp=TEMP\u2028"),
+    ("temp=TEMP,dewp=DE\u2029WP", "dewp=DE\u2029WP"),
+    ("temp=TE\u200bMP,dewp=DEWP", "temp=TE\u200bMP"),
+    ("temp=TE\x1bMP,dewp=DEWP", "temp=TE\x1bMP"),
+    ("temp=TEMP,\ufeffdewp=DEWP", "\ufeffdewp=DEWP"),
+]
+# Text: characters that show as nothing (Unicode category Cf, line and paragraph separators)
+# and a C1 control, put inside a value the flag takes (`steps.contract._unseen`).
+UNSEEN = {
+    "U+200B": "\u200b", "U+200C": "\u200c", "U+200D": "\u200d", "U+2060": "\u2060",
+    "U+FEFF": "\ufeff", "U+00AD": "\u00ad", "U+202E": "\u202e", "U+2028": "\u2028",
+    "U+2029": "\u2029", "U+0085": "\x85",
+}  # fmt: skip
+
+
+def _hidden_values(flag: Flag) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(id, a value of `flag` hiding something in a part, what its error line must say)."""
+    if isinstance(flag.kind, CommaList):
+        one, other = _item(flag), _item(flag, True)
+        made = {k: (v.format(one, other=other), b.format(one, other=other))
+                for k, (v, b) in HIDDEN_IN_AN_ITEM.items()}  # fmt: skip
+        return [(k, v, (f"item {b!r} must be ", "without ")) for k, (v, b) in made.items()]
+    if isinstance(flag.kind, Pairs):
+        return [(repr(v), v, (f"got {b!r}", "without ")) for v, b in HIDDEN_IN_A_PAIR]
+    pattern = getattr(flag.kind, "pattern", None)
+    valid = render_value(flag.default) or PATTERN_SAMPLES.get(str(pattern), "xy")
+    said = {"U+0085": "without control characters"}
+    return [(name, value, (repr(value), said.get(name, "without invisible characters")))
+            for name, c in UNSEEN.items() for value in [valid[:1] + c + valid[1:]]]  # fmt: skip
+
+
+HIDDEN_CASES = [
+    pytest.param(*case.values, value, needles, id=f"{case.id}-{name}")
+    for case in _door_cases(lambda flag: isinstance(flag.kind, CommaList | Pairs | Text))
+    for name, value, needles in _hidden_values(case.values[1])
+]
+
+
+@pytest.mark.parametrize(("stage", "flag", "door", "value", "needles"), HIDDEN_CASES)
+def test_a_value_hiding_something_in_a_part_is_refused_at_every_door_quoting_that_part(
+    stage: Stage, flag: Flag, door: str, value: str, needles: tuple[str, ...], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Comma lists stripped each item: `--years $'2023\\n,2024'`, `2023, 2024` and
+    `--column-map 'temp= TEMP'` were read as if clean, while a whole value is taken as given
+    (8655e05); a U+2028 or a zero-width space inside a column name passed. Text flags other
+    than the model name took a zero-width space (`--workflow-uid`, the experiment), and two
+    names that differ only there look alike in MLflow, Argo and every error line. Every item,
+    name of a pair and Text value is taken as given, by one rule at every door: one line naming
+    the flag (or variable, or parameter) and quoting the part so what hides in it shows."""
+    code, out, err = _through(door, stage, flag, value, tmp_path, monkeypatch)
+    assert_bad_input(code, err, _named(door, flag), *needles)
     assert out == ""
 
 
@@ -1222,7 +1309,7 @@ def test_a_comma_list_of_empty_items_is_not_given_at_every_door(
     """`stations=,` with a source that reads no stations: fetch read it as no stations and ran;
     check-parameters refused it as given. `,` is no item at every door, so it is not given."""
     _, extra = _in_a_case_that_does_not_read(stage, flag, door)
-    for value in (",", " , ,"):
+    for value in (",", ",,"):
         _, _, err = _through(door, stage, flag, value, tmp_path, monkeypatch, *extra,
                              parse_only=True)  # fmt: skip
         assert "is read only with" not in err, err

@@ -35,9 +35,11 @@ TODAY = dt.date(2026, 3, 1)
 
 def test_empty_years_are_the_previous_and_the_current_year_and_given_ones_sorted() -> None:
     assert resolve_years("", TODAY) == (2025, 2026)
-    assert resolve_years("2024, 2022", TODAY) == (2022, 2024)
+    assert resolve_years("2024,2022", TODAY) == (2022, 2024)
     with pytest.raises(ValueError, match="item '2024' is given twice"):
-        resolve_years("2024, 2022,2024", TODAY)  # as every door refuses it (issue 11)
+        resolve_years("2024,2022,2024", TODAY)  # as every door refuses it (issue 11)
+    with pytest.raises(ValueError, match=r"item ' 2022' .* without white space at either end"):
+        resolve_years("2024, 2022", TODAY)  # each item is taken as given, as a whole value is
     with pytest.raises(ValueError, match="1901"):
         resolve_years("1800", TODAY)
 
@@ -68,7 +70,7 @@ def test_a_source_that_does_not_split_by_year_is_one_item_of_the_years_given() -
     """A table is read whole, in one item never memoized; its rows are those of the years given
     (fetch --years), every row with none: the years were silently ignored (issue 11)."""
     assert loop_items("table", "", "k", TODAY) == ([], [{"year": "", "part": WHOLE_PART}])
-    assert loop_items("table", "2024, 2022", "k", TODAY) == (
+    assert loop_items("table", "2024,2022", "k", TODAY) == (
         [], [{"year": "2022,2024", "part": WHOLE_PART}]
     )  # fmt: skip
     # The years decide its rows, so its data key.

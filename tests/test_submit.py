@@ -238,7 +238,8 @@ def test_a_lone_closing_brace_pair_is_text_to_argo_and_to_us():
     from workflows.argo_rules import given_value_problem
 
     assert given_value_problem("model-name", "x }} y") is None
-    assert given_value_problem("years", "2024, 2025") is None  # white space inside is the step's
+    # White space inside a value is its flag's to judge (`years`: `2024, 2025` is refused there).
+    assert given_value_problem("years", "2024, 2025") is None
 
 
 def test_wait_prints_node_phases_and_succeeds(argo, capsys):
