@@ -28,7 +28,8 @@ from steps.contract import Integer, Kind, Number
 # a dead server takes minutes to fail, a hanging one (accepts, never answers) about 17 minutes.
 # Each call is one urllib3 Retry with total/connect/read/status all set to MAX_RETRIES
 # (mlflow/utils/request_utils.py `_cached_get_request_session`), and TIMEOUT is passed to requests
-# as the wait for each connect and each read (mlflow/utils/rest_utils.py `http_request`). A step
+# as the wait for each connect and each read (mlflow/utils/rest_utils.py `http_request`), which
+# `steps.tracking.answer_deadlines` makes the wait for each whole answer too. A step
 # is retried by Argo anyway, so every step that talks to MLflow (train, register, promote, deploy
 # on either target) fails in a bounded time: `steps.tracking.hanging_server_bound_s` says how
 # long. A value the user set in the environment wins over these; an empty one is unset.

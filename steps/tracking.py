@@ -3,11 +3,17 @@ errors."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import http.client
+import io
 import os
 import re
+import socket
 import ssl
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +40,9 @@ def http_setting(name: str, env: Any = None) -> float:
 
 def hanging_server_bound_s(env: dict[str, str] | None = None, uri: str = "") -> float:
     """Seconds one MLflow call waits at most, in all, on a server that accepts connections and
-    never answers, with the settings of `env` (default `os.environ`; HTTP_RETRY_DEFAULTS where
-    unset): 1 + MAX_RETRIES attempts, each ending after TIMEOUT seconds, and urllib3's backoff
+    never answers, or trickles its answer (`answer_deadlines`), with the settings of `env`
+    (default `os.environ`; HTTP_RETRY_DEFAULTS where unset): 1 + MAX_RETRIES attempts, each ending
+    TIMEOUT seconds after its request was sent, and urllib3's backoff
     between them: none before the first retry, then BACKOFF_FACTOR * 2**(n-1) plus up to
     BACKOFF_JITTER seconds before retry n (urllib3 2.x, urllib3/util/retry.py
     `Retry.get_backoff_time`). The defaults give 4 x 10 + (2 + 1) + (4 + 1) = 48 s; a step fails
@@ -53,6 +60,166 @@ def hanging_server_bound_s(env: dict[str, str] | None = None, uri: str = "") -> 
     backoff = sum(factor * 2 ** (n - 1) + jitter for n in range(2, retries + 1))
     attempts = retries + 1 + uri.lower().startswith("https://")
     return attempts * setting("MLFLOW_HTTP_REQUEST_TIMEOUT") + backoff
+
+
+# MLFLOW_HTTP_REQUEST_TIMEOUT reaches requests and urllib3 as a socket timeout: the wait for each
+# read, not for the answer. urllib3 says so (urllib3 2.8.0 src/urllib3/util/timeout.py, the note
+# in `Timeout`'s docstring: "the read and total timeouts only measure the time between read
+# operations"; `Timeout(total=)` only shortens each read, `read_timeout`), and requests offers no
+# total timeout (psf/requests issue 4276). So a server that sent its status line and then one
+# byte a second, or an endless chunked body, held a step for ever (a breaker, issue 11). MLflow
+# builds its session with no hook for this (mlflow 3.17.2 mlflow/utils/request_utils.py
+# `_cached_get_request_session`: a `TCPKeepAliveHTTPAdapter` on a cached `requests.Session`), so
+# `answer_deadlines` puts a subclass in that adapter's place, whose connections read each answer
+# through `_AnswerReader`. Each read then waits at most what is left of the answer's time.
+# A streamed body (stream=True: an artifact download, mlflow/store/artifact/http_artifact_repo.py
+# `_download_file`) may take as long as its size needs, but must keep coming at this rate at least,
+# measured over each TIMEOUT seconds (curl's CURLOPT_LOW_SPEED_LIMIT/LOW_SPEED_TIME, one rule).
+STREAMED_BODY_MIN_BYTES_PER_S = 1024
+_STREAMED = contextvars.ContextVar("_STREAMED", default=False)
+
+
+class _AnswerReader(io.RawIOBase):
+    """The bytes of one HTTP answer from `sock`, in time: the head and a body read whole must all
+    arrive within the socket's timeout when the answer began (urllib3 sets the read timeout before
+    it reads the answer: urllib3/connection.py `getresponse`), counted from then; a streamed body
+    (`streamed_body`) must bring STREAMED_BODY_MIN_BYTES_PER_S x that timeout bytes in each such
+    span. Else a read raises TimeoutError, as a socket does when its timeout passes, so urllib3
+    and requests take it as a read timeout (retried while the head is awaited). With no timeout
+    (None), no deadline either."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        # A reference to the socket as http.client's own reader holds one (socket.py `makefile`):
+        # the connection may close its socket while the answer is still read.
+        self._raw = sock.makefile("rb", buffering=0)
+        self._wait = sock.gettimeout()
+        self._span_end = None if self._wait is None else time.monotonic() + self._wait
+        self._due: int | None = None  # bytes due in the current span; None: the whole answer
+        self._got = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def streamed_body(self) -> None:
+        """From now on, the body is due at the minimum rate, not whole by the deadline."""
+        if self._wait is not None:
+            self._due = max(1, int(STREAMED_BODY_MIN_BYTES_PER_S * self._wait))
+            self._span_end, self._got = time.monotonic() + self._wait, 0
+
+    def _late(self) -> TimeoutError:
+        if self._due is None:
+            return TimeoutError(f"the answer did not arrive whole within {self._wait:g} s")
+        return TimeoutError(
+            f"the streamed answer brought under {self._due} bytes in {self._wait:g} s"
+        )
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self._span_end is None or self._wait is None:
+            return self._raw.readinto(buffer)
+        now = time.monotonic()
+        met = self._due is not None and self._got >= self._due
+        if met and now >= self._span_end:
+            self._span_end, self._got, met = now + self._wait, 0, False
+        left = self._span_end - now
+        if left <= 0 and not met:
+            raise self._late()
+        self._sock.settimeout(self._wait if met else min(self._wait, left))
+        try:
+            count = self._raw.readinto(buffer)
+        except TimeoutError:
+            if not met and time.monotonic() >= self._span_end:
+                raise self._late() from None
+            raise
+        finally:
+            with suppress(OSError):  # a socket closed meanwhile
+                self._sock.settimeout(self._wait)
+        self._got += count or 0
+        return count
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _TimedResponse(http.client.HTTPResponse):
+    """http.client's answer, read through `_AnswerReader`."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()
+        self._answer = _AnswerReader(sock)
+        self.fp = io.BufferedReader(self._answer)
+
+    def begin(self) -> None:
+        super().begin()
+        if _STREAMED.get():
+            self._answer.streamed_body()
+
+
+@functools.cache
+def _timed_pool(pool_class: type) -> type:
+    """`pool_class` (a urllib3 connection pool) whose connections read `_TimedResponse`s."""
+    connection = pool_class.ConnectionCls
+    if connection.response_class is _TimedResponse:
+        return pool_class
+    timed = type(connection.__name__, (connection,), {"response_class": _TimedResponse})
+    return type(pool_class.__name__, (pool_class,), {"ConnectionCls": timed})
+
+
+def _timed_pools(manager: Any) -> Any:
+    """`manager` (a urllib3 PoolManager or ProxyManager), making `_timed_pool`s from now on."""
+    manager.pool_classes_by_scheme = {
+        scheme: _timed_pool(pool) for scheme, pool in manager.pool_classes_by_scheme.items()
+    }
+    return manager
+
+
+@functools.cache
+def _timed_adapter(adapter: type) -> type:
+    """MLflow's `adapter` class whose pools read `_TimedResponse`s, told which are streamed."""
+
+    class TimedAdapter(adapter):  # type: ignore[misc, valid-type]
+        answers_timed = True
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            _timed_pools(self.poolmanager)
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            return _timed_pools(super().proxy_manager_for(proxy, **kwargs))
+
+        def send(self, request: Any, stream: bool = False, **kwargs: Any) -> Any:
+            token = _STREAMED.set(stream)
+            try:
+                return super().send(request, stream=stream, **kwargs)
+            finally:
+                _STREAMED.reset(token)
+
+    return TimedAdapter
+
+
+@contextmanager
+def answer_deadlines() -> Iterator[None]:
+    """While inside, every MLflow HTTP request in this process has a deadline for its answer:
+    the head, and a body read whole (every API call), within the request's timeout
+    (MLFLOW_HTTP_REQUEST_TIMEOUT) from the moment the request was sent, per attempt; a streamed
+    body (artifact downloads) at STREAMED_BODY_MIN_BYTES_PER_S at least (`_AnswerReader`).
+    Late is a read timeout: urllib3 retries it like one while the head is awaited. Undone on
+    exit; nested, the outer one stays."""
+    from mlflow.utils import request_utils
+
+    adapter = request_utils.TCPKeepAliveHTTPAdapter
+    timed = getattr(adapter, "answers_timed", False)
+    request_utils.TCPKeepAliveHTTPAdapter = adapter if timed else _timed_adapter(adapter)
+    request_utils._cached_get_request_session.cache_clear()  # sessions made before: untimed
+    try:
+        yield
+    finally:
+        request_utils.TCPKeepAliveHTTPAdapter = adapter
+        if not timed:
+            request_utils._cached_get_request_session.cache_clear()
 
 
 # The URI schemes for which MLflow 3.17.2 builds both a tracking store and a model-registry store
@@ -531,7 +698,8 @@ _NO_URL_PRINT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     """Point MLflow at `settings.tracking_uri` and yield an `MlflowClient` for it.
 
-    While inside, the HTTP retry defaults above apply (unless set in the environment), and any
+    While inside, the HTTP retry defaults above apply (unless set in the environment), each
+    answer has its deadline (`answer_deadlines`), and any
     MLflow or connection error becomes a one-line `StepError` naming the tracking URI (a
     `TransientError`, exit 75, when a retry may pass: see `is_transient_mlflow_error`). Both are
     undone on exit, so tests and callers in one process do not leak settings into each other.
@@ -552,8 +720,9 @@ def mlflow_session(settings: MlflowSettings) -> Iterator[Any]:
     try:
         # The registry URI is left unset, so it follows the tracking URI (one server for both).
         mlflow.set_tracking_uri(settings.tracking_uri)
-        check_tls(settings.tracking_uri)
-        yield mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+        with answer_deadlines():
+            check_tls(settings.tracking_uri)
+            yield mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     except (MlflowException, requests.RequestException) as exc:
         raise error_for(exc)(describe_mlflow_error(settings.tracking_uri, exc)) from exc
     finally:

@@ -104,7 +104,9 @@ class Drop:
     hang: bool = False  # instead: hold the connection without a word until healed (max 300 s)
     limit: int | None = None  # only the first `limit` matching requests (None: every one)
     status: int | None = None  # instead of a reset: answer this HTTP status, not forwarding it
+    trickle: bool = False  # instead: forward it, then pass the answer's body on a byte a second
     count: int = 0
+    first_at: float | None = None  # when the first matching request came (time.monotonic())
 
     def takes(self, seen: Seen) -> bool:
         return self.match(seen) and (self.limit is None or self.count < self.limit)
@@ -143,6 +145,7 @@ class FaultProxy:
                     drop = proxy.drop if proxy.drop and proxy.drop.takes(seen) else None
                     if drop:
                         drop.count += 1
+                        drop.first_at = drop.first_at or time.monotonic()
                 if fire and not trigger.after_forwarding:
                     trigger.action()
                 if drop and drop.hang:
@@ -152,7 +155,7 @@ class FaultProxy:
                     return self._reset()
                 if drop and drop.status:
                     return self._answer(drop.status)
-                if drop and not drop.after_forwarding:
+                if drop and not (drop.after_forwarding or drop.trickle):
                     return self._reset()
                 try:
                     status, headers, answer = self._forward(seen)
@@ -161,7 +164,7 @@ class FaultProxy:
                 if fire and trigger.after_forwarding:
                     trigger.action()
                     return self._reset()
-                if drop:
+                if drop and not drop.trickle:
                     return self._reset()
                 self.send_response(status)
                 for name, value in headers:
@@ -169,6 +172,15 @@ class FaultProxy:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                if drop:  # until the client hangs up, or healed (then the rest at once)
+                    with contextlib.suppress(OSError):
+                        for at in range(len(answer)):
+                            if proxy.drop is not drop:
+                                return self.wfile.write(answer[at:])
+                            self.wfile.write(answer[at : at + 1])
+                            self.wfile.flush()
+                            time.sleep(1)
+                    return None
                 self.wfile.write(answer)
 
             def _forward(self, seen: Seen) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -233,6 +245,12 @@ def alias_write(alias: str, version: str | None = None) -> Match:
 def artifact_download(seen: Seen) -> bool:
     """A model file fetched through the server's artifact proxy (pyfunc loading for scoring)."""
     return seen.method == "GET" and "/mlflow-artifacts/artifacts" in seen.path
+
+
+def artifact_file_download(seen: Seen) -> bool:
+    """A file's bytes fetched through the artifact proxy (`artifact_download` less the listings,
+    `.../mlflow-artifacts/artifacts?path=...`): MLflow streams these (stream=True)."""
+    return seen.method == "GET" and "/mlflow-artifacts/artifacts/" in seen.path
 
 
 def tag_write(key: str) -> Match:
@@ -545,6 +563,30 @@ def test_promote_mlflow_hanging_while_scoring_fails_within_its_timeouts_and_move
     world.proxy.heal()
     assert world.aliases() == {CHAMPION: world.v2, PREVIOUS_CHAMPION: world.v1}
     assert TAG_DECISION not in world.client().get_model_version(MODEL, world.v3).tags
+    world.assert_served_unchanged()
+
+
+@pytest.mark.slow
+def test_deploy_with_model_files_trickling_in_fails_within_its_timeout_and_serves_on(
+    fresh: World,
+) -> None:
+    """MLflow answers the download of each model file at once, then sends its body a byte a
+    second. A streamed body must bring STREAMED_BODY_MIN_BYTES_PER_S x MLFLOW_HTTP_REQUEST_TIMEOUT
+    bytes in each TIMEOUT seconds (`steps.tracking.answer_deadlines`), so the download fails
+    about TIMEOUT (2 s here) after it began: one line, exit 75, nothing served changes. Before,
+    each read waited for one byte only and the step outlived the time limit below."""
+    world = fresh
+    state_before = (world.state_dir / STATE_FILE).read_text()
+    world.proxy.drop = Drop(artifact_file_download, trickle=True)
+
+    failed = _deploy(world, world.v3, world.proxy.url, timeout=120, MLFLOW_HTTP_REQUEST_TIMEOUT="2")
+    ended = time.monotonic()
+
+    line = error_line(failed, EXIT_TRANSIENT)
+    assert f"cannot score models:/{MODEL}/{world.v3}" in line and world.proxy.url in line, line
+    assert world.proxy.drop.first_at is not None
+    assert ended - world.proxy.drop.first_at <= 2 + 10  # then the step's own exit
+    assert (world.state_dir / STATE_FILE).read_text() == state_before
     world.assert_served_unchanged()
 
 
@@ -1192,14 +1234,28 @@ def _silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+# What a trickling server sends after each request head, then its tick once every half second,
+# for ever: a status line whose headers never end, or headers and an endless chunked body.
+TRICKLES = {
+    "head": (b"HTTP/1.1 200 OK\r\n", b"X"),
+    "chunked body": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1\r\n \r\n",
+    ),
+}
+
+
 class _CountingSilentServer:
     """A tracking server that accepts every connection and reads every request, but never answers
-    a byte; counts the requests (their heads) it was sent."""
+    a byte, or with `trickle` (a TRICKLES value) trickles its answer to each; counts the requests
+    (their heads) it was sent and notes when the first came."""
 
-    def __init__(self) -> None:
+    def __init__(self, trickle: tuple[bytes, bytes] | None = None) -> None:
         self._sock = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self.requests: list[str] = []  # request lines, in order
+        self.first_request_at: float | None = None  # time.monotonic()
+        self._trickle = trickle
         self._held: list[socket.socket] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -1221,6 +1277,12 @@ class _CountingSilentServer:
                     head, data = data.split(b"\r\n\r\n", 1)
                     with self._lock:
                         self.requests.append(head.split(b"\r\n", 1)[0].decode("latin-1"))
+                        self.first_request_at = self.first_request_at or time.monotonic()
+                    if self._trickle:  # until the client hangs up (an OSError here)
+                        conn.sendall(self._trickle[0])
+                        while True:
+                            time.sleep(0.5)
+                            conn.sendall(self._trickle[1])
 
     def close(self) -> None:
         self._sock.close()
@@ -1229,24 +1291,15 @@ class _CountingSilentServer:
                 conn.close()
 
 
-@pytest.mark.slow
-def test_every_step_against_a_tracking_server_that_never_answers_fails_within_the_stated_bound(
-    fresh: World, tmp_path: Path
-) -> None:
-    """train, register, promote and deploy (both targets), with the settings they ship with (no
-    MLFLOW_* in the environment), against a server that accepts connections and never answers:
-    each sends its first request 1 + MLFLOW_HTTP_REQUEST_MAX_RETRIES times, then fails in one
-    line with exit 75 and changes nothing. Each attempt ends after MLFLOW_HTTP_REQUEST_TIMEOUT, so
-    the step ends within `hanging_server_bound_s()` (48 s). The steps run at once; before, each
-    attempt waited 30 s (about 130 s per step), past the subprocess timeout below."""
-    world = fresh
-    state_before = (world.state_dir / STATE_FILE).read_text()
+def _every_step_commands(
+    world: World, tmp_path: Path, cluster: FakeKubernetes
+) -> dict[str, list[str]]:
+    """The command line (after `python -m steps`) of train, register, promote and deploy on both
+    targets, each naming `world`'s model and its own outputs under `tmp_path / "outputs"`."""
     dataset = write_dataset(dewpoint_frame(rows=300, seed=9), tmp_path / "validated.parquet")
-    fake_k8s = contextlib.ExitStack()
-    cluster = fake_k8s.enter_context(FakeKubernetes(f"models:/{MODEL}/{world.v2}"))
     out = tmp_path / "outputs"
     common = ["--model-name", MODEL]
-    commands = {
+    return {
         "train": [
             "train", "--input", str(dataset), "--holdout-out", str(tmp_path / "h.parquet"),
             "--plot-out", str(tmp_path / "fit.png"), "--outputs-dir", str(out / "train"),
@@ -1266,8 +1319,19 @@ def test_every_step_against_a_tracking_server_that_never_answers_fails_within_th
             "--namespace", cluster.namespace, "--outputs-dir", str(out / "deploy-kubernetes"),
         ],
     }  # fmt: skip
-    servers = {name: _CountingSilentServer() for name in commands}
+
+
+def _run_every_step(
+    commands: dict[str, list[str]],
+    servers: dict[str, _CountingSilentServer],
+    env: dict[str, str],
+    timeout: float,
+) -> dict[str, tuple[int, str, float]]:
+    """Run each command at once against its server (its --tracking-uri); per step, its exit code,
+    stderr and when it ended (time.monotonic()). A step not ended within `timeout` s fails the
+    test."""
     running: dict[str, subprocess.Popen[str]] = {}
+    ended: dict[str, float] = {}
     try:
         for name, args in commands.items():
             if "--tracking-uri" in args:  # deploy local names the live server: point it away
@@ -1275,10 +1339,17 @@ def test_every_step_against_a_tracking_server_that_never_answers_fails_within_th
             else:
                 args += ["--tracking-uri", servers[name].url]
             running[name] = subprocess.Popen(
-                [sys.executable, "-m", "steps", *args], cwd=REPO, env=step_env(), text=True,
+                [sys.executable, "-m", "steps", *args], cwd=REPO, env=env, text=True,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )  # fmt: skip
-        results = {name: proc.communicate(timeout=110) for name, proc in running.items()}
+        stop = time.monotonic() + timeout
+        while len(ended) < len(running) and time.monotonic() < stop:
+            ended.update({n: time.monotonic() for n, p in running.items() if p.poll() is not None})
+            time.sleep(0.1)
+        assert set(ended) == set(running), (
+            f"still running after {timeout} s: {set(running) - set(ended)}"
+        )
+        return {n: (p.returncode, p.communicate()[1], ended[n]) for n, p in running.items()}
     finally:
         for proc in running.values():
             if proc.poll() is None:
@@ -1286,19 +1357,74 @@ def test_every_step_against_a_tracking_server_that_never_answers_fails_within_th
                 proc.wait()
         for server in servers.values():
             server.close()
-        fake_k8s.close()
+
+
+@pytest.mark.slow
+def test_every_step_against_a_tracking_server_that_never_answers_fails_within_the_stated_bound(
+    fresh: World, tmp_path: Path
+) -> None:
+    """train, register, promote and deploy (both targets), with the settings they ship with (no
+    MLFLOW_* in the environment), against a server that accepts connections and never answers:
+    each sends its first request 1 + MLFLOW_HTTP_REQUEST_MAX_RETRIES times, then fails in one
+    line with exit 75 and changes nothing. Each attempt ends after MLFLOW_HTTP_REQUEST_TIMEOUT, so
+    the step ends within `hanging_server_bound_s()` (48 s). The steps run at once; before, each
+    attempt waited 30 s (about 130 s per step), past the subprocess timeout below."""
+    world = fresh
+    state_before = (world.state_dir / STATE_FILE).read_text()
+    with FakeKubernetes(f"models:/{MODEL}/{world.v2}") as cluster:
+        commands = _every_step_commands(world, tmp_path, cluster)
+        servers = {name: _CountingSilentServer() for name in commands}
+        results = _run_every_step(commands, servers, step_env(), timeout=110)
 
     attempts = 1 + int(HTTP_RETRY_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
-    for name, (_, err) in results.items():
-        assert_one_line_error(
-            running[name].returncode, err, servers[name].url, exit_code=EXIT_TRANSIENT
-        )
+    for name, (code, err, _) in results.items():
+        assert_one_line_error(code, err, servers[name].url, exit_code=EXIT_TRANSIENT)
         seen = servers[name].requests
         assert len(seen) == attempts and len(set(seen)) == 1, (name, seen)
     assert hanging_server_bound_s(step_env()) == 48.0  # the bound README states
-    # No output written. The steps ran at once: one that made `outputs/` for its own folder
-    # cannot remove it while another's folder is in it, so an empty `outputs/` may stay.
-    assert [p for p in out.rglob("*") if not p.is_dir()] == []
+    _assert_every_step_changed_nothing(world, tmp_path, cluster, state_before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trickle", sorted(TRICKLES))
+def test_every_step_against_a_tracking_server_that_trickles_fails_within_the_stated_bound(
+    fresh: World, tmp_path: Path, trickle: str
+) -> None:
+    """As above, but the server answers a byte every half second, for ever: its headers never
+    end, or its chunked body never does. A socket timeout (MLFLOW_HTTP_REQUEST_TIMEOUT) is the
+    wait for each read, so before `steps.tracking.answer_deadlines` each step waited for ever (the
+    time limit below failed the test); now each attempt ends MLFLOW_HTTP_REQUEST_TIMEOUT after its
+    request, so the step ends within `hanging_server_bound_s` of its first request, with one line
+    and exit 75. Small settings keep it quick: a 2 s timeout, one retry (a bound of 4 s). An
+    endless body is no read timeout while the head is awaited, so it is sent once, not retried."""
+    world = fresh
+    state_before = (world.state_dir / STATE_FILE).read_text()
+    settings = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "2", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    env = step_env(**settings)
+    bound = hanging_server_bound_s(env)
+    assert bound == 4.0
+    with FakeKubernetes(f"models:/{MODEL}/{world.v2}") as cluster:
+        commands = _every_step_commands(world, tmp_path, cluster)
+        servers = {name: _CountingSilentServer(TRICKLES[trickle]) for name in commands}
+        results = _run_every_step(commands, servers, env, timeout=90)
+
+    for name, (code, err, ended) in results.items():
+        assert_one_line_error(code, err, servers[name].url, exit_code=EXIT_TRANSIENT)
+        seen = servers[name].requests
+        assert len(seen) == (2 if trickle == "head" else 1) and len(set(seen)) == 1, (name, seen)
+        first = servers[name].first_request_at
+        # Then the step's own exit: about 2 s, more with five steps on two cores.
+        assert first is not None and ended - first <= bound + 10, (name, ended - first)
+    _assert_every_step_changed_nothing(world, tmp_path, cluster, state_before)
+
+
+def _assert_every_step_changed_nothing(
+    world: World, tmp_path: Path, cluster: FakeKubernetes, state_before: str
+) -> None:
+    """No output written (`_every_step_commands`), nothing deployed, served or moved."""
+    # The steps ran at once: one that made `outputs/` for its own folder cannot remove it while
+    # another's folder is in it, so an empty `outputs/` may stay.
+    assert [p for p in (tmp_path / "outputs").rglob("*") if not p.is_dir()] == []
     assert not (tmp_path / "h.parquet").exists()
     assert cluster.patches == [] and cluster.model_uri() == f"models:/{MODEL}/{world.v2}"
     assert (world.state_dir / STATE_FILE).read_text() == state_before
