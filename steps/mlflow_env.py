@@ -38,6 +38,11 @@ HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # MLflow's default (true) has urllib3 sleep as long as a 429/503 answer's Retry-After says,
+    # uncapped (urllib3 2.x urllib3/util/retry.py `Retry.sleep_for_retry` -> `get_retry_after`),
+    # so `Retry-After: 86400` held a step for a day, past the bound above (breaker). Off, those
+    # answers are retried with the same backoff as any other.
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
 }
 
 

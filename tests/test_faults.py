@@ -1247,10 +1247,14 @@ TRICKLES = {
 
 class _CountingSilentServer:
     """A tracking server that accepts every connection and reads every request, but never answers
-    a byte, or with `trickle` (a TRICKLES value) trickles its answer to each; counts the requests
+    a byte, or with `trickle` (a TRICKLES value) trickles its answer to each, or with `answer`
+    sends that answer to each; counts the requests
     (their heads) it was sent and notes when the first came."""
 
-    def __init__(self, trickle: tuple[bytes, bytes] | None = None) -> None:
+    def __init__(
+        self, trickle: tuple[bytes, bytes] | None = None, answer: bytes | None = None
+    ) -> None:
+        self._answer = answer  # sent whole after each request head, when given
         self._sock = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self.requests: list[str] = []  # request lines, in order
@@ -1278,7 +1282,9 @@ class _CountingSilentServer:
                     with self._lock:
                         self.requests.append(head.split(b"\r\n", 1)[0].decode("latin-1"))
                         self.first_request_at = self.first_request_at or time.monotonic()
-                    if self._trickle:  # until the client hangs up (an OSError here)
+                    if self._answer is not None:
+                        conn.sendall(self._answer)
+                    elif self._trickle:  # until the client hangs up (an OSError here)
                         conn.sendall(self._trickle[0])
                         while True:
                             time.sleep(0.5)
@@ -1359,28 +1365,46 @@ def _run_every_step(
             server.close()
 
 
+# A server's answer to every request, for the test below: none, or a 503 asking for a retry in a
+# day (with MLflow's default MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER, true, urllib3 slept a day
+# before the first retry, past the test's time limit; the pipeline's default is false,
+# steps/mlflow_env.py).
+NO_USEFUL_ANSWER = {
+    "never": None,
+    "retry after a day": (
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 86400\r\nContent-Length: 0\r\n\r\n"
+    ),
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("answer", sorted(NO_USEFUL_ANSWER))
 def test_every_step_against_a_tracking_server_that_never_answers_fails_within_the_stated_bound(
-    fresh: World, tmp_path: Path
+    fresh: World, tmp_path: Path, answer: str
 ) -> None:
     """train, register, promote and deploy (both targets), with the settings they ship with (no
     MLFLOW_* in the environment), against a server that accepts connections and never answers:
     each sends its first request 1 + MLFLOW_HTTP_REQUEST_MAX_RETRIES times, then fails in one
     line with exit 75 and changes nothing. Each attempt ends after MLFLOW_HTTP_REQUEST_TIMEOUT, so
     the step ends within `hanging_server_bound_s()` (48 s). The steps run at once; before, each
-    attempt waited 30 s (about 130 s per step), past the subprocess timeout below."""
+    attempt waited 30 s (about 130 s per step), past the subprocess timeout below. The same for
+    a server that answers 503 asking for a retry in a day (NO_USEFUL_ANSWER)."""
     world = fresh
     state_before = (world.state_dir / STATE_FILE).read_text()
     with FakeKubernetes(f"models:/{MODEL}/{world.v2}") as cluster:
         commands = _every_step_commands(world, tmp_path, cluster)
-        servers = {name: _CountingSilentServer() for name in commands}
+        servers = {
+            name: _CountingSilentServer(answer=NO_USEFUL_ANSWER[answer]) for name in commands
+        }
         results = _run_every_step(commands, servers, step_env(), timeout=110)
 
     attempts = 1 + int(HTTP_RETRY_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
-    for name, (code, err, _) in results.items():
+    for name, (code, err, ended) in results.items():
         assert_one_line_error(code, err, servers[name].url, exit_code=EXIT_TRANSIENT)
         seen = servers[name].requests
         assert len(seen) == attempts and len(set(seen)) == 1, (name, seen)
+        first = servers[name].first_request_at
+        assert first is not None and ended - first <= hanging_server_bound_s(step_env()) + 10, name
     assert hanging_server_bound_s(step_env()) == 48.0  # the bound README states
     _assert_every_step_changed_nothing(world, tmp_path, cluster, state_before)
 
