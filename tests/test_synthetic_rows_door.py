@@ -1,7 +1,10 @@
 """The `synthetic-rows` door is exact: the pipeline's parameters are refused up front exactly when
 a year's validate would fail on the rows fetch generates (issue 11). It had refused only fewer
 rows than validate's --min-rows: 100 rows passed every door, then validate kept 95 (21 with
-rain-only) and failed after fetch had run."""
+rain-only) and failed after fetch had run. From `rows_sure_to_pass` on it generates nothing: the
+bound it relies on covers every rule of validate, `unit_jumps` included (with rain-only 2070 rows
+of 1932 passed the door, and validate failed one station on two day-to-day jumps: the generator's
+daily noise was unbounded)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steps.cli import BadInput
@@ -92,3 +96,95 @@ def test_the_kept_fraction_is_what_validate_keeps(rain_only):
     kept, _ = validate_table(table, ValidationPolicy(1, rain_only))
     p = synthetic.kept_fraction(rain_only)
     assert abs(kept.num_rows / rows - p) < 4 * (p * (1 - p) / rows) ** 0.5
+
+
+def _validate_passes(rows: int, rain_only: bool, year: int) -> bool:
+    """Validate's answer (in-process) on one year of the rows fetch generates with its seed."""
+    from steps.stages import FETCH
+    from steps.validate import ValidationPolicy, validate_table
+
+    request = SourceRequest(years=(year,), rows=rows, seed=FETCH.flag("seed").default)
+    policy = ValidationPolicy(MIN_ROWS, rain_only)
+    _, report = validate_table(synthetic.fetch(request).table, policy)
+    return bool(report["passed"])
+
+
+def test_the_breakers_year_passes_validate_as_the_door_said():
+    """synthetic-rows=2070, rain-only, years=1932: taken by the door, refused by validate's
+    `unit_jumps` (2 of a station's 12 consecutive-day pairs over 25 F, 1 allowed)."""
+    assert _door(2070, True, "1932") is None
+    assert _validate_passes(2070, True, 1932)
+
+
+_SURE = {rain_only: synthetic.rows_sure_to_pass(MIN_ROWS, rain_only) for rain_only in (False, True)}
+
+
+@pytest.mark.parametrize("rain_only", [False, True])
+@pytest.mark.parametrize("year", [1929, 1932, 1951, 1976, 2000, 2020, 2023, 2024])
+@pytest.mark.parametrize("rows_from_sure", [-40, -1, 0, 9, 500, 2999])
+def test_the_doors_answer_is_validates_answer(rain_only, year, rows_from_sure):
+    """Property sweep: around and above the count from which the door generates nothing, it
+    takes a year's rows exactly when validate passes them."""
+    rows = _SURE[rain_only] + rows_from_sure
+    taken = _door(rows, rain_only, str(year)) is None
+    assert taken == _validate_passes(rows, rain_only, year)
+
+
+def test_no_two_generated_days_differ_by_a_unit_jump():
+    """`unit_jumps` can count no generated pair: the bound is under UNIT_JUMP_F, and 200,000 rows
+    (one station runs past several year ends) stay within it."""
+    from steps.gsod_format import parse_files
+    from steps.validate import UNIT_JUMP_F
+
+    assert synthetic.max_daily_change() <= 24.6 < UNIT_JUMP_F  # docs/steps.md quotes 24.6 F
+    assert "at most 24.6 F" in (ROOT / "docs/steps.md").read_text().replace("\n", " ")
+    for year in (None, 1932, 2024):
+        table = parse_files(synthetic.generate_files(200_000, 3, year=year))
+        assert table.num_rows == 200_000
+        station = np.asarray(table.column("station").to_pylist())
+        temp = table.column("temp").to_numpy(zero_copy_only=False)
+        days = table.column("date").cast("int32").to_numpy()
+        pair = (station[1:] == station[:-1]) & (np.diff(days) == 1) & ~np.isnan(np.diff(temp))
+        assert pair.sum() > 190_000
+        assert np.abs(np.diff(temp))[pair].max() <= synthetic.max_daily_change()
+
+
+def test_the_bound_covers_the_rules_that_hold_by_construction():
+    """What the comment above `SURE_MARGIN` says holds whatever the draw: TEMP and DEWP inside
+    validate's ranges, no thunder flag (no `thunder_above_freezing` judgement)."""
+    from steps.climate import DEWP_RANGE_F, TEMP_RANGE_F, dewpoint_f
+    from steps.gsod_format import parse_files
+    from steps.validate import THUNDER_FLAG
+
+    low = synthetic.STATION_MEAN_F[0] - synthetic.STATION_SWING_F[1] - synthetic.DAILY_NOISE_MAX_F
+    high = synthetic.STATION_MEAN_F[1] + synthetic.STATION_SWING_F[1] + synthetic.DAILY_NOISE_MAX_F
+    assert (low, high) == (-7.0, 97.0)  # the comment's figures
+    assert TEMP_RANGE_F[0] <= synthetic.TEMP_MIN_F <= low and high <= synthetic.TEMP_MAX_F
+    assert TEMP_RANGE_F[1] >= synthetic.TEMP_MAX_F and DEWP_RANGE_F[1] >= high
+    assert dewpoint_f(low, synthetic.RH_MIN) > DEWP_RANGE_F[0]
+    table = parse_files(synthetic.generate_files(50_000, 5, year=2023))
+    temp = table.column("temp").to_numpy(zero_copy_only=False)
+    assert low <= np.nanmin(temp) and np.nanmax(temp) <= high
+    flags = set(table.column("frshtt").to_pylist())
+    assert {f[THUNDER_FLAG] for f in flags} == {"0"}
+
+
+@pytest.mark.parametrize("rain_only", [False, True])
+def test_the_chance_the_bound_leaves_is_the_one_the_docs_quote(rain_only):
+    """README and docs/steps.md quote 415 / 2,061 rows and a chance below 1e-14 a year."""
+    assert _SURE == {False: 415, True: 2061}
+    assert synthetic.failure_chance(MIN_ROWS, rain_only) < 1e-14
+    for path in ("README.md", "docs/steps.md"):
+        text = (ROOT / path).read_text()
+        assert "below 1e-14" in text and "1e-37" not in text
+    assert "415 rows, 2,061 with `rain-only`" in (ROOT / "README.md").read_text()
+
+
+def test_the_spread_bound_is_small_only_from_enough_kept_rows():
+    """`SPREAD_KEPT_ROWS` is why the sure count never falls below 4 x 100 / p, whatever the
+    min-rows: 4 kept rows could well have a spread under validate's 1 F."""
+    from steps.validate import MIN_SPREAD_F
+
+    assert synthetic.spread_failure_chance(4, MIN_SPREAD_F) == 1.0
+    assert synthetic.rows_sure_to_pass(1, True) == _SURE[True]
+    assert synthetic.failure_chance(1, True) == synthetic.failure_chance(MIN_ROWS, True)
