@@ -255,8 +255,9 @@ def validate_problem(
     for each of `years`, generated with `seed`), else None: exact below `rows_sure_to_pass`,
     where each year is generated and checked here with validate's own rules (that few rows take
     milliseconds a year), and from it on taken as passing (`failure_chance` bounds the chance it
-    does not), so a million rows in each of up to a hundred years are not generated twice.
-    Fewer rows than `policy.min_rows` are never enough."""
+    does not): a million rows take about 10 s and 450 MB to generate and check
+    (benchmarks/bench_synthetic_door.py), in each of up to a hundred years. Fewer rows than
+    `policy.min_rows` are never enough."""
     if rows < policy.min_rows:
         return f"validate keeps at most that many rows and needs {policy.min_rows}"
     if rows >= rows_sure_to_pass(policy.min_rows, policy.rain_only):
