@@ -171,13 +171,17 @@ def test_the_bound_covers_the_rules_that_hold_by_construction():
 
 @pytest.mark.parametrize("rain_only", [False, True])
 def test_the_chance_the_bound_leaves_is_the_one_the_docs_quote(rain_only):
-    """README and docs/steps.md quote 415 / 2,061 rows and a chance below 1e-14 a year."""
+    """README and docs/steps.md quote 415 / 2,061 rows, a chance below 1e-14 a year and the
+    share rain-only keeps."""
     assert _SURE == {False: 415, True: 2061}
     assert synthetic.failure_chance(MIN_ROWS, rain_only) < 1e-14
     for path in ("README.md", "docs/steps.md"):
         text = (ROOT / path).read_text()
         assert "below 1e-14" in text and "1e-37" not in text
     assert "415 rows, 2,061 with `rain-only`" in (ROOT / "README.md").read_text()
+    assert round(100 * synthetic.kept_fraction(True)) == 19  # "about 19%" in both
+    for path in ("README.md", "docs/steps.md"):
+        assert "about 19% of the rows" in (ROOT / path).read_text().replace("\n", " ")
 
 
 def test_the_spread_bound_is_small_only_from_enough_kept_rows():

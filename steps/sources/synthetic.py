@@ -68,9 +68,10 @@ def station_id(index: int) -> str:
 def station_csv(station: str, start: dt.date, days: int, rng: np.random.Generator) -> bytes:
     """One station's GSOD access CSV file (header + `days` daily rows) with the generating relation.
 
-    Each station gets its own climate (mean and seasonal swing); daily temperature adds noise;
-    humidity is drawn per day and dew point follows by Magnus. Rain days (FRSHTT 2nd digit) are
-    likelier when humid. Some TEMP/DEWP values are the 9999.9 sentinel, like real data.
+    Each station gets its own climate (mean and seasonal swing); daily temperature adds bounded
+    noise (DAILY_NOISE_SD_F, DAILY_NOISE_MAX_F); humidity is drawn per day and dew point follows
+    by Magnus. Rain days (FRSHTT 2nd digit) are likelier when humid. Some TEMP/DEWP values are
+    the 9999.9 sentinel, like real data.
     """
     mean = rng.uniform(*STATION_MEAN_F)
     swing = rng.uniform(*STATION_SWING_F)
@@ -189,7 +190,7 @@ def max_daily_change() -> float:
 # max(min_rows, SPREAD_KEPT_ROWS)) and `temp_spread`/`dewp_spread` (`spread_failure_chance`
 # for 2 m' kept rows: the daily noise, independent of which rows are kept, spreads them).
 SURE_MARGIN = 4
-SPREAD_KEPT_ROWS = 100  # kept rows from which `spread_failure_chance` is small (3.8e-6 at 100)
+SPREAD_KEPT_ROWS = 100  # the least m': `spread_failure_chance` is near 1 for a handful of rows
 
 
 def rows_sure_to_pass(min_rows: int, rain_only: bool) -> int:
