@@ -385,6 +385,8 @@ def test_a_deploy_looks_its_host_up_once(
         raise BadInput("no such version")
 
     lookups.clear()
+    # The registry's look-up first (`check_registered`) finds the version; the copy does not.
+    monkeypatch.setattr(local, "check_registered", lambda request: None)
     monkeypatch.setattr(local, "_verified_copy", unknown)
     request = DeployRequest("m", "1", "http://127.0.0.1:1")
     with pytest.raises(BadInput, match="no such version"):
