@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steps import fetch, validate
+from steps.cli import BadInput
 from steps.climate import TEMP_RANGE_F
 from steps.dataset import (
     SCHEMA,
@@ -689,8 +690,9 @@ def test_metadata_that_is_not_a_utf8_json_object_counts_as_none(
     assert code == 0, err
     # No source: no evidence from it; no earlier report: the source's evidence is granted.
     assert report["units_evidence"] == ("unchecked" if key == "dewpoint.source" else "generated")
-    if key == "dewpoint.validation":
-        assert read_part(dataset).report is None
+    if key == "dewpoint.validation":  # validate read past it; train refuses the file
+        with pytest.raises(BadInput, match="validation metadata is not a UTF-8 JSON object"):
+            read_part(dataset)
 
 
 def test_rows_changed_after_fetch_keep_the_evidence_their_thunder_days_give(
